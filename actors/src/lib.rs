@@ -1,0 +1,13 @@
+//! weir's fault-tolerant engine.
+//!
+//! This crate holds the durable memory the engine's actors own — the write-ahead log
+//! ([`wal`]) and the checkpoint store ([`checkpoint`]) — over a [`Storage`] that is either a
+//! local directory (with real file and directory fsyncs) or any opendal operator.
+
+pub mod checkpoint;
+pub mod events;
+pub mod storage;
+pub mod wal;
+
+pub use events::{Event, EventSink};
+pub use storage::{Storage, StorageError};

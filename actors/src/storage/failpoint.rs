@@ -1,0 +1,53 @@
+//! Failpoints at the I/O edges of the durable paths.
+//!
+//! With the `failpoints` feature, tests configure these names through the `fail` crate; without
+//! it every check compiles to `false`. The names follow `component::operation`, and every one of
+//! them is listed in `docs/testing.md`.
+
+/// The failpoint names one component uses at its storage edges.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Failpoints {
+    /// Before bytes are written: the write fails with nothing written.
+    pub(crate) write: &'static str,
+    /// A write that stops half-way and then fails (a torn write).
+    pub(crate) torn_write: &'static str,
+    /// The file's fsync fails.
+    pub(crate) fsync: &'static str,
+    /// The directory's fsync fails.
+    pub(crate) dir_fsync: &'static str,
+    /// Between the durable temp file and the rename onto the final name.
+    pub(crate) rename: &'static str,
+    /// An object write fails at `close()` (object-store mode).
+    pub(crate) close: &'static str,
+}
+
+/// The WAL's failpoints.
+pub(crate) const WAL: Failpoints = Failpoints {
+    write: "wal::write",
+    torn_write: "wal::write::torn",
+    fsync: "wal::fsync",
+    dir_fsync: "wal::dir_fsync",
+    rename: "wal::rename",
+    close: "wal::close",
+};
+
+/// The checkpoint store's failpoints.
+pub(crate) const CHECKPOINT: Failpoints = Failpoints {
+    write: "checkpoint::write",
+    torn_write: "checkpoint::write::torn",
+    fsync: "checkpoint::fsync",
+    dir_fsync: "checkpoint::dir_fsync",
+    rename: "checkpoint::rename",
+    close: "checkpoint::close",
+};
+
+/// Whether the failpoint `name` is configured to fire now.
+#[inline]
+pub(crate) fn fired(name: &'static str) -> bool {
+    #[cfg(feature = "failpoints")]
+    {
+        fail::fail_point!(name, |_| true);
+    }
+    let _ = name;
+    false
+}

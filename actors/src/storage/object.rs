@@ -1,0 +1,119 @@
+//! Whole-object operations on an opendal operator (object-store mode).
+//!
+//! Only operations every object store offers are used: write a whole object (optionally only if
+//! the name is free), read, read a range, list a prefix, delete. A completed write is durable;
+//! an object write is atomic (readers see all of it or none of it) on S3, GCS, Azure and the
+//! memory service, and on opendal's `fs` service when it is given an `atomic_write_dir`.
+
+use opendal::{Buffer, Operator};
+
+use super::StorageError;
+use super::failpoint::{Failpoints, fired};
+
+/// A "directory" inside an operator: every name is placed under `prefix`.
+#[derive(Clone, Debug)]
+pub(crate) struct ObjectDir {
+    op: Operator,
+    prefix: String,
+}
+
+fn obj_err(op: &'static str, path: &str) -> impl FnOnce(opendal::Error) -> StorageError {
+    let path = path.to_owned();
+    move |source| StorageError::Object { op, path, source }
+}
+
+impl ObjectDir {
+    pub(crate) fn new(op: Operator, prefix: String) -> Self {
+        ObjectDir { op, prefix }
+    }
+
+    pub(crate) fn path(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// The names (relative to the prefix) of the objects directly under the prefix, sorted.
+    pub(crate) async fn list(&self) -> Result<Vec<String>, StorageError> {
+        let dir = if self.prefix.is_empty() {
+            "/"
+        } else {
+            self.prefix.as_str()
+        };
+        let entries = match self.op.list(dir).await {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(obj_err("list", dir)(err)),
+        };
+        let mut names: Vec<String> = entries
+            .into_iter()
+            .filter(|e| e.metadata().is_file())
+            .filter_map(|e| {
+                let path = e.path();
+                let rel = path.strip_prefix(&self.prefix).unwrap_or(path);
+                (!rel.is_empty() && !rel.contains('/')).then(|| rel.to_owned())
+            })
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    pub(crate) async fn read(&self, name: &str) -> Result<Buffer, StorageError> {
+        let path = self.path(name);
+        self.op.read(&path).await.map_err(obj_err("read", &path))
+    }
+
+    pub(crate) async fn read_range(
+        &self,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Buffer, StorageError> {
+        let path = self.path(name);
+        self.op
+            .read_with(&path)
+            .range(offset..offset + len)
+            .await
+            .map_err(obj_err("read", &path))
+    }
+
+    /// Writes `name` only if no object has that name yet. Returns once the object is durable.
+    pub(crate) async fn write_once(
+        &self,
+        name: &str,
+        bytes: Buffer,
+        fps: Failpoints,
+    ) -> Result<(), StorageError> {
+        let path = self.path(name);
+        if fired(fps.close) {
+            return Err(StorageError::Injected {
+                op: "write",
+                path,
+                failpoint: fps.close,
+            });
+        }
+        self.op
+            .write_with(&path, bytes)
+            .if_not_exists(true)
+            .await
+            .map(|_| ())
+            .map_err(obj_err("write", &path))
+    }
+
+    /// Writes `name`, replacing any object of that name in one atomic put.
+    pub(crate) async fn overwrite(&self, name: &str, bytes: Buffer) -> Result<(), StorageError> {
+        let path = self.path(name);
+        self.op
+            .write(&path, bytes)
+            .await
+            .map(|_| ())
+            .map_err(obj_err("write", &path))
+    }
+
+    /// Deletes `name`; an absent object is not an error.
+    pub(crate) async fn delete(&self, name: &str) -> Result<(), StorageError> {
+        let path = self.path(name);
+        self.op
+            .delete(&path)
+            .await
+            .map_err(obj_err("delete", &path))
+    }
+}
