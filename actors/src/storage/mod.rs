@@ -144,6 +144,16 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// The operation that failed: `"write"`, `"fsync"`, `"rename"`, `"read"`, ...
+    pub fn operation(&self) -> &'static str {
+        match self {
+            StorageError::Io { op, .. }
+            | StorageError::Object { op, .. }
+            | StorageError::Injected { op, .. } => op,
+            StorageError::Task { .. } => "task",
+        }
+    }
+
     /// Whether the error means "the file or object does not exist".
     pub fn is_not_found(&self) -> bool {
         match self {

@@ -1,0 +1,381 @@
+//! The writer task: group commit, segment rolling, cleaning.
+//!
+//! One task per log owns the segment being appended to. Appends queue on a bounded channel;
+//! the task takes the first one, then everything else already queued (up to
+//! `group_commit_max_bytes`, waiting at most `group_commit_max_delay` for more), encodes all of
+//! them into one buffer, writes it with one write and one fsync, and only then answers each
+//! caller. While that fsync runs, new appends queue up and form the next group.
+//!
+//! # Failure handling
+//!
+//! A failed write is undone: locally the file is cut back to its last durable length, in
+//! object mode the chunk object is deleted, and the callers get the error. If the undo itself
+//! fails, or the failure was an fsync (after which the kernel may have dropped the dirty pages
+//! and the file's content is unknown), the log is poisoned: it refuses appends until reopened,
+//! and recovery then decides from what is really on storage.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::timeout_at;
+
+use super::format::{self, SEGMENT_HEADER_LEN};
+use super::segments::ActiveFile;
+use super::{Inner, RecordHandle, SegmentInfo, WalConfig, WalError, now_ms};
+use crate::events::Event;
+use crate::storage::StorageError;
+
+/// A request to the writer task.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Append {
+        time_ms: u64,
+        payload: Bytes,
+        reply: oneshot::Sender<Result<RecordHandle, WalError>>,
+    },
+    Clean {
+        before_ms: u64,
+        reply: oneshot::Sender<Result<Vec<u64>, WalError>>,
+    },
+    Roll {
+        reply: oneshot::Sender<Result<(), WalError>>,
+    },
+    Close {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+struct Pending {
+    time_ms: u64,
+    payload: Bytes,
+    reply: oneshot::Sender<Result<RecordHandle, WalError>>,
+}
+
+struct Active {
+    id: u64,
+    file: ActiveFile,
+    /// Durable length: everything before it is acknowledged or header.
+    len: u64,
+    opened: Instant,
+}
+
+struct Writer {
+    inner: Arc<Inner>,
+    config: WalConfig,
+    active: Option<Active>,
+    next_id: u64,
+    poisoned: Option<String>,
+    buf: Vec<u8>,
+}
+
+/// Starts the writer task for `inner`; it ends when every sender is dropped or on `Close`.
+pub(crate) fn spawn(
+    inner: Arc<Inner>,
+    config: WalConfig,
+    next_id: u64,
+    rx: mpsc::Receiver<Command>,
+) {
+    let writer = Writer {
+        inner,
+        config,
+        active: None,
+        next_id,
+        poisoned: None,
+        buf: Vec::new(),
+    };
+    tokio::spawn(writer.run(rx));
+}
+
+/// The buffer is kept between commits, but not when one huge group made it this large.
+const KEEP_BUFFER_BYTES: usize = 8 << 20;
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut group: Vec<Pending> = Vec::new();
+        while let Some(cmd) = rx.recv().await {
+            let mut deferred = None;
+            match cmd {
+                Command::Append {
+                    time_ms,
+                    payload,
+                    reply,
+                } => {
+                    let mut bytes = format::frame_len(payload.len());
+                    group.push(Pending {
+                        time_ms,
+                        payload,
+                        reply,
+                    });
+                    let deadline = tokio::time::Instant::now() + self.config.group_commit_max_delay;
+                    while bytes < self.config.group_commit_max_bytes {
+                        let next = match rx.try_recv() {
+                            Ok(cmd) => Some(cmd),
+                            Err(mpsc::error::TryRecvError::Disconnected) => None,
+                            Err(mpsc::error::TryRecvError::Empty)
+                                if self.config.group_commit_max_delay.is_zero() =>
+                            {
+                                None
+                            }
+                            Err(mpsc::error::TryRecvError::Empty) => {
+                                timeout_at(deadline, rx.recv()).await.ok().flatten()
+                            }
+                        };
+                        match next {
+                            Some(Command::Append {
+                                time_ms,
+                                payload,
+                                reply,
+                            }) => {
+                                bytes += format::frame_len(payload.len());
+                                group.push(Pending {
+                                    time_ms,
+                                    payload,
+                                    reply,
+                                });
+                            }
+                            Some(other) => {
+                                deferred = Some(other);
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    self.commit(&mut group).await;
+                }
+                other => deferred = Some(other),
+            }
+            if let Some(cmd) = deferred {
+                if self.control(cmd).await.is_break() {
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn control(&mut self, cmd: Command) -> std::ops::ControlFlow<()> {
+        match cmd {
+            Command::Append { .. } => {}
+            Command::Clean { before_ms, reply } => {
+                let _ = reply.send(self.clean(before_ms).await);
+            }
+            Command::Roll { reply } => {
+                self.seal("request");
+                let _ = reply.send(Ok(()));
+            }
+            Command::Close { reply } => {
+                let _ = reply.send(());
+                return std::ops::ControlFlow::Break(());
+            }
+        }
+        std::ops::ControlFlow::Continue(())
+    }
+
+    fn poisoned_error(&self, cause: &str) -> WalError {
+        WalError::Poisoned {
+            log: self.inner.log.clone(),
+            cause: cause.to_owned(),
+        }
+    }
+
+    /// Writes one group durably and answers every caller in it.
+    async fn commit(&mut self, group: &mut Vec<Pending>) {
+        if let Some(cause) = &self.poisoned {
+            let cause = cause.clone();
+            for p in group.drain(..) {
+                let _ = p.reply.send(Err(self.poisoned_error(&cause)));
+            }
+            return;
+        }
+        let group_bytes: u64 = group
+            .iter()
+            .map(|p| format::frame_len(p.payload.len()) as u64)
+            .sum();
+        if let Err(err) = self.prepare_segment(group_bytes).await {
+            self.fail_group(group, err);
+            return;
+        }
+        let Some(active) = self.active.as_ref() else {
+            return;
+        };
+        let (id, start) = (active.id, active.len);
+
+        self.buf.clear();
+        let mut handles = Vec::with_capacity(group.len());
+        let mut max_time = None::<u64>;
+        for p in group.iter() {
+            let offset = start + self.buf.len() as u64;
+            format::encode_frame(&mut self.buf, p.time_ms, &p.payload);
+            handles.push(RecordHandle {
+                segment: id,
+                offset,
+                length: p.payload.len() as u32,
+            });
+            max_time = Some(max_time.map_or(p.time_ms, |t| t.max(p.time_ms)));
+        }
+        let data = Bytes::copy_from_slice(&self.buf);
+        if self.buf.capacity() > KEEP_BUFFER_BYTES {
+            self.buf = Vec::new();
+        }
+        let written = data.len() as u64;
+        let result = self
+            .inner
+            .segments
+            .append(id, &active.file, start, data)
+            .await;
+        match result {
+            Ok(()) => {
+                if let Some(active) = self.active.as_mut() {
+                    active.len += written;
+                }
+                if let Some(info) = self.inner.meta().get_mut(&id) {
+                    info.bytes = start + written;
+                    info.records += handles.len() as u64;
+                    info.max_time_ms = info.max_time_ms.max(max_time);
+                }
+                {
+                    let mut stats = self.inner.stats();
+                    stats.appends += handles.len() as u64;
+                    stats.group_commits += 1;
+                    stats.bytes += written;
+                }
+                for (p, handle) in group.drain(..).zip(handles) {
+                    let _ = p.reply.send(Ok(handle));
+                }
+            }
+            Err(err) => {
+                let fsync_failed = err.operation() == "fsync";
+                match self.inner.segments.cut_back(id, start).await {
+                    Ok(()) if !fsync_failed => {
+                        tracing::warn!(log = %self.inner.log, segment = id, error = %err,
+                            "WAL write failed and was undone; the appends were not acknowledged");
+                    }
+                    undo => {
+                        let mut cause = err.to_string();
+                        if let Err(undo) = undo {
+                            cause = format!("{cause}; undoing the write failed: {undo}");
+                        }
+                        tracing::error!(log = %self.inner.log, segment = id, error = %cause,
+                            "WAL storage failure; the log accepts no appends until reopened");
+                        self.poisoned = Some(cause);
+                    }
+                }
+                self.fail_group(group, Arc::new(err));
+            }
+        }
+    }
+
+    /// Answers every append of `group` with the storage failure `cause`.
+    fn fail_group(&self, group: &mut Vec<Pending>, cause: Arc<StorageError>) {
+        self.inner.stats().failed_appends += group.len() as u64;
+        for p in group.drain(..) {
+            let _ = p.reply.send(Err(WalError::AppendFailed {
+                log: self.inner.log.clone(),
+                cause: Arc::clone(&cause),
+            }));
+        }
+    }
+
+    /// Makes sure a segment with room for `group_bytes` is open, rolling or creating as needed.
+    async fn prepare_segment(&mut self, group_bytes: u64) -> Result<(), Arc<StorageError>> {
+        if let Some(active) = &self.active {
+            let has_records = active.len > SEGMENT_HEADER_LEN as u64;
+            if has_records && active.len + group_bytes > self.config.segment_max_bytes {
+                self.seal("size");
+            } else if active.opened.elapsed() >= self.config.roll_interval {
+                self.seal("age");
+            }
+        }
+        if self.active.is_some() {
+            return Ok(());
+        }
+        let id = self.next_id;
+        let header = format::encode_header(id, now_ms());
+        match self.inner.segments.create(id, &header).await {
+            Ok(file) => {
+                self.next_id = id + 1;
+                self.inner.stats().segments_created += 1;
+                self.active = Some(Active {
+                    id,
+                    file,
+                    len: header.len() as u64,
+                    opened: Instant::now(),
+                });
+                self.inner.meta().insert(
+                    id,
+                    SegmentInfo {
+                        id,
+                        bytes: header.len() as u64,
+                        records: 0,
+                        max_time_ms: None,
+                        sealed: false,
+                    },
+                );
+                Ok(())
+            }
+            Err(err) => {
+                // Remove whatever part of the new segment exists, so that it cannot later be
+                // mistaken for a sealed segment with a damaged header.
+                if let Err(undo) = self.inner.segments.cut(id, 0).await {
+                    let cause = format!("{err}; removing the partial segment failed: {undo}");
+                    self.poisoned = Some(cause);
+                }
+                Err(Arc::new(err))
+            }
+        }
+    }
+
+    /// Seals the active segment (if any); the next append opens a new one.
+    fn seal(&mut self, reason: &str) {
+        let Some(active) = self.active.take() else {
+            return;
+        };
+        if let Some(info) = self.inner.meta().get_mut(&active.id) {
+            info.sealed = true;
+        }
+        tracing::debug!(log = %self.inner.log, segment = active.id, reason, "WAL segment sealed");
+        self.config.events.emit(Event::WalSegmentRolled {
+            log: self.inner.log.clone(),
+            sealed: active.id,
+            segment: self.next_id,
+            reason: reason.to_owned(),
+        });
+    }
+
+    async fn clean(&mut self, before_ms: u64) -> Result<Vec<u64>, WalError> {
+        let active = self.active.as_ref().map(|a| a.id);
+        let doomed: Vec<u64> = self
+            .inner
+            .meta()
+            .values()
+            .filter(|s| Some(s.id) != active)
+            .filter(|s| s.max_time_ms.is_none_or(|t| t < before_ms))
+            .map(|s| s.id)
+            .collect();
+        if doomed.is_empty() {
+            return Ok(doomed);
+        }
+        // Forget them first: a reader that races the deletion gets a clear "cleaned" error.
+        let removed: BTreeMap<u64, SegmentInfo> = {
+            let mut meta = self.inner.meta();
+            doomed
+                .iter()
+                .filter_map(|id| meta.remove(id).map(|s| (*id, s)))
+                .collect()
+        };
+        if let Err(err) = self.inner.segments.delete(&doomed).await {
+            // Put back what may still exist; a later clean retries.
+            self.inner.meta().extend(removed);
+            return Err(err.into());
+        }
+        tracing::info!(log = %self.inner.log, segments = ?doomed, before_ms, "WAL segments cleaned");
+        self.config.events.emit(Event::WalSegmentsCleaned {
+            log: self.inner.log.clone(),
+            segments: doomed.clone(),
+            before_ms,
+        });
+        Ok(doomed)
+    }
+}
