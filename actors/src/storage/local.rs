@@ -29,6 +29,34 @@ fn injected(op: &'static str, path: &Path, failpoint: &'static str) -> StorageEr
     }
 }
 
+/// The name of the lock file that a single writer holds in its directory.
+pub(crate) const LOCK_NAME: &str = "LOCK";
+
+/// Takes an exclusive advisory lock (`flock`) on `dir/LOCK`, held until the returned file is
+/// dropped or the process dies. Fails with `WouldBlock` if another open log holds it.
+pub(crate) fn lock_dir(dir: &Path) -> Result<File, StorageError> {
+    let path = dir.join(LOCK_NAME);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err("open lock file", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(StorageError::Io {
+            op: "lock",
+            path,
+            source: io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "another writer (in this or another process) has this directory open",
+            ),
+        }),
+        Err(fs::TryLockError::Error(err)) => Err(io_err("lock", &path)(err)),
+    }
+}
+
 /// Creates `dir` and its missing parents, and makes every new directory entry durable.
 pub(crate) fn create_dir_all_durable(dir: &Path) -> Result<(), StorageError> {
     if dir.is_dir() {

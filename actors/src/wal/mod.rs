@@ -452,11 +452,15 @@ impl Wal {
     }
 
     /// Waits until every append queued before this call is durable or failed, then stops the
-    /// writer. Other clones get [`WalError::Closed`] afterwards.
+    /// writer. Other clones get [`WalError::Closed`] afterwards. When it returns and no other
+    /// clone is alive, the log is fully released (a local log's directory lock included), so it
+    /// can be opened again at once.
     pub async fn close(self) -> Result<(), WalError> {
+        let closed = self.closed();
         let (reply, rx) = oneshot::channel();
         self.send(Command::Close { reply }).await?;
-        rx.await.map_err(|_| self.closed())
+        drop(self);
+        rx.await.map_err(|_| closed)
     }
 
     async fn send(&self, cmd: Command) -> Result<(), WalError> {

@@ -75,8 +75,9 @@ pub(crate) struct ActiveFile {
 /// The segments of one log.
 #[derive(Debug)]
 pub(crate) enum Segments {
-    /// One file per segment in a local directory.
-    Local(PathBuf),
+    /// One file per segment in a local directory, and the open `LOCK` file whose exclusive
+    /// lock keeps a second writer (in this or another process) out while the log is open.
+    Local(PathBuf, #[allow(dead_code)] File),
     /// Chunk objects in an opendal operator, with an index of the chunks seen.
     Object {
         dir: ObjectDir,
@@ -91,8 +92,12 @@ impl Segments {
         match storage {
             Storage::Local(dir) => {
                 let d = dir.clone();
-                blocking(dir, move || local::create_dir_all_durable(&d)).await?;
-                Ok(Segments::Local(dir.clone()))
+                let lock = blocking(dir, move || {
+                    local::create_dir_all_durable(&d)?;
+                    local::lock_dir(&d)
+                })
+                .await?;
+                Ok(Segments::Local(dir.clone(), lock))
             }
             Storage::Object { op, prefix } => Ok(Segments::Object {
                 dir: ObjectDir::new(op.clone(), prefix.clone()),
@@ -111,7 +116,7 @@ impl Segments {
     /// the chunk index.
     pub(crate) async fn list(&self) -> Result<Vec<u64>, StorageError> {
         match self {
-            Segments::Local(dir) => {
+            Segments::Local(dir, _) => {
                 let d = dir.clone();
                 let names = blocking(dir, move || local::list_files(&d)).await?;
                 let mut ids: Vec<u64> = names.iter().filter_map(|n| parse_local_name(n)).collect();
@@ -136,7 +141,7 @@ impl Segments {
     /// Creates segment `id` holding `header`, durably.
     pub(crate) async fn create(&self, id: u64, header: &[u8]) -> Result<ActiveFile, StorageError> {
         match self {
-            Segments::Local(dir) => {
+            Segments::Local(dir, _) => {
                 let d = dir.clone();
                 let header = header.to_vec();
                 let file = blocking(dir, move || {
@@ -169,7 +174,7 @@ impl Segments {
         data: Bytes,
     ) -> Result<(), StorageError> {
         match (self, &active.file) {
-            (Segments::Local(dir), Some(file)) => {
+            (Segments::Local(dir, _), Some(file)) => {
                 let file = Arc::clone(file);
                 let path = dir.join(local_name(id));
                 blocking(dir, move || {
@@ -188,7 +193,7 @@ impl Segments {
                     .insert(offset, len);
                 Ok(())
             }
-            (Segments::Local(dir), None) => Err(StorageError::Task {
+            (Segments::Local(dir, _), None) => Err(StorageError::Task {
                 path: dir.join(local_name(id)).display().to_string(),
                 reason: "segment is not open for appending".to_owned(),
             }),
@@ -198,7 +203,7 @@ impl Segments {
     /// Reads all of segment `id`'s bytes.
     pub(crate) async fn read_all(&self, id: u64) -> Result<SegmentBytes, StorageError> {
         match self {
-            Segments::Local(dir) => {
+            Segments::Local(dir, _) => {
                 let path = dir.join(local_name(id));
                 let bytes = blocking(dir, move || local::read_file(&path)).await?;
                 Ok(SegmentBytes {
@@ -240,7 +245,7 @@ impl Segments {
         end: u64,
     ) -> Result<Bytes, StorageError> {
         match self {
-            Segments::Local(dir) => {
+            Segments::Local(dir, _) => {
                 let path = dir.join(local_name(id));
                 let len = (end - start) as usize;
                 let bytes = blocking(dir, move || local::read_range(&path, start, len)).await?;
@@ -288,7 +293,7 @@ impl Segments {
     /// prefix of the original chunks, which the next recovery cuts the same way.
     pub(crate) async fn cut(&self, id: u64, len: u64) -> Result<(), StorageError> {
         match self {
-            Segments::Local(dir) => {
+            Segments::Local(dir, _) => {
                 let d = dir.clone();
                 blocking(dir, move || {
                     if len == 0 {
@@ -332,7 +337,7 @@ impl Segments {
     /// deleted (an object write is all or nothing, and its name is reused by the next append).
     pub(crate) async fn cut_back(&self, id: u64, start: u64) -> Result<(), StorageError> {
         match self {
-            Segments::Local(dir) => {
+            Segments::Local(dir, _) => {
                 let path = dir.join(local_name(id));
                 blocking(dir, move || local::truncate_durable(&path, start)).await
             }
@@ -349,7 +354,7 @@ impl Segments {
     /// Deletes whole segments, durably.
     pub(crate) async fn delete(&self, ids: &[u64]) -> Result<(), StorageError> {
         match self {
-            Segments::Local(dir) => {
+            Segments::Local(dir, _) => {
                 let d = dir.clone();
                 let names: Vec<String> = ids.iter().map(|id| local_name(*id)).collect();
                 blocking(dir, move || local::remove_files_durable(&d, &names)).await
@@ -382,5 +387,31 @@ mod tests {
         assert_eq!(parse_local_name("00000000000000000001.wal.tmp"), None);
         assert_eq!(parse_local_name("1.wal"), None);
         assert_eq!(parse_chunk_name("00000000000000000001-x.walc"), None);
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use crate::Storage;
+    use crate::wal::{Wal, WalConfig, WalError};
+
+    #[tokio::test]
+    async fn a_second_writer_on_a_local_log_is_refused_until_the_first_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::local(dir.path());
+        let (first, _) = Wal::open(storage.clone(), WalConfig::default())
+            .await
+            .unwrap();
+        let err = Wal::open(storage.clone(), WalConfig::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, WalError::Storage(e) if e.operation() == "lock"),
+            "unexpected error: {err}"
+        );
+        assert!(err.to_string().contains("another writer"), "{err}");
+        first.close().await.unwrap();
+        let (second, _) = Wal::open(storage, WalConfig::default()).await.unwrap();
+        second.close().await.unwrap();
     }
 }

@@ -86,14 +86,22 @@ pub(crate) fn spawn(
         poisoned: None,
         buf: Vec::new(),
     };
-    tokio::spawn(writer.run(rx));
+    tokio::spawn(async move {
+        // `run` consumes the writer, so by the time `Close` is answered the writer's share of
+        // the log (segment handles, the directory lock) has been released.
+        if let Some(reply) = writer.run(rx).await {
+            let _ = reply.send(());
+        }
+    });
 }
 
 /// The buffer is kept between commits, but not when one huge group made it this large.
 const KEEP_BUFFER_BYTES: usize = 8 << 20;
 
 impl Writer {
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+    /// Serves commands until every sender is gone (returns `None`) or `Close` arrives (returns
+    /// its reply port, to be answered once the writer is dropped).
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) -> Option<oneshot::Sender<()>> {
         let mut group: Vec<Pending> = Vec::new();
         while let Some(cmd) = rx.recv().await {
             let mut deferred = None;
@@ -148,14 +156,15 @@ impl Writer {
                 other => deferred = Some(other),
             }
             if let Some(cmd) = deferred {
-                if self.control(cmd).await.is_break() {
-                    return;
+                if let std::ops::ControlFlow::Break(reply) = self.control(cmd).await {
+                    return Some(reply);
                 }
             }
         }
+        None
     }
 
-    async fn control(&mut self, cmd: Command) -> std::ops::ControlFlow<()> {
+    async fn control(&mut self, cmd: Command) -> std::ops::ControlFlow<oneshot::Sender<()>> {
         match cmd {
             Command::Append { .. } => {}
             Command::Clean { before_ms, reply } => {
@@ -165,10 +174,7 @@ impl Writer {
                 self.seal("request");
                 let _ = reply.send(Ok(()));
             }
-            Command::Close { reply } => {
-                let _ = reply.send(());
-                return std::ops::ControlFlow::Break(());
-            }
+            Command::Close { reply } => return std::ops::ControlFlow::Break(reply),
         }
         std::ops::ControlFlow::Continue(())
     }
@@ -245,6 +251,11 @@ impl Writer {
                     let _ = p.reply.send(Ok(handle));
                 }
             }
+            Err(err) if err.is_already_exists() => {
+                // The chunk name is taken by another writer: never delete what it wrote.
+                self.poisoned = Some(format!("{err} (another writer is using this log)"));
+                self.fail_group(group, Arc::new(err));
+            }
             Err(err) => {
                 let fsync_failed = err.operation() == "fsync";
                 match self.inner.segments.cut_back(id, start).await {
@@ -314,6 +325,12 @@ impl Writer {
                     },
                 );
                 Ok(())
+            }
+            Err(err) if err.is_already_exists() => {
+                // Someone else created this segment: never touch it. This log's view of the
+                // directory is stale, so it stops until reopened.
+                self.poisoned = Some(format!("{err} (another writer is using this log)"));
+                Err(Arc::new(err))
             }
             Err(err) => {
                 // Remove whatever part of the new segment exists, so that it cannot later be
