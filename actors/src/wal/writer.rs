@@ -68,7 +68,6 @@ struct Writer {
     active: Option<Active>,
     next_id: u64,
     poisoned: Option<String>,
-    buf: Vec<u8>,
 }
 
 /// Starts the writer task for `inner`; it ends when every sender is dropped or on `Close`.
@@ -84,7 +83,6 @@ pub(crate) fn spawn(
         active: None,
         next_id,
         poisoned: None,
-        buf: Vec::new(),
     };
     tokio::spawn(async move {
         // `run` consumes the writer, so by the time `Close` is answered the writer's share of
@@ -94,9 +92,6 @@ pub(crate) fn spawn(
         }
     });
 }
-
-/// The buffer is kept between commits, but not when one huge group made it this large.
-const KEEP_BUFFER_BYTES: usize = 8 << 20;
 
 impl Writer {
     /// Serves commands until every sender is gone (returns `None`) or `Close` arrives (returns
@@ -208,23 +203,18 @@ impl Writer {
         };
         let (id, start) = (active.id, active.len);
 
-        self.buf.clear();
+        // One buffer per group, handed to storage without another copy: each payload is copied
+        // exactly once, into the frame that is written.
+        let mut buf = Vec::with_capacity(group_bytes as usize);
         let mut handles = Vec::with_capacity(group.len());
         let mut max_time = None::<u64>;
         for p in group.iter() {
-            let offset = start + self.buf.len() as u64;
-            format::encode_frame(&mut self.buf, p.time_ms, &p.payload);
-            handles.push(RecordHandle {
-                segment: id,
-                offset,
-                length: p.payload.len() as u32,
-            });
+            let offset = start + buf.len() as u64;
+            format::encode_frame(&mut buf, p.time_ms, &p.payload);
+            handles.push(RecordHandle { segment: id, offset, length: p.payload.len() as u32 });
             max_time = Some(max_time.map_or(p.time_ms, |t| t.max(p.time_ms)));
         }
-        let data = Bytes::copy_from_slice(&self.buf);
-        if self.buf.capacity() > KEEP_BUFFER_BYTES {
-            self.buf = Vec::new();
-        }
+        let data = Bytes::from(buf);
         let written = data.len() as u64;
         let result = self
             .inner
