@@ -119,9 +119,9 @@ pub enum StorageError {
         op: &'static str,
         /// The object path.
         path: String,
-        /// opendal's error.
+        /// opendal's error (boxed: it is large, and errors travel in every `Result`).
         #[source]
-        source: opendal::Error,
+        source: Box<opendal::Error>,
     },
     /// A failpoint fired (only with the `failpoints` feature, in tests).
     #[error("{op} `{path}` failed: injected by failpoint `{failpoint}`")]
