@@ -95,79 +95,86 @@ impl WalIter {
     ///
     /// Cancel safe: a cancelled call loses no record; the next call returns it.
     pub async fn next(&mut self) -> Option<Result<Record, WalError>> {
-        if self.done {
+        while !self.done {
+            if let Some(record) = self.decode_loaded() {
+                return Some(record);
+            }
+            if let Err(err) = self.load_next_segment().await {
+                self.done = true;
+                return Some(Err(err));
+            }
+        }
+        None
+    }
+
+    /// The next record of the loaded segment, `None` when it has no more.
+    fn decode_loaded(&mut self) -> Option<Result<Record, WalError>> {
+        let (segment, base, bytes, cursor) = self.loaded.as_mut()?;
+        if *cursor >= bytes.len() {
             return None;
         }
-        loop {
-            if let Some((segment, base, bytes, cursor)) = self.loaded.as_mut() {
-                if *cursor < bytes.len() {
-                    let at = *cursor;
-                    let offset = *base + at as u64;
-                    return Some(
-                        match format::decode_frame(&bytes[at..], self.inner.max_record_bytes) {
-                            Ok(frame) => {
-                                let end = at + format::frame_len(frame.len as usize);
-                                *cursor = end;
-                                Ok(Record {
-                                    handle: RecordHandle {
-                                        segment: *segment,
-                                        offset,
-                                        length: frame.len,
-                                    },
-                                    time_ms: frame.time_ms,
-                                    payload: bytes.slice(at + FRAME_HEADER_LEN..end),
-                                })
-                            }
-                            Err(reason) => {
-                                self.done = true;
-                                Err(WalError::Corrupt {
-                                    log: self.inner.log.clone(),
-                                    segment: *segment,
-                                    offset,
-                                    reason: reason.to_owned(),
-                                })
-                            }
+        let at = *cursor;
+        let offset = *base + at as u64;
+        Some(
+            match format::decode_frame(&bytes[at..], self.inner.max_record_bytes) {
+                Ok(frame) => {
+                    let end = at + format::frame_len(frame.len as usize);
+                    *cursor = end;
+                    Ok(Record {
+                        handle: RecordHandle {
+                            segment: *segment,
+                            offset,
+                            length: frame.len,
                         },
-                    );
+                        time_ms: frame.time_ms,
+                        payload: bytes.slice(at + FRAME_HEADER_LEN..end),
+                    })
                 }
-            }
-            // Move to the next segment that has records at or after `from`.
-            let after = self.loaded.as_ref().map(|(segment, ..)| *segment);
-            let next = {
-                let meta = self.inner.meta();
-                let mut candidates = meta.values().filter(|s| match after {
-                    Some(prev) => s.id > prev,
-                    None => s.id >= self.from.segment,
-                });
-                candidates.next().copied()
-            };
-            let Some(info) = next else {
-                self.done = true;
-                return None;
-            };
-            let start = if info.id == self.from.segment {
-                self.from.offset.max(SEGMENT_HEADER_LEN as u64)
-            } else {
-                SEGMENT_HEADER_LEN as u64
-            };
-            let bytes = if start < info.bytes {
-                match self
-                    .inner
-                    .segments
-                    .read_span(info.id, start, info.bytes)
-                    .await
-                {
-                    Ok(bytes) => bytes,
-                    Err(err) => {
-                        self.done = true;
-                        return Some(Err(err.into()));
-                    }
+                Err(reason) => {
+                    self.done = true;
+                    Err(WalError::Corrupt {
+                        log: self.inner.log.clone(),
+                        segment: *segment,
+                        offset,
+                        reason: reason.to_owned(),
+                    })
                 }
-            } else {
-                Bytes::new()
-            };
-            self.loaded = Some((info.id, start, bytes, 0));
-        }
+            },
+        )
+    }
+
+    /// Loads the durable bytes of the next segment at or after `from`; finishes the iterator
+    /// when there is none.
+    async fn load_next_segment(&mut self) -> Result<(), WalError> {
+        let after = self.loaded.as_ref().map(|(segment, ..)| *segment);
+        let next = self
+            .inner
+            .meta()
+            .values()
+            .find(|s| match after {
+                Some(prev) => s.id > prev,
+                None => s.id >= self.from.segment,
+            })
+            .copied();
+        let Some(info) = next else {
+            self.done = true;
+            return Ok(());
+        };
+        let start = if info.id == self.from.segment {
+            self.from.offset.max(SEGMENT_HEADER_LEN as u64)
+        } else {
+            SEGMENT_HEADER_LEN as u64
+        };
+        let bytes = if start < info.bytes {
+            self.inner
+                .segments
+                .read_span(info.id, start, info.bytes)
+                .await?
+        } else {
+            Bytes::new()
+        };
+        self.loaded = Some((info.id, start, bytes, 0));
+        Ok(())
     }
 
     /// Collects every remaining record.

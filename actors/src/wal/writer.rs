@@ -150,10 +150,10 @@ impl Writer {
                 }
                 other => deferred = Some(other),
             }
-            if let Some(cmd) = deferred {
-                if let std::ops::ControlFlow::Break(reply) = self.control(cmd).await {
-                    return Some(reply);
-                }
+            if let Some(cmd) = deferred
+                && let std::ops::ControlFlow::Break(reply) = self.control(cmd).await
+            {
+                return Some(reply);
             }
         }
         None
@@ -211,7 +211,11 @@ impl Writer {
         for p in group.iter() {
             let offset = start + buf.len() as u64;
             format::encode_frame(&mut buf, p.time_ms, &p.payload);
-            handles.push(RecordHandle { segment: id, offset, length: p.payload.len() as u32 });
+            handles.push(RecordHandle {
+                segment: id,
+                offset,
+                length: p.payload.len() as u32,
+            });
             max_time = Some(max_time.map_or(p.time_ms, |t| t.max(p.time_ms)));
         }
         let data = Bytes::from(buf);
