@@ -1,6 +1,6 @@
 //! The WAL's bytes: the segment header and the record frame.
 //!
-//! `docs/format.md` ("WAL segment") is the specification; the offsets below are chained so
+//! `docs/architecture.md` ("On-storage formats", "WAL segment") is the specification; the offsets below are chained so
 //! they cannot drift from one another, and `tests::golden_*` pin them to the document.
 //!
 //! ```text

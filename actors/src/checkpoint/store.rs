@@ -1,0 +1,910 @@
+//! The checkpoint store: writes, lists, reads and retires checkpoints and their state files.
+//!
+//! The store owns one [`Storage`] location: checkpoint files directly in it and state files in
+//! its `state/` sub-directory (local) or under the `state/` prefix (object mode). It keeps the
+//! invariant that a name of the form `checkpoint-{id:020}` only ever holds a complete
+//! checkpoint, and that a state file referenced by a retained checkpoint is never deleted.
+//! What a crash leaves behind is described in the [module docs](crate::checkpoint).
+
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use opendal::{Buffer, Operator};
+use tokio::sync::Mutex;
+
+use super::format::{
+    CheckpointData, CheckpointId, FormatError, StateFileName, StateFileRef, decode_state_file,
+    encode_state_file,
+};
+use super::resolve::{Decision, Observation, resolve};
+use crate::events::{Event, EventSink};
+use crate::storage::failpoint::CHECKPOINT;
+use crate::storage::object::ObjectDir;
+use crate::storage::{self, Storage, StorageError, local};
+
+/// The sub-directory (or prefix) that holds state files.
+pub(crate) const STATE_DIR: &str = "state";
+
+/// How many checkpoints a store keeps unless told otherwise.
+pub const DEFAULT_RETAIN: usize = 10;
+
+/// How a [`CheckpointStore`] behaves.
+#[derive(Clone, Debug)]
+pub struct CheckpointConfig {
+    /// How many of the newest checkpoints to keep (at least 1; default
+    /// [`DEFAULT_RETAIN`]). Older ones are deleted after each successful write.
+    pub retain: usize,
+    /// Where the store reports [`Event::CheckpointWritten`], [`Event::CheckpointSkipped`] and
+    /// [`Event::CheckpointRestored`].
+    pub events: EventSink,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            retain: DEFAULT_RETAIN,
+            events: EventSink::discard(),
+        }
+    }
+}
+
+impl CheckpointConfig {
+    /// Sets how many checkpoints to keep.
+    pub fn with_retain(mut self, retain: usize) -> Self {
+        self.retain = retain;
+        self
+    }
+
+    /// Sets where events go.
+    pub fn with_events(mut self, events: EventSink) -> Self {
+        self.events = events;
+        self
+    }
+}
+
+/// A checkpoint present in the store, as listed by [`CheckpointStore::list`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckpointInfo {
+    /// Its id.
+    pub id: CheckpointId,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// What [`CheckpointStore::read_latest`] restored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Restored {
+    /// The checkpoint that was read.
+    pub id: CheckpointId,
+    /// Its content.
+    pub data: CheckpointData,
+    /// Newer checkpoints that could not be used, newest first, with the reason for each.
+    pub skipped: Vec<(CheckpointId, String)>,
+}
+
+/// Why a checkpoint operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// The storage failed (the message names the operation and the path).
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The configuration asks to retain no checkpoint.
+    #[error("a checkpoint store must retain at least 1 checkpoint, but `retain` is {retain}")]
+    InvalidRetain {
+        /// The configured value.
+        retain: usize,
+    },
+    /// The requested checkpoint is not in the store.
+    #[error("checkpoint {id} does not exist in `{store}`")]
+    NotFound {
+        /// Where the checkpoints live.
+        store: String,
+        /// The id asked for.
+        id: CheckpointId,
+    },
+    /// The checkpoint's bytes are damaged (checksum, length, magic, sections).
+    #[error("checkpoint {id} in `{store}` is corrupt: {reason}")]
+    Corrupt {
+        /// Where the checkpoints live.
+        store: String,
+        /// The checkpoint.
+        id: CheckpointId,
+        /// What is wrong with it.
+        reason: FormatError,
+    },
+    /// The checkpoint's framing version is not one this build reads.
+    #[error(
+        "checkpoint {id} in `{store}` has format version {version}, but this build reads only \
+         version {supported}"
+    )]
+    UnsupportedVersion {
+        /// Where the checkpoints live.
+        store: String,
+        /// The checkpoint.
+        id: CheckpointId,
+        /// The version in its header.
+        version: u16,
+        /// The version this build reads.
+        supported: u16,
+    },
+    /// The checkpoint has a critical section this build does not understand.
+    #[error(
+        "checkpoint {id} in `{store}` has critical section {tag:#06x}, which this build does \
+         not understand; it was written by a newer weir"
+    )]
+    UnknownCriticalSection {
+        /// Where the checkpoints live.
+        store: String,
+        /// The checkpoint.
+        id: CheckpointId,
+        /// The unknown critical tag.
+        tag: u16,
+    },
+    /// Checkpoints are present but none of them can be restored.
+    #[error(
+        "no valid checkpoint in `{store}`: every checkpoint present is unusable ({})",
+        describe_tried(.tried)
+    )]
+    NoValidCheckpoint {
+        /// Where the checkpoints live.
+        store: String,
+        /// Every checkpoint tried, newest first, with why it was unusable.
+        tried: Vec<(CheckpointId, String)>,
+    },
+    /// The id chosen for a new checkpoint was already taken (object mode): another writer is
+    /// using the same store.
+    #[error(
+        "checkpoint {id} already exists in `{store}`; another writer seems to use the same store"
+    )]
+    AlreadyExists {
+        /// Where the checkpoints live.
+        store: String,
+        /// The id that was taken.
+        id: CheckpointId,
+    },
+    /// The largest id is `u64::MAX`, so no new id can be given.
+    #[error(
+        "no checkpoint id is left in `{store}`: the largest id present is {}",
+        u64::MAX
+    )]
+    IdsExhausted {
+        /// Where the checkpoints live.
+        store: String,
+    },
+    /// The checkpoint could not be encoded.
+    #[error("a checkpoint for `{store}` could not be encoded: {reason}")]
+    Encode {
+        /// Where the checkpoints live.
+        store: String,
+        /// What the encoder reported.
+        reason: FormatError,
+    },
+    /// A referenced state file is not in the store.
+    #[error("state file `{name}` does not exist in `{store}`")]
+    StateFileNotFound {
+        /// Where the checkpoints live.
+        store: String,
+        /// The state file's name.
+        name: String,
+    },
+    /// A state file's bytes are damaged.
+    #[error("state file `{name}` in `{store}` is corrupt: {reason}")]
+    StateFileCorrupt {
+        /// Where the checkpoints live.
+        store: String,
+        /// The state file's name.
+        name: String,
+        /// What is wrong with it.
+        reason: FormatError,
+    },
+    /// A state file is intact but is not the one its reference describes.
+    #[error(
+        "state file `{name}` in `{store}` does not match its reference: expected {expected_len} \
+         bytes with CRC32C {expected_crc32c:#010x}, found {found_len} bytes with CRC32C \
+         {found_crc32c:#010x}"
+    )]
+    StateFileMismatch {
+        /// Where the checkpoints live.
+        store: String,
+        /// The state file's name.
+        name: String,
+        /// The length in the reference.
+        expected_len: u64,
+        /// The length in the file.
+        found_len: u64,
+        /// The checksum in the reference.
+        expected_crc32c: u32,
+        /// The checksum of the bytes in the file.
+        found_crc32c: u32,
+    },
+    /// A reference names something that is not a state file name of this store.
+    #[error("`{name}` is not a valid state file name for `{store}`")]
+    InvalidStateFileName {
+        /// Where the checkpoints live.
+        store: String,
+        /// The name in the reference.
+        name: String,
+    },
+}
+
+fn describe_tried(tried: &[(CheckpointId, String)]) -> String {
+    tried
+        .iter()
+        .map(|(id, reason)| format!("checkpoint {id}: {reason}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The two places a store writes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Area {
+    Checkpoints,
+    State,
+}
+
+/// The store's storage, resolved once at open.
+#[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one value per store, never moved in a hot path"
+)]
+enum Backend {
+    Local {
+        dir: PathBuf,
+        state: PathBuf,
+    },
+    Object {
+        op: Operator,
+        dir: ObjectDir,
+        state: ObjectDir,
+    },
+}
+
+fn len_u64(len: usize) -> u64 {
+    u64::try_from(len).unwrap_or(u64::MAX)
+}
+
+impl Backend {
+    fn new(storage: &Storage) -> Self {
+        match storage {
+            Storage::Local(dir) => Backend::Local {
+                dir: dir.clone(),
+                state: dir.join(STATE_DIR),
+            },
+            Storage::Object { op, prefix } => Backend::Object {
+                op: op.clone(),
+                dir: ObjectDir::new(op.clone(), prefix.clone()),
+                state: ObjectDir::new(op.clone(), format!("{prefix}{STATE_DIR}/")),
+            },
+        }
+    }
+
+    fn local_dir(dir: &Path, state: &Path, area: Area) -> PathBuf {
+        match area {
+            Area::Checkpoints => dir.to_path_buf(),
+            Area::State => state.to_path_buf(),
+        }
+    }
+
+    /// Creates the directories and removes leftover temp files (local); returns how many.
+    async fn prepare(&self) -> Result<usize, StorageError> {
+        match self {
+            Backend::Local { dir, state } => {
+                let (dir, state) = (dir.clone(), state.clone());
+                storage::blocking(&dir.clone(), move || {
+                    local::create_dir_all_durable(&state)?;
+                    Ok(local::remove_temp_files(&dir)? + local::remove_temp_files(&state)?)
+                })
+                .await
+            }
+            // Object stores have no directories, and the store never writes temporary names.
+            Backend::Object { .. } => Ok(0),
+        }
+    }
+
+    async fn list(&self, area: Area) -> Result<Vec<String>, StorageError> {
+        match self {
+            Backend::Local { dir, state } => {
+                let path = Self::local_dir(dir, state, area);
+                storage::blocking(&path.clone(), move || local::list_files(&path)).await
+            }
+            Backend::Object { dir, state, .. } => match area {
+                Area::Checkpoints => dir.list().await,
+                Area::State => state.list().await,
+            },
+        }
+    }
+
+    /// The checkpoints present with their sizes; ones that vanish meanwhile are left out.
+    async fn list_checkpoints(&self) -> Result<Vec<CheckpointInfo>, StorageError> {
+        let ids = ids_of(self.list(Area::Checkpoints).await?);
+        match self {
+            Backend::Local { dir, .. } => {
+                let dir = dir.clone();
+                storage::blocking(&dir.clone(), move || {
+                    let mut infos = Vec::with_capacity(ids.len());
+                    for id in ids {
+                        let path = dir.join(id.file_name());
+                        match std::fs::metadata(&path) {
+                            Ok(meta) => infos.push(CheckpointInfo {
+                                id,
+                                size: meta.len(),
+                            }),
+                            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                            Err(err) => return Err(local::io_err("stat", &path)(err)),
+                        }
+                    }
+                    Ok(infos)
+                })
+                .await
+            }
+            Backend::Object { op, dir, .. } => {
+                let mut infos = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let path = dir.path(&id.file_name());
+                    match op.stat(&path).await {
+                        Ok(meta) => infos.push(CheckpointInfo {
+                            id,
+                            size: meta.content_length(),
+                        }),
+                        Err(err) if err.kind() == opendal::ErrorKind::NotFound => {}
+                        Err(source) => {
+                            return Err(StorageError::Object {
+                                op: "stat",
+                                path,
+                                source: Box::new(source),
+                            });
+                        }
+                    }
+                }
+                Ok(infos)
+            }
+        }
+    }
+
+    /// Reads a whole file; `None` if it does not exist.
+    async fn read(&self, area: Area, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let result = match self {
+            Backend::Local { dir, state } => {
+                let path = Self::local_dir(dir, state, area).join(name);
+                storage::blocking(&path.clone(), move || local::read_file(&path)).await
+            }
+            Backend::Object { dir, state, .. } => {
+                let dir = if area == Area::Checkpoints {
+                    dir
+                } else {
+                    state
+                };
+                dir.read(name).await.map(|buf| buf.to_vec())
+            }
+        };
+        match result {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(err) if err.is_not_found() => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Publishes `bytes` under `name` atomically: local temp + fsync + rename + directory
+    /// fsync, or a write-once object.
+    async fn publish(&self, area: Area, name: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
+        match self {
+            Backend::Local { dir, state } => {
+                let dir = Self::local_dir(dir, state, area);
+                let name = name.to_owned();
+                storage::blocking(&dir.clone(), move || {
+                    local::write_atomic(&dir, &name, &bytes, CHECKPOINT)
+                })
+                .await
+            }
+            Backend::Object { dir, state, .. } => {
+                let dir = if area == Area::Checkpoints {
+                    dir
+                } else {
+                    state
+                };
+                dir.write_once(name, Buffer::from(bytes), CHECKPOINT).await
+            }
+        }
+    }
+
+    /// Deletes `names` (absent ones are fine); locally the removals are made durable.
+    async fn remove(&self, area: Area, names: Vec<String>) -> Result<(), StorageError> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Backend::Local { dir, state } => {
+                let dir = Self::local_dir(dir, state, area);
+                storage::blocking(&dir.clone(), move || {
+                    local::remove_files_durable(&dir, &names)
+                })
+                .await
+            }
+            Backend::Object { dir, state, .. } => {
+                let dir = if area == Area::Checkpoints {
+                    dir
+                } else {
+                    state
+                };
+                for name in &names {
+                    dir.delete(name).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The checkpoint ids among `names`, ascending; other names are ignored.
+fn ids_of(names: Vec<String>) -> Vec<CheckpointId> {
+    let mut ids: Vec<CheckpointId> = names
+        .iter()
+        .filter_map(|name| CheckpointId::from_file_name(name))
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// What a write holds the lock for.
+#[derive(Debug)]
+struct Inner {
+    /// The id the next checkpoint gets; `None` once `u64::MAX` was used.
+    next_id: Option<u64>,
+    /// The state files each checkpoint references, for the checkpoints read or written so far.
+    refs: BTreeMap<CheckpointId, BTreeSet<String>>,
+}
+
+/// Durable checkpoints in one [`Storage`] location.
+///
+/// Writes are serialized inside a store; reads may run concurrently with a write. One store
+/// (one process) writes to a location at a time; see the [module docs](crate::checkpoint).
+#[derive(Debug)]
+pub struct CheckpointStore {
+    storage: Storage,
+    store: String,
+    backend: Backend,
+    retain: usize,
+    events: EventSink,
+    inner: Mutex<Inner>,
+    /// Mirror of `Inner::next_id` (`u64::MAX` once exhausted), read by state-file writes
+    /// without waiting for a checkpoint write.
+    next_id: AtomicU64,
+    /// The next state-file sequence number.
+    state_seq: AtomicU64,
+}
+
+impl CheckpointStore {
+    /// Opens (creating it if needed) the store at `storage`.
+    ///
+    /// Locally the directory and its `state/` sub-directory are created durably and temporary
+    /// files left by a crash are removed. The next id is one more than the largest id present,
+    /// valid or not.
+    ///
+    /// # Errors
+    ///
+    /// [`CheckpointError::InvalidRetain`] if `config.retain` is 0, or a storage error.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future may leave the directories created and some temp files
+    /// removed, which is what a later `open` does anyway.
+    pub async fn open(
+        storage: Storage,
+        config: CheckpointConfig,
+    ) -> Result<CheckpointStore, CheckpointError> {
+        if config.retain == 0 {
+            return Err(CheckpointError::InvalidRetain {
+                retain: config.retain,
+            });
+        }
+        let store = storage.describe();
+        let backend = Backend::new(&storage);
+        let removed = backend.prepare().await?;
+        if removed > 0 {
+            tracing::info!(store = %store, removed, "removed temporary files left by a crash");
+        }
+        let next_id = match ids_of(backend.list(Area::Checkpoints).await?).last() {
+            Some(max) => max.0.checked_add(1),
+            None => Some(1),
+        };
+        let state_seq = backend
+            .list(Area::State)
+            .await?
+            .iter()
+            .filter_map(|name| StateFileName::parse(name))
+            .map(|name| name.seq.saturating_add(1))
+            .max()
+            .unwrap_or(0);
+        tracing::debug!(store = %store, ?next_id, state_seq, "opened checkpoint store");
+        Ok(CheckpointStore {
+            store,
+            backend,
+            retain: config.retain,
+            events: config.events,
+            inner: Mutex::new(Inner {
+                next_id,
+                refs: BTreeMap::new(),
+            }),
+            next_id: AtomicU64::new(next_id.unwrap_or(u64::MAX)),
+            state_seq: AtomicU64::new(state_seq),
+            storage,
+        })
+    }
+
+    /// Where the store lives.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// How many checkpoints the store keeps.
+    pub fn retain(&self) -> usize {
+        self.retain
+    }
+
+    /// Writes `data` as a new checkpoint and returns its id, then deletes checkpoints beyond
+    /// the newest [`retain`](CheckpointConfig::retain) and state files no retained checkpoint
+    /// references.
+    ///
+    /// The checkpoint appears under its final name complete or not at all. If this returns an
+    /// error, the store has removed whatever the attempt may have left under that name, and
+    /// the id is not used again by this store. Retention runs after the checkpoint is durable;
+    /// a retention failure is logged and retried after the next write, not returned.
+    ///
+    /// # Errors
+    ///
+    /// A storage error; [`CheckpointError::AlreadyExists`] if another writer took the id
+    /// (object mode); [`CheckpointError::IdsExhausted`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe in the sense that a dropped call may still publish the checkpoint (a
+    /// local write runs to completion on a blocking thread) without telling the caller its
+    /// id. The store stays consistent: the id is never reused, and retention catches up at
+    /// the next write.
+    pub async fn write(&self, data: &CheckpointData) -> Result<CheckpointId, CheckpointError> {
+        let bytes = data.encode().map_err(|reason| CheckpointError::Encode {
+            store: self.store.clone(),
+            reason,
+        })?;
+        let refs: BTreeSet<String> = data.state_files().map(|r| r.name.clone()).collect();
+        let size = len_u64(bytes.len());
+
+        let mut inner = self.inner.lock().await;
+        let Some(raw) = inner.next_id else {
+            return Err(CheckpointError::IdsExhausted {
+                store: self.store.clone(),
+            });
+        };
+        let id = CheckpointId(raw);
+        inner.next_id = raw.checked_add(1);
+        self.next_id
+            .store(inner.next_id.unwrap_or(u64::MAX), Ordering::SeqCst);
+
+        let name = id.file_name();
+        if let Err(err) = self.backend.publish(Area::Checkpoints, &name, bytes).await {
+            return Err(self.unpublish(id, name, err).await);
+        }
+        tracing::info!(store = %self.store, id = id.0, bytes = size, "checkpoint written");
+        self.events.emit(Event::CheckpointWritten {
+            store: self.store.clone(),
+            id: id.0,
+            bytes: size,
+        });
+        inner.refs.insert(id, refs);
+
+        if let Err(err) = self.apply_retention(&mut inner).await {
+            tracing::warn!(
+                store = %self.store,
+                error = %err,
+                "retention after checkpoint {id} failed; it is retried after the next write"
+            );
+        }
+        Ok(id)
+    }
+
+    /// After a failed write: removes anything left under the final name, and builds the error.
+    async fn unpublish(
+        &self,
+        id: CheckpointId,
+        name: String,
+        err: StorageError,
+    ) -> CheckpointError {
+        if err.is_already_exists() {
+            // Someone else's checkpoint: leave it alone.
+            return CheckpointError::AlreadyExists {
+                store: self.store.clone(),
+                id,
+            };
+        }
+        // A local write can fail after the rename (the directory fsync); an object write can
+        // fail after the object landed. Either way the caller is told "not written", so make
+        // it true.
+        if let Err(cleanup) = self.backend.remove(Area::Checkpoints, vec![name]).await {
+            tracing::error!(
+                store = %self.store,
+                id = id.0,
+                error = %cleanup,
+                "checkpoint {id} failed to write and could not be removed; \
+                 it may be visible although its write reported an error"
+            );
+        }
+        tracing::warn!(store = %self.store, id = id.0, error = %err, "checkpoint write failed");
+        CheckpointError::Storage(err)
+    }
+
+    /// Deletes checkpoints beyond `retain`, then state files that are unreferenced and older
+    /// than the oldest retained checkpoint.
+    async fn apply_retention(&self, inner: &mut Inner) -> Result<(), CheckpointError> {
+        let mut retained = ids_of(self.backend.list(Area::Checkpoints).await?);
+        let excess = retained.len().saturating_sub(self.retain);
+        let doomed: Vec<CheckpointId> = retained.drain(..excess).collect();
+        if !doomed.is_empty() {
+            let names = doomed.iter().map(|id| id.file_name()).collect();
+            self.backend.remove(Area::Checkpoints, names).await?;
+            tracing::debug!(store = %self.store, ?doomed, "deleted old checkpoints");
+        }
+        inner
+            .refs
+            .retain(|id, _| retained.binary_search(id).is_ok());
+        let Some(&oldest) = retained.first() else {
+            return Ok(());
+        };
+
+        // A state file whose embedded id is >= the oldest retained checkpoint may belong to a
+        // checkpoint still being prepared; only older ones are candidates.
+        let candidates: Vec<String> = self
+            .backend
+            .list(Area::State)
+            .await?
+            .into_iter()
+            .filter(|name| {
+                StateFileName::parse(name).is_some_and(|parsed| parsed.next_checkpoint < oldest)
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let mut referenced = BTreeSet::new();
+        for &id in &retained {
+            if let Entry::Vacant(slot) = inner.refs.entry(id) {
+                // Any failure here (even corruption) keeps every candidate: a checkpoint that
+                // cannot be read cannot tell us what it references.
+                let data = self.load(id).await?;
+                slot.insert(data.state_files().map(|r| r.name.clone()).collect());
+            }
+            if let Some(refs) = inner.refs.get(&id) {
+                referenced.extend(refs.iter().cloned());
+            }
+        }
+        let garbage: Vec<String> = candidates
+            .into_iter()
+            .filter(|name| !referenced.contains(name))
+            .collect();
+        if !garbage.is_empty() {
+            tracing::debug!(store = %self.store, ?garbage, "deleting unreferenced state files");
+            self.backend.remove(Area::State, garbage).await?;
+        }
+        Ok(())
+    }
+
+    /// The typed error for a checkpoint that does not decode.
+    fn invalid(&self, id: CheckpointId, reason: FormatError) -> CheckpointError {
+        let store = self.store.clone();
+        match reason {
+            FormatError::UnsupportedVersion { version, supported } => {
+                CheckpointError::UnsupportedVersion {
+                    store,
+                    id,
+                    version,
+                    supported,
+                }
+            }
+            FormatError::UnknownCriticalSection { tag } => {
+                CheckpointError::UnknownCriticalSection { store, id, tag }
+            }
+            reason => CheckpointError::Corrupt { store, id, reason },
+        }
+    }
+
+    async fn load(&self, id: CheckpointId) -> Result<CheckpointData, CheckpointError> {
+        let Some(bytes) = self
+            .backend
+            .read(Area::Checkpoints, &id.file_name())
+            .await?
+        else {
+            return Err(CheckpointError::NotFound {
+                store: self.store.clone(),
+                id,
+            });
+        };
+        CheckpointData::decode(&bytes).map_err(|reason| self.invalid(id, reason))
+    }
+
+    /// The checkpoints present (valid or not), oldest first, with their sizes.
+    ///
+    /// # Errors
+    ///
+    /// A storage error.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn list(&self) -> Result<Vec<CheckpointInfo>, CheckpointError> {
+        Ok(self.backend.list_checkpoints().await?)
+    }
+
+    /// Reads the newest valid checkpoint.
+    ///
+    /// A newer checkpoint that is corrupt, truncated, from a newer format version or has an
+    /// unknown critical section is skipped: each skip is logged (`warn`), reported as
+    /// [`Event::CheckpointSkipped`] and listed in [`Restored::skipped`]. A storage error is
+    /// not a reason to fall back; it is returned.
+    ///
+    /// # Errors
+    ///
+    /// [`CheckpointError::NoValidCheckpoint`] if checkpoints are present but none is valid; a
+    /// storage error. No checkpoint at all is `Ok(None)`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads (events already emitted stay emitted).
+    pub async fn read_latest(&self) -> Result<Option<Restored>, CheckpointError> {
+        let listed = ids_of(self.backend.list(Area::Checkpoints).await?);
+        let mut observed = BTreeMap::new();
+        loop {
+            match resolve(&listed, &mut observed) {
+                Decision::Read(id) => {
+                    let observation = match self
+                        .backend
+                        .read(Area::Checkpoints, &id.file_name())
+                        .await?
+                    {
+                        None => Observation::Vanished,
+                        Some(bytes) => match CheckpointData::decode(&bytes) {
+                            Ok(data) => Observation::Valid(data),
+                            Err(reason) => Observation::Invalid(reason.to_string()),
+                        },
+                    };
+                    observed.insert(id, observation);
+                }
+                Decision::Use { id, data, skipped } => {
+                    for (skipped_id, reason) in &skipped {
+                        tracing::warn!(
+                            store = %self.store,
+                            id = skipped_id.0,
+                            reason = %reason,
+                            "skipping checkpoint {skipped_id}, which cannot be used; \
+                             falling back to an older one"
+                        );
+                        self.events.emit(Event::CheckpointSkipped {
+                            store: self.store.clone(),
+                            id: skipped_id.0,
+                            reason: reason.clone(),
+                        });
+                    }
+                    self.restored(id);
+                    return Ok(Some(Restored { id, data, skipped }));
+                }
+                Decision::Empty => return Ok(None),
+                Decision::NoneValid { tried } => {
+                    return Err(CheckpointError::NoValidCheckpoint {
+                        store: self.store.clone(),
+                        tried,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Reads the checkpoint `id` (to restore from a chosen checkpoint).
+    ///
+    /// # Errors
+    ///
+    /// [`CheckpointError::NotFound`], [`CheckpointError::Corrupt`],
+    /// [`CheckpointError::UnsupportedVersion`], [`CheckpointError::UnknownCriticalSection`] or
+    /// a storage error.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn read(&self, id: CheckpointId) -> Result<CheckpointData, CheckpointError> {
+        let data = self.load(id).await?;
+        self.restored(id);
+        Ok(data)
+    }
+
+    fn restored(&self, id: CheckpointId) {
+        tracing::info!(store = %self.store, id = id.0, "checkpoint read for restore");
+        self.events.emit(Event::CheckpointRestored {
+            store: self.store.clone(),
+            id: id.0,
+        });
+    }
+
+    /// Writes `bytes`, the state of `operator_id`, as a new state file and returns the
+    /// reference to put in the next checkpoint's [`StateData::File`](super::StateData::File).
+    ///
+    /// The file is published atomically, like a checkpoint. Its name embeds the id the next
+    /// checkpoint will get, so retention never deletes it while that checkpoint is being
+    /// prepared: an unreferenced state file is deleted only once its embedded id is older
+    /// than the oldest retained checkpoint. Reference it from one of the next
+    /// [`retain`](CheckpointConfig::retain) checkpoints.
+    ///
+    /// # Errors
+    ///
+    /// A storage error.
+    ///
+    /// # Cancel safety
+    ///
+    /// A dropped call may still publish the file; unreferenced, it is garbage-collected later.
+    pub async fn write_state_file(
+        &self,
+        operator_id: &str,
+        bytes: &[u8],
+    ) -> Result<StateFileRef, CheckpointError> {
+        let next = CheckpointId(self.next_id.load(Ordering::SeqCst));
+        let seq = self.state_seq.fetch_add(1, Ordering::SeqCst);
+        let name = StateFileName::new(next, seq, operator_id).build();
+        self.backend
+            .publish(Area::State, &name, encode_state_file(bytes))
+            .await?;
+        tracing::debug!(store = %self.store, name = %name, bytes = bytes.len(), "state file written");
+        Ok(StateFileRef {
+            name,
+            len: len_u64(bytes.len()),
+            crc32c: crc32c::crc32c(bytes),
+        })
+    }
+
+    /// Reads the state file `file` refers to, checking its frame, then its length and CRC32C
+    /// against the reference.
+    ///
+    /// # Errors
+    ///
+    /// [`CheckpointError::StateFileNotFound`], [`CheckpointError::StateFileCorrupt`],
+    /// [`CheckpointError::StateFileMismatch`], [`CheckpointError::InvalidStateFileName`] or a
+    /// storage error.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn read_state_file(&self, file: &StateFileRef) -> Result<Vec<u8>, CheckpointError> {
+        let name = &file.name;
+        if StateFileName::parse(name).is_none() {
+            return Err(CheckpointError::InvalidStateFileName {
+                store: self.store.clone(),
+                name: name.clone(),
+            });
+        }
+        let Some(mut bytes) = self.backend.read(Area::State, name).await? else {
+            return Err(CheckpointError::StateFileNotFound {
+                store: self.store.clone(),
+                name: name.clone(),
+            });
+        };
+        let payload =
+            decode_state_file(&bytes).map_err(|reason| CheckpointError::StateFileCorrupt {
+                store: self.store.clone(),
+                name: name.clone(),
+                reason,
+            })?;
+        let (found_len, found_crc32c) = (len_u64(payload.len()), crc32c::crc32c(payload));
+        if found_len != file.len || found_crc32c != file.crc32c {
+            return Err(CheckpointError::StateFileMismatch {
+                store: self.store.clone(),
+                name: name.clone(),
+                expected_len: file.len,
+                found_len,
+                expected_crc32c: file.crc32c,
+                found_crc32c,
+            });
+        }
+        let header = bytes.len() - payload.len();
+        bytes.drain(..header);
+        Ok(bytes)
+    }
+}

@@ -1,0 +1,984 @@
+//! The checkpoint store, from outside.
+//!
+//! Every store test runs against three storage modes — a local directory, opendal's memory
+//! service, and opendal's `fs` service used as an object store — through the `all_modes!`
+//! macro, which turns `async fn name(mode: Mode)` into the tests `name::local`,
+//! `name::memory` and `name::object_fs`. Damage is done to the raw bytes: with `std::fs`
+//! locally, by overwriting the object through the operator in object modes.
+//!
+//! The format tests at the end check the versioning rule of `docs/architecture.md`: an older
+//! layout, an unknown optional section, an unknown critical section, and the golden fixture
+//! `tests/fixtures/checkpoint-v1.bin`.
+
+// Helpers outside `#[test]` fns are test code too; clippy.toml's `allow-unwrap-in-tests`
+// does not see them.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use opendal::Operator;
+use tempfile::TempDir;
+use weir_actors::checkpoint::{
+    CheckpointConfig, CheckpointData, CheckpointError, CheckpointId, CheckpointStore, FormatError,
+    OperatorState, SourceOffset, StateData, StateFileRef,
+};
+use weir_actors::{Event, EventSink, Storage};
+
+// ------------------------------------------------------------------------------------------
+// Harness
+// ------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Local,
+    Memory,
+    ObjectFs,
+}
+
+/// One store location in one mode, with raw access to its bytes and a record of events.
+struct Fixture {
+    storage: Storage,
+    events: Arc<Mutex<Vec<Event>>>,
+    _dirs: Vec<TempDir>,
+}
+
+impl Fixture {
+    fn new(mode: Mode) -> Self {
+        let mut dirs = Vec::new();
+        let root = match mode {
+            Mode::Local => {
+                let dir = TempDir::new().unwrap();
+                let storage = Storage::local(dir.path());
+                dirs.push(dir);
+                storage
+            }
+            Mode::Memory => Storage::memory(),
+            Mode::ObjectFs => {
+                let (data, temp) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+                let builder = opendal::services::Fs::default()
+                    .root(data.path().to_str().unwrap())
+                    .atomic_write_dir(temp.path().to_str().unwrap());
+                let op = Operator::new(builder).unwrap();
+                dirs.push(data);
+                dirs.push(temp);
+                Storage::object(op)
+            }
+        };
+        Fixture {
+            // A sub-location, so prefixes and nested directories are exercised.
+            storage: root.join("checkpoints"),
+            events: Arc::new(Mutex::new(Vec::new())),
+            _dirs: dirs,
+        }
+    }
+
+    fn config(&self) -> CheckpointConfig {
+        let events = Arc::clone(&self.events);
+        CheckpointConfig::default().with_events(EventSink::new(move |event| {
+            events.lock().unwrap().push(event);
+        }))
+    }
+
+    async fn open(&self) -> CheckpointStore {
+        CheckpointStore::open(self.storage.clone(), self.config())
+            .await
+            .unwrap()
+    }
+
+    async fn open_retaining(&self, retain: usize) -> CheckpointStore {
+        CheckpointStore::open(self.storage.clone(), self.config().with_retain(retain))
+            .await
+            .unwrap()
+    }
+
+    fn take_events(&self) -> Vec<Event> {
+        std::mem::take(&mut *self.events.lock().unwrap())
+    }
+
+    fn local_path(&self, name: &str) -> Option<PathBuf> {
+        self.storage.local_dir().map(|dir| dir.join(name))
+    }
+
+    fn object_path(&self, name: &str) -> (Operator, String) {
+        match &self.storage {
+            Storage::Object { op, prefix } => (op.clone(), format!("{prefix}{name}")),
+            Storage::Local(_) => unreachable!("local storage has no operator"),
+        }
+    }
+
+    /// The bytes stored under `name` (relative to the store, e.g. `state/…`).
+    async fn raw_read(&self, name: &str) -> Vec<u8> {
+        match self.local_path(name) {
+            Some(path) => std::fs::read(path).unwrap(),
+            None => {
+                let (op, path) = self.object_path(name);
+                op.read(&path).await.unwrap().to_vec()
+            }
+        }
+    }
+
+    /// Replaces (or creates) `name` with `bytes`, bypassing the store.
+    async fn raw_write(&self, name: &str, bytes: Vec<u8>) {
+        match self.local_path(name) {
+            Some(path) => std::fs::write(path, bytes).unwrap(),
+            None => {
+                let (op, path) = self.object_path(name);
+                op.write(&path, bytes).await.unwrap();
+            }
+        }
+    }
+
+    /// The file names directly under `sub` ("" for the store itself), sorted.
+    async fn raw_list(&self, sub: &str) -> Vec<String> {
+        let mut names: Vec<String> = match self.local_path(sub) {
+            Some(dir) => std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap())
+                .filter(|e| e.file_type().unwrap().is_file())
+                .map(|e| e.file_name().into_string().unwrap())
+                .collect(),
+            None => {
+                let (op, path) = self.object_path(sub);
+                let dir = if path.ends_with('/') || path.is_empty() {
+                    path
+                } else {
+                    format!("{path}/")
+                };
+                match op.list(&dir).await {
+                    Ok(entries) => entries
+                        .into_iter()
+                        .filter(|e| e.metadata().is_file())
+                        .map(|e| e.name().to_owned())
+                        .collect(),
+                    Err(err) if err.kind() == opendal::ErrorKind::NotFound => Vec::new(),
+                    Err(err) => panic!("list {dir}: {err}"),
+                }
+            }
+        };
+        names.sort();
+        names
+    }
+
+    /// Applies `damage` to the stored checkpoint `id`.
+    async fn damage(&self, id: CheckpointId, damage: Damage) {
+        let name = id.file_name();
+        let mut bytes = self.raw_read(&name).await;
+        match damage {
+            Damage::FlipByte => {
+                let last = bytes.len() - 1;
+                bytes[last] ^= 0x01;
+            }
+            Damage::Truncate => bytes.truncate(bytes.len() - 3),
+            Damage::Garbage => bytes = b"this is not a checkpoint at all".to_vec(),
+        }
+        self.raw_write(&name, bytes).await;
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Damage {
+    FlipByte,
+    Truncate,
+    Garbage,
+}
+
+/// Generates `mod $name { local, memory, object_fs }` tests calling `async fn $name(Mode)`.
+macro_rules! all_modes {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::Mode;
+
+            #[tokio::test]
+            async fn local() {
+                super::$name(Mode::Local).await
+            }
+
+            #[tokio::test]
+            async fn memory() {
+                super::$name(Mode::Memory).await
+            }
+
+            #[tokio::test]
+            async fn object_fs() {
+                super::$name(Mode::ObjectFs).await
+            }
+        }
+    )*};
+}
+
+/// A checkpoint with every field set.
+fn full(time: u64) -> CheckpointData {
+    CheckpointData {
+        checkpoint_time_ms: time,
+        pending_batches: vec![time - 2_000, time - 1_000, time],
+        batch_interval_ms: 1_000,
+        zero_time_ms: 1_699_999_999_000,
+        settings: BTreeMap::from([
+            ("weir.batch.interval".to_owned(), "1s".to_owned()),
+            ("weir.checkpoint.retain".to_owned(), "10".to_owned()),
+        ]),
+        source_offsets: vec![
+            SourceOffset {
+                source: "clicks".to_owned(),
+                partition: 0,
+                offset: 12_345,
+            },
+            SourceOffset {
+                source: "clicks".to_owned(),
+                partition: 1,
+                offset: u64::MAX,
+            },
+        ],
+        operator_state: vec![
+            OperatorState {
+                operator_id: "count-by-page".to_owned(),
+                type_name: "weir::state::Counts".to_owned(),
+                data: StateData::Inline(vec![0, 1, 2, 255]),
+            },
+            OperatorState {
+                operator_id: "window".to_owned(),
+                type_name: "weir::state::Window".to_owned(),
+                data: StateData::File(StateFileRef {
+                    name: "00000000000000000001-00000000000000000000-window".to_owned(),
+                    len: 3,
+                    crc32c: 0xDEAD_BEEF,
+                }),
+            },
+        ],
+        graph_fingerprint: 0x0123_4567_89AB_CDEF,
+    }
+}
+
+/// A small checkpoint told apart by its time.
+fn small(time: u64) -> CheckpointData {
+    CheckpointData {
+        checkpoint_time_ms: time,
+        ..CheckpointData::default()
+    }
+}
+
+fn ids(raw: impl IntoIterator<Item = u64>) -> Vec<CheckpointId> {
+    raw.into_iter().map(CheckpointId).collect()
+}
+
+async fn listed_ids(store: &CheckpointStore) -> Vec<CheckpointId> {
+    store.list().await.unwrap().iter().map(|c| c.id).collect()
+}
+
+// ------------------------------------------------------------------------------------------
+// Store tests, in every mode
+// ------------------------------------------------------------------------------------------
+
+all_modes!(
+    round_trip_preserves_every_field,
+    ids_increase_across_reopen,
+    corrupt_newest_checkpoint_falls_back_to_previous,
+    all_corrupt_checkpoints_are_no_valid_checkpoint,
+    empty_store_reads_none,
+    retention_keeps_exactly_the_configured_number,
+    retention_keeps_ten_by_default,
+    read_by_id_returns_that_checkpoint,
+    checkpoint_from_a_newer_writer_is_reported_not_misread,
+    state_file_round_trips,
+    corrupted_state_file_is_detected,
+    state_file_gc_spares_referenced_and_in_preparation_files,
+    leftover_temp_files_are_removed_on_open,
+);
+
+async fn round_trip_preserves_every_field(mode: Mode) {
+    let fx = Fixture::new(mode);
+    let store = fx.open().await;
+    let data = full(1_700_000_000_000);
+    let id = store.write(&data).await.unwrap();
+    assert_eq!(id, CheckpointId(1));
+
+    let size = data.encode().unwrap().len() as u64;
+    assert_eq!(fx.raw_list("").await, vec![id.file_name()]);
+    let listed = store.list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].id, listed[0].size), (id, size));
+
+    let restored = store.read_latest().await.unwrap().unwrap();
+    assert_eq!(restored.id, id);
+    assert_eq!(restored.data, data);
+    assert!(restored.skipped.is_empty());
+    assert_eq!(store.read(id).await.unwrap(), data);
+
+    // Another store on the same location (a restart) reads the same.
+    let reopened = fx.open().await;
+    assert_eq!(reopened.read_latest().await.unwrap().unwrap().data, data);
+
+    let events = fx.take_events();
+    assert_eq!(
+        events[0],
+        Event::CheckpointWritten {
+            store: fx.storage.describe(),
+            id: 1,
+            bytes: size,
+        }
+    );
+    let restores = events
+        .iter()
+        .filter(|e| matches!(e, Event::CheckpointRestored { id: 1, .. }))
+        .count();
+    assert_eq!(restores, 3);
+}
+
+async fn ids_increase_across_reopen(mode: Mode) {
+    let fx = Fixture::new(mode);
+    {
+        let store = fx.open().await;
+        for n in 1..=3 {
+            assert_eq!(store.write(&small(n)).await.unwrap(), CheckpointId(n));
+        }
+    }
+    let store = fx.open().await;
+    assert_eq!(store.write(&small(4)).await.unwrap(), CheckpointId(4));
+
+    // A corrupt file counts too: its id is never handed out again.
+    fx.raw_write(&CheckpointId(9).file_name(), b"garbage".to_vec())
+        .await;
+    let store = fx.open().await;
+    assert_eq!(store.write(&small(10)).await.unwrap(), CheckpointId(10));
+    assert_eq!(listed_ids(&store).await, ids([1, 2, 3, 4, 9, 10]));
+}
+
+async fn corrupt_newest_checkpoint_falls_back_to_previous(mode: Mode) {
+    for (damage, expected_reason) in [
+        (Damage::FlipByte, "CRC32C"),
+        (Damage::Truncate, "truncated"),
+        (Damage::Garbage, "magic"),
+    ] {
+        let fx = Fixture::new(mode);
+        let store = fx.open().await;
+        let first = store.write(&small(100)).await.unwrap();
+        let second = store.write(&small(200)).await.unwrap();
+        fx.damage(second, damage).await;
+        fx.take_events();
+
+        let restored = store.read_latest().await.unwrap().unwrap();
+        assert_eq!(restored.id, first, "{damage:?}");
+        assert_eq!(restored.data, small(100));
+        assert_eq!(restored.skipped.len(), 1);
+        assert_eq!(restored.skipped[0].0, second);
+        let reason = &restored.skipped[0].1;
+        assert!(reason.contains(expected_reason), "{damage:?}: {reason}");
+
+        assert_eq!(
+            fx.take_events(),
+            vec![
+                Event::CheckpointSkipped {
+                    store: fx.storage.describe(),
+                    id: second.0,
+                    reason: reason.clone(),
+                },
+                Event::CheckpointRestored {
+                    store: fx.storage.describe(),
+                    id: first.0,
+                },
+            ]
+        );
+
+        // Asked for by id, the damaged one is a typed error with the reason.
+        match store.read(second).await {
+            Err(CheckpointError::Corrupt { id, reason, .. }) => {
+                assert_eq!(id, second);
+                assert!(reason.to_string().contains(expected_reason), "{reason}");
+            }
+            other => panic!("{damage:?}: expected Corrupt, got {other:?}"),
+        }
+
+        // A new write after the damaged one becomes the newest and is used.
+        let third = store.write(&small(300)).await.unwrap();
+        assert_eq!(third, CheckpointId(3));
+        let restored = store.read_latest().await.unwrap().unwrap();
+        assert_eq!((restored.id, restored.skipped.len()), (third, 0));
+    }
+}
+
+async fn all_corrupt_checkpoints_are_no_valid_checkpoint(mode: Mode) {
+    let fx = Fixture::new(mode);
+    let store = fx.open().await;
+    let a = store.write(&small(1)).await.unwrap();
+    let b = store.write(&small(2)).await.unwrap();
+    fx.damage(a, Damage::Truncate).await;
+    fx.damage(b, Damage::FlipByte).await;
+
+    let err = store.read_latest().await.unwrap_err();
+    let message = err.to_string();
+    match err {
+        CheckpointError::NoValidCheckpoint { store: name, tried } => {
+            assert_eq!(name, fx.storage.describe());
+            let tried_ids: Vec<CheckpointId> = tried.iter().map(|(id, _)| *id).collect();
+            assert_eq!(tried_ids, vec![b, a]);
+        }
+        other => panic!("expected NoValidCheckpoint, got {other:?}"),
+    }
+    assert!(
+        message.starts_with(&format!(
+            "no valid checkpoint in `{}`",
+            fx.storage.describe()
+        )),
+        "{message}"
+    );
+    assert!(message.contains("checkpoint 2: the CRC32C"), "{message}");
+    assert!(
+        message.contains("checkpoint 1: the file is truncated"),
+        "{message}"
+    );
+    assert!(!message.contains('\n'), "{message}");
+}
+
+async fn empty_store_reads_none(mode: Mode) {
+    let fx = Fixture::new(mode);
+    let store = fx.open().await;
+    assert_eq!(store.read_latest().await.unwrap(), None);
+    assert!(store.list().await.unwrap().is_empty());
+    assert!(matches!(
+        store.read(CheckpointId(1)).await,
+        Err(CheckpointError::NotFound {
+            id: CheckpointId(1),
+            ..
+        })
+    ));
+    assert!(fx.take_events().is_empty());
+}
+
+async fn retention_keeps_exactly_the_configured_number(mode: Mode) {
+    let fx = Fixture::new(mode);
+    let store = fx.open_retaining(3).await;
+    assert_eq!(store.retain(), 3);
+    for n in 1..=10 {
+        store.write(&small(n)).await.unwrap();
+        let expected: Vec<u64> = (n.saturating_sub(2).max(1)..=n).collect();
+        assert_eq!(listed_ids(&store).await, ids(expected));
+    }
+    let names: Vec<String> = [8, 9, 10].map(|n| CheckpointId(n).file_name()).to_vec();
+    assert_eq!(fx.raw_list("").await, names);
+    assert_eq!(store.read_latest().await.unwrap().unwrap().data, small(10));
+
+    let zero = CheckpointStore::open(fx.storage.clone(), fx.config().with_retain(0)).await;
+    let err = zero.unwrap_err();
+    assert!(
+        matches!(err, CheckpointError::InvalidRetain { retain: 0 }),
+        "{err:?}"
+    );
+}
+
+async fn retention_keeps_ten_by_default(mode: Mode) {
+    let fx = Fixture::new(mode);
+    let store = fx.open().await;
+    assert_eq!(store.retain(), 10);
+    for n in 1..=13 {
+        store.write(&small(n)).await.unwrap();
+    }
+    assert_eq!(listed_ids(&store).await, ids(4..=13));
+}
+
+async fn read_by_id_returns_that_checkpoint(mode: Mode) {
+    let fx = Fixture::new(mode);
+    let store = fx.open().await;
+    for n in 1..=3 {
+        store.write(&full(1_000_000 + n)).await.unwrap();
+    }
+    fx.take_events();
+    assert_eq!(store.read(CheckpointId(2)).await.unwrap(), full(1_000_002));
+    assert_eq!(
+        fx.take_events(),
+        vec![Event::CheckpointRestored {
+            store: fx.storage.describe(),
+            id: 2
+        }]
+    );
+
+    let err = store.read(CheckpointId(99)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CheckpointError::NotFound {
+                id: CheckpointId(99),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "checkpoint 99 does not exist in `{}`",
+            fx.storage.describe()
+        )
+    );
+
+    fx.damage(CheckpointId(1), Damage::FlipByte).await;
+    let err = store.read(CheckpointId(1)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CheckpointError::Corrupt {
+                id: CheckpointId(1),
+                reason: FormatError::CrcMismatch { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().starts_with(&format!(
+            "checkpoint 1 in `{}` is corrupt: ",
+            fx.storage.describe()
+        )),
+        "{err}"
+    );
+}
+
+async fn checkpoint_from_a_newer_writer_is_reported_not_misread(mode: Mode) {
+    let fx = Fixture::new(mode);
+    let store = fx.open().await;
+    let good = store.write(&small(1)).await.unwrap();
+
+    // Checkpoint 2: a critical section this build does not know.
+    let mut sections = old_layout_sections(&small(2));
+    sections.push((0x8000 | 42, vec![1, 2, 3]));
+    fx.raw_write(&CheckpointId(2).file_name(), frame(1, &sections))
+        .await;
+    // Checkpoint 3: a framing version from the future.
+    fx.raw_write(
+        &CheckpointId(3).file_name(),
+        frame(2, &old_layout_sections(&small(3))),
+    )
+    .await;
+
+    let err = store.read(CheckpointId(2)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CheckpointError::UnknownCriticalSection {
+                id: CheckpointId(2),
+                tag: 0x802a,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("critical section 0x802a"), "{err}");
+
+    let err = store.read(CheckpointId(3)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CheckpointError::UnsupportedVersion {
+                version: 2,
+                supported: 1,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("format version 2"), "{err}");
+
+    let restored = store.read_latest().await.unwrap().unwrap();
+    assert_eq!(restored.id, good);
+    let skipped: Vec<CheckpointId> = restored.skipped.iter().map(|(id, _)| *id).collect();
+    assert_eq!(skipped, ids([3, 2]));
+}
+
+async fn state_file_round_trips(mode: Mode) {
+    let fx = Fixture::new(mode);
+    let store = fx.open().await;
+    let bytes: Vec<u8> = (0..100_000u32).map(|n| (n % 251) as u8).collect();
+    let file = store
+        .write_state_file("window/page#1", &bytes)
+        .await
+        .unwrap();
+    assert_eq!(file.len, bytes.len() as u64);
+    assert_eq!(file.crc32c, crc32c::crc32c(&bytes));
+    assert_eq!(fx.raw_list("state").await, vec![file.name.clone()]);
+    assert!(file.name.ends_with("-window_page_1"), "{}", file.name);
+    assert_eq!(store.read_state_file(&file).await.unwrap(), bytes);
+
+    let empty = store.write_state_file("empty", &[]).await.unwrap();
+    assert_eq!(
+        store.read_state_file(&empty).await.unwrap(),
+        Vec::<u8>::new()
+    );
+    assert_ne!(empty.name, file.name);
+
+    let data = CheckpointData {
+        operator_state: vec![OperatorState {
+            operator_id: "window/page#1".to_owned(),
+            type_name: "Window".to_owned(),
+            data: StateData::File(file.clone()),
+        }],
+        ..small(5)
+    };
+    store.write(&data).await.unwrap();
+    let restored = fx.open().await.read_latest().await.unwrap().unwrap();
+    assert_eq!(restored.data, data);
+    let StateData::File(reference) = &restored.data.operator_state[0].data else {
+        panic!("expected a state file reference");
+    };
+    assert_eq!(store.read_state_file(reference).await.unwrap(), bytes);
+}
+
+async fn corrupted_state_file_is_detected(mode: Mode) {
+    let fx = Fixture::new(mode);
+    let store = fx.open().await;
+    let file = store
+        .write_state_file("op", b"operator state")
+        .await
+        .unwrap();
+    let path = format!("state/{}", file.name);
+    let good = fx.raw_read(&path).await;
+
+    // A flipped payload byte: the frame's CRC catches it.
+    let mut bad = good.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 0x20;
+    fx.raw_write(&path, bad).await;
+    let err = store.read_state_file(&file).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CheckpointError::StateFileCorrupt {
+                reason: FormatError::CrcMismatch { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&file.name), "{err}");
+
+    // Truncated.
+    fx.raw_write(&path, good[..good.len() - 4].to_vec()).await;
+    let err = store.read_state_file(&file).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CheckpointError::StateFileCorrupt {
+                reason: FormatError::Truncated { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    // Intact, but not what the reference describes.
+    fx.raw_write(&path, good).await;
+    let wrong = StateFileRef {
+        crc32c: file.crc32c ^ 1,
+        ..file.clone()
+    };
+    let err = store.read_state_file(&wrong).await.unwrap_err();
+    assert!(
+        matches!(err, CheckpointError::StateFileMismatch { .. }),
+        "{err:?}"
+    );
+    let wrong = StateFileRef {
+        len: file.len + 1,
+        ..file.clone()
+    };
+    assert!(matches!(
+        store.read_state_file(&wrong).await,
+        Err(CheckpointError::StateFileMismatch { .. })
+    ));
+    assert_eq!(
+        store.read_state_file(&file).await.unwrap(),
+        b"operator state"
+    );
+
+    // Missing, and names that are not state file names.
+    let missing = StateFileRef {
+        name: "00000000000000000009-00000000000000000009-gone".to_owned(),
+        ..file.clone()
+    };
+    assert!(matches!(
+        store.read_state_file(&missing).await,
+        Err(CheckpointError::StateFileNotFound { .. })
+    ));
+    for name in ["../checkpoint-00000000000000000001", "", "x/y"] {
+        let bad = StateFileRef {
+            name: name.to_owned(),
+            ..file.clone()
+        };
+        assert!(
+            matches!(
+                store.read_state_file(&bad).await,
+                Err(CheckpointError::InvalidStateFileName { .. })
+            ),
+            "{name}"
+        );
+    }
+}
+
+fn referencing(time: u64, files: &[&StateFileRef]) -> CheckpointData {
+    CheckpointData {
+        operator_state: files
+            .iter()
+            .map(|file| OperatorState {
+                operator_id: "op".to_owned(),
+                type_name: "State".to_owned(),
+                data: StateData::File((*file).clone()),
+            })
+            .collect(),
+        ..small(time)
+    }
+}
+
+async fn state_file_gc_spares_referenced_and_in_preparation_files(mode: Mode) {
+    let fx = Fixture::new(mode);
+    let store = fx.open_retaining(2).await;
+    let state_files = || fx.raw_list("state");
+
+    // Written while checkpoint 1 is next, referenced by checkpoints 1 and 3.
+    let kept = store.write_state_file("kept", b"kept").await.unwrap();
+    assert!(
+        kept.name.starts_with("00000000000000000001-"),
+        "{}",
+        kept.name
+    );
+    store.write(&referencing(1, &[&kept])).await.unwrap();
+    // Written while checkpoint 2 is next, never referenced.
+    let orphan = store.write_state_file("orphan", b"orphan").await.unwrap();
+    assert!(
+        orphan.name.starts_with("00000000000000000002-"),
+        "{}",
+        orphan.name
+    );
+    store.write(&small(2)).await.unwrap(); // retained: 1, 2
+    store.write(&referencing(3, &[&kept])).await.unwrap(); // retained: 2, 3
+    // The orphan's embedded id (2) is not older than the oldest retained (2): kept.
+    let mut both = vec![kept.name.clone(), orphan.name.clone()];
+    both.sort();
+    assert_eq!(state_files().await, both);
+
+    // A state file for checkpoint 4, still being prepared when checkpoint 4 is written.
+    let preparing = store
+        .write_state_file("preparing", b"preparing")
+        .await
+        .unwrap();
+    assert!(
+        preparing.name.starts_with("00000000000000000004-"),
+        "{}",
+        preparing.name
+    );
+    store.write(&small(4)).await.unwrap(); // retained: 3, 4
+    // The orphan is now older than checkpoint 3 and unreferenced: deleted. `kept` is still
+    // referenced by checkpoint 3; `preparing` is not older than checkpoint 3.
+    let mut expected = vec![kept.name.clone(), preparing.name.clone()];
+    expected.sort();
+    assert_eq!(state_files().await, expected);
+
+    // After a restart (nothing cached), the store reads the retained checkpoints to learn
+    // what they reference.
+    drop(store);
+    let store = fx.open_retaining(2).await;
+    store.write(&referencing(5, &[&preparing])).await.unwrap(); // retained: 4, 5
+    assert_eq!(state_files().await, vec![preparing.name.clone()]);
+    assert_eq!(
+        store.read_state_file(&preparing).await.unwrap(),
+        b"preparing"
+    );
+    let latest = store.read_latest().await.unwrap().unwrap();
+    assert_eq!(latest.data, referencing(5, &[&preparing]));
+
+    // A retained checkpoint that cannot be read stops collection for that round.
+    let stale = store.write_state_file("stale", b"stale").await.unwrap(); // embeds 6
+    store.write(&small(6)).await.unwrap(); // retained: 5, 6
+    let mut expected = vec![preparing.name.clone(), stale.name.clone()];
+    expected.sort();
+    assert_eq!(state_files().await, expected);
+    drop(store);
+    fx.damage(CheckpointId(6), Damage::FlipByte).await;
+    let store = fx.open_retaining(2).await;
+    store.write(&small(7)).await.unwrap(); // retained: 6 (corrupt), 7
+    // `preparing` (embeds 4) is now unreferenced and old, but checkpoint 6 cannot tell.
+    assert_eq!(state_files().await, expected);
+    store.write(&small(8)).await.unwrap(); // retained: 7, 8
+    assert!(state_files().await.is_empty());
+}
+
+async fn leftover_temp_files_are_removed_on_open(mode: Mode) {
+    let fx = Fixture::new(mode);
+    let store = fx.open().await;
+    store.write(&small(1)).await.unwrap();
+    drop(store);
+    if mode == Mode::Local {
+        // What a crash between creating the temp file and the rename leaves behind.
+        let temp = ".tmp-checkpoint-00000000000000000002-123-0";
+        fx.raw_write(temp, b"half a checkp".to_vec()).await;
+        fx.raw_write(&format!("state/.tmp-{temp}"), b"half".to_vec())
+            .await;
+    }
+    let store = fx.open().await;
+    assert_eq!(fx.raw_list("").await, vec![CheckpointId(1).file_name()]);
+    assert!(fx.raw_list("state").await.is_empty());
+    assert_eq!(store.write(&small(2)).await.unwrap(), CheckpointId(2));
+}
+
+// ------------------------------------------------------------------------------------------
+// Format: the versioning rule
+// ------------------------------------------------------------------------------------------
+
+/// Frames a section list the way `docs/architecture.md` describes, independently of the crate.
+fn frame(version: u16, sections: &[(u16, Vec<u8>)]) -> Vec<u8> {
+    let payload = postcard::to_stdvec(sections).unwrap();
+    let mut out = vec![0x89, b'W', b'E', b'I', b'R', b'C', b'K', b'P'];
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&out), &payload);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+fn enc<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).unwrap()
+}
+
+/// What an older writer, which knew only tags 1 (time), 2 (pending batches) and 3 (batch
+/// interval), would have written.
+fn old_layout_sections(data: &CheckpointData) -> Vec<(u16, Vec<u8>)> {
+    vec![
+        (1, enc(&data.checkpoint_time_ms)),
+        (2, enc(&data.pending_batches)),
+        (3, enc(&data.batch_interval_ms)),
+    ]
+}
+
+/// Every section today's layout has, as the table in `docs/architecture.md` numbers them.
+fn current_layout_sections(data: &CheckpointData) -> Vec<(u16, Vec<u8>)> {
+    let mut sections = old_layout_sections(data);
+    sections.extend([
+        (4, enc(&data.zero_time_ms)),
+        (5, enc(&data.settings)),
+        (6, enc(&data.source_offsets)),
+        (7, enc(&data.operator_state)),
+        (8, enc(&data.graph_fingerprint)),
+    ]);
+    sections
+}
+
+#[test]
+fn the_documented_layout_is_the_encoders_layout() {
+    let data = full(1_700_000_000_000);
+    assert_eq!(
+        frame(1, &current_layout_sections(&data)),
+        data.encode().unwrap()
+    );
+}
+
+#[test]
+fn old_layout_decodes_with_defaults() {
+    let data = full(1_700_000_000_000);
+    let decoded = CheckpointData::decode(&frame(1, &old_layout_sections(&data))).unwrap();
+    assert_eq!(
+        decoded,
+        CheckpointData {
+            checkpoint_time_ms: data.checkpoint_time_ms,
+            pending_batches: data.pending_batches.clone(),
+            batch_interval_ms: data.batch_interval_ms,
+            ..CheckpointData::default()
+        }
+    );
+}
+
+#[test]
+fn unknown_optional_section_is_ignored() {
+    let data = full(1_700_000_000_000);
+    let mut sections = current_layout_sections(&data);
+    // A newer writer's optional field, placed first and last: order does not matter.
+    sections.insert(0, (0x7fff, enc(&"a field from the future")));
+    sections.push((9, vec![0xff; 17]));
+    assert_eq!(CheckpointData::decode(&frame(1, &sections)).unwrap(), data);
+}
+
+#[test]
+fn unknown_critical_section_is_refused() {
+    let data = full(1_700_000_000_000);
+    let mut sections = current_layout_sections(&data);
+    sections.push((0x8009, enc(&7u64)));
+    let err = CheckpointData::decode(&frame(1, &sections)).unwrap_err();
+    assert_eq!(err, FormatError::UnknownCriticalSection { tag: 0x8009 });
+    assert!(
+        err.to_string().contains("section 0x8009 is critical"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_format_version_is_refused_by_number() {
+    let err = CheckpointData::decode(&frame(3, &old_layout_sections(&small(1)))).unwrap_err();
+    assert_eq!(
+        err,
+        FormatError::UnsupportedVersion {
+            version: 3,
+            supported: 1
+        }
+    );
+    assert!(err.to_string().contains("format version 3"), "{err}");
+}
+
+fn golden_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoint-v1.bin")
+}
+
+/// The value stored in `tests/fixtures/checkpoint-v1.bin`. Never change it: the fixture is
+/// what the first format wrote, and every later build must read it as this.
+fn golden_value() -> CheckpointData {
+    CheckpointData {
+        checkpoint_time_ms: 1_700_000_000_000,
+        pending_batches: vec![1_699_999_998_000, 1_699_999_999_000, 1_700_000_000_000],
+        batch_interval_ms: 1_000,
+        zero_time_ms: 1_699_999_999_000,
+        settings: BTreeMap::from([
+            ("weir.batch.interval".to_owned(), "1s".to_owned()),
+            ("weir.checkpoint.retain".to_owned(), "10".to_owned()),
+        ]),
+        source_offsets: vec![
+            SourceOffset {
+                source: "clicks".to_owned(),
+                partition: 0,
+                offset: 12_345,
+            },
+            SourceOffset {
+                source: "clicks".to_owned(),
+                partition: 1,
+                offset: u64::MAX,
+            },
+        ],
+        operator_state: vec![
+            OperatorState {
+                operator_id: "count-by-page".to_owned(),
+                type_name: "weir::state::Counts".to_owned(),
+                data: StateData::Inline(vec![0, 1, 2, 255]),
+            },
+            OperatorState {
+                operator_id: "window".to_owned(),
+                type_name: "weir::state::Window".to_owned(),
+                data: StateData::File(StateFileRef {
+                    name: "00000000000000000001-00000000000000000000-window".to_owned(),
+                    len: 3,
+                    crc32c: 0xDEAD_BEEF,
+                }),
+            },
+        ],
+        graph_fingerprint: 0x0123_4567_89AB_CDEF,
+    }
+}
+
+/// `tests/fixtures/checkpoint-v1.bin` was written by weir 0.1's `CheckpointData::encode` of
+/// `golden_value()`. It is never regenerated: every later version must keep decoding it.
+#[test]
+fn golden_v1_fixture_still_decodes() {
+    let bytes = std::fs::read(golden_path()).unwrap();
+    assert_eq!(CheckpointData::decode(&bytes).unwrap(), golden_value());
+    // Today's writer still produces exactly these bytes.
+    assert_eq!(golden_value().encode().unwrap(), bytes);
+}
