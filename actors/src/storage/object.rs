@@ -19,7 +19,11 @@ pub(crate) struct ObjectDir {
 
 fn obj_err(op: &'static str, path: &str) -> impl FnOnce(opendal::Error) -> StorageError {
     let path = path.to_owned();
-    move |source| StorageError::Object { op, path, source: Box::new(source) }
+    move |source| StorageError::Object {
+        op,
+        path,
+        source: Box::new(source),
+    }
 }
 
 impl ObjectDir {
