@@ -27,7 +27,7 @@ pub enum Event {
         sealed: u64,
         /// The segment that now takes appends.
         segment: u64,
-        /// Why it rolled: `"size"` or `"age"`.
+        /// Why it rolled: `"size"`, `"age"`, or `"request"` (`Wal::roll`).
         reason: String,
     },
     /// `clean` deleted segments whose records were all older than the threshold.

@@ -4,11 +4,16 @@
 //! that says "durable" has fsynced everything a power cut could otherwise undo: the file's data
 //! and, when a name was created, removed or renamed, the directory that holds the name.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::watch;
 
 use super::StorageError;
 use super::failpoint::{Failpoints, fired};
@@ -32,10 +37,67 @@ fn injected(op: &'static str, path: &Path, failpoint: &'static str) -> StorageEr
 /// The name of the lock file that a single writer holds in its directory.
 pub(crate) const LOCK_NAME: &str = "LOCK";
 
-/// Takes an exclusive advisory lock (`flock`) on `dir/LOCK`, held until the returned file is
-/// dropped or the process dies. Fails with `WouldBlock` if another open log holds it.
-pub(crate) fn lock_dir(dir: &Path) -> Result<File, StorageError> {
-    let path = dir.join(LOCK_NAME);
+/// Directories locked by this process, each with a channel whose closing announces the release.
+static LOCKED: Mutex<BTreeMap<PathBuf, watch::Receiver<()>>> = Mutex::new(BTreeMap::new());
+
+fn locked() -> MutexGuard<'static, BTreeMap<PathBuf, watch::Receiver<()>>> {
+    LOCKED.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// An exclusive lock on a directory: `flock` on `dir/LOCK` against other processes, and a
+/// registry entry against other writers in this process. Released on drop (or process death).
+#[derive(Debug)]
+pub(crate) struct DirLock {
+    file: Option<File>,
+    dir: PathBuf,
+    released: Option<watch::Sender<()>>,
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        // Unlock first, then tell the waiters: a waiter that wakes can take the flock at once.
+        drop(self.file.take());
+        let mut registry = locked();
+        if let Some(tx) = self.released.take() {
+            if registry
+                .get(&self.dir)
+                .is_some_and(|rx| rx.same_channel(&tx.subscribe()))
+            {
+                registry.remove(&self.dir);
+            }
+            drop(tx);
+        }
+    }
+}
+
+/// Takes the exclusive lock on `dir` (which must exist). If a writer in this process holds it,
+/// waits up to `wait` for that writer to release it (a log dropped without `close` releases
+/// it as soon as its writer task ends). If another process holds it, fails at once.
+pub(crate) async fn lock_dir(dir: &Path, wait: Duration) -> Result<DirLock, StorageError> {
+    let canonical = fs::canonicalize(dir).map_err(io_err("resolve", dir))?;
+    let path = canonical.join(LOCK_NAME);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let holder = locked().get(&canonical).cloned();
+        let Some(mut holder) = holder else { break };
+        let held = || StorageError::Io {
+            op: "lock",
+            path: path.clone(),
+            source: io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "another writer in this process still has the directory open after {wait:?}"
+                ),
+            ),
+        };
+        // `changed` fails when the holder's sender is dropped: the release.
+        if tokio::time::timeout_at(deadline, holder.changed())
+            .await
+            .is_err()
+        {
+            return Err(held());
+        }
+    }
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -44,17 +106,39 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<File, StorageError> {
         .open(&path)
         .map_err(io_err("open lock file", &path))?;
     match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(StorageError::Io {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            return Err(StorageError::Io {
+                op: "lock",
+                path,
+                source: io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "another process has this directory open as a writer",
+                ),
+            });
+        }
+        Err(fs::TryLockError::Error(err)) => return Err(io_err("lock", &path)(err)),
+    }
+    let (tx, rx) = watch::channel(());
+    let mut registry = locked();
+    if registry.contains_key(&canonical) {
+        // Another task of this process took it between our check and our flock (flock is per
+        // open file, so both could succeed): back off.
+        return Err(StorageError::Io {
             op: "lock",
             path,
             source: io::Error::new(
                 io::ErrorKind::WouldBlock,
-                "another writer (in this or another process) has this directory open",
+                "another writer in this process opened the directory at the same time",
             ),
-        }),
-        Err(fs::TryLockError::Error(err)) => Err(io_err("lock", &path)(err)),
+        });
     }
+    registry.insert(canonical.clone(), rx);
+    Ok(DirLock {
+        file: Some(file),
+        dir: canonical,
+        released: Some(tx),
+    })
 }
 
 /// Creates `dir` and its missing parents, and makes every new directory entry durable.

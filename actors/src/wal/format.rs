@@ -142,8 +142,8 @@ pub struct Frame {
 
 /// Decodes the frame at the start of `bytes`; the payload is `bytes[FRAME_HEADER_LEN..][..len]`.
 ///
-/// `max_payload` bounds the length field, so a corrupt length can never make a reader allocate
-/// or read more than the configured maximum record size.
+/// A length larger than `max_payload`, or than the bytes present, is rejected before anything
+/// is read, so a corrupt length never makes a reader read past what it holds.
 pub fn decode_frame(bytes: &[u8], max_payload: u32) -> Result<Frame, &'static str> {
     if bytes.len() < FRAME_HEADER_LEN {
         return Err("record header is truncated");

@@ -147,14 +147,19 @@ pub struct WalConfig {
     pub group_commit_max_delay: Duration,
     /// A group commit takes appends until it holds at least this many bytes. Default: 4 MiB.
     pub group_commit_max_bytes: usize,
-    /// The largest payload accepted; also bounds what recovery will read for one record.
-    /// Default: 64 MiB. Minimum: 1 byte. Maximum: [`format::MAX_PAYLOAD_LEN`].
+    /// The largest payload `append` accepts. Default: 64 MiB. Minimum: 1 byte. Maximum:
+    /// [`format::MAX_PAYLOAD_LEN`]. Only appends are checked: records written earlier under a
+    /// larger limit still recover and read back.
     pub max_record_bytes: u32,
     /// How many appends may wait for the writer before `append` itself waits (backpressure).
     /// Default: 4096.
     pub queue_depth: usize,
     /// What recovery does with a damaged tail. Default: [`RecoveryMode::TruncateTornTail`].
     pub recovery_mode: RecoveryMode,
+    /// How long [`Wal::open`] waits for another writer *of this process* to release a local
+    /// log (one dropped without `close` releases it when its writer task ends, e.g. after an
+    /// actor restart). A writer in another process is refused at once. Default: 10 s.
+    pub lock_wait: Duration,
     /// Where segment rolls, cleanups and torn-tail cuts are reported.
     pub events: EventSink,
 }
@@ -169,6 +174,7 @@ impl Default for WalConfig {
             max_record_bytes: 64 << 20,
             queue_depth: 4096,
             recovery_mode: RecoveryMode::TruncateTornTail,
+            lock_wait: Duration::from_secs(10),
             events: EventSink::discard(),
         }
     }
@@ -290,6 +296,8 @@ pub struct SegmentInfo {
 /// Counters of a log's work since it was opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalStats {
+    /// Appends the writer has taken from its queue.
+    pub received: u64,
     /// Records acknowledged.
     pub appends: u64,
     /// Group commits that succeeded: each is one write and one fsync (one object in object mode).
@@ -298,7 +306,7 @@ pub struct WalStats {
     pub bytes: u64,
     /// Segments created.
     pub segments_created: u64,
-    /// Appends that failed.
+    /// Appends that failed (storage failures, and refusals of a poisoned log).
     pub failed_appends: u64,
 }
 
@@ -355,7 +363,7 @@ impl Wal {
         config: WalConfig,
     ) -> Result<(Wal, RecoveryReport), WalError> {
         config.validate()?;
-        let segments = Segments::open(&storage).await?;
+        let segments = Segments::open(&storage, config.lock_wait).await?;
         let log = storage.describe();
         let (meta, report) = recovery::recover(&segments, &log, &config).await?;
         let next_id = report.next_segment;
@@ -419,7 +427,8 @@ impl Wal {
     }
 
     /// Deletes the sealed segments whose records are all older than `before_ms`; the segment
-    /// being appended to is never deleted. Returns the deleted segment ids.
+    /// being appended to, and the newest segment even when sealed (its id keeps segment ids
+    /// from being reused after a reopen), are never deleted. Returns the deleted segment ids.
     ///
     /// Call it only once nothing needs those records any more (after the checkpoint that covers
     /// them is durable). Nothing is ever deleted unless this is called.

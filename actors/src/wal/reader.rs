@@ -43,7 +43,7 @@ pub(super) async fn read(inner: &Inner, handle: RecordHandle) -> Result<Record, 
         .segments
         .read_span(handle.segment, handle.offset, handle.offset + frame_len)
         .await?;
-    let frame = format::decode_frame(&bytes, inner.max_record_bytes).map_err(|reason| {
+    let frame = format::decode_frame(&bytes, format::MAX_PAYLOAD_LEN).map_err(|reason| {
         WalError::Corrupt {
             log: inner.log.clone(),
             segment: handle.segment,
@@ -116,7 +116,7 @@ impl WalIter {
         let at = *cursor;
         let offset = *base + at as u64;
         Some(
-            match format::decode_frame(&bytes[at..], self.inner.max_record_bytes) {
+            match format::decode_frame(&bytes[at..], format::MAX_PAYLOAD_LEN) {
                 Ok(frame) => {
                     let end = at + format::frame_len(frame.len as usize);
                     *cursor = end;

@@ -65,7 +65,7 @@ pub(super) async fn recover(
     let mut torn_tails = Vec::new();
     for &id in &ids {
         let seg = segments.read_all(id).await?;
-        let scan = format::scan(&seg.bytes, id, config.max_record_bytes, |_, _, _| {});
+        let scan = format::scan(&seg.bytes, id, format::MAX_PAYLOAD_LEN, |_, _, _| {});
         let total = seg.bytes.len() as u64 + seg.beyond_gap;
         let damage = scan.damage.clone().or_else(|| {
             (seg.beyond_gap > 0).then(|| {

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use bytes::Bytes;
 use opendal::Buffer;
@@ -77,7 +78,10 @@ pub(crate) struct ActiveFile {
 pub(crate) enum Segments {
     /// One file per segment in a local directory, and the open `LOCK` file whose exclusive
     /// lock keeps a second writer (in this or another process) out while the log is open.
-    Local(PathBuf, #[allow(dead_code)] File),
+    Local(
+        PathBuf,
+        #[allow(dead_code, reason = "held for its Drop")] local::DirLock,
+    ),
     /// Chunk objects in an opendal operator, with an index of the chunks seen.
     Object {
         dir: ObjectDir,
@@ -87,16 +91,14 @@ pub(crate) enum Segments {
 }
 
 impl Segments {
-    /// Opens the layout for `storage`, creating a local directory durably.
-    pub(crate) async fn open(storage: &Storage) -> Result<Self, StorageError> {
+    /// Opens the layout for `storage`, creating a local directory durably and locking it
+    /// (waiting up to `lock_wait` for a writer of this process to release it).
+    pub(crate) async fn open(storage: &Storage, lock_wait: Duration) -> Result<Self, StorageError> {
         match storage {
             Storage::Local(dir) => {
                 let d = dir.clone();
-                let lock = blocking(dir, move || {
-                    local::create_dir_all_durable(&d)?;
-                    local::lock_dir(&d)
-                })
-                .await?;
+                blocking(dir, move || local::create_dir_all_durable(&d)).await?;
+                let lock = local::lock_dir(dir, lock_wait).await?;
                 Ok(Segments::Local(dir.clone(), lock))
             }
             Storage::Object { op, prefix } => Ok(Segments::Object {
@@ -402,9 +404,11 @@ mod lock_tests {
         let (first, _) = Wal::open(storage.clone(), WalConfig::default())
             .await
             .unwrap();
-        let err = Wal::open(storage.clone(), WalConfig::default())
-            .await
-            .unwrap_err();
+        let no_wait = WalConfig {
+            lock_wait: std::time::Duration::ZERO,
+            ..WalConfig::default()
+        };
+        let err = Wal::open(storage.clone(), no_wait).await.unwrap_err();
         assert!(
             matches!(&err, WalError::Storage(e) if e.operation() == "lock"),
             "unexpected error: {err}"

@@ -107,6 +107,7 @@ impl Writer {
                     reply,
                 } => {
                     let mut bytes = format::frame_len(payload.len());
+                    self.inner.stats().received += 1;
                     group.push(Pending {
                         time_ms,
                         payload,
@@ -133,6 +134,7 @@ impl Writer {
                                 reply,
                             }) => {
                                 bytes += format::frame_len(payload.len());
+                                self.inner.stats().received += 1;
                                 group.push(Pending {
                                     time_ms,
                                     payload,
@@ -184,6 +186,7 @@ impl Writer {
     /// Writes one group durably and answers every caller in it.
     async fn commit(&mut self, group: &mut Vec<Pending>) {
         if let Some(cause) = &self.poisoned {
+            self.inner.stats().failed_appends += group.len() as u64;
             let cause = cause.clone();
             for p in group.drain(..) {
                 let _ = p.reply.send(Err(self.poisoned_error(&cause)));
@@ -357,11 +360,16 @@ impl Writer {
 
     async fn clean(&mut self, before_ms: u64) -> Result<Vec<u64>, WalError> {
         let active = self.active.as_ref().map(|a| a.id);
+        // The newest segment is kept even when sealed (after a reopen or a roll): recovery
+        // numbers the next segment after the newest one present, so deleting it would let a
+        // new segment reuse its id, and a handle into a cleaned record would then read another
+        // record instead of failing with `InvalidHandle`.
+        let newest = self.inner.meta().keys().next_back().copied();
         let doomed: Vec<u64> = self
             .inner
             .meta()
             .values()
-            .filter(|s| Some(s.id) != active)
+            .filter(|s| Some(s.id) != active && Some(s.id) != newest)
             .filter(|s| s.max_time_ms.is_none_or(|t| t < before_ms))
             .map(|s| s.id)
             .collect();
