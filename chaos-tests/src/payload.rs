@@ -14,6 +14,30 @@ pub struct RecordId {
 
 const HEADER_LEN: usize = 16;
 
+/// The line a writer prints once `id` is acknowledged: `ACK <round> <writer> <seq>`.
+pub fn ack_line(id: RecordId) -> String {
+    format!("ACK {} {} {}", id.round, id.writer, id.seq)
+}
+
+/// Parses a line made by [`ack_line`]; `None` for anything else (e.g. a line cut by a kill).
+pub fn parse_ack_line(line: &str) -> Option<RecordId> {
+    let mut words = line.split(' ');
+    let (Some("ACK"), Some(r), Some(w), Some(s), None) = (
+        words.next(),
+        words.next(),
+        words.next(),
+        words.next(),
+        words.next(),
+    ) else {
+        return None;
+    };
+    Some(RecordId {
+        round: r.parse().ok()?,
+        writer: w.parse().ok()?,
+        seq: s.parse().ok()?,
+    })
+}
+
 /// The payload for `id`: its identity, then `len_for(id)` bytes derived from it.
 pub fn encode(id: RecordId) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + len_for(id));
@@ -55,7 +79,7 @@ fn seed(id: RecordId) -> u64 {
 /// frames and kills land at every kind of boundary.
 fn len_for(id: RecordId) -> usize {
     let s = seed(id).wrapping_mul(0x2545_F491_4F6C_DD1D);
-    if s % 16 == 0 {
+    if s.is_multiple_of(16) {
         4096 + (s >> 8) as usize % 4096
     } else {
         (s >> 8) as usize % 300
@@ -65,6 +89,22 @@ fn len_for(id: RecordId) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ack_lines_round_trip_and_cut_lines_are_rejected() {
+        let id = RecordId {
+            round: 1,
+            writer: 2,
+            seq: 345,
+        };
+        assert_eq!(parse_ack_line(&ack_line(id)), Some(id));
+        assert_eq!(
+            parse_ack_line("ACK 1 2 34"),
+            Some(RecordId { seq: 34, ..id })
+        );
+        assert_eq!(parse_ack_line("ACK 1 2"), None);
+        assert_eq!(parse_ack_line("ACK 1 2 3 4"), None);
+    }
 
     #[test]
     fn payload_round_trips_and_rejects_damage() {

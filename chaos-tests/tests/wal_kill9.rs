@@ -53,16 +53,7 @@ fn run_and_kill(dir: &std::path::Path, round: u32, acks_wanted: usize) -> BTreeS
     while acked.len() < acks_wanted {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(line) => {
-                let parts: Vec<&str> = line.split(' ').collect();
-                if let ["ACK", r, w, s] = parts[..] {
-                    acked.insert(RecordId {
-                        round: r.parse().expect("round"),
-                        writer: w.parse().expect("writer"),
-                        seq: s.parse().expect("seq"),
-                    });
-                }
-            }
+            Ok(line) => acked.extend(payload::parse_ack_line(&line)),
             Err(err) => {
                 let _ = child.kill();
                 panic!(
@@ -76,14 +67,10 @@ fn run_and_kill(dir: &std::path::Path, round: u32, acks_wanted: usize) -> BTreeS
     child.wait().expect("reap wal_writer");
     // Lines printed before the kill are acknowledgements too: read them all.
     reader.join().expect("reader thread");
-    while let Ok(line) = rx.try_recv() {
-        let parts: Vec<&str> = line.split(' ').collect();
-        if let ["ACK", r, w, s] = parts[..] {
-            if let (Ok(round), Ok(writer), Ok(seq)) = (r.parse(), w.parse(), s.parse()) {
-                acked.insert(RecordId { round, writer, seq });
-            }
-        }
-    }
+    acked.extend(
+        rx.try_iter()
+            .filter_map(|line| payload::parse_ack_line(&line)),
+    );
     acked
 }
 

@@ -1,1 +1,3 @@
 //! x
+mod checkpoint;
+mod wal;

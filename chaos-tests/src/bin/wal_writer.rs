@@ -74,7 +74,7 @@ async fn run(dir: String, round: u32, writers: u32) -> Result<(), weir_actors::w
     let mut out = std::io::stdout().lock();
     while let Some(id) = printed.recv().await {
         // One line per acknowledged record; the killer reads these as ground truth.
-        if writeln!(out, "ACK {} {} {}", id.round, id.writer, id.seq)
+        if writeln!(out, "{}", payload::ack_line(id))
             .and_then(|()| out.flush())
             .is_err()
         {
