@@ -7,6 +7,7 @@
 pub mod checkpoint;
 pub mod events;
 pub mod storage;
+pub mod supervision;
 pub mod wal;
 
 pub use events::{Event, EventSink};
