@@ -4,6 +4,7 @@
 //! ([`wal`]) and the checkpoint store ([`checkpoint`]) — over a [`Storage`] that is either a
 //! local directory (with real file and directory fsyncs) or any opendal operator.
 
+pub mod blocks;
 pub mod checkpoint;
 pub mod events;
 pub mod storage;
