@@ -61,12 +61,20 @@ mod tests {
 
     #[test]
     fn records_round_trip_without_copying() {
-        let records = vec![Bytes::from_static(b"a"), Bytes::new(), Bytes::from(vec![7; 300])];
+        let records = vec![
+            Bytes::from_static(b"a"),
+            Bytes::new(),
+            Bytes::from(vec![7; 300]),
+        ];
         let payload = Bytes::from(encode_records(&records).unwrap());
         let back = decode_records(&payload).unwrap();
         assert_eq!(back, records);
         let range = payload.as_ptr_range();
-        assert!(back.iter().filter(|r| !r.is_empty()).all(|r| range.contains(&r.as_ptr())));
+        assert!(
+            back.iter()
+                .filter(|r| !r.is_empty())
+                .all(|r| range.contains(&r.as_ptr()))
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod blocks;
 pub mod checkpoint;
+pub mod event_bus;
 pub mod events;
 pub mod storage;
 pub mod supervision;

@@ -341,8 +341,8 @@ pub struct Wal {
     inner: Arc<Inner>,
 }
 
-/// Milliseconds since the Unix epoch, by the system clock.
-pub(crate) fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch, by the system clock (0 if the clock is before 1970).
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
