@@ -10,6 +10,7 @@ pub mod event_bus;
 pub mod events;
 pub mod storage;
 pub mod supervision;
+pub mod supervisor;
 pub mod wal;
 
 pub use events::{Event, EventSink};
