@@ -6,7 +6,10 @@
 
 // Helpers outside `#[test]` fns are test code too; clippy.toml's `allow-unwrap-in-tests`
 // does not see them.
-#![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 use std::ops::Range;
 use std::sync::Arc;
