@@ -8,6 +8,7 @@ pub mod blocks;
 pub mod checkpoint;
 pub mod event_bus;
 pub mod events;
+pub mod pipeline;
 pub mod storage;
 pub mod supervision;
 pub mod supervisor;

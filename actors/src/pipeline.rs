@@ -1,0 +1,244 @@
+//! The boundary between the engine and what it runs.
+//!
+//! `weir-actors` knows nothing of DStreams. The runtime crate drives the engine through two
+//! small traits:
+//!
+//! * [`Receiver`] — what a receiver produces. It runs as the task of the `receiver-<stream>`
+//!   actor and hands records to its [`ReceiverContext`]: [`ReceiverContext::store`] is the
+//!   reliable path (it returns only once the block holding the records is durable in the WAL
+//!   and known to the block tracker, so the receiver acknowledges its source afterwards);
+//!   [`ReceiverContext::push`] is the unreliable one (records are buffered and cut into a block
+//!   every block interval; what is buffered when the receiver dies is lost).
+//! * [`Pipeline`] — what a batch computes from its input blocks ([`Pipeline::jobs`]), and how its
+//!   operator state is snapshotted into a checkpoint and restored from one. The graph is rebuilt
+//!   from the current code on every start; only data crosses a restart.
+//!
+//! Jobs run on the executor workers. A job may run more than once (a retried task, a batch
+//! re-run after a driver restart), so what it outputs must be idempotent per
+//! ([`JobContext::batch_time_ms`], [`Job::id`]) — the exactly-once sink contract.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::blocks::{Block, BlockInfo, StreamId};
+use crate::checkpoint::OperatorState;
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An error from user code (a receiver, a job, the pipeline), as a sentence.
+pub type UserError = Box<dyn std::error::Error + Send + Sync>;
+
+// ======================================= receivers ======================================= //
+
+/// A source of records, run by the `receiver-<stream>` actor.
+///
+/// A failed receiver (an `Err` from `start`, a panic, a kill) is restarted after the receiver
+/// restart delay with a fresh instance from its [`ReceiverFactory`]; what it stored before is
+/// kept.
+pub trait Receiver: Send + 'static {
+    /// Receives until [`ReceiverContext::stopping`] resolves (then returns `Ok`) or until it
+    /// fails (returns `Err`).
+    fn start(&mut self, ctx: ReceiverContext) -> BoxFuture<'_, Result<(), UserError>>;
+}
+
+/// Makes a fresh [`Receiver`] for each start of a stream's receiver.
+pub trait ReceiverFactory: Send + Sync + 'static {
+    /// A new receiver.
+    fn create(&self) -> Box<dyn Receiver>;
+}
+
+impl<F> ReceiverFactory for F
+where
+    F: Fn() -> Box<dyn Receiver> + Send + Sync + 'static,
+{
+    fn create(&self) -> Box<dyn Receiver> {
+        self()
+    }
+}
+
+/// Why [`ReceiverContext::store`] did not store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The receiver supervisor is gone (the receiver is being stopped or restarted).
+    #[error("stream {stream}: the receiver supervisor is gone; the records were not stored")]
+    Closed {
+        /// The stream.
+        stream: StreamId,
+    },
+    /// Writing the block failed; the records were not stored (not acknowledged).
+    #[error("stream {stream}: storing a block failed: {reason}")]
+    Failed {
+        /// The stream.
+        stream: StreamId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A request from a receiver to its supervisor: store these records as one block.
+#[derive(Debug)]
+pub struct StoreRequest {
+    /// The records.
+    pub records: Vec<Bytes>,
+    /// Where the outcome goes (`None` for pushed records, which nobody waits for).
+    pub reply: Option<oneshot::Sender<Result<BlockInfo, StoreError>>>,
+}
+
+/// What a running [`Receiver`] uses to hand over records.
+#[derive(Clone, Debug)]
+pub struct ReceiverContext {
+    stream: StreamId,
+    to_supervisor: mpsc::Sender<StoreRequest>,
+    pushed: Arc<std::sync::Mutex<Vec<Bytes>>>,
+    stop: watch::Receiver<bool>,
+}
+
+impl ReceiverContext {
+    /// A context that sends to a receiver supervisor (built by the engine).
+    pub fn new(
+        stream: StreamId,
+        to_supervisor: mpsc::Sender<StoreRequest>,
+        pushed: Arc<std::sync::Mutex<Vec<Bytes>>>,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        ReceiverContext {
+            stream,
+            to_supervisor,
+            pushed,
+            stop,
+        }
+    }
+
+    /// The stream this receiver feeds.
+    pub fn stream(&self) -> StreamId {
+        self.stream
+    }
+
+    /// Stores `records` as one block and returns once the block is durable in the WAL and
+    /// reported to the block tracker. Acknowledge the source only after it returns `Ok`.
+    ///
+    /// # Cancel safety
+    ///
+    /// If cancelled, the records may or may not have been stored; they were not acknowledged.
+    pub async fn store(&self, records: Vec<Bytes>) -> Result<BlockInfo, StoreError> {
+        let closed = || StoreError::Closed {
+            stream: self.stream,
+        };
+        let (reply, rx) = oneshot::channel();
+        self.to_supervisor
+            .send(StoreRequest {
+                records,
+                reply: Some(reply),
+            })
+            .await
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    /// Buffers one record; the buffer is cut into a block every block interval. Unreliable:
+    /// buffered records are lost if the receiver stops before they are stored.
+    pub fn push(&self, record: Bytes) {
+        self.pushed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(record);
+    }
+
+    /// Resolves when the receiver is asked to stop.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn stopping(&self) {
+        let mut stop = self.stop.clone();
+        let _ = stop.wait_for(|stop| *stop).await;
+    }
+
+    /// Whether the receiver has been asked to stop.
+    pub fn is_stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+}
+
+// ======================================== batches ======================================== //
+
+/// The input of one batch: the blocks allocated to it, per stream, shared (not copied).
+#[derive(Clone, Debug, Default)]
+pub struct BatchInput {
+    /// The batch time (ms since the Unix epoch).
+    pub batch_time_ms: u64,
+    /// The blocks of each stream, in the order they were stored.
+    pub blocks: BTreeMap<StreamId, Vec<Block>>,
+}
+
+impl BatchInput {
+    /// How many records the batch holds.
+    pub fn records(&self) -> u64 {
+        self.blocks.values().flatten().map(|b| b.info.records).sum()
+    }
+}
+
+/// Where a job runs, and which attempt it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobContext {
+    /// The batch time: with [`Job::id`], the deterministic id of the job's output.
+    pub batch_time_ms: u64,
+    /// 1 for the first attempt; retries count up.
+    pub attempt: u32,
+    /// The executor running it (`executor-<n>`).
+    pub executor: String,
+}
+
+/// The work of a job: runs on an executor, may run more than once.
+pub type JobFn = Arc<dyn Fn(JobContext) -> BoxFuture<'static, Result<(), UserError>> + Send + Sync>;
+
+/// One unit of a batch's work, e.g. one output operation over one partition.
+#[derive(Clone)]
+pub struct Job {
+    /// Stable within the batch (e.g. `"output-0/part-3"`): the output's id is
+    /// (batch time, job id).
+    pub id: String,
+    /// What it does.
+    pub run: JobFn,
+}
+
+impl fmt::Debug for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Job").field("id", &self.id).finish()
+    }
+}
+
+/// What the engine runs every batch.
+pub trait Pipeline: Send + Sync + 'static {
+    /// A fingerprint of the graph, stored in checkpoints to report an incompatible change.
+    fn fingerprint(&self) -> u64;
+
+    /// The jobs of the batch `input`. A batch re-run after a restart gets the same input.
+    ///
+    /// # Errors
+    ///
+    /// The batch cannot be planned; the job generator reports it and the batch fails.
+    fn jobs(&self, input: &BatchInput) -> Result<Vec<Job>, UserError>;
+
+    /// The operator state to checkpoint, as of the last completed batch.
+    ///
+    /// # Errors
+    ///
+    /// The state cannot be serialised; the checkpoint fails (and is retried).
+    fn snapshot(&self) -> Result<Vec<OperatorState>, UserError>;
+
+    /// Restores operator state from a checkpoint, matched by operator id.
+    ///
+    /// # Errors
+    ///
+    /// The state does not fit the current graph; the driver fails to start, with this reason.
+    fn restore(&self, state: &[OperatorState]) -> Result<(), UserError>;
+}
