@@ -68,6 +68,10 @@ struct Writer {
     active: Option<Active>,
     next_id: u64,
     poisoned: Option<String>,
+    /// The size of the last group: how many appenders are likely to append again right away.
+    last_group: usize,
+    /// Whether the writer has a thread of its own (it may then pause the thread).
+    own_thread: bool,
 }
 
 /// Starts the writer task for `inner`; it ends when every sender is dropped or on `Close`.
@@ -77,23 +81,73 @@ pub(crate) fn spawn(
     next_id: u64,
     rx: mpsc::Receiver<Command>,
 ) {
+    let local = inner.segments.is_local();
     let writer = Writer {
         inner,
         config,
         active: None,
         next_id,
         poisoned: None,
+        last_group: 0,
+        own_thread: false,
     };
-    tokio::spawn(async move {
-        // `run` consumes the writer, so by the time `Close` is answered the writer's share of
-        // the log (segment handles, the directory lock) has been released.
-        if let Some(reply) = writer.run(rx).await {
-            let _ = reply.send(());
+    if !local {
+        tokio::spawn(serve(writer, rx));
+        return;
+    }
+    // A local log's writer does its pwrite + fdatasync inline, on a thread of its own with a
+    // single-threaded runtime: no hand-off to a blocking pool per group commit.
+    let (handover, start) = std::sync::mpsc::channel::<(Writer, mpsc::Receiver<Command>)>();
+    let thread = std::thread::Builder::new()
+        .name("weir-wal-writer".to_owned())
+        .spawn(move || {
+            let Ok((mut writer, rx)) = start.recv() else {
+                return;
+            };
+            writer.own_thread = true;
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(serve(writer, rx)),
+                Err(err) => tracing::error!(error = %err, "the WAL writer thread has no runtime"),
+            }
+        });
+    match thread {
+        Ok(_) => {
+            // The thread only ends after receiving this, so the send cannot fail.
+            let _ = handover.send((writer, rx));
         }
-    });
+        Err(err) => {
+            tracing::warn!(error = %err, "no thread for the WAL writer; it runs as a task");
+            tokio::spawn(serve(writer, rx));
+        }
+    }
 }
 
+/// Runs the writer until its log closes. `run` consumes the writer, so by the time `Close` is
+/// answered the writer's share of the log (segment handles, the directory lock) is released.
+async fn serve(writer: Writer, rx: mpsc::Receiver<Command>) {
+    if let Some(reply) = writer.run(rx).await {
+        let _ = reply.send(());
+    }
+}
+
+/// How long group formation waits for the appenders answered by the previous commit to append
+/// again, when fewer than that many are queued. Bounded, so a producer that stopped costs at
+/// most this much latency once.
+const REGATHER_WINDOW: std::time::Duration = std::time::Duration::from_micros(100);
+
 impl Writer {
+    /// Lets other threads (or tasks) run for a moment while a group forms.
+    async fn pause(&self) {
+        if self.own_thread {
+            std::thread::yield_now();
+        } else {
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// Serves commands until every sender is gone (returns `None`) or `Close` arrives (returns
     /// its reply port, to be answered once the writer is dropped).
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) -> Option<oneshot::Sender<()>> {
@@ -114,10 +168,22 @@ impl Writer {
                         reply,
                     });
                     let deadline = tokio::time::Instant::now() + self.config.group_commit_max_delay;
+                    let gather_started = Instant::now();
                     while bytes < self.config.group_commit_max_bytes {
                         let next = match rx.try_recv() {
                             Ok(cmd) => Some(cmd),
                             Err(mpsc::error::TryRecvError::Disconnected) => None,
+                            Err(mpsc::error::TryRecvError::Empty)
+                                if group.len() < self.last_group
+                                    && gather_started.elapsed() < REGATHER_WINDOW =>
+                            {
+                                // The appenders answered by the last commit are on their way
+                                // back; without this pause the next group would close with
+                                // only the first of them, and groups would lock into
+                                // alternating sizes of 1 and W-1 (two fsyncs per round).
+                                self.pause().await;
+                                continue;
+                            }
                             Err(mpsc::error::TryRecvError::Empty)
                                 if self.config.group_commit_max_delay.is_zero() =>
                             {
@@ -148,6 +214,7 @@ impl Writer {
                             None => break,
                         }
                     }
+                    self.last_group = group.len();
                     self.commit(&mut group).await;
                 }
                 other => deferred = Some(other),
