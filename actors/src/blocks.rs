@@ -6,9 +6,10 @@
 //! `Arc` between the actors that need it — never copied. The engine does not know what a record
 //! means: a record is bytes, and the runtime crate gives them a type.
 //!
-//! A block's identity is the WAL handle of its data ([`BlockInfo::handle`]): unique across
-//! receivers and restarts (segment ids are never reused), durable, and enough to read the block
-//! back after a crash.
+//! A block's identity is its stream and the WAL handle of its data ([`BlockInfo::stream`],
+//! [`BlockInfo::handle`]): durable, enough to read the block back after a crash, and unique —
+//! a handle is unique within one WAL (segment ids are never reused), and a stream writes to
+//! one WAL.
 
 use std::sync::Arc;
 
@@ -25,7 +26,7 @@ pub type StreamId = u32;
 pub struct BlockInfo {
     /// The stream that received it.
     pub stream: StreamId,
-    /// Where its data is in the receiver WAL; also its identity.
+    /// Where its data is in the receiver WAL; with `stream`, its identity.
     pub handle: RecordHandle,
     /// How many records it holds.
     pub records: u64,

@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod event_bus;
 pub mod events;
 pub mod pipeline;
+pub mod received_block_tracker;
 pub mod storage;
 pub mod supervision;
 pub mod supervisor;
