@@ -8,6 +8,7 @@ pub mod blocks;
 pub mod checkpoint;
 pub mod event_bus;
 pub mod events;
+pub mod names;
 pub mod pipeline;
 pub mod received_block_tracker;
 pub mod storage;
