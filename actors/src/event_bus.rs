@@ -128,7 +128,7 @@ fn lagged(missed: u64) -> EventRecord {
 pub struct EventBus;
 
 /// What the event-bus actor starts from.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct EventBusArgs {
     /// The feed to follow.
     pub hub: EventHub,

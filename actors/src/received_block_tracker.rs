@@ -374,6 +374,14 @@ impl BlockTrackerState {
     pub fn last_allocated_ms(&self) -> Option<u64> {
         self.last_allocated_ms
     }
+
+    /// The oldest `stored_ms` of any block still needed (unallocated, or in a live
+    /// allocation): receiver WAL records older than every live block are garbage.
+    pub fn oldest_live_stored_ms(&self) -> Option<u64> {
+        let unallocated = self.unallocated.values().flatten();
+        let allocated = self.allocations.values().flat_map(|a| a.blocks.values().flatten());
+        unallocated.chain(allocated).map(|b| b.stored_ms).min()
+    }
 }
 
 /// Encodes `events` as one WAL record payload (see the module docs for the format).
