@@ -8,6 +8,8 @@ pub mod blocks;
 pub mod checkpoint;
 pub mod event_bus;
 pub mod events;
+pub mod executor;
+pub mod job_scheduler;
 pub mod names;
 pub mod pipeline;
 pub mod received_block_tracker;

@@ -15,7 +15,9 @@ pub struct Names {
 impl Names {
     /// Names under `prefix` (e.g. `""`, or `"test-17/"`).
     pub fn new(prefix: impl Into<String>) -> Self {
-        Names { prefix: prefix.into() }
+        Names {
+            prefix: prefix.into(),
+        }
     }
 
     fn name(&self, base: &str) -> String {
@@ -73,6 +75,9 @@ mod tests {
         let n = Names::default();
         assert_eq!(n.receiver_supervisor(3), "receiver-supervisor-3");
         assert_eq!(n.executor(0), "executor-0");
-        assert_eq!(Names::new("t/").received_block_tracker(), "t/received-block-tracker");
+        assert_eq!(
+            Names::new("t/").received_block_tracker(),
+            "t/received-block-tracker"
+        );
     }
 }

@@ -379,7 +379,10 @@ impl BlockTrackerState {
     /// allocation): receiver WAL records older than every live block are garbage.
     pub fn oldest_live_stored_ms(&self) -> Option<u64> {
         let unallocated = self.unallocated.values().flatten();
-        let allocated = self.allocations.values().flat_map(|a| a.blocks.values().flatten());
+        let allocated = self
+            .allocations
+            .values()
+            .flat_map(|a| a.blocks.values().flatten());
         unallocated.chain(allocated).map(|b| b.stored_ms).min()
     }
 }
