@@ -124,7 +124,7 @@ fn lagged(missed: u64) -> EventRecord {
 // ============================== the event-bus actor ============================== //
 
 /// The `event-bus` actor: logs the hub's events to `tracing` and to a file.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct EventBus;
 
 /// What the event-bus actor starts from.

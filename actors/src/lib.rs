@@ -4,6 +4,7 @@
 //! ([`wal`]) and the checkpoint store ([`checkpoint`]) — over a [`Storage`] that is either a
 //! local directory (with real file and directory fsyncs) or any opendal operator.
 
+pub mod block_store;
 pub mod blocks;
 pub mod checkpoint;
 pub mod event_bus;
@@ -13,6 +14,9 @@ pub mod job_scheduler;
 pub mod names;
 pub mod pipeline;
 pub mod received_block_tracker;
+pub mod receiver;
+pub mod receiver_supervisor;
+pub mod receiver_tracker;
 pub mod storage;
 pub mod supervision;
 pub mod supervisor;

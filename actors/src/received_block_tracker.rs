@@ -474,11 +474,11 @@ impl TrackerError {
 
 /// The `received-block-tracker` actor (see the module docs). Spawned by the receiver tracker
 /// under [`NAME`].
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ReceivedBlockTracker;
 
 /// What the tracker starts from.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ReceivedBlockTrackerArgs {
     /// Where its WAL lives (its own directory or prefix: nothing else may write there).
     pub wal_storage: Storage,
