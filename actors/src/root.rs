@@ -1,0 +1,181 @@
+//! The root supervisor: keeps the event bus and the driver alive, and gives up clearly.
+//!
+//! Registered as `root`. Its children, one-for-one and permanent:
+//!
+//! * `event-bus` — started first, so that every later step is recorded; it survives driver
+//!   restarts (it is the root's child, not the driver's).
+//! * `driver` — restarted from the latest valid checkpoint after any failure, under the
+//!   engine's restart intensity and exponential backoff ([`EngineConfig::driver_policy`]).
+//!
+//! When the intensity is exceeded the root gives up: it records *which* actor failed, how
+//! often and why in the engine's outcome slot, publishes [`crate::Event::ActorGaveUp`], and
+//! fails — [`crate::engine::Engine::await_termination`] then returns
+//! [`EngineError::GaveUp`].
+
+use std::ops::Range;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+
+use crate::driver::{Driver, DriverArgs, DriverMsg};
+use crate::engine::{EngineConfig, EngineError};
+use crate::event_bus::{EventBus, EventBusArgs, EventHub};
+use crate::supervision::RestartType;
+use crate::supervisor::{ChildSpec, Children, Decision};
+
+/// The root actor.
+#[derive(Clone, Debug)]
+pub struct Root;
+
+/// What the root starts from.
+#[derive(Clone, Debug)]
+pub struct RootArgs {
+    /// The engine's configuration.
+    pub config: Arc<EngineConfig>,
+    /// What the driver runs.
+    pub driver: DriverArgs,
+    /// The event feed.
+    pub hub: EventHub,
+    /// Where the root records why it gave up.
+    pub outcome: Arc<Mutex<Option<EngineError>>>,
+}
+
+/// The root's state.
+#[derive(Debug)]
+pub struct RootState {
+    children: Children,
+    outcome: Arc<Mutex<Option<EngineError>>>,
+    driver_name: String,
+}
+
+/// Messages of the root.
+#[derive(Debug)]
+pub enum RootMsg {
+    /// Restart children after their backoff (sent to itself).
+    Restart(Range<usize>),
+    /// Stop the engine (see [`DriverMsg::Stop`]); replies when everything is stopped.
+    Stop {
+        /// Whether to finish the work already received first.
+        graceful: bool,
+        /// Answered when stopped.
+        reply: RpcReplyPort<()>,
+    },
+}
+
+impl Actor for Root {
+    type Msg = RootMsg;
+    type State = RootState;
+    type Arguments = RootArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: RootArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let names = args.config.names();
+        let mut children = Children::new(
+            names.root(),
+            args.config.driver_policy,
+            args.config.seed,
+            args.hub.sink(),
+        );
+        let bus_args = EventBusArgs {
+            hub: args.hub.clone(),
+            log_dir: args.config.event_log_dir(),
+            log_max_bytes: crate::event_bus::DEFAULT_LOG_MAX_BYTES,
+        };
+        children.add(ChildSpec::new(
+            names.event_bus(),
+            RestartType::Permanent,
+            EventBus,
+            move || bus_args.clone(),
+        ));
+        let driver_args = args.driver.clone();
+        children.add(ChildSpec::new(
+            names.driver(),
+            RestartType::Permanent,
+            Driver,
+            move || driver_args.clone(),
+        ));
+        let cell = myself.get_cell();
+        children
+            .start_one(&cell, 0)
+            .await
+            .map_err(|(n, e)| format!("{n} did not start: {e}"))?;
+        let mut state = RootState {
+            children,
+            outcome: args.outcome,
+            driver_name: names.driver(),
+        };
+        // A driver that cannot start (an unreadable checkpoint, say) is a failure like any
+        // other: `restart` counts it against the intensity and backs off.
+        let decision = state.children.restart(&cell, 1..2).await;
+        act(&myself, &mut state, decision)?;
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            RootMsg::Restart(set) => {
+                let decision = state.children.restart(&myself.get_cell(), set).await;
+                act(&myself, state, decision)
+            }
+            RootMsg::Stop { graceful, reply } => {
+                if let Some(driver) = ActorRef::<DriverMsg>::where_is(state.driver_name.clone()) {
+                    let _ = driver
+                        .call(|r| DriverMsg::Stop { graceful, reply: r }, None)
+                        .await;
+                    let _ = driver.get_cell().wait(None).await;
+                }
+                state
+                    .children
+                    .stop_all(std::time::Duration::from_secs(10))
+                    .await;
+                if !reply.is_closed() {
+                    let _ = reply.send(());
+                }
+                myself.stop(Some("stopped".to_owned()));
+                Ok(())
+            }
+        }
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let decision = state.children.handle(event).await;
+        act(&myself, state, decision)
+    }
+}
+
+fn act(
+    myself: &ActorRef<RootMsg>,
+    state: &mut RootState,
+    decision: Decision,
+) -> Result<(), ActorProcessingErr> {
+    match decision {
+        Decision::None => Ok(()),
+        Decision::Restart { set, delay } => {
+            myself.send_after(delay, move || RootMsg::Restart(set));
+            Ok(())
+        }
+        Decision::GiveUp(gave_up) => {
+            let error = EngineError::GaveUp {
+                actor: state.driver_name.clone(),
+                restarts: gave_up.restarts,
+                period: gave_up.period,
+                reason: gave_up.last_reason.clone(),
+            };
+            *state.outcome.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+            Err(gave_up.into())
+        }
+    }
+}
