@@ -22,7 +22,7 @@ use bytes::Bytes;
 use weir_actors::Event;
 use weir_actors::Storage;
 use weir_actors::checkpoint::OperatorState;
-use weir_actors::engine::{Engine, EngineConfig};
+use weir_actors::engine::{Engine, EngineConfig, EngineError};
 use weir_actors::event_bus::EventSubscription;
 use weir_actors::pipeline::{
     BatchInput, BoxFuture, Job, Pipeline, Receiver, ReceiverContext, ReceiverFactory, UserError,
@@ -221,4 +221,59 @@ async fn killing_each_actor_kind_loses_and_duplicates_nothing() {
         "a batch id was committed twice with different records"
     );
     assert!(acked.len() > 100, "too little data flowed: {}", acked.len());
+}
+
+struct FailingPipeline;
+
+impl Pipeline for FailingPipeline {
+    fn fingerprint(&self) -> u64 {
+        2
+    }
+
+    fn jobs(&self, _: &BatchInput) -> Result<Vec<Job>, UserError> {
+        Err("the pipeline cannot plan any batch".into())
+    }
+
+    fn snapshot(&self) -> Result<Vec<OperatorState>, UserError> {
+        Ok(Vec::new())
+    }
+
+    fn restore(&self, _: &[OperatorState]) -> Result<(), UserError> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_that_keeps_failing_is_given_up_with_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = EngineConfig::new(Storage::local(dir.path()));
+    config.name_prefix = "give-up/".to_owned();
+    config.batch_interval = Duration::from_millis(50);
+    config.driver_policy.intensity.max_restarts = 2;
+    config.driver_policy.backoff.initial = Duration::from_millis(10);
+    let driver = config.names().driver();
+    let engine = Engine::start(config, Arc::new(FailingPipeline), Vec::new())
+        .await
+        .unwrap();
+    let mut events = engine.events();
+    let outcome = tokio::time::timeout(Duration::from_secs(60), engine.await_termination())
+        .await
+        .expect("the engine gave up in time");
+    match outcome {
+        Err(EngineError::GaveUp {
+            actor,
+            restarts,
+            reason,
+            ..
+        }) => {
+            assert_eq!(actor, driver);
+            assert_eq!(restarts, 3);
+            assert!(reason.contains("cannot plan any batch"), "{reason}");
+        }
+        other => panic!("expected GaveUp, got {other:?}"),
+    }
+    // The give-up was published too.
+    let gave_up = std::iter::from_fn(|| events.try_next())
+        .any(|r| matches!(r.event, Event::ActorGaveUp { ref child, .. } if *child == driver));
+    assert!(gave_up, "no actor_gave_up event for the driver");
 }
