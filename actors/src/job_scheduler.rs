@@ -82,7 +82,7 @@ use crate::executor::{Executor, ExecutorArgs, ExecutorMsg};
 use crate::names::Names;
 use crate::pipeline::{Job, JobContext};
 use crate::supervision::{RestartPolicy, RestartType, Strategy};
-use crate::supervisor::{ChildSpec, Children, Decision};
+use crate::supervisor::{ChildSpec, Children, answer};
 use crate::wal::now_ms;
 
 /// How many batches run at once by default: one, so batches complete in order.
@@ -311,7 +311,7 @@ impl Actor for JobScheduler {
             }
             JobSchedulerMsg::RestartChildren(set) => {
                 let decision = state.children.restart(&myself.get_cell(), set).await;
-                act(&myself, decision)?;
+                decision.carry_out(&myself, JobSchedulerMsg::RestartChildren)?;
             }
         }
         state.dispatch(&myself);
@@ -325,26 +325,7 @@ impl Actor for JobScheduler {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let decision = state.children.handle(event).await;
-        act(&myself, decision)
-    }
-}
-
-/// Carries out a [`Decision`] about the executors.
-fn act(myself: &ActorRef<JobSchedulerMsg>, decision: Decision) -> Result<(), ActorProcessingErr> {
-    match decision {
-        Decision::None => Ok(()),
-        Decision::Restart { set, delay } => {
-            myself.send_after(delay, move || JobSchedulerMsg::RestartChildren(set));
-            Ok(())
-        }
-        Decision::GiveUp(gave_up) => Err(gave_up.into()),
-    }
-}
-
-/// Answers `reply` unless the caller has gone away.
-fn answer<T: Send + 'static>(reply: RpcReplyPort<T>, value: T) {
-    if !reply.is_closed() {
-        let _ = reply.send(value);
+        decision.carry_out(&myself, JobSchedulerMsg::RestartChildren)
     }
 }
 

@@ -102,6 +102,7 @@ use serde::{Deserialize, Serialize};
 use crate::blocks::{BlockInfo, StreamId};
 use crate::events::EventSink;
 use crate::storage::Storage;
+use crate::supervisor::answer;
 use crate::wal::{Position, RecordHandle, Wal, WalConfig, WalError, now_ms};
 
 /// The stable name the tracker is registered under when its parent spawns it.
@@ -631,13 +632,6 @@ impl ReceivedBlockTrackerState {
         let deleted = self.wal.clean(time).await?;
         tracing::info!(segments = ?deleted, "block tracker WAL compacted");
         Ok(deleted)
-    }
-}
-
-/// Answers `reply` unless the caller has gone away.
-fn answer<T: Send + 'static>(reply: RpcReplyPort<T>, value: T) {
-    if !reply.is_closed() {
-        let _ = reply.send(value);
     }
 }
 

@@ -83,7 +83,7 @@ use crate::pipeline::{ReceiverContext, ReceiverFactory, StoreError, StoreRequest
 use crate::received_block_tracker::ReceivedBlockTrackerMsg;
 use crate::receiver::{ReceiverActor, ReceiverArgs};
 use crate::supervision::{Backoff, Exit, Intensity, RestartPolicy, RestartType, Strategy};
-use crate::supervisor::{ChildSpec, Children, Decision, STOP_WAIT};
+use crate::supervisor::{ChildSpec, Children, STOP_WAIT, answer};
 use crate::wal::{Wal, now_ms};
 
 /// How often pushed records are cut into a block, by default: 200 ms.
@@ -328,7 +328,7 @@ impl Actor for ReceiverSupervisor {
             ReceiverSupervisorMsg::RestartReceiver(set) => {
                 if matches!(state.phase, Phase::Running) {
                     let decision = state.children.restart(&myself.get_cell(), set).await;
-                    return act(&myself, decision);
+                    return decision.carry_out(&myself, ReceiverSupervisorMsg::RestartReceiver);
                 }
             }
             ReceiverSupervisorMsg::Stop(reply) => match &mut state.phase {
@@ -390,7 +390,7 @@ impl Actor for ReceiverSupervisor {
             });
         }
         match state.phase {
-            Phase::Running => act(&myself, decision),
+            Phase::Running => decision.carry_out(&myself, ReceiverSupervisorMsg::RestartReceiver),
             Phase::Stopping { .. } => {
                 // Whatever the exit, the receiver is not restarted: the stop goes on.
                 if receiver_exit.is_some() {
@@ -417,21 +417,6 @@ impl Actor for ReceiverSupervisor {
             timeout.abort();
         }
         Ok(())
-    }
-}
-
-/// Carries out a restart decision.
-fn act(
-    myself: &ActorRef<ReceiverSupervisorMsg>,
-    decision: Decision,
-) -> Result<(), ActorProcessingErr> {
-    match decision {
-        Decision::None => Ok(()),
-        Decision::Restart { set, delay } => {
-            myself.send_after(delay, move || ReceiverSupervisorMsg::RestartReceiver(set));
-            Ok(())
-        }
-        Decision::GiveUp(gave_up) => Err(gave_up.into()),
     }
 }
 
@@ -480,13 +465,6 @@ fn pushed_requests(blocks: Vec<Vec<Bytes>>) -> Vec<StoreRequest> {
             reply: None,
         })
         .collect()
-}
-
-/// Answers `reply` unless the caller has gone away.
-fn answer<T: Send + 'static>(reply: RpcReplyPort<T>, value: T) {
-    if !reply.is_closed() {
-        let _ = reply.send(value);
-    }
 }
 
 /// Where a `store` call waits for its outcome.

@@ -41,7 +41,7 @@ use crate::receiver_supervisor::{
     ReceiverStats, ReceiverSupervisor, ReceiverSupervisorArgs, ReceiverSupervisorMsg,
 };
 use crate::supervision::{RestartPolicy, RestartType, Strategy};
-use crate::supervisor::{ChildSpec, Children, Decision, STOP_WAIT};
+use crate::supervisor::{ChildSpec, Children, STOP_WAIT, answer};
 use crate::wal::Wal;
 
 /// The receiver tracker actor (see the module docs).
@@ -205,7 +205,7 @@ impl Actor for ReceiverTracker {
             ReceiverTrackerMsg::Restart(set) => {
                 if !state.stopped {
                     let decision = state.children.restart(&myself.get_cell(), set).await;
-                    return act(&myself, decision);
+                    return decision.carry_out(&myself, ReceiverTrackerMsg::Restart);
                 }
             }
         }
@@ -222,7 +222,7 @@ impl Actor for ReceiverTracker {
         if state.stopped {
             return Ok(());
         }
-        act(&myself, decision)
+        decision.carry_out(&myself, ReceiverTrackerMsg::Restart)
     }
 
     /// Stops the receiver supervisors (not gracefully), so their own cleanup runs.
@@ -267,26 +267,4 @@ async fn stop_gracefully(state: &ReceiverTrackerState) {
         let _ = supervisor.get_cell().wait(Some(STOP_WAIT)).await;
     });
     join_all(stops).await;
-}
-
-/// Carries out a restart decision.
-fn act(
-    myself: &ActorRef<ReceiverTrackerMsg>,
-    decision: Decision,
-) -> Result<(), ActorProcessingErr> {
-    match decision {
-        Decision::None => Ok(()),
-        Decision::Restart { set, delay } => {
-            myself.send_after(delay, move || ReceiverTrackerMsg::Restart(set));
-            Ok(())
-        }
-        Decision::GiveUp(gave_up) => Err(gave_up.into()),
-    }
-}
-
-/// Answers `reply` unless the caller has gone away.
-fn answer<T: Send + 'static>(reply: RpcReplyPort<T>, value: T) {
-    if !reply.is_closed() {
-        let _ = reply.send(value);
-    }
 }

@@ -161,21 +161,14 @@ fn act(
     state: &mut RootState,
     decision: Decision,
 ) -> Result<(), ActorProcessingErr> {
-    match decision {
-        Decision::None => Ok(()),
-        Decision::Restart { set, delay } => {
-            myself.send_after(delay, move || RootMsg::Restart(set));
-            Ok(())
-        }
-        Decision::GiveUp(gave_up) => {
-            let error = EngineError::GaveUp {
-                actor: state.driver_name.clone(),
-                restarts: gave_up.restarts,
-                period: gave_up.period,
-                reason: gave_up.last_reason.clone(),
-            };
-            *state.outcome.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
-            Err(gave_up.into())
-        }
+    if let Decision::GiveUp(gave_up) = &decision {
+        let error = EngineError::GaveUp {
+            actor: state.driver_name.clone(),
+            restarts: gave_up.restarts,
+            period: gave_up.period,
+            reason: gave_up.last_reason.clone(),
+        };
+        *state.outcome.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
     }
+    decision.carry_out(myself, RootMsg::Restart)
 }

@@ -123,6 +123,37 @@ pub enum Decision {
     GiveUp(GaveUp),
 }
 
+impl Decision {
+    /// Carries the decision out for the supervising actor `myself`: sends it
+    /// `restart(set)` after the backoff delay, or returns the give-up as its error, which fails
+    /// it and escalates to its own supervisor.
+    ///
+    /// # Errors
+    ///
+    /// The [`GaveUp`] of a [`Decision::GiveUp`].
+    pub fn carry_out<M: ractor::Message>(
+        self,
+        myself: &ActorRef<M>,
+        restart: impl FnOnce(Range<usize>) -> M + Send + 'static,
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        match self {
+            Decision::None => Ok(()),
+            Decision::Restart { set, delay } => {
+                myself.send_after(delay, move || restart(set));
+                Ok(())
+            }
+            Decision::GiveUp(gave_up) => Err(gave_up.into()),
+        }
+    }
+}
+
+/// Answers `reply` unless the caller has gone away (a caller that timed out or was killed).
+pub fn answer<T: Send + 'static>(reply: ractor::RpcReplyPort<T>, value: T) {
+    if !reply.is_closed() {
+        let _ = reply.send(value);
+    }
+}
+
 /// A supervising actor's children, in start order, with their restart bookkeeping.
 #[derive(Debug)]
 pub struct Children {

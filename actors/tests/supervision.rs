@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use weir_actors::Event;
 use weir_actors::event_bus::{EventHub, EventSubscription};
 use weir_actors::supervision::{Backoff, Intensity, RestartPolicy, RestartType, Strategy};
-use weir_actors::supervisor::{ChildSpec, Children, Decision};
+use weir_actors::supervisor::{ChildSpec, Children};
 
 // ============================== a worker that fails on demand ============================== //
 
@@ -112,7 +112,7 @@ impl Actor for Sup {
         children: &mut Children,
     ) -> Result<(), ActorProcessingErr> {
         let decision = children.restart(&myself.get_cell(), set).await;
-        act(&myself, decision)
+        decision.carry_out(&myself, SupMsg::Restart)
     }
 
     async fn handle_supervisor_evt(
@@ -122,18 +122,7 @@ impl Actor for Sup {
         children: &mut Children,
     ) -> Result<(), ActorProcessingErr> {
         let decision = children.handle(event).await;
-        act(&myself, decision)
-    }
-}
-
-fn act(myself: &ActorRef<SupMsg>, decision: Decision) -> Result<(), ActorProcessingErr> {
-    match decision {
-        Decision::None => Ok(()),
-        Decision::Restart { set, delay } => {
-            myself.send_after(delay, move || SupMsg::Restart(set));
-            Ok(())
-        }
-        Decision::GiveUp(gave_up) => Err(gave_up.into()),
+        decision.carry_out(&myself, SupMsg::Restart)
     }
 }
 
