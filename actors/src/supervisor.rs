@@ -7,7 +7,7 @@
 //! 1. the exit is classified ([`Exit::classify`]: a kill is abnormal) and reported as
 //!    [`Event::ActorFailed`];
 //! 2. the child's [`RestartType`] decides whether it restarts at all;
-//! 3. the [`Strategy`] decides which children restart with it; the live ones among them are
+//! 3. the [`Strategy`](crate::supervision::Strategy) decides which children restart with it; the live ones among them are
 //!    killed (and waited for) first, in reverse start order;
 //! 4. the [`RestartTracker`] either allows the restart, with a backoff delay
 //!    ([`Event::ActorRestarted`]), or gives up ([`Event::ActorGaveUp`]), in which case the
