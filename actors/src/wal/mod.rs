@@ -1,7 +1,7 @@
 //! The write-ahead log: records are durable before they are acknowledged.
 //!
 //! A [`Wal`] is an append-only sequence of records, each framed with its length and a CRC32C
-//! (see the [`format`](self::format) module), kept in numbered segments that roll by size and by age. Receivers write
+//! (see the [format module](self::format)), kept in numbered segments that roll by size and by age. Receivers write
 //! every block here, and the block tracker every metadata change, *before* anything is
 //! acknowledged or made visible, so a crash of the process at any instant loses nothing that
 //! was acknowledged.
