@@ -262,11 +262,9 @@ impl Actor for Driver {
             .unwrap_or_default();
         state.children.handle(event).await;
         match exit {
-            Some(exit) if !state.stopping => Err(format!(
-                "{child} exited ({}); the driver restarts from its checkpoint",
-                exit.reason()
-            )
-            .into()),
+            Some(exit) if !state.stopping => {
+                Err(format!("{child} exited: {}", exit.reason()).into())
+            }
             _ => Ok(()),
         }
     }
