@@ -24,6 +24,7 @@ pub mod root;
 pub mod storage;
 pub mod supervision;
 pub mod supervisor;
+pub mod testing;
 pub mod wal;
 
 pub use events::{Event, EventSink};

@@ -1,6 +1,6 @@
 //! End to end: kill each actor kind while records flow, then check exactly-once.
 //!
-//! A generator receiver stores numbered records and remembers every one it had acknowledged
+//! A `NumberedReceiver` (`weir_actors::testing`) stores numbered records and remembers every one it had acknowledged
 //! (`store` returned `Ok`). The test pipeline's single job per batch commits the batch's record
 //! numbers under its batch id; committing a batch id again (a replay) must carry the same
 //! records and is then skipped, as the exactly-once sink contract says. While it runs, the test
@@ -13,107 +13,15 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use weir_actors::Event;
 use weir_actors::Storage;
-use weir_actors::checkpoint::OperatorState;
 use weir_actors::engine::{Engine, EngineConfig, EngineError};
 use weir_actors::event_bus::EventSubscription;
-use weir_actors::pipeline::{
-    BatchInput, BoxFuture, Job, Pipeline, Receiver, ReceiverContext, ReceiverFactory, UserError,
-};
-
-#[derive(Default)]
-struct Sink {
-    committed: Mutex<BTreeMap<u64, Vec<u64>>>,
-    conflicts: AtomicU64,
-}
-
-struct TestPipeline {
-    sink: Arc<Sink>,
-}
-
-impl Pipeline for TestPipeline {
-    fn fingerprint(&self) -> u64 {
-        1
-    }
-
-    fn jobs(&self, input: &BatchInput) -> Result<Vec<Job>, UserError> {
-        let mut ids = Vec::new();
-        for block in input.blocks.values().flatten() {
-            for record in block.records.iter() {
-                ids.push(u64::from_le_bytes(record.as_ref().try_into()?));
-            }
-        }
-        let sink = Arc::clone(&self.sink);
-        let batch = input.batch_time_ms;
-        Ok(vec![Job {
-            id: "count".to_owned(),
-            run: Arc::new(move |_ctx| {
-                let (sink, ids) = (Arc::clone(&sink), ids.clone());
-                Box::pin(async move {
-                    if ids.is_empty() {
-                        return Ok(());
-                    }
-                    // Simulated processing time, so that kills land while batches are running.
-                    tokio::time::sleep(Duration::from_millis(30)).await;
-                    let mut committed = sink.committed.lock().unwrap();
-                    match committed.get(&batch) {
-                        Some(existing) if *existing != ids => {
-                            sink.conflicts.fetch_add(1, Ordering::SeqCst);
-                        }
-                        Some(_) => {} // a replay of a committed batch: skipped
-                        None => {
-                            committed.insert(batch, ids);
-                        }
-                    }
-                    Ok(())
-                })
-            }),
-        }])
-    }
-
-    fn snapshot(&self) -> Result<Vec<OperatorState>, UserError> {
-        Ok(Vec::new())
-    }
-
-    fn restore(&self, _: &[OperatorState]) -> Result<(), UserError> {
-        Ok(())
-    }
-}
-
-#[derive(Clone, Default)]
-struct Generator {
-    next: Arc<AtomicU64>,
-    acked: Arc<Mutex<BTreeSet<u64>>>,
-}
-
-impl Receiver for Generator {
-    fn start(&mut self, ctx: ReceiverContext) -> BoxFuture<'_, Result<(), UserError>> {
-        Box::pin(async move {
-            while !ctx.is_stopping() {
-                let ids: Vec<u64> = (0..10)
-                    .map(|_| self.next.fetch_add(1, Ordering::SeqCst))
-                    .collect();
-                let records = ids
-                    .iter()
-                    .map(|i| Bytes::copy_from_slice(&i.to_le_bytes()))
-                    .collect();
-                if ctx.store(records).await.is_ok() {
-                    self.acked.lock().unwrap().extend(ids);
-                }
-                // Pacing, not synchronisation: about 2 000 records a second.
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            Ok(())
-        })
-    }
-}
+use weir_actors::pipeline::{Receiver, ReceiverFactory};
+use weir_actors::testing::{CommitLog, CommitLogPipeline, NumberedReceiver, verify};
 
 async fn completed_after(events: &mut EventSubscription, count: usize) {
     let mut seen = 0;
@@ -140,17 +48,20 @@ async fn killing_each_actor_kind_loses_and_duplicates_nothing() {
     config.executors = 2;
     config.driver_policy.intensity.max_restarts = 20;
     let names = config.names();
-    let sink = Arc::new(Sink::default());
-    let generator = Generator::default();
+    let log = Arc::new(CommitLog::default());
+    // Pacing, not synchronisation: about 2 000 records a second.
+    let generator = NumberedReceiver::new(10, Duration::from_millis(5));
     let factory: Arc<dyn ReceiverFactory> = {
         let g = generator.clone();
         Arc::new(move || Box::new(g.clone()) as Box<dyn Receiver>)
     };
     let engine = Engine::start(
         config,
-        Arc::new(TestPipeline {
-            sink: Arc::clone(&sink),
-        }),
+        // Simulated processing time, so that kills land while batches are running.
+        Arc::new(CommitLogPipeline::new(
+            Arc::clone(&log),
+            Duration::from_millis(30),
+        )),
         vec![(0, factory)],
     )
     .await
@@ -198,49 +109,27 @@ async fn killing_each_actor_kind_loses_and_duplicates_nothing() {
     }
 
     engine.stop(true).await.unwrap();
-    let acked = generator.acked.lock().unwrap().clone();
-    let committed = sink.committed.lock().unwrap().clone();
-    let mut seen = BTreeSet::new();
-    for (batch, ids) in &committed {
-        for id in ids {
-            assert!(
-                seen.insert(*id),
-                "record {id} is in two batches (the second: {batch})"
-            );
-        }
-    }
-    let lost: Vec<_> = acked.difference(&seen).take(10).collect();
+    let verdict = verify(&generator.acknowledged(), &log);
     assert!(
-        lost.is_empty(),
-        "acknowledged records lost: {lost:?} (of {})",
-        acked.len()
+        verdict.duplicated.is_empty(),
+        "records in two batches: {:?}",
+        verdict.duplicated
+    );
+    assert!(
+        verdict.lost.is_empty(),
+        "acknowledged records lost: {:?} (of {})",
+        &verdict.lost[..verdict.lost.len().min(10)],
+        verdict.acknowledged
     );
     assert_eq!(
-        sink.conflicts.load(Ordering::SeqCst),
-        0,
+        verdict.conflicts, 0,
         "a batch id was committed twice with different records"
     );
-    assert!(acked.len() > 100, "too little data flowed: {}", acked.len());
-}
-
-struct FailingPipeline;
-
-impl Pipeline for FailingPipeline {
-    fn fingerprint(&self) -> u64 {
-        2
-    }
-
-    fn jobs(&self, _: &BatchInput) -> Result<Vec<Job>, UserError> {
-        Err("the pipeline cannot plan any batch".into())
-    }
-
-    fn snapshot(&self) -> Result<Vec<OperatorState>, UserError> {
-        Ok(Vec::new())
-    }
-
-    fn restore(&self, _: &[OperatorState]) -> Result<(), UserError> {
-        Ok(())
-    }
+    assert!(
+        verdict.acknowledged > 100,
+        "too little data flowed: {}",
+        verdict.acknowledged
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,9 +141,15 @@ async fn a_driver_that_keeps_failing_is_given_up_with_a_typed_error() {
     config.driver_policy.intensity.max_restarts = 2;
     config.driver_policy.backoff.initial = Duration::from_millis(10);
     let driver = config.names().driver();
-    let engine = Engine::start(config, Arc::new(FailingPipeline), Vec::new())
-        .await
-        .unwrap();
+    let engine = Engine::start(
+        config,
+        Arc::new(CommitLogPipeline::failing(
+            "the pipeline cannot plan any batch",
+        )),
+        Vec::new(),
+    )
+    .await
+    .unwrap();
     let mut events = engine.events();
     let outcome = tokio::time::timeout(Duration::from_secs(60), engine.await_termination())
         .await
