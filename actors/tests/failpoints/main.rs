@@ -1,3 +1,4 @@
-//! x
+//! Failpoint tests: faults injected at the storage edges (see docs/testing.md).
 mod checkpoint;
+mod engine;
 mod wal;
