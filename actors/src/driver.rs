@@ -112,19 +112,19 @@ impl Actor for Driver {
             Some(id) => Some(checkpoints.read(id).await?),
             None => checkpoints.read_latest().await?.map(|r| r.data),
         };
-        if let Some(data) = &restored {
-            if data.graph_fingerprint != args.pipeline.fingerprint() {
-                tracing::warn!(
-                    checkpoint = data.graph_fingerprint,
-                    current = args.pipeline.fingerprint(),
-                    "the pipeline changed since the checkpoint was written; state is matched by \
-                     operator id"
-                );
-            }
-            args.pipeline
-                .restore(&data.operator_state)
-                .map_err(|e| format!("restoring operator state from the checkpoint: {e}"))?;
+        if let Some(data) = &restored
+            && data.graph_fingerprint != args.pipeline.fingerprint()
+        {
+            tracing::warn!(
+                checkpoint = data.graph_fingerprint,
+                current = args.pipeline.fingerprint(),
+                "the pipeline changed since the checkpoint was written; state is matched by \
+                 operator id"
+            );
         }
+        args.pipeline
+            .restore(restored.as_ref())
+            .map_err(|e| format!("restoring operator state from the checkpoint: {e}"))?;
         let interval_ms = (config.batch_interval.as_millis() as u64).max(1);
         let zero_time_ms = restored
             .as_ref()

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::blocks::{Block, BlockInfo, StreamId};
-use crate::checkpoint::OperatorState;
+use crate::checkpoint::{CheckpointData, OperatorState};
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -228,17 +228,32 @@ pub trait Pipeline: Send + Sync + 'static {
     /// The batch cannot be planned; the job generator reports it and the batch fails.
     fn jobs(&self, input: &BatchInput) -> Result<Vec<Job>, UserError>;
 
-    /// The operator state to checkpoint, as of the last completed batch.
+    /// The operator state to checkpoint: the state as of the end of batch
+    /// `completed_through_ms` (every batch up to it has completed, none after it), plus
+    /// whatever the pipeline needs to re-run the batches generated after it with the same
+    /// input (e.g. the offset ranges a direct source planned for them). `None`: no batch has
+    /// completed since the pipeline was restored; the restored state (plus plans) is wanted.
+    ///
+    /// Called for the checkpoint written before a batch runs and after it completes; later
+    /// batches may already be running, so the state must be kept per batch.
     ///
     /// # Errors
     ///
     /// The state cannot be serialised; the checkpoint fails (and is retried).
-    fn snapshot(&self) -> Result<Vec<OperatorState>, UserError>;
+    fn snapshot(&self, completed_through_ms: Option<u64>) -> Result<Vec<OperatorState>, UserError>;
 
-    /// Restores operator state from a checkpoint, matched by operator id.
+    /// Resets the pipeline to the state of `checkpoint` (matching operator state by id), or to
+    /// its initial state when there is none. Called at every start of the driver, before any
+    /// batch is generated; anything the pipeline held from an earlier run is dropped.
     ///
     /// # Errors
     ///
     /// The state does not fit the current graph; the driver fails to start, with this reason.
-    fn restore(&self, state: &[OperatorState]) -> Result<(), UserError>;
+    fn restore(&self, checkpoint: Option<&CheckpointData>) -> Result<(), UserError>;
+
+    /// Batch `batch_time_ms` completed (all its jobs succeeded). Its "after" checkpoint may not
+    /// be durable yet. A direct source may commit offsets here; caches may be trimmed.
+    fn batch_completed(&self, batch_time_ms: u64) {
+        let _ = batch_time_ms;
+    }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::checkpoint::OperatorState;
+use crate::checkpoint::{CheckpointData, OperatorState};
 use crate::pipeline::{BatchInput, BoxFuture, Job, Pipeline, Receiver, ReceiverContext, UserError};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -164,11 +164,11 @@ impl Pipeline for CommitLogPipeline {
         }])
     }
 
-    fn snapshot(&self) -> Result<Vec<OperatorState>, UserError> {
+    fn snapshot(&self, _: Option<u64>) -> Result<Vec<OperatorState>, UserError> {
         Ok(Vec::new())
     }
 
-    fn restore(&self, _: &[OperatorState]) -> Result<(), UserError> {
+    fn restore(&self, _: Option<&CheckpointData>) -> Result<(), UserError> {
         Ok(())
     }
 }
