@@ -32,4 +32,7 @@
 
 #![doc(test(attr(deny(warnings))))]
 
+pub mod sinks;
+pub mod sources;
+
 pub use weir_actors::{Event, EventSink, Storage, StorageError, checkpoint, wal};

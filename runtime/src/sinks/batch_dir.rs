@@ -1,0 +1,1 @@
+//! Atomic per-batch output directories (being written).

@@ -1,0 +1,3 @@
+//! Built-in sinks.
+
+pub mod batch_dir;

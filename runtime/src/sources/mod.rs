@@ -1,0 +1,5 @@
+//! Built-in sources: receivers (socket, custom) and direct, offset-based sources (files, the
+//! partitioned log).
+
+pub mod partitioned_log;
+pub mod socket;

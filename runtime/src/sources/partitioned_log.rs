@@ -1,0 +1,1 @@
+//! The file-backed partitioned log (being written).

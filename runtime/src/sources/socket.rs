@@ -1,0 +1,1 @@
+//! The socket text receiver (being written).
