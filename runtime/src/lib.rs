@@ -32,7 +32,17 @@
 
 #![doc(test(attr(deny(warnings))))]
 
+mod context;
+pub mod dstream;
+mod error;
 pub mod sinks;
 pub mod sources;
+pub mod testing;
+
+pub use context::{RestoreInfo, StreamingConfig, StreamingContext};
+pub use dstream::DStream;
+pub use error::{ComputeError, Error};
+pub use weir_actors::engine::EngineError;
+pub use weir_actors::pipeline::UserError;
 
 pub use weir_actors::{Event, EventSink, Storage, StorageError, checkpoint, wal};

@@ -1,0 +1,536 @@
+//! The streaming graph: its nodes, its outputs, and the [`Pipeline`] the engine runs.
+//!
+//! A [`DStream`](super::DStream) is a handle on a node. Every node computes each partition of
+//! each batch through a memo ([`super::memo`]), so the output jobs of a batch — one per output
+//! and partition, run in parallel on the executor workers — share the work. The graph is built
+//! by user code before the context starts, and built again from the current code at every
+//! start; only data (operator state, source positions and plans) crosses a restart, matched by
+//! each node's stable id.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use weir_actors::blocks::StreamId;
+use weir_actors::checkpoint::{CheckpointData, OperatorState};
+use weir_actors::pipeline::{BatchInput, BoxFuture, Job, Pipeline, ReceiverFactory, UserError};
+
+use super::memo::{Memo, lock};
+use crate::error::{ComputeError, ComputeResult};
+
+/// One partition of one batch of a stream: shared, never copied between jobs.
+pub type Partition<T> = Arc<Vec<T>>;
+
+/// What is needed while computing a batch.
+#[derive(Clone, Copy)]
+pub(crate) struct BatchCx<'a> {
+    /// The batch time (ms since the Unix epoch).
+    pub(crate) time: u64,
+    pub(crate) graph: &'a GraphShared,
+}
+
+impl BatchCx<'_> {
+    /// The batch before this one.
+    pub(crate) fn previous(&self) -> u64 {
+        self.time.saturating_sub(self.graph.interval_ms())
+    }
+}
+
+/// How a node computes its partitions; the node wraps it with a memo and an identity.
+pub(crate) trait Compute<T>: Send + Sync + 'static {
+    /// How many partitions each batch has.
+    fn partitions(&self) -> usize;
+    /// Computes partition `part` of batch `cx.time` (called at most once per live batch).
+    fn compute(&self, cx: BatchCx<'_>, part: usize) -> ComputeResult<Vec<T>>;
+    /// Whether the stream has a batch at `time` (windows only at their slide).
+    fn active(&self, time: u64) -> bool {
+        let _ = time;
+        true
+    }
+    /// Batch `time` and every earlier one are complete: drop what was kept for them.
+    fn evict_through(&self, time: u64) {
+        let _ = time;
+    }
+    /// Extra behaviour of sources and stateful nodes.
+    fn lifecycle(&self) -> Option<&dyn Lifecycle> {
+        None
+    }
+}
+
+/// What sources with planned input and stateful nodes add to a node.
+pub(crate) trait Lifecycle: Send + Sync {
+    /// Plans batch `time` (sources decide their input here, in batch order).
+    fn plan(&self, graph: &GraphShared, time: u64) -> ComputeResult<()> {
+        let _ = (graph, time);
+        Ok(())
+    }
+    /// The node's state to checkpoint, as of `completed_through` (see [`Pipeline::snapshot`]).
+    fn snapshot(
+        &self,
+        graph: &GraphShared,
+        completed_through: Option<u64>,
+    ) -> ComputeResult<Option<Vec<u8>>> {
+        let _ = (graph, completed_through);
+        Ok(None)
+    }
+    /// The name of the state's type, checked on restore.
+    fn state_type(&self) -> &'static str {
+        ""
+    }
+    /// Drops everything and restores `state` (`None`: a fresh start for this node).
+    fn restore(&self, graph: &GraphShared, state: Option<&[u8]>) -> ComputeResult<()>;
+    /// Batch `time` completed.
+    fn completed(&self, graph: &GraphShared, time: u64) {
+        let _ = (graph, time);
+    }
+    /// Whether every partition must be computed every batch, output or not (state).
+    fn maintained(&self) -> bool {
+        false
+    }
+    /// The offset ranges a direct source planned for batch `time`.
+    fn offset_ranges(&self, time: u64) -> Vec<super::OffsetRange> {
+        let _ = time;
+        Vec::new()
+    }
+}
+
+/// A node's identity.
+#[derive(Debug)]
+pub(crate) struct NodeMeta {
+    /// What it is (`map`, `update_state_by_key`, ...).
+    pub(crate) kind: &'static str,
+    /// Its stable id: set by the user, or `<kind>-<index>`.
+    pub(crate) uid: Mutex<String>,
+    /// Whether the user set the uid.
+    pub(crate) uid_set: AtomicBool,
+}
+
+impl NodeMeta {
+    pub(crate) fn uid(&self) -> String {
+        lock(&self.uid).clone()
+    }
+}
+
+/// A node: its computation, memoised per (batch, partition).
+pub(crate) struct Node<T> {
+    pub(crate) meta: NodeMeta,
+    pub(crate) compute: Box<dyn Compute<T>>,
+    memo: Memo<Partition<T>>,
+}
+
+impl<T: Send + Sync + 'static> Node<T> {
+    /// Partition `part` of batch `cx.time`.
+    pub(crate) fn partition(&self, cx: BatchCx<'_>, part: usize) -> ComputeResult<Partition<T>> {
+        self.memo.get_or_compute(cx.time, part, || {
+            self.compute.compute(cx, part).map(Arc::new).map_err(|e| {
+                ComputeError(format!("{} ({}): {}", self.meta.uid(), self.meta.kind, e.0))
+            })
+        })
+    }
+
+    /// Every partition of batch `cx.time`.
+    pub(crate) fn all(&self, cx: BatchCx<'_>) -> ComputeResult<Vec<Partition<T>>> {
+        (0..self.partitions())
+            .map(|p| self.partition(cx, p))
+            .collect()
+    }
+
+    pub(crate) fn partitions(&self) -> usize {
+        self.compute.partitions()
+    }
+
+    pub(crate) fn active(&self, time: u64) -> bool {
+        self.compute.active(time)
+    }
+}
+
+/// The type-erased view the graph keeps of every node.
+pub(crate) trait AnyNode: Send + Sync {
+    fn meta(&self) -> &NodeMeta;
+    fn lifecycle(&self) -> Option<&dyn Lifecycle>;
+    fn evict_through(&self, time: u64);
+    fn clear(&self);
+    fn partitions(&self) -> usize;
+    /// Computes (and memoises) one partition, discarding the value.
+    fn force(&self, cx: BatchCx<'_>, part: usize) -> ComputeResult<()>;
+}
+
+impl<T: Send + Sync + 'static> AnyNode for Node<T> {
+    fn meta(&self) -> &NodeMeta {
+        &self.meta
+    }
+    fn lifecycle(&self) -> Option<&dyn Lifecycle> {
+        self.compute.lifecycle()
+    }
+    fn evict_through(&self, time: u64) {
+        self.memo.evict_through(time);
+        self.compute.evict_through(time);
+    }
+    fn clear(&self) {
+        self.memo.clear();
+    }
+    fn partitions(&self) -> usize {
+        Node::partitions(self)
+    }
+    fn force(&self, cx: BatchCx<'_>, part: usize) -> ComputeResult<()> {
+        self.partition(cx, part).map(|_| ())
+    }
+}
+
+/// An output operation: the jobs it adds to a batch.
+pub(crate) trait Output: Send + Sync {
+    /// The jobs of batch `time` (none if its stream has no batch then).
+    fn jobs(&self, graph: &Arc<GraphShared>, time: u64) -> Vec<Job>;
+}
+
+/// Settings of the graph fixed when the context is built.
+#[derive(Clone, Debug)]
+pub(crate) struct GraphSettings {
+    pub(crate) batch_interval_ms: u64,
+    pub(crate) parallelism: usize,
+    pub(crate) allow_unmatched_state: bool,
+}
+
+/// The graph, shared by every DStream handle, the pipeline and the jobs.
+pub(crate) struct GraphShared {
+    pub(crate) settings: GraphSettings,
+    nodes: Mutex<Vec<Arc<dyn AnyNode>>>,
+    outputs: Mutex<Vec<Arc<dyn Output>>>,
+    pub(crate) receivers: Mutex<Vec<(StreamId, Arc<dyn ReceiverFactory>)>>,
+    inputs: Mutex<BTreeMap<u64, Arc<BatchInput>>>,
+    next_node: AtomicUsize,
+    next_stream: AtomicU32,
+    started: AtomicBool,
+    /// What restore reported (operators without state, state dropped), for the context.
+    pub(crate) restore_report: Mutex<Vec<String>>,
+}
+
+impl std::fmt::Debug for GraphShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphShared")
+            .field("settings", &self.settings)
+            .field("nodes", &lock(&self.nodes).len())
+            .field("outputs", &lock(&self.outputs).len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl GraphShared {
+    pub(crate) fn new(settings: GraphSettings) -> Self {
+        GraphShared {
+            settings,
+            nodes: Mutex::new(Vec::new()),
+            outputs: Mutex::new(Vec::new()),
+            receivers: Mutex::new(Vec::new()),
+            inputs: Mutex::new(BTreeMap::new()),
+            next_node: AtomicUsize::new(0),
+            next_stream: AtomicU32::new(0),
+            started: AtomicBool::new(false),
+            restore_report: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn interval_ms(&self) -> u64 {
+        self.settings.batch_interval_ms.max(1)
+    }
+
+    pub(crate) fn parallelism(&self) -> usize {
+        self.settings.parallelism.max(1)
+    }
+
+    /// Adds a node computed by `compute`.
+    pub(crate) fn add_node<T: Send + Sync + 'static>(
+        &self,
+        kind: &'static str,
+        compute: impl Compute<T>,
+    ) -> Arc<Node<T>> {
+        let index = self.next_node.fetch_add(1, Ordering::SeqCst);
+        let node = Arc::new(Node {
+            meta: NodeMeta {
+                kind,
+                uid: Mutex::new(format!("{kind}-{index}")),
+                uid_set: AtomicBool::new(false),
+            },
+            compute: Box::new(compute),
+            memo: Memo::default(),
+        });
+        lock(&self.nodes).push(Arc::clone(&node) as Arc<dyn AnyNode>);
+        node
+    }
+
+    pub(crate) fn add_output(&self, output: Arc<dyn Output>) {
+        lock(&self.outputs).push(output);
+    }
+
+    pub(crate) fn new_stream_id(&self) -> StreamId {
+        self.next_stream.fetch_add(1, Ordering::SeqCst)
+    }
+
+    pub(crate) fn output_count(&self) -> usize {
+        lock(&self.outputs).len()
+    }
+
+    pub(crate) fn mark_started(&self) -> bool {
+        !self.started.swap(true, Ordering::SeqCst)
+    }
+
+    pub(crate) fn is_started(&self) -> bool {
+        self.started.load(Ordering::SeqCst)
+    }
+
+    /// The input blocks of batch `time`.
+    pub(crate) fn input(&self, time: u64) -> ComputeResult<Arc<BatchInput>> {
+        lock(&self.inputs).get(&time).cloned().ok_or_else(|| {
+            ComputeError(format!("the input of batch {time} is no longer in memory"))
+        })
+    }
+
+    /// The offset ranges every direct source planned for batch `time`.
+    pub(crate) fn offset_ranges(&self, time: u64) -> Vec<super::OffsetRange> {
+        self.nodes()
+            .iter()
+            .filter_map(|n| n.lifecycle().map(|l| l.offset_ranges(time)))
+            .flatten()
+            .collect()
+    }
+
+    fn nodes(&self) -> Vec<Arc<dyn AnyNode>> {
+        lock(&self.nodes).clone()
+    }
+
+    /// Checks that uids are unique.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.output_count() == 0 {
+            return Err("no output operation is defined (add print, foreach_batch, ...)".into());
+        }
+        let mut seen = BTreeSet::new();
+        for node in self.nodes() {
+            let uid = node.meta().uid();
+            if !seen.insert(uid.clone()) {
+                return Err(format!(
+                    "two operators have the id {uid:?}; ids must be unique"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Makes a job whose work runs on the blocking pool (computing partitions is CPU work; the
+/// engine's actors must stay responsive meanwhile).
+pub(crate) fn blocking_job(
+    id: String,
+    work: impl Fn() -> ComputeResult<()> + Send + Sync + 'static,
+) -> Job {
+    let work = Arc::new(work);
+    Job {
+        id,
+        run: Arc::new(move |_ctx| -> BoxFuture<'static, Result<(), UserError>> {
+            let work = Arc::clone(&work);
+            Box::pin(async move {
+                match tokio::task::spawn_blocking(move || work()).await {
+                    Ok(result) => result.map_err(|e| Box::new(e) as UserError),
+                    Err(join) if join.is_panic() => {
+                        Err(format!("panicked: {}", panic_message(join.into_panic())).into())
+                    }
+                    Err(join) => Err(join.to_string().into()),
+                }
+            })
+        }),
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic".to_owned())
+}
+
+/// The [`Pipeline`] the engine runs: the graph.
+#[derive(Debug)]
+pub(crate) struct GraphPipeline {
+    pub(crate) graph: Arc<GraphShared>,
+}
+
+/// Header of every operator state the runtime writes.
+const STATE_FORMAT: &str = "weir-runtime/1";
+
+impl Pipeline for GraphPipeline {
+    fn fingerprint(&self) -> u64 {
+        let mut hasher = std::hash::DefaultHasher::new();
+        for node in self.graph.nodes() {
+            (node.meta().uid(), node.meta().kind).hash(&mut hasher);
+        }
+        self.graph.output_count().hash(&mut hasher);
+        hasher.finish()
+    }
+
+    fn jobs(&self, input: &BatchInput) -> Result<Vec<Job>, UserError> {
+        let time = input.batch_time_ms;
+        lock(&self.graph.inputs).insert(time, Arc::new(input.clone()));
+        let nodes = self.graph.nodes();
+        for node in &nodes {
+            if let Some(lifecycle) = node.lifecycle() {
+                lifecycle.plan(&self.graph, time)?;
+            }
+        }
+        let mut jobs = Vec::new();
+        for node in &nodes {
+            if node.lifecycle().is_some_and(|l| l.maintained()) {
+                let uid = node.meta().uid();
+                for part in 0..node.partitions() {
+                    let (graph, node) = (Arc::clone(&self.graph), Arc::clone(node));
+                    jobs.push(blocking_job(
+                        format!("state/{uid}/part-{part}"),
+                        move || {
+                            node.force(
+                                BatchCx {
+                                    time,
+                                    graph: &graph,
+                                },
+                                part,
+                            )
+                        },
+                    ));
+                }
+            }
+        }
+        for output in lock(&self.graph.outputs).iter() {
+            jobs.extend(output.jobs(&self.graph, time));
+        }
+        Ok(jobs)
+    }
+
+    fn snapshot(&self, completed_through_ms: Option<u64>) -> Result<Vec<OperatorState>, UserError> {
+        let mut states = Vec::new();
+        for node in self.graph.nodes() {
+            let Some(lifecycle) = node.lifecycle() else {
+                continue;
+            };
+            if let Some(bytes) = lifecycle.snapshot(&self.graph, completed_through_ms)? {
+                let mut data = STATE_FORMAT.as_bytes().to_vec();
+                data.push(0);
+                data.extend_from_slice(&bytes);
+                states.push(OperatorState {
+                    operator_id: node.meta().uid(),
+                    type_name: lifecycle.state_type().to_owned(),
+                    data: weir_actors::checkpoint::StateData::Inline(data),
+                });
+            }
+        }
+        Ok(states)
+    }
+
+    fn restore(&self, checkpoint: Option<&CheckpointData>) -> Result<(), UserError> {
+        lock(&self.graph.inputs).clear();
+        let mut by_id: BTreeMap<&str, &OperatorState> = checkpoint
+            .map(|c| {
+                c.operator_state
+                    .iter()
+                    .map(|s| (s.operator_id.as_str(), s))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut report = Vec::new();
+        let nodes = self.graph.nodes();
+        // Check everything before changing anything.
+        let mut matched = Vec::new();
+        for node in &nodes {
+            node.clear();
+            let Some(lifecycle) = node.lifecycle() else {
+                continue;
+            };
+            let uid = node.meta().uid();
+            let state = match by_id.remove(uid.as_str()) {
+                Some(state) => {
+                    if state.type_name != lifecycle.state_type() {
+                        return Err(format!(
+                            "operator {uid:?} held state of type {} in the checkpoint, but is \
+                             now {}; give the changed operator a new id to start it empty",
+                            state.type_name,
+                            lifecycle.state_type()
+                        )
+                        .into());
+                    }
+                    Some(state_bytes(state)?)
+                }
+                None => {
+                    if checkpoint.is_some() {
+                        report.push(format!(
+                            "operator {uid:?} ({}) has no state in the checkpoint; it starts \
+                             empty",
+                            node.meta().kind
+                        ));
+                    }
+                    None
+                }
+            };
+            matched.push((Arc::clone(node), state));
+        }
+        if !by_id.is_empty() {
+            let ids: Vec<&str> = by_id.keys().copied().collect();
+            if !self.graph.settings.allow_unmatched_state {
+                return Err(format!(
+                    "the checkpoint holds state of operators that no longer exist: {}; restore \
+                     with allow_unmatched_state to drop it",
+                    ids.join(", ")
+                )
+                .into());
+            }
+            report.push(format!(
+                "dropped the state of removed operators: {}",
+                ids.join(", ")
+            ));
+        }
+        for (node, state) in matched {
+            if let Some(lifecycle) = node.lifecycle() {
+                lifecycle
+                    .restore(&self.graph, state.as_deref())
+                    .map_err(|e| format!("restoring {:?}: {e}", node.meta().uid()))?;
+            }
+        }
+        for line in &report {
+            tracing::warn!("{line}");
+        }
+        *lock(&self.graph.restore_report) = report;
+        Ok(())
+    }
+
+    fn batch_completed(&self, batch_time_ms: u64) {
+        lock(&self.graph.inputs).retain(|&t, _| t > batch_time_ms);
+        for node in self.graph.nodes() {
+            node.evict_through(batch_time_ms);
+            if let Some(lifecycle) = node.lifecycle() {
+                lifecycle.completed(&self.graph, batch_time_ms);
+            }
+        }
+    }
+}
+
+fn state_bytes(state: &OperatorState) -> Result<Vec<u8>, UserError> {
+    let data = match &state.data {
+        weir_actors::checkpoint::StateData::Inline(data) => data.as_slice(),
+        other => {
+            return Err(format!(
+                "operator {:?}: state stored as {other:?} is not supported by this runtime",
+                state.operator_id
+            )
+            .into());
+        }
+    };
+    let header = STATE_FORMAT.as_bytes();
+    match data
+        .strip_prefix(header)
+        .and_then(|rest| rest.strip_prefix(&[0]))
+    {
+        Some(rest) => Ok(rest.to_vec()),
+        None => Err(format!(
+            "operator {:?}: state is not in format {STATE_FORMAT}",
+            state.operator_id
+        )
+        .into()),
+    }
+}

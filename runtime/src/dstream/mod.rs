@@ -1,0 +1,132 @@
+//! The DStream API: a stream of batches, each split into partitions, built from sources by
+//! transformations and consumed by output operations.
+//!
+//! A [`DStream<T>`] is a cheap handle (clone it freely) on a node of the streaming graph. Like
+//! Spark's, the graph is declared before the context starts; unlike Spark's, it is built from
+//! the current code at every start (also when restoring from a checkpoint), and only data
+//! crosses a restart: operator state and source positions, matched by each operator's stable
+//! id ([`DStream::uid`]).
+//!
+//! Functions passed to transformations run on the executor workers, possibly more than once
+//! per batch (a retried job, a batch re-run after a restart): they must be deterministic and
+//! free of side effects. Side effects belong in output operations, which receive the batch's
+//! identity (batch time, partition) so they can be made idempotent — the exactly-once sink
+//! contract.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+
+pub(crate) mod graph;
+pub(crate) mod input;
+pub(crate) mod memo;
+mod ops;
+mod output;
+mod pair;
+pub(crate) mod planned;
+mod state;
+
+pub use graph::Partition;
+pub use ops::union_of;
+pub use output::{Batch, BatchPartition};
+pub use planned::{OffsetRange, OffsetSource, QueueStream, StartingOffsets};
+
+use graph::{GraphShared, Node};
+
+/// What a stream can carry.
+pub trait Data: Clone + Send + Sync + 'static {}
+impl<T: Clone + Send + Sync + 'static> Data for T {}
+
+/// What can key a pair stream: hashed to place each key in one partition.
+pub trait Key: Data + Hash + Eq {}
+impl<T: Data + Hash + Eq> Key for T {}
+
+/// A hash map whose iteration order depends only on what was inserted, so that a batch
+/// computed again produces its output in the same order.
+pub(crate) type StableMap<K, V> = HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
+
+/// The partition of `key` among `partitions` (stable across runs of the same binary).
+pub(crate) fn partition_of<K: Hash>(key: &K, partitions: usize) -> usize {
+    let mut hasher = DefaultHasher::new();
+    key.hash(&mut hasher);
+    (hasher.finish() % partitions.max(1) as u64) as usize
+}
+
+/// A stream of batches of `T`.
+pub struct DStream<T> {
+    pub(crate) node: Arc<Node<T>>,
+    pub(crate) graph: Arc<GraphShared>,
+}
+
+impl<T> Clone for DStream<T> {
+    fn clone(&self) -> Self {
+        DStream {
+            node: Arc::clone(&self.node),
+            graph: Arc::clone(&self.graph),
+        }
+    }
+}
+
+impl<T> fmt::Debug for DStream<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DStream")
+            .field("uid", &self.node.meta.uid())
+            .field("kind", &self.node.meta.kind)
+            .finish()
+    }
+}
+
+impl<T: Data> DStream<T> {
+    pub(crate) fn from_node(graph: &Arc<GraphShared>, node: Arc<Node<T>>) -> Self {
+        DStream {
+            node,
+            graph: Arc::clone(graph),
+        }
+    }
+
+    /// Sets this operator's stable id (like Flink's `uid`): state and source positions in a
+    /// checkpoint are matched to operators by it. Without one, an operator's id is
+    /// `<kind>-<n>` by creation order, which changes when operators are added before it — so
+    /// give every stateful operator and every source an id before relying on restores across
+    /// code changes.
+    ///
+    /// # Panics
+    ///
+    /// If the context has already started (the graph is fixed then).
+    #[must_use]
+    pub fn uid(self, id: impl Into<String>) -> Self {
+        assert!(
+            !self.graph.is_started(),
+            "operator ids must be set before the streaming context starts"
+        );
+        *memo::lock(&self.node.meta.uid) = id.into();
+        self.node
+            .meta
+            .uid_set
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self
+    }
+
+    /// This operator's stable id.
+    pub fn id(&self) -> String {
+        self.node.meta.uid()
+    }
+
+    /// How many partitions each batch of this stream has.
+    pub fn partitions(&self) -> usize {
+        self.node.partitions()
+    }
+
+    pub(crate) fn derive<U: Data>(
+        &self,
+        kind: &'static str,
+        compute: impl graph::Compute<U>,
+    ) -> DStream<U> {
+        assert!(
+            !self.graph.is_started(),
+            "operators must be added before the streaming context starts"
+        );
+        DStream::from_node(&self.graph, self.graph.add_node(kind, compute))
+    }
+}

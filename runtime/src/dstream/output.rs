@@ -1,0 +1,192 @@
+//! Output operations: where batches leave the graph.
+//!
+//! Every output operation turns each batch into jobs for the executor workers: one job per
+//! partition (`out-<n>/part-<p>`), which computes that partition — so partitions are computed
+//! in parallel — and, for operations that see the batch as a whole, one more job
+//! (`out-<n>/batch`) that runs the operation over every partition. A job may run more than
+//! once for the same batch; each call gets the batch's identity, with which the sink makes its
+//! output idempotent (the exactly-once sink contract, see `docs/guarantees.md`).
+
+use std::fmt;
+use std::sync::Arc;
+
+use weir_actors::pipeline::{Job, UserError};
+
+use super::graph::{BatchCx, GraphShared, Node, Output, Partition, blocking_job};
+use super::{DStream, Data, OffsetRange};
+use crate::error::ComputeError;
+
+/// One batch of a stream, as an output operation sees it.
+#[derive(Debug)]
+pub struct Batch<T> {
+    /// The batch time (ms since the Unix epoch): with the partition index, the id of every
+    /// piece of output.
+    pub time_ms: u64,
+    /// Its partitions.
+    pub partitions: Vec<Partition<T>>,
+    /// The offset ranges read by direct sources in this batch, for sinks that store offsets
+    /// in the same transaction as their output.
+    pub offset_ranges: Vec<OffsetRange>,
+}
+
+impl<T> Batch<T> {
+    /// Every element, partition by partition.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.partitions.iter().flat_map(|p| p.iter())
+    }
+
+    /// How many elements the batch holds.
+    pub fn len(&self) -> usize {
+        self.partitions.iter().map(|p| p.len()).sum()
+    }
+
+    /// Whether the batch holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One partition of one batch, as a per-partition output operation sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BatchPartition {
+    /// The batch time (ms since the Unix epoch).
+    pub time_ms: u64,
+    /// The partition index.
+    pub partition: usize,
+}
+
+type BatchOp<T> = dyn Fn(&Batch<T>) -> Result<(), UserError> + Send + Sync;
+type PartitionOp<T> = dyn Fn(BatchPartition, &[T]) -> Result<(), UserError> + Send + Sync;
+
+enum Op<T> {
+    Batch(Box<BatchOp<T>>),
+    Partition(Box<PartitionOp<T>>),
+}
+
+struct OutputOp<T> {
+    index: usize,
+    node: Arc<Node<T>>,
+    op: Arc<Op<T>>,
+}
+
+impl<T: Data> Output for OutputOp<T> {
+    fn jobs(&self, graph: &Arc<GraphShared>, time: u64) -> Vec<Job> {
+        if !self.node.active(time) {
+            return Vec::new();
+        }
+        let mut jobs = Vec::new();
+        for part in 0..self.node.partitions() {
+            let (graph, node, op) = (
+                Arc::clone(graph),
+                Arc::clone(&self.node),
+                Arc::clone(&self.op),
+            );
+            jobs.push(blocking_job(
+                format!("out-{}/part-{part}", self.index),
+                move || {
+                    let data = node.partition(
+                        BatchCx {
+                            time,
+                            graph: &graph,
+                        },
+                        part,
+                    )?;
+                    if let Op::Partition(f) = op.as_ref() {
+                        f(
+                            BatchPartition {
+                                time_ms: time,
+                                partition: part,
+                            },
+                            &data,
+                        )
+                        .map_err(ComputeError::from)?;
+                    }
+                    Ok(())
+                },
+            ));
+        }
+        if matches!(self.op.as_ref(), Op::Batch(_)) {
+            let (graph, node, op) = (
+                Arc::clone(graph),
+                Arc::clone(&self.node),
+                Arc::clone(&self.op),
+            );
+            jobs.push(blocking_job(
+                format!("out-{}/batch", self.index),
+                move || {
+                    let batch = Batch {
+                        time_ms: time,
+                        partitions: node.all(BatchCx {
+                            time,
+                            graph: &graph,
+                        })?,
+                        offset_ranges: graph.offset_ranges(time),
+                    };
+                    match op.as_ref() {
+                        Op::Batch(f) => f(&batch).map_err(ComputeError::from),
+                        Op::Partition(_) => Ok(()),
+                    }
+                },
+            ));
+        }
+        jobs
+    }
+}
+
+impl<T: Data> DStream<T> {
+    fn add_output(&self, op: Op<T>) {
+        assert!(
+            !self.graph.is_started(),
+            "output operations must be added before the streaming context starts"
+        );
+        let index = self.graph.output_count();
+        self.graph.add_output(Arc::new(OutputOp {
+            index,
+            node: Arc::clone(&self.node),
+            op: Arc::new(op),
+        }));
+    }
+
+    /// Runs `f` on every batch (Spark's `foreachRDD`), on an executor worker. It may run more
+    /// than once for a batch: key what it writes by [`Batch::time_ms`].
+    pub fn foreach_batch(
+        &self,
+        f: impl Fn(&Batch<T>) -> Result<(), UserError> + Send + Sync + 'static,
+    ) {
+        self.add_output(Op::Batch(Box::new(f)));
+    }
+
+    /// Runs `f` on every partition of every batch, in parallel on the executor workers. It may
+    /// run more than once for a partition: key what it writes by the [`BatchPartition`].
+    pub fn foreach_partition(
+        &self,
+        f: impl Fn(BatchPartition, &[T]) -> Result<(), UserError> + Send + Sync + 'static,
+    ) {
+        self.add_output(Op::Partition(Box::new(f)));
+    }
+}
+
+impl<T: Data + fmt::Debug> DStream<T> {
+    /// Prints the first `n` elements of every batch to stdout, under a header with the batch
+    /// time (Spark's `print`; at-least-once, like any side effect).
+    pub fn print(&self, n: usize) {
+        self.foreach_batch(move |batch| {
+            use std::io::Write;
+            let mut out = String::new();
+            out.push_str("-------------------------------------------\n");
+            out.push_str(&format!("Time: {} ms\n", batch.time_ms));
+            out.push_str("-------------------------------------------\n");
+            for x in batch.iter().take(n) {
+                out.push_str(&format!("{x:?}\n"));
+            }
+            if batch.len() > n {
+                out.push_str("...\n");
+            }
+            out.push('\n');
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(out.as_bytes())?;
+            stdout.flush()?;
+            Ok(())
+        });
+    }
+}

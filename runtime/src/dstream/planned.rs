@@ -1,0 +1,442 @@
+//! Sources whose input is planned by the driver, batch by batch, instead of received: the
+//! queue stream, direct offset-based sources (Kafka-style) and the file stream.
+//!
+//! When a batch is generated, each planned source decides what the batch reads (an offset
+//! range per partition, a list of files, a range of queued items) from where the previous
+//! batch ended. The plan is part of the operator's checkpointed state, together with the
+//! position as of the last completed batch, and the job generator makes the checkpoint that
+//! lists a batch as pending durable before the batch runs. So a batch re-run after a crash
+//! reads exactly what it read the first time, and its idempotent output is the same.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use weir_actors::pipeline::UserError;
+
+use super::Data;
+use super::graph::{BatchCx, Compute, GraphShared, Lifecycle};
+use super::memo::lock;
+use crate::error::{ComputeError, ComputeResult};
+
+/// What a planned source does; the node around it keeps the plans and positions.
+pub(crate) trait Planner: Send + Sync + 'static {
+    type Item: Data;
+    type Plan: Clone + Send + Sync + Serialize + DeserializeOwned + 'static;
+    type Position: Clone + Send + Sync + Serialize + DeserializeOwned + 'static;
+
+    fn partitions(&self) -> usize;
+    /// Where a first start begins.
+    fn initial(&self) -> ComputeResult<Self::Position>;
+    /// What batch `time` reads from `from`, and where the next batch starts.
+    fn plan(&self, from: &Self::Position, time: u64)
+    -> ComputeResult<(Self::Plan, Self::Position)>;
+    /// Partition `part` of a planned batch.
+    fn read(&self, plan: &Self::Plan, part: usize) -> ComputeResult<Vec<Self::Item>>;
+    /// Every batch up to one that ended at `through` is complete.
+    fn commit(&self, through: &Self::Position) {
+        let _ = through;
+    }
+    /// Offset ranges of a plan, for sinks that store offsets with their output.
+    fn offset_ranges(&self, plan: &Self::Plan) -> Vec<OffsetRange> {
+        let _ = plan;
+        Vec::new()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+struct PlannedState<P: Planner> {
+    /// The position after the batch `as_of` (`None`: not started, or as restored).
+    as_of: Option<u64>,
+    position: Option<P::Position>,
+    /// Plans of batches after `as_of`, with the position after each.
+    plans: BTreeMap<u64, (P::Plan, P::Position)>,
+}
+
+impl<P: Planner> Default for PlannedState<P> {
+    fn default() -> Self {
+        PlannedState {
+            as_of: None,
+            position: None,
+            plans: BTreeMap::new(),
+        }
+    }
+}
+
+/// A node around a [`Planner`].
+pub(crate) struct Planned<P: Planner> {
+    pub(crate) planner: P,
+    state: Mutex<PlannedState<P>>,
+}
+
+impl<P: Planner> Planned<P> {
+    pub(crate) fn new(planner: P) -> Self {
+        Planned {
+            planner,
+            state: Mutex::new(PlannedState::default()),
+        }
+    }
+
+    /// The offset ranges planned for batch `time`.
+    pub(crate) fn ranges(&self, time: u64) -> Vec<OffsetRange> {
+        lock(&self.state)
+            .plans
+            .get(&time)
+            .map(|(plan, _)| self.planner.offset_ranges(plan))
+            .unwrap_or_default()
+    }
+}
+
+impl<P: Planner> Compute<P::Item> for Planned<P> {
+    fn partitions(&self) -> usize {
+        self.planner.partitions()
+    }
+
+    fn compute(&self, cx: BatchCx<'_>, part: usize) -> ComputeResult<Vec<P::Item>> {
+        let plan = lock(&self.state)
+            .plans
+            .get(&cx.time)
+            .map(|(plan, _)| plan.clone())
+            .ok_or_else(|| ComputeError::new(format!("batch {} was not planned", cx.time)))?;
+        self.planner.read(&plan, part)
+    }
+
+    fn lifecycle(&self) -> Option<&dyn Lifecycle> {
+        Some(self)
+    }
+}
+
+impl<P: Planner> Lifecycle for Planned<P> {
+    fn plan(&self, graph: &GraphShared, time: u64) -> ComputeResult<()> {
+        let _ = graph;
+        let mut state = lock(&self.state);
+        if state.plans.contains_key(&time) {
+            return Ok(()); // planned before a restart: the same input again
+        }
+        if state.as_of.is_some_and(|as_of| time <= as_of) {
+            return Err(ComputeError::new(format!(
+                "batch {time} is already complete; it cannot be planned again"
+            )));
+        }
+        let from = match state.plans.range(..time).next_back() {
+            Some((_, (_, after))) => after.clone(),
+            None => match &state.position {
+                Some(position) => position.clone(),
+                None => self.planner.initial()?,
+            },
+        };
+        let planned = self.planner.plan(&from, time)?;
+        state.plans.insert(time, planned);
+        Ok(())
+    }
+
+    fn snapshot(
+        &self,
+        _graph: &GraphShared,
+        completed_through: Option<u64>,
+    ) -> ComputeResult<Option<Vec<u8>>> {
+        let mut state = lock(&self.state);
+        if let Some(through) = completed_through
+            && state.as_of.is_none_or(|as_of| as_of < through)
+        {
+            // Fold the completed plans into the position.
+            let later = state.plans.split_off(&(through + 1));
+            if let Some((_, (_, after))) = state.plans.pop_last() {
+                state.position = Some(after);
+            }
+            state.plans = later;
+            state.as_of = Some(through);
+        }
+        postcard::to_allocvec(&*state)
+            .map(Some)
+            .map_err(|e| ComputeError::new(format!("encoding source positions: {e}")))
+    }
+
+    fn state_type(&self) -> &'static str {
+        std::any::type_name::<(P::Plan, P::Position)>()
+    }
+
+    fn restore(&self, _graph: &GraphShared, bytes: Option<&[u8]>) -> ComputeResult<()> {
+        let restored = match bytes {
+            Some(bytes) => postcard::from_bytes(bytes)
+                .map_err(|e| ComputeError::new(format!("decoding source positions: {e}")))?,
+            None => PlannedState::default(),
+        };
+        *lock(&self.state) = restored;
+        Ok(())
+    }
+
+    fn offset_ranges(&self, time: u64) -> Vec<OffsetRange> {
+        self.ranges(time)
+    }
+
+    fn completed(&self, _graph: &GraphShared, time: u64) {
+        let after = lock(&self.state)
+            .plans
+            .get(&time)
+            .map(|(_, after)| after.clone());
+        if let Some(after) = after {
+            self.planner.commit(&after);
+        }
+    }
+}
+
+// ===================================== queue stream ===================================== //
+
+struct QueueInner<T> {
+    /// Items not yet committed, by sequence number; each is one batch's worth.
+    items: BTreeMap<u64, Vec<T>>,
+    next_seq: u64,
+}
+
+/// A queue of batches for tests and demos (Spark's `queueStream`): each pushed `Vec` becomes
+/// one batch (or, with `one_at_a_time` off, everything queued becomes the next batch).
+///
+/// Items leave the queue only when the batch that read them completes, so a driver restart
+/// in the same process re-reads exactly what the lost batches read. The queue lives in memory:
+/// it does not survive the process.
+pub struct QueueStream<T> {
+    inner: Arc<Mutex<QueueInner<T>>>,
+    one_at_a_time: bool,
+    partitions: usize,
+}
+
+impl<T> Clone for QueueStream<T> {
+    fn clone(&self) -> Self {
+        QueueStream {
+            inner: Arc::clone(&self.inner),
+            one_at_a_time: self.one_at_a_time,
+            partitions: self.partitions,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for QueueStream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueStream")
+            .field("queued", &lock(&self.inner).items.len())
+            .finish()
+    }
+}
+
+impl<T: Data> QueueStream<T> {
+    /// An empty queue whose batches have `partitions` partitions; with `one_at_a_time`, each
+    /// batch takes one pushed `Vec`, otherwise all that are queued.
+    pub fn new(one_at_a_time: bool, partitions: usize) -> Self {
+        QueueStream {
+            inner: Arc::new(Mutex::new(QueueInner {
+                items: BTreeMap::new(),
+                next_seq: 0,
+            })),
+            one_at_a_time,
+            partitions: partitions.max(1),
+        }
+    }
+
+    /// Queues one batch's worth of items.
+    pub fn push(&self, items: Vec<T>) {
+        let mut inner = lock(&self.inner);
+        let seq = inner.next_seq;
+        inner.items.insert(seq, items);
+        inner.next_seq += 1;
+    }
+
+    /// How many pushed `Vec`s have not been committed yet.
+    pub fn pending(&self) -> usize {
+        lock(&self.inner).items.len()
+    }
+}
+
+impl<T: Data> Planner for QueueStream<T> {
+    type Item = T;
+    type Plan = Range<u64>;
+    type Position = u64;
+
+    fn partitions(&self) -> usize {
+        self.partitions
+    }
+    fn initial(&self) -> ComputeResult<u64> {
+        Ok(lock(&self.inner).items.keys().next().copied().unwrap_or(0))
+    }
+    fn plan(&self, from: &u64, _time: u64) -> ComputeResult<(Range<u64>, u64)> {
+        let inner = lock(&self.inner);
+        let available = inner.next_seq.max(*from);
+        let until = if self.one_at_a_time {
+            (*from + 1).min(available)
+        } else {
+            available
+        };
+        Ok((*from..until, until))
+    }
+    fn read(&self, plan: &Range<u64>, part: usize) -> ComputeResult<Vec<T>> {
+        let inner = lock(&self.inner);
+        let all: Vec<&T> = inner
+            .items
+            .range(plan.clone())
+            .flat_map(|(_, items)| items.iter())
+            .collect();
+        let n = self.partitions;
+        let len = all.len();
+        Ok(all[part * len / n..(part + 1) * len / n]
+            .iter()
+            .map(|x| (*x).clone())
+            .collect())
+    }
+    fn commit(&self, through: &u64) {
+        let mut inner = lock(&self.inner);
+        let keep = inner.items.split_off(through);
+        inner.items = keep;
+    }
+}
+
+// ================================ direct offset sources ================================ //
+
+/// One partition's records of one batch: `[from, until)`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct OffsetRange {
+    /// The source's name.
+    pub source: String,
+    /// The partition.
+    pub partition: u32,
+    /// The first offset read.
+    pub from: u64,
+    /// One past the last offset read.
+    pub until: u64,
+}
+
+impl OffsetRange {
+    /// How many records the range holds.
+    pub fn count(&self) -> u64 {
+        self.until.saturating_sub(self.from)
+    }
+}
+
+/// A replayable, partitioned source read by offset (Kafka-style), without a receiver: each
+/// batch reads an offset range per partition, planned by the driver and kept in the
+/// checkpoint, so a batch re-run after a crash reads the same records.
+pub trait OffsetSource: Send + Sync + 'static {
+    /// A stable name, used in offset ranges.
+    fn name(&self) -> String;
+    /// How many partitions it has (fixed for the life of the graph).
+    fn partitions(&self) -> usize;
+    /// The first available offset of each partition.
+    ///
+    /// # Errors
+    ///
+    /// The source cannot be reached; the batch fails and is retried after a driver restart.
+    fn earliest(&self) -> Result<Vec<u64>, UserError>;
+    /// One past the last available offset of each partition.
+    ///
+    /// # Errors
+    ///
+    /// As for [`earliest`](Self::earliest).
+    fn latest(&self) -> Result<Vec<u64>, UserError>;
+    /// The records `[range)` of `partition`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`earliest`](Self::earliest).
+    fn read(&self, partition: u32, range: Range<u64>) -> Result<Vec<Bytes>, UserError>;
+    /// Every batch up to one ending at `next` completed its output: commit (e.g. a consumer
+    /// group's offsets). A failure is logged; the checkpoint stays the source of truth.
+    ///
+    /// # Errors
+    ///
+    /// The commit failed.
+    fn commit(&self, next: &[u64]) -> Result<(), UserError> {
+        let _ = next;
+        Ok(())
+    }
+}
+
+/// Where a direct source starts when there is no checkpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StartingOffsets {
+    /// From the first available record.
+    #[default]
+    Earliest,
+    /// From the records that arrive after the start.
+    Latest,
+}
+
+pub(crate) struct Direct {
+    pub(crate) source: Arc<dyn OffsetSource>,
+    pub(crate) partitions: usize,
+    pub(crate) start: StartingOffsets,
+    /// At most this many records per partition per batch.
+    pub(crate) max_per_partition: Option<u64>,
+}
+
+impl Planner for Direct {
+    type Item = Bytes;
+    type Plan = Vec<Range<u64>>;
+    type Position = Vec<u64>;
+
+    fn partitions(&self) -> usize {
+        self.partitions
+    }
+    fn initial(&self) -> ComputeResult<Vec<u64>> {
+        match self.start {
+            StartingOffsets::Earliest => self.source.earliest(),
+            StartingOffsets::Latest => self.source.latest(),
+        }
+        .map_err(ComputeError::from)
+    }
+    fn plan(&self, from: &Vec<u64>, _time: u64) -> ComputeResult<(Vec<Range<u64>>, Vec<u64>)> {
+        let latest = self.source.latest().map_err(ComputeError::from)?;
+        let earliest = self.source.earliest().map_err(ComputeError::from)?;
+        let mut plan = Vec::with_capacity(self.partitions);
+        for p in 0..self.partitions {
+            let start = from
+                .get(p)
+                .copied()
+                .unwrap_or(0)
+                .max(earliest.get(p).copied().unwrap_or(0));
+            let mut until = latest.get(p).copied().unwrap_or(start).max(start);
+            if let Some(max) = self.max_per_partition {
+                until = until.min(start + max);
+            }
+            plan.push(start..until);
+        }
+        let next = plan.iter().map(|r| r.end).collect();
+        Ok((plan, next))
+    }
+    fn read(&self, plan: &Vec<Range<u64>>, part: usize) -> ComputeResult<Vec<Bytes>> {
+        let range = plan.get(part).cloned().unwrap_or(0..0);
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        let records = self
+            .source
+            .read(part as u32, range.clone())
+            .map_err(ComputeError::from)?;
+        if records.len() as u64 != range.end - range.start {
+            return Err(ComputeError::new(format!(
+                "{} partition {part}: asked for offsets {range:?}, got {} records",
+                self.source.name(),
+                records.len()
+            )));
+        }
+        Ok(records)
+    }
+    fn commit(&self, through: &Vec<u64>) {
+        if let Err(err) = self.source.commit(through) {
+            tracing::warn!(source = %self.source.name(), error = %err, "committing offsets failed");
+        }
+    }
+    fn offset_ranges(&self, plan: &Vec<Range<u64>>) -> Vec<OffsetRange> {
+        plan.iter()
+            .enumerate()
+            .map(|(p, r)| OffsetRange {
+                source: self.source.name(),
+                partition: p as u32,
+                from: r.start,
+                until: r.end,
+            })
+            .collect()
+    }
+}
