@@ -219,8 +219,43 @@ impl ManualClock {
         Ok(())
     }
 
-    /// Rebuilds the graph from the same code and restores it from the snapshot taken after the
-    /// last batch, as a driver restart would.
+    /// Crashes in the middle of the next batch: plans it and takes the snapshot the engine's
+    /// "before" checkpoint carries (the batch pending), runs none of its jobs, then rebuilds the
+    /// graph and restores from that snapshot. The next [`run`](Self::run) re-runs the batch,
+    /// as a restarted driver re-runs its pending batches.
+    ///
+    /// # Errors
+    ///
+    /// Planning or the snapshot failed, or the snapshot does not fit the rebuilt graph.
+    pub fn crash_mid_batch(&mut self) -> Result<(), Error> {
+        let pipeline = self.context.pipeline();
+        let time = self.next_batch;
+        pipeline
+            .jobs(&BatchInput {
+                batch_time_ms: time,
+                blocks: BTreeMap::new(),
+            })
+            .map_err(|e| Error::State(format!("batch {time}: {e}")))?;
+        let completed = self.last_checkpoint.as_ref().map(|c| c.checkpoint_time_ms);
+        let state = pipeline
+            .snapshot(completed)
+            .map_err(|e| Error::State(format!("snapshot before batch {time}: {e}")))?;
+        self.last_checkpoint = Some(CheckpointData {
+            checkpoint_time_ms: time,
+            pending_batches: vec![time],
+            batch_interval_ms: self.interval_ms,
+            zero_time_ms: 0,
+            settings: BTreeMap::new(),
+            source_offsets: Vec::new(),
+            operator_state: state,
+            graph_fingerprint: pipeline.fingerprint(),
+        });
+        self.restart()
+    }
+
+    /// Rebuilds the graph from the same code and restores it from the last snapshot (taken
+    /// after the last batch, or by [`crash_mid_batch`](Self::crash_mid_batch)), as a driver
+    /// restart would.
     ///
     /// # Errors
     ///

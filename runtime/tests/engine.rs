@@ -9,7 +9,10 @@
 //! counts after the last batch add up to exactly the records committed (a state restored
 //! twice, or lost, would not).
 
-#![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -36,9 +39,11 @@ async fn next_matching(events: &mut EventSubscription, what: &str, f: impl Fn(&E
 
 async fn completed_with_records(events: &mut EventSubscription, count: usize) {
     for _ in 0..count {
-        next_matching(events, "a completed batch", |e| {
-            matches!(e, Event::BatchCompleted { records, .. } if *records > 0)
-        })
+        next_matching(
+            events,
+            "a completed batch",
+            |e| matches!(e, Event::BatchCompleted { records, .. } if *records > 0),
+        )
         .await;
     }
 }
@@ -120,9 +125,11 @@ async fn a_stateful_graph_stays_exact_while_actors_are_killed() {
             .unwrap_or_else(|| panic!("{victim} is not running"))
             .kill();
         let name = victim.clone();
-        next_matching(&mut events, "the kill's failure event", move |e| {
-            matches!(e, Event::ActorFailed { actor, .. } if *actor == name)
-        })
+        next_matching(
+            &mut events,
+            "the kill's failure event",
+            move |e| matches!(e, Event::ActorFailed { actor, .. } if *actor == name),
+        )
         .await;
         completed_with_records(&mut events, 2).await;
     }
@@ -138,10 +145,24 @@ async fn a_stateful_graph_stays_exact_while_actors_are_killed() {
             }
         }
     }
-    let lost: Vec<&u64> = acknowledged.iter().filter(|id| !seen.contains_key(id)).collect();
-    assert!(lost.is_empty(), "acknowledged records lost: {:?}", &lost[..lost.len().min(10)]);
-    assert!(sink.conflicts.lock().unwrap().is_empty(), "a batch was committed with different records");
-    assert!(acknowledged.len() > 100, "too little data flowed: {}", acknowledged.len());
+    let lost: Vec<&u64> = acknowledged
+        .iter()
+        .filter(|id| !seen.contains_key(id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged records lost: {:?}",
+        &lost[..lost.len().min(10)]
+    );
+    assert!(
+        sink.conflicts.lock().unwrap().is_empty(),
+        "a batch was committed with different records"
+    );
+    assert!(
+        acknowledged.len() > 100,
+        "too little data flowed: {}",
+        acknowledged.len()
+    );
 
     let totals = sink.totals.lock().unwrap();
     let (&last, last_totals) = totals.iter().next_back().unwrap();
