@@ -61,6 +61,9 @@ impl OffsetSource for Log {
     }
 }
 
+/// Offset ranges each batch's output saw.
+type Seen = Vec<(u64, Vec<OffsetRange>)>;
+
 fn text(b: &Bytes) -> String {
     String::from_utf8(b.to_vec()).unwrap()
 }
@@ -71,7 +74,7 @@ async fn a_batch_rerun_after_a_crash_reads_the_same_ranges() {
     log.append(0, &["a", "b"]);
     log.append(1, &["c"]);
     let out = Collected::default();
-    let ranges: Arc<Mutex<Vec<(u64, Vec<OffsetRange>)>>> = Arc::default();
+    let ranges: Arc<Mutex<Seen>> = Arc::default();
     let (l, o, r) = (Arc::clone(&log), out.clone(), Arc::clone(&ranges));
     let mut clock = ManualClock::new(1000, 2, move |ctx| {
         let records = ctx
