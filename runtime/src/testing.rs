@@ -157,12 +157,27 @@ impl ManualClock {
     }
 
     fn build(interval_ms: u64, parallelism: usize, build: &Build) -> StreamingContext {
+        Self::build_configured(interval_ms, parallelism, build, |_| {})
+    }
+
+    fn build_configured(
+        interval_ms: u64,
+        parallelism: usize,
+        build: &Build,
+        configure: impl FnOnce(&mut StreamingConfig),
+    ) -> StreamingContext {
         let mut config = StreamingConfig::new(Storage::memory())
             .batch_interval(Duration::from_millis(interval_ms));
         config.parallelism = parallelism;
+        configure(&mut config);
         let context = StreamingContext::new(config);
         build(&context);
         context
+    }
+
+    /// The context the graph was last built on (e.g. for its restore report).
+    pub fn context(&self) -> &StreamingContext {
+        &self.context
     }
 
     /// The time of the next batch.
@@ -261,7 +276,34 @@ impl ManualClock {
     ///
     /// The snapshot does not fit the rebuilt graph.
     pub fn restart(&mut self) -> Result<(), Error> {
-        self.context = Self::build(self.interval_ms, self.parallelism, &self.build);
+        self.restart_with_config(|_| {})
+    }
+
+    /// Like [`restart`](Self::restart), with the graph built by new code (an upgrade).
+    ///
+    /// # Errors
+    ///
+    /// The snapshot does not fit the new graph.
+    pub fn restart_with(
+        &mut self,
+        build: impl Fn(&StreamingContext) + Send + Sync + 'static,
+    ) -> Result<(), Error> {
+        self.build = Box::new(build);
+        self.restart()
+    }
+
+    /// Like [`restart`](Self::restart), after `configure` changed the configuration (e.g.
+    /// `allow_unmatched_state`).
+    ///
+    /// # Errors
+    ///
+    /// The snapshot does not fit the graph.
+    pub fn restart_with_config(
+        &mut self,
+        configure: impl FnOnce(&mut StreamingConfig),
+    ) -> Result<(), Error> {
+        self.context =
+            Self::build_configured(self.interval_ms, self.parallelism, &self.build, configure);
         self.context
             .pipeline()
             .restore(self.last_checkpoint.as_ref())

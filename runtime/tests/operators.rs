@@ -464,3 +464,87 @@ async fn state_survives_a_restart_from_the_checkpoint() {
     clock.run(3).await.unwrap();
     assert_eq!(out.all_sorted(), state_expected());
 }
+
+fn counting_graph(
+    queue: &QueueStream<String>,
+    out: &Collected<(String, i64)>,
+    state_id: &'static str,
+) -> impl Fn(&weir::StreamingContext) + Send + Sync + 'static {
+    let (q, o) = (queue.clone(), out.clone());
+    move |ctx| {
+        let counts = ctx
+            .queue_stream(&q)
+            .uid("words")
+            .map(|w| (w.clone(), 1i64))
+            .update_state_by_key(running_sum)
+            .uid(state_id);
+        o.collect(&counts);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_of_a_removed_operator_refuses_the_restore_unless_allowed() {
+    let queue = QueueStream::new(true, 2);
+    for batch in state_input() {
+        queue.push(batch);
+    }
+    let out = Collected::default();
+    let mut clock = ManualClock::new(1000, 2, counting_graph(&queue, &out, "counts")).unwrap();
+    clock.run(2).await.unwrap();
+    // The new code renamed the operator: its old state matches nothing.
+    let err = clock
+        .restart_with(counting_graph(&queue, &out, "counts-v2"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("\"counts\"") && err.contains("allow_unmatched_state"),
+        "{err}"
+    );
+    clock
+        .restart_with_config(|c| c.allow_unmatched_state = true)
+        .unwrap();
+    let report = clock.context().restore_report().join("\n");
+    assert!(
+        report.contains("dropped the state of removed operators: \"counts\""),
+        "{report}"
+    );
+    assert!(
+        report.contains("\"counts-v2\"") && report.contains("starts empty"),
+        "{report}"
+    );
+    clock.run(1).await.unwrap();
+    // Started empty: batch 3 counts only itself.
+    assert_eq!(
+        out.sorted(3000),
+        vec![(s("a"), 1), (s("b"), 1), (s("c"), 1)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_state_type_refuses_the_restore_naming_the_operator() {
+    let queue = QueueStream::new(true, 2);
+    for batch in state_input() {
+        queue.push(batch);
+    }
+    let out = Collected::default();
+    let mut clock = ManualClock::new(1000, 2, counting_graph(&queue, &out, "counts")).unwrap();
+    clock.run(2).await.unwrap();
+    let q = queue.clone();
+    let err = clock
+        .restart_with(move |ctx| {
+            ctx.queue_stream(&q)
+                .uid("words")
+                .map(|w| (w.clone(), 1i64))
+                .update_state_by_key(|v: &[i64], s: Option<String>| {
+                    Some(format!("{}{}", s.unwrap_or_default(), v.len()))
+                })
+                .uid("counts")
+                .print(1);
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("\"counts\"") && err.contains("new id"),
+        "{err}"
+    );
+}

@@ -471,7 +471,7 @@ impl Pipeline for GraphPipeline {
             matched.push((Arc::clone(node), state));
         }
         if !by_id.is_empty() {
-            let ids: Vec<&str> = by_id.keys().copied().collect();
+            let ids: Vec<String> = by_id.keys().map(|id| format!("{id:?}")).collect();
             if !self.graph.settings.allow_unmatched_state {
                 return Err(format!(
                     "the checkpoint holds state of operators that no longer exist: {}; restore \
