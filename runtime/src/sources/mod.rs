@@ -2,4 +2,5 @@
 //! partitioned log).
 
 pub mod partitioned_log;
+pub mod rate;
 pub mod socket;
