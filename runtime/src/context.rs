@@ -8,7 +8,7 @@ use bytes::Bytes;
 use weir_actors::checkpoint::{CheckpointConfig, CheckpointId, CheckpointStore};
 use weir_actors::engine::{Engine, EngineConfig};
 use weir_actors::event_bus::EventSubscription;
-use weir_actors::pipeline::ReceiverFactory;
+use weir_actors::pipeline::{Receiver, ReceiverFactory};
 
 use crate::Storage;
 use crate::dstream::graph::{GraphPipeline, GraphSettings, GraphShared};
@@ -16,6 +16,7 @@ use crate::dstream::input::ReceiverInput;
 use crate::dstream::planned::{Direct, Planned};
 use crate::dstream::{DStream, Data, OffsetSource, QueueStream, StartingOffsets, memo::lock};
 use crate::error::{ComputeError, Error};
+use crate::sources::socket::SocketTextReceiver;
 
 /// How a streaming context runs. `StreamingConfig::new(storage)` has Spark's defaults; the
 /// engine's settings (batch interval, block interval, executors, checkpoint policy, restart
@@ -230,6 +231,37 @@ impl StreamingContext {
             },
         );
         DStream::from_node(&self.graph, node)
+    }
+
+    /// A stream of the text lines a TCP server sends (Spark's `socketTextStream`): a receiver
+    /// connects to `addr` (`host:port`), reconnects with backoff when the connection drops,
+    /// and stores the lines it reads in blocks (durable in the WAL). A plain TCP sender gets
+    /// no acknowledgement, so what is in flight when the process dies is lost.
+    ///
+    /// # Panics
+    ///
+    /// If the context has started.
+    pub fn socket_text_stream(&self, addr: impl Into<String>) -> DStream<String> {
+        self.socket_text_stream_with(SocketTextReceiver::new(addr))
+    }
+
+    /// [`socket_text_stream`](Self::socket_text_stream) with a configured receiver (line
+    /// limits, backoff, rate limit).
+    ///
+    /// # Panics
+    ///
+    /// If the context has started.
+    pub fn socket_text_stream_with(&self, receiver: SocketTextReceiver) -> DStream<String> {
+        self.text_receiver_stream(move || Box::new(receiver.clone()) as Box<dyn Receiver>)
+    }
+
+    /// A stream of text lines from a receiver that stores UTF-8 lines.
+    fn text_receiver_stream(&self, factory: impl ReceiverFactory) -> DStream<String> {
+        self.receiver_stream_decoded(factory, |record| {
+            std::str::from_utf8(record)
+                .map(str::to_owned)
+                .map_err(|e| format!("a stored record is not UTF-8: {e}").into())
+        })
     }
 
     /// A stream of the batches pushed into `queue` (for tests and demos).

@@ -184,3 +184,52 @@ async fn a_stateful_graph_stays_exact_while_actors_are_killed() {
         });
     assert_eq!(*last_totals, per_key);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_text_stream_counts_words_on_the_engine() {
+    use tokio::io::AsyncWriteExt;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StreamingConfig::local(dir.path()).batch_interval(Duration::from_millis(100));
+    config.engine.name_prefix = "rt-socket/".to_owned();
+    config.engine.block_interval = Duration::from_millis(20);
+    let mut ctx = StreamingContext::new(config);
+    let counts: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let c = Arc::clone(&counts);
+    ctx.socket_text_stream(addr)
+        .flat_map(|line| {
+            line.split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .map(|w| (w.clone(), 1u64))
+        .reduce_by_key(|a, b| a + b)
+        .foreach_batch(move |batch| {
+            let mut counts = c.lock().unwrap();
+            for (w, n) in batch.iter() {
+                *counts.entry(w.clone()).or_default() += n;
+            }
+            Ok(())
+        });
+    ctx.start().await.unwrap();
+    let mut events = ctx.events().unwrap();
+    let (mut socket, _) = listener.accept().await.unwrap();
+    socket
+        .write_all(b"the quick brown fox\njumps over the lazy dog\nthe end\n")
+        .await
+        .unwrap();
+    socket.flush().await.unwrap();
+    next_matching(
+        &mut events,
+        "a batch with the lines",
+        |e| matches!(e, Event::BatchCompleted { records, .. } if *records > 0),
+    )
+    .await;
+    ctx.stop(true).await.unwrap();
+    let counts = counts.lock().unwrap();
+    assert_eq!(counts.get("the"), Some(&3));
+    assert_eq!(counts.get("fox"), Some(&1));
+    assert_eq!(counts.values().sum::<u64>(), 11);
+}
