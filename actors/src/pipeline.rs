@@ -92,6 +92,21 @@ pub struct StoreRequest {
     pub reply: Option<oneshot::Sender<Result<BlockInfo, StoreError>>>,
 }
 
+/// Admission control of a receiver's records — a rate limit (Spark's
+/// `spark.streaming.receiver.maxRate`, or the rate that backpressure computes).
+///
+/// [`ReceiverContext::store`] waits on it before it stores; receivers that [`push`]
+/// (ReceiverContext::push) call [`ReceiverContext::admit`] themselves.
+pub trait Admission: Send + Sync + fmt::Debug + 'static {
+    /// Resolves when `records` more records may pass.
+    ///
+    /// # Cancel safety
+    ///
+    /// Must be cancel safe: a cancelled wait may count its records as passed (erring on the
+    /// slow side), never let more through than allowed.
+    fn admit(&self, records: u64) -> BoxFuture<'_, ()>;
+}
+
 /// What a running [`Receiver`] uses to hand over records.
 #[derive(Clone, Debug)]
 pub struct ReceiverContext {
@@ -99,6 +114,7 @@ pub struct ReceiverContext {
     to_supervisor: mpsc::Sender<StoreRequest>,
     pushed: Arc<std::sync::Mutex<Vec<Bytes>>>,
     stop: watch::Receiver<bool>,
+    admission: Option<Arc<dyn Admission>>,
 }
 
 impl ReceiverContext {
@@ -114,6 +130,28 @@ impl ReceiverContext {
             to_supervisor,
             pushed,
             stop,
+            admission: None,
+        }
+    }
+
+    /// This context with records admitted by `admission` (a rate limit): [`store`](Self::store)
+    /// waits on it, [`admit`](Self::admit) exposes it to receivers that push.
+    #[must_use]
+    pub fn with_admission(mut self, admission: Arc<dyn Admission>) -> Self {
+        self.admission = Some(admission);
+        self
+    }
+
+    /// Waits until `records` more records may be handed over (at once without a rate limit).
+    /// [`store`](Self::store) calls it; a receiver that [`push`](Self::push)es records one at a
+    /// time should call it before pushing them.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a cancelled wait never lets more records through than the limit allows.
+    pub async fn admit(&self, records: u64) {
+        if let Some(admission) = &self.admission {
+            admission.admit(records).await;
         }
     }
 
@@ -129,6 +167,7 @@ impl ReceiverContext {
     ///
     /// If cancelled, the records may or may not have been stored; they were not acknowledged.
     pub async fn store(&self, records: Vec<Bytes>) -> Result<BlockInfo, StoreError> {
+        self.admit(records.len() as u64).await;
         let closed = || StoreError::Closed {
             stream: self.stream,
         };

@@ -11,6 +11,7 @@ use weir_actors::event_bus::EventSubscription;
 use weir_actors::pipeline::{Receiver, ReceiverFactory};
 
 use crate::Storage;
+use crate::backpressure::{Admitted, RateConfig, RateControl};
 use crate::dstream::graph::{GraphPipeline, GraphSettings, GraphShared};
 use crate::dstream::input::ReceiverInput;
 use crate::dstream::planned::{Direct, Planned};
@@ -31,6 +32,8 @@ pub struct StreamingConfig {
     /// On restore, drop the state of operators that no longer exist instead of refusing to
     /// start. Default: false.
     pub allow_unmatched_state: bool,
+    /// Rate limits of the sources, and backpressure. Default: no limit, no backpressure.
+    pub rate: RateConfig,
 }
 
 impl StreamingConfig {
@@ -41,6 +44,7 @@ impl StreamingConfig {
             parallelism: engine.executors,
             engine,
             allow_unmatched_state: false,
+            rate: RateConfig::default(),
         }
     }
 
@@ -85,6 +89,8 @@ pub struct StreamingContext {
     graph: Arc<GraphShared>,
     engine: Option<Engine>,
     restored: Option<RestoreInfo>,
+    rate: Arc<RateControl>,
+    rate_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl StreamingContext {
@@ -96,10 +102,12 @@ impl StreamingContext {
             allow_unmatched_state: config.allow_unmatched_state,
         }));
         StreamingContext {
+            rate: Arc::new(RateControl::new(config.rate)),
             config,
             graph,
             engine: None,
             restored: None,
+            rate_task: None,
         }
     }
 
@@ -221,7 +229,17 @@ impl StreamingContext {
     ) -> DStream<T> {
         self.check_not_started();
         let stream = self.graph.new_stream_id();
-        lock(&self.graph.receivers).push((stream, Arc::new(factory)));
+        let factory: Arc<dyn ReceiverFactory> = match self.rate.receiver_admission() {
+            Ok(Some(admission)) => Arc::new(move || {
+                Box::new(Admitted {
+                    inner: factory.create(),
+                    admission: Arc::clone(&admission),
+                }) as Box<dyn Receiver>
+            }),
+            // An invalid rate is reported by `start`, which validates the configuration.
+            Ok(None) | Err(_) => Arc::new(factory),
+        };
+        lock(&self.graph.receivers).push((stream, factory));
         let node = self.graph.add_node(
             "receiver_stream",
             ReceiverInput {
@@ -300,6 +318,9 @@ impl StreamingContext {
                 partitions,
                 start,
                 max_per_partition,
+                rate: self.rate.direct_rate().ok().flatten(),
+                rate_config: self.config.rate,
+                batch_interval: self.config.engine.batch_interval,
             }),
         );
         DStream::from_node(&self.graph, node)
@@ -319,11 +340,19 @@ impl StreamingContext {
             ));
         }
         self.graph.validate().map_err(Error::InvalidGraph)?;
+        self.config
+            .rate
+            .validate(self.config.engine.batch_interval)
+            .map_err(|e| Error::Config(format!("rate control: {e}")))?;
         let pipeline = Arc::new(GraphPipeline {
             graph: Arc::clone(&self.graph),
         });
         let receivers = lock(&self.graph.receivers).clone();
         let engine = Engine::start(self.config.engine.clone(), pipeline, receivers).await?;
+        self.rate_task = self
+            .rate
+            .spawn(self.config.engine.batch_interval, engine.events())
+            .map_err(|e| Error::Config(format!("rate control: {e}")))?;
         self.engine = Some(engine);
         Ok(())
     }
@@ -347,6 +376,7 @@ impl StreamingContext {
     ///
     /// The engine had failed or gave up.
     pub async fn stop(mut self, graceful: bool) -> Result<(), Error> {
+        self.end_rate_control();
         match self.engine.take() {
             Some(engine) => Ok(engine.stop(graceful).await?),
             None => Ok(()),
@@ -360,9 +390,17 @@ impl StreamingContext {
     /// The engine failed or gave up ([`weir_actors::engine::EngineError::GaveUp`] says which
     /// actor, how often and why).
     pub async fn await_termination(mut self) -> Result<(), Error> {
-        match self.engine.take() {
+        let result = match self.engine.take() {
             Some(engine) => Ok(engine.await_termination().await?),
             None => Err(Error::State("the streaming context has not started".into())),
+        };
+        self.end_rate_control();
+        result
+    }
+
+    fn end_rate_control(&mut self) {
+        if let Some(task) = self.rate_task.take() {
+            task.abort();
         }
     }
 }

@@ -21,6 +21,9 @@ pub enum Error {
     /// Reading the checkpoint directory failed.
     #[error("reading checkpoints: {0}")]
     Checkpoint(String),
+    /// A configuration value is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
     /// The context was used in the wrong state (e.g. started twice).
     #[error("{0}")]
     State(String),

@@ -32,6 +32,7 @@
 
 #![doc(test(attr(deny(warnings))))]
 
+pub mod backpressure;
 mod context;
 pub mod dstream;
 mod error;

@@ -156,6 +156,22 @@ impl ManualClock {
         })
     }
 
+    /// [`new`](Self::new) with the configuration changed by `configure` (e.g. rate limits).
+    ///
+    /// # Errors
+    ///
+    /// The graph is invalid (e.g. has no output).
+    pub fn with_config(
+        interval_ms: u64,
+        parallelism: usize,
+        configure: impl FnOnce(&mut StreamingConfig),
+        build: impl Fn(&StreamingContext) + Send + Sync + 'static,
+    ) -> Result<Self, Error> {
+        let mut clock = Self::new(interval_ms, parallelism, build)?;
+        clock.restart_with_config(configure)?;
+        Ok(clock)
+    }
+
     fn build(interval_ms: u64, parallelism: usize, build: &Build) -> StreamingContext {
         Self::build_configured(interval_ms, parallelism, build, |_| {})
     }

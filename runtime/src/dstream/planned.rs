@@ -369,6 +369,11 @@ pub(crate) struct Direct {
     pub(crate) start: StartingOffsets,
     /// At most this many records per partition per batch.
     pub(crate) max_per_partition: Option<u64>,
+    /// The stream's rate from backpressure (records per second, all partitions).
+    pub(crate) rate: Option<crate::sources::rate::RateHandle>,
+    /// The fixed rate limits.
+    pub(crate) rate_config: crate::backpressure::RateConfig,
+    pub(crate) batch_interval: std::time::Duration,
 }
 
 impl Planner for Direct {
@@ -389,18 +394,34 @@ impl Planner for Direct {
     fn plan(&self, from: &Vec<u64>, _time: u64) -> ComputeResult<(Vec<Range<u64>>, Vec<u64>)> {
         let latest = self.source.latest().map_err(ComputeError::from)?;
         let earliest = self.source.earliest().map_err(ComputeError::from)?;
+        let available: Vec<Range<u64>> = (0..self.partitions)
+            .map(|p| {
+                let start = from
+                    .get(p)
+                    .copied()
+                    .unwrap_or(0)
+                    .max(earliest.get(p).copied().unwrap_or(0));
+                start..latest.get(p).copied().unwrap_or(start).max(start)
+            })
+            .collect();
+        let lags: Vec<u64> = available.iter().map(|r| r.end - r.start).collect();
+        let caps = crate::backpressure::per_partition_caps(
+            &self.rate_config,
+            self.rate.as_ref().map(|r| r.get()),
+            &lags,
+            self.batch_interval,
+        );
         let mut plan = Vec::with_capacity(self.partitions);
-        for p in 0..self.partitions {
-            let start = from
-                .get(p)
-                .copied()
-                .unwrap_or(0)
-                .max(earliest.get(p).copied().unwrap_or(0));
-            let mut until = latest.get(p).copied().unwrap_or(start).max(start);
-            if let Some(max) = self.max_per_partition {
-                until = until.min(start + max);
-            }
-            plan.push(start..until);
+        for (range, cap) in available.into_iter().zip(caps) {
+            let limit = match (cap, self.max_per_partition) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let until = match limit {
+                Some(max) => range.end.min(range.start.saturating_add(max)),
+                None => range.end,
+            };
+            plan.push(range.start..until);
         }
         let next = plan.iter().map(|r| r.end).collect();
         Ok((plan, next))
