@@ -198,6 +198,28 @@ async fn the_remember_window_bounds_what_is_kept_and_older_files_are_ignored() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_from_the_future_does_not_hide_later_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = FileStreamOptions::new().remember(Duration::from_secs(10));
+    let future = dir.path().join("future");
+    fs::write(&future, b"future\n").unwrap();
+    File::options()
+        .write(true)
+        .open(&future)
+        .unwrap()
+        .set_modified(SystemTime::now() + Duration::from_secs(86_400))
+        .unwrap();
+    let (mut clock, out) = lines_of(dir.path(), options, 1);
+    clock.run(1).await.unwrap();
+    fs::write(dir.path().join("now"), b"now\n").unwrap(); // modified now
+    clock.run(1).await.unwrap();
+    assert_eq!(
+        out.all_sorted(),
+        vec![strings(&["future"]), strings(&["now"])]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_files_only_ignores_what_is_there_at_the_first_batch() {
     let dir = tempfile::tempdir().unwrap();
     put(dir.path(), "before", b"before\n", 0);
