@@ -158,6 +158,23 @@ fn damage_before_the_tail_is_an_error_not_a_cut() {
 }
 
 #[test]
+fn a_segment_cut_under_a_reader_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = PartitionedLog::create(dir.path(), 1).unwrap();
+    log.append(0, &["one", "two"]).unwrap();
+    assert_eq!(log.end_offsets().unwrap(), vec![2]);
+    let segment = segments(dir.path(), 0).pop().unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(3)
+        .unwrap();
+    let err = log.end_offsets().unwrap_err();
+    assert!(err.to_string().contains("shrank to 3 bytes"), "{err}");
+}
+
+#[test]
 fn create_checks_the_partition_count_and_open_needs_a_log() {
     let dir = tempfile::tempdir().unwrap();
     PartitionedLog::create(dir.path(), 3).unwrap();
