@@ -26,6 +26,7 @@ mod output;
 mod pair;
 pub(crate) mod planned;
 mod state;
+mod window;
 
 pub use graph::Partition;
 pub use ops::union_of;
