@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 pub(crate) mod graph;
 pub(crate) mod input;
+mod map_with_state;
 pub(crate) mod memo;
 mod ops;
 mod output;
@@ -29,6 +30,7 @@ mod state;
 mod window;
 
 pub use graph::Partition;
+pub use map_with_state::{MapWithStateDStream, State, StateSpec};
 pub use ops::union_of;
 pub use output::{Batch, BatchPartition};
 pub use planned::{OffsetRange, OffsetSource, QueueStream, StartingOffsets};

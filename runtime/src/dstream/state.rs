@@ -164,6 +164,21 @@ where
         *lock(&self.base) = base;
         Ok(())
     }
+
+    /// Replaces the state before the first batch with `entries` (an initial state).
+    pub(crate) fn seed(&self, entries: impl IntoIterator<Item = (K, S)>) {
+        self.versions.clear();
+        let mut parts: Vec<StableMap<K, S>> =
+            (0..self.partitions).map(|_| StableMap::default()).collect();
+        for (k, s) in entries {
+            parts[partition_of(&k, self.partitions)].insert(k, s);
+        }
+        *lock(&self.base) = Base {
+            as_of: None,
+            parts: parts.into_iter().map(Arc::new).collect(),
+            encoded: None,
+        };
+    }
 }
 
 type UpdateFn<V, S> = dyn Fn(&[V], Option<S>) -> Option<S> + Send + Sync;
