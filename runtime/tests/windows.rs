@@ -596,3 +596,152 @@ async fn durations_that_are_not_multiples_of_the_interval_fail_the_start() {
     let err = clock.run(1).await.unwrap_err().to_string();
     assert!(err.contains("window length"), "{err}");
 }
+
+// --------------------------------- the real engine --------------------------------- //
+
+mod engine {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use weir::{StreamingConfig, StreamingContext};
+    use weir_actors::Event;
+    use weir_actors::event_bus::EventSubscription;
+    use weir_actors::pipeline::Receiver;
+    use weir_actors::testing::NumberedReceiver;
+
+    async fn next_matching(events: &mut EventSubscription, what: &str, f: impl Fn(&Event) -> bool) {
+        tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                let r = events.next().await.expect("the event feed is open");
+                if f(&r.event) {
+                    return;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+    }
+
+    async fn completed_with_records(events: &mut EventSubscription, count: usize) {
+        for _ in 0..count {
+            next_matching(
+                events,
+                "a completed batch",
+                |e| matches!(e, Event::BatchCompleted { records, .. } if *records > 0),
+            )
+            .await;
+        }
+    }
+
+    type PerBatch<T> = Arc<Mutex<BTreeMap<u64, T>>>;
+
+    /// Records the first output of each batch; a re-run must produce the same.
+    fn first_wins<T: PartialEq>(map: &PerBatch<T>, conflicts: &Mutex<Vec<u64>>, t: u64, v: T) {
+        let mut map = map.lock().unwrap();
+        match map.get(&t) {
+            Some(existing) if *existing != v => conflicts.lock().unwrap().push(t),
+            Some(_) => {}
+            None => {
+                map.insert(t, v);
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn incremental_windows_stay_exact_while_the_driver_is_killed() {
+        const LEN: u64 = 400;
+        const SLIDE: u64 = 200;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config =
+            StreamingConfig::local(dir.path()).batch_interval(Duration::from_millis(100));
+        config.engine.name_prefix = "rt-windows/".to_owned();
+        config.engine.block_interval = Duration::from_millis(20);
+        config.engine.receiver_restart_delay = Duration::from_millis(50);
+        config.engine.driver_policy.intensity.max_restarts = 20;
+        config.parallelism = 2;
+        let names = config.engine.names();
+
+        let generator = NumberedReceiver::new(10, Duration::from_millis(5));
+        let committed: PerBatch<Vec<u64>> = Arc::default();
+        let windows: PerBatch<BTreeMap<u64, i64>> = Arc::default();
+        let conflicts: Arc<Mutex<Vec<u64>>> = Arc::default();
+        let mut ctx = StreamingContext::new(config);
+        let numbers = {
+            let g = generator.clone();
+            ctx.receiver_stream_decoded(
+                move || Box::new(g.clone()) as Box<dyn Receiver>,
+                |record| Ok(u64::from_le_bytes(record.as_ref().try_into()?)),
+            )
+            .uid("numbers")
+        };
+        let (c, x) = (Arc::clone(&committed), Arc::clone(&conflicts));
+        numbers.foreach_batch(move |batch| {
+            let mut ids: Vec<u64> = batch.iter().copied().collect();
+            ids.sort_unstable();
+            first_wins(&c, &x, batch.time_ms, ids);
+            Ok(())
+        });
+        let (w, x) = (Arc::clone(&windows), Arc::clone(&conflicts));
+        numbers
+            .map(|n| (n % 3, 1i64))
+            .reduce_by_key_and_window_inv_filtered(
+                |a, b| a + b,
+                |a, b| a - b,
+                Duration::from_millis(LEN),
+                Duration::from_millis(SLIDE),
+                |_, n| *n != 0,
+            )
+            .uid("windowed")
+            .foreach_batch(move |batch| {
+                first_wins(&w, &x, batch.time_ms, batch.iter().copied().collect());
+                Ok(())
+            });
+        ctx.start().await.unwrap();
+        let mut events = ctx.events().unwrap();
+        completed_with_records(&mut events, 5).await;
+        for _ in 0..2 {
+            next_matching(&mut events, "a batch start", |e| {
+                matches!(e, Event::BatchStarted { .. })
+            })
+            .await;
+            let victim = names.driver();
+            ractor::registry::where_is(victim.clone())
+                .unwrap_or_else(|| panic!("{victim} is not running"))
+                .kill();
+            next_matching(
+                &mut events,
+                "the kill's failure event",
+                move |e| matches!(e, Event::ActorFailed { actor, .. } if *actor == victim),
+            )
+            .await;
+            completed_with_records(&mut events, 5).await;
+        }
+        ctx.stop(true).await.unwrap();
+
+        assert!(
+            conflicts.lock().unwrap().is_empty(),
+            "a re-run batch differed"
+        );
+        let committed = committed.lock().unwrap();
+        let windows = windows.lock().unwrap();
+        assert!(windows.len() >= 5, "too few windows: {}", windows.len());
+        let first = *windows.keys().next().unwrap();
+        let mut nonempty = 0;
+        for (&t, counts) in windows.iter() {
+            assert_eq!((t - first) % SLIDE, 0, "window at {t} is off the slide");
+            let mut expected = BTreeMap::new();
+            for ids in committed
+                .range(t.saturating_sub(LEN) + 1..=t)
+                .map(|(_, ids)| ids)
+            {
+                for id in ids {
+                    *expected.entry(id % 3).or_insert(0i64) += 1;
+                }
+            }
+            assert_eq!(*counts, expected, "window ending at {t}");
+            nonempty += usize::from(!counts.is_empty());
+        }
+        assert!(nonempty >= 5, "too few non-empty windows: {nonempty}");
+    }
+}
