@@ -422,3 +422,35 @@ async fn the_initial_state_is_not_applied_again_after_a_restart() {
         kv(&[&[("a", 105), ("b", 3), ("c", 1)]]).remove(0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_of_a_checkpointed_batch_stays_in_memory() {
+    use std::sync::{Arc, Mutex};
+    let queue = QueueStream::new(true, 2);
+    for batch in words(GROWING) {
+        queue.push(batch);
+    }
+    let handle: Arc<Mutex<Option<weir::dstream::MapWithStateDStream<String, i64, i64>>>> =
+        Arc::default();
+    let (q, h) = (queue.clone(), Arc::clone(&handle));
+    let mut clock = ManualClock::new(INTERVAL, 2, move |ctx| {
+        let stream = ctx
+            .queue_stream(&q)
+            .map(|w: &String| (w.clone(), 1i64))
+            .map_with_state(StateSpec::function(running_count));
+        stream.foreach_batch(|_| Ok(()));
+        stream.state_snapshots().foreach_batch(|_| Ok(()));
+        *h.lock().unwrap() = Some(stream);
+    })
+    .unwrap();
+    for _ in 0..GROWING.len() {
+        clock.run(1).await.unwrap();
+        let stream = handle.lock().unwrap().clone().unwrap();
+        // The batch completed and was snapshotted: its state is the base, its output gone.
+        assert_eq!(stream.remembered_batches(), Vec::<u64>::new());
+        assert_eq!(
+            stream.state_snapshots().remembered_batches(),
+            Vec::<u64>::new()
+        );
+    }
+}

@@ -307,6 +307,11 @@ where
     fn evict_through(&self, time: u64) {
         self.0.mapped.evict_through(time);
     }
+    fn remembered(&self) -> Vec<u64> {
+        let mut times = self.0.mapped.times();
+        times.extend(self.0.state.versions.times());
+        times
+    }
     fn lifecycle(&self) -> Option<&dyn Lifecycle> {
         Some(self)
     }
