@@ -442,8 +442,15 @@ where
     /// [`StateSpec`] for the initial state, the partitions and the idle timeout, and
     /// [`MapWithStateDStream::state_snapshots`] for every key's state after each batch.
     ///
-    /// The state is checkpointed with every checkpoint under this operator's
-    /// [`uid`](MapWithStateDStream::uid) and restored after a driver restart.
+    /// The state is versioned per batch, checkpointed with every checkpoint under this
+    /// operator's [`uid`](MapWithStateDStream::uid) and restored after a driver restart (the
+    /// initial state applies only to a start without state in the checkpoint).
+    ///
+    /// Differences from Spark: timeouts are checked every batch (Spark checks them only when
+    /// it checkpoints the state, every 10 batches by default), so a key times out in the first
+    /// batch more than the timeout after its last update; a partition's state is copied when a
+    /// batch changes it (no delta chains), so a batch costs time proportional to its
+    /// partition's state, while the function is called only for the keys touched.
     ///
     /// ```
     /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -510,14 +510,23 @@ impl<T: Data> DStream<T> {
 
 impl<T: Data + Serialize + DeserializeOwned> DStream<T> {
     /// Every `slide`, the elements of the parent's batches in the last `len` (Spark's
-    /// `window`): partition `p` of the window is partition `p` of each of those batches, oldest
-    /// first. The first windows, before `len` has passed, hold the batches there are.
+    /// `window`): at time `t`, partition `p` of the window is partition `p` of each of the
+    /// parent's batches in `(t − len, t]`, oldest first. As in Spark, the first window ends one
+    /// slide after the zero time (one interval before the first batch), and batches before
+    /// the first one are empty: the first windows, before `len` has passed, are not full.
     ///
     /// `len` and `slide` must be positive multiples of the batch interval; otherwise
     /// [`StreamingContext::start`](crate::StreamingContext::start) fails with
     /// [`Error::InvalidGraph`](crate::Error::InvalidGraph) naming the operator and the
-    /// durations. The parent's batches the window still needs are kept as operator state
-    /// (see the [module documentation](self)), so its elements must be serialisable.
+    /// durations (and every batch of the operator fails, if it is run anyway).
+    ///
+    /// The window needs its parent's batches after they completed, when their input is gone:
+    /// it keeps those later windows still need — its remember duration — in memory and, as
+    /// operator state, in every checkpoint (under its [`uid`](DStream::uid)), so after a
+    /// driver restart the windows go on exactly; its elements must therefore be
+    /// serialisable. What no later window needs is dropped when a checkpoint is taken, so
+    /// memory is bounded by the window and the batches since the last checkpoint
+    /// ([`remembered_batches`](DStream::remembered_batches) shows what is held).
     ///
     /// ```
     /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
