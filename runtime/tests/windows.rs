@@ -502,6 +502,82 @@ async fn a_restored_window_does_not_need_the_old_input() {
     assert_eq!(out.sorted(6000), vec![4, 5, 6]);
 }
 
+/// Runs `op` for 12 batches, restarting after `restart_after` with new code that declares
+/// more operators before the window (so every auto-generated id after them changes); only
+/// the id set on the composite operator's result carries its state over.
+async fn run_across_code_change<U: Data + Ord>(
+    restart_after: Option<usize>,
+    op: impl Fn(&DStream<(String, i64)>) -> DStream<U> + Send + Sync + 'static,
+) -> Vec<Vec<U>> {
+    let queue = QueueStream::new(true, 2);
+    for batch in scrambled(12) {
+        queue.push(batch);
+    }
+    let out = Collected::default();
+    let op = Arc::new(op);
+    let build = |extra: bool| {
+        let (q, o, op) = (queue.clone(), out.clone(), Arc::clone(&op));
+        move |ctx: &StreamingContext| {
+            let input = ctx.queue_stream(&q).uid("input");
+            if extra {
+                let _ = input.map(|kv| kv.clone()).filter(|_| true);
+            }
+            o.collect(&op(&input).uid("windowed"));
+        }
+    };
+    let mut clock = ManualClock::new(INTERVAL, 2, build(false)).unwrap();
+    match restart_after {
+        None => clock.run(12).await.unwrap(),
+        Some(k) => {
+            clock.run(k).await.unwrap();
+            clock.restart_with(build(true)).unwrap();
+            assert!(
+                clock.context().restore_report().is_empty(),
+                "{:?}",
+                clock.context().restore_report()
+            );
+            clock.run(12 - k).await.unwrap();
+        }
+    }
+    out.all_sorted()
+}
+
+fn grouped_sum(s: &DStream<(String, Vec<i64>)>) -> DStream<(String, i64)> {
+    s.map_values(|vs| vs.iter().sum::<i64>())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn composite_windows_keep_their_state_under_their_id_across_code_changes() {
+    let naive =
+        |s: &DStream<(String, i64)>| s.reduce_by_key_and_window(|a, b| a + b, secs(3), secs(1));
+    assert_eq!(
+        run_across_code_change(Some(5), naive).await,
+        run_across_code_change(None, naive).await
+    );
+    // A stateless operator after the window: the window operator itself needs the id.
+    let grouped = move |s: &DStream<(String, i64)>| {
+        let window = s.group_by_key_and_window(secs(3), secs(1)).uid("grouped");
+        grouped_sum(&window)
+    };
+    assert_eq!(
+        run_across_code_change(Some(5), grouped).await,
+        run_across_code_change(None, grouped).await
+    );
+    let summed = |s: &DStream<(String, i64)>| {
+        s.map(|(_, v)| *v)
+            .reduce_by_window(|a, b| a + b, secs(3), secs(1))
+    };
+    assert_eq!(
+        run_across_code_change(Some(5), summed).await,
+        run_across_code_change(None, summed).await
+    );
+    let counted = |s: &DStream<(String, i64)>| s.count_by_window(secs(3), secs(1));
+    assert_eq!(
+        run_across_code_change(Some(5), counted).await,
+        run_across_code_change(None, counted).await
+    );
+}
+
 // --------------------------------- bounded memory --------------------------------- //
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

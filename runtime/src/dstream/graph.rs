@@ -121,6 +121,9 @@ pub(crate) struct Node<T> {
     pub(crate) meta: NodeMeta,
     pub(crate) compute: Box<dyn Compute<T>>,
     memo: Memo<Partition<T>>,
+    /// Inner nodes holding this operator's state (a composite operator's window): named
+    /// `<uid>/<suffix>` when the operator's uid is set.
+    pub(crate) helpers: Mutex<Vec<(&'static str, Arc<dyn AnyNode>)>>,
 }
 
 impl<T: Send + Sync + 'static> Node<T> {
@@ -275,6 +278,7 @@ impl GraphShared {
             },
             compute: Box::new(compute),
             memo: Memo::default(),
+            helpers: Mutex::new(Vec::new()),
         });
         lock(&self.nodes).push(Arc::clone(&node) as Arc<dyn AnyNode>);
         node

@@ -577,9 +577,8 @@ impl<T: Data + Serialize + DeserializeOwned> DStream<T> {
     ) -> DStream<T> {
         let f = Arc::new(f);
         let g = Arc::clone(&f);
-        self.reduce(move |a, b| f(a, b))
-            .window(len, slide)
-            .reduce(move |a, b| g(a, b))
+        let window = self.reduce(move |a, b| f(a, b)).window(len, slide);
+        window.reduce(move |a, b| g(a, b)).owning("window", &window)
     }
 
     /// [`reduce_by_window`](Self::reduce_by_window) computed incrementally: each window's value
@@ -595,9 +594,16 @@ impl<T: Data + Serialize + DeserializeOwned> DStream<T> {
         len: Duration,
         slide: Duration,
     ) -> DStream<T> {
-        self.map(|x| ((), x.clone()))
-            .inv_window("reduce_by_window", f, inverse, len, slide, 1, None)
-            .map(|(_, x)| x.clone())
+        let window = self.map(|x| ((), x.clone())).inv_window(
+            "reduce_by_window",
+            f,
+            inverse,
+            len,
+            slide,
+            1,
+            None,
+        );
+        window.map(|(_, x)| x.clone()).owning("window", &window)
     }
 }
 
@@ -652,9 +658,12 @@ where
         let n = self.graph.parallelism();
         let f = Arc::new(f);
         let g = Arc::clone(&f);
-        self.reduce_by_key_into(move |a, b| f(a, b), n)
-            .window(len, slide)
+        let window = self
+            .reduce_by_key_into(move |a, b| f(a, b), n)
+            .window(len, slide);
+        window
             .reduce_by_key_into(move |a, b| g(a, b), n)
+            .owning("window", &window)
     }
 
     /// [`reduce_by_key_and_window`](Self::reduce_by_key_and_window) computed incrementally
@@ -784,13 +793,16 @@ where
     /// Invalid durations are reported as for [`window`](DStream::window).
     pub fn group_by_key_and_window(&self, len: Duration, slide: Duration) -> DStream<(K, Vec<V>)> {
         let n = self.graph.parallelism();
-        self.group_by_key_into(n).window(len, slide).combine_named(
-            "group_by_key_and_window",
-            Vec::clone,
-            |acc: &mut Vec<V>, vs: &Vec<V>| acc.extend(vs.iter().cloned()),
-            |acc: &mut Vec<V>, mut vs: Vec<V>| acc.append(&mut vs),
-            n,
-        )
+        let window = self.group_by_key_into(n).window(len, slide);
+        window
+            .combine_named(
+                "group_by_key_and_window",
+                Vec::clone,
+                |acc: &mut Vec<V>, vs: &Vec<V>| acc.extend(vs.iter().cloned()),
+                |acc: &mut Vec<V>, mut vs: Vec<V>| acc.append(&mut vs),
+                n,
+            )
+            .owning("window", &window)
     }
 }
 
