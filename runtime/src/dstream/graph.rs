@@ -52,7 +52,8 @@ pub(crate) trait Compute<T>: Send + Sync + 'static {
     fn evict_through(&self, time: u64) {
         let _ = time;
     }
-    /// Batches of the parent this node keeps beyond their completion (windows).
+    /// Batches this node holds data of besides its memo (a window's retained parent batches,
+    /// state versions not yet folded into a checkpoint).
     fn remembered(&self) -> Vec<u64> {
         Vec::new()
     }
