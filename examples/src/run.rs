@@ -1,4 +1,4 @@
-//! Running a streaming context until it is told to stop: Ctrl-C, a number of batches, a
+//! Running a streaming context until it is told to stop: Ctrl-C or SIGTERM, a number of batches, a
 //! duration — or the engine giving up, which is the one fatal outcome and is returned as the
 //! engine's error.
 
@@ -6,6 +6,7 @@ use std::future::Future;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use tokio::signal::unix::{SignalKind, signal};
 use weir::{Event, StreamingContext};
 
 /// An error from an example, printed as one sentence before a non-zero exit.
@@ -55,7 +56,7 @@ pub struct Limits {
 /// Why [`run_until_stopped`] stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stopped {
-    /// Ctrl-C (SIGINT).
+    /// Ctrl-C (SIGINT) or SIGTERM.
     Interrupted,
     /// `max_batches` batches completed.
     Batches,
@@ -64,7 +65,8 @@ pub enum Stopped {
 }
 
 /// Starts `ctx`, hands every engine event to `on_event`, and stops the context gracefully
-/// when a limit is reached or on Ctrl-C.
+/// when a limit is reached or on Ctrl-C (SIGINT) or SIGTERM. Prints `running; ...` once
+/// those signals stop it gracefully.
 ///
 /// # Errors
 ///
@@ -85,10 +87,15 @@ pub async fn run_until_stopped(
         }
     };
     tokio::pin!(deadline);
+    // Registered now, so a signal from here on stops gracefully (before, it ends the process).
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    println!("running; Ctrl-C (SIGINT) or SIGTERM stops gracefully");
     let mut completed = 0u64;
     let stopped = loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break Stopped::Interrupted,
+            _ = interrupt.recv() => break Stopped::Interrupted,
+            _ = terminate.recv() => break Stopped::Interrupted,
             () = &mut deadline => break Stopped::Duration,
             record = events.next() => {
                 let Some(record) = record else {
