@@ -62,10 +62,13 @@ pub enum Stopped {
     Batches,
     /// `duration` passed.
     Duration,
+    /// The program's event handler asked to stop.
+    Asked,
 }
 
-/// Starts `ctx`, hands every engine event to `on_event`, and stops the context gracefully
-/// when a limit is reached or on Ctrl-C (SIGINT) or SIGTERM. Prints `running; ...` once
+/// Starts `ctx`, hands every engine event to `on_event` (which returns `true` to stop), and
+/// stops the context gracefully when asked, when a limit is reached, or on Ctrl-C (SIGINT)
+/// or SIGTERM. Prints `running; ...` once
 /// those signals stop it gracefully.
 ///
 /// # Errors
@@ -75,7 +78,7 @@ pub enum Stopped {
 pub async fn run_until_stopped(
     mut ctx: StreamingContext,
     limits: Limits,
-    mut on_event: impl FnMut(&Event),
+    mut on_event: impl FnMut(&Event) -> bool,
 ) -> Result<Stopped, BoxError> {
     let root = ctx.config().engine.names().root();
     ctx.start().await?;
@@ -103,7 +106,9 @@ pub async fn run_until_stopped(
                     ctx.stop(false).await?;
                     return Err("the engine ended on its own".into());
                 };
-                on_event(&record.event);
+                if on_event(&record.event) {
+                    break Stopped::Asked;
+                }
                 match &record.event {
                     Event::ActorGaveUp { actor, .. } if *actor == root => {
                         // The engine gave up: stopping returns its error.

@@ -167,6 +167,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
         if let Event::ActorFailed { actor, reason } = event {
             eprintln!("word_count: {actor} failed ({reason}); the supervision tree restarts it");
         }
+        false
     })
     .await;
     if let Some(feeder) = feeder {
