@@ -35,7 +35,10 @@ where
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(program) {
+    let result = runtime.block_on(program);
+    // What is still running (actors winding down) ends first, so the error is the last line.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("{name}: {err}");
