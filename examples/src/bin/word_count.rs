@@ -28,7 +28,8 @@
 //! Socket input has no replay: lines in flight when the process dies are lost.
 //!
 //! Watch it with `weir events --dir ./weir-data/checkpoint` (the event log), or with
-//! `weir watch --addr ADDR` when started with `--control-addr ADDR`.
+//! `weir watch --addr ADDR --token-file ./weir-data/checkpoint/control-token` when started
+//! with `--control-addr ADDR`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -106,8 +107,8 @@ async fn run(args: Args) -> Result<(), BoxError> {
 
     let ctx = StreamingContext::get_or_create(&args.checkpoint_dir, |config| {
         let config = config.batch_interval(Duration::from_millis(args.batch_ms));
-        // TODO(cli): wire the control endpoint once `EngineConfig::control_addr` exists:
-        // config.engine.control_addr = args.control_addr;
+        // TODO(cli): wire the control endpoint when `StreamingConfig::control_addr` lands (branch cli):
+        // let config = match args.control_addr { Some(addr) => config.control_addr(addr), None => config };
         let ctx = StreamingContext::new(config);
         let lines = match &args.socket {
             None => ctx
@@ -155,7 +156,10 @@ async fn run(args: Args) -> Result<(), BoxError> {
         args.output_dir.display(),
         args.checkpoint_dir.display(),
         args.control_addr
-            .map(|a| format!(" or `weir watch --addr {a}`"))
+            .map(|a| format!(
+                " or `weir watch --addr {a} --token-file {}/control-token`",
+                args.checkpoint_dir.display()
+            ))
             .unwrap_or_default()
     );
 
