@@ -408,3 +408,54 @@ fn embedding_with_a_failing_output_exits_non_zero_with_the_give_up() {
         "the last line names the actor and the cause: {last}"
     );
 }
+
+#[test]
+fn word_count_counts_what_a_socket_sends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let text = TextGenerator::new(9).text(50);
+    let mut expected = BTreeMap::new();
+    count(&text, &mut expected);
+    let (done, finished) = mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        use std::io::Write;
+        let (mut socket, _) = listener.accept().unwrap();
+        socket.write_all(text.as_bytes()).unwrap();
+        // Keep the connection open until the test is done.
+        let _ = finished.recv();
+    });
+    let out = tmp.path().join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_word_count"))
+        .args(["--socket", &addr, "--batch-ms", "100", "--quiet"])
+        .arg("--checkpoint-dir")
+        .arg(tmp.path().join("ck"))
+        .arg("--output-dir")
+        .arg(&out)
+        .current_dir(tmp.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + LIMIT;
+    let counted = loop {
+        let counted = read_output(&out)
+            .ok()
+            .and_then(|o| o.summed_counts().ok())
+            .unwrap_or_default();
+        if counted.values().sum::<u64>() >= expected.values().sum::<u64>() {
+            break counted;
+        }
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!("the socket's words were not counted in time: {counted:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(counted, expected);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    done.send(()).unwrap();
+    server.join().unwrap();
+}
