@@ -158,6 +158,23 @@ fn damage_before_the_tail_is_an_error_not_a_cut() {
 }
 
 #[test]
+fn a_segment_cut_under_a_reader_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = PartitionedLog::create(dir.path(), 1).unwrap();
+    log.append(0, &["one", "two"]).unwrap();
+    assert_eq!(log.end_offsets().unwrap(), vec![2]);
+    let segment = segments(dir.path(), 0).pop().unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(3)
+        .unwrap();
+    let err = log.end_offsets().unwrap_err();
+    assert!(err.to_string().contains("shrank to 3 bytes"), "{err}");
+}
+
+#[test]
 fn create_checks_the_partition_count_and_open_needs_a_log() {
     let dir = tempfile::tempdir().unwrap();
     PartitionedLog::create(dir.path(), 3).unwrap();
@@ -280,6 +297,67 @@ fn another_process_appends_while_this_one_does() {
             "{who}'s records in order"
         );
     }
+}
+
+/// The child half of [`a_writer_killed_mid_stream_loses_no_acknowledged_record`].
+const KILLED_DIR: &str = "WEIR_PARTITIONED_LOG_KILLED_DIR";
+
+#[test]
+fn a_writer_killed_mid_stream_loses_no_acknowledged_record() {
+    use std::io::BufRead;
+    if let Ok(dir) = std::env::var(KILLED_DIR) {
+        // Append until killed (bounded, should the parent not kill), acknowledging each.
+        let log = PartitionedLog::open(&dir).unwrap().segment_bytes(4096);
+        let mut stdout = std::io::stdout().lock();
+        for i in 0..20_000u64 {
+            let range = log
+                .append(0, &[format!("r{i}-{}", "x".repeat(100))])
+                .unwrap();
+            writeln!(stdout, "ack {}", range.start).unwrap();
+            stdout.flush().unwrap();
+        }
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    PartitionedLog::create(dir.path(), 1).unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_writer_killed_mid_stream_loses_no_acknowledged_record",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env(KILLED_DIR, dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut acked = 0u64;
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    while acked < 300 {
+        let line = lines
+            .next()
+            .expect("the writer acknowledges appends")
+            .unwrap();
+        // The test harness may print its "test ... " header on the same line.
+        if let Some((_, offset)) = line.split_once("ack ") {
+            assert_eq!(offset.parse::<u64>().unwrap(), acked);
+            acked += 1;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL, in the middle of its appends
+    child.wait().unwrap();
+
+    let log = PartitionedLog::open(dir.path()).unwrap();
+    let end = log.end_offsets().unwrap()[0];
+    assert!(end >= acked, "{end} records, {acked} acknowledged");
+    let records = text(&log.read_range(0, 0..end).unwrap());
+    for (i, record) in records.iter().enumerate() {
+        assert!(
+            record.starts_with(&format!("r{i}-")),
+            "record {i} is {record:?}"
+        );
+    }
+    assert_eq!(log.append(0, &["after"]).unwrap(), end..end + 1);
 }
 
 // ============================ through a direct stream ============================ //

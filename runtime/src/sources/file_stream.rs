@@ -40,6 +40,9 @@
 //!   until the watermark passes its old modification time; after that a modification makes
 //!   it a new file. Do not modify files in the directory.
 //!
+//! A modification time in the future (a writer with a skewed clock) counts as now for the
+//! watermark, so such a file does not hide the files that arrive after it.
+//!
 //! # Bad input
 //!
 //! Files are streamed line by line (a 64 KiB read buffer); nothing here panics on what a file
@@ -413,9 +416,13 @@ impl FileStream {
             next.seen.insert(file.name.clone(), file.mtime_ns);
         }
         if let Some(newest) = files.iter().map(|f| f.mtime_ns).max() {
-            next.watermark_ns = next
-                .watermark_ns
-                .max(newest.saturating_sub(self.remember_ns()));
+            // A modification time in the future (a skewed clock) must not hide the files
+            // that arrive until then: the watermark stays at most one window before now.
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+            let candidate = newest.min(now).saturating_sub(self.remember_ns());
+            next.watermark_ns = next.watermark_ns.max(candidate);
         }
         let watermark = next.watermark_ns;
         next.seen.retain(|_, mtime| *mtime >= watermark);

@@ -298,6 +298,13 @@ fn scan(segment: &mut Segment) -> Result<Tail, LogError> {
     if file_len == segment.valid_len {
         return Ok(Tail::Clean);
     }
+    if file_len < segment.valid_len {
+        return Err(LogError::Corrupt(format!(
+            "{} shrank to {file_len} bytes below its {} bytes of records",
+            segment.path.display(),
+            segment.valid_len
+        )));
+    }
     file.seek(SeekFrom::Start(segment.valid_len))
         .map_err(fs_err("seek in", &segment.path))?;
     let mut reader = BufReader::with_capacity(256 * 1024, file.take(file_len - segment.valid_len));
