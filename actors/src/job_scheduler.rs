@@ -698,7 +698,8 @@ impl Schedule {
             batch.reply,
             BatchOutcome {
                 batch_time_ms: batch.batch_time_ms,
-                result: Err(format!("batch {} failed: {reason}", batch.batch_time_ms)),
+                // The outcome names the batch; the reason is only why.
+                result: Err(reason),
             },
         );
     }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use weir_actors::checkpoint::{CheckpointConfig, CheckpointId, CheckpointStore};
 use weir_actors::engine::{Engine, EngineConfig};
 use weir_actors::event_bus::EventSubscription;
-use weir_actors::pipeline::{Receiver, ReceiverFactory};
+use weir_actors::pipeline::{Pipeline, Receiver, ReceiverFactory};
 
 use crate::Storage;
 use crate::backpressure::{Admitted, RateConfig, RateControl};
@@ -119,8 +119,10 @@ impl StreamingContext {
     ///
     /// # Errors
     ///
-    /// `build` failed, or the checkpoint directory cannot be read (a directory with only
-    /// damaged checkpoints is an error, not a silent fresh start).
+    /// `build` failed, the checkpoint directory cannot be read (a directory with only
+    /// damaged checkpoints is an error, not a silent fresh start), or the checkpoint does not
+    /// fit the graph `build` made ([`Error::Incompatible`], naming the operator: its state
+    /// type changed, or it no longer exists and `allow_unmatched_state` is off).
     pub async fn get_or_create(
         checkpoint_dir: impl AsRef<Path>,
         build: impl FnOnce(StreamingConfig) -> Result<StreamingContext, Error>,
@@ -157,6 +159,15 @@ impl StreamingContext {
                 .map_err(|e| Error::Checkpoint(e.to_string()))?
                 .map(|r| (r.id, r.data, r.skipped)),
         };
+        // A checkpoint that does not fit the current graph (state of a removed operator, a
+        // changed state type) is refused here, with the reason, instead of failing every start
+        // of the driver until the root gives up.
+        if let Some((_, data, _)) = &restored {
+            context
+                .pipeline()
+                .restore(Some(data))
+                .map_err(|e| Error::Incompatible(e.to_string()))?;
+        }
         context.restored = restored.map(|(id, data, skipped)| {
             let now = context.graph.interval_ms().to_string();
             let mut changed = Vec::new();
