@@ -264,7 +264,10 @@ impl Actor for JobGenerator {
                 missed,
                 "job generator restored; re-running pending and missed batches"
             );
-            state.last_queued_ms = times.last().copied();
+            // Never a batch time at or before the checkpoint's again: a graceful stop's last
+            // batch is at a boundary that may still be ahead, and it was allocated, completed
+            // and cleaned — the timer resumes after it.
+            state.last_queued_ms = times.last().copied().max(Some(restored.checkpoint_time_ms));
             state.queue.extend(times);
         }
         Ok(state)
