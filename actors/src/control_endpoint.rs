@@ -347,7 +347,7 @@ impl ControlHandle {
     /// (failed, restarting, given up) where they were last seen.
     pub fn snapshot(&self, root: &str) -> TreeSnapshot {
         let mut live = Vec::new();
-        if let Some(cell) = ractor::registry::where_is(root.to_owned()) {
+        if let Some(cell) = ractor::registry::where_is(root) {
             walk(&cell, None, &mut live);
         }
         let mut model = lock(&self.inner.model);
