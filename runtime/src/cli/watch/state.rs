@@ -205,21 +205,34 @@ impl State {
         if first {
             self.events.clear();
             self.batches.clear();
+            // The tree already counts these; they fill the log, timeline and status only.
             for record in &snapshot.recent {
-                self.apply_event(record);
+                self.record(record, false);
             }
         }
     }
 
     /// Applies one event; `true` if the tree changed shape and a fresh snapshot is wanted.
     pub fn apply_event(&mut self, record: &EventRecord) -> bool {
+        self.record(record, true)
+    }
+
+    fn record(&mut self, record: &EventRecord, tree: bool) -> bool {
         let mut reshape = false;
         let mut log = true;
         match &record.event {
-            Event::ActorStarted { actor } => match self.row(actor) {
-                Some(row) => row.state = ActorState::Running,
-                None => reshape = true,
-            },
+            Event::ActorStarted { .. }
+            | Event::ActorFailed { .. }
+            | Event::ActorRestarted { .. }
+            | Event::ActorGaveUp { .. }
+                if !tree => {}
+            Event::ActorStarted { actor } => {
+                // A (re)started actor may have new children or a supervisor not known yet.
+                reshape = true;
+                if let Some(row) = self.row(actor) {
+                    row.state = ActorState::Running;
+                }
+            }
             Event::ActorFailed { actor, reason } => {
                 if let Some(row) = self.row(actor) {
                     row.state = ActorState::Failed;

@@ -55,31 +55,28 @@ pub(super) fn durability(frame: &mut Frame<'_>, area: Rect, state: &State) {
     let cp = &state.checkpoints;
     let mut lines = vec![
         Line::from(format!(
-            "WAL   {} blocks, {} records, {} stored",
+            "WAL   {} blocks, {} records, {}",
             wal.blocks,
             wal.records,
             bytes(wal.bytes)
         )),
         Line::from(format!(
-            "      last roll {}; {} cleaned; {} torn tails cut",
+            "      last roll {}, {} cleaned, {} torn tails",
             wal.last_roll.as_deref().unwrap_or("-"),
             wal.cleaned,
             wal.torn_tails
         )),
         Line::from(match cp.last {
-            Some((id, size, at)) => format!(
-                "ckpt  {} written; newest {id} ({}) at {}",
-                cp.written,
-                bytes(size),
-                clock(at)
-            ),
-            None => format!("ckpt  {} written", cp.written),
+            Some((id, size, at)) => format!("ckpt  newest {id} ({}) at {}", bytes(size), clock(at)),
+            None => "ckpt  none written yet".to_owned(),
         }),
         Line::from(format!(
-            "      restored from {}; {} skipped; {} failed",
-            cp.restored.map_or("-".to_owned(), |id| id.to_string()),
-            cp.skipped,
-            cp.failed
+            "      {} written, {} failed, {} skipped",
+            cp.written, cp.failed, cp.skipped
+        )),
+        Line::from(format!(
+            "      restored from {}",
+            cp.restored.map_or("-".to_owned(), |id| id.to_string())
         )),
     ];
     if let Some(problem) = &cp.last_problem {

@@ -31,10 +31,17 @@ pub(super) fn render(frame: &mut Frame<'_>, area: Rect, state: &State) {
             ])
         })
         .collect();
+    let name_width = state
+        .actors
+        .iter()
+        .map(|a| a.depth * 2 + a.name.chars().count())
+        .max()
+        .unwrap_or(5)
+        .clamp(5, 40);
     let table = Table::new(
         rows,
         [
-            Constraint::Min(24),
+            Constraint::Length(name_width as u16),
             Constraint::Length(10),
             Constraint::Length(8),
             Constraint::Fill(1),
