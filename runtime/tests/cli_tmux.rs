@@ -1,6 +1,6 @@
 //! `weir watch` in a real terminal (tmux): the tree is on screen, a kill chosen with the keys
-//! shows up as the actor's failure and restart, and `q` exits cleanly (status 0, the screen
-//! given back).
+//! shows up as the actor's failure and restart, the viewer says when the engine goes away and
+//! when it is back, and `q` exits cleanly (status 0, the screen given back).
 //!
 //! tmux offers no event to await for "the screen now shows X", so the test polls
 //! `capture-pane` (every 50 ms, within a deadline) — the only waiting here that is not on an
@@ -80,10 +80,10 @@ fn selected_line(screen: &str) -> Option<&str> {
     screen.lines().find(|l| l.starts_with("│>"))
 }
 
-fn context(dir: &Path) -> StreamingContext {
+fn context(dir: &Path, addr: &str) -> StreamingContext {
     let mut config = StreamingConfig::local(dir)
         .batch_interval(Duration::from_millis(200))
-        .control_addr("127.0.0.1:0".parse().expect("addr"));
+        .control_addr(addr.parse().expect("addr"));
     config.engine.block_interval = Duration::from_millis(50);
     config.engine.receiver_restart_delay = Duration::from_millis(50);
     config.engine.executors = 1;
@@ -99,7 +99,7 @@ fn context(dir: &Path) -> StreamingContext {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_shows_the_tree_a_kill_and_quits_cleanly() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut ctx = context(dir.path());
+    let mut ctx = context(dir.path(), "127.0.0.1:0");
     ctx.start().await.expect("start");
     let mut events = ctx.events().expect("events");
     let addr = ctx.control_addr().expect("bound").to_string();
@@ -191,6 +191,23 @@ async fn watch_shows_the_tree_a_kill_and_quits_cleanly() {
                 && l.contains(" 1 ")
                 && l.contains("killed")
         })
+    })
+    .await;
+
+    // The engine goes away and comes back on the same address: the viewer says both.
+    ctx.stop(true).await.expect("stop");
+    tmux.until("the lost connection on screen", |s| {
+        s.contains("connection lost:")
+    })
+    .await;
+    let mut ctx = context(dir.path(), &addr);
+    ctx.start().await.expect("start again");
+    assert_eq!(
+        ctx.control_addr().map(|a| a.to_string()),
+        Some(addr.clone())
+    );
+    tmux.until("the reconnection on screen", |s| {
+        s.contains("reconnected to weir") && s.contains("receiver-0")
     })
     .await;
 

@@ -10,6 +10,7 @@ pub mod state;
 pub mod term;
 pub mod view;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crossterm::event::{self, Event as TermEvent};
@@ -42,20 +43,27 @@ enum Outgoing {
 ///
 /// The token file cannot be read, or the terminal cannot be put in full-screen mode.
 pub fn run(args: WatchArgs) -> anyhow::Result<()> {
-    let token = args.token_file.as_deref().map(read_token).transpose()?;
+    // Read once now so that a wrong path is an error at once; read again at every connection,
+    // since a restarted engine writes a new token.
+    let has_token = args
+        .token_file
+        .as_deref()
+        .map(read_token)
+        .transpose()?
+        .is_some();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let mut guard = term::TerminalGuard::enter()?;
-    let state = State::new(args.addr.clone(), token.is_some());
-    runtime.block_on(ui(&mut guard, state, args.addr, token))
+    let state = State::new(args.addr.clone(), has_token);
+    runtime.block_on(ui(&mut guard, state, args.addr, args.token_file))
 }
 
 async fn ui(
     guard: &mut term::TerminalGuard,
     mut state: State,
     addr: String,
-    token: Option<String>,
+    token_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let (key_tx, mut keys) = mpsc::channel::<TermEvent>(64);
     // Keys are read on a thread of their own (crossterm's reading blocks); it ends when the
@@ -79,7 +87,7 @@ async fn ui(
     });
     let (net_tx, mut net) = mpsc::channel::<Net>(1024);
     let (out_tx, out_rx) = mpsc::channel::<Outgoing>(16);
-    let connection = tokio::spawn(connect_loop(addr, token, net_tx, out_rx));
+    let connection = tokio::spawn(connect_loop(addr, token_file, net_tx, out_rx));
     let mut first_snapshot = false;
     let mut dirty = true;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -142,7 +150,7 @@ async fn ui(
 /// (every 250 ms at first, backing off to 2 s) until the screen loop is gone.
 async fn connect_loop(
     addr: String,
-    token: Option<String>,
+    token_file: Option<PathBuf>,
     net: mpsc::Sender<Net>,
     mut outgoing: mpsc::Receiver<Outgoing>,
 ) {
@@ -150,6 +158,7 @@ async fn connect_loop(
     loop {
         let reason = match Client::connect(&addr).await {
             Ok(mut client) => {
+                let token = token_file.as_deref().and_then(|f| read_token(f).ok());
                 backoff = Duration::from_millis(250);
                 let connected = Net::Connected {
                     server: client.server.clone(),
