@@ -241,7 +241,12 @@ async fn events_kill_and_the_offline_commands_against_a_real_engine() {
     // Usage errors exit with 2.
     assert_eq!(weir(&["kill"]).await.status.code(), Some(2));
     assert_eq!(weir(&["events"]).await.status.code(), Some(2));
-    assert_eq!(weir(&["--help"]).await.status.code(), Some(0));
+    let help = weir(&["--help"]).await;
+    assert_eq!(help.status.code(), Some(0));
+    assert!(
+        text(&help.stdout).contains("weir kill receiver-0 --addr"),
+        "--help shows examples"
+    );
 
     ctx.stop(true).await.expect("stop");
     // The follower sees the endpoint go away and ends by itself, successfully.
