@@ -10,7 +10,10 @@ pub mod state;
 pub mod term;
 pub mod view;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+
+use anyhow::Context;
 use std::time::Duration;
 
 use crossterm::event::{self, Event as TermEvent};
@@ -54,7 +57,14 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut guard = term::TerminalGuard::enter()?;
+    if !std::io::stdout().is_terminal() {
+        anyhow::bail!(
+            "watch needs a terminal, and standard output is not one; `weir events --addr {}` follows the stream in a pipe",
+            args.addr
+        );
+    }
+    let mut guard = term::TerminalGuard::enter()
+        .context("watch could not put the terminal in full-screen mode")?;
     let state = State::new(args.addr.clone(), has_token);
     runtime.block_on(ui(&mut guard, state, args.addr, args.token_file))
 }
