@@ -33,6 +33,8 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod backpressure;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod context;
 pub mod dstream;
 mod error;

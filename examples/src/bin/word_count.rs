@@ -107,11 +107,10 @@ async fn run(args: Args) -> Result<(), BoxError> {
 
     let ctx = StreamingContext::get_or_create(&args.checkpoint_dir, |config| {
         let config = config.batch_interval(Duration::from_millis(args.batch_ms));
-        // TODO(cli): when `StreamingConfig::control_addr` lands (branch cli), replace the `if` below by
-        // let config = match args.control_addr { Some(addr) => config.control_addr(addr), None => config };
-        if args.control_addr.is_some() {
-            eprintln!("word_count: --control-addr is not wired in this build: no control endpoint");
-        }
+        let config = match args.control_addr {
+            Some(addr) => config.control_addr(addr),
+            None => config,
+        };
         let ctx = StreamingContext::new(config);
         let lines = match &args.socket {
             None => ctx
