@@ -128,14 +128,23 @@ impl EngineConfig {
         let mut settings = BTreeMap::from([
             ("batch_interval_ms".to_owned(), ms(self.batch_interval)),
             ("block_interval_ms".to_owned(), ms(self.block_interval)),
-            ("max_block_bytes".to_owned(), self.max_block_bytes.to_string()),
-            ("block_store_bytes".to_owned(), self.block_store_bytes.to_string()),
+            (
+                "max_block_bytes".to_owned(),
+                self.max_block_bytes.to_string(),
+            ),
+            (
+                "block_store_bytes".to_owned(),
+                self.block_store_bytes.to_string(),
+            ),
             ("executors".to_owned(), self.executors.to_string()),
             (
                 "max_batches_in_flight".to_owned(),
                 self.max_batches_in_flight.to_string(),
             ),
-            ("max_task_attempts".to_owned(), self.max_task_attempts.to_string()),
+            (
+                "max_task_attempts".to_owned(),
+                self.max_task_attempts.to_string(),
+            ),
             (
                 "max_pending_batches".to_owned(),
                 self.max_pending_batches.to_string(),
