@@ -326,14 +326,15 @@ async fn offsets_in_the_applications_own_store_give_exactly_once_results() {
 
     let mut second = app(&log, &db);
     second.run(2).await.unwrap();
-    let db_now = db.lock().unwrap();
-    assert_eq!(db_now.offsets, vec![4, 5]);
     let expected: BTreeMap<String, u64> = [("a", 4), ("b", 2), ("c", 2), ("d", 1)]
         .into_iter()
         .map(|(w, n)| (w.to_owned(), n))
         .collect();
-    assert_eq!(db_now.counts, expected, "every record counted exactly once");
-    drop(db_now);
+    {
+        let db_now = db.lock().unwrap();
+        assert_eq!(db_now.offsets, vec![4, 5]);
+        assert_eq!(db_now.counts, expected, "every record counted exactly once");
+    }
 
     // A run from stale offsets (not the store's) is refused by the transaction's check:
     // nothing is counted twice.
