@@ -18,7 +18,7 @@ use crate::dstream::input::ReceiverInput;
 use crate::dstream::planned::{Direct, Planned};
 use crate::dstream::{DStream, Data, OffsetSource, QueueStream, StartingOffsets, memo::lock};
 use crate::error::{ComputeError, Error};
-use crate::sources::file_stream::{FileStream, FileStreamOptions};
+use crate::sources::file_stream::{BinaryRecords, FileStream, FileStreamOptions};
 use crate::sources::socket::SocketTextReceiver;
 
 /// How a streaming context runs. `StreamingConfig::new(storage)` has Spark's defaults; the
@@ -480,6 +480,62 @@ impl StreamingContext {
                 dir: dir.as_ref().to_path_buf(),
                 partitions: self.graph.parallelism(),
                 options,
+            }),
+        );
+        DStream::from_node(&self.graph, node)
+    }
+
+    /// A stream of the fixed-length binary records in the files that appear in `dir` (Spark's
+    /// `binaryRecordsStream`): the files are chosen, planned and read exactly once as by
+    /// [`text_file_stream_with`](Self::text_file_stream_with) (same `options`; the line
+    /// policies do not apply), and each file's bytes are cut into records of `record_len`
+    /// bytes. A trailing piece shorter than a record is skipped and reported in the stats
+    /// (`partial_records`). Give the stream a [`uid`](DStream::uid).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use weir::sources::file_stream::FileStreamOptions;
+    /// use weir::testing::{Collected, ManualClock};
+    ///
+    /// let input = tempfile::tempdir()?;
+    /// std::fs::write(input.path().join("a.bin"), [1u8, 2, 3, 4, 5])?;
+    /// let (dir, out) = (input.path().to_path_buf(), Collected::default());
+    /// let o = out.clone();
+    /// let mut clock = ManualClock::new(1000, 1, move |ctx| {
+    ///     let records = ctx.binary_records_stream(&dir, 2, FileStreamOptions::new());
+    ///     o.collect(&records.uid("input").map(|r| r.to_vec()));
+    /// })?;
+    /// clock.run(1).await?;
+    /// assert_eq!(out.batch(1000), vec![vec![1, 2], vec![3, 4]]); // 5 is a partial record
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the context has started.
+    pub fn binary_records_stream(
+        &self,
+        dir: impl AsRef<Path>,
+        record_len: usize,
+        options: FileStreamOptions,
+    ) -> DStream<Bytes> {
+        self.check_not_started();
+        if record_len == 0 {
+            self.graph.invalidate(format!(
+                "binary_records_stream over {}: the record length must be at least 1 byte",
+                dir.as_ref().display()
+            ));
+        }
+        let node = self.graph.add_node(
+            "binary_records_stream",
+            Planned::new(BinaryRecords {
+                files: FileStream {
+                    dir: dir.as_ref().to_path_buf(),
+                    partitions: self.graph.parallelism(),
+                    options,
+                },
+                record_len,
             }),
         );
         DStream::from_node(&self.graph, node)
