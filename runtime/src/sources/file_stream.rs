@@ -455,7 +455,7 @@ impl FileStream {
     /// reporting a file changed since it was planned.
     fn open_planned(&self, file: &PlannedFile, path: &Path) -> ComputeResult<Option<File>> {
         let stats = &self.options.stats;
-        let opened = File::open(&path).and_then(|f| f.metadata().map(|m| (f, m)));
+        let opened = File::open(path).and_then(|f| f.metadata().map(|m| (f, m)));
         let (handle, meta) = match opened {
             Ok(opened) => opened,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
