@@ -197,3 +197,39 @@ async fn changed_settings_are_reported_on_restore_and_take_effect() {
         "the new parallelism is in effect: {seen:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_stream_converts_each_line_into_a_record() {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let mut ctx = StreamingContext::new(config(dir.path(), "ctx-socket/"));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u64>>();
+    ctx.socket_stream(addr, |line| Ok(line.trim().parse::<u64>()?))
+        .map(|n| n * 10)
+        .foreach_batch(move |batch| {
+            let records: Vec<u64> = batch.iter().copied().collect();
+            if !records.is_empty() {
+                let _ = tx.send(records);
+            }
+            Ok(())
+        });
+    ctx.start().await.unwrap();
+    let (mut conn, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept())
+        .await
+        .expect("the receiver connects")
+        .unwrap();
+    conn.write_all(b"1\n2\n3\n").await.unwrap();
+    conn.flush().await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let batch = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("the records arrive")
+            .expect("the output is running");
+        seen.extend(batch);
+    }
+    ctx.stop(false).await.unwrap();
+    assert_eq!(seen, vec![10, 20, 30]);
+}
