@@ -5,6 +5,7 @@
 //! immediately; [`Engine::await_termination`] waits until it ends and says why — in particular
 //! [`EngineError::GaveUp`] when the driver failed more often than the restart intensity allows.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -70,6 +71,10 @@ pub struct EngineConfig {
     /// no endpoint. Use a loopback address such as `127.0.0.1:0` unless the port must be
     /// reachable from elsewhere. See `docs/operations.md`.
     pub control_addr: Option<SocketAddr>,
+    /// Settings of the layer above the engine (e.g. the runtime's parallelism and rate
+    /// limits), written into every checkpoint with the engine's own (see
+    /// [`settings`](Self::settings)) so that a restore can report what changed. Default: none.
+    pub extra_settings: BTreeMap<String, String>,
 }
 
 impl EngineConfig {
@@ -104,6 +109,7 @@ impl EngineConfig {
             graceful_stop_timeout: batch_interval * 10,
             seed: 0,
             control_addr: None,
+            extra_settings: BTreeMap::new(),
         }
     }
 
@@ -123,6 +129,65 @@ impl EngineConfig {
         self.storage
             .local_dir()
             .map(crate::control_endpoint::token_path)
+    }
+}
+
+impl EngineConfig {
+    /// The settings written into every checkpoint (name → value): every engine setting that
+    /// shapes how batches run, then [`extra_settings`](Self::extra_settings). A restore
+    /// compares them with the current ones and reports each difference; the current values
+    /// always take effect.
+    pub fn settings(&self) -> BTreeMap<String, String> {
+        let ms = |d: Duration| d.as_millis().to_string();
+        let policy = &self.checkpoint_policy;
+        let mut settings = BTreeMap::from([
+            ("batch_interval_ms".to_owned(), ms(self.batch_interval)),
+            ("block_interval_ms".to_owned(), ms(self.block_interval)),
+            (
+                "max_block_bytes".to_owned(),
+                self.max_block_bytes.to_string(),
+            ),
+            (
+                "block_store_bytes".to_owned(),
+                self.block_store_bytes.to_string(),
+            ),
+            ("executors".to_owned(), self.executors.to_string()),
+            (
+                "max_batches_in_flight".to_owned(),
+                self.max_batches_in_flight.to_string(),
+            ),
+            (
+                "max_task_attempts".to_owned(),
+                self.max_task_attempts.to_string(),
+            ),
+            (
+                "max_pending_batches".to_owned(),
+                self.max_pending_batches.to_string(),
+            ),
+            ("checkpoint_interval_ms".to_owned(), ms(policy.interval)),
+            ("checkpoint_min_pause_ms".to_owned(), ms(policy.min_pause)),
+            ("checkpoint_timeout_ms".to_owned(), ms(policy.timeout)),
+            (
+                "checkpoint_tolerable_failures".to_owned(),
+                policy.tolerable_failures.to_string(),
+            ),
+            (
+                "checkpoints_retained".to_owned(),
+                self.checkpoints_retained.to_string(),
+            ),
+            (
+                "receiver_restart_delay_ms".to_owned(),
+                ms(self.receiver_restart_delay),
+            ),
+            (
+                "graceful_stop_timeout_ms".to_owned(),
+                ms(self.graceful_stop_timeout),
+            ),
+        ]);
+        for (name, value) in &self.extra_settings {
+            settings.insert(name.clone(), value.clone());
+        }
+        settings
     }
 }
 
@@ -156,7 +221,8 @@ pub enum EngineError {
 #[derive(Debug)]
 pub struct Engine {
     root: ActorRef<RootMsg>,
-    handle: JoinHandle<()>,
+    handle: JoinHandle<Result<(), String>>,
+    ended: tokio::sync::watch::Receiver<bool>,
     hub: EventHub,
     outcome: Arc<Mutex<Option<EngineError>>>,
     control: ControlHandle,
@@ -191,13 +257,24 @@ impl Engine {
             control: control.clone(),
         };
         match Actor::spawn(Some(config.names().root()), Root, args).await {
-            Ok((root, handle)) => Ok(Engine {
-                root,
-                handle,
-                hub,
-                outcome,
-                control,
-            }),
+            Ok((root, handle)) => {
+                // The root's end is also announced on a watch channel, so that it can be
+                // awaited without consuming the engine (`wait_timeout`).
+                let (ended_tx, ended) = tokio::sync::watch::channel(false);
+                let handle = tokio::spawn(async move {
+                    let joined = handle.await.map_err(|e| e.to_string());
+                    let _ = ended_tx.send(true);
+                    joined
+                });
+                Ok(Engine {
+                    root,
+                    handle,
+                    ended,
+                    hub,
+                    outcome,
+                    control,
+                })
+            }
             Err(err) => Err(take(&outcome).unwrap_or_else(|| EngineError::Start(err.to_string()))),
         }
     }
@@ -226,11 +303,50 @@ impl Engine {
 
     /// Waits until the engine ends; `Ok` after a requested stop.
     pub async fn await_termination(self) -> Result<(), EngineError> {
-        let joined = self.handle.await;
+        let joined = match self.handle.await {
+            Ok(joined) => joined,
+            Err(e) => Err(e.to_string()),
+        };
         match take(&self.outcome) {
             Some(error) => Err(error),
-            None => joined.map_err(|e| EngineError::Failed(e.to_string())),
+            None => joined.map_err(EngineError::Failed),
         }
+    }
+
+    /// Waits at most `timeout` for the engine to end (Spark's `awaitTerminationOrTimeout`):
+    /// `true` if it has ended — [`await_termination`](Self::await_termination) then returns
+    /// why at once — `false` if it is still running.
+    pub async fn wait_timeout(&mut self, timeout: Duration) -> bool {
+        let mut ended = self.ended.clone();
+        matches!(
+            tokio::time::timeout(timeout, ended.wait_for(|ended| *ended)).await,
+            Ok(Ok(_))
+        ) || *self.ended.borrow()
+    }
+
+    /// A handle that can stop this engine from another task (e.g. a signal handler).
+    pub fn stopper(&self) -> EngineStopper {
+        EngineStopper {
+            root: self.root.clone(),
+        }
+    }
+}
+
+/// Stops an engine from anywhere; see [`Engine::stopper`].
+#[derive(Clone, Debug)]
+pub struct EngineStopper {
+    root: ActorRef<RootMsg>,
+}
+
+impl EngineStopper {
+    /// Asks the engine to stop (gracefully or not) and returns when it has stopped (at once if
+    /// it had already ended). Whoever owns the [`Engine`] sees the outcome in
+    /// [`Engine::await_termination`].
+    pub async fn stop(&self, graceful: bool) {
+        let _ = self
+            .root
+            .call(|reply| RootMsg::Stop { graceful, reply }, None)
+            .await;
     }
 }
 

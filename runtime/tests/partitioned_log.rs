@@ -376,7 +376,7 @@ fn stream_of(
     let (l, o, s) = (log.clone(), out.clone(), Arc::clone(&seen));
     let clock = ManualClock::new(1000, 2, move |ctx| {
         let records = ctx
-            .direct_stream(Arc::new(l.clone()), start, max)
+            .direct_stream(Arc::new(l.clone()), start.clone(), max)
             .uid("log")
             .map(|b| String::from_utf8_lossy(b).into_owned());
         o.collect(&records);

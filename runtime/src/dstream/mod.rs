@@ -31,7 +31,7 @@ mod window;
 
 pub use graph::Partition;
 pub use map_with_state::{MapWithStateDStream, State, StateSpec};
-pub use ops::union_of;
+pub use ops::{transform_of, union_of};
 pub use output::{Batch, BatchPartition};
 pub use planned::{OffsetRange, OffsetSource, QueueStream, StartingOffsets};
 
