@@ -588,6 +588,9 @@ async fn two_writes_are_in_flight_at_once_and_a_third_waits() {
     assert_eq!(status.checkpoints_in_flight, ids(&[1, 2]));
     assert!(status.checkpoint_waiting, "{status:?}");
     assert_eq!(h.gate.reached(), vec![1, 2], "a third write started");
+    // None of them runs before a checkpoint listing it is written.
+    assert_eq!(status.held, generated);
+    assert!(h.submitted.replies.lock().unwrap().is_empty());
 
     // One write ends: the waiting checkpoint starts, with a snapshot taken now that
     // supersedes the requests that waited (it lists all four batches as pending).
@@ -596,6 +599,8 @@ async fn two_writes_are_in_flight_at_once_and_a_third_waits() {
     assert_eq!(status.latest_checkpoint, Some(CheckpointId(1)));
     assert_eq!(status.checkpoints_in_flight, ids(&[2, 3]));
     assert!(!status.checkpoint_waiting, "{status:?}");
+    assert_eq!(h.submitted(1).await, generated[..1].to_vec());
+    assert_eq!(status.held, generated[1..].to_vec());
     h.gate.stalled_write(3).await;
     assert!(h.gate.release(3));
     let status = h.status_after(3).await;
@@ -670,35 +675,49 @@ async fn a_slow_older_write_that_lands_last_does_not_become_the_latest() {
 #[tokio::test(start_paused = true)]
 async fn cleanup_waits_until_the_checkpoint_that_covers_the_batch_is_durable() {
     let setup = Setup {
-        max_pending_batches: 1,
+        max_pending_batches: 2,
         ..Setup::concurrent(2)
     };
     let h = Harness::start("cleanup", setup).await;
-    // Batch t1 is generated; its "before" checkpoint (1) stalls.
+    // t1 and t2 are generated; their "before" checkpoints (1: t1 pending; 2: t1, t2 pending)
+    // stall, and neither batch runs before a checkpoint listing it is written.
     h.gate.stalled_write(1).await;
-    let t1 = h.submitted(1).await[0];
-    // t1 completes; its "after" checkpoint (2) stalls too.
-    h.complete(t1);
     h.gate.stalled_write(2).await;
-    assert!(h.allocated(t1).await);
+    let status = h.status().await;
+    let (t1, t2) = (status.pending[0], status.pending[1]);
+    assert_eq!(status.held, vec![t1, t2]);
+    assert!(h.submitted.replies.lock().unwrap().is_empty());
 
-    // Checkpoint 1 lists t1 as pending: once it is durable, t1's allocation must stay.
+    // Checkpoint 1 is durable: t1 runs (t2, not in it, is still held) and completes; its
+    // "after" checkpoint (3: t2 pending) stalls.
     assert!(h.gate.release(1));
     let status = h.status_after(1).await;
-    assert_eq!(status.latest_checkpoint, Some(CheckpointId(1)));
-    assert!(
-        h.allocated(t1).await,
-        "t1's allocation was cleaned before a checkpoint recording t1 as complete was durable"
-    );
+    assert_eq!(status.held, vec![t2]);
+    assert_eq!(h.submitted(1).await, vec![t1]);
+    h.complete(t1);
+    h.gate.stalled_write(3).await;
+    assert!(h.allocated(t1).await);
 
-    // Checkpoint 2 records t1 as complete: once durable, t1's allocation goes.
+    // Checkpoint 2 becomes durable now, after t1 completed, but its snapshot lists t1 as
+    // pending: a restore from it re-runs t1, so t1's allocation must stay.
     assert!(h.gate.release(2));
     let status = h.status_after(2).await;
     assert_eq!(status.latest_checkpoint, Some(CheckpointId(2)));
+    assert!(status.held.is_empty(), "{status:?}");
+    assert!(
+        h.allocated(t1).await,
+        "t1's allocation was cleaned by a checkpoint that still lists t1 as pending"
+    );
+
+    // Checkpoint 3 records t1 as complete: once durable, t1's allocation goes, t2's stays.
+    assert!(h.gate.release(3));
+    let status = h.status_after(3).await;
+    assert_eq!(status.latest_checkpoint, Some(CheckpointId(3)));
     assert!(
         !h.allocated(t1).await,
         "t1's allocation survived the covering checkpoint"
     );
+    assert!(h.allocated(t2).await);
     for id in h.gate.stalled() {
         h.gate.release(id);
     }
