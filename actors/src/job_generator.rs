@@ -10,14 +10,16 @@
 //! 2. builds the batch's input from the [`BlockStore`] (blocks shared by `Arc`; a block no
 //!    longer in memory is read back from the receiver WAL) and asks the [`Pipeline`] for its
 //!    jobs;
-//! 3. writes a checkpoint that lists the batch as pending ("before");
+//! 3. asks for a checkpoint that lists the batch as pending ("before");
+//! 4. submits the jobs to the `job-scheduler` once such a checkpoint has been written (or its
+//!    write failed and the failure was tolerated), without waiting in its handler;
+//! 5. when the scheduler reports the batch complete: tells the pipeline
+//!    ([`Pipeline::batch_completed`]) and asks for a checkpoint without the batch ("after");
+//!    only once that checkpoint is durable does it let the tracker drop old allocations and
+//!    the receiver WAL drop old segments.
 //!
 //! Every checkpoint carries [`Pipeline::snapshot`] as of the completed prefix of batches (every
 //! batch up to it complete, none after it), so a restore re-runs exactly the batches after it.
-//! 4. submits the jobs to the `job-scheduler`, without waiting in its handler;
-//! 5. when the scheduler reports the batch complete: tells the pipeline
-//!    ([`Pipeline::batch_completed`]) and writes a checkpoint without the batch ("after"), and only once that checkpoint is durable lets
-//!    the tracker drop old allocations and the receiver WAL drop old segments.
 //!
 //! At most `max_pending_batches` batches are generated and not yet complete; further batch
 //! times wait as plain times, so a slow pipeline or a long outage never loads more than that
@@ -27,11 +29,37 @@
 //! # Checkpoint controls (as in Flink)
 //!
 //! [`CheckpointPolicy`]: the interval (a checkpoint after a completed batch is skipped if the
-//! last one is more recent), the minimum pause between two checkpoints, a timeout after which
-//! a write is abandoned, and the number of consecutive failures tolerated before the generator
-//! fails (and the driver restarts from the last good checkpoint). Checkpoints are written one at
-//! a time (at most one concurrent checkpoint), in the generator's own handler, so they are
-//! ordered with the batches they describe.
+//! latest one started more recently), the minimum pause between the end of one checkpoint and
+//! the start of the next, a timeout after which a write is abandoned, the number of
+//! consecutive failures tolerated before the generator fails (and the driver restarts from the
+//! last good checkpoint), and the maximum number of checkpoint writes in flight at once.
+//!
+//! Writes run in tasks the generator owns, so it keeps ticking, generating and completing
+//! batches while up to `max_concurrent` writes are in flight:
+//!
+//! * **Snapshot order.** A checkpoint's snapshot is taken, and its id reserved in the store
+//!   ([`CheckpointStore::reserve`]), in the generator's handler when its write starts; so ids
+//!   follow the snapshots, and a slow older write that lands after a newer one never becomes
+//!   the latest — neither for a restore (the store prefers the largest valid id, and its
+//!   retention keeps the largest ids) nor for the generator.
+//! * **Waiting and coalescing.** A checkpoint asked for while `max_concurrent` writes are in
+//!   flight (or before the minimum pause has elapsed) waits; further requests coalesce with it.
+//!   When a write ends, one checkpoint starts with a snapshot taken then, which supersedes
+//!   every request that waited.
+//! * **Cleanup keyed to durability.** Each write remembers the oldest batch its snapshot still
+//!   needs; when it is durable, and is the newest durable checkpoint, the tracker and the
+//!   receiver WAL may drop what is older — never by the state at completion time, which may
+//!   already be ahead of the snapshot.
+//! * **Timeout.** A write still running after `timeout` is abandoned (its future dropped) and
+//!   counts as a failure; it cannot later be taken as success. With local storage a write
+//!   already on a blocking thread may still land: it is then a valid, older-than-next
+//!   checkpoint, and nothing was cleaned on its account.
+//! * **Kill safety.** The writes in flight are aborted when the generator stops or its state
+//!   is dropped after a kill; the restarted driver restores from the latest valid checkpoint.
+//!
+//! With `max_concurrent = 1` (the default) checkpoints are written one at a time, in order.
+//! Flink forbids `max-concurrent-checkpoints > 1` with a non-zero minimum pause; so does weir:
+//! [`CheckpointPolicy::validate`] refuses it, and the engine refuses to start with it.
 //!
 //! # What a crash leaves behind
 //!
