@@ -338,7 +338,6 @@ impl Actor for Watcher {
 // ======================================== the harness ======================================== //
 
 struct Harness {
-    names: Names,
     gate: Arc<Gate>,
     store: Arc<CheckpointStore>,
     generator: ActorRef<JobGeneratorMsg>,
@@ -441,7 +440,6 @@ impl Harness {
         .await
         .unwrap();
         Harness {
-            names,
             gate,
             store,
             generator,
@@ -559,7 +557,6 @@ impl Harness {
     }
 
     async fn shutdown(self) {
-        let _ = self.names;
         self.generator.kill_and_wait(None).await.unwrap();
         self.scheduler.kill_and_wait(None).await.unwrap();
         self.tracker.kill_and_wait(None).await.unwrap();
@@ -633,6 +630,32 @@ async fn with_one_concurrent_checkpoint_writes_go_one_at_a_time() {
     assert_eq!(status.checkpoints_in_flight, ids(&[2]));
     assert_eq!(status.latest_checkpoint, Some(CheckpointId(1)));
     assert_eq!(h.gate.stalled(), vec![2]);
+    assert!(h.gate.release(2));
+    h.status_after(2).await;
+    h.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_minimum_pause_holds_the_next_checkpoint_back() {
+    let mut setup = Setup::concurrent(1);
+    setup.policy.min_pause = Duration::from_secs(10);
+    let mut h = Harness::start("min-pause", setup).await;
+    let mut seen = Vec::new();
+    h.gate.stalled_write(1).await;
+    h.generated(&mut seen, 2).await;
+    assert!(h.gate.release(1));
+    let ended = tokio::time::Instant::now();
+    let status = h.status_after(1).await;
+    assert!(status.checkpoint_waiting, "{status:?}");
+    assert!(status.checkpoints_in_flight.is_empty(), "{status:?}");
+    // The waiting "before" checkpoint starts only once the pause has elapsed.
+    h.gate.stalled_write(2).await;
+    let paused = ended.elapsed();
+    assert!(
+        paused >= Duration::from_secs(10),
+        "started after {paused:?}"
+    );
+    assert!(paused < Duration::from_secs(11), "started after {paused:?}");
     assert!(h.gate.release(2));
     h.status_after(2).await;
     h.shutdown().await;
