@@ -53,8 +53,9 @@ struct Gate {
 
 #[derive(Debug, Default)]
 struct GateInner {
-    /// Stalled writes by checkpoint id, each waiting for its sender.
-    stalled: BTreeMap<u64, oneshot::Sender<()>>,
+    /// Stalled writes by checkpoint id, each waiting for its sender: `true` to complete,
+    /// `false` to fail.
+    stalled: BTreeMap<u64, oneshot::Sender<bool>>,
     /// Every checkpoint id whose write reached the storage, in order.
     reached: Vec<u64>,
 }
@@ -78,7 +79,13 @@ impl Gate {
     /// waiting (its future was dropped: the write was abandoned).
     fn release(&self, id: u64) -> bool {
         let sender = self.lock().stalled.remove(&id);
-        sender.expect("the write is stalled").send(()).is_ok()
+        sender.expect("the write is stalled").send(true).is_ok()
+    }
+
+    /// Makes the stalled write of checkpoint `id` fail.
+    fn fail(&self, id: u64) {
+        let sender = self.lock().stalled.remove(&id);
+        assert!(sender.expect("the write is stalled").send(false).is_ok());
     }
 
     /// Waits until the write of checkpoint `id` is stalled.
@@ -97,7 +104,7 @@ impl Gate {
     }
 
     /// Stops a write of `path` if it is a checkpoint file: returns what to wait for.
-    fn stop(&self, path: &str) -> Option<oneshot::Receiver<()>> {
+    fn stop(&self, path: &str) -> Option<oneshot::Receiver<bool>> {
         let name = path.rsplit('/').next()?;
         let id: u64 = name.strip_prefix("checkpoint-")?.parse().ok()?;
         let (tx, rx) = oneshot::channel();
@@ -144,7 +151,13 @@ impl oio::Write for StallWriter {
     async fn close(&mut self) -> opendal::Result<Metadata> {
         if let Some(release) = self.gate.stop(&self.path) {
             // A dropped sender (the gate dropped) lets the write go as well.
-            let _ = release.await;
+            if release.await == Ok(false) {
+                let _ = self.inner.abort().await;
+                return Err(opendal::Error::new(
+                    opendal::ErrorKind::Unexpected,
+                    "write failed by the test",
+                ));
+            }
         }
         self.inner.close().await
     }
@@ -658,6 +671,91 @@ async fn the_minimum_pause_holds_the_next_checkpoint_back() {
     assert!(paused < Duration::from_secs(11), "started after {paused:?}");
     assert!(h.gate.release(2));
     h.status_after(2).await;
+    h.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drain_ends_only_once_the_final_state_is_durably_checkpointed() {
+    let h = Harness::start("drain", Setup::concurrent(2)).await;
+    h.gate.stalled_write(1).await;
+    let generator = h.generator.clone();
+    let mut drain = tokio::spawn(async move { ractor::call!(generator, JobGeneratorMsg::Drain) });
+    // Serve the generator — release every stalled write, complete every submitted batch —
+    // until the drain answers.
+    let serve = async {
+        loop {
+            let stalled = h.gate.changed.notified();
+            let submitted = h.submitted.changed.notified();
+            tokio::pin!(stalled, submitted);
+            stalled.as_mut().enable();
+            submitted.as_mut().enable();
+            for id in h.gate.stalled() {
+                assert!(h.gate.release(id));
+            }
+            let ready: Vec<u64> = h
+                .submitted
+                .replies
+                .lock()
+                .unwrap()
+                .keys()
+                .copied()
+                .collect();
+            for t in ready {
+                h.complete(t);
+            }
+            tokio::select! {
+                answer = &mut drain => {
+                    answer.unwrap().unwrap();
+                    break;
+                }
+                () = &mut stalled => {}
+                () = &mut submitted => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(3600), serve)
+        .await
+        .expect("the drain answered");
+    // Nothing was in flight when the drain answered, and the latest checkpoint is the final
+    // state: nothing pending.
+    assert!(h.gate.stalled().is_empty(), "a write was in flight");
+    let status = h.status().await;
+    assert!(status.pending.is_empty() && status.checkpoints_in_flight.is_empty());
+    let latest = h.store.read_latest().await.unwrap().expect("a checkpoint");
+    assert_eq!(Some(latest.id), status.latest_checkpoint);
+    assert!(latest.data.pending_batches.is_empty(), "{:?}", latest.data);
+    h.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drain_retries_a_failed_final_checkpoint() {
+    let mut setup = Setup::concurrent(1);
+    setup.max_pending_batches = 1;
+    let mut h = Harness::start("drain-retry", setup).await;
+    let generator = h.generator.clone();
+    let drain = tokio::spawn(async move { ractor::call!(generator, JobGeneratorMsg::Drain) });
+    // The drain's last batch: its "before" checkpoint, then the batch, then its "after"
+    // checkpoint, which fails.
+    h.gate.stalled_write(1).await;
+    assert!(h.gate.release(1));
+    let last = h.submitted(1).await[0];
+    h.complete(last);
+    h.gate.stalled_write(2).await;
+    h.gate.fail(2);
+    let reason = h.checkpoint_failed().await;
+    assert!(reason.contains("write failed by the test"), "{reason}");
+    // The final state is not durable yet: the drain writes it again before it answers.
+    h.gate.stalled_write(3).await;
+    assert!(!drain.is_finished());
+    assert!(h.gate.release(3));
+    tokio::time::timeout(Duration::from_secs(3600), drain)
+        .await
+        .expect("the drain answered")
+        .unwrap()
+        .unwrap();
+    let latest = h.store.read_latest().await.unwrap().expect("a checkpoint");
+    assert_eq!(latest.id, CheckpointId(3));
+    assert!(latest.data.pending_batches.is_empty(), "{:?}", latest.data);
     h.shutdown().await;
 }
 
