@@ -187,7 +187,7 @@ fn word_count_running_totals_match_the_input_and_survive_a_restart() {
 }
 
 #[test]
-fn word_count_exits_non_zero_with_one_sentence_when_the_engine_gives_up() {
+fn word_count_refuses_a_checkpoint_that_does_not_fit_with_one_sentence_and_exit_1() {
     let tmp = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_word_count");
     let input = tmp.path().join("in");
@@ -203,8 +203,8 @@ fn word_count_exits_non_zero_with_one_sentence_when_the_engine_gives_up() {
     let mut first = common.to_vec();
     first.extend(["--running", "--max-batches", "2"]);
     ok(bin, tmp.path(), &first);
-    // The same checkpoint, but the running-totals state no longer has an operator: the
-    // engine refuses it at every driver start and gives up.
+    // The same checkpoint, but the running-totals state no longer has an operator:
+    // `get_or_create` refuses it at once, naming the operator (no driver is started to fail).
     let mut second = common.to_vec();
     second.extend(["--max-batches", "2"]);
     let ran = run(bin, tmp.path(), &second);
@@ -216,7 +216,9 @@ fn word_count_exits_non_zero_with_one_sentence_when_the_engine_gives_up() {
         .rfind(|l| l.starts_with("word_count: "))
         .unwrap_or_default();
     assert!(
-        last.starts_with("word_count: ") && last.contains("given up"),
+        last.starts_with("word_count: ")
+            && last.contains("does not fit")
+            && last.contains("\"running-totals\""),
         "the last line says why: {last}"
     );
 }
