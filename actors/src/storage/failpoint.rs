@@ -15,9 +15,8 @@ pub(crate) struct Failpoints {
     pub(crate) fsync: &'static str,
     /// The directory's fsync fails.
     pub(crate) dir_fsync: &'static str,
-    /// Between the durable temp file and the rename onto the final name (`None` for a
-    /// component that never renames).
-    pub(crate) rename: Option<&'static str>,
+    /// Between the durable temp file and the rename onto the final name.
+    pub(crate) rename: &'static str,
     /// An object write fails at `close()` (object-store mode).
     pub(crate) close: &'static str,
 }
@@ -28,8 +27,7 @@ pub(crate) const WAL: Failpoints = Failpoints {
     torn_write: "wal::write::torn",
     fsync: "wal::fsync",
     dir_fsync: "wal::dir_fsync",
-    // The WAL appends to segments and writes whole objects; it never renames.
-    rename: None,
+    rename: "wal::rename",
     close: "wal::close",
 };
 
@@ -39,7 +37,7 @@ pub(crate) const CHECKPOINT: Failpoints = Failpoints {
     torn_write: "checkpoint::write::torn",
     fsync: "checkpoint::fsync",
     dir_fsync: "checkpoint::dir_fsync",
-    rename: Some("checkpoint::rename"),
+    rename: "checkpoint::rename",
     close: "checkpoint::close",
 };
 
