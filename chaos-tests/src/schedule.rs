@@ -348,6 +348,38 @@ impl Schedule {
     }
 }
 
+impl Schedule {
+    /// `rounds` rounds in each of which every actor of `actors` is killed once, in a seeded
+    /// order, about `mean_gap` apart (after `warm_up`).
+    pub fn each_kind(
+        seed: u64,
+        actors: &[ActorKind],
+        rounds: usize,
+        warm_up: Duration,
+        mean_gap: Duration,
+    ) -> Schedule {
+        let mut rng = Rng::new(seed);
+        let gap_ms = (mean_gap.as_millis() as u64).max(2);
+        let mut at = warm_up;
+        let mut steps = Vec::with_capacity(rounds * actors.len());
+        for _ in 0..rounds {
+            let mut order = actors.to_vec();
+            // Fisher-Yates with the seeded generator.
+            for i in (1..order.len()).rev() {
+                order.swap(i, rng.range(0, i as u64 + 1) as usize);
+            }
+            for actor in order {
+                at += Duration::from_millis(rng.range(gap_ms / 2, gap_ms * 3 / 2 + 1));
+                steps.push(Step {
+                    at,
+                    fault: Fault::Kill(actor),
+                });
+            }
+        }
+        Schedule { seed, steps }
+    }
+}
+
 impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "schedule for {SEED_VAR}={}:", self.seed)?;
@@ -414,6 +446,29 @@ mod tests {
             if let Fault::TornWrite(edge) = step.fault {
                 assert!(edge.torn_failpoint().is_some(), "{edge} cannot tear");
             }
+        }
+    }
+
+    #[test]
+    fn each_kind_kills_every_actor_once_per_round_reproducibly() {
+        let actors = ActorKind::all(&[0], 2);
+        let a = Schedule::each_kind(9, &actors, 3, Duration::ZERO, Duration::from_millis(10));
+        assert_eq!(
+            a,
+            Schedule::each_kind(9, &actors, 3, Duration::ZERO, Duration::from_millis(10))
+        );
+        for round in a.steps.chunks(actors.len()) {
+            let mut killed: Vec<ActorKind> = round
+                .iter()
+                .filter_map(|s| match s.fault {
+                    Fault::Kill(a) => Some(a),
+                    _ => None,
+                })
+                .collect();
+            killed.sort();
+            let mut all = actors.clone();
+            all.sort();
+            assert_eq!(killed, all);
         }
     }
 
