@@ -347,7 +347,21 @@ impl Live {
         }
     }
 
+    /// Forgets the events that arrived before now, so that a wait sees only what follows.
+    fn drain(&mut self) {
+        let root = self.names.root();
+        while let Some(r) = self.waiter.try_next() {
+            if matches!(&r.event, Event::ActorGaveUp { actor, .. } if *actor == root) {
+                self.ended = true;
+            }
+        }
+    }
+
     async fn act(&mut self, action: Action) {
+        self.drain();
+        if self.ended {
+            return;
+        }
         match action {
             Action::Fault(fault) => self.inject(fault).await,
             Action::KillDriverAt(point) => self.kill_driver_at(point).await,
