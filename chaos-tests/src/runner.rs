@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use weir_actors::engine::{Engine, EngineConfig, EngineError};
 use weir_actors::event_bus::EventSubscription;
@@ -61,6 +62,10 @@ pub struct RunConfig {
     pub tail_batches: usize,
     /// Print a line per fault as it is injected.
     pub verbose: bool,
+    /// If the engine gives up, call [`Workload::restarted`] and start it again over the same
+    /// storage, let a few batches complete and stop it; the invariants then cover both lives
+    /// (what was acknowledged before the give-up must be committed after the restart).
+    pub restart_after_give_up: bool,
 }
 
 impl RunConfig {
@@ -73,6 +78,7 @@ impl RunConfig {
             recovery_wait: Duration::from_secs(30),
             tail_batches: 3,
             verbose: false,
+            restart_after_give_up: false,
         }
     }
 }
@@ -86,6 +92,9 @@ pub struct Outcome {
     pub report: Report,
     /// How the engine ended.
     pub engine: Result<(), EngineError>,
+    /// How the second life ended, if the engine gave up and
+    /// [`RunConfig::restart_after_give_up`] started it again.
+    pub restarted: Option<Result<(), EngineError>>,
 }
 
 /// The engine settings a chaos run starts from: short intervals, and restart budgets large
@@ -163,6 +172,33 @@ impl<W: Workload> Runner<W> {
         self.run_steps(actions).await
     }
 
+    /// Starts one life of the engine: the workload's parts, wrapped for panic injection, and a
+    /// task feeding the engine's events to the recorder.
+    async fn start_engine(
+        &self,
+        ctx: &HarnessContext,
+        panic_next_job: &Arc<AtomicBool>,
+    ) -> Result<(Engine, JoinHandle<()>, EventSubscription, Names), EngineError> {
+        let parts = self.workload.build(ctx);
+        let pipeline: Arc<dyn Pipeline> = Arc::new(PanicInjector {
+            inner: parts.pipeline,
+            armed: Arc::clone(panic_next_job),
+        });
+        let mut config = chaos_config(self.config.storage.clone(), &self.config.name_prefix);
+        self.workload.configure(&mut config);
+        let names = config.names();
+        let engine = Engine::start(config, pipeline, parts.receivers).await?;
+        let mut events = engine.events();
+        let waiter = engine.events();
+        let rec = ctx.recorder.clone();
+        let recording = tokio::spawn(async move {
+            while let Some(r) = events.next().await {
+                rec.event(&r.event);
+            }
+        });
+        Ok((engine, recording, waiter, names))
+    }
+
     async fn run_steps(&self, actions: Vec<(Duration, Action)>) -> Outcome {
         let _serial = RUN_LOCK.lock().await;
         let recorder = Recorder::new();
@@ -171,36 +207,12 @@ impl<W: Workload> Runner<W> {
             recorder: recorder.clone(),
             holds: holds.clone(),
         };
-        let parts = self.workload.build(&ctx);
         let panic_next_job = Arc::new(AtomicBool::new(false));
-        let pipeline: Arc<dyn Pipeline> = Arc::new(PanicInjector {
-            inner: parts.pipeline,
-            armed: Arc::clone(&panic_next_job),
-        });
-        let mut config = chaos_config(self.config.storage.clone(), &self.config.name_prefix);
-        self.workload.configure(&mut config);
-        let names = config.names();
-        let engine = match Engine::start(config, pipeline, parts.receivers).await {
-            Ok(engine) => engine,
-            Err(err) => {
-                recorder.engine_error(err.to_string());
-                let history = recorder.history();
-                let report = check(&history, &self.config.bounds);
-                return Outcome {
-                    history,
-                    report,
-                    engine: Err(err),
-                };
-            }
-        };
-        let mut events = engine.events();
-        let waiter = engine.events();
-        let rec = recorder.clone();
-        let recording = tokio::spawn(async move {
-            while let Some(r) = events.next().await {
-                rec.event(&r.event);
-            }
-        });
+        let (engine, recording, waiter, names) =
+            match self.start_engine(&ctx, &panic_next_job).await {
+                Ok(started) => started,
+                Err(err) => return self.finish(&recorder, Err(err), None),
+            };
         let rec = recorder.clone();
         let sampling = tokio::spawn(async move {
             loop {
@@ -215,7 +227,7 @@ impl<W: Workload> Runner<W> {
             names,
             recorder: recorder.clone(),
             holds,
-            panic_next_job,
+            panic_next_job: Arc::clone(&panic_next_job),
             waiter,
             recovery_wait: self.config.recovery_wait,
             verbose: self.config.verbose,
@@ -223,10 +235,10 @@ impl<W: Workload> Runner<W> {
             ended: false,
         };
         // Warm up: the pipeline works before the first fault.
-        if live.batches_with_records(1).await {
-            if let Some(rss) = rss_bytes() {
-                recorder.memory_baseline(rss);
-            }
+        if live.batches_with_records(1).await
+            && let Some(rss) = rss_bytes()
+        {
+            recorder.memory_baseline(rss);
         }
         let start = Instant::now();
         for (at, action) in actions {
@@ -237,24 +249,52 @@ impl<W: Workload> Runner<W> {
             live.act(action).await;
         }
         live.clear_failpoints();
-        let engine_result = if live.ended {
-            tokio::time::timeout(Duration::from_secs(30), engine.await_termination())
-                .await
-                .unwrap_or_else(|_| {
-                    Err(EngineError::Failed(
-                        "the engine gave up but did not end within 30 s".to_owned(),
-                    ))
-                })
-        } else {
+        if self.config.bounds.give_up_expected {
+            // The scenario spends a restart budget: wait (bounded) for the engine to give up.
+            live.wait_for(|_| false).await;
+        } else if !live.ended {
             live.batches_with_records(self.config.tail_batches).await;
+        }
+        let engine_result = if live.ended {
+            end_of(engine).await
+        } else {
             engine.stop(true).await
         };
-        if let Err(err) = &engine_result {
-            recorder.engine_error(err.to_string());
-        }
-        sampling.abort();
         // The feed ends once every actor (and with them the hub) is gone.
         let _ = tokio::time::timeout(Duration::from_secs(5), recording).await;
+        let mut second_life = None;
+        if engine_result.is_err() && self.config.restart_after_give_up {
+            // As an operator would: fix the cause, start again over the same storage.
+            self.workload.restarted();
+            second_life = Some(match self.start_engine(&ctx, &panic_next_job).await {
+                Ok((engine, recording, waiter, _)) => {
+                    live.waiter = waiter;
+                    live.ended = false;
+                    live.batches_with_records(self.config.tail_batches).await;
+                    let result = if live.ended {
+                        end_of(engine).await
+                    } else {
+                        engine.stop(true).await
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(5), recording).await;
+                    result
+                }
+                Err(err) => Err(err),
+            });
+        }
+        sampling.abort();
+        self.finish(&recorder, engine_result, second_life)
+    }
+
+    fn finish(
+        &self,
+        recorder: &Recorder,
+        engine: Result<(), EngineError>,
+        restarted: Option<Result<(), EngineError>>,
+    ) -> Outcome {
+        if let Err(err) = &engine {
+            recorder.engine_error(err.to_string());
+        }
         if let Some(visible) = self.workload.visible() {
             recorder.set_visible(visible);
         }
@@ -263,9 +303,21 @@ impl<W: Workload> Runner<W> {
         Outcome {
             history,
             report,
-            engine: engine_result,
+            engine,
+            restarted,
         }
     }
+}
+
+/// Waits (bounded) for an engine that gave up to end.
+async fn end_of(engine: Engine) -> Result<(), EngineError> {
+    tokio::time::timeout(Duration::from_secs(30), engine.await_termination())
+        .await
+        .unwrap_or_else(|_| {
+            Err(EngineError::Failed(
+                "the engine gave up but did not end within 30 s".to_owned(),
+            ))
+        })
 }
 
 enum Action {

@@ -16,7 +16,7 @@
 //! the harness's own workload, written that way; `docs/chaos.md` walks through it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -72,6 +72,11 @@ pub trait Workload: Send + Sync + 'static {
     fn visible(&self) -> Option<BTreeMap<u64, VisibleBatch>> {
         None
     }
+
+    /// The engine gave up and the harness is about to start it again
+    /// ([`crate::runner::RunConfig::restart_after_give_up`]): remove the cause, as an operator
+    /// would. Default: nothing.
+    fn restarted(&self) {}
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -171,6 +176,7 @@ pub struct Numbered {
     config: NumberedConfig,
     next: Arc<AtomicU64>,
     sink: Arc<StagingSink>,
+    healed: Arc<AtomicBool>,
 }
 
 impl Numbered {
@@ -180,7 +186,13 @@ impl Numbered {
             config,
             next: Arc::default(),
             sink: Arc::default(),
+            healed: Arc::default(),
         }
+    }
+
+    /// Receivers stop failing by themselves ([`NumberedConfig::receivers_fail_after`]).
+    pub fn heal(&self) {
+        self.healed.store(true, Ordering::SeqCst);
     }
 
     /// The sink.
@@ -198,6 +210,7 @@ impl Workload for Numbered {
                     per_store: self.config.per_store.max(1),
                     pause: self.config.pause,
                     fail_after: self.config.receivers_fail_after,
+                    healed: Arc::clone(&self.healed),
                     recorder: ctx.recorder.clone(),
                     holds: ctx.holds.clone(),
                 };
@@ -220,6 +233,10 @@ impl Workload for Numbered {
     fn visible(&self) -> Option<BTreeMap<u64, VisibleBatch>> {
         Some(self.sink.visible())
     }
+
+    fn restarted(&self) {
+        self.heal();
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -228,6 +245,7 @@ struct NumberedSource {
     per_store: u64,
     pause: Duration,
     fail_after: Option<u64>,
+    healed: Arc<AtomicBool>,
     recorder: Recorder,
     holds: Holds,
 }
@@ -237,7 +255,9 @@ impl Receiver for NumberedSource {
         Box::pin(async move {
             let mut stored = 0u64;
             while !ctx.is_stopping() {
-                if self.fail_after.is_some_and(|n| stored >= n) {
+                if self.fail_after.is_some_and(|n| stored >= n)
+                    && !self.healed.load(Ordering::SeqCst)
+                {
                     return Err(format!(
                         "the source of stream {} failed after {stored} stores (injected)",
                         ctx.stream()
