@@ -221,6 +221,7 @@ impl Actor for Driver {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        crate::faults::check(&myself);
         let DriverMsg::Stop { graceful, reply } = message;
         state.stopping = true;
         if graceful {

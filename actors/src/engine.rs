@@ -5,6 +5,7 @@
 //! immediately; [`Engine::await_termination`] waits until it ends and says why — in particular
 //! [`EngineError::GaveUp`] when the driver failed more often than the restart intensity allows.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -14,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::blocks::StreamId;
 use crate::checkpoint::CheckpointId;
+use crate::control_endpoint::ControlHandle;
 use crate::driver::DriverArgs;
 use crate::event_bus::{EventHub, EventSubscription};
 use crate::job_generator::CheckpointPolicy;
@@ -64,6 +66,10 @@ pub struct EngineConfig {
     pub graceful_stop_timeout: Duration,
     /// Seed of the restart jitter.
     pub seed: u64,
+    /// Where the control endpoint listens (`weir watch`, `weir kill`); `None` (the default):
+    /// no endpoint. Use a loopback address such as `127.0.0.1:0` unless the port must be
+    /// reachable from elsewhere. See `docs/operations.md`.
+    pub control_addr: Option<SocketAddr>,
 }
 
 impl EngineConfig {
@@ -97,6 +103,7 @@ impl EngineConfig {
             executor_policy: RestartPolicy::default(),
             graceful_stop_timeout: batch_interval * 10,
             seed: 0,
+            control_addr: None,
         }
     }
 
@@ -108,6 +115,14 @@ impl EngineConfig {
     /// Where the event log goes: `<storage>/events` for local storage, nowhere otherwise.
     pub fn event_log_dir(&self) -> Option<PathBuf> {
         self.storage.local_dir().map(|d| d.join("events"))
+    }
+
+    /// Where the control endpoint's token is written: `<storage>/control-token` for local
+    /// storage; nowhere otherwise (then commands that change anything are refused).
+    pub fn control_token_path(&self) -> Option<PathBuf> {
+        self.storage
+            .local_dir()
+            .map(crate::control_endpoint::token_path)
     }
 }
 
@@ -144,6 +159,7 @@ pub struct Engine {
     handle: JoinHandle<()>,
     hub: EventHub,
     outcome: Arc<Mutex<Option<EngineError>>>,
+    control: ControlHandle,
 }
 
 impl Engine {
@@ -161,6 +177,7 @@ impl Engine {
         let config = Arc::new(config);
         let hub = EventHub::default();
         let outcome = Arc::new(Mutex::new(None));
+        let control = ControlHandle::default();
         let args = RootArgs {
             config: Arc::clone(&config),
             driver: DriverArgs {
@@ -171,6 +188,7 @@ impl Engine {
             },
             hub: hub.clone(),
             outcome: Arc::clone(&outcome),
+            control: control.clone(),
         };
         match Actor::spawn(Some(config.names().root()), Root, args).await {
             Ok((root, handle)) => Ok(Engine {
@@ -178,6 +196,7 @@ impl Engine {
                 handle,
                 hub,
                 outcome,
+                control,
             }),
             Err(err) => Err(take(&outcome).unwrap_or_else(|| EngineError::Start(err.to_string()))),
         }
@@ -186,6 +205,12 @@ impl Engine {
     /// A new subscription to the engine's events.
     pub fn events(&self) -> EventSubscription {
         self.hub.subscribe()
+    }
+
+    /// The address the control endpoint listens on (`None` without
+    /// [`EngineConfig::control_addr`]).
+    pub fn control_addr(&self) -> Option<SocketAddr> {
+        self.control.local_addr()
     }
 
     /// Stops the engine: gracefully (receivers stop, everything received is processed and

@@ -285,6 +285,7 @@ impl Actor for JobGenerator {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        crate::faults::check(&myself);
         match message {
             JobGeneratorMsg::Tick(t) => {
                 if state.drain.is_none() && state.last_queued_ms.is_none_or(|last| t > last) {

@@ -292,6 +292,7 @@ impl Actor for JobScheduler {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        crate::faults::check(&myself);
         match message {
             JobSchedulerMsg::Submit(batch, reply) => state.schedule.submit(batch, reply),
             JobSchedulerMsg::Status(reply) => {

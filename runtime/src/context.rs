@@ -49,6 +49,15 @@ impl StreamingConfig {
         StreamingConfig::new(Storage::local(dir.as_ref()))
     }
 
+    /// Serves the control endpoint on `addr` (e.g. `127.0.0.1:0`, loopback unless the port
+    /// must be reachable from elsewhere): `weir watch`, `weir events`, `weir kill` connect to
+    /// it; see `docs/operations.md`.
+    #[must_use]
+    pub fn control_addr(mut self, addr: std::net::SocketAddr) -> Self {
+        self.engine.control_addr = Some(addr);
+        self
+    }
+
     /// Sets the batch interval.
     #[must_use]
     pub fn batch_interval(mut self, interval: Duration) -> Self {
@@ -338,6 +347,12 @@ impl StreamingContext {
             .as_ref()
             .map(Engine::events)
             .ok_or_else(|| Error::State("the streaming context has not started".into()))
+    }
+
+    /// The address the control endpoint listens on: `None` before the context started, or
+    /// without [`StreamingConfig::control_addr`].
+    pub fn control_addr(&self) -> Option<std::net::SocketAddr> {
+        self.engine.as_ref().and_then(Engine::control_addr)
     }
 
     /// Stops: gracefully (receivers stop, everything received is processed and checkpointed)

@@ -32,6 +32,8 @@
 
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(feature = "cli")]
+pub mod cli;
 mod context;
 pub mod dstream;
 mod error;
