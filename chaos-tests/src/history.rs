@@ -324,6 +324,15 @@ impl Recorder {
         }
     }
 
+    /// Fault `index` turned out not to have been injected, for `reason`.
+    pub fn skipped(&self, index: usize, reason: String) {
+        let mut inner = self.lock();
+        inner.down = inner.down.saturating_sub(1);
+        if let Some(f) = inner.history.faults.get_mut(index) {
+            f.skipped = Some(reason);
+        }
+    }
+
     /// Whether a part is down now (a fault injected and not yet recovered from).
     pub fn is_down(&self) -> bool {
         self.lock().down > 0

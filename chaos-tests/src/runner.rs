@@ -5,7 +5,7 @@
 //! engine event, samples resident memory, and injects each step's fault at its time:
 //!
 //! * kills by stable name through ractor's registry;
-//! * panics inside a job (for executors);
+//! * panics inside an actor's handler (`weir_actors::faults`: the next message it handles);
 //! * storage errors, torn writes, stalls and a full disk through `weir-actors`' failpoints;
 //! * the driver killed while held at a [`HoldPoint`] ([`Fault`]s of the schedule, or
 //!   [`Runner::kill_driver_at`]).
@@ -17,7 +17,6 @@
 //! Failpoints are process-global, so runs in one process are serialised (a global lock).
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,10 +25,7 @@ use tokio::time::Instant;
 use weir_actors::engine::{Engine, EngineConfig, EngineError};
 use weir_actors::event_bus::EventSubscription;
 use weir_actors::names::Names;
-use weir_actors::pipeline::{BatchInput, Job, Pipeline};
 use weir_actors::storage::Storage;
-use weir_actors::checkpoint::{CheckpointData, OperatorState};
-use weir_actors::pipeline::UserError;
 use weir_actors::Event;
 
 use crate::history::{History, Recorder, rss_bytes};
@@ -37,6 +33,9 @@ use crate::hold::{HoldPoint, Holds, hold_failpoint};
 use crate::invariants::{Bounds, Report, check};
 use crate::schedule::{ActorKind, Fault, Schedule};
 use crate::workload::{HarnessContext, Workload};
+
+/// How long an armed panic may wait for its actor's next message.
+const PANIC_WAIT: Duration = Duration::from_secs(2);
 
 static RUN_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -132,7 +131,6 @@ struct Live {
     names: Names,
     recorder: Recorder,
     holds: Holds,
-    panic_next_job: Arc<AtomicBool>,
     waiter: EventSubscription,
     recovery_wait: Duration,
     verbose: bool,
@@ -172,22 +170,17 @@ impl<W: Workload> Runner<W> {
         self.run_steps(actions).await
     }
 
-    /// Starts one life of the engine: the workload's parts, wrapped for panic injection, and a
-    /// task feeding the engine's events to the recorder.
+    /// Starts one life of the engine over the workload's parts, and a task feeding the
+    /// engine's events to the recorder.
     async fn start_engine(
         &self,
         ctx: &HarnessContext,
-        panic_next_job: &Arc<AtomicBool>,
     ) -> Result<(Engine, JoinHandle<()>, EventSubscription, Names), EngineError> {
         let parts = self.workload.build(ctx);
-        let pipeline: Arc<dyn Pipeline> = Arc::new(PanicInjector {
-            inner: parts.pipeline,
-            armed: Arc::clone(panic_next_job),
-        });
         let mut config = chaos_config(self.config.storage.clone(), &self.config.name_prefix);
         self.workload.configure(&mut config);
         let names = config.names();
-        let engine = Engine::start(config, pipeline, parts.receivers).await?;
+        let engine = Engine::start(config, parts.pipeline, parts.receivers).await?;
         let mut events = engine.events();
         let waiter = engine.events();
         let rec = ctx.recorder.clone();
@@ -207,9 +200,8 @@ impl<W: Workload> Runner<W> {
             recorder: recorder.clone(),
             holds: holds.clone(),
         };
-        let panic_next_job = Arc::new(AtomicBool::new(false));
         let (engine, recording, waiter, names) =
-            match self.start_engine(&ctx, &panic_next_job).await {
+            match self.start_engine(&ctx).await {
                 Ok(started) => started,
                 Err(err) => return self.finish(&recorder, Err(err), None),
             };
@@ -227,7 +219,6 @@ impl<W: Workload> Runner<W> {
             names,
             recorder: recorder.clone(),
             holds,
-            panic_next_job: Arc::clone(&panic_next_job),
             waiter,
             recovery_wait: self.config.recovery_wait,
             verbose: self.config.verbose,
@@ -266,7 +257,7 @@ impl<W: Workload> Runner<W> {
         if engine_result.is_err() && self.config.restart_after_give_up {
             // As an operator would: fix the cause, start again over the same storage.
             self.workload.restarted();
-            second_life = Some(match self.start_engine(&ctx, &panic_next_job).await {
+            second_life = Some(match self.start_engine(&ctx).await {
                 Ok((engine, recording, waiter, _)) => {
                     live.waiter = waiter;
                     live.ended = false;
@@ -347,11 +338,16 @@ impl Live {
 
     /// Waits until `done` says so for an event; false after the recovery wait, or if the
     /// engine ended (the root gave up).
-    async fn wait_for(&mut self, mut done: impl FnMut(&Event) -> bool) -> bool {
+    async fn wait_for(&mut self, done: impl FnMut(&Event) -> bool) -> bool {
+        self.wait_within(self.recovery_wait, done).await
+    }
+
+    /// [`Live::wait_for`] with another bound.
+    async fn wait_within(&mut self, bound: Duration, mut done: impl FnMut(&Event) -> bool) -> bool {
         let root = self.names.root();
         let waiter = &mut self.waiter;
         let ended = &mut self.ended;
-        tokio::time::timeout(self.recovery_wait, async {
+        tokio::time::timeout(bound, async {
             loop {
                 let Some(r) = waiter.next().await else {
                     *ended = true;
@@ -435,30 +431,31 @@ impl Live {
                 let ok = self.healed(&name).await;
                 self.recorder.recovered(index, ok);
             }
-            Fault::Panic(ActorKind::Executor(_)) => {
-                let index = self.recorder.fault(fault, None);
-                self.panic_next_job.store(true, Ordering::SeqCst);
-                // Recovered once the panic fired and a batch with records completed after it.
-                let mut ok = false;
-                for _ in 0..10 {
-                    if !self.batches_with_records(1).await {
-                        break;
-                    }
-                    if !self.panic_next_job.load(Ordering::SeqCst) {
-                        ok = true;
-                        break;
-                    }
-                }
-                self.panic_next_job.store(false, Ordering::SeqCst);
-                self.recorder.recovered(index, ok);
-            }
             Fault::Panic(kind) => {
-                self.recorder.fault(
-                    fault,
-                    Some(format!(
-                        "a panic inside {kind}'s handlers needs weir_actors::faults (not in this build)"
-                    )),
-                );
+                let name = kind.name(&self.names);
+                if self.find(&name).await.is_none() {
+                    self.recorder
+                        .fault(fault, Some(format!("{name} was not running")));
+                    return;
+                }
+                let index = self.recorder.fault(fault, None);
+                weir_actors::faults::arm_panic(&name, "injected by the chaos harness");
+                // An actor that handles no message for a while never fires its panic.
+                let fired = self
+                    .wait_within(PANIC_WAIT, |e| {
+                        matches!(e, Event::ActorFailed { actor, .. } if *actor == name)
+                    })
+                    .await;
+                let ok = fired && self.restarted_and_completed(&name).await;
+                if weir_actors::faults::disarm(&name) {
+                    // It never handled a message (a receiver runs inside one long handler).
+                    self.recorder.skipped(
+                        index,
+                        format!("{name} handled no message while the panic was armed"),
+                    );
+                } else {
+                    self.recorder.recovered(index, ok);
+                }
             }
             Fault::StorageError(edge, count) => {
                 self.storage_fault(fault, edge.failpoint(), &format!("{count}*return->off"))
@@ -603,49 +600,5 @@ impl Live {
             _ => false,
         })
         .await
-    }
-}
-
-/// Wraps a pipeline so that the next job panics when armed (a panic inside an executor's
-/// handler: the executor catches it and fails the attempt, which is retried).
-struct PanicInjector {
-    inner: Arc<dyn Pipeline>,
-    armed: Arc<AtomicBool>,
-}
-
-impl Pipeline for PanicInjector {
-    fn fingerprint(&self) -> u64 {
-        self.inner.fingerprint()
-    }
-
-    fn jobs(&self, input: &BatchInput) -> Result<Vec<Job>, UserError> {
-        let jobs = self.inner.jobs(input)?;
-        Ok(jobs
-            .into_iter()
-            .map(|job| {
-                let (inner, armed) = (job.run, Arc::clone(&self.armed));
-                Job {
-                    id: job.id,
-                    run: Arc::new(move |ctx| {
-                        if armed.swap(false, Ordering::SeqCst) {
-                            panic!("injected by the chaos harness: a panic inside a job");
-                        }
-                        inner(ctx)
-                    }),
-                }
-            })
-            .collect())
-    }
-
-    fn snapshot(&self, completed: Option<u64>) -> Result<Vec<OperatorState>, UserError> {
-        self.inner.snapshot(completed)
-    }
-
-    fn restore(&self, checkpoint: Option<&CheckpointData>) -> Result<(), UserError> {
-        self.inner.restore(checkpoint)
-    }
-
-    fn batch_completed(&self, batch_time_ms: u64) {
-        self.inner.batch_completed(batch_time_ms);
     }
 }

@@ -77,6 +77,17 @@ impl ActorKind {
         }
     }
 
+    /// Whether the actor handles messages all the time while batches run, so that a panic
+    /// armed for its next message fires soon. The driver and the receiver tracker handle
+    /// messages only at starts, restarts and stops, and a receiver runs its source inside one
+    /// long handler.
+    pub fn handles_messages_steadily(self) -> bool {
+        !matches!(
+            self,
+            ActorKind::Driver | ActorKind::ReceiverTracker | ActorKind::Receiver(_)
+        )
+    }
+
     /// Every actor of an engine with `streams` receivers and `executors` executors.
     pub fn all(streams: &[StreamId], executors: usize) -> Vec<ActorKind> {
         let mut all = vec![
@@ -160,7 +171,8 @@ impl fmt::Display for StorageEdge {
 pub enum Fault {
     /// `ActorRef::kill` of the actor (ractor's registry, by its stable name).
     Kill(ActorKind),
-    /// A panic inside one of the actor's handlers (for executors: inside the next job).
+    /// A panic inside the actor's handler of the next message it handles
+    /// (`weir_actors::faults`).
     Panic(ActorKind),
     /// The next `count` calls at a storage edge fail.
     StorageError(StorageEdge, u32),
@@ -241,7 +253,8 @@ pub struct ScheduleConfig {
     pub warm_up: Duration,
     /// The mean gap between faults; each gap is uniform in `[gap/2, 3·gap/2)`.
     pub mean_gap: Duration,
-    /// The actors that may be killed or panicked.
+    /// The actors that may be killed, or panicked (those of them that
+    /// [handle messages steadily](ActorKind::handles_messages_steadily)).
     pub actors: Vec<ActorKind>,
     /// The classes to draw from, each with a weight.
     pub mix: Vec<(FaultClass, u32)>,
@@ -328,7 +341,19 @@ impl Schedule {
             };
             let fault = match class {
                 FaultClass::Kill => Fault::Kill(actor(&mut rng)),
-                FaultClass::Panic => Fault::Panic(actor(&mut rng)),
+                FaultClass::Panic => {
+                    let busy: Vec<ActorKind> = config
+                        .actors
+                        .iter()
+                        .copied()
+                        .filter(|a| a.handles_messages_steadily())
+                        .collect();
+                    if busy.is_empty() {
+                        Fault::Kill(actor(&mut rng))
+                    } else {
+                        Fault::Panic(busy[rng.range(0, busy.len() as u64) as usize])
+                    }
+                }
                 FaultClass::StorageError => {
                     Fault::StorageError(edge(&mut rng, false), rng.range(1, 4) as u32)
                 }
