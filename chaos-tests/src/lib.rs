@@ -46,6 +46,7 @@ pub mod history;
 pub mod hold;
 pub mod invariants;
 pub mod payload;
+pub mod process;
 pub mod rng;
 pub mod runner;
 pub mod schedule;
