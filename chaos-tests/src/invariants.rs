@@ -104,7 +104,9 @@ pub enum Violation {
         second: u64,
     },
     /// A batch allocated records never committed although a later batch did.
-    #[error("batch {missing} was allocated {records} records but never committed, while the later batch {later} was")]
+    #[error(
+        "batch {missing} was allocated {records} records but never committed, while the later batch {later} was"
+    )]
     Gap {
         /// The batch missing.
         missing: u64,
@@ -174,7 +176,9 @@ pub enum Violation {
         failed_at: Duration,
     },
     /// The pipeline took too long to complete a batch again after a fault.
-    #[error("after `{fault}` the pipeline took {took:?} to complete a batch again, more than {bound:?}")]
+    #[error(
+        "after `{fault}` the pipeline took {took:?} to complete a batch again, more than {bound:?}"
+    )]
     SlowRecovery {
         /// The fault.
         fault: String,
@@ -192,7 +196,9 @@ pub enum Violation {
         at: Duration,
     },
     /// Memory grew too much while a part was down.
-    #[error("resident memory reached {peak} bytes while a part was down, {baseline} at the start, more than {bound} bytes of growth")]
+    #[error(
+        "resident memory reached {peak} bytes while a part was down, {baseline} at the start, more than {bound} bytes of growth"
+    )]
     Memory {
         /// The peak while down.
         peak: u64,
@@ -500,7 +506,11 @@ mod tests {
 
     /// A history where everything held: records 0..6 in batches 100, 200, 300.
     fn good() -> History {
-        let batches = [(100, 1, vec![0, 1]), (200, 2, vec![2, 3]), (300, 4, vec![4, 5])];
+        let batches = [
+            (100, 1, vec![0, 1]),
+            (200, 2, vec![2, 3]),
+            (300, 4, vec![4, 5]),
+        ];
         let mut h = History {
             produced: (0..8).collect(),
             acknowledged: (0..6).collect(),
@@ -626,7 +636,10 @@ mod tests {
     fn a_batch_committed_twice_is_caught() {
         let mut h = good();
         let again = h.commits[0].clone();
-        h.commits.push(Commit { attempt: 9, ..again });
+        h.commits.push(Commit {
+            attempt: 9,
+            ..again
+        });
         assert!(
             violations(&h).contains(&Violation::CommittedTwice {
                 batch: 100,
@@ -662,7 +675,11 @@ mod tests {
         h.allocated.insert(200, 3);
         assert!(matches!(
             violations(&h)[..],
-            [Violation::AllocationMismatch { batch: 200, allocated: 3, committed: 2 }]
+            [Violation::AllocationMismatch {
+                batch: 200,
+                allocated: 3,
+                committed: 2
+            }]
         ));
     }
 
@@ -725,7 +742,10 @@ mod tests {
     fn a_slow_or_missing_restart_is_caught() {
         let mut h = good();
         h.restarts[0].restarted_in = Some(Duration::from_secs(11));
-        assert!(matches!(violations(&h)[..], [Violation::SlowRestart { .. }]));
+        assert!(matches!(
+            violations(&h)[..],
+            [Violation::SlowRestart { .. }]
+        ));
         h.restarts[0].restarted_in = None;
         h.elapsed = Duration::from_secs(20);
         assert!(matches!(
@@ -741,9 +761,15 @@ mod tests {
     fn a_slow_or_missing_recovery_is_caught() {
         let mut h = good();
         h.faults[0].recovery = Some(Duration::from_secs(30));
-        assert!(matches!(violations(&h)[..], [Violation::SlowRecovery { .. }]));
+        assert!(matches!(
+            violations(&h)[..],
+            [Violation::SlowRecovery { .. }]
+        ));
         h.faults[0].recovery = None;
-        assert!(matches!(violations(&h)[..], [Violation::NotRecovered { .. }]));
+        assert!(matches!(
+            violations(&h)[..],
+            [Violation::NotRecovered { .. }]
+        ));
     }
 
     #[test]
@@ -760,7 +786,10 @@ mod tests {
             give_up_expected: true,
             ..Bounds::default()
         };
-        assert_eq!(check(&h, &expected).violations, vec![Violation::MissingGiveUp]);
+        assert_eq!(
+            check(&h, &expected).violations,
+            vec![Violation::MissingGiveUp]
+        );
         h.give_ups.push(GiveUp {
             actor: "receiver-supervisor-0".into(),
             child: "receiver-0".into(),

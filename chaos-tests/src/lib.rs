@@ -57,6 +57,8 @@ pub use history::{History, Recorder, VisibleBatch};
 pub use hold::{HoldPoint, Holds};
 pub use invariants::{Bounds, Report, Violation, check};
 pub use runner::{Outcome, RunConfig, Runner, chaos_config};
-pub use schedule::{ActorKind, Fault, FaultClass, Schedule, ScheduleConfig, StorageEdge, seed_from_env};
+pub use schedule::{
+    ActorKind, Fault, FaultClass, Schedule, ScheduleConfig, StorageEdge, seed_from_env,
+};
 pub use summary::Summary;
 pub use workload::{HarnessContext, Numbered, NumberedConfig, Parts, StagingSink, Workload};

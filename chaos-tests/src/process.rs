@@ -304,9 +304,7 @@ pub fn example_binary(package: &str, bin: &str) -> Result<PathBuf, ProcessError>
     if release {
         command.arg("--release");
     }
-    let output = command
-        .output()
-        .map_err(|e| build_error(e.to_string()))?;
+    let output = command.output().map_err(|e| build_error(e.to_string()))?;
     if !output.status.success() {
         return Err(build_error(
             String::from_utf8_lossy(&output.stderr).into_owned(),

@@ -20,13 +20,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use weir_actors::Event;
 use weir_actors::engine::{Engine, EngineConfig, EngineError};
 use weir_actors::event_bus::EventSubscription;
 use weir_actors::names::Names;
 use weir_actors::storage::Storage;
-use weir_actors::Event;
 
 use crate::history::{History, Recorder, rss_bytes};
 use crate::hold::{HoldPoint, Holds, hold_failpoint};
@@ -152,8 +153,13 @@ impl<W: Workload> Runner<W> {
     /// Runs `schedule` and checks the invariants.
     pub async fn run(&self, schedule: &Schedule) -> Outcome {
         let steps: Vec<_> = schedule.steps.clone();
-        self.run_steps(steps.into_iter().map(|s| (s.at, Action::Fault(s.fault))).collect())
-            .await
+        self.run_steps(
+            steps
+                .into_iter()
+                .map(|s| (s.at, Action::Fault(s.fault)))
+                .collect(),
+        )
+        .await
     }
 
     /// Kills the driver while it is held at each of `points` in turn, then checks the
@@ -200,11 +206,10 @@ impl<W: Workload> Runner<W> {
             recorder: recorder.clone(),
             holds: holds.clone(),
         };
-        let (engine, recording, waiter, names) =
-            match self.start_engine(&ctx).await {
-                Ok(started) => started,
-                Err(err) => return self.finish(&recorder, Err(err), None),
-            };
+        let (engine, recording, waiter, names) = match self.start_engine(&ctx).await {
+            Ok(started) => started,
+            Err(err) => return self.finish(&recorder, Err(err), None),
+        };
         let rec = recorder.clone();
         let sampling = tokio::spawn(async move {
             loop {
@@ -310,6 +315,9 @@ async fn end_of(engine: Engine) -> Result<(), EngineError> {
             ))
         })
 }
+
+/// Lets a held part go (and cleans up the hold).
+type Release = Box<dyn FnOnce(&mut Live) + Send>;
 
 enum Action {
     Fault(Fault),
@@ -442,9 +450,10 @@ impl Live {
                 weir_actors::faults::arm_panic(&name, "injected by the chaos harness");
                 // An actor that handles no message for a while never fires its panic.
                 let fired = self
-                    .wait_within(PANIC_WAIT, |e| {
-                        matches!(e, Event::ActorFailed { actor, .. } if *actor == name)
-                    })
+                    .wait_within(
+                        PANIC_WAIT,
+                        |e| matches!(e, Event::ActorFailed { actor, .. } if *actor == name),
+                    )
                     .await;
                 let ok = fired && self.restarted_and_completed(&name).await;
                 if weir_actors::faults::disarm(&name) {
@@ -492,7 +501,10 @@ impl Live {
             Fault::ProcessKill9 => {
                 self.recorder.fault(
                     fault,
-                    Some("kill -9 of the process needs a process run (see tests/kill9_*.rs)".to_owned()),
+                    Some(
+                        "kill -9 of the process needs a process run (see tests/kill9_*.rs)"
+                            .to_owned(),
+                    ),
                 );
             }
         }
@@ -512,14 +524,14 @@ impl Live {
 
     /// The running actor called `name`, waiting (bounded) for it to start if it is not running.
     async fn find(&mut self, name: &str) -> Option<ractor::ActorCell> {
-        if let Some(cell) = ractor::registry::where_is(name.to_owned()) {
+        if let Some(cell) = ractor::registry::where_is(name) {
             return Some(cell);
         }
         let started = self
             .wait_for(|e| matches!(e, Event::ActorStarted { actor } if actor == name))
             .await;
         if started {
-            ractor::registry::where_is(name.to_owned())
+            ractor::registry::where_is(name)
         } else {
             None
         }
@@ -530,40 +542,39 @@ impl Live {
         let driver = self.names.driver();
         self.say(|| format!("kill the driver {point}"));
         // Hold the first caller at the point.
-        let (reached, release): (tokio::sync::oneshot::Receiver<()>, Box<dyn FnOnce(&mut Self) + Send>) =
-            match point.failpoint() {
-                Some((name, torn)) => match hold_failpoint(name) {
-                    Ok(hold) => {
-                        self.failpoints_set.insert(name);
-                        let release = hold.release;
-                        (
-                            hold.reached,
-                            Box::new(move |live: &mut Self| {
-                                // What a crash leaves of the held write: a torn write.
-                                let _ = live.set_failpoint(torn, "1*return->off");
-                                fail::remove(name);
-                                let _ = release.send(());
-                            }),
-                        )
-                    }
-                    Err(err) => {
-                        self.recorder
-                            .fault(fault, Some(format!("cannot hold at {name}: {err}")));
-                        return;
-                    }
-                },
-                None => {
-                    let held = self.holds.arm(point);
-                    let release = held.release;
+        let (reached, release): (oneshot::Receiver<()>, Release) = match point.failpoint() {
+            Some((name, torn)) => match hold_failpoint(name) {
+                Ok(hold) => {
+                    self.failpoints_set.insert(name);
+                    let release = hold.release;
                     (
-                        held.reached,
+                        hold.reached,
                         Box::new(move |live: &mut Self| {
-                            live.holds.disarm();
-                            let _ = release.send(true);
+                            // What a crash leaves of the held write: a torn write.
+                            let _ = live.set_failpoint(torn, "1*return->off");
+                            fail::remove(name);
+                            let _ = release.send(());
                         }),
                     )
                 }
-            };
+                Err(err) => {
+                    self.recorder
+                        .fault(fault, Some(format!("cannot hold at {name}: {err}")));
+                    return;
+                }
+            },
+            None => {
+                let held = self.holds.arm(point);
+                let release = held.release;
+                (
+                    held.reached,
+                    Box::new(move |live: &mut Self| {
+                        live.holds.disarm();
+                        let _ = release.send(true);
+                    }),
+                )
+            }
+        };
         let reached = tokio::time::timeout(self.recovery_wait, reached).await;
         if !matches!(reached, Ok(Ok(()))) {
             release(self);

@@ -420,19 +420,16 @@ mod tests {
     use super::*;
 
     fn config() -> ScheduleConfig {
-        ScheduleConfig::kills(
-            200,
-            Duration::from_millis(50),
-            ActorKind::all(&[0, 1], 2),
+        ScheduleConfig::kills(200, Duration::from_millis(50), ActorKind::all(&[0, 1], 2)).with_mix(
+            vec![
+                (FaultClass::Kill, 5),
+                (FaultClass::Panic, 1),
+                (FaultClass::StorageError, 1),
+                (FaultClass::TornWrite, 1),
+                (FaultClass::Stall, 1),
+                (FaultClass::DiskFull, 1),
+            ],
         )
-        .with_mix(vec![
-            (FaultClass::Kill, 5),
-            (FaultClass::Panic, 1),
-            (FaultClass::StorageError, 1),
-            (FaultClass::TornWrite, 1),
-            (FaultClass::Stall, 1),
-            (FaultClass::DiskFull, 1),
-        ])
     }
 
     #[test]

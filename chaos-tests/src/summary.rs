@@ -88,7 +88,9 @@ impl Summary {
                         .or_default() += 1
                 }
                 Fault::Stall(edge, _) => {
-                    *s.other_faults.entry(format!("stall at {edge}")).or_default() += 1
+                    *s.other_faults
+                        .entry(format!("stall at {edge}"))
+                        .or_default() += 1
                 }
                 Fault::DiskFull(_) => *s.other_faults.entry("disk full".into()).or_default() += 1,
                 Fault::ProcessKill9 => *s.other_faults.entry("kill -9".into()).or_default() += 1,
@@ -130,13 +132,18 @@ impl Summary {
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let row = |f: &mut fmt::Formatter<'_>, k: &str, v: String| writeln!(f, "| {k:<36} | {v:>14} |");
+        let row =
+            |f: &mut fmt::Formatter<'_>, k: &str, v: String| writeln!(f, "| {k:<36} | {v:>14} |");
         writeln!(f, "| {:<36} | {:>14} |", "", "")?;
         writeln!(f, "|{:-<38}|{:->16}|", "", "")?;
         if let Some(seed) = self.seed {
             row(f, "seed (WEIR_CHAOS_SEED)", seed.to_string())?;
         }
-        row(f, "run time", format!("{:.1} s", self.elapsed.as_secs_f64()))?;
+        row(
+            f,
+            "run time",
+            format!("{:.1} s", self.elapsed.as_secs_f64()),
+        )?;
         for (kind, n) in &self.kills {
             row(f, &format!("kills: {kind}"), n.to_string())?;
         }
@@ -155,7 +162,11 @@ impl fmt::Display for Summary {
         row(f, "lost (must be 0)", self.lost.to_string())?;
         row(f, "duplicated (must be 0)", self.duplicated.to_string())?;
         row(f, "batches committed", self.batches.to_string())?;
-        row(f, "batch re-runs skipped by the sink", self.replays.to_string())?;
+        row(
+            f,
+            "batch re-runs skipped by the sink",
+            self.replays.to_string(),
+        )?;
         let ms = |d: Duration| format!("{} ms", d.as_millis());
         row(f, "recovery p50", ms(self.recovery_p50))?;
         row(f, "recovery p99", ms(self.recovery_p99))?;
@@ -191,9 +202,13 @@ mod tests {
             attempt: 2,
             records: vec![3, 4, 5, 6],
         });
-        for (i, kind) in [ActorKind::Driver, ActorKind::Executor(0), ActorKind::Executor(1)]
-            .into_iter()
-            .enumerate()
+        for (i, kind) in [
+            ActorKind::Driver,
+            ActorKind::Executor(0),
+            ActorKind::Executor(1),
+        ]
+        .into_iter()
+        .enumerate()
         {
             h.faults.push(FaultRecord {
                 fault: Fault::Kill(kind),

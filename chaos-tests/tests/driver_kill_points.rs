@@ -20,10 +20,7 @@ use weir_chaos_tests::{HoldPoint, Numbered, NumberedConfig, RunConfig, Runner, S
 async fn kill_the_driver_at(point: HoldPoint, times: usize) -> Summary {
     let dir = tempfile::tempdir().expect("tempdir");
     let workload = Arc::new(Numbered::new(NumberedConfig::default()));
-    let mut config = RunConfig::new(
-        Storage::local(dir.path()),
-        format!("held-{point:?}/"),
-    );
+    let mut config = RunConfig::new(Storage::local(dir.path()), format!("held-{point:?}/"));
     config.verbose = true;
     let runner = Runner::new(Arc::clone(&workload), config);
     let points = vec![point; times];

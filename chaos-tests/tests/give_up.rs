@@ -9,8 +9,8 @@ use std::time::Duration;
 use weir_actors::Storage;
 use weir_actors::engine::{EngineConfig, EngineError};
 use weir_chaos_tests::{
-    HarnessContext, Numbered, NumberedConfig, Parts, RunConfig, Runner, Schedule,
-    VisibleBatch, Workload,
+    HarnessContext, Numbered, NumberedConfig, Parts, RunConfig, Runner, Schedule, VisibleBatch,
+    Workload,
 };
 
 /// The harness's workload with small restart budgets: a user's own `Workload` adjusts the
@@ -72,9 +72,7 @@ async fn a_receiver_failing_until_its_budget_is_spent_is_given_up_with_its_error
     }
     let h = &outcome.history;
     assert!(
-        h.give_ups
-            .iter()
-            .any(|g| g.child == "give-up/receiver-0"),
+        h.give_ups.iter().any(|g| g.child == "give-up/receiver-0"),
         "no supervisor gave up on the receiver: {:?}",
         h.give_ups
     );
@@ -84,5 +82,8 @@ async fn a_receiver_failing_until_its_budget_is_spent_is_given_up_with_its_error
         outcome.restarted
     );
     assert!(outcome.report.is_ok(), "{}", outcome.report);
-    assert!(!h.acknowledged.is_empty(), "nothing was acknowledged before the give-up");
+    assert!(
+        !h.acknowledged.is_empty(),
+        "nothing was acknowledged before the give-up"
+    );
 }

@@ -107,9 +107,12 @@ fn the_log_source_is_exactly_once_across_kill_9() {
     assert_eq!(lives.len(), KILLS);
     report("direct_log", seed, &lives);
     // The last life consumes the rest, checks the output against the log itself, and exits.
-    let status = last
-        .wait_exit(Duration::from_secs(120))
-        .unwrap_or_else(|| panic!("seed {seed}: the last life did not finish\n{}", chaos.logs()));
+    let status = last.wait_exit(Duration::from_secs(120)).unwrap_or_else(|| {
+        panic!(
+            "seed {seed}: the last life did not finish\n{}",
+            chaos.logs()
+        )
+    });
     assert!(
         status.success(),
         "seed {seed}: the last life exited with {status}\n{}",
@@ -136,7 +139,11 @@ fn the_log_source_is_exactly_once_across_kill_9() {
         twice.len(),
         &twice[..twice.len().min(5)]
     );
-    assert_eq!(seen.len() as u64, RECORDS, "seed {seed}: records not in the log");
+    assert_eq!(
+        seen.len() as u64,
+        RECORDS,
+        "seed {seed}: records not in the log"
+    );
 }
 
 #[test]
@@ -156,8 +163,18 @@ fn the_file_source_is_exactly_once_across_kill_9() {
         let input = input.clone();
         std::thread::spawn(move || {
             const WORDS: [&str; 12] = [
-                "weir", "stream", "batch", "actor", "kill", "restart", "log", "offset",
-                "checkpoint", "exactly", "once", "river",
+                "weir",
+                "stream",
+                "batch",
+                "actor",
+                "kill",
+                "restart",
+                "log",
+                "offset",
+                "checkpoint",
+                "exactly",
+                "once",
+                "river",
             ];
             let mut rng = Rng::new(seed ^ 0xf11e);
             let mut expected: BTreeMap<String, u64> = BTreeMap::new();
@@ -209,7 +226,8 @@ fn the_file_source_is_exactly_once_across_kill_9() {
     let expected = feeder.join().expect("the feeder");
     let total: u64 = expected.values().sum();
     assert!(
-        last.wait_for_line("running;", Duration::from_secs(60)).is_some(),
+        last.wait_for_line("running;", Duration::from_secs(60))
+            .is_some(),
         "seed {seed}: the last life did not start\n{}",
         chaos.logs()
     );

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use weir_actors::Storage;
 use weir_chaos_tests::{
-    ActorKind, Fault, Numbered, NumberedConfig, RunConfig, Runner, Schedule, Summary,
-    seed_from_env,
+    ActorKind, Fault, Numbered, NumberedConfig, RunConfig, Runner, Schedule, Summary, seed_from_env,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,7 +36,10 @@ async fn every_actor_kind_killed_repeatedly_under_load_loses_and_duplicates_noth
     println!("{summary}");
     assert!(outcome.report.is_ok(), "seed {seed}: {}", outcome.report);
     assert!(outcome.engine.is_ok(), "seed {seed}: {:?}", outcome.engine);
-    assert_eq!(summary.skipped, 0, "seed {seed}: some kills were not injected");
+    assert_eq!(
+        summary.skipped, 0,
+        "seed {seed}: some kills were not injected"
+    );
     for kind in &actors {
         assert!(
             summary.kills[kind.label()] >= ROUNDS as u64,

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use weir_actors::Storage;
 use weir_chaos_tests::{
-    Fault, FaultClass, Numbered, NumberedConfig, RunConfig, Runner, Schedule, ScheduleConfig,
-    History, StorageEdge, Summary, seed_from_env,
+    Fault, FaultClass, History, Numbered, NumberedConfig, RunConfig, Runner, Schedule,
+    ScheduleConfig, StorageEdge, Summary, seed_from_env,
 };
 
 async fn run(name: &str, schedule: &Schedule) -> (Summary, History) {
@@ -81,7 +81,9 @@ async fn a_full_disk_stops_acknowledgements_not_correctness_and_memory_stays_bou
     // The engine saw the operating system's error, not a generic one.
     let reasons: Vec<&str> = history.restarts.iter().map(|r| r.reason.as_str()).collect();
     assert!(
-        reasons.iter().any(|r| r.contains("No space left on device")),
+        reasons
+            .iter()
+            .any(|r| r.contains("No space left on device")),
         "no failure named the full disk: {reasons:?}"
     );
     // Every outage ends with the pipeline completing batches again, within the bound the

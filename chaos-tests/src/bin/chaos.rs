@@ -27,7 +27,8 @@ struct Args {
     verbose: bool,
 }
 
-const USAGE: &str = "usage: chaos [--kills N] [--seed N] [--gap-ms MS] [--kills-only] [--streams N] [--verbose]";
+const USAGE: &str =
+    "usage: chaos [--kills N] [--seed N] [--gap-ms MS] [--kills-only] [--streams N] [--verbose]";
 
 fn parse() -> Result<Args, String> {
     let mut args = Args {
