@@ -88,6 +88,11 @@ pub struct MemoryStats {
     pub peak: u64,
     /// The largest sample taken while a part was down (between a fault and its recovery).
     pub peak_while_down: u64,
+    /// The largest growth over the sample taken when the part went down, while it was down:
+    /// what an outage costs, apart from what the run accumulates over time.
+    pub growth_while_down: u64,
+    /// The fault during which that growth was seen (its index in [`History::faults`]).
+    pub growth_during: Option<usize>,
     /// Samples taken.
     pub samples: u64,
 }
@@ -169,6 +174,8 @@ struct Inner {
     finished_attempts: BTreeSet<u64>,
     next_attempt: u64,
     down: u32,
+    last_rss: u64,
+    rss_when_down: u64,
 }
 
 /// The shared handle a run records into. Cheap to clone.
@@ -193,6 +200,8 @@ impl Recorder {
                 finished_attempts: BTreeSet::new(),
                 next_attempt: 1,
                 down: 0,
+                last_rss: 0,
+                rss_when_down: 0,
             })),
         }
     }
@@ -301,6 +310,9 @@ impl Recorder {
         let mut inner = self.lock();
         let injected_at = inner.start.elapsed();
         if skipped.is_none() {
+            if inner.down == 0 {
+                inner.rss_when_down = inner.last_rss;
+            }
             inner.down += 1;
         }
         inner.history.faults.push(FaultRecord {
@@ -342,6 +354,9 @@ impl Recorder {
     pub fn memory_sample(&self, rss: u64) {
         let mut inner = self.lock();
         let down = inner.down > 0;
+        inner.last_rss = rss;
+        let since = inner.rss_when_down;
+        let current = inner.history.faults.len().checked_sub(1);
         let m = &mut inner.history.memory;
         if m.samples == 0 {
             m.baseline = rss;
@@ -350,6 +365,10 @@ impl Recorder {
         m.peak = m.peak.max(rss);
         if down {
             m.peak_while_down = m.peak_while_down.max(rss);
+            if rss.saturating_sub(since) > m.growth_while_down {
+                m.growth_while_down = rss.saturating_sub(since);
+                m.growth_during = current;
+            }
         }
     }
 
@@ -427,6 +446,7 @@ mod tests {
         r.memory_sample(500);
         let m = r.history().memory;
         assert_eq!((m.baseline, m.peak_while_down, m.peak), (100, 300, 500));
+        assert_eq!(m.growth_while_down, 200);
         assert!(r.history().faults[0].recovery.is_some());
     }
 

@@ -28,7 +28,8 @@ pub struct Bounds {
     pub restart: Duration,
     /// After every fault, a batch with records must complete within this long.
     pub recovery: Duration,
-    /// Resident memory may grow at most this much over the baseline while a part is down.
+    /// Resident memory may grow at most this much while a part is down, over what it was
+    /// when the part went down.
     pub memory_growth: u64,
     /// The scenario expects a supervisor to give up (the budget-spent path).
     pub give_up_expected: bool,
@@ -39,7 +40,7 @@ impl Default for Bounds {
         Bounds {
             restart: Duration::from_secs(10),
             recovery: Duration::from_secs(20),
-            memory_growth: 256 << 20,
+            memory_growth: 128 << 20,
             give_up_expected: false,
         }
     }
@@ -197,13 +198,13 @@ pub enum Violation {
     },
     /// Memory grew too much while a part was down.
     #[error(
-        "resident memory reached {peak} bytes while a part was down, {baseline} at the start, more than {bound} bytes of growth"
+        "resident memory grew by {growth} bytes while a part was down (peak {peak} bytes), more than the {bound} bytes allowed"
     )]
     Memory {
+        /// The largest growth during an outage.
+        growth: u64,
         /// The peak while down.
         peak: u64,
-        /// The baseline.
-        baseline: u64,
         /// The allowed growth.
         bound: u64,
     },
@@ -473,10 +474,10 @@ pub fn check(history: &History, bounds: &Bounds) -> Report {
 
     // Bounded memory while a part is down.
     let m = &history.memory;
-    if m.peak_while_down > m.baseline.saturating_add(bounds.memory_growth) {
+    if m.growth_while_down > bounds.memory_growth {
         v.push(Violation::Memory {
+            growth: m.growth_while_down,
             peak: m.peak_while_down,
-            baseline: m.baseline,
             bound: bounds.memory_growth,
         });
     }
@@ -552,6 +553,7 @@ mod tests {
         });
         h.memory.baseline = 50 << 20;
         h.memory.peak_while_down = 60 << 20;
+        h.memory.growth_while_down = 10 << 20;
         h
     }
 
@@ -775,7 +777,7 @@ mod tests {
     #[test]
     fn unbounded_memory_while_down_is_caught() {
         let mut h = good();
-        h.memory.peak_while_down = h.memory.baseline + (300 << 20);
+        h.memory.growth_while_down = 200 << 20;
         assert!(matches!(violations(&h)[..], [Violation::Memory { .. }]));
     }
 

@@ -8,7 +8,12 @@
 //! * [`workload`]: what the harness runs — the [`Workload`] trait you implement for your
 //!   pipeline, and [`Numbered`], the harness's own;
 //! * [`runner`]: the [`Runner`] that runs a schedule against an in-process engine;
-//! * [`hold`]: the points where the driver can be held and killed.
+//! * [`hold`]: the points where the driver can be held and killed;
+//! * [`process`]: `kill -9` of a whole program on a schedule, restarted with the same
+//!   arguments;
+//! * [`summary`]: the summary table of a run (the `chaos` binary prints it).
+//!
+//! `docs/chaos.md` describes the invariants, the scenarios and the long run.
 //!
 //! # Running the harness on your pipeline
 //!

@@ -274,8 +274,9 @@ impl ProcessChaos {
     }
 }
 
-/// Builds binary `bin` of `package` with the `cargo` running the tests (same target
-/// directory, same profile as this test binary) and returns its path.
+/// Builds binary `bin` of `package` (which must depend on `weir-actors`) with the `cargo`
+/// running the tests (same target directory, same profile as this test binary, weir-actors'
+/// `failpoints` feature on as in this package) and returns its path.
 ///
 /// A test cannot depend on another package's binary (`CARGO_BIN_EXE_*` is only set for the
 /// package's own), so the test builds it; cargo does not hold its build lock while tests
@@ -300,6 +301,9 @@ pub fn example_binary(package: &str, bin: &str) -> Result<PathBuf, ProcessError>
     let mut command = Command::new(cargo);
     command
         .args(["build", "--quiet", "-p", package, "--bin", bin])
+        // The features this package builds weir-actors with (and `--all-features` of the
+        // workspace does): the build shares their artifacts instead of making new ones.
+        .args(["--features", "weir-actors/failpoints"])
         .env("CARGO_TARGET_DIR", target_dir);
     if release {
         command.arg("--release");

@@ -35,6 +35,37 @@ use crate::invariants::{Bounds, Report, check};
 use crate::schedule::{ActorKind, Fault, Schedule};
 use crate::workload::{HarnessContext, Workload};
 
+/// The message of every panic the harness injects.
+pub const INJECTED_PANIC: &str = "injected by the chaos harness";
+
+/// Installs (once) a panic hook that reports the harness's own panics in one line and leaves
+/// every other panic to the previous hook. Without it each injected panic prints a backtrace,
+/// and symbolising the first one loads the debug info (about 100 MiB of resident memory, which
+/// the memory bound would count).
+fn quiet_injected_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
+            if message.is_some_and(|m| m.contains(INJECTED_PANIC)) {
+                let thread = std::thread::current();
+                eprintln!(
+                    "thread '{}' panicked: {INJECTED_PANIC} (at {})",
+                    thread.name().unwrap_or("<unnamed>"),
+                    info.location().map_or_else(String::new, |l| l.to_string())
+                );
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
 /// How long an armed panic may wait for its actor's next message.
 const PANIC_WAIT: Duration = Duration::from_secs(2);
 
@@ -107,6 +138,9 @@ pub fn chaos_config(storage: Storage, name_prefix: &str) -> EngineConfig {
     c.block_interval = Duration::from_millis(20);
     c.receiver_restart_delay = Duration::from_millis(20);
     c.executors = 2;
+    // Received blocks held in memory (the rest is read back from the WAL): the part of the
+    // memory bound the engine is configured with.
+    c.block_store_bytes = 16 << 20;
     c.graceful_stop_timeout = Duration::from_secs(30);
     for policy in [
         &mut c.driver_policy,
@@ -200,6 +234,7 @@ impl<W: Workload> Runner<W> {
 
     async fn run_steps(&self, actions: Vec<(Duration, Action)>) -> Outcome {
         let _serial = RUN_LOCK.lock().await;
+        quiet_injected_panics();
         let recorder = Recorder::new();
         let holds = Holds::default();
         let ctx = HarnessContext {
@@ -447,7 +482,7 @@ impl Live {
                     return;
                 }
                 let index = self.recorder.fault(fault, None);
-                weir_actors::faults::arm_panic(&name, "injected by the chaos harness");
+                weir_actors::faults::arm_panic(&name, INJECTED_PANIC);
                 // An actor that handles no message for a while never fires its panic.
                 let fired = self
                     .wait_within(

@@ -43,8 +43,11 @@ pub struct Summary {
     pub recovery_p99: Duration,
     /// The longest.
     pub recovery_max: Duration,
-    /// Resident memory: baseline and peak while a part was down, in bytes.
-    pub memory: (u64, u64),
+    /// Resident memory: at the start, the peak while a part was down, and the largest growth
+    /// during one outage, in bytes.
+    pub memory: (u64, u64, u64),
+    /// The fault during which memory grew most.
+    pub memory_growth_during: Option<String>,
     /// How long the run took.
     pub elapsed: Duration,
 }
@@ -119,7 +122,16 @@ impl Summary {
         s.replays = history.replays;
         s.actor_failures = history.restarts.len() as u64;
         s.give_ups = history.give_ups.len() as u64;
-        s.memory = (history.memory.baseline, history.memory.peak_while_down);
+        s.memory = (
+            history.memory.baseline,
+            history.memory.peak_while_down,
+            history.memory.growth_while_down,
+        );
+        s.memory_growth_during = history
+            .memory
+            .growth_during
+            .and_then(|i| history.faults.get(i))
+            .map(|f| f.fault.to_string());
         s.elapsed = history.elapsed;
         s
     }
@@ -175,7 +187,16 @@ impl fmt::Display for Summary {
             f,
             "RSS at start / peak while down",
             format!("{} / {} MiB", self.memory.0 >> 20, self.memory.1 >> 20),
-        )
+        )?;
+        row(
+            f,
+            "RSS growth during one outage, max",
+            format!("{} MiB", self.memory.2 >> 20),
+        )?;
+        if let Some(fault) = &self.memory_growth_during {
+            row(f, "  (the largest growth was during)", fault.clone())?;
+        }
+        Ok(())
     }
 }
 
