@@ -132,6 +132,15 @@ pub enum StorageEdge {
 }
 
 impl StorageEdge {
+    /// The edges a pipeline is expected to heal from by itself. `wal::fsync` is not among
+    /// them yet: a failed fsync poisons the receiver WAL, which only a driver restart reopens,
+    /// so every store fails until then (see `docs/chaos.md`, "Findings").
+    pub const HEALING: [StorageEdge; 3] = [
+        StorageEdge::WalWrite,
+        StorageEdge::CheckpointWrite,
+        StorageEdge::CheckpointRename,
+    ];
+
     /// Every edge.
     pub const ALL: [StorageEdge; 4] = [
         StorageEdge::WalWrite,
@@ -258,7 +267,7 @@ pub struct ScheduleConfig {
     pub actors: Vec<ActorKind>,
     /// The classes to draw from, each with a weight.
     pub mix: Vec<(FaultClass, u32)>,
-    /// Storage edges for storage faults.
+    /// Storage edges for storage faults. Default: [`StorageEdge::HEALING`].
     pub edges: Vec<StorageEdge>,
     /// Longest stall or disk-full period.
     pub max_outage: Duration,
@@ -273,7 +282,7 @@ impl ScheduleConfig {
             mean_gap,
             actors,
             mix: vec![(FaultClass::Kill, 1)],
-            edges: StorageEdge::ALL.to_vec(),
+            edges: StorageEdge::HEALING.to_vec(),
             max_outage: Duration::from_millis(300),
         }
     }

@@ -41,16 +41,17 @@ async fn storage_failing_for_a_while_at_every_edge_then_recovering() {
         (FaultClass::Stall, 2),
     ]);
     let mut schedule = Schedule::generate(seed, &config);
-    // Every edge fails at least once, whatever the seed drew.
+    // Every edge the engine heals from fails at least once, whatever the seed drew
+    // (`wal::fsync` is left out: docs/chaos.md, "Findings").
     let last = schedule.steps.last().map_or(Duration::ZERO, |s| s.at);
-    for (i, edge) in StorageEdge::ALL.into_iter().enumerate() {
+    for (i, edge) in StorageEdge::HEALING.into_iter().enumerate() {
         schedule.steps.push(weir_chaos_tests::schedule::Step {
             at: last + Duration::from_millis(200 * (i as u64 + 1)),
             fault: Fault::StorageError(edge, 2),
         });
     }
     let (summary, _) = run("storage-errors", &schedule).await;
-    for edge in StorageEdge::ALL {
+    for edge in StorageEdge::HEALING {
         assert!(
             summary
                 .other_faults

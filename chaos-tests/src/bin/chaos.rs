@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p weir-chaos-tests --bin chaos -- --kills 1000 [--seed N] [--gap-ms 30]
-//!     [--kills-only] [--streams 2] [--verbose]
+//!     [--kills-only] [--streams 2] [--verbose] [--dir DIR] [--with-wal-fsync]
 //! ```
 
 use std::process::ExitCode;
@@ -25,6 +25,8 @@ struct Args {
     kills_only: bool,
     streams: u32,
     verbose: bool,
+    dir: Option<std::path::PathBuf>,
+    wal_fsync: bool,
 }
 
 const USAGE: &str =
@@ -41,6 +43,8 @@ fn parse() -> Result<Args, String> {
         kills_only: false,
         streams: 2,
         verbose: false,
+        dir: None,
+        wal_fsync: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -58,6 +62,14 @@ fn parse() -> Result<Args, String> {
             "--streams" => args.streams = value("--streams")?.max(1) as u32,
             "--kills-only" => args.kills_only = true,
             "--verbose" => args.verbose = true,
+            "--with-wal-fsync" => args.wal_fsync = true,
+            "--dir" => {
+                args.dir = Some(
+                    it.next()
+                        .ok_or_else(|| format!("--dir needs a value; {USAGE}"))?
+                        .into(),
+                )
+            }
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument `{other}`; {USAGE}")),
         }
@@ -68,6 +80,10 @@ fn parse() -> Result<Args, String> {
 /// The schedule with at least `kills` kills: faults are drawn from the mix until there are.
 fn schedule(args: &Args, actors: Vec<ActorKind>) -> Schedule {
     let mut config = ScheduleConfig::kills(args.kills, args.gap, actors);
+    if args.wal_fsync {
+        // Reproduces the poisoned-receiver-WAL finding of docs/chaos.md.
+        config.edges = weir_chaos_tests::StorageEdge::ALL.to_vec();
+    }
     if !args.kills_only {
         config = config.with_mix(vec![
             (FaultClass::Kill, 16),
@@ -115,7 +131,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> ExitCode {
-    let dir = std::env::temp_dir().join(format!("weir-chaos-{}", std::process::id()));
+    // With --dir the storage (WALs, checkpoints, the event log) is kept for inspection.
+    let keep = args.dir.is_some();
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("weir-chaos-{}", std::process::id())));
     if let Err(err) = std::fs::create_dir_all(&dir) {
         eprintln!("chaos: cannot create `{}`: {err}", dir.display());
         return ExitCode::FAILURE;
@@ -140,7 +161,9 @@ async fn run(args: Args) -> ExitCode {
     let outcome = runner.run(&schedule).await;
     let summary = Summary::of(&outcome.history, Some(args.seed));
     println!("{summary}");
-    let _ = std::fs::remove_dir_all(&dir);
+    if !keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     let mut ok = outcome.report.is_ok();
     println!("{}", outcome.report);
     if let Err(err) = &outcome.engine {
