@@ -78,7 +78,9 @@ fn the_log_source_is_exactly_once_across_kill_9() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (output, logs) = (tmp.path().join("output"), tmp.path().join("logs"));
     fs::create_dir_all(&logs).expect("logs dir");
-    const RECORDS: u64 = 3000;
+    // Production (RECORDS at 1,000 a second) outlasts the killed lives (about 0.5 s each), so
+    // no life runs out of work before its kill.
+    const RECORDS: u64 = 6000;
     let chaos = ProcessChaos {
         program: direct_log,
         args: vec![
@@ -91,7 +93,7 @@ fn the_log_source_is_exactly_once_across_kill_9() {
             "--records".into(),
             RECORDS.to_string().into(),
             "--rate".into(),
-            "1500".into(),
+            "1000".into(),
             "--batch-ms".into(),
             "100".into(),
             "--max-per-partition".into(),
