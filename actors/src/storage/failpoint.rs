@@ -19,6 +19,8 @@ pub(crate) struct Failpoints {
     pub(crate) rename: &'static str,
     /// An object write fails at `close()` (object-store mode).
     pub(crate) close: &'static str,
+    /// A local write fails with "no space left on device" (`ENOSPC`), nothing written.
+    pub(crate) disk_full: &'static str,
 }
 
 /// The WAL's failpoints.
@@ -29,6 +31,7 @@ pub(crate) const WAL: Failpoints = Failpoints {
     dir_fsync: "wal::dir_fsync",
     rename: "wal::rename",
     close: "wal::close",
+    disk_full: "wal::write::enospc",
 };
 
 /// The checkpoint store's failpoints.
@@ -39,6 +42,7 @@ pub(crate) const CHECKPOINT: Failpoints = Failpoints {
     dir_fsync: "checkpoint::dir_fsync",
     rename: "checkpoint::rename",
     close: "checkpoint::close",
+    disk_full: "checkpoint::write::enospc",
 };
 
 /// Whether the failpoint `name` is configured to fire now.
@@ -50,4 +54,21 @@ pub(crate) fn fired(name: &'static str) -> bool {
     }
     let _ = name;
     false
+}
+
+/// `Err` with the operating system's `ENOSPC` error if the disk-full failpoint of `fps` fires.
+pub(crate) fn disk_full(
+    fps: Failpoints,
+    op: &'static str,
+    path: &std::path::Path,
+) -> Result<(), super::StorageError> {
+    if fired(fps.disk_full) {
+        // 28 is ENOSPC on Linux, whose error the kernel gives a write to a full filesystem.
+        return Err(super::StorageError::Io {
+            op,
+            path: path.to_path_buf(),
+            source: std::io::Error::from_raw_os_error(28),
+        });
+    }
+    Ok(())
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::StorageError;
-use super::failpoint::{Failpoints, fired};
+use super::failpoint::{Failpoints, disk_full, fired};
 
 /// Names starting with this prefix are temporary files that never hold committed data.
 pub(crate) const TEMP_PREFIX: &str = ".tmp-";
@@ -190,6 +190,7 @@ pub(crate) fn write_all_at(
     if fired(fps.write) {
         return Err(injected("write", path, fps.write));
     }
+    disk_full(fps, "write", path)?;
     if fired(fps.torn_write) {
         let half = buf.len() / 2;
         file.write_all_at(&buf[..half], offset)
@@ -253,6 +254,7 @@ pub(crate) fn write_atomic(
         if fired(fps.write) {
             return Err(injected("write", &temp, fps.write));
         }
+        disk_full(fps, "write", &temp)?;
         if fired(fps.torn_write) {
             file.write_all(&bytes[..bytes.len() / 2])
                 .map_err(io_err("write", &temp))?;

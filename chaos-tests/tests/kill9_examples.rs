@@ -1,0 +1,278 @@
+//! `kill -9` of the whole process, then a restart with the same arguments, on a seeded
+//! schedule, for the two replayable sources weir has:
+//!
+//! * the file source — `weir-examples`' `word_count` counting files this test drops into its
+//!   input directory; the summed per-batch output must equal an independent count of the input;
+//! * the offset-based log source — `weir-examples`' `direct_log`, whose producer appends
+//!   `r-<n>` records to a partitioned log read by a direct stream; every record must be in the
+//!   output exactly once (checked here, and by the program itself before it exits 0).
+//!
+//! The binaries are built by the test with the cargo that runs it
+//! (`weir_chaos_tests::process::example_binary`). Replay with `WEIR_CHAOS_SEED=<seed>`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use weir_chaos_tests::process::{Life, ProcessChaos, example_binary};
+use weir_chaos_tests::rng::Rng;
+use weir_chaos_tests::{FaultClass, Schedule, ScheduleConfig, seed_from_env};
+
+const KILLS: usize = 4;
+
+fn kill9_schedule(seed: u64) -> Schedule {
+    let mut config = ScheduleConfig::kills(KILLS, Duration::from_millis(500), Vec::new())
+        .with_mix(vec![(FaultClass::ProcessKill9, 1)]);
+    config.warm_up = Duration::from_millis(100);
+    Schedule::generate(seed, &config)
+}
+
+/// Every line of every part file of every `batch-<time>` directory, by batch time; `None`
+/// while a batch directory cannot be read whole.
+fn read_batches(output: &Path) -> Option<BTreeMap<u64, Vec<String>>> {
+    let mut batches = BTreeMap::new();
+    let Ok(entries) = fs::read_dir(output) else {
+        return Some(batches);
+    };
+    for entry in entries {
+        let entry = entry.ok()?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(time) = name.strip_prefix("batch-").and_then(|t| t.parse().ok()) else {
+            continue; // a temp directory being committed
+        };
+        let mut parts: Vec<PathBuf> = fs::read_dir(entry.path())
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("part-"))
+            })
+            .collect();
+        parts.sort();
+        let mut lines = Vec::new();
+        for part in parts {
+            lines.extend(fs::read_to_string(part).ok()?.lines().map(str::to_owned));
+        }
+        batches.insert(time, lines);
+    }
+    Some(batches)
+}
+
+fn report(what: &str, seed: u64, lives: &[Life]) {
+    let mut ready: Vec<Duration> = lives.iter().filter_map(|l| l.ready_after).collect();
+    ready.sort_unstable();
+    println!(
+        "{what}: {} kill -9s (seed {seed}); restart to running: p50 {:?}, max {:?}",
+        lives.len(),
+        ready.get(ready.len() / 2).copied().unwrap_or_default(),
+        ready.last().copied().unwrap_or_default()
+    );
+}
+
+#[test]
+fn the_log_source_is_exactly_once_across_kill_9() {
+    let seed = seed_from_env();
+    let direct_log = example_binary("weir-examples", "direct_log").expect("build direct_log");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (output, logs) = (tmp.path().join("output"), tmp.path().join("logs"));
+    fs::create_dir_all(&logs).expect("logs dir");
+    // Production (RECORDS at 1,000 a second) outlasts the killed lives (about 0.5 s each), so
+    // no life runs out of work before its kill.
+    const RECORDS: u64 = 6000;
+    let chaos = ProcessChaos {
+        program: direct_log,
+        args: vec![
+            "--log-dir".into(),
+            tmp.path().join("log").into(),
+            "--checkpoint-dir".into(),
+            tmp.path().join("checkpoint").into(),
+            "--output-dir".into(),
+            output.clone().into(),
+            "--records".into(),
+            RECORDS.to_string().into(),
+            "--rate".into(),
+            "1000".into(),
+            "--batch-ms".into(),
+            "100".into(),
+            "--max-per-partition".into(),
+            "150".into(),
+        ],
+        logs,
+        ready: "running;".to_owned(),
+        ready_within: Duration::from_secs(60),
+    };
+    let (lives, mut last) = chaos
+        .run(&kill9_schedule(seed))
+        .unwrap_or_else(|e| panic!("seed {seed}: {e}\n{}", chaos.logs()));
+    assert_eq!(lives.len(), KILLS);
+    report("direct_log", seed, &lives);
+    // The last life consumes the rest, checks the output against the log itself, and exits.
+    let status = last.wait_exit(Duration::from_secs(120)).unwrap_or_else(|| {
+        panic!(
+            "seed {seed}: the last life did not finish\n{}",
+            chaos.logs()
+        )
+    });
+    assert!(
+        status.success(),
+        "seed {seed}: the last life exited with {status}\n{}",
+        chaos.logs()
+    );
+    // Our own check: every record r-0 .. r-(RECORDS-1) exactly once.
+    let batches = read_batches(&output).expect("the output reads");
+    let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+    for line in batches.values().flatten() {
+        *seen.entry(line.clone()).or_default() += 1;
+    }
+    let expected: Vec<String> = (0..RECORDS).map(|i| format!("r-{i:08}")).collect();
+    let missing: Vec<&String> = expected.iter().filter(|r| !seen.contains_key(*r)).collect();
+    let twice: Vec<(&String, &u32)> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        missing.is_empty(),
+        "seed {seed}: {} records lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert!(
+        twice.is_empty(),
+        "seed {seed}: {} records written twice, e.g. {:?}",
+        twice.len(),
+        &twice[..twice.len().min(5)]
+    );
+    assert_eq!(
+        seen.len() as u64,
+        RECORDS,
+        "seed {seed}: records not in the log"
+    );
+}
+
+#[test]
+fn the_file_source_is_exactly_once_across_kill_9() {
+    let seed = seed_from_env();
+    let word_count = example_binary("weir-examples", "word_count").expect("build word_count");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (input, output, logs) = (
+        tmp.path().join("input"),
+        tmp.path().join("output"),
+        tmp.path().join("logs"),
+    );
+    fs::create_dir_all(&input).expect("input dir");
+    fs::create_dir_all(&logs).expect("logs dir");
+    // The feeder drops files while the lives are killed, counting their words itself.
+    let feeder = {
+        let input = input.clone();
+        std::thread::spawn(move || {
+            const WORDS: [&str; 12] = [
+                "weir",
+                "stream",
+                "batch",
+                "actor",
+                "kill",
+                "restart",
+                "log",
+                "offset",
+                "checkpoint",
+                "exactly",
+                "once",
+                "river",
+            ];
+            let mut rng = Rng::new(seed ^ 0xf11e);
+            let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+            for n in 0..120 {
+                let mut text = String::new();
+                for _ in 0..rng.range(1, 20) {
+                    for _ in 0..rng.range(1, 8) {
+                        let w = WORDS[rng.range(0, WORDS.len() as u64) as usize];
+                        *expected.entry(w.to_owned()).or_default() += 1;
+                        text.push_str(w);
+                        text.push(' ');
+                    }
+                    text.push('\n');
+                }
+                // Written under a hidden name, fsynced, then renamed into place whole.
+                let tmp = input.join(format!(".tmp-{n}"));
+                fs::write(&tmp, &text).expect("write an input file");
+                fs::File::open(&tmp)
+                    .and_then(|f| f.sync_all())
+                    .expect("fsync an input file");
+                fs::rename(&tmp, input.join(format!("{n:04}.txt"))).expect("rename");
+                // Pacing of the feeder (files arrive over the lives), not synchronisation.
+                std::thread::sleep(Duration::from_millis(rng.range(5, 30)));
+            }
+            expected
+        })
+    };
+    let chaos = ProcessChaos {
+        program: word_count,
+        args: vec![
+            "--input-dir".into(),
+            input.into(),
+            "--checkpoint-dir".into(),
+            tmp.path().join("checkpoint").into(),
+            "--output-dir".into(),
+            output.clone().into(),
+            "--batch-ms".into(),
+            "100".into(),
+            "--quiet".into(),
+        ],
+        logs,
+        ready: "running;".to_owned(),
+        ready_within: Duration::from_secs(60),
+    };
+    let (lives, mut last) = chaos
+        .run(&kill9_schedule(seed))
+        .unwrap_or_else(|e| panic!("seed {seed}: {e}\n{}", chaos.logs()));
+    report("word_count", seed, &lives);
+    let expected = feeder.join().expect("the feeder");
+    let total: u64 = expected.values().sum();
+    assert!(
+        last.wait_for_line("running;", Duration::from_secs(60))
+            .is_some(),
+        "seed {seed}: the last life did not start\n{}",
+        chaos.logs()
+    );
+    // The last life finishes the input. Its output directory is the only sign of progress an
+    // outside observer has, so it is read until it covers the input (bounded).
+    let sum = |b: &BTreeMap<u64, Vec<String>>| -> BTreeMap<String, u64> {
+        let mut counts = BTreeMap::new();
+        for line in b.values().flatten() {
+            if let Some((w, n)) = line.split_once('\t')
+                && let Ok(n) = n.parse::<u64>()
+            {
+                *counts.entry(w.to_owned()).or_default() += n;
+            }
+        }
+        counts
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        let got = read_batches(&output).map(|b| sum(&b)).unwrap_or_default();
+        if got.values().sum::<u64>() >= total {
+            break got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: the output covers {} of {total} words\n{}",
+            got.values().sum::<u64>(),
+            chaos.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // A graceful stop exits 0.
+    let pid = last.child.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("run kill");
+    assert!(sent.success());
+    let status = last
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("seed {seed}: no exit after SIGINT\n{}", chaos.logs()));
+    assert!(status.success(), "seed {seed}: exited with {status}");
+    assert_eq!(
+        got, expected,
+        "seed {seed}: the summed output differs from the input's count"
+    );
+}
