@@ -104,6 +104,31 @@ impl EventSubscription {
         }
     }
 
+    /// The next event for which `f` holds, skipping the others (lag markers included); `None`
+    /// if the feed ends or `timeout` passes first. What tests and supervisors of an engine
+    /// wait on instead of sleeping.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe in that no event is lost from the queue; the skipped ones are consumed.
+    pub async fn next_matching(
+        &mut self,
+        timeout: std::time::Duration,
+        f: impl Fn(&Event) -> bool,
+    ) -> Option<EventRecord> {
+        tokio::time::timeout(timeout, async {
+            while let Some(record) = self.next().await {
+                if f(&record.event) {
+                    return Some(record);
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
     /// The next event if one is queued, without waiting.
     pub fn try_next(&mut self) -> Option<EventRecord> {
         match self.rx.try_recv() {

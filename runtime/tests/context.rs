@@ -12,16 +12,10 @@ use weir_actors::Event;
 use weir_actors::event_bus::EventSubscription;
 
 async fn next_matching(events: &mut EventSubscription, what: &str, f: impl Fn(&Event) -> bool) {
-    tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let r = events.next().await.expect("the event feed is open");
-            if f(&r.event) {
-                return;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+    events
+        .next_matching(Duration::from_secs(60), f)
+        .await
+        .unwrap_or_else(|| panic!("timed out waiting for {what}"));
 }
 
 fn config(dir: &std::path::Path, prefix: &str) -> StreamingConfig {
