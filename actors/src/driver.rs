@@ -85,6 +85,9 @@ pub enum DriverMsg {
         /// Answered when stopped.
         reply: RpcReplyPort<()>,
     },
+    /// Fail (the root restarts the driver from the latest valid checkpoint): something the
+    /// driver owns cannot go on until it is rebuilt, e.g. a poisoned receiver WAL.
+    Fail(String),
 }
 
 impl Actor for Driver {
@@ -221,7 +224,15 @@ impl Actor for Driver {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         crate::faults::check(&myself);
-        let DriverMsg::Stop { graceful, reply } = message;
+        let (graceful, reply) = match message {
+            DriverMsg::Stop { graceful, reply } => (graceful, reply),
+            DriverMsg::Fail(reason) => {
+                if state.stopping {
+                    return Ok(());
+                }
+                return Err(reason.into());
+            }
+        };
         state.stopping = true;
         if graceful {
             // Receivers first (they store their last blocks), then the generator drains: one

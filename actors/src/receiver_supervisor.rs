@@ -77,6 +77,7 @@ use tokio::task::JoinHandle;
 
 use crate::block_store::BlockStore;
 use crate::blocks::{Block, BlockInfo, StreamId, encode_records};
+use crate::driver::DriverMsg;
 use crate::events::{Event, EventSink};
 use crate::names::Names;
 use crate::pipeline::{ReceiverContext, ReceiverFactory, StoreError, StoreRequest};
@@ -84,7 +85,7 @@ use crate::received_block_tracker::ReceivedBlockTrackerMsg;
 use crate::receiver::{ReceiverActor, ReceiverArgs};
 use crate::supervision::{Backoff, Exit, Intensity, RestartPolicy, RestartType, Strategy};
 use crate::supervisor::{ChildSpec, Children, STOP_WAIT, answer};
-use crate::wal::{Wal, now_ms};
+use crate::wal::{Wal, WalError, now_ms};
 
 /// How often pushed records are cut into a block, by default: 200 ms.
 pub const DEFAULT_BLOCK_INTERVAL: Duration = Duration::from_millis(200);
@@ -501,15 +502,27 @@ impl ReceiverSupervisorState {
         let wal = &self.wal;
         let appends = requests.iter().map(|request| async move {
             let payload = encode_records(&request.records)
-                .map_err(|e| format!("encoding the block failed: {e}"))?;
+                .map_err(|e| (format!("encoding the block failed: {e}"), false))?;
             let bytes = payload.len();
             let handle = wal
                 .append_at(stored_ms, Bytes::from(payload))
                 .await
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>((handle, bytes))
+                .map_err(|e| {
+                    let unusable = matches!(e, WalError::Poisoned { .. } | WalError::Closed { .. });
+                    (e.to_string(), unusable)
+                })?;
+            Ok::<_, (String, bool)>((handle, bytes))
         });
         let appended = join_all(appends).await;
+        // The receiver WAL is the driver's, shared by every stream: once it takes no more
+        // appends (a failed fsync poisons it) only a new driver, which reopens it and runs
+        // recovery, can store again. Ask the driver to fail, so that the root restarts it.
+        if let Some(Err((reason, _))) = appended.iter().find(|r| matches!(r, Err((_, true)))) {
+            self.wal_unusable(reason.clone());
+        }
+        let appended = appended
+            .into_iter()
+            .map(|r| r.map_err(|(reason, _)| reason));
 
         let mut durable = Vec::with_capacity(requests.len());
         let mut failed = Vec::new();
@@ -563,6 +576,18 @@ impl ReceiverSupervisorState {
             });
         }
         self.fail(failed);
+    }
+
+    /// The receiver WAL takes no more appends: asks the driver, which owns it, to fail (the
+    /// root restarts it, and the new driver reopens the WAL and runs recovery).
+    fn wal_unusable(&self, reason: String) {
+        tracing::error!(actor = %self.name, %reason,
+            "the receiver WAL takes no more appends; failing the driver to reopen it");
+        if let Some(driver) = ActorRef::<DriverMsg>::where_is(self.names.driver()) {
+            let _ = driver.cast(DriverMsg::Fail(format!(
+                "the receiver WAL takes no more appends until it is reopened: {reason}"
+            )));
+        }
     }
 
     /// Answers the failed requests: not stored, not acknowledged.

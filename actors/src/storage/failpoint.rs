@@ -56,6 +56,21 @@ pub(crate) fn fired(name: &'static str) -> bool {
     false
 }
 
+/// Whether the failpoint `name` fires now for `path`: configured as `return`, for every path;
+/// as `return(TEXT)`, only for paths that contain `TEXT` (e.g. `return(receiver-wal)` fails
+/// the receiver WAL's fsyncs and not the block tracker's).
+#[inline]
+pub(crate) fn fired_at(name: &'static str, path: &std::path::Path) -> bool {
+    #[cfg(feature = "failpoints")]
+    {
+        fail::fail_point!(name, |only: Option<String>| {
+            only.is_none_or(|text| path.to_string_lossy().contains(&text))
+        });
+    }
+    let _ = (name, path);
+    false
+}
+
 /// `Err` with the operating system's `ENOSPC` error if the disk-full failpoint of `fps` fires.
 pub(crate) fn disk_full(
     fps: Failpoints,

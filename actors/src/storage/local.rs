@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::StorageError;
-use super::failpoint::{Failpoints, disk_full, fired};
+use super::failpoint::{Failpoints, disk_full, fired, fired_at};
 
 /// Names starting with this prefix are temporary files that never hold committed data.
 pub(crate) const TEMP_PREFIX: &str = ".tmp-";
@@ -203,7 +203,7 @@ pub(crate) fn write_all_at(
 
 /// fsyncs the data of `file` (not its metadata unless needed to read the data back).
 pub(crate) fn sync_data(file: &File, path: &Path, fps: Failpoints) -> Result<(), StorageError> {
-    if fired(fps.fsync) {
+    if fired_at(fps.fsync, path) {
         return Err(injected("fsync", path, fps.fsync));
     }
     file.sync_data().map_err(io_err("fsync", path))

@@ -92,3 +92,55 @@ async fn persistent_checkpoint_failure_is_given_up_on_with_its_cause() {
     }
     scenario.teardown();
 }
+
+/// A failed fsync poisons a WAL until it is reopened. The receiver WAL is the driver's and
+/// shared by every stream: a poisoned one made every `store` fail, with nothing restarting,
+/// until the driver happened to restart (found by the chaos harness's long run). Now the
+/// driver fails, the root restarts it, the new driver reopens the WAL, and storing resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_receiver_wal_fsync_restarts_the_driver_and_storing_resumes() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let (numbers, factory) = receiver();
+    let log = Arc::new(CommitLog::default());
+    let pipeline = Arc::new(CommitLogPipeline::new(Arc::clone(&log), Duration::ZERO));
+    let mut config = config(dir.path(), "fp-wal-fsync/");
+    config.driver_policy.intensity.max_restarts = 10;
+    let driver = config.names().driver();
+    let engine = Engine::start(config, pipeline, vec![(0, factory)])
+        .await
+        .unwrap();
+    let mut events = engine.events();
+    events
+        .next_matching(
+            Duration::from_secs(30),
+            |e| matches!(e, Event::BatchCompleted { records, .. } if *records > 0),
+        )
+        .await
+        .expect("a batch with records completes");
+    // The receiver WAL's fsyncs fail (the block tracker's WAL is not touched), which poisons
+    // it: the driver must fail, so that a new one reopens it.
+    fail::cfg("wal::fsync", "return(receiver-wal)").unwrap();
+    events
+        .next_matching(Duration::from_secs(30), |e| {
+            matches!(e, Event::ActorFailed { actor, reason }
+                if *actor == driver && reason.contains("receiver WAL"))
+        })
+        .await
+        .expect("the driver fails on the poisoned receiver WAL");
+    fail::remove("wal::fsync");
+    // A new driver stores and completes batches again.
+    for _ in 0..3 {
+        events
+            .next_matching(
+                Duration::from_secs(30),
+                |e| matches!(e, Event::BatchCompleted { records, .. } if *records > 0),
+            )
+            .await
+            .expect("batches with records complete after the restart");
+    }
+    engine.stop(true).await.unwrap();
+    let verdict = verify(&numbers.acknowledged(), &log);
+    assert!(verdict.is_exactly_once(), "{verdict:?}");
+    scenario.teardown();
+}
