@@ -17,6 +17,7 @@ use crate::dstream::input::ReceiverInput;
 use crate::dstream::planned::{Direct, Planned};
 use crate::dstream::{DStream, Data, OffsetSource, QueueStream, StartingOffsets, memo::lock};
 use crate::error::{ComputeError, Error};
+use crate::sources::file_stream::{FileStream, FileStreamOptions};
 use crate::sources::socket::SocketTextReceiver;
 
 /// How a streaming context runs. `StreamingConfig::new(storage)` has Spark's defaults; the
@@ -280,6 +281,63 @@ impl StreamingContext {
                 .map(str::to_owned)
                 .map_err(|e| format!("a stored record is not UTF-8: {e}").into())
         })
+    }
+
+    /// A stream of the text lines of the files that appear in `dir` (Spark's
+    /// `textFileStream`): every batch reads the files that arrived since the previous one,
+    /// each file exactly once across restarts (the batch's file list is in the checkpoint).
+    /// Move files in by rename; hidden (`.`), `_`-prefixed and `.tmp`/`.partial`-style names
+    /// are ignored. Give the stream a [`uid`](DStream::uid). See
+    /// [`crate::sources::file_stream`] for the rules and the bad-input policy.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use weir::testing::{Collected, ManualClock};
+    ///
+    /// let input = tempfile::tempdir()?;
+    /// std::fs::write(input.path().join("a.txt"), "one\ntwo\n")?;
+    /// let lines = Collected::default();
+    /// let (dir, out) = (input.path().to_path_buf(), lines.clone());
+    /// let mut clock = ManualClock::new(1000, 2, move |ctx| {
+    ///     out.collect(&ctx.text_file_stream(&dir).uid("input"));
+    /// })?;
+    /// clock.run(1).await?;
+    /// std::fs::write(input.path().join(".b.txt.tmp"), "three\n")?; // ignored while written
+    /// std::fs::rename(input.path().join(".b.txt.tmp"), input.path().join("b.txt"))?;
+    /// clock.run(1).await?;
+    /// assert_eq!(lines.all_sorted(), vec![vec!["one", "two"], vec!["three"]]);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the context has started.
+    pub fn text_file_stream(&self, dir: impl AsRef<Path>) -> DStream<String> {
+        self.text_file_stream_with(dir, FileStreamOptions::new())
+    }
+
+    /// [`text_file_stream`](Self::text_file_stream) with options: files per batch, line
+    /// length limit, bad UTF-8 and missing-file policies, remember window, filter.
+    ///
+    /// # Panics
+    ///
+    /// If the context has started.
+    pub fn text_file_stream_with(
+        &self,
+        dir: impl AsRef<Path>,
+        options: FileStreamOptions,
+    ) -> DStream<String> {
+        self.check_not_started();
+        let node = self.graph.add_node(
+            "text_file_stream",
+            Planned::new(FileStream {
+                dir: dir.as_ref().to_path_buf(),
+                partitions: self.graph.parallelism(),
+                options,
+            }),
+        );
+        DStream::from_node(&self.graph, node)
     }
 
     /// A stream of the batches pushed into `queue` (for tests and demos).

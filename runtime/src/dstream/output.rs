@@ -8,6 +8,7 @@
 //! output idempotent (the exactly-once sink contract, see `docs/guarantees.md`).
 
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 
 use weir_actors::pipeline::{Job, UserError};
@@ -186,6 +187,65 @@ impl<T: Data + fmt::Debug> DStream<T> {
             let mut stdout = std::io::stdout().lock();
             stdout.write_all(out.as_bytes())?;
             stdout.flush()?;
+            Ok(())
+        });
+    }
+}
+
+impl<T: Data + fmt::Display> DStream<T> {
+    /// Saves every batch with elements as the directory `<prefix>-<batch_time_ms>/` of
+    /// `part-NNNNN` text files, one per partition, one line per element (Spark's
+    /// `saveAsTextFiles`), exactly once: the directory is committed atomically (written
+    /// hidden, fsynced, renamed), a batch already committed is skipped on replay, empty
+    /// batches write nothing, and the lines of each part file are sorted. Temporary
+    /// directories left by a crash are removed now, when the graph is built. See
+    /// [`crate::sinks::batch_dir`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use weir::dstream::QueueStream;
+    /// use weir::testing::ManualClock;
+    ///
+    /// let out = tempfile::tempdir()?;
+    /// let queue = QueueStream::new(true, 1);
+    /// queue.push(vec!["b".to_owned(), "a".to_owned(), "b".to_owned()]);
+    /// let (q, prefix) = (queue.clone(), out.path().join("batch"));
+    /// let mut clock = ManualClock::new(1000, 1, move |ctx| {
+    ///     let counts = ctx
+    ///         .queue_stream(&q)
+    ///         .map(|w: &String| (w.clone(), 1u64))
+    ///         .reduce_by_key(|a, b| a + b)
+    ///         .map(|(w, n)| format!("{w}\t{n}"));
+    ///     counts.save_as_text_files(&prefix);
+    /// })?;
+    /// clock.run(2).await?; // the second batch is empty: no directory
+    /// let part = std::fs::read_to_string(out.path().join("batch-1000/part-00000"))?;
+    /// assert_eq!(part, "a\t1\nb\t2\n");
+    /// assert!(!out.path().join("batch-2000").exists());
+    /// # Ok(()) }
+    /// ```
+    pub fn save_as_text_files(&self, prefix: impl AsRef<Path>) {
+        self.save_as_text_files_with(crate::sinks::batch_dir::BatchDirSink::new(prefix));
+    }
+
+    /// [`save_as_text_files`](Self::save_as_text_files) through a configured sink (e.g.
+    /// [`sort_lines(false)`](crate::sinks::batch_dir::BatchDirSink::sort_lines)).
+    pub fn save_as_text_files_with(&self, sink: crate::sinks::batch_dir::BatchDirSink) {
+        match sink.remove_leftovers() {
+            Ok(_) => {}
+            Err(err) => tracing::warn!(
+                prefix = %sink.prefix().display(),
+                error = %err,
+                "could not remove uncommitted batch directories left by a crash"
+            ),
+        }
+        self.foreach_batch(move |batch| {
+            let commit =
+                sink.write_batch(batch.time_ms, batch.partitions.iter().map(|p| p.as_slice()))?;
+            if let crate::sinks::batch_dir::Commit::AlreadyCommitted(dir) = commit {
+                tracing::info!(dir = %dir.display(), "batch already committed; skipped");
+            }
             Ok(())
         });
     }

@@ -1,3 +1,6 @@
 //! Built-in sinks.
 
 pub mod batch_dir;
+pub(crate) mod durable;
+
+pub use durable::FsError;

@@ -1,6 +1,7 @@
 //! Built-in sources: receivers (socket, custom) and direct, offset-based sources (files, the
 //! partitioned log).
 
+pub mod file_stream;
 pub mod partitioned_log;
 pub mod rate;
 pub mod socket;

@@ -1,0 +1,126 @@
+//! Running a streaming context until it is told to stop: Ctrl-C or SIGTERM, a number of batches, a
+//! duration — or the engine giving up, which is the one fatal outcome and is returned as the
+//! engine's error.
+
+use std::future::Future;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use weir::{Event, StreamingContext};
+
+/// An error from an example, printed as one sentence before a non-zero exit.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Runs `program` on a multi-threaded tokio runtime, with `tracing` output at `warn` (or as
+/// `RUST_LOG` says) on stderr; an error is printed as `<name>: <error>` and the process exits
+/// with status 1.
+pub fn main_with<F>(name: &str, program: F) -> ExitCode
+where
+    F: Future<Output = Result<(), BoxError>>,
+{
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("{name}: cannot start the tokio runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(program) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("{name}: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// When [`run_until_stopped`] stops the context (besides Ctrl-C).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Limits {
+    /// Stop gracefully after this many batches completed (in this process).
+    pub max_batches: Option<u64>,
+    /// Stop gracefully after this long.
+    pub duration: Option<Duration>,
+}
+
+/// Why [`run_until_stopped`] stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// Ctrl-C (SIGINT) or SIGTERM.
+    Interrupted,
+    /// `max_batches` batches completed.
+    Batches,
+    /// `duration` passed.
+    Duration,
+}
+
+/// Starts `ctx`, hands every engine event to `on_event`, and stops the context gracefully
+/// when a limit is reached or on Ctrl-C (SIGINT) or SIGTERM. Prints `running; ...` once
+/// those signals stop it gracefully.
+///
+/// # Errors
+///
+/// The context did not start, or the engine failed or gave up
+/// ([`weir::EngineError::GaveUp`] names the actor, how often it failed and why).
+pub async fn run_until_stopped(
+    mut ctx: StreamingContext,
+    limits: Limits,
+    mut on_event: impl FnMut(&Event),
+) -> Result<Stopped, BoxError> {
+    let root = ctx.config().engine.names().root();
+    ctx.start().await?;
+    let mut events = ctx.events()?;
+    let deadline = async {
+        match limits.duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    // Registered now, so a signal from here on stops gracefully (before, it ends the process).
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    println!("running; Ctrl-C (SIGINT) or SIGTERM stops gracefully");
+    let mut completed = 0u64;
+    let stopped = loop {
+        tokio::select! {
+            _ = interrupt.recv() => break Stopped::Interrupted,
+            _ = terminate.recv() => break Stopped::Interrupted,
+            () = &mut deadline => break Stopped::Duration,
+            record = events.next() => {
+                let Some(record) = record else {
+                    // The event feed closed: the engine is gone; stop reports why.
+                    ctx.stop(false).await?;
+                    return Err("the engine ended on its own".into());
+                };
+                on_event(&record.event);
+                match &record.event {
+                    Event::ActorGaveUp { actor, .. } if *actor == root => {
+                        // The engine gave up: stopping returns its error.
+                        ctx.stop(false).await?;
+                        return Err("the engine gave up".into());
+                    }
+                    Event::BatchCompleted { .. } => {
+                        completed += 1;
+                        if limits.max_batches.is_some_and(|max| completed >= max) {
+                            break Stopped::Batches;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    };
+    ctx.stop(true).await?;
+    Ok(stopped)
+}

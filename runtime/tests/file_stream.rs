@@ -1,0 +1,385 @@
+//! The file stream: files moved into a directory are read exactly once across restarts and
+//! crashes, the batch's file list is planned and replayed, what is remembered is bounded, and
+//! bad input (invalid UTF-8, a 100 MB line, a file that vanishes) is reported, never fatal.
+
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use weir::sources::file_stream::{BadUtf8, FileStreamOptions, LongLines, MissingFiles};
+use weir::testing::{Collected, ManualClock};
+
+/// Moves a file with `content` into `dir` the recommended way: written under a hidden name,
+/// given the modification time `base + secs`, renamed in.
+fn put(dir: &Path, name: &str, content: &[u8], secs: u64) {
+    let temp = dir.join(format!(".{name}.writing"));
+    fs::write(&temp, content).unwrap();
+    set_mtime(&temp, secs);
+    fs::rename(&temp, dir.join(name)).unwrap();
+}
+
+/// A fixed base time, so that tests control the modification times exactly.
+fn base() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+}
+
+fn set_mtime(path: &Path, secs: u64) {
+    File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(base() + Duration::from_secs(secs))
+        .unwrap();
+}
+
+/// A clock over `text_file_stream_with(dir, options)` collecting its lines.
+fn lines_of(
+    dir: &Path,
+    options: FileStreamOptions,
+    parallelism: usize,
+) -> (ManualClock, Collected<String>) {
+    let out = Collected::default();
+    let (d, o) = (dir.to_path_buf(), out.clone());
+    let clock = ManualClock::new(1000, parallelism, move |ctx| {
+        o.collect(&ctx.text_file_stream_with(&d, options.clone()).uid("files"));
+    })
+    .unwrap();
+    (clock, out)
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_file_is_read_once_in_the_batch_after_it_appears() {
+    let dir = tempfile::tempdir().unwrap();
+    put(dir.path(), "1.txt", b"a\nb\n", 0);
+    put(dir.path(), "2.txt", b"c", 1);
+    let (mut clock, out) = lines_of(dir.path(), FileStreamOptions::new(), 2);
+    clock.run(1).await.unwrap();
+    assert_eq!(out.sorted(1000), strings(&["a", "b", "c"]));
+    clock.run(1).await.unwrap();
+    assert_eq!(out.sorted(2000), Vec::<String>::new());
+    put(dir.path(), "3.txt", b"d\n", 2);
+    clock.run(1).await.unwrap();
+    assert_eq!(out.sorted(3000), strings(&["d"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_temporary_and_non_file_entries_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in [
+        ".hidden",
+        "_SUCCESS",
+        "x.tmp",
+        "y.partial",
+        "z.part",
+        "w~",
+        "u.temp",
+    ] {
+        fs::write(dir.path().join(name), b"ignored\n").unwrap();
+    }
+    fs::create_dir(dir.path().join("subdir")).unwrap();
+    fs::write(dir.path().join("subdir/inner.txt"), b"ignored\n").unwrap();
+    put(dir.path(), "data.txt", b"kept\n", 0);
+    put(dir.path(), "skip.csv", b"filtered\n", 0);
+    let options = FileStreamOptions::new().filter(|name| !name.ends_with(".csv"));
+    let (mut clock, out) = lines_of(dir.path(), options, 2);
+    clock.run(1).await.unwrap();
+    assert_eq!(out.sorted(1000), strings(&["kept"]));
+    // A temporary file renamed to a proper name is read then.
+    fs::rename(dir.path().join("x.tmp"), dir.path().join("x.txt")).unwrap();
+    set_mtime(&dir.path().join("x.txt"), 1);
+    clock.run(1).await.unwrap();
+    assert_eq!(out.sorted(2000), strings(&["ignored"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_batch_rereads_exactly_its_planned_files_and_a_restart_reads_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    put(dir.path(), "a", b"a1\na2\n", 0);
+    let (mut clock, out) = lines_of(dir.path(), FileStreamOptions::new(), 2);
+    clock.run(1).await.unwrap();
+    assert_eq!(out.sorted(1000), strings(&["a1", "a2"]));
+
+    put(dir.path(), "b", b"b1\n", 1);
+    clock.crash_mid_batch().unwrap(); // batch 2000 planned [b], then the driver died
+    put(dir.path(), "c", b"c1\n", 2); // arrives while the driver is down
+    // b grows after it was planned: the re-run reads it as planned, and nobody reads the rest.
+    fs::OpenOptions::new()
+        .append(true)
+        .open(dir.path().join("b"))
+        .unwrap()
+        .write_all(b"late\n")
+        .unwrap();
+    set_mtime(&dir.path().join("b"), 1);
+    clock.run(1).await.unwrap();
+    assert_eq!(out.sorted(2000), strings(&["b1"]));
+    clock.run(1).await.unwrap();
+    assert_eq!(out.sorted(3000), strings(&["c1"]));
+
+    clock.restart().unwrap(); // a clean restart from the checkpoint after batch 3000
+    put(dir.path(), "d", b"d1\n", 3);
+    clock.run(2).await.unwrap();
+    assert_eq!(out.sorted(4000), strings(&["d1"]));
+    assert_eq!(out.sorted(5000), Vec::<String>::new());
+    let all: Vec<String> = out.batches().into_values().flatten().collect();
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        strings(&["a1", "a2", "b1", "c1", "d1"]),
+        "each line once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_files_per_batch_takes_the_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    put(dir.path(), "late", b"3\n", 30);
+    put(dir.path(), "early", b"1\n", 10);
+    put(dir.path(), "mid-b", b"2b\n", 20);
+    put(dir.path(), "mid-a", b"2a\n", 20);
+    let (mut clock, out) = lines_of(
+        dir.path(),
+        FileStreamOptions::new().max_files_per_batch(2),
+        1,
+    );
+    clock.run(3).await.unwrap();
+    // The same order as (modification time, name): early, mid-a | mid-b, late.
+    assert_eq!(out.batch(1000), strings(&["1", "2a"]));
+    assert_eq!(out.batch(2000), strings(&["2b", "3"]));
+    assert_eq!(out.batch(3000), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processed_file_that_is_modified_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    put(dir.path(), "f", b"v1\n", 0);
+    let (mut clock, out) = lines_of(dir.path(), FileStreamOptions::new(), 1);
+    clock.run(1).await.unwrap();
+    fs::write(dir.path().join("f"), b"v2\n").unwrap();
+    set_mtime(&dir.path().join("f"), 5);
+    clock.run(1).await.unwrap();
+    assert_eq!(out.all_sorted(), vec![strings(&["v1"]), vec![]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_remember_window_bounds_what_is_kept_and_older_files_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = FileStreamOptions::new().remember(Duration::from_secs(10));
+    put(dir.path(), "old", b"old\n", 0);
+    let (mut clock, out) = lines_of(dir.path(), options, 1);
+    clock.run(1).await.unwrap();
+    put(dir.path(), "new", b"new\n", 100); // the watermark moves to 90 s: "old" is forgotten
+    clock.run(1).await.unwrap();
+    // Renamed in with a modification time below the watermark: ignored.
+    put(dir.path(), "stale", b"stale\n", 50);
+    // "old" is no longer remembered; touched to a time above the watermark it is new again.
+    fs::write(dir.path().join("old"), b"old again\n").unwrap();
+    set_mtime(&dir.path().join("old"), 95);
+    // "new" is remembered (within the window): its modification is ignored.
+    fs::write(dir.path().join("new"), b"new again\n").unwrap();
+    set_mtime(&dir.path().join("new"), 96);
+    clock.crash_mid_batch().unwrap(); // what is remembered survives in the checkpoint
+    clock.run(1).await.unwrap();
+    assert_eq!(
+        out.all_sorted(),
+        vec![
+            strings(&["old"]),
+            strings(&["new"]),
+            strings(&["old again"])
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_files_only_ignores_what_is_there_at_the_first_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    put(dir.path(), "before", b"before\n", 0);
+    let (mut clock, out) = lines_of(dir.path(), FileStreamOptions::new().new_files_only(true), 1);
+    clock.run(1).await.unwrap();
+    put(dir.path(), "after", b"after\n", 1);
+    clock.run(1).await.unwrap();
+    assert_eq!(out.all_sorted(), vec![vec![], strings(&["after"])]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_directory_gives_empty_batches_until_it_exists() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("later");
+    let (mut clock, out) = lines_of(&dir, FileStreamOptions::new(), 1);
+    clock.run(1).await.unwrap();
+    fs::create_dir(&dir).unwrap();
+    put(&dir, "x", b"x\n", 0);
+    clock.run(1).await.unwrap();
+    assert_eq!(out.all_sorted(), vec![vec![], strings(&["x"])]);
+}
+
+// ===================================== bad input ===================================== //
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_utf8_lines_are_reported_and_skipped_and_nothing_else_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    put(
+        dir.path(),
+        "mixed",
+        b"good 1\nbad \xff\xfe here\ngood 2\n\xc3\n\xc3\xa9t\xc3\xa9\n",
+        0,
+    );
+    put(dir.path(), "clean", b"other file\n", 0);
+    let options = FileStreamOptions::new();
+    let stats = options.stats();
+    let (mut clock, out) = lines_of(dir.path(), options, 2);
+    clock.run(1).await.unwrap();
+    assert_eq!(
+        out.sorted(1000),
+        strings(&["good 1", "good 2", "other file", "été"])
+    );
+    assert_eq!(stats.snapshot().bad_utf8_lines, 2);
+    let problems = stats.recent_problems();
+    assert_eq!(problems.len(), 2);
+    assert!(
+        problems[0].contains("line 2 of") && problems[0].contains("mixed (at byte 7)"),
+        "{problems:?}"
+    );
+    assert!(problems[0].contains("invalid byte at 11"), "{problems:?}");
+    assert!(problems[1].contains("line 4 of"), "{problems:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_utf8_can_be_replaced_instead() {
+    let dir = tempfile::tempdir().unwrap();
+    put(dir.path(), "f", b"a\xffb\n", 0);
+    let options = FileStreamOptions::new().bad_utf8(BadUtf8::Replace);
+    let stats = options.stats();
+    let (mut clock, out) = lines_of(dir.path(), options, 1);
+    clock.run(1).await.unwrap();
+    assert_eq!(out.batch(1000), strings(&["a\u{fffd}b"]));
+    assert_eq!(stats.snapshot().bad_utf8_lines, 1);
+}
+
+/// Writes a file with a short line, a `len`-byte line of `x` and another short line, in
+/// 1 MiB writes (never holding the long line in memory).
+fn file_with_a_long_line(path: &Path, len: usize) {
+    let mut file = BufWriter::new(File::create(path).unwrap());
+    file.write_all(b"before\n").unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        file.write_all(&chunk[..n]).unwrap();
+        left -= n;
+    }
+    file.write_all(b"\nafter\n").unwrap();
+    file.flush().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_mb_line_is_skipped_with_bounded_memory_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let temp = dir.path().join(".big.writing");
+    file_with_a_long_line(&temp, 100 * 1024 * 1024);
+    set_mtime(&temp, 0);
+    fs::rename(&temp, dir.path().join("big")).unwrap();
+    put(dir.path(), "small", b"small\n", 1);
+
+    let options = FileStreamOptions::new(); // 1 MiB maximum, long lines skipped
+    let stats = options.stats();
+    let (mut clock, out) = lines_of(dir.path(), options, 2);
+    clock.run(1).await.unwrap();
+    assert_eq!(out.sorted(1000), strings(&["after", "before", "small"]));
+    let snapshot = stats.snapshot();
+    assert_eq!(snapshot.long_lines, 1);
+    assert_eq!(snapshot.bytes, 100 * 1024 * 1024 + 14 + 6);
+    let problems = stats.recent_problems();
+    assert!(
+        problems[0].contains("line 2 of")
+            && problems[0].contains(
+                "(at byte 7) is 104857600 bytes long, over the maximum of 1048576; it is skipped"
+            ),
+        "{problems:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_line_can_be_cut_instead() {
+    let dir = tempfile::tempdir().unwrap();
+    let temp = dir.path().join(".big.writing");
+    file_with_a_long_line(&temp, 3 * 1024 * 1024);
+    set_mtime(&temp, 0);
+    fs::rename(&temp, dir.path().join("big")).unwrap();
+    let options = FileStreamOptions::new()
+        .max_line_len(1000)
+        .long_lines(LongLines::Truncate);
+    let stats = options.stats();
+    let (mut clock, out) = lines_of(dir.path(), options, 1);
+    clock.run(1).await.unwrap();
+    let lines = out.batch(1000);
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0], "before");
+    assert_eq!(lines[1], "x".repeat(1000));
+    assert_eq!(lines[2], "after");
+    assert_eq!(stats.snapshot().long_lines, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_vanishes_after_planning_is_reported_and_read_as_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    put(dir.path(), "stays", b"stays\n", 0);
+    put(dir.path(), "goes", b"goes\n", 0);
+    let options = FileStreamOptions::new();
+    let stats = options.stats();
+    let (mut clock, out) = lines_of(dir.path(), options, 1);
+    clock.crash_mid_batch().unwrap(); // batch 1000 planned both files
+    fs::remove_file(dir.path().join("goes")).unwrap();
+    clock.run(1).await.unwrap();
+    assert_eq!(out.batch(1000), strings(&["stays"]));
+    assert_eq!(stats.snapshot().missing_files, 1);
+    assert!(
+        stats.recent_problems()[0].contains("goes was planned for a batch but is gone"),
+        "{:?}",
+        stats.recent_problems()
+    );
+    // It is not planned again, even if it comes back.
+    put(dir.path(), "goes", b"goes\n", 0);
+    clock.run(1).await.unwrap();
+    assert_eq!(out.batch(2000), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_missing_files_fail_the_batch_fails_until_the_file_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    put(dir.path(), "goes", b"goes\n", 0);
+    let options = FileStreamOptions::new().missing_files(MissingFiles::Fail);
+    let (mut clock, out) = lines_of(dir.path(), options, 1);
+    clock.crash_mid_batch().unwrap();
+    fs::rename(dir.path().join("goes"), dir.path().join(".away")).unwrap();
+    let err = clock.run(1).await.unwrap_err().to_string();
+    assert!(
+        err.contains("goes was planned for this batch but is gone"),
+        "{err}"
+    );
+    fs::rename(dir.path().join(".away"), dir.path().join("goes")).unwrap();
+    clock.run(1).await.unwrap(); // the same batch, now complete
+    assert_eq!(out.batch(1000), strings(&["goes"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_shorter_than_planned_is_read_to_its_end_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    put(dir.path(), "f", b"one\ntwo\n", 0);
+    let options = FileStreamOptions::new();
+    let stats = options.stats();
+    let (mut clock, out) = lines_of(dir.path(), options, 1);
+    clock.crash_mid_batch().unwrap();
+    fs::write(dir.path().join("f"), b"one\n").unwrap();
+    clock.run(1).await.unwrap();
+    assert_eq!(out.batch(1000), strings(&["one"]));
+    assert_eq!(stats.snapshot().changed_files, 1);
+    assert!(stats.recent_problems()[0].contains("is shorter than when it was planned"));
+}
