@@ -98,6 +98,7 @@ public final class JavaWordCount {
             .setMaster("local[2]")
             .setAppName("JavaWordCount")
             .set("spark.ui.enabled", "false")
+            .set("spark.ui.showConsoleProgress", "false")
             .set("spark.streaming.receiver.writeAheadLog.enable", Boolean.toString(wal));
         JavaStreamingContext ssc = new JavaStreamingContext(conf, Durations.milliseconds(batchMs));
         ssc.checkpoint(checkpoint);

@@ -25,10 +25,9 @@ class BatchPrinter(StreamingListener):
 
     def onBatchCompleted(self, batchCompleted):
         info = batchCompleted.batchInfo()
-        processing = info.processingDelay()
-        scheduling = info.schedulingDelay()
-        processing = processing.get() if processing.isDefined() else -1
-        scheduling = scheduling.get() if scheduling.isDefined() else -1
+        # PySpark's listener wrapper hands over a JavaBatchInfo: delays are longs, -1 if unset.
+        processing = int(info.processingDelay())
+        scheduling = int(info.schedulingDelay())
         print(
             "WEIR_BENCH batch_completed batch_time_ms=%d processing_ms=%d "
             "scheduling_delay_ms=%d records=%d wall_ms=%d"
@@ -70,6 +69,7 @@ def create(mode, source, batch_ms, output, checkpoint, wal):
         .setMaster("local[2]")
         .setAppName("PySparkWordCount")
         .set("spark.ui.enabled", "false")
+        .set("spark.ui.showConsoleProgress", "false")
         .set("spark.streaming.receiver.writeAheadLog.enable", "true" if wal else "false")
     )
     sc = SparkContext(conf=conf)

@@ -228,8 +228,10 @@ impl Launch {
                 .stderr(stderr)
                 .spawn()?;
             let log = dirs.checkpoint.join("events").join("events.jsonl");
+            // A restart appends to the log of the run before: follow only what is new.
+            let from = fs::metadata(&log).map_or(0, |m| m.len());
             let (sh, st) = (Arc::clone(&shared), Arc::clone(&stop));
-            threads.push(std::thread::spawn(move || tail_events(&log, &sh, &st)));
+            threads.push(std::thread::spawn(move || tail_events(&log, from, &sh, &st)));
             child
         } else {
             let mut child = command
@@ -414,9 +416,9 @@ fn push(shared: &(Mutex<Shared>, Condvar), stat: BatchStat) {
     cvar.notify_all();
 }
 
-/// Follows weir's event log (it is flushed line by line) until `stop`.
-fn tail_events(log: &Path, shared: &(Mutex<Shared>, Condvar), stop: &AtomicBool) {
-    let mut offset = 0u64;
+/// Follows weir's event log (it is flushed line by line) from byte `from` until `stop`.
+fn tail_events(log: &Path, from: u64, shared: &(Mutex<Shared>, Condvar), stop: &AtomicBool) {
+    let mut offset = from;
     let mut partial = String::new();
     while !stop.load(Ordering::SeqCst) {
         if let Ok(mut file) = File::open(log) {
