@@ -132,7 +132,10 @@ fn plan(args: &Args) -> Result<Plan, BoxError> {
     let phases: Vec<String> = if args.all {
         PHASES.iter().map(|p| (*p).to_owned()).collect()
     } else if args.phases.is_empty() {
-        return Err("choose what to run: --all, or --phase PHASE (feeder, floors, rate, latency, kill)".into());
+        return Err(
+            "choose what to run: --all, or --phase PHASE (feeder, floors, rate, latency, kill)"
+                .into(),
+        );
     } else {
         for p in &args.phases {
             if !PHASES.contains(&p.as_str()) {
@@ -161,7 +164,10 @@ fn plan(args: &Args) -> Result<Plan, BoxError> {
         .parent()
         .and_then(Path::parent)
         .ok_or("the bench binary is not inside a cargo target directory")?;
-    let cache = args.cache_dir.clone().unwrap_or_else(|| target.join("bench"));
+    let cache = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| target.join("bench"));
     let report = args
         .report
         .clone()
@@ -174,7 +180,9 @@ fn plan(args: &Args) -> Result<Plan, BoxError> {
         moderate_rate: args.moderate_rate,
         start_rate: args.start_rate,
         max_rate: args.max_rate,
-        step_secs: args.step_secs.unwrap_or(if args.quick { 4.0 } else { 10.0 }),
+        step_secs: args
+            .step_secs
+            .unwrap_or(if args.quick { 4.0 } else { 10.0 }),
         bisect_steps: args.bisect_steps.unwrap_or(if args.quick { 1 } else { 3 }),
         kill_secs: args.kill_secs.unwrap_or(if args.quick { 3.0 } else { 6.0 }),
         cache,
@@ -221,9 +229,7 @@ fn run(args: &Args) -> Result<(), BoxError> {
         report.compute = Some(compute);
         report.wal = wal;
     }
-    let max_rate = plan
-        .max_rate
-        .unwrap_or(ceiling.socket_words_per_s * 0.9);
+    let max_rate = plan.max_rate.unwrap_or(ceiling.socket_words_per_s * 0.9);
     if has("rate") {
         for &kind in &plan.systems {
             let wals: &[bool] = match kind {
@@ -396,7 +402,10 @@ fn describe_machine() -> String {
         .unwrap_or_default();
     format!(
         "| CPU | {cpu} |\n| `nproc` | {nproc} |\n| `free -h` | `{mem}` |\n| load average at start | {} |\n| Java | {java} |\n",
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     )
 }
 
@@ -438,7 +447,11 @@ impl Step {
             ),
             self.steady_rss_kb.map_or_else(|| "n/a".to_owned(), mib),
             mib(self.peak_rss_kb),
-            if self.pass { "sustained" } else { "not sustained" }
+            if self.pass {
+                "sustained"
+            } else {
+                "not sustained"
+            }
         )
     }
 }
@@ -645,10 +658,11 @@ fn search(
             Err(e) => println!("bench: rate {kind} ({wal_text}) at {rate:.0}: failed: {e}"),
         }
         let pass = matches!(&r, Ok(s) if s.pass);
-        if let Ok(s) = &r {
-            if s.pass && result.sustained.as_ref().is_none_or(|b| b.rate < rate) {
-                result.sustained = Some(s.clone());
-            }
+        if let Ok(s) = &r
+            && s.pass
+            && result.sustained.as_ref().is_none_or(|b| b.rate < rate)
+        {
+            result.sustained = Some(s.clone());
         }
         if !pass && result.failed.is_none_or(|f| f > rate) {
             result.failed = Some(rate);
@@ -715,6 +729,7 @@ fn kill_test(
     let dirs = RunDirs::fresh(&root)?;
     let input = root.join("input");
     std::fs::create_dir_all(&input)?;
+    let words_per_s = rate;
     let rate = Some(rate);
     // A socket feeder listens first (the system connects to it, and it sends only to a
     // connected client); a directory feeder starts once the system has completed a batch,
@@ -791,7 +806,7 @@ fn kill_test(
         }
     }
     Ok(Kill {
-        rate: rate.unwrap_or(0.0),
+        rate: words_per_s,
         startup_ms,
         restart_ms,
         sent,

@@ -91,7 +91,10 @@ impl Pool {
 
     /// Counts of the whole lines in `prefix` (a chunk cut short).
     fn count_whole_lines(&self, prefix: &[u8]) -> (u64, Vec<u32>) {
-        let end = prefix.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let end = prefix
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
         let mut counts = vec![0u32; WORDS.len()];
         let mut words = 0;
         for w in String::from_utf8_lossy(&prefix[..end]).split_whitespace() {

@@ -231,7 +231,9 @@ impl Launch {
             // A restart appends to the log of the run before: follow only what is new.
             let from = fs::metadata(&log).map_or(0, |m| m.len());
             let (sh, st) = (Arc::clone(&shared), Arc::clone(&stop));
-            threads.push(std::thread::spawn(move || tail_events(&log, from, &sh, &st)));
+            threads.push(std::thread::spawn(move || {
+                tail_events(&log, from, &sh, &st)
+            }));
             child
         } else {
             let mut child = command
@@ -351,7 +353,10 @@ impl Running {
         self.peak_rss_kb();
         let pids = tree(self.child.id());
         for pid in pids.iter().skip(1) {
-            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
         }
         self.child.kill()?;
         self.child.wait()?;
@@ -378,7 +383,10 @@ impl Running {
         }
         for pid in pids.iter().skip(1) {
             if Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+                let _ = Command::new("kill")
+                    .arg("-KILL")
+                    .arg(pid.to_string())
+                    .status();
             }
         }
         if self.child.try_wait()?.is_none() {
@@ -421,44 +429,41 @@ fn tail_events(log: &Path, from: u64, shared: &(Mutex<Shared>, Condvar), stop: &
     let mut offset = from;
     let mut partial = String::new();
     while !stop.load(Ordering::SeqCst) {
-        if let Ok(mut file) = File::open(log) {
-            if file.seek(SeekFrom::Start(offset)).is_ok() {
-                let mut reader = BufReader::new(file);
-                let mut line = String::new();
-                while let Ok(n) = reader.read_line(&mut line) {
-                    if n == 0 {
-                        break;
-                    }
-                    offset += n as u64;
-                    if !line.ends_with('\n') {
-                        partial.push_str(&line);
-                        line.clear();
-                        continue;
-                    }
-                    partial.push_str(&line);
-                    line.clear();
-                    if let Ok(record) = serde_json::from_str::<EventRecord>(partial.trim_end()) {
-                        if let Event::BatchCompleted {
-                            batch_time_ms,
-                            scheduling_delay_ms,
-                            processing_ms,
-                            ..
-                        } = record.event
-                        {
-                            push(
-                                shared,
-                                BatchStat {
-                                    batch_time_ms,
-                                    processing_ms,
-                                    scheduling_ms: scheduling_delay_ms,
-                                    completed_wall_ms: record.time_ms,
-                                    seen: Instant::now(),
-                                },
-                            );
-                        }
-                    }
-                    partial.clear();
+        if let Ok(mut file) = File::open(log)
+            && file.seek(SeekFrom::Start(offset)).is_ok()
+        {
+            let mut reader = BufReader::new(file);
+            let mut line = String::new();
+            while let Ok(n) = reader.read_line(&mut line) {
+                if n == 0 {
+                    break;
                 }
+                offset += n as u64;
+                partial.push_str(&line);
+                line.clear();
+                if !partial.ends_with('\n') {
+                    continue; // a line still being written
+                }
+                if let Ok(record) = serde_json::from_str::<EventRecord>(partial.trim_end())
+                    && let Event::BatchCompleted {
+                        batch_time_ms,
+                        scheduling_delay_ms,
+                        processing_ms,
+                        ..
+                    } = record.event
+                {
+                    push(
+                        shared,
+                        BatchStat {
+                            batch_time_ms,
+                            processing_ms,
+                            scheduling_ms: scheduling_delay_ms,
+                            completed_wall_ms: record.time_ms,
+                            seen: Instant::now(),
+                        },
+                    );
+                }
+                partial.clear();
             }
         }
         // The log is a file another process appends to: look again in 5 ms.
