@@ -84,6 +84,10 @@ struct Args {
     /// Seconds measured per rate step (after the warm-up).
     #[arg(long)]
     step_secs: Option<f64>,
+    /// Seconds of warm-up after the first completed batch before a rate step is measured
+    /// (a JVM under load needs several: JIT, first-batch catch-up).
+    #[arg(long)]
+    warmup_secs: Option<f64>,
     /// Bisection steps after the doubling.
     #[arg(long)]
     bisect_steps: Option<u32>,
@@ -109,6 +113,7 @@ struct Plan {
     start_rate: f64,
     max_rate: Option<f64>,
     step_secs: f64,
+    warmup_secs: f64,
     bisect_steps: u32,
     kill_secs: f64,
     cache: PathBuf,
@@ -183,6 +188,9 @@ fn plan(args: &Args) -> Result<Plan, BoxError> {
         step_secs: args
             .step_secs
             .unwrap_or(if args.quick { 4.0 } else { 10.0 }),
+        warmup_secs: args
+            .warmup_secs
+            .unwrap_or(if args.quick { 3.0 } else { 10.0 }),
         bisect_steps: args.bisect_steps.unwrap_or(if args.quick { 1 } else { 3 }),
         kill_secs: args.kill_secs.unwrap_or(if args.quick { 3.0 } else { 6.0 }),
         cache,
@@ -253,7 +261,7 @@ fn run(args: &Args) -> Result<(), BoxError> {
                 false,
                 plan.moderate_rate,
                 plan.latency_batch_ms,
-                plan.step_secs,
+                (plan.warmup_secs, plan.step_secs),
                 &dir,
                 &pool,
             );
@@ -490,7 +498,7 @@ fn step(
     wal: bool,
     rate: f64,
     batch_ms: u64,
-    secs: f64,
+    (warmup_secs, secs): (f64, f64),
     root: &Path,
     pool: &Arc<Pool>,
 ) -> Result<Step, BoxError> {
@@ -507,7 +515,7 @@ fn step(
         .into());
     };
     let startup_ms = (first - running.spawned).as_millis() as u64;
-    let warmup = Duration::from_millis((3 * batch_ms).max(2000));
+    let warmup = Duration::from_secs_f64(warmup_secs).max(Duration::from_millis(3 * batch_ms));
     sleep_until(first + warmup);
     let (t0, w0, words0) = (Instant::now(), wall_ms(), feeder.tally().words());
     sleep_until(t0 + Duration::from_secs_f64(secs));
@@ -577,7 +585,17 @@ fn end_to_end(
     lo: u64,
     hi: u64,
 ) -> Option<Quantiles> {
-    let curve = tally.curve();
+    latency_from(&tally.curve(), batches, output, lo, hi)
+}
+
+/// [`end_to_end`] over a (wall ms, cumulative words) input curve.
+fn latency_from(
+    curve: &[(u64, u64)],
+    batches: &[BatchStat],
+    output: &Path,
+    lo: u64,
+    hi: u64,
+) -> Option<Quantiles> {
     let out = read_output(output);
     let completed: HashMap<u64, u64> = batches
         .iter()
@@ -648,7 +666,7 @@ fn search(
             wal,
             rate,
             plan.batch_ms,
-            plan.step_secs,
+            (plan.warmup_secs, plan.step_secs),
             &dir,
             pool,
         );
@@ -846,11 +864,12 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "## Results\n\nbatch interval {} ms (latency phase {} ms), moderate rate {:.0} words/s, {} s per rate step{}\n",
+            "## Results\n\nbatch interval {} ms (latency phase {} ms), moderate rate {:.0} words/s, {} s measured per rate step after {} s of warm-up{}\n",
             plan.batch_ms,
             plan.latency_batch_ms,
             plan.moderate_rate,
             plan.step_secs,
+            plan.warmup_secs,
             if plan.quick { " (--quick)" } else { "" }
         );
         let _ = writeln!(s, "| | |\n|---|---|\n{machine}");
@@ -1028,5 +1047,48 @@ impl Report {
                 .join(" ")
         );
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_pick_the_nearest_rank() {
+        let q = quantiles((1..=100).rev().collect());
+        assert_eq!((q.p50, q.p95, q.p99), (50, 95, 99));
+        let q = quantiles(vec![7]);
+        assert_eq!((q.p50, q.p99), (7, 7));
+        assert_eq!(quantiles(Vec::new()).p99, 0);
+    }
+
+    #[test]
+    fn end_to_end_latency_pairs_the_kth_word_in_with_the_kth_word_out() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Two batches: 20 words then 10 words, completed at 1500 and 2600.
+        for (time, count) in [(1000u64, 20u64), (2000, 10)] {
+            let b = dir.path().join(format!("batch-{time}"));
+            std::fs::create_dir_all(&b).expect("mkdir");
+            std::fs::write(b.join("part-00000"), format!("the\t{count}\n")).expect("write");
+        }
+        let now = Instant::now();
+        let stat = |t: u64, done: u64| BatchStat {
+            batch_time_ms: t,
+            processing_ms: 0,
+            scheduling_ms: 0,
+            completed_wall_ms: done,
+            seen: now,
+        };
+        let batches = [stat(1000, 1500), stat(2000, 2600)];
+        // Words 1..=20 handed over at 1100, 21..=30 at 2100.
+        let curve = [(1100u64, 20u64), (2100, 30)];
+        let q = latency_from(&curve, &batches, dir.path(), 0, 30).expect("latencies");
+        assert_eq!(q.p50, 400, "the first batch's words waited 400 ms");
+        assert_eq!(q.p99, 500, "the second batch's words waited 500 ms");
+        assert!(
+            latency_from(&curve, &batches, dir.path(), 30, 30).is_none(),
+            "an empty window has no latency"
+        );
     }
 }

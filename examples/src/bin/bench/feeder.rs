@@ -419,3 +419,77 @@ pub(crate) fn ceiling(pool: &Arc<Pool>, secs: f64, scratch: &Path) -> io::Result
         dir_words_per_s,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    #[test]
+    fn a_pool_chunk_counts_what_its_text_holds() {
+        let pool = Pool::new(3);
+        let chunk = &pool.chunks[5];
+        let text = String::from_utf8_lossy(&chunk.bytes);
+        assert_eq!(chunk.words, text.split_whitespace().count() as u64);
+        let the = WORDS
+            .iter()
+            .position(|w| *w == "the")
+            .expect("in the vocabulary");
+        assert_eq!(
+            u64::from(chunk.counts[the]),
+            text.split_whitespace().filter(|w| *w == "the").count() as u64
+        );
+        assert!(text.ends_with('\n'), "chunks are whole lines");
+        let cut = &chunk.bytes[..chunk.bytes.len() / 2];
+        let (words, _) = pool.count_whole_lines(cut);
+        assert!(
+            words < chunk.words,
+            "half a chunk holds fewer whole-line words"
+        );
+    }
+
+    #[test]
+    fn a_socket_client_receives_exactly_what_the_tally_counts() {
+        let pool = Arc::new(Pool::new(11));
+        let feeder = Feeder::socket(Arc::clone(&pool), None).expect("feeder");
+        let addr = feeder.addr.expect("address");
+        let (enough_tx, enough_rx) = mpsc::channel();
+        let client = std::thread::spawn(move || {
+            let mut stream = TcpStream::connect(addr).expect("connect");
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 64 << 10];
+            let mut signalled = false;
+            loop {
+                let n = stream.read(&mut buf).expect("read");
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+                if !signalled && got.len() > 256 << 10 {
+                    signalled = true;
+                    enough_tx.send(()).expect("signal");
+                }
+            }
+            let mut counts: HashMap<String, u64> = HashMap::new();
+            for w in String::from_utf8_lossy(&got).split_whitespace() {
+                *counts.entry(w.to_owned()).or_insert(0) += 1;
+            }
+            counts
+        });
+        enough_rx.recv().expect("the client read 256 KiB");
+        let tally = Arc::clone(feeder.tally());
+        feeder.stop().expect("stop");
+        let received = client.join().expect("client");
+        let sent: HashMap<String, u64> =
+            tally.counts().into_iter().filter(|(_, c)| *c > 0).collect();
+        assert!(tally.words() > 30_000);
+        assert_eq!(received, sent, "every delivered word counted once");
+        let curve = tally.curve();
+        assert_eq!(curve.last().map(|(_, c)| *c), Some(tally.words()));
+        assert!(
+            curve
+                .windows(2)
+                .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1)
+        );
+    }
+}
