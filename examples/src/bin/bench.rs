@@ -84,8 +84,9 @@ struct Args {
     /// Seconds measured per rate step (after the warm-up).
     #[arg(long)]
     step_secs: Option<f64>,
-    /// Seconds of warm-up after the first completed batch before a rate step is measured
-    /// (a JVM under load needs several: JIT, first-batch catch-up).
+    /// Seconds of warm-up after the first completed batch before a step is measured
+    /// (default 15, 10 with --quick: a JVM under load needs about 10 to JIT-compile and work
+    /// off its first slow batches; with 3, Spark's measured rates collapsed).
     #[arg(long)]
     warmup_secs: Option<f64>,
     /// Bisection steps after the doubling.
@@ -190,7 +191,7 @@ fn plan(args: &Args) -> Result<Plan, BoxError> {
             .unwrap_or(if args.quick { 4.0 } else { 10.0 }),
         warmup_secs: args
             .warmup_secs
-            .unwrap_or(if args.quick { 3.0 } else { 10.0 }),
+            .unwrap_or(if args.quick { 10.0 } else { 15.0 }),
         bisect_steps: args.bisect_steps.unwrap_or(if args.quick { 1 } else { 3 }),
         kill_secs: args.kill_secs.unwrap_or(if args.quick { 3.0 } else { 6.0 }),
         cache,
