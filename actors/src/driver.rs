@@ -21,7 +21,6 @@
 //! executor) are handled there and never reach the driver. A driver that cannot start (an
 //! unreadable checkpoint, a pipeline whose state does not fit) is a failure too.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -192,7 +191,7 @@ impl Actor for Driver {
             zero_time_ms,
             max_pending_batches: config.max_pending_batches,
             checkpoint_policy: config.checkpoint_policy,
-            settings: BTreeMap::from([("batch_interval_ms".to_owned(), interval_ms.to_string())]),
+            settings: config.settings(),
             block_store,
             receiver_wal,
             events,
@@ -221,6 +220,7 @@ impl Actor for Driver {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        crate::faults::check(&myself);
         let DriverMsg::Stop { graceful, reply } = message;
         state.stopping = true;
         if graceful {

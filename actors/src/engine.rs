@@ -5,6 +5,8 @@
 //! immediately; [`Engine::await_termination`] waits until it ends and says why — in particular
 //! [`EngineError::GaveUp`] when the driver failed more often than the restart intensity allows.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -14,9 +16,10 @@ use tokio::task::JoinHandle;
 
 use crate::blocks::StreamId;
 use crate::checkpoint::CheckpointId;
+use crate::control_endpoint::ControlHandle;
 use crate::driver::DriverArgs;
 use crate::event_bus::{EventHub, EventSubscription};
-use crate::job_generator::CheckpointPolicy;
+use crate::job_generator::{CheckpointPolicy, CheckpointPolicyError};
 use crate::names::Names;
 use crate::pipeline::{Pipeline, ReceiverFactory};
 use crate::root::{Root, RootArgs, RootMsg};
@@ -46,7 +49,8 @@ pub struct EngineConfig {
     pub max_task_attempts: u32,
     /// Batches generated and not complete at most (bounds memory in catch-up). Default: 4.
     pub max_pending_batches: usize,
-    /// Checkpoint controls.
+    /// Checkpoint controls (Flink's: interval, minimum pause, timeout, tolerable failures,
+    /// maximum concurrent checkpoints). Checked at [`Engine::start`].
     pub checkpoint_policy: CheckpointPolicy,
     /// Checkpoints kept. Default: 10.
     pub checkpoints_retained: usize,
@@ -64,6 +68,14 @@ pub struct EngineConfig {
     pub graceful_stop_timeout: Duration,
     /// Seed of the restart jitter.
     pub seed: u64,
+    /// Where the control endpoint listens (`weir watch`, `weir kill`); `None` (the default):
+    /// no endpoint. Use a loopback address such as `127.0.0.1:0` unless the port must be
+    /// reachable from elsewhere. See `docs/operations.md`.
+    pub control_addr: Option<SocketAddr>,
+    /// Settings of the layer above the engine (e.g. the runtime's parallelism and rate
+    /// limits), written into every checkpoint with the engine's own (see
+    /// [`settings`](Self::settings)) so that a restore can report what changed. Default: none.
+    pub extra_settings: BTreeMap<String, String>,
 }
 
 impl EngineConfig {
@@ -97,6 +109,8 @@ impl EngineConfig {
             executor_policy: RestartPolicy::default(),
             graceful_stop_timeout: batch_interval * 10,
             seed: 0,
+            control_addr: None,
+            extra_settings: BTreeMap::new(),
         }
     }
 
@@ -109,6 +123,73 @@ impl EngineConfig {
     pub fn event_log_dir(&self) -> Option<PathBuf> {
         self.storage.local_dir().map(|d| d.join("events"))
     }
+
+    /// Where the control endpoint's token is written: `<storage>/control-token` for local
+    /// storage; nowhere otherwise (then commands that change anything are refused).
+    pub fn control_token_path(&self) -> Option<PathBuf> {
+        self.storage
+            .local_dir()
+            .map(crate::control_endpoint::token_path)
+    }
+}
+
+impl EngineConfig {
+    /// The settings written into every checkpoint (name → value): every engine setting that
+    /// shapes how batches run, then [`extra_settings`](Self::extra_settings). A restore
+    /// compares them with the current ones and reports each difference; the current values
+    /// always take effect.
+    pub fn settings(&self) -> BTreeMap<String, String> {
+        let ms = |d: Duration| d.as_millis().to_string();
+        let policy = &self.checkpoint_policy;
+        let mut settings = BTreeMap::from([
+            ("batch_interval_ms".to_owned(), ms(self.batch_interval)),
+            ("block_interval_ms".to_owned(), ms(self.block_interval)),
+            (
+                "max_block_bytes".to_owned(),
+                self.max_block_bytes.to_string(),
+            ),
+            (
+                "block_store_bytes".to_owned(),
+                self.block_store_bytes.to_string(),
+            ),
+            ("executors".to_owned(), self.executors.to_string()),
+            (
+                "max_batches_in_flight".to_owned(),
+                self.max_batches_in_flight.to_string(),
+            ),
+            (
+                "max_task_attempts".to_owned(),
+                self.max_task_attempts.to_string(),
+            ),
+            (
+                "max_pending_batches".to_owned(),
+                self.max_pending_batches.to_string(),
+            ),
+            ("checkpoint_interval_ms".to_owned(), ms(policy.interval)),
+            ("checkpoint_min_pause_ms".to_owned(), ms(policy.min_pause)),
+            ("checkpoint_timeout_ms".to_owned(), ms(policy.timeout)),
+            (
+                "checkpoint_tolerable_failures".to_owned(),
+                policy.tolerable_failures.to_string(),
+            ),
+            (
+                "checkpoints_retained".to_owned(),
+                self.checkpoints_retained.to_string(),
+            ),
+            (
+                "receiver_restart_delay_ms".to_owned(),
+                ms(self.receiver_restart_delay),
+            ),
+            (
+                "graceful_stop_timeout_ms".to_owned(),
+                ms(self.graceful_stop_timeout),
+            ),
+        ]);
+        for (name, value) in &self.extra_settings {
+            settings.insert(name.clone(), value.clone());
+        }
+        settings
+    }
 }
 
 /// Why an engine ended, or could not start.
@@ -118,6 +199,10 @@ pub enum EngineError {
     /// The engine could not start.
     #[error("the engine did not start: {0}")]
     Start(String),
+    /// The checkpoint controls are refused (see [`CheckpointPolicy::validate`]); nothing was
+    /// started.
+    #[error("the engine did not start: {0}")]
+    InvalidCheckpointPolicy(#[from] CheckpointPolicyError),
     /// An actor failed more often than its restart intensity allows.
     #[error(
         "{actor} failed {restarts} times within {period:?} and was given up on; the last failure: {reason}"
@@ -141,9 +226,11 @@ pub enum EngineError {
 #[derive(Debug)]
 pub struct Engine {
     root: ActorRef<RootMsg>,
-    handle: JoinHandle<()>,
+    handle: JoinHandle<Result<(), String>>,
+    ended: tokio::sync::watch::Receiver<bool>,
     hub: EventHub,
     outcome: Arc<Mutex<Option<EngineError>>>,
+    control: ControlHandle,
 }
 
 impl Engine {
@@ -151,6 +238,7 @@ impl Engine {
     ///
     /// # Errors
     ///
+    /// [`EngineError::InvalidCheckpointPolicy`] if the checkpoint controls do not combine,
     /// [`EngineError::Start`] if the tree could not be built (a name already in use, the
     /// event log unwritable), or [`EngineError::GaveUp`] if the driver kept failing to start.
     pub async fn start(
@@ -158,9 +246,11 @@ impl Engine {
         pipeline: Arc<dyn Pipeline>,
         receivers: Vec<(StreamId, Arc<dyn ReceiverFactory>)>,
     ) -> Result<Engine, EngineError> {
+        config.checkpoint_policy.validate()?;
         let config = Arc::new(config);
         let hub = EventHub::default();
         let outcome = Arc::new(Mutex::new(None));
+        let control = ControlHandle::default();
         let args = RootArgs {
             config: Arc::clone(&config),
             driver: DriverArgs {
@@ -171,14 +261,27 @@ impl Engine {
             },
             hub: hub.clone(),
             outcome: Arc::clone(&outcome),
+            control: control.clone(),
         };
         match Actor::spawn(Some(config.names().root()), Root, args).await {
-            Ok((root, handle)) => Ok(Engine {
-                root,
-                handle,
-                hub,
-                outcome,
-            }),
+            Ok((root, handle)) => {
+                // The root's end is also announced on a watch channel, so that it can be
+                // awaited without consuming the engine (`wait_timeout`).
+                let (ended_tx, ended) = tokio::sync::watch::channel(false);
+                let handle = tokio::spawn(async move {
+                    let joined = handle.await.map_err(|e| e.to_string());
+                    let _ = ended_tx.send(true);
+                    joined
+                });
+                Ok(Engine {
+                    root,
+                    handle,
+                    ended,
+                    hub,
+                    outcome,
+                    control,
+                })
+            }
             Err(err) => Err(take(&outcome).unwrap_or_else(|| EngineError::Start(err.to_string()))),
         }
     }
@@ -186,6 +289,12 @@ impl Engine {
     /// A new subscription to the engine's events.
     pub fn events(&self) -> EventSubscription {
         self.hub.subscribe()
+    }
+
+    /// The address the control endpoint listens on (`None` without
+    /// [`EngineConfig::control_addr`]).
+    pub fn control_addr(&self) -> Option<SocketAddr> {
+        self.control.local_addr()
     }
 
     /// Stops the engine: gracefully (receivers stop, everything received is processed and
@@ -201,11 +310,50 @@ impl Engine {
 
     /// Waits until the engine ends; `Ok` after a requested stop.
     pub async fn await_termination(self) -> Result<(), EngineError> {
-        let joined = self.handle.await;
+        let joined = match self.handle.await {
+            Ok(joined) => joined,
+            Err(e) => Err(e.to_string()),
+        };
         match take(&self.outcome) {
             Some(error) => Err(error),
-            None => joined.map_err(|e| EngineError::Failed(e.to_string())),
+            None => joined.map_err(EngineError::Failed),
         }
+    }
+
+    /// Waits at most `timeout` for the engine to end (Spark's `awaitTerminationOrTimeout`):
+    /// `true` if it has ended — [`await_termination`](Self::await_termination) then returns
+    /// why at once — `false` if it is still running.
+    pub async fn wait_timeout(&mut self, timeout: Duration) -> bool {
+        let mut ended = self.ended.clone();
+        matches!(
+            tokio::time::timeout(timeout, ended.wait_for(|ended| *ended)).await,
+            Ok(Ok(_))
+        ) || *self.ended.borrow()
+    }
+
+    /// A handle that can stop this engine from another task (e.g. a signal handler).
+    pub fn stopper(&self) -> EngineStopper {
+        EngineStopper {
+            root: self.root.clone(),
+        }
+    }
+}
+
+/// Stops an engine from anywhere; see [`Engine::stopper`].
+#[derive(Clone, Debug)]
+pub struct EngineStopper {
+    root: ActorRef<RootMsg>,
+}
+
+impl EngineStopper {
+    /// Asks the engine to stop (gracefully or not) and returns when it has stopped (at once if
+    /// it had already ended). Whoever owns the [`Engine`] sees the outcome in
+    /// [`Engine::await_termination`].
+    pub async fn stop(&self, graceful: bool) {
+        let _ = self
+            .root
+            .call(|reply| RootMsg::Stop { graceful, reply }, None)
+            .await;
     }
 }
 

@@ -183,10 +183,11 @@ impl Actor for EventBus {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        crate::faults::check(&myself);
         match message {
             EventBusMsg::Record(record) => {
                 let line = serde_json::to_string(&record)?;

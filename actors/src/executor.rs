@@ -92,10 +92,11 @@ impl Actor for Executor {
     /// crash leaves behind" in the module docs).
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        crate::faults::check(&myself);
         match message {
             ExecutorMsg::Run(job, mut ctx, reply) => {
                 ctx.executor.clone_from(&state.name);

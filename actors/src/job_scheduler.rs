@@ -292,6 +292,7 @@ impl Actor for JobScheduler {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        crate::faults::check(&myself);
         match message {
             JobSchedulerMsg::Submit(batch, reply) => state.schedule.submit(batch, reply),
             JobSchedulerMsg::Status(reply) => {
@@ -698,7 +699,8 @@ impl Schedule {
             batch.reply,
             BatchOutcome {
                 batch_time_ms: batch.batch_time_ms,
-                result: Err(format!("batch {} failed: {reason}", batch.batch_time_ms)),
+                // The outcome names the batch; the reason is only why.
+                result: Err(reason),
             },
         );
     }

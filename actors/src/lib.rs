@@ -7,11 +7,13 @@
 pub mod block_store;
 pub mod blocks;
 pub mod checkpoint;
+pub mod control_endpoint;
 pub mod driver;
 pub mod engine;
 pub mod event_bus;
 pub mod events;
 pub mod executor;
+pub mod faults;
 pub mod job_generator;
 pub mod job_scheduler;
 pub mod names;

@@ -32,6 +32,10 @@ impl Names {
     pub fn event_bus(&self) -> String {
         self.name("event-bus")
     }
+    /// `control-endpoint`
+    pub fn control_endpoint(&self) -> String {
+        self.name("control-endpoint")
+    }
     /// `driver`
     pub fn driver(&self) -> String {
         self.name("driver")

@@ -691,10 +691,11 @@ impl Actor for ReceivedBlockTracker {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        crate::faults::check(&myself);
         let fatal = match message {
             ReceivedBlockTrackerMsg::AddBlocks(blocks, reply) => {
                 let result = state.add_blocks(&blocks).await;

@@ -127,6 +127,7 @@ impl Actor for ReceiverActor {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        crate::faults::check(&myself);
         let ReceiverMsg::Run = message;
         let Some(mut receiver) = state.receiver.take() else {
             return Ok(());

@@ -312,6 +312,7 @@ impl Actor for ReceiverSupervisor {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        crate::faults::check(&myself);
         match message {
             ReceiverSupervisorMsg::Store(requests, handled) => {
                 state.store(requests).await;

@@ -177,6 +177,7 @@ impl Actor for ReceiverTracker {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        crate::faults::check(&myself);
         match message {
             ReceiverTrackerMsg::StopReceivers(graceful, reply) => {
                 state.stopped = true;

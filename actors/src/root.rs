@@ -4,6 +4,9 @@
 //!
 //! * `event-bus` — started first, so that every later step is recorded; it survives driver
 //!   restarts (it is the root's child, not the driver's).
+//! * `control-endpoint` — only with [`EngineConfig::control_addr`]: started before the driver
+//!   (so it sees the driver start), with a token created now and written to
+//!   `<storage>/control-token` (see [`crate::control_endpoint`]).
 //! * `driver` — restarted from the latest valid checkpoint after any failure, under the
 //!   engine's restart intensity and exponential backoff ([`EngineConfig::driver_policy`]).
 //!
@@ -17,6 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
+use crate::control_endpoint::{ControlEndpoint, ControlEndpointArgs, ControlHandle};
 use crate::driver::{Driver, DriverArgs, DriverMsg};
 use crate::engine::{EngineConfig, EngineError};
 use crate::event_bus::{EventBus, EventBusArgs, EventHub};
@@ -38,6 +42,8 @@ pub struct RootArgs {
     pub hub: EventHub,
     /// Where the root records why it gave up.
     pub outcome: Arc<Mutex<Option<EngineError>>>,
+    /// Shared with the control endpoint (unused without one).
+    pub control: ControlHandle,
 }
 
 /// The root's state.
@@ -90,8 +96,33 @@ impl Actor for Root {
             EventBus,
             move || bus_args.clone(),
         ));
+        let endpoint = match args.config.control_addr {
+            Some(addr) => {
+                let token = match args.config.storage.local_dir() {
+                    Some(dir) => Some(Arc::<str>::from(crate::control_endpoint::create_token(
+                        dir,
+                    )?)),
+                    None => None,
+                };
+                let endpoint_args = ControlEndpointArgs {
+                    addr,
+                    hub: args.hub.clone(),
+                    names: names.clone(),
+                    name_prefix: args.config.name_prefix.clone(),
+                    token,
+                    handle: args.control.clone(),
+                };
+                Some(children.add(ChildSpec::new(
+                    names.control_endpoint(),
+                    RestartType::Permanent,
+                    ControlEndpoint,
+                    move || endpoint_args.clone(),
+                )))
+            }
+            None => None,
+        };
         let driver_args = args.driver.clone();
-        children.add(ChildSpec::new(
+        let driver = children.add(ChildSpec::new(
             names.driver(),
             RestartType::Permanent,
             Driver,
@@ -102,6 +133,12 @@ impl Actor for Root {
             .start_one(&cell, 0)
             .await
             .map_err(|(n, e)| format!("{n} did not start: {e}"))?;
+        if let Some(endpoint) = endpoint {
+            children
+                .start_one(&cell, endpoint)
+                .await
+                .map_err(|(n, e)| format!("{n} did not start: {e}"))?;
+        }
         let mut state = RootState {
             children,
             outcome: args.outcome,
@@ -109,7 +146,7 @@ impl Actor for Root {
         };
         // A driver that cannot start (an unreadable checkpoint, say) is a failure like any
         // other: `restart` counts it against the intensity and backs off.
-        let decision = state.children.restart(&cell, 1..2).await;
+        let decision = state.children.restart(&cell, driver..driver + 1).await;
         act(&myself, &mut state, decision)?;
         Ok(state)
     }
@@ -120,6 +157,7 @@ impl Actor for Root {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        crate::faults::check(&myself);
         match message {
             RootMsg::Restart(set) => {
                 let decision = state.children.restart(&myself.get_cell(), set).await;

@@ -35,7 +35,10 @@ where
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(program) {
+    let result = runtime.block_on(program);
+    // What is still running (actors winding down) ends first, so the error is the last line.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("{name}: {err}");
@@ -62,10 +65,13 @@ pub enum Stopped {
     Batches,
     /// `duration` passed.
     Duration,
+    /// The program's event handler asked to stop.
+    Asked,
 }
 
-/// Starts `ctx`, hands every engine event to `on_event`, and stops the context gracefully
-/// when a limit is reached or on Ctrl-C (SIGINT) or SIGTERM. Prints `running; ...` once
+/// Starts `ctx`, hands every engine event to `on_event` (which returns `true` to stop), and
+/// stops the context gracefully when asked, when a limit is reached, or on Ctrl-C (SIGINT)
+/// or SIGTERM. Prints `running; ...` once
 /// those signals stop it gracefully.
 ///
 /// # Errors
@@ -75,7 +81,7 @@ pub enum Stopped {
 pub async fn run_until_stopped(
     mut ctx: StreamingContext,
     limits: Limits,
-    mut on_event: impl FnMut(&Event),
+    mut on_event: impl FnMut(&Event) -> bool,
 ) -> Result<Stopped, BoxError> {
     let root = ctx.config().engine.names().root();
     ctx.start().await?;
@@ -103,7 +109,9 @@ pub async fn run_until_stopped(
                     ctx.stop(false).await?;
                     return Err("the engine ended on its own".into());
                 };
-                on_event(&record.event);
+                if on_event(&record.event) {
+                    break Stopped::Asked;
+                }
                 match &record.event {
                     Event::ActorGaveUp { actor, .. } if *actor == root => {
                         // The engine gave up: stopping returns its error.

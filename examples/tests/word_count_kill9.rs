@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use weir_examples::batch_dir::{parse_count, read_output};
 use weir_examples::generator::{TextGenerator, drop_file};
+use weir_examples::output::{parse_count, read_output};
 
 const FILES: usize = 80;
 const KILLS: usize = 4;

@@ -1,5 +1,6 @@
 //! The streaming context: build a graph of DStreams, start it, stop it.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use bytes::Bytes;
 use weir_actors::checkpoint::{CheckpointConfig, CheckpointId, CheckpointStore};
 use weir_actors::engine::{Engine, EngineConfig};
 use weir_actors::event_bus::EventSubscription;
-use weir_actors::pipeline::{Receiver, ReceiverFactory};
+use weir_actors::pipeline::{Pipeline, Receiver, ReceiverFactory};
 
 use crate::Storage;
 use crate::backpressure::{Admitted, RateConfig, RateControl};
@@ -17,7 +18,7 @@ use crate::dstream::input::ReceiverInput;
 use crate::dstream::planned::{Direct, Planned};
 use crate::dstream::{DStream, Data, OffsetSource, QueueStream, StartingOffsets, memo::lock};
 use crate::error::{ComputeError, Error};
-use crate::sources::file_stream::{FileStream, FileStreamOptions};
+use crate::sources::file_stream::{BinaryRecords, FileStream, FileStreamOptions};
 use crate::sources::socket::SocketTextReceiver;
 
 /// How a streaming context runs. `StreamingConfig::new(storage)` has Spark's defaults; the
@@ -35,6 +36,16 @@ pub struct StreamingConfig {
     pub allow_unmatched_state: bool,
     /// Rate limits of the sources, and backpressure. Default: no limit, no backpressure.
     pub rate: RateConfig,
+    /// Spark's `spark.streaming.stopGracefullyOnShutdown`: when true, [`start`] installs a
+    /// handler for SIGTERM and SIGINT (Ctrl-C) that stops the context gracefully (everything
+    /// received is processed and checkpointed, within the engine's graceful stop timeout);
+    /// [`await_termination`] then returns `Ok`. Once installed, the handler stays for the life
+    /// of the process (the signals no longer kill it; the application ends by returning from
+    /// `main` after `await_termination`). Default: false — no handler is installed.
+    ///
+    /// [`start`]: StreamingContext::start
+    /// [`await_termination`]: StreamingContext::await_termination
+    pub stop_gracefully_on_shutdown: bool,
 }
 
 impl StreamingConfig {
@@ -46,12 +57,81 @@ impl StreamingConfig {
             engine,
             allow_unmatched_state: false,
             rate: RateConfig::default(),
+            stop_gracefully_on_shutdown: false,
         }
+    }
+
+    /// Every setting that a checkpoint records (name → value): the engine's
+    /// ([`EngineConfig::settings`]) and the runtime's — parallelism, rate limits and
+    /// backpressure, graceful stop on shutdown. On restore, each one that differs is listed
+    /// in [`RestoreInfo::changed_settings`]; the current values take effect.
+    pub fn settings(&self) -> BTreeMap<String, String> {
+        let mut engine = self.engine.clone();
+        engine.extra_settings.extend(self.runtime_settings());
+        engine.settings()
+    }
+
+    /// The runtime's own settings, written into checkpoints through the engine's
+    /// `extra_settings`.
+    fn runtime_settings(&self) -> BTreeMap<String, String> {
+        let rate = |r: Option<f64>| r.map_or_else(|| "unlimited".to_owned(), |r| r.to_string());
+        let rates = &self.rate;
+        let mut settings = BTreeMap::from([
+            ("parallelism".to_owned(), self.parallelism.to_string()),
+            (
+                "receiver_max_rate".to_owned(),
+                rate(rates.receiver_max_rate),
+            ),
+            (
+                "max_rate_per_partition".to_owned(),
+                rate(rates.max_rate_per_partition),
+            ),
+            (
+                "min_rate_per_partition".to_owned(),
+                rates.min_rate_per_partition.to_string(),
+            ),
+            (
+                "backpressure".to_owned(),
+                if rates.backpressure.is_some() {
+                    "on"
+                } else {
+                    "off"
+                }
+                .to_owned(),
+            ),
+            (
+                "stop_gracefully_on_shutdown".to_owned(),
+                self.stop_gracefully_on_shutdown.to_string(),
+            ),
+        ]);
+        if let Some(bp) = &rates.backpressure {
+            settings.insert(
+                "backpressure_initial_rate".to_owned(),
+                rate(bp.initial_rate),
+            );
+            settings.insert(
+                "backpressure_pid".to_owned(),
+                format!(
+                    "proportional={} integral={} derivative={} min_rate={}",
+                    bp.pid.proportional, bp.pid.integral, bp.pid.derivative, bp.pid.min_rate
+                ),
+            );
+        }
+        settings
     }
 
     /// Defaults, storing everything under the local directory `dir`.
     pub fn local(dir: impl AsRef<Path>) -> Self {
         StreamingConfig::new(Storage::local(dir.as_ref()))
+    }
+
+    /// Serves the control endpoint on `addr` (e.g. `127.0.0.1:0`, loopback unless the port
+    /// must be reachable from elsewhere): `weir watch`, `weir events`, `weir kill` connect to
+    /// it; see `docs/operations.md`.
+    #[must_use]
+    pub fn control_addr(mut self, addr: std::net::SocketAddr) -> Self {
+        self.engine.control_addr = Some(addr);
+        self
     }
 
     /// Sets the batch interval.
@@ -74,9 +154,29 @@ pub struct RestoreInfo {
     pub pending_batches: Vec<u64>,
     /// Newer checkpoints that were unusable, with the reason.
     pub skipped: Vec<(CheckpointId, String)>,
-    /// Settings that differ between the checkpoint and the current code: the current
-    /// values take effect (`name: checkpoint -> now`).
+    /// Settings that differ between the checkpoint and the current configuration
+    /// ([`StreamingConfig::settings`]), one line each, `name: <in checkpoint> -> <now>`
+    /// (`(unset)` for a setting only one side has); the current values take effect.
     pub changed_settings: Vec<String>,
+}
+
+/// The settings that differ between `then` (a checkpoint's) and `now`, one line each.
+fn changed_settings(
+    then: &BTreeMap<String, String>,
+    now: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let unset = "(unset)".to_owned();
+    let names: BTreeSet<&String> = then.keys().chain(now.keys()).collect();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let (a, b) = (
+                then.get(name).unwrap_or(&unset),
+                now.get(name).unwrap_or(&unset),
+            );
+            (a != b).then(|| format!("{name}: {a} -> {b}"))
+        })
+        .collect()
 }
 
 /// A streaming application: sources, transformations and outputs over an engine.
@@ -92,6 +192,7 @@ pub struct StreamingContext {
     restored: Option<RestoreInfo>,
     rate: Arc<RateControl>,
     rate_task: Option<tokio::task::JoinHandle<()>>,
+    signal_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl StreamingContext {
@@ -109,6 +210,7 @@ impl StreamingContext {
             engine: None,
             restored: None,
             rate_task: None,
+            signal_task: None,
         }
     }
 
@@ -119,8 +221,10 @@ impl StreamingContext {
     ///
     /// # Errors
     ///
-    /// `build` failed, or the checkpoint directory cannot be read (a directory with only
-    /// damaged checkpoints is an error, not a silent fresh start).
+    /// `build` failed, the checkpoint directory cannot be read (a directory with only
+    /// damaged checkpoints is an error, not a silent fresh start), or the checkpoint does not
+    /// fit the graph `build` made ([`Error::Incompatible`], naming the operator: its state
+    /// type changed, or it no longer exists and `allow_unmatched_state` is off).
     pub async fn get_or_create(
         checkpoint_dir: impl AsRef<Path>,
         build: impl FnOnce(StreamingConfig) -> Result<StreamingContext, Error>,
@@ -157,14 +261,17 @@ impl StreamingContext {
                 .map_err(|e| Error::Checkpoint(e.to_string()))?
                 .map(|r| (r.id, r.data, r.skipped)),
         };
+        // A checkpoint that does not fit the current graph (state of a removed operator, a
+        // changed state type) is refused here, with the reason, instead of failing every start
+        // of the driver until the root gives up.
+        if let Some((_, data, _)) = &restored {
+            context
+                .pipeline()
+                .restore(Some(data))
+                .map_err(|e| Error::Incompatible(e.to_string()))?;
+        }
         context.restored = restored.map(|(id, data, skipped)| {
-            let now = context.graph.interval_ms().to_string();
-            let mut changed = Vec::new();
-            if let Some(then) = data.settings.get("batch_interval_ms")
-                && *then != now
-            {
-                changed.push(format!("batch_interval_ms: {then} -> {now}"));
-            }
+            let changed = changed_settings(&data.settings, &context.config.settings());
             for line in &changed {
                 tracing::info!("configuration changed since the checkpoint; now in effect: {line}");
             }
@@ -283,6 +390,64 @@ impl StreamingContext {
         })
     }
 
+    /// A stream of the records a TCP server sends (Spark's `socketStream` with a converter):
+    /// like [`socket_text_stream`](Self::socket_text_stream), the receiver frames the byte
+    /// stream into lines (so records can be cut into blocks and written to the WAL), and
+    /// `convert` turns each stored line into a record. A line that does not convert fails its
+    /// batch (it was stored, so it is not silently dropped); skip bad input in `convert` by
+    /// returning an `Option` record instead.
+    ///
+    /// # Panics
+    ///
+    /// If the context has started.
+    pub fn socket_stream<T: Data>(
+        &self,
+        addr: impl Into<String>,
+        convert: impl Fn(&str) -> Result<T, weir_actors::pipeline::UserError> + Send + Sync + 'static,
+    ) -> DStream<T> {
+        let receiver = SocketTextReceiver::new(addr);
+        self.receiver_stream_decoded(
+            move || Box::new(receiver.clone()) as Box<dyn Receiver>,
+            move |record| {
+                let line = std::str::from_utf8(record)
+                    .map_err(|e| format!("a stored record is not UTF-8: {e}"))?;
+                convert(line)
+            },
+        )
+    }
+
+    /// Each batch of `streams` transformed together (Spark's `StreamingContext.transform`);
+    /// see [`crate::dstream::transform_of`].
+    ///
+    /// # Panics
+    ///
+    /// If `streams` is empty, or the context has started.
+    pub fn transform<T: Data, U: Data>(
+        &self,
+        streams: &[DStream<T>],
+        f: impl Fn(
+            u64,
+            &[Vec<crate::dstream::Partition<T>>],
+        ) -> Result<Vec<U>, weir_actors::pipeline::UserError>
+        + Send
+        + Sync
+        + 'static,
+    ) -> DStream<U> {
+        self.check_not_started();
+        crate::dstream::transform_of(streams, f)
+    }
+
+    /// The union of several streams of the same type (Spark's `StreamingContext.union`); see
+    /// [`crate::dstream::union_of`].
+    ///
+    /// # Panics
+    ///
+    /// If `streams` is empty, or the context has started.
+    pub fn union<T: Data>(&self, streams: &[DStream<T>]) -> DStream<T> {
+        self.check_not_started();
+        crate::dstream::union_of(streams)
+    }
+
     /// A stream of the text lines of the files that appear in `dir` (Spark's
     /// `textFileStream`): every batch reads the files that arrived since the previous one,
     /// each file exactly once across restarts (the batch's file list is in the checkpoint).
@@ -335,6 +500,62 @@ impl StreamingContext {
                 dir: dir.as_ref().to_path_buf(),
                 partitions: self.graph.parallelism(),
                 options,
+            }),
+        );
+        DStream::from_node(&self.graph, node)
+    }
+
+    /// A stream of the fixed-length binary records in the files that appear in `dir` (Spark's
+    /// `binaryRecordsStream`): the files are chosen, planned and read exactly once as by
+    /// [`text_file_stream_with`](Self::text_file_stream_with) (same `options`; the line
+    /// policies do not apply), and each file's bytes are cut into records of `record_len`
+    /// bytes. A trailing piece shorter than a record is skipped and reported in the stats
+    /// (`partial_records`). Give the stream a [`uid`](DStream::uid).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use weir::sources::file_stream::FileStreamOptions;
+    /// use weir::testing::{Collected, ManualClock};
+    ///
+    /// let input = tempfile::tempdir()?;
+    /// std::fs::write(input.path().join("a.bin"), [1u8, 2, 3, 4, 5])?;
+    /// let (dir, out) = (input.path().to_path_buf(), Collected::default());
+    /// let o = out.clone();
+    /// let mut clock = ManualClock::new(1000, 1, move |ctx| {
+    ///     let records = ctx.binary_records_stream(&dir, 2, FileStreamOptions::new());
+    ///     o.collect(&records.uid("input").map(|r| r.to_vec()));
+    /// })?;
+    /// clock.run(1).await?;
+    /// assert_eq!(out.batch(1000), vec![vec![1, 2], vec![3, 4]]); // 5 is a partial record
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the context has started.
+    pub fn binary_records_stream(
+        &self,
+        dir: impl AsRef<Path>,
+        record_len: usize,
+        options: FileStreamOptions,
+    ) -> DStream<Bytes> {
+        self.check_not_started();
+        if record_len == 0 {
+            self.graph.invalidate(format!(
+                "binary_records_stream over {}: the record length must be at least 1 byte",
+                dir.as_ref().display()
+            ));
+        }
+        let node = self.graph.add_node(
+            "binary_records_stream",
+            Planned::new(BinaryRecords {
+                files: FileStream {
+                    dir: dir.as_ref().to_path_buf(),
+                    partitions: self.graph.parallelism(),
+                    options,
+                },
+                record_len,
             }),
         );
         DStream::from_node(&self.graph, node)
@@ -406,7 +627,30 @@ impl StreamingContext {
             graph: Arc::clone(&self.graph),
         });
         let receivers = lock(&self.graph.receivers).clone();
-        let engine = Engine::start(self.config.engine.clone(), pipeline, receivers).await?;
+        let mut engine_config = self.config.engine.clone();
+        engine_config
+            .extra_settings
+            .extend(self.config.runtime_settings());
+        // Installed before the engine starts, so that no signal is missed once `start`
+        // returns; failing to install it fails the start (the user asked for it).
+        let signals = if self.config.stop_gracefully_on_shutdown {
+            Some(ShutdownSignals::install().map_err(|e| {
+                Error::Config(format!(
+                    "stop_gracefully_on_shutdown: cannot install the signal handler: {e}"
+                ))
+            })?)
+        } else {
+            None
+        };
+        let engine = Engine::start(engine_config, pipeline, receivers).await?;
+        if let Some(signals) = signals {
+            let stopper = engine.stopper();
+            self.signal_task = Some(tokio::spawn(async move {
+                let signal = signals.recv().await;
+                tracing::info!("{signal} received: stopping the streaming context gracefully");
+                stopper.stop(true).await;
+            }));
+        }
         self.rate_task = self
             .rate
             .spawn(self.config.engine.batch_interval, engine.events())
@@ -425,6 +669,12 @@ impl StreamingContext {
             .as_ref()
             .map(Engine::events)
             .ok_or_else(|| Error::State("the streaming context has not started".into()))
+    }
+
+    /// The address the control endpoint listens on: `None` before the context started, or
+    /// without [`StreamingConfig::control_addr`].
+    pub fn control_addr(&self) -> Option<std::net::SocketAddr> {
+        self.engine.as_ref().and_then(Engine::control_addr)
     }
 
     /// Stops: gracefully (receivers stop, everything received is processed and checkpointed)
@@ -456,9 +706,119 @@ impl StreamingContext {
         result
     }
 
+    /// Waits at most `timeout` for the context to end (Spark's `awaitTerminationOrTimeout`):
+    /// `Ok(true)` if it has stopped, `Ok(false)` if it is still running after `timeout` (the
+    /// context stays usable: wait again, or stop it), an error if the engine failed or gave
+    /// up.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use weir::dstream::QueueStream;
+    /// use weir::{StreamingConfig, StreamingContext};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let config = StreamingConfig::local(dir.path()).batch_interval(Duration::from_millis(50));
+    /// let mut ctx = StreamingContext::new(config);
+    /// ctx.queue_stream(&QueueStream::<u32>::new(true, 1)).count().foreach_batch(|_| Ok(()));
+    /// ctx.start().await?;
+    /// assert!(!ctx.await_termination_timeout(Duration::from_millis(20)).await?);
+    /// ctx.stop(true).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The context has not started, or the engine failed or gave up.
+    pub async fn await_termination_timeout(&mut self, timeout: Duration) -> Result<bool, Error> {
+        let Some(engine) = self.engine.as_mut() else {
+            return Err(Error::State("the streaming context has not started".into()));
+        };
+        if !engine.wait_timeout(timeout).await {
+            return Ok(false);
+        }
+        let result = match self.engine.take() {
+            Some(engine) => engine.await_termination().await,
+            None => Ok(()),
+        };
+        self.end_rate_control();
+        result.map(|()| true).map_err(Error::from)
+    }
+
     fn end_rate_control(&mut self) {
         if let Some(task) = self.rate_task.take() {
             task.abort();
         }
+        if let Some(task) = self.signal_task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// The shutdown signals a context listens to with `stop_gracefully_on_shutdown`.
+struct ShutdownSignals {
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    /// Installs the handlers now (a signal arriving from here on is seen).
+    fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(ShutdownSignals {
+                terminate: signal(SignalKind::terminate())?,
+                interrupt: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(ShutdownSignals {})
+        }
+    }
+
+    /// Waits for the first signal; says which.
+    async fn recv(mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.terminate.recv() => "SIGTERM",
+                _ = self.interrupt.recv() => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = &mut self;
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_differing_setting_is_listed_once() {
+        let then = BTreeMap::from([
+            ("a".to_owned(), "1".to_owned()),
+            ("b".to_owned(), "2".to_owned()),
+            ("gone".to_owned(), "x".to_owned()),
+        ]);
+        let now = BTreeMap::from([
+            ("a".to_owned(), "1".to_owned()),
+            ("b".to_owned(), "3".to_owned()),
+            ("new".to_owned(), "y".to_owned()),
+        ]);
+        assert_eq!(
+            changed_settings(&then, &now),
+            vec!["b: 2 -> 3", "gone: x -> (unset)", "new: (unset) -> y"]
+        );
+        assert!(changed_settings(&now, &now).is_empty());
     }
 }

@@ -1,38 +1,60 @@
 //! weir: an embeddable runtime for fault-tolerant micro-batch stream processing.
 //!
-//! This crate is what a service adds to embed weir. Today it exposes the durable core that the
-//! engine is built on — the write-ahead log and the checkpoint store of [`weir_actors`] — and
-//! grows into `StreamingContext` and the DStream API as the supervision tree lands.
+//! A [`StreamingContext`] runs a graph of [`DStream`]s — sources, transformations, outputs —
+//! batch by batch on a supervision tree of actors (`weir-actors`): receivers write what they
+//! receive to a write-ahead log before acknowledging it, the job generator checkpoints before
+//! and after every batch, and a killed actor (or a dead process, restarted with
+//! [`StreamingContext::get_or_create`]) resumes from the latest valid checkpoint without losing
+//! or duplicating output. The graph is rebuilt from the current code at every start; only
+//! data (operator state and source positions, matched by stable operator ids) is restored.
 //!
 //! # Example
 //!
-//! Records appended to the write-ahead log are durable when `append` returns, and come back in
-//! order, whole, after any crash:
+//! A word count over a queue of lines (use `socket_text_stream`, `text_file_stream`, a
+//! direct offset source or your own receiver in a real service):
 //!
 //! ```
-//! # #[tokio::main(flavor = "current_thread")]
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use bytes::Bytes;
-//! use weir::Storage;
-//! use weir::wal::{Position, Wal, WalConfig};
+//! use std::time::Duration;
+//! use weir::dstream::QueueStream;
+//! use weir::{Storage, StreamingConfig, StreamingContext};
 //!
-//! let storage = Storage::memory(); // or Storage::local("data/wal")
-//! let (wal, report) = Wal::open(storage.clone(), WalConfig::default()).await?;
-//! assert_eq!(report.records, 0);
-//! let handle = wal.append(Bytes::from_static(b"block 1")).await?; // durable now
-//! assert_eq!(wal.read(handle).await?, Bytes::from_static(b"block 1"));
-//! wal.close().await?;
+//! // Storage::memory() for the example; StreamingContext::get_or_create(dir, ..) in a service.
+//! let config = StreamingConfig::new(Storage::memory()).batch_interval(Duration::from_millis(50));
+//! let mut ctx = StreamingContext::new(config);
+//! let lines = QueueStream::new(true, 1);
+//! lines.push(vec!["the cat".to_owned(), "the dog".to_owned()]);
 //!
-//! let (wal, report) = Wal::open(storage, WalConfig::default()).await?;
-//! assert_eq!(report.records, 1);
-//! let records = wal.iter_from(Position::START).collect_all().await?;
-//! assert_eq!(records[0].payload, Bytes::from_static(b"block 1"));
+//! let (tx, rx) = std::sync::mpsc::channel();
+//! ctx.queue_stream(&lines)
+//!     .flat_map(|line: &String| line.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+//!     .map(|word: &String| (word.clone(), 1u64))
+//!     .reduce_by_key(|a, b| a + b)
+//!     .foreach_batch(move |batch| {
+//!         // Outputs get the batch's identity (`batch.time_ms`): commit idempotently under it.
+//!         if !batch.is_empty() {
+//!             let mut counts: Vec<(String, u64)> = batch.iter().cloned().collect();
+//!             counts.sort();
+//!             let _ = tx.send(counts);
+//!         }
+//!         Ok(())
+//!     });
+//! ctx.start().await?;
+//! let counts = tokio::task::spawn_blocking(move || rx.recv()).await??;
+//! assert_eq!(counts, [("cat".into(), 1), ("dog".into(), 1), ("the".into(), 2)]);
+//! ctx.stop(true).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! The durable core is re-exported too: [`wal`] (segmented, checksummed, group-committed) and
+//! [`checkpoint`] (atomic, versioned, with fallback to the newest valid one).
 
 #![doc(test(attr(deny(warnings))))]
 
 pub mod backpressure;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod context;
 pub mod dstream;
 mod error;
@@ -47,3 +69,8 @@ pub use weir_actors::engine::EngineError;
 pub use weir_actors::pipeline::UserError;
 
 pub use weir_actors::{Event, EventSink, Storage, StorageError, checkpoint, wal};
+
+/// The README's Rust examples, compiled as doc-tests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

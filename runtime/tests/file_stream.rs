@@ -198,6 +198,28 @@ async fn the_remember_window_bounds_what_is_kept_and_older_files_are_ignored() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_from_the_future_does_not_hide_later_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = FileStreamOptions::new().remember(Duration::from_secs(10));
+    let future = dir.path().join("future");
+    fs::write(&future, b"future\n").unwrap();
+    File::options()
+        .write(true)
+        .open(&future)
+        .unwrap()
+        .set_modified(SystemTime::now() + Duration::from_secs(86_400))
+        .unwrap();
+    let (mut clock, out) = lines_of(dir.path(), options, 1);
+    clock.run(1).await.unwrap();
+    fs::write(dir.path().join("now"), b"now\n").unwrap(); // modified now
+    clock.run(1).await.unwrap();
+    assert_eq!(
+        out.all_sorted(),
+        vec![strings(&["future"]), strings(&["now"])]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_files_only_ignores_what_is_there_at_the_first_batch() {
     let dir = tempfile::tempdir().unwrap();
     put(dir.path(), "before", b"before\n", 0);
@@ -382,4 +404,114 @@ async fn a_file_shorter_than_planned_is_read_to_its_end_and_reported() {
     assert_eq!(out.batch(1000), strings(&["one"]));
     assert_eq!(stats.snapshot().changed_files, 1);
     assert!(stats.recent_problems()[0].contains("is shorter than when it was planned"));
+}
+
+// ================================ on the real engine ================================ //
+
+/// Waits until `done` holds, checked again after every completed batch, at most 60 s.
+async fn until(events: &mut weir_actors::event_bus::EventSubscription, done: impl Fn() -> bool) {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !done() {
+            while !matches!(
+                events.next().await.expect("the event feed is open").event,
+                weir::Event::BatchCompleted { .. }
+            ) {}
+        }
+    })
+    .await
+    .expect("timed out waiting for the output");
+}
+
+/// Every `word\tcount` line under `out`, with the batch directories they came from.
+fn output_lines(out: &Path) -> (Vec<String>, usize) {
+    let Ok(entries) = fs::read_dir(out) else {
+        return (Vec::new(), 0);
+    };
+    let mut lines = Vec::new();
+    let mut dirs = 0;
+    for entry in entries {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        assert!(
+            name.starts_with("batch-"),
+            "only committed batch directories: {name}"
+        );
+        dirs += 1;
+        for part in fs::read_dir(entry.path()).unwrap() {
+            let text = fs::read_to_string(part.unwrap().path()).unwrap();
+            lines.extend(text.lines().map(str::to_owned));
+        }
+    }
+    lines.sort();
+    (lines, dirs)
+}
+
+fn word_count_context(
+    config: weir::StreamingConfig,
+    input: &Path,
+    out: &Path,
+) -> Result<weir::StreamingContext, weir::Error> {
+    let ctx = weir::StreamingContext::new(config);
+    ctx.text_file_stream(input)
+        .uid("input")
+        .flat_map(|l: &String| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .map(|w| (w.clone(), 1u64))
+        .reduce_by_key(|a, b| a + b)
+        .map(|(w, n)| format!("{w}\t{n}"))
+        .save_as_text_files(out.join("batch"));
+    Ok(ctx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_word_count_over_files_survives_a_restart_on_the_engine_without_rereading() {
+    let root = tempfile::tempdir().unwrap();
+    let (input, out, checkpoints) = (
+        root.path().join("in"),
+        root.path().join("out"),
+        root.path().join("checkpoints"),
+    );
+    fs::create_dir(&input).unwrap();
+    put(&input, "one.txt", b"the cat\nthe dog\n", 0);
+    let configure = |config: weir::StreamingConfig| {
+        let mut config = config.batch_interval(Duration::from_millis(100));
+        config.engine.name_prefix = format!("fs-e2e-{}/", fastrand::u32(..));
+        config.parallelism = 2;
+        config
+    };
+
+    let (i, o) = (input.clone(), out.clone());
+    let mut ctx = weir::StreamingContext::get_or_create(&checkpoints, move |config| {
+        word_count_context(configure(config), &i, &o)
+    })
+    .await
+    .unwrap();
+    assert!(ctx.restored().is_none());
+    ctx.start().await.unwrap();
+    let mut events = ctx.events().unwrap();
+    until(&mut events, || output_lines(&out).1 == 1).await;
+    ctx.stop(true).await.unwrap();
+    assert_eq!(output_lines(&out).0, ["cat\t1", "dog\t1", "the\t2"]);
+
+    put(&input, "two.txt", b"a cat\n", 1);
+    let (i, o) = (input.clone(), out.clone());
+    let mut ctx = weir::StreamingContext::get_or_create(&checkpoints, move |config| {
+        word_count_context(configure(config), &i, &o)
+    })
+    .await
+    .unwrap();
+    assert!(ctx.restored().is_some(), "restored from the checkpoint");
+    ctx.start().await.unwrap();
+    let mut events = ctx.events().unwrap();
+    until(&mut events, || output_lines(&out).1 == 2).await;
+    ctx.stop(true).await.unwrap();
+    // one.txt was not read again after the restart: its words appear once.
+    assert_eq!(
+        output_lines(&out),
+        (
+            ["a\t1", "cat\t1", "cat\t1", "dog\t1", "the\t2"]
+                .map(str::to_owned)
+                .to_vec(),
+            2
+        )
+    );
 }

@@ -29,6 +29,7 @@
 //! logical bytes, so offsets and handles mean the same thing everywhere.
 
 pub mod format;
+mod inspect;
 mod reader;
 mod recovery;
 mod segments;
@@ -45,6 +46,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::events::EventSink;
 use crate::storage::{Storage, StorageError};
 
+pub use inspect::{RecoveryAction, SegmentReport, WalInspection, inspect};
 pub use reader::WalIter;
 pub use recovery::{RecoveryReport, TornTail};
 

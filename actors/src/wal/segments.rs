@@ -81,7 +81,7 @@ pub(crate) enum Segments {
     /// lock keeps a second writer (in this or another process) out while the log is open.
     Local(
         PathBuf,
-        #[allow(dead_code, reason = "held for its Drop")] local::DirLock,
+        #[allow(dead_code, reason = "held for its Drop")] Option<local::DirLock>,
     ),
     /// Chunk objects in an opendal operator, with an index of the chunks seen.
     Object {
@@ -105,12 +105,24 @@ impl Segments {
                 let d = dir.clone();
                 blocking(dir, move || local::create_dir_all_durable(&d)).await?;
                 let lock = local::lock_dir(dir, lock_wait).await?;
-                Ok(Segments::Local(dir.clone(), lock))
+                Ok(Segments::Local(dir.clone(), Some(lock)))
             }
             Storage::Object { op, prefix } => Ok(Segments::Object {
                 dir: ObjectDir::new(op.clone(), prefix.clone()),
                 chunks: Mutex::new(BTreeMap::new()),
             }),
+        }
+    }
+
+    /// Opens the layout for reading only: nothing is created and no lock is taken, so a live
+    /// writer is not disturbed (for inspection tools).
+    pub(crate) fn open_read_only(storage: &Storage) -> Self {
+        match storage {
+            Storage::Local(dir) => Segments::Local(dir.clone(), None),
+            Storage::Object { op, prefix } => Segments::Object {
+                dir: ObjectDir::new(op.clone(), prefix.clone()),
+                chunks: Mutex::new(BTreeMap::new()),
+            },
         }
     }
 

@@ -3,6 +3,7 @@
 //! Execute with
 //! ```text
 //! cargo run --release -p weir-examples --bin supervision_tree [-- --seconds N] [-- --fail]
+//!     [-- --control-addr 127.0.0.1:7070]
 //! ```
 //!
 //! A numbered-records receiver stores records; a pipeline commits each batch's record numbers
@@ -14,6 +15,10 @@
 //! With `--fail` the pipeline fails every batch: the driver is restarted until the root's
 //! restart intensity is spent, and the program exits non-zero with the engine's error, which
 //! names the actor, how often it failed, and why. Data lives under `./weir-data/supervision/`.
+//!
+//! With `--control-addr ADDR` the engine serves its control endpoint there, so that
+//! `weir watch --addr ADDR --token-file weir-data/supervision/control-token` shows the tree
+//! healing (see `docs/operations.md`).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -36,6 +41,18 @@ fn main() -> ExitCode {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(8u64);
+    let control_addr = match args.iter().position(|a| a == "--control-addr") {
+        Some(i) => match args.get(i + 1).map(|a| a.parse::<std::net::SocketAddr>()) {
+            Some(Ok(addr)) => Some(addr),
+            _ => {
+                eprintln!(
+                    "supervision_tree: --control-addr needs an address such as 127.0.0.1:7070"
+                );
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -46,7 +63,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(fail, seconds)) {
+    match runtime.block_on(run(fail, seconds, control_addr)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(err) => {
@@ -56,7 +73,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(fail: bool, seconds: u64) -> Result<bool, BoxError> {
+async fn run(
+    fail: bool,
+    seconds: u64,
+    control_addr: Option<std::net::SocketAddr>,
+) -> Result<bool, BoxError> {
     let dir = std::path::PathBuf::from("weir-data/supervision");
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
@@ -66,6 +87,7 @@ async fn run(fail: bool, seconds: u64) -> Result<bool, BoxError> {
     config.block_interval = Duration::from_millis(50);
     config.receiver_restart_delay = Duration::from_millis(500);
     config.driver_policy.intensity.max_restarts = if fail { 3 } else { 20 };
+    config.control_addr = control_addr;
     let names = config.names();
     let numbers = NumberedReceiver::new(100, Duration::from_millis(10));
     let log = Arc::new(CommitLog::default());
@@ -80,6 +102,12 @@ async fn run(fail: bool, seconds: u64) -> Result<bool, BoxError> {
     };
     let engine = Engine::start(config, Arc::new(pipeline), vec![(0, factory)]).await?;
     println!("weir supervision tree running; data in {}", dir.display());
+    if let Some(addr) = engine.control_addr() {
+        println!(
+            "control endpoint on {addr}: weir watch --addr {addr} --token-file {}",
+            dir.join("control-token").display()
+        );
+    }
 
     let mut events = engine.events();
     let printing = Arc::new(AtomicBool::new(true));

@@ -20,16 +20,16 @@
 //! directory appears complete or not at all — as `part-*` files of sorted `word<TAB>count`
 //! lines, and a batch re-run after a crash never writes a second copy.
 //!
-//! Files are read exactly once: the source lists each new file in a durable manifest before
-//! a batch is planned, and the plan (which files go into which batch) is in the checkpoint
-//! before the batch runs. So killing the process with `kill -9` and starting it again with
+//! Files are read exactly once: the plan of a batch (which files, and how many bytes of each)
+//! is in the checkpoint before the batch runs, and a re-run reads the same. So killing the process with `kill -9` and starting it again with
 //! the same arguments continues where it was, and the summed output counts every input word
 //! exactly once (`examples/tests/word_count_kill9.rs` proves it). Put files into the input
 //! directory whole: write them elsewhere (or under a name starting with `.`) and rename.
 //! Socket input has no replay: lines in flight when the process dies are lost.
 //!
 //! Watch it with `weir events --dir ./weir-data/checkpoint` (the event log), or with
-//! `weir watch --addr ADDR` when started with `--control-addr ADDR`.
+//! `weir watch --addr ADDR --token-file ./weir-data/checkpoint/control-token` when started
+//! with `--control-addr ADDR`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,14 +37,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use weir::sources::file_stream::FileStreamOptions;
 use weir::{DStream, Event, StreamingContext};
-use weir_examples::batch_dir::{prepare_output, save_batches};
-use weir_examples::dir_source::{DirSource, text_file_stream};
 use weir_examples::generator::FileFeeder;
 use weir_examples::run::{BoxError, Limits, main_with, run_until_stopped};
 
 /// How many new files one batch reads at most.
-const MAX_FILES_PER_BATCH: u64 = 1000;
+const MAX_FILES_PER_BATCH: usize = 1000;
 
 /// Exactly-once word count over a directory of text files or a socket.
 #[derive(Parser, Debug)]
@@ -102,33 +101,34 @@ async fn run(args: Args) -> Result<(), BoxError> {
             fastrand::u64(..),
         )
     });
-    let files = match &args.socket {
-        Some(_) => None,
-        None => Some(DirSource::open(
-            &input_dir,
-            &args.checkpoint_dir.join("sources/input-files.manifest"),
-        )?),
-    };
-    prepare_output(&args.output_dir)?;
+    if args.socket.is_none() {
+        std::fs::create_dir_all(&input_dir)?;
+    }
 
     let ctx = StreamingContext::get_or_create(&args.checkpoint_dir, |config| {
         let config = config.batch_interval(Duration::from_millis(args.batch_ms));
-        // TODO(cli): wire the control endpoint once `EngineConfig::control_addr` exists:
-        // config.engine.control_addr = args.control_addr;
+        let config = match args.control_addr {
+            Some(addr) => config.control_addr(addr),
+            None => config,
+        };
         let ctx = StreamingContext::new(config);
-        let lines = match &files {
-            Some(source) => {
-                text_file_stream(&ctx, source.clone(), MAX_FILES_PER_BATCH, "input-files")
-            }
+        let lines = match &args.socket {
             None => ctx
-                .socket_text_stream(args.socket.clone().unwrap_or_default())
-                .uid("input-socket"),
+                .text_file_stream_with(
+                    &input_dir,
+                    FileStreamOptions::new().max_files_per_batch(MAX_FILES_PER_BATCH),
+                )
+                .uid("input-files"),
+            Some(addr) => ctx.socket_text_stream(addr.clone()).uid("input-socket"),
         };
         let counts = count_words(&lines, args.running);
         if !args.quiet {
             print_top(&counts, 5);
         }
-        save_batches(&as_sorted_lines(&counts), &args.output_dir);
+        // Atomic `batch-<time>/part-*` directories, sorted lines, replays skipped.
+        counts
+            .map(|(word, count)| format!("{word}\t{count}"))
+            .save_as_text_files(args.output_dir.join("batch"));
         Ok(ctx)
     })
     .await?;
@@ -158,7 +158,10 @@ async fn run(args: Args) -> Result<(), BoxError> {
         args.output_dir.display(),
         args.checkpoint_dir.display(),
         args.control_addr
-            .map(|a| format!(" or `weir watch --addr {a}`"))
+            .map(|a| format!(
+                " or `weir watch --addr {a} --token-file {}/control-token`",
+                args.checkpoint_dir.display()
+            ))
             .unwrap_or_default()
     );
 
@@ -170,6 +173,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
         if let Event::ActorFailed { actor, reason } = event {
             eprintln!("word_count: {actor} failed ({reason}); the supervision tree restarts it");
         }
+        false
     })
     .await;
     if let Some(feeder) = feeder {
@@ -199,17 +203,6 @@ fn count_words(lines: &DStream<String>, running: bool) -> DStream<(String, u64)>
     } else {
         pairs.reduce_by_key(|a, b| a + b).uid("counts")
     }
-}
-
-/// Each partition as sorted `word<TAB>count` lines.
-fn as_sorted_lines(counts: &DStream<(String, u64)>) -> DStream<String> {
-    counts
-        .map_partitions(|part| {
-            let mut lines: Vec<String> = part.iter().map(|(w, c)| format!("{w}\t{c}")).collect();
-            lines.sort_unstable();
-            Ok(lines)
-        })
-        .uid("lines")
 }
 
 /// Prints each non-empty batch's `n` most frequent words (at least once: a re-run prints

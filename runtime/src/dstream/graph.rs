@@ -52,6 +52,11 @@ pub(crate) trait Compute<T>: Send + Sync + 'static {
     fn evict_through(&self, time: u64) {
         let _ = time;
     }
+    /// Batches this node holds data of besides its memo (a window's retained parent batches,
+    /// state versions not yet folded into a checkpoint).
+    fn remembered(&self) -> Vec<u64> {
+        Vec::new()
+    }
     /// Extra behaviour of sources and stateful nodes.
     fn lifecycle(&self) -> Option<&dyn Lifecycle> {
         None
@@ -117,6 +122,9 @@ pub(crate) struct Node<T> {
     pub(crate) meta: NodeMeta,
     pub(crate) compute: Box<dyn Compute<T>>,
     memo: Memo<Partition<T>>,
+    /// Inner nodes holding this operator's state (a composite operator's window): named
+    /// `<uid>/<suffix>` when the operator's uid is set.
+    pub(crate) helpers: Mutex<Vec<(&'static str, Arc<dyn AnyNode>)>>,
 }
 
 impl<T: Send + Sync + 'static> Node<T> {
@@ -142,6 +150,15 @@ impl<T: Send + Sync + 'static> Node<T> {
 
     pub(crate) fn active(&self, time: u64) -> bool {
         self.compute.active(time)
+    }
+
+    /// The batches this node holds data of: memoised, or kept by the computation.
+    pub(crate) fn remembered(&self) -> Vec<u64> {
+        let mut times = self.memo.times();
+        times.extend(self.compute.remembered());
+        times.sort_unstable();
+        times.dedup();
+        times
     }
 }
 
@@ -204,6 +221,8 @@ pub(crate) struct GraphShared {
     started: AtomicBool,
     /// What restore reported (operators without state, state dropped), for the context.
     pub(crate) restore_report: Mutex<Vec<String>>,
+    /// Why operators added to the graph are invalid (reported by `validate`).
+    invalid: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for GraphShared {
@@ -228,7 +247,13 @@ impl GraphShared {
             next_stream: AtomicU32::new(0),
             started: AtomicBool::new(false),
             restore_report: Mutex::new(Vec::new()),
+            invalid: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Records that an operator was declared with invalid settings: `validate` fails with it.
+    pub(crate) fn invalidate(&self, why: String) {
+        lock(&self.invalid).push(why);
     }
 
     pub(crate) fn interval_ms(&self) -> u64 {
@@ -254,6 +279,7 @@ impl GraphShared {
             },
             compute: Box::new(compute),
             memo: Memo::default(),
+            helpers: Mutex::new(Vec::new()),
         });
         lock(&self.nodes).push(Arc::clone(&node) as Arc<dyn AnyNode>);
         node
@@ -299,8 +325,11 @@ impl GraphShared {
         lock(&self.nodes).clone()
     }
 
-    /// Checks that uids are unique.
+    /// Checks that operators are valid and uids are unique.
     pub(crate) fn validate(&self) -> Result<(), String> {
+        if let Some(why) = lock(&self.invalid).first() {
+            return Err(why.clone());
+        }
         if self.output_count() == 0 {
             return Err("no output operation is defined (add print, foreach_batch, ...)".into());
         }

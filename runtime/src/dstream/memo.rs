@@ -55,6 +55,13 @@ impl<V: Clone> Memo<V> {
         lock(&cell).clone()
     }
 
+    /// The batch times with an entry.
+    pub(crate) fn times(&self) -> Vec<u64> {
+        let mut times: Vec<u64> = lock(&self.cells).keys().map(|(t, _)| *t).collect();
+        times.dedup();
+        times
+    }
+
     /// Stores a value.
     #[cfg(test)]
     pub(crate) fn insert(&self, time: u64, part: usize, value: V) {

@@ -20,15 +20,18 @@ use std::sync::Arc;
 
 pub(crate) mod graph;
 pub(crate) mod input;
+mod map_with_state;
 pub(crate) mod memo;
 mod ops;
 mod output;
 mod pair;
 pub(crate) mod planned;
 mod state;
+mod window;
 
 pub use graph::Partition;
-pub use ops::union_of;
+pub use map_with_state::{MapWithStateDStream, State, StateSpec};
+pub use ops::{transform_of, union_of};
 pub use output::{Batch, BatchPartition};
 pub use planned::{OffsetRange, OffsetSource, QueueStream, StartingOffsets};
 
@@ -86,7 +89,9 @@ impl<T: Data> DStream<T> {
     }
 
     /// Sets this operator's stable id (like Flink's `uid`): state and source positions in a
-    /// checkpoint are matched to operators by it. Without one, an operator's id is
+    /// checkpoint are matched to operators by it. A composite operator whose state is held by
+    /// an inner node (e.g. the window inside `reduce_by_key_and_window`) names that node
+    /// `<id>/window`. Without one, an operator's id is
     /// `<kind>-<n>` by creation order, which changes when operators are added before it — so
     /// give every stateful operator and every source an id before relying on restores across
     /// code changes.
@@ -100,11 +105,27 @@ impl<T: Data> DStream<T> {
             !self.graph.is_started(),
             "operator ids must be set before the streaming context starts"
         );
-        *memo::lock(&self.node.meta.uid) = id.into();
+        let id = id.into();
+        for (suffix, helper) in memo::lock(&self.node.helpers).iter() {
+            *memo::lock(&helper.meta().uid) = format!("{id}/{suffix}");
+            helper
+                .meta()
+                .uid_set
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        *memo::lock(&self.node.meta.uid) = id;
         self.node
             .meta
             .uid_set
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        self
+    }
+
+    /// Makes `inner`, which holds this composite operator's state, take its id from this
+    /// operator's: `<uid>/<suffix>`.
+    pub(crate) fn owning<U: Data>(self, suffix: &'static str, inner: &DStream<U>) -> Self {
+        memo::lock(&self.node.helpers)
+            .push((suffix, Arc::clone(&inner.node) as Arc<dyn graph::AnyNode>));
         self
     }
 

@@ -97,8 +97,7 @@ impl<T: Data, U: Data> Compute<U> for WholeBatch<T, U> {
             let input = self.parent.all(cx)?;
             (self.f)(cx.time, &input).map(Arc::new)
         })?;
-        let (n, len) = (self.partitions, all.len());
-        Ok(all[part * len / n..(part + 1) * len / n].to_vec())
+        Ok(even_part(&all, part, self.partitions))
     }
     fn evict_through(&self, time: u64) {
         self.result.evict_through(time);
@@ -106,6 +105,140 @@ impl<T: Data, U: Data> Compute<U> for WholeBatch<T, U> {
     fn active(&self, time: u64) -> bool {
         self.parent.active(time)
     }
+}
+
+type PairFn<T, U, V> =
+    dyn Fn(u64, &[Partition<T>], &[Partition<U>]) -> ComputeResult<Vec<V>> + Send + Sync;
+
+/// A function of the same batch of two streams, computed once per batch.
+struct WholeBatchWith<T, U, V> {
+    left: Arc<Node<T>>,
+    right: Arc<Node<U>>,
+    partitions: usize,
+    f: Box<PairFn<T, U, V>>,
+    result: Memo<Arc<Vec<V>>>,
+}
+
+/// Every partition of batch `cx.time` of `node`, or none if the stream has no batch then
+/// (a window between its slides).
+fn all_if_active<T: Data>(node: &Node<T>, cx: BatchCx<'_>) -> ComputeResult<Vec<Partition<T>>> {
+    if node.active(cx.time) {
+        node.all(cx)
+    } else {
+        Ok(Vec::new())
+    }
+}
+
+/// Part `part` of `n` even parts of `all`.
+fn even_part<V: Clone>(all: &[V], part: usize, n: usize) -> Vec<V> {
+    let len = all.len();
+    all[part * len / n..(part + 1) * len / n].to_vec()
+}
+
+impl<T: Data, U: Data, V: Data> Compute<V> for WholeBatchWith<T, U, V> {
+    fn partitions(&self) -> usize {
+        self.partitions
+    }
+    fn compute(&self, cx: BatchCx<'_>, part: usize) -> ComputeResult<Vec<V>> {
+        let all = self.result.get_or_compute(cx.time, 0, || {
+            let left = all_if_active(&self.left, cx)?;
+            let right = all_if_active(&self.right, cx)?;
+            (self.f)(cx.time, &left, &right).map(Arc::new)
+        })?;
+        Ok(even_part(&all, part, self.partitions))
+    }
+    fn evict_through(&self, time: u64) {
+        self.result.evict_through(time);
+    }
+    fn active(&self, time: u64) -> bool {
+        self.left.active(time) || self.right.active(time)
+    }
+}
+
+type ManyFn<T, U> = dyn Fn(u64, &[Vec<Partition<T>>]) -> ComputeResult<Vec<U>> + Send + Sync;
+
+/// A function of the same batch of several streams, computed once per batch.
+struct WholeBatchOfMany<T, U> {
+    parents: Vec<Arc<Node<T>>>,
+    partitions: usize,
+    f: Box<ManyFn<T, U>>,
+    result: Memo<Arc<Vec<U>>>,
+}
+
+impl<T: Data, U: Data> Compute<U> for WholeBatchOfMany<T, U> {
+    fn partitions(&self) -> usize {
+        self.partitions
+    }
+    fn compute(&self, cx: BatchCx<'_>, part: usize) -> ComputeResult<Vec<U>> {
+        let all = self.result.get_or_compute(cx.time, 0, || {
+            let batches = self
+                .parents
+                .iter()
+                .map(|p| all_if_active(p, cx))
+                .collect::<ComputeResult<Vec<_>>>()?;
+            (self.f)(cx.time, &batches).map(Arc::new)
+        })?;
+        Ok(even_part(&all, part, self.partitions))
+    }
+    fn evict_through(&self, time: u64) {
+        self.result.evict_through(time);
+    }
+    fn active(&self, time: u64) -> bool {
+        self.parents.iter().any(|p| p.active(time))
+    }
+}
+
+/// Each batch of several streams transformed together by `f(batch_time_ms, batches)`, where
+/// `batches[i]` holds the partitions of `streams[i]`'s batch (empty when that stream has no
+/// batch then, e.g. a window between slides) — Spark's `StreamingContext.transform`. The
+/// streams carry one type; map them into an enum first to combine different types. The
+/// result is spread evenly over as many partitions as the first stream has. Also available
+/// as [`StreamingContext::transform`](crate::StreamingContext::transform).
+///
+/// ```
+/// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use weir::dstream::{QueueStream, transform_of};
+/// use weir::testing::{Collected, ManualClock};
+///
+/// let (a, b) = (QueueStream::new(true, 1), QueueStream::new(true, 1));
+/// a.push(vec![1, 2]);
+/// b.push(vec![10]);
+/// let out = Collected::default();
+/// let (qa, qb, o) = (a.clone(), b.clone(), out.clone());
+/// let mut clock = ManualClock::new(1000, 1, move |ctx| {
+///     let streams = [ctx.queue_stream(&qa), ctx.queue_stream(&qb)];
+///     // One element per batch: the sum of each stream's batch.
+///     o.collect(&transform_of(&streams, |_time, batches| {
+///         let sums = batches.iter().map(|b| b.iter().flat_map(|p| p.iter()).sum::<i32>());
+///         Ok(vec![sums.collect::<Vec<_>>()])
+///     }));
+/// })?;
+/// clock.run(1).await?;
+/// assert_eq!(out.batch(1000), vec![vec![3, 10]]);
+/// # Ok(()) }
+/// ```
+///
+/// # Panics
+///
+/// If `streams` is empty, or the context has started.
+pub fn transform_of<T: Data, U: Data>(
+    streams: &[DStream<T>],
+    f: impl Fn(u64, &[Vec<Partition<T>>]) -> Result<Vec<U>, weir_actors::pipeline::UserError>
+    + Send
+    + Sync
+    + 'static,
+) -> DStream<U> {
+    let first = streams.first().expect("transform of no streams");
+    first.derive(
+        "transform",
+        WholeBatchOfMany {
+            parents: streams.iter().map(|s| Arc::clone(&s.node)).collect(),
+            partitions: first.partitions().max(1),
+            f: Box::new(move |time, batches| f(time, batches).map_err(ComputeError::from)),
+            result: Memo::default(),
+        },
+    )
 }
 
 impl<T: Data> DStream<T> {
@@ -188,6 +321,62 @@ impl<T: Data> DStream<T> {
         self.whole_batch("transform", self.partitions(), move |time, parts| {
             f(time, parts).map_err(ComputeError::from)
         })
+    }
+
+    /// The same batch of `self` and `other` transformed together by
+    /// `f(batch_time_ms, self's partitions, other's partitions)` (Spark's `transformWith`); the
+    /// function runs again every batch, so it may pick what to combine by the batch time. A
+    /// stream with no batch at that time (a window between slides) contributes no partitions.
+    /// The result is spread evenly over as many partitions as `self` has.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use weir::dstream::QueueStream;
+    /// use weir::testing::{Collected, ManualClock};
+    ///
+    /// let (words, stop) = (QueueStream::new(true, 2), QueueStream::new(true, 1));
+    /// words.push(vec!["a".to_owned(), "the".to_owned(), "b".to_owned()]);
+    /// stop.push(vec!["the".to_owned()]);
+    /// let out = Collected::default();
+    /// let (w, s, o) = (words.clone(), stop.clone(), out.clone());
+    /// let mut clock = ManualClock::new(1000, 2, move |ctx| {
+    ///     let stop_words = ctx.queue_stream(&s);
+    ///     let kept = ctx.queue_stream(&w).transform_with(&stop_words, |_time, words, stop| {
+    ///         let stop: Vec<&String> = stop.iter().flat_map(|p| p.iter()).collect();
+    ///         let words = words.iter().flat_map(|p| p.iter());
+    ///         Ok(words.filter(|w| !stop.contains(w)).cloned().collect())
+    ///     });
+    ///     o.collect(&kept);
+    /// })?;
+    /// clock.run(1).await?;
+    /// assert_eq!(out.sorted(1000), vec!["a", "b"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn transform_with<U: Data, V: Data>(
+        &self,
+        other: &DStream<U>,
+        f: impl Fn(
+            u64,
+            &[Partition<T>],
+            &[Partition<U>],
+        ) -> Result<Vec<V>, weir_actors::pipeline::UserError>
+        + Send
+        + Sync
+        + 'static,
+    ) -> DStream<V> {
+        self.derive(
+            "transform_with",
+            WholeBatchWith {
+                left: Arc::clone(&self.node),
+                right: Arc::clone(&other.node),
+                partitions: self.partitions().max(1),
+                f: Box::new(move |time, left, right| {
+                    f(time, left, right).map_err(ComputeError::from)
+                }),
+                result: Memo::default(),
+            },
+        )
     }
 
     pub(crate) fn whole_batch<U: Data>(

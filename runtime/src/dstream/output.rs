@@ -173,23 +173,30 @@ impl<T: Data + fmt::Debug> DStream<T> {
     pub fn print(&self, n: usize) {
         self.foreach_batch(move |batch| {
             use std::io::Write;
-            let mut out = String::new();
-            out.push_str("-------------------------------------------\n");
-            out.push_str(&format!("Time: {} ms\n", batch.time_ms));
-            out.push_str("-------------------------------------------\n");
-            for x in batch.iter().take(n) {
-                out.push_str(&format!("{x:?}\n"));
-            }
-            if batch.len() > n {
-                out.push_str("...\n");
-            }
-            out.push('\n');
+            let out = print_text(batch, n);
             let mut stdout = std::io::stdout().lock();
             stdout.write_all(out.as_bytes())?;
             stdout.flush()?;
             Ok(())
         });
     }
+}
+
+/// What `print(n)` writes for `batch`: Spark's header, the first `n` elements, and a `...`
+/// line if the batch holds more.
+pub(crate) fn print_text<T: fmt::Debug>(batch: &Batch<T>, n: usize) -> String {
+    let mut out = String::new();
+    out.push_str("-------------------------------------------\n");
+    out.push_str(&format!("Time: {} ms\n", batch.time_ms));
+    out.push_str("-------------------------------------------\n");
+    for x in batch.iter().take(n) {
+        out.push_str(&format!("{x:?}\n"));
+    }
+    if batch.iter().nth(n).is_some() {
+        out.push_str("...\n");
+    }
+    out.push('\n');
+    out
 }
 
 impl<T: Data + fmt::Display> DStream<T> {
@@ -229,6 +236,14 @@ impl<T: Data + fmt::Display> DStream<T> {
         self.save_as_text_files_with(crate::sinks::batch_dir::BatchDirSink::new(prefix));
     }
 
+    /// [`save_as_text_files`](Self::save_as_text_files) into directories named
+    /// `<prefix>-<batch_time_ms>.<suffix>` (Spark's `saveAsTextFiles(prefix, suffix)`).
+    pub fn save_as_text_files_suffixed(&self, prefix: impl AsRef<Path>, suffix: &str) {
+        self.save_as_text_files_with(
+            crate::sinks::batch_dir::BatchDirSink::new(prefix).suffix(suffix),
+        );
+    }
+
     /// [`save_as_text_files`](Self::save_as_text_files) through a configured sink (e.g.
     /// [`sort_lines(false)`](crate::sinks::batch_dir::BatchDirSink::sort_lines)).
     pub fn save_as_text_files_with(&self, sink: crate::sinks::batch_dir::BatchDirSink) {
@@ -248,5 +263,36 @@ impl<T: Data + fmt::Display> DStream<T> {
             }
             Ok(())
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(items: Vec<u32>) -> Batch<u32> {
+        Batch {
+            time_ms: 2000,
+            partitions: vec![Arc::new(items[..1].to_vec()), Arc::new(items[1..].to_vec())],
+            offset_ranges: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn print_shows_the_first_n_elements_then_an_ellipsis_if_there_are_more() {
+        let header = "-------------------------------------------\nTime: 2000 ms\n\
+                      -------------------------------------------\n";
+        assert_eq!(
+            print_text(&batch(vec![1, 2, 3]), 2),
+            format!("{header}1\n2\n...\n\n")
+        );
+        assert_eq!(
+            print_text(&batch(vec![1, 2, 3]), 3),
+            format!("{header}1\n2\n3\n\n")
+        );
+        assert_eq!(
+            print_text(&batch(vec![1, 2, 3]), 0),
+            format!("{header}...\n\n")
+        );
     }
 }

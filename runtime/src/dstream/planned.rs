@@ -194,7 +194,9 @@ struct QueueInner<T> {
 }
 
 /// A queue of batches for tests and demos (Spark's `queueStream`): each pushed `Vec` becomes
-/// one batch (or, with `one_at_a_time` off, everything queued becomes the next batch).
+/// one batch (or, with `one_at_a_time` off, everything queued becomes the next batch); a
+/// batch that finds the queue empty is empty, or the default batch if one was set with
+/// [`with_default`](Self::with_default) (Spark's `defaultRDD`).
 ///
 /// Items leave the queue only when the batch that read them completes, so a driver restart
 /// in the same process re-reads exactly what the lost batches read. The queue lives in memory:
@@ -203,6 +205,7 @@ pub struct QueueStream<T> {
     inner: Arc<Mutex<QueueInner<T>>>,
     one_at_a_time: bool,
     partitions: usize,
+    default: Option<Arc<Vec<T>>>,
 }
 
 impl<T> Clone for QueueStream<T> {
@@ -211,6 +214,7 @@ impl<T> Clone for QueueStream<T> {
             inner: Arc::clone(&self.inner),
             one_at_a_time: self.one_at_a_time,
             partitions: self.partitions,
+            default: self.default.clone(),
         }
     }
 }
@@ -234,7 +238,33 @@ impl<T: Data> QueueStream<T> {
             })),
             one_at_a_time,
             partitions: partitions.max(1),
+            default: None,
         }
+    }
+
+    /// The same queue, whose batches read `items` whenever nothing is queued (Spark's
+    /// `queueStream(queue, oneAtATime, defaultRDD)`).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use weir::dstream::QueueStream;
+    /// use weir::testing::{Collected, ManualClock};
+    ///
+    /// let queue = QueueStream::new(true, 1).with_default(vec![0]);
+    /// queue.push(vec![1, 2]);
+    /// let (q, out) = (queue.clone(), Collected::default());
+    /// let o = out.clone();
+    /// let mut clock = ManualClock::new(1000, 1, move |ctx| o.collect(&ctx.queue_stream(&q)))?;
+    /// clock.run(2).await?;
+    /// assert_eq!(out.batch(1000), vec![1, 2]);
+    /// assert_eq!(out.batch(2000), vec![0]); // the queue was empty
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn with_default(mut self, items: Vec<T>) -> Self {
+        self.default = Some(Arc::new(items));
+        self
     }
 
     /// Queues one batch's worth of items.
@@ -274,11 +304,14 @@ impl<T: Data> Planner for QueueStream<T> {
     }
     fn read(&self, plan: &Range<u64>, part: usize) -> ComputeResult<Vec<T>> {
         let inner = lock(&self.inner);
-        let all: Vec<&T> = inner
-            .items
-            .range(plan.clone())
-            .flat_map(|(_, items)| items.iter())
-            .collect();
+        let all: Vec<&T> = match &self.default {
+            Some(default) if plan.is_empty() => default.iter().collect(),
+            _ => inner
+                .items
+                .range(plan.clone())
+                .flat_map(|(_, items)| items.iter())
+                .collect(),
+        };
         let n = self.partitions;
         let len = all.len();
         Ok(all[part * len / n..(part + 1) * len / n]
@@ -353,14 +386,24 @@ pub trait OffsetSource: Send + Sync + 'static {
     }
 }
 
-/// Where a direct source starts when there is no checkpoint.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Where a direct source starts when there is no checkpoint (a restore from a checkpoint
+/// always continues from the checkpoint's positions).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum StartingOffsets {
     /// From the first available record.
     #[default]
     Earliest,
     /// From the records that arrive after the start.
     Latest,
+    /// From these offsets, one per partition (Kafka's `Assign(partitions, params,
+    /// fromOffsets)`): the third way to keep offsets, in the application's own store,
+    /// written in the same transaction as the results (read them from
+    /// [`Batch::offset_ranges`](super::Batch::offset_ranges)). Start such an application
+    /// without a checkpoint (`StreamingContext::new`, or a fresh checkpoint directory) so
+    /// that the store is the only source of truth. An offset below the partition's earliest
+    /// starts at the earliest; one past its latest waits for records there. The start fails
+    /// if the list does not have one offset per partition.
+    Given(Vec<u64>),
 }
 
 pub(crate) struct Direct {
@@ -385,9 +428,19 @@ impl Planner for Direct {
         self.partitions
     }
     fn initial(&self) -> ComputeResult<Vec<u64>> {
-        match self.start {
+        match &self.start {
             StartingOffsets::Earliest => self.source.earliest(),
             StartingOffsets::Latest => self.source.latest(),
+            StartingOffsets::Given(offsets) if offsets.len() == self.partitions => {
+                Ok(offsets.clone())
+            }
+            StartingOffsets::Given(offsets) => Err(format!(
+                "{}: {} starting offsets were given for {} partitions",
+                self.source.name(),
+                offsets.len(),
+                self.partitions
+            )
+            .into()),
         }
         .map_err(ComputeError::from)
     }

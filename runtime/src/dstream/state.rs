@@ -19,9 +19,10 @@ use crate::error::{ComputeError, ComputeResult};
 /// A key's state after one batch.
 pub(crate) type StatePart<K, S> = Arc<StableMap<K, S>>;
 
-/// Computes a partition's state after a batch from the state before it.
+/// Computes a partition's state after a batch from the state before it (an operator whose
+/// state does not change in a batch returns the same `Arc`).
 pub(crate) type Step<'a, K, S> =
-    dyn Fn(BatchCx<'_>, &StableMap<K, S>) -> ComputeResult<StableMap<K, S>> + 'a;
+    dyn Fn(BatchCx<'_>, &StatePart<K, S>) -> ComputeResult<StatePart<K, S>> + 'a;
 
 /// The state before the first batch this run computes.
 pub(crate) struct Base<K, S> {
@@ -74,7 +75,7 @@ where
     ) -> ComputeResult<StatePart<K, S>> {
         self.versions.get_or_compute(cx.time, part, || {
             let previous = self.before(cx, part, step)?;
-            step(cx, &previous).map(Arc::new)
+            step(cx, &previous)
         })
     }
 
@@ -163,6 +164,21 @@ where
         *lock(&self.base) = base;
         Ok(())
     }
+
+    /// Replaces the state before the first batch with `entries` (an initial state).
+    pub(crate) fn seed(&self, entries: impl IntoIterator<Item = (K, S)>) {
+        self.versions.clear();
+        let mut parts: Vec<StableMap<K, S>> =
+            (0..self.partitions).map(|_| StableMap::default()).collect();
+        for (k, s) in entries {
+            parts[partition_of(&k, self.partitions)].insert(k, s);
+        }
+        *lock(&self.base) = Base {
+            as_of: None,
+            parts: parts.into_iter().map(Arc::new).collect(),
+            encoded: None,
+        };
+    }
 }
 
 type UpdateFn<V, S> = dyn Fn(&[V], Option<S>) -> Option<S> + Send + Sync;
@@ -220,9 +236,9 @@ where
         self.state.partitions
     }
     fn compute(&self, cx: BatchCx<'_>, part: usize) -> ComputeResult<Vec<(K, S)>> {
-        let state = self
-            .state
-            .at(cx, part, &|cx, previous| self.step(cx, part, previous))?;
+        let state = self.state.at(cx, part, &|cx, previous| {
+            self.step(cx, part, previous).map(Arc::new)
+        })?;
         Ok(state.iter().map(|(k, s)| (k.clone(), s.clone())).collect())
     }
     fn lifecycle(&self) -> Option<&dyn Lifecycle> {

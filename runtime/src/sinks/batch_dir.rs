@@ -95,6 +95,7 @@ pub enum Commit {
 #[derive(Clone, Debug)]
 pub struct BatchDirSink {
     prefix: PathBuf,
+    suffix: Option<String>,
     sort_lines: bool,
 }
 
@@ -104,8 +105,18 @@ impl BatchDirSink {
     pub fn new(prefix: impl AsRef<Path>) -> Self {
         BatchDirSink {
             prefix: prefix.as_ref().to_path_buf(),
+            suffix: None,
             sort_lines: true,
         }
+    }
+
+    /// Names each batch directory `<prefix>-<batch_time_ms>.<suffix>` (Spark's
+    /// `saveAsTextFiles(prefix, suffix)`); an empty suffix means none.
+    #[must_use]
+    pub fn suffix(mut self, suffix: impl Into<String>) -> Self {
+        let suffix = suffix.into();
+        self.suffix = (!suffix.is_empty()).then_some(suffix);
+        self
     }
 
     /// Whether the lines of each part file are sorted (default: true); with false they keep
@@ -139,6 +150,9 @@ impl BatchDirSink {
     pub fn batch_dir(&self, time_ms: u64) -> PathBuf {
         let mut name = self.prefix.clone().into_os_string();
         name.push(format!("-{time_ms}"));
+        if let Some(suffix) = &self.suffix {
+            name.push(format!(".{suffix}"));
+        }
         PathBuf::from(name)
     }
 

@@ -53,7 +53,6 @@ pub(crate) fn create_dir_durable(dir: &Path) -> Result<(), FsError> {
 
 /// Replaces `path` with `bytes` atomically: written to a temporary file beside it, fsynced,
 /// renamed over it, and the directory fsynced. A crash leaves the old or the new content.
-#[allow(dead_code, reason = "the partitioned log uses it next")]
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
     let dir = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
         Some(dir) => dir.to_path_buf(),

@@ -40,6 +40,9 @@
 //!   until the watermark passes its old modification time; after that a modification makes
 //!   it a new file. Do not modify files in the directory.
 //!
+//! A modification time in the future (a writer with a skewed clock) counts as now for the
+//! watermark, so such a file does not hide the files that arrive after it.
+//!
 //! # Bad input
 //!
 //! Files are streamed line by line (a 64 KiB read buffer); nothing here panics on what a file
@@ -120,6 +123,7 @@ pub struct FileStreamStats {
     long_lines: AtomicU64,
     missing_files: AtomicU64,
     changed_files: AtomicU64,
+    partial_records: AtomicU64,
     problems: Mutex<VecDeque<String>>,
 }
 
@@ -141,6 +145,9 @@ pub struct FileStreamStatsSnapshot {
     pub missing_files: u64,
     /// Planned files found shorter or modified when read.
     pub changed_files: u64,
+    /// Files of a binary-records stream that ended with less than a whole record (the
+    /// partial record is skipped).
+    pub partial_records: u64,
 }
 
 impl FileStreamStats {
@@ -155,6 +162,7 @@ impl FileStreamStats {
             long_lines: get(&self.long_lines),
             missing_files: get(&self.missing_files),
             changed_files: get(&self.changed_files),
+            partial_records: get(&self.partial_records),
         }
     }
 
@@ -413,9 +421,13 @@ impl FileStream {
             next.seen.insert(file.name.clone(), file.mtime_ns);
         }
         if let Some(newest) = files.iter().map(|f| f.mtime_ns).max() {
-            next.watermark_ns = next
-                .watermark_ns
-                .max(newest.saturating_sub(self.remember_ns()));
+            // A modification time in the future (a skewed clock) must not hide the files
+            // that arrive until then: the watermark stays at most one window before now.
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+            let candidate = newest.min(now).saturating_sub(self.remember_ns());
+            next.watermark_ns = next.watermark_ns.max(candidate);
         }
         let watermark = next.watermark_ns;
         next.seen.retain(|_, mtime| *mtime >= watermark);
@@ -425,8 +437,25 @@ impl FileStream {
     /// Reads one planned file into `out`.
     fn read_file(&self, file: &PlannedFile, out: &mut Vec<String>) -> ComputeResult<()> {
         let path = self.dir.join(&file.name);
+        let Some(handle) = self.open_planned(file, &path)? else {
+            return Ok(());
+        };
+        let reader = BufReader::with_capacity(64 * 1024, handle.take(file.len));
+        let mut lines = LineReader {
+            path: &path,
+            options: &self.options,
+            out,
+        };
+        lines
+            .read_all(reader)
+            .map_err(|e| ComputeError::new(format!("could not read {}: {e}", path.display())))
+    }
+
+    /// Opens a planned file, applying the missing-file policy (`None`: read it as empty) and
+    /// reporting a file changed since it was planned.
+    fn open_planned(&self, file: &PlannedFile, path: &Path) -> ComputeResult<Option<File>> {
         let stats = &self.options.stats;
-        let opened = File::open(&path).and_then(|f| f.metadata().map(|m| (f, m)));
+        let opened = File::open(path).and_then(|f| f.metadata().map(|m| (f, m)));
         let (handle, meta) = match opened {
             Ok(opened) => opened,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -440,7 +469,7 @@ impl FileStream {
                                 path.display()
                             ),
                         );
-                        Ok(())
+                        Ok(None)
                     }
                     MissingFiles::Fail => {
                         stats.missing_files.fetch_add(1, Ordering::Relaxed);
@@ -481,15 +510,56 @@ impl FileStream {
             );
         }
         stats.files.fetch_add(1, Ordering::Relaxed);
-        let reader = BufReader::with_capacity(64 * 1024, handle.take(file.len));
-        let mut lines = LineReader {
-            path: &path,
-            options: &self.options,
-            out,
+        Ok(Some(handle))
+    }
+
+    /// Reads a planned file's bytes as records of `record_len` bytes.
+    fn read_records(
+        &self,
+        file: &PlannedFile,
+        record_len: usize,
+        out: &mut Vec<bytes::Bytes>,
+    ) -> ComputeResult<()> {
+        let path = self.dir.join(&file.name);
+        let Some(handle) = self.open_planned(file, &path)? else {
+            return Ok(());
         };
-        lines
-            .read_all(reader)
-            .map_err(|e| ComputeError::new(format!("could not read {}: {e}", path.display())))
+        let stats = &self.options.stats;
+        let mut reader = BufReader::with_capacity(64 * 1024, handle.take(file.len));
+        let mut record = vec![0u8; record_len];
+        loop {
+            let mut filled = 0;
+            while filled < record_len {
+                match reader.read(&mut record[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        return Err(ComputeError::new(format!(
+                            "could not read {}: {e}",
+                            path.display()
+                        )));
+                    }
+                }
+            }
+            stats.bytes.fetch_add(filled as u64, Ordering::Relaxed);
+            if filled == record_len {
+                stats.lines.fetch_add(1, Ordering::Relaxed);
+                out.push(bytes::Bytes::copy_from_slice(&record));
+                continue;
+            }
+            if filled > 0 {
+                stats.report(
+                    &stats.partial_records,
+                    format!(
+                        "{} ends with {filled} bytes, less than a record of {record_len}; they \
+                         are skipped",
+                        path.display()
+                    ),
+                );
+            }
+            return Ok(());
+        }
     }
 }
 
@@ -658,6 +728,48 @@ impl Planner for FileStream {
         let mut out = Vec::new();
         for file in plan.iter().skip(part).step_by(self.partitions.max(1)) {
             self.read_file(file, &mut out)?;
+        }
+        Ok(out)
+    }
+}
+
+/// The file stream read as fixed-length binary records (Spark's `binaryRecordsStream`): the
+/// same files, plans and exactly-once rules as the text stream; each planned file's bytes are
+/// cut into records of `record_len` bytes (in the file's partition: "lines" in the stats count
+/// records). A file whose length is not a multiple of `record_len` has its last, partial
+/// record skipped and reported (`FileStreamStats::partial_records`).
+pub(crate) struct BinaryRecords {
+    pub(crate) files: FileStream,
+    pub(crate) record_len: usize,
+}
+
+impl Planner for BinaryRecords {
+    type Item = bytes::Bytes;
+    type Plan = Vec<PlannedFile>;
+    type Position = FilePosition;
+
+    fn partitions(&self) -> usize {
+        self.files.partitions()
+    }
+
+    fn initial(&self) -> ComputeResult<FilePosition> {
+        self.files.initial()
+    }
+
+    fn plan(
+        &self,
+        from: &FilePosition,
+        time: u64,
+    ) -> ComputeResult<(Vec<PlannedFile>, FilePosition)> {
+        self.files.plan(from, time)
+    }
+
+    fn read(&self, plan: &Vec<PlannedFile>, part: usize) -> ComputeResult<Vec<bytes::Bytes>> {
+        let mut out = Vec::new();
+        let step = self.files.partitions.max(1);
+        for file in plan.iter().skip(part).step_by(step) {
+            self.files
+                .read_records(file, self.record_len.max(1), &mut out)?;
         }
         Ok(out)
     }

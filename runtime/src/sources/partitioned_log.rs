@@ -1,1 +1,829 @@
-//! The file-backed partitioned log (being written).
+//! A built-in, file-backed partitioned log (Kafka-like, without a broker): exactly-once input
+//! that survives crashes of the writers, of the streaming application and of the machine.
+//!
+//! # Layout and format
+//!
+//! ```text
+//! <dir>/log.meta                       "weir-partitioned-log/1", the partition count
+//! <dir>/partition-00000/writer.lock    the partition's writer lock (an advisory file lock)
+//! <dir>/partition-00000/<base>.log     segments: <base> = offset of the first record, 20 digits
+//! <dir>/committed-<group>.offsets      committed offsets of a consumer group
+//! ```
+//!
+//! Each partition is an append-only sequence of segment files; a record's *offset* is its
+//! index in its partition (0, 1, 2, ...). A segment is a sequence of frames
+//! `[len: u32 LE][crc: u32 LE][payload]`, the CRC32C covering the length bytes and the
+//! payload. When the last segment holds at least
+//! [`segment_bytes`](PartitionedLog::segment_bytes) (64 MiB by default) the next append
+//! starts a new one. There is no retention: segments are never deleted, so
+//! [`earliest`](OffsetSource::earliest) is 0.
+//!
+//! # Writing
+//!
+//! [`PartitionedLog::append`] is safe from many threads and many processes at once: it takes
+//! the partition's file lock, brings its view of the partition up to date, writes the frames
+//! with one `write`, `fdatasync`s the segment (and fsyncs the directory when it created one),
+//! and returns the offsets the records got. When `append` returns the records are durable.
+//!
+//! # Torn tails
+//!
+//! A writer that dies in the middle of an append leaves a *torn tail*: an incomplete frame,
+//! or one whose CRC does not match, at the end of the last segment. Whoever next holds the
+//! partition's lock — [`open`](PartitionedLog::open) / [`create`](PartitionedLog::create),
+//! or the next append — cuts it off (truncate + fsync) and reports it
+//! ([`PartitionedLog::torn_tails`] and a `tracing` warning). Records before it are intact;
+//! the torn record was never acknowledged to its writer. Readers that do not hold the lock
+//! stop at an incomplete or damaged frame (it may be an append in progress) without cutting
+//! it. A damaged frame anywhere but at the tail of the last segment is corruption and an
+//! error, never silently skipped.
+//!
+//! # Reading: an [`OffsetSource`]
+//!
+//! `PartitionedLog` implements [`OffsetSource`], so
+//! [`StreamingContext::direct_stream`](crate::StreamingContext::direct_stream) reads it with
+//! exactly-once semantics: each batch's offset ranges are planned and kept in the checkpoint
+//! (a re-run reads the same records), and after a batch's outputs completed the next offsets
+//! are committed back to the log, atomically, into the consumer group's
+//! `committed-<group>.offsets` (written to a temporary file, fsynced, renamed, directory
+//! fsynced). The checkpoint stays the source of truth for the application; the committed
+//! file tells other tools (or a new application) how far it got — see
+//! [`PartitionedLog::committed`].
+//!
+//! ```
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use weir::dstream::StartingOffsets;
+//! use weir::sources::partitioned_log::PartitionedLog;
+//! use weir::testing::{Collected, ManualClock};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let log = PartitionedLog::create(dir.path(), 2)?;
+//! assert_eq!(log.append(0, &["a", "b"])?, 0..2);
+//! assert_eq!(log.append(1, &["c"])?, 0..1);
+//!
+//! let seen = Collected::default();
+//! let (source, out) = (log.clone(), seen.clone());
+//! let mut clock = ManualClock::new(1000, 2, move |ctx| {
+//!     let records = ctx
+//!         .direct_stream(Arc::new(source.clone()), StartingOffsets::Earliest, None)
+//!         .uid("log")
+//!         .map(|b| String::from_utf8_lossy(b).into_owned());
+//!     out.collect(&records);
+//! })?;
+//! clock.run(1).await?;
+//! assert_eq!(seen.sorted(1000), vec!["a", "b", "c"]);
+//! assert_eq!(log.committed()?, Some(vec![2, 1])); // committed back after the output
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use weir_actors::pipeline::UserError;
+
+use crate::dstream::OffsetSource;
+use crate::dstream::memo::lock;
+use crate::sinks::durable::{FsError, create_dir_durable, fs_err, sync_dir, write_atomic};
+
+const META_FILE: &str = "log.meta";
+const META_HEADER: &str = "weir-partitioned-log/1";
+const COMMITTED_HEADER: &str = "weir-committed-offsets/1";
+const FRAME_HEADER: usize = 8;
+/// The largest record accepted (a longer length field is damage, not a record).
+pub const MAX_RECORD_BYTES: usize = 256 * 1024 * 1024;
+/// One sparse index entry per this many records.
+const INDEX_EVERY: u64 = 1024;
+
+/// Why the log could not be opened, written or read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    /// A file system operation failed.
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    /// The directory is not a partitioned log.
+    #[error("{} is not a partitioned log (no valid {META_FILE}): {reason}", dir.display())]
+    NotALog {
+        /// The directory.
+        dir: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The log exists with another partition count.
+    #[error("the log at {} has {found} partitions, not {asked}", dir.display())]
+    PartitionCount {
+        /// The directory.
+        dir: PathBuf,
+        /// Its partition count.
+        found: u32,
+        /// The count asked for.
+        asked: u32,
+    },
+    /// There is no such partition.
+    #[error("partition {partition} does not exist; the log has {partitions}")]
+    NoSuchPartition {
+        /// The partition asked for.
+        partition: u32,
+        /// How many there are.
+        partitions: u32,
+    },
+    /// A record is larger than [`MAX_RECORD_BYTES`].
+    #[error("a record of {len} bytes is larger than the maximum of {MAX_RECORD_BYTES}")]
+    RecordTooLarge {
+        /// Its length.
+        len: usize,
+    },
+    /// Offsets were asked for that the partition does not hold.
+    #[error("partition {partition} holds offsets {earliest}..{latest}; {asked:?} is out of range")]
+    OutOfRange {
+        /// The partition.
+        partition: u32,
+        /// The range asked for.
+        asked: Range<u64>,
+        /// Its first offset.
+        earliest: u64,
+        /// One past its last offset.
+        latest: u64,
+    },
+    /// The log's files are damaged somewhere a crash cannot have torn them.
+    #[error("the log is damaged: {0}")]
+    Corrupt(String),
+    /// Committed offsets for the wrong number of partitions.
+    #[error("{given} committed offsets given for a log of {partitions} partitions")]
+    CommitShape {
+        /// How many offsets were given.
+        given: usize,
+        /// How many partitions the log has.
+        partitions: u32,
+    },
+}
+
+/// A torn tail that was cut off a partition's last segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TornTail {
+    /// The partition.
+    pub partition: u32,
+    /// The segment file.
+    pub segment: PathBuf,
+    /// The length the segment was cut to (the end of its last whole record).
+    pub cut_at: u64,
+    /// How many bytes were cut off.
+    pub bytes_cut: u64,
+}
+
+/// One segment as far as it was scanned.
+#[derive(Debug)]
+struct Segment {
+    base: u64,
+    path: PathBuf,
+    /// Whole, valid records seen.
+    records: u64,
+    /// Bytes those records take (where scanning goes on).
+    valid_len: u64,
+    /// (offset, byte position) every [`INDEX_EVERY`] records, starting with (base, 0).
+    index: Vec<(u64, u64)>,
+}
+
+impl Segment {
+    fn end(&self) -> u64 {
+        self.base + self.records
+    }
+}
+
+/// What a scan of a segment's tail found after its valid records.
+enum Tail {
+    /// The file ends at the last whole record.
+    Clean,
+    /// An incomplete or damaged frame starts at the valid end; the file is this long.
+    Torn { file_len: u64, reason: String },
+}
+
+#[derive(Debug, Default)]
+struct PartitionView {
+    segments: Vec<Segment>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    partitions: u32,
+    group: String,
+    segment_bytes: u64,
+    views: Vec<Mutex<PartitionView>>,
+    torn: Mutex<Vec<TornTail>>,
+}
+
+/// A file-backed partitioned log; see the [module documentation](self). Clones share one
+/// view of the files.
+#[derive(Clone)]
+pub struct PartitionedLog {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for PartitionedLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PartitionedLog")
+            .field("dir", &self.inner.dir)
+            .field("partitions", &self.inner.partitions)
+            .field("group", &self.inner.group)
+            .finish_non_exhaustive()
+    }
+}
+
+fn partition_dir(dir: &Path, partition: u32) -> PathBuf {
+    dir.join(format!("partition-{partition:05}"))
+}
+
+fn segment_name(base: u64) -> String {
+    format!("{base:020}.log")
+}
+
+fn frame_crc(len: [u8; 4], payload: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&len), payload)
+}
+
+/// Reads one frame at the reader's position: `Ok(None)` at a clean end of file, `Err(reason)`
+/// for an incomplete or damaged frame.
+fn read_frame(reader: &mut impl Read) -> io::Result<Result<Option<Vec<u8>>, String>> {
+    let mut header = [0u8; FRAME_HEADER];
+    let mut got = 0;
+    while got < FRAME_HEADER {
+        match reader.read(&mut header[got..]) {
+            Ok(0) if got == 0 => return Ok(Ok(None)),
+            Ok(0) => {
+                return Ok(Err(format!(
+                    "an incomplete frame header ({got} of 8 bytes)"
+                )));
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let len_bytes = [header[0], header[1], header[2], header[3]];
+    let len = u32::from_le_bytes(len_bytes) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if len > MAX_RECORD_BYTES {
+        return Ok(Err(format!(
+            "a frame length of {len} bytes, over the maximum"
+        )));
+    }
+    let mut payload = Vec::new();
+    let read = reader.take(len as u64).read_to_end(&mut payload)?;
+    if read < len {
+        return Ok(Err(format!("an incomplete record ({read} of {len} bytes)")));
+    }
+    if frame_crc(len_bytes, &payload) != crc {
+        return Ok(Err("a record whose CRC32C does not match".to_owned()));
+    }
+    Ok(Ok(Some(payload)))
+}
+
+/// Scans `segment` from its valid end, adding whole records.
+fn scan(segment: &mut Segment) -> Result<Tail, LogError> {
+    let mut file = match File::open(&segment.path) {
+        Ok(file) => file,
+        Err(e) => return Err(fs_err("open", &segment.path)(e).into()),
+    };
+    let file_len = file
+        .metadata()
+        .map_err(fs_err("stat", &segment.path))?
+        .len();
+    if file_len == segment.valid_len {
+        return Ok(Tail::Clean);
+    }
+    if file_len < segment.valid_len {
+        return Err(LogError::Corrupt(format!(
+            "{} shrank to {file_len} bytes below its {} bytes of records",
+            segment.path.display(),
+            segment.valid_len
+        )));
+    }
+    file.seek(SeekFrom::Start(segment.valid_len))
+        .map_err(fs_err("seek in", &segment.path))?;
+    let mut reader = BufReader::with_capacity(256 * 1024, file.take(file_len - segment.valid_len));
+    loop {
+        match read_frame(&mut reader).map_err(fs_err("read", &segment.path))? {
+            Ok(None) => return Ok(Tail::Clean),
+            Ok(Some(payload)) => {
+                segment.records += 1;
+                segment.valid_len += (FRAME_HEADER + payload.len()) as u64;
+                if segment.records.is_multiple_of(INDEX_EVERY) {
+                    segment
+                        .index
+                        .push((segment.base + segment.records, segment.valid_len));
+                }
+            }
+            Err(reason) => return Ok(Tail::Torn { file_len, reason }),
+        }
+    }
+}
+
+impl PartitionedLog {
+    /// Opens the log at `dir`, creating it with `partitions` partitions (at least 1) if it
+    /// does not exist; torn tails are cut (see [`torn_tails`](Self::torn_tails)).
+    ///
+    /// # Errors
+    ///
+    /// The log exists with another partition count, its files are damaged, or I/O failed.
+    pub fn create(dir: impl AsRef<Path>, partitions: u32) -> Result<Self, LogError> {
+        let dir = dir.as_ref();
+        let partitions = partitions.max(1);
+        if !dir.join(META_FILE).exists() {
+            create_dir_durable(dir)?;
+            for p in 0..partitions {
+                create_dir_durable(&partition_dir(dir, p))?;
+            }
+            write_atomic(
+                &dir.join(META_FILE),
+                format!("{META_HEADER}\npartitions {partitions}\n").as_bytes(),
+            )?;
+        }
+        let log = Self::open(dir)?;
+        if log.inner.partitions != partitions {
+            return Err(LogError::PartitionCount {
+                dir: dir.to_path_buf(),
+                found: log.inner.partitions,
+                asked: partitions,
+            });
+        }
+        Ok(log)
+    }
+
+    /// Opens the existing log at `dir`; torn tails are cut (see
+    /// [`torn_tails`](Self::torn_tails)).
+    ///
+    /// # Errors
+    ///
+    /// `dir` is not a log, its files are damaged, or I/O failed.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, LogError> {
+        let dir = dir.as_ref().to_path_buf();
+        let not_a_log = |reason: String| LogError::NotALog {
+            dir: dir.clone(),
+            reason,
+        };
+        let meta_path = dir.join(META_FILE);
+        let meta = fs::read_to_string(&meta_path).map_err(|e| not_a_log(e.to_string()))?;
+        let mut lines = meta.lines();
+        if lines.next() != Some(META_HEADER) {
+            return Err(not_a_log(format!("it does not start with {META_HEADER}")));
+        }
+        let partitions = lines
+            .next()
+            .and_then(|l| l.strip_prefix("partitions "))
+            .and_then(|n| n.parse::<u32>().ok())
+            .filter(|n| *n > 0)
+            .ok_or_else(|| not_a_log("no valid partition count".to_owned()))?;
+        let log = PartitionedLog {
+            inner: Arc::new(Inner {
+                dir,
+                partitions,
+                group: "default".to_owned(),
+                segment_bytes: 64 * 1024 * 1024,
+                views: (0..partitions)
+                    .map(|_| Mutex::new(PartitionView::default()))
+                    .collect(),
+                torn: Mutex::new(Vec::new()),
+            }),
+        };
+        for p in 0..partitions {
+            let _lock = log.writer_lock(p)?;
+            log.refresh(p, true)?;
+        }
+        Ok(log)
+    }
+
+    /// The same log with committed offsets kept for consumer group `group` (default
+    /// `"default"`; letters, digits, `-` and `_`, other characters are replaced by `_`).
+    #[must_use]
+    pub fn consumer_group(self, group: &str) -> Self {
+        let group: String = group
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.with(|inner| inner.group = group)
+    }
+
+    /// The same log with new segments started once the last one holds `bytes` (at least
+    /// 1; default 64 MiB).
+    #[must_use]
+    pub fn segment_bytes(self, bytes: u64) -> Self {
+        self.with(|inner| inner.segment_bytes = bytes.max(1))
+    }
+
+    fn with(self, change: impl FnOnce(&mut Inner)) -> Self {
+        let old = &self.inner;
+        let mut inner = Inner {
+            dir: old.dir.clone(),
+            partitions: old.partitions,
+            group: old.group.clone(),
+            segment_bytes: old.segment_bytes,
+            views: (0..old.partitions)
+                .map(|_| Mutex::new(PartitionView::default()))
+                .collect(),
+            torn: Mutex::new(lock(&old.torn).clone()),
+        };
+        change(&mut inner);
+        PartitionedLog {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// How many partitions it has.
+    pub fn partition_count(&self) -> u32 {
+        self.inner.partitions
+    }
+
+    /// The torn tails this handle cut off (at open or before an append).
+    pub fn torn_tails(&self) -> Vec<TornTail> {
+        lock(&self.inner.torn).clone()
+    }
+
+    fn check_partition(&self, partition: u32) -> Result<(), LogError> {
+        if partition < self.inner.partitions {
+            Ok(())
+        } else {
+            Err(LogError::NoSuchPartition {
+                partition,
+                partitions: self.inner.partitions,
+            })
+        }
+    }
+
+    /// Takes the partition's writer lock (blocking until other writers release it).
+    fn writer_lock(&self, partition: u32) -> Result<File, LogError> {
+        let path = partition_dir(&self.inner.dir, partition).join("writer.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(fs_err("open the lock file", &path))?;
+        file.lock().map_err(fs_err("lock", &path))?;
+        Ok(file)
+    }
+
+    /// Brings the view of `partition` up to date with its files. With `writer` (the lock
+    /// held), a torn tail of the last segment is cut off; without, scanning stops there.
+    fn refresh(&self, partition: u32, writer: bool) -> Result<u64, LogError> {
+        let mut view = lock(&self.inner.views[partition as usize]);
+        let pdir = partition_dir(&self.inner.dir, partition);
+        // New segments (bases beyond the known ones).
+        let known_last = view.segments.last().map(|s| s.base);
+        let mut found = BTreeMap::new();
+        for entry in fs::read_dir(&pdir).map_err(fs_err("list", &pdir))? {
+            let entry = entry.map_err(fs_err("list", &pdir))?;
+            let name = entry.file_name();
+            let Some(base) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".log"))
+                .filter(|b| b.len() == 20)
+                .and_then(|b| b.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if known_last.is_none_or(|last| base > last) {
+                found.insert(base, entry.path());
+            }
+        }
+        let mut fresh: Vec<Segment> = found
+            .into_iter()
+            .map(|(base, path)| Segment {
+                base,
+                path,
+                records: 0,
+                valid_len: 0,
+                index: vec![(base, 0)],
+            })
+            .collect();
+        // Scan the last known segment to its end, then the new ones in order.
+        let old = view.segments.len();
+        view.segments.append(&mut fresh);
+        let total = view.segments.len();
+        for i in old.saturating_sub(1)..total {
+            let is_last = i + 1 == total;
+            let tail = scan(&mut view.segments[i])?;
+            if let Tail::Torn { file_len, reason } = tail {
+                let segment = &view.segments[i];
+                if !is_last {
+                    return Err(LogError::Corrupt(format!(
+                        "{} holds {reason} at byte {}, and later segments follow",
+                        segment.path.display(),
+                        segment.valid_len
+                    )));
+                }
+                if writer {
+                    let file = OpenOptions::new()
+                        .write(true)
+                        .open(&segment.path)
+                        .map_err(fs_err("open", &segment.path))?;
+                    file.set_len(segment.valid_len)
+                        .map_err(fs_err("truncate", &segment.path))?;
+                    file.sync_all().map_err(fs_err("fsync", &segment.path))?;
+                    let torn = TornTail {
+                        partition,
+                        segment: segment.path.clone(),
+                        cut_at: segment.valid_len,
+                        bytes_cut: file_len - segment.valid_len,
+                    };
+                    tracing::warn!(
+                        "cut a torn tail off {}: {reason} at byte {}, {} bytes removed",
+                        torn.segment.display(),
+                        torn.cut_at,
+                        torn.bytes_cut
+                    );
+                    lock(&self.inner.torn).push(torn);
+                }
+            }
+            if i > 0 {
+                let (prev, this) = (&view.segments[i - 1], &view.segments[i]);
+                if prev.end() != this.base {
+                    return Err(LogError::Corrupt(format!(
+                        "{} ends at offset {} but the next segment {} starts at {}",
+                        prev.path.display(),
+                        prev.end(),
+                        this.path.display(),
+                        this.base
+                    )));
+                }
+            }
+        }
+        Ok(view.segments.last().map_or(0, Segment::end))
+    }
+
+    /// Appends `records` to `partition`, durably; returns the offsets they got. Safe from
+    /// many threads and processes at once (they take turns on the partition's file lock).
+    ///
+    /// # Errors
+    ///
+    /// No such partition, a record over [`MAX_RECORD_BYTES`], damaged files, or I/O failed
+    /// (then nothing was acknowledged; a partial write is a torn tail, cut later).
+    pub fn append<R: AsRef<[u8]>>(
+        &self,
+        partition: u32,
+        records: &[R],
+    ) -> Result<Range<u64>, LogError> {
+        self.check_partition(partition)?;
+        let mut buf = Vec::new();
+        for record in records {
+            let payload = record.as_ref();
+            if payload.len() > MAX_RECORD_BYTES {
+                return Err(LogError::RecordTooLarge { len: payload.len() });
+            }
+            let len = (payload.len() as u32).to_le_bytes();
+            buf.extend_from_slice(&len);
+            buf.extend_from_slice(&frame_crc(len, payload).to_le_bytes());
+            buf.extend_from_slice(payload);
+        }
+        let _lock = self.writer_lock(partition)?;
+        let end = self.refresh(partition, true)?;
+        if records.is_empty() {
+            return Ok(end..end);
+        }
+        let mut view = lock(&self.inner.views[partition as usize]);
+        let pdir = partition_dir(&self.inner.dir, partition);
+        let needs_segment = view
+            .segments
+            .last()
+            .is_none_or(|s| s.valid_len >= self.inner.segment_bytes);
+        if needs_segment {
+            let path = pdir.join(segment_name(end));
+            File::create(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(fs_err("create", &path))?;
+            sync_dir(&pdir)?;
+            view.segments.push(Segment {
+                base: end,
+                path,
+                records: 0,
+                valid_len: 0,
+                index: vec![(end, 0)],
+            });
+        }
+        let Some(segment) = view.segments.last_mut() else {
+            return Err(LogError::Corrupt(format!(
+                "partition {partition} has no segment after creating one"
+            )));
+        };
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(&segment.path)
+            .map_err(fs_err("open", &segment.path))?;
+        file.write_all(&buf)
+            .map_err(fs_err("write", &segment.path))?;
+        file.sync_data().map_err(fs_err("fsync", &segment.path))?;
+        // Account for the records (as a scan would).
+        let mut pos = segment.valid_len;
+        for record in records {
+            segment.records += 1;
+            pos += (FRAME_HEADER + record.as_ref().len()) as u64;
+            if segment.records.is_multiple_of(INDEX_EVERY) {
+                segment.index.push((segment.base + segment.records, pos));
+            }
+        }
+        segment.valid_len = pos;
+        Ok(end..segment.end())
+    }
+
+    /// One past the last record of every partition, as the files are now.
+    ///
+    /// # Errors
+    ///
+    /// Damaged files or I/O failed.
+    pub fn end_offsets(&self) -> Result<Vec<u64>, LogError> {
+        (0..self.inner.partitions)
+            .map(|p| self.refresh(p, false))
+            .collect()
+    }
+
+    /// The records `range` of `partition`.
+    ///
+    /// # Errors
+    ///
+    /// No such partition, offsets the partition does not hold, damaged files, or I/O failed.
+    pub fn read_range(&self, partition: u32, range: Range<u64>) -> Result<Vec<Bytes>, LogError> {
+        self.check_partition(partition)?;
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        let end = {
+            let view = lock(&self.inner.views[partition as usize]);
+            view.segments.last().map_or(0, Segment::end)
+        };
+        let end = if range.end > end {
+            self.refresh(partition, false)?
+        } else {
+            end
+        };
+        if range.end > end {
+            return Err(LogError::OutOfRange {
+                partition,
+                asked: range,
+                earliest: 0,
+                latest: end,
+            });
+        }
+        // Where to start in which segments (copied out, so reading holds no lock).
+        let plan: Vec<(PathBuf, u64, u64, u64)> = {
+            let view = lock(&self.inner.views[partition as usize]);
+            view.segments
+                .iter()
+                .filter(|s| s.end() > range.start && s.base < range.end)
+                .map(|s| {
+                    let i = s
+                        .index
+                        .partition_point(|(o, _)| *o <= range.start.max(s.base));
+                    let (offset, pos) = s.index[i.saturating_sub(1)];
+                    (s.path.clone(), offset, pos, s.valid_len)
+                })
+                .collect()
+        };
+        let mut out = Vec::with_capacity((range.end - range.start) as usize);
+        let mut next = range.start;
+        for (path, mut offset, pos, valid_len) in plan {
+            let mut file = File::open(&path).map_err(fs_err("open", &path))?;
+            file.seek(SeekFrom::Start(pos))
+                .map_err(fs_err("seek in", &path))?;
+            let mut reader = BufReader::with_capacity(256 * 1024, file.take(valid_len - pos));
+            while next < range.end {
+                match read_frame(&mut reader).map_err(fs_err("read", &path))? {
+                    Ok(Some(payload)) => {
+                        if offset >= next {
+                            out.push(Bytes::from(payload));
+                            next += 1;
+                        }
+                        offset += 1;
+                    }
+                    Ok(None) => break,
+                    Err(reason) => {
+                        return Err(LogError::Corrupt(format!(
+                            "{} holds {reason} before offset {next}, inside the part already \
+                             read whole",
+                            path.display()
+                        )));
+                    }
+                }
+            }
+        }
+        if next != range.end {
+            return Err(LogError::Corrupt(format!(
+                "partition {partition}: found offsets {}..{next} of {range:?}",
+                range.start
+            )));
+        }
+        Ok(out)
+    }
+
+    fn committed_path(&self) -> PathBuf {
+        self.inner
+            .dir
+            .join(format!("committed-{}.offsets", self.inner.group))
+    }
+
+    /// The offsets this consumer group committed (`None`: never committed).
+    ///
+    /// # Errors
+    ///
+    /// The file is damaged or cannot be read.
+    pub fn committed(&self) -> Result<Option<Vec<u64>>, LogError> {
+        let path = self.committed_path();
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(fs_err("read", &path)(e).into()),
+        };
+        let corrupt = |what: &str| LogError::Corrupt(format!("{} {what}", path.display()));
+        let (body, crc_line) = text
+            .trim_end_matches('\n')
+            .rsplit_once('\n')
+            .ok_or_else(|| corrupt("is truncated"))?;
+        let crc = crc_line
+            .strip_prefix("crc32c ")
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+            .ok_or_else(|| corrupt("has no checksum line"))?;
+        if crc32c::crc32c(body.as_bytes()) != crc {
+            return Err(corrupt("does not match its checksum"));
+        }
+        let mut lines = body.lines();
+        if lines.next() != Some(COMMITTED_HEADER) {
+            return Err(corrupt(&format!("does not start with {COMMITTED_HEADER}")));
+        }
+        let offsets = lines
+            .map(|l| l.parse::<u64>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| corrupt(&format!("holds an invalid offset ({e})")))?;
+        if offsets.len() != self.inner.partitions as usize {
+            return Err(corrupt(&format!(
+                "holds {} offsets for {} partitions",
+                offsets.len(),
+                self.inner.partitions
+            )));
+        }
+        Ok(Some(offsets))
+    }
+
+    /// Records, atomically and durably, that this consumer group processed everything before
+    /// `next` (one offset per partition).
+    ///
+    /// # Errors
+    ///
+    /// Not one offset per partition, or I/O failed (the previous commit stays).
+    pub fn commit_offsets(&self, next: &[u64]) -> Result<(), LogError> {
+        if next.len() != self.inner.partitions as usize {
+            return Err(LogError::CommitShape {
+                given: next.len(),
+                partitions: self.inner.partitions,
+            });
+        }
+        let mut body = COMMITTED_HEADER.to_owned();
+        for offset in next {
+            body.push('\n');
+            body.push_str(&offset.to_string());
+        }
+        let text = format!("{body}\ncrc32c {:08x}\n", crc32c::crc32c(body.as_bytes()));
+        write_atomic(&self.committed_path(), text.as_bytes())?;
+        Ok(())
+    }
+}
+
+fn user(err: LogError) -> UserError {
+    Box::new(err)
+}
+
+impl OffsetSource for PartitionedLog {
+    fn name(&self) -> String {
+        format!("partitioned-log:{}", self.inner.dir.display())
+    }
+    fn partitions(&self) -> usize {
+        self.inner.partitions as usize
+    }
+    fn earliest(&self) -> Result<Vec<u64>, UserError> {
+        Ok(vec![0; self.inner.partitions as usize])
+    }
+    fn latest(&self) -> Result<Vec<u64>, UserError> {
+        self.end_offsets().map_err(user)
+    }
+    fn read(&self, partition: u32, range: Range<u64>) -> Result<Vec<Bytes>, UserError> {
+        self.read_range(partition, range).map_err(user)
+    }
+    fn commit(&self, next: &[u64]) -> Result<(), UserError> {
+        self.commit_offsets(next).map_err(user)
+    }
+}

@@ -1,0 +1,191 @@
+//! `word_count --control-addr` end to end with the `weir` tool: `weir events --addr --json`
+//! follows the live stream, `weir kill receiver-0` without the token is refused, and with it
+//! the receiver's failure and its restart appear in the stream.
+//!
+//! The `weir` binary (package `weir`) is looked up next to `word_count` in the target
+//! directory; when this package's tests run alone it is built first with the running cargo.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use weir_examples::text_server::TextServer;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The `weir` binary, built if it is not there yet.
+fn weir_binary() -> PathBuf {
+    let word_count = PathBuf::from(env!("CARGO_BIN_EXE_word_count"));
+    let dir = word_count.parent().unwrap();
+    let weir = dir.join(format!("weir{}", std::env::consts::EXE_SUFFIX));
+    if !weir.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "weir", "--bin", "weir"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "building the weir binary failed");
+    }
+    assert!(weir.exists(), "no weir binary at {}", weir.display());
+    weir
+}
+
+/// A free loopback port (taken by the OS for a moment, then released).
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Kills and reaps the child when dropped, so a failed assertion leaves nothing running.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `weir events --addr A --json`, its lines arriving on a channel.
+fn follow(weir: &Path, addr: SocketAddr) -> (Reaped, mpsc::Receiver<serde_json::Value>) {
+    let mut child = Command::new(weir)
+        .args(["events", "--addr", &addr.to_string(), "--json"])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            let value: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("`{line}` is not JSON: {e}"));
+            if tx.send(value).is_err() {
+                return;
+            }
+        }
+    });
+    (Reaped(child), rx)
+}
+
+/// Reads events until one matches, failing after `WAIT`.
+fn until(
+    events: &mpsc::Receiver<serde_json::Value>,
+    what: &str,
+    f: impl Fn(&serde_json::Value) -> bool,
+) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = events
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+        if f(&event) {
+            return;
+        }
+    }
+}
+
+fn kind_and_actor(event: &serde_json::Value) -> (&str, &str) {
+    (
+        event["kind"].as_str().unwrap_or(""),
+        event["actor"].as_str().unwrap_or(""),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weir_follows_word_count_and_kills_its_receiver_only_with_the_token() {
+    let weir = weir_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("checkpoint");
+    let server = TextServer::start(20, Duration::from_millis(10), 7)
+        .await
+        .unwrap();
+    let control = free_addr();
+    let word_count = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_word_count"))
+            .args([
+                "--socket",
+                &server.addr().to_string(),
+                "--control-addr",
+                &control.to_string(),
+                "--checkpoint-dir",
+                checkpoint.to_str().unwrap(),
+                "--output-dir",
+                dir.path().join("output").to_str().unwrap(),
+                "--batch-ms",
+                "200",
+                "--quiet",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    // The endpoint is up once it accepts connections (the token is written before it binds).
+    let deadline = Instant::now() + WAIT;
+    while TcpStream::connect(control).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the control endpoint never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let token = checkpoint.join("control-token");
+    assert!(token.exists(), "no token at {}", token.display());
+
+    let (follower, events) = follow(&weir, control);
+    until(&events, "a completed batch", |e| {
+        kind_and_actor(e).0 == "batch_completed"
+    });
+
+    let kill = |with_token: bool| {
+        let mut command = Command::new(&weir);
+        command
+            .args(["kill", "receiver-0", "--addr", &control.to_string()])
+            .env("NO_COLOR", "1");
+        if with_token {
+            command.arg("--token-file").arg(&token);
+        }
+        command.output().unwrap()
+    };
+    let refused = kill(false);
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "a kill without the token is refused"
+    );
+    let said = String::from_utf8_lossy(&refused.stderr).to_lowercase();
+    assert!(said.contains("token"), "the refusal says why: {said}");
+
+    let done = kill(true);
+    assert!(
+        done.status.success(),
+        "kill with the token: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    until(&events, "receiver-0's failure", |e| {
+        kind_and_actor(e) == ("actor_failed", "receiver-0")
+    });
+    until(&events, "receiver-0's restart", |e| {
+        kind_and_actor(e) == ("actor_restarted", "receiver-0")
+    });
+    until(&events, "receiver-0 started again", |e| {
+        kind_and_actor(e) == ("actor_started", "receiver-0")
+    });
+    drop(follower);
+    drop(word_count);
+}

@@ -1,0 +1,158 @@
+//! How events and times read as text.
+
+use weir_actors::Event;
+
+/// `HH:MM:SS.mmm` (UTC) of a time in ms since the Unix epoch.
+pub fn clock(time_ms: u64) -> String {
+    let ms = time_ms % 1000;
+    let s = time_ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}.{ms:03}",
+        (s / 3600) % 24,
+        (s / 60) % 60,
+        s % 60
+    )
+}
+
+/// A byte count for people: `512 B`, `3.2 KiB`, `7.0 MiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// How bad an event is, for colouring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    /// Routine.
+    Info,
+    /// Something healed (a restart, a skipped checkpoint, a cut tail, a lag).
+    Warning,
+    /// A failure.
+    Error,
+}
+
+/// The severity of `event`.
+pub fn severity(event: &Event) -> Severity {
+    match event {
+        Event::ActorFailed { .. } | Event::ActorGaveUp { .. } | Event::ReceiverError { .. } => {
+            Severity::Error
+        }
+        Event::ActorRestarted { .. }
+        | Event::CheckpointSkipped { .. }
+        | Event::CheckpointFailed { .. }
+        | Event::WalTornTailCut { .. }
+        | Event::Lagged { .. } => Severity::Warning,
+        _ => Severity::Info,
+    }
+}
+
+/// One line describing `event`, e.g. `receiver-0 failed: killed`.
+pub fn describe(event: &Event) -> String {
+    match event {
+        Event::ActorStarted { actor } => format!("{actor} started"),
+        Event::ActorFailed { actor, reason } => format!("{actor} failed: {reason}"),
+        Event::ActorRestarted {
+            actor,
+            attempt,
+            delay_ms,
+        } => format!("{actor} restarts in {delay_ms} ms (restart {attempt} in the window)"),
+        Event::ActorGaveUp {
+            actor,
+            child,
+            reason,
+        } => format!("{actor} gave up on {child}: {reason}"),
+        Event::ReceiverStarted { actor, stream } => format!("{actor} receiving stream {stream}"),
+        Event::ReceiverStopped {
+            actor,
+            stream,
+            reason,
+        } => format!("{actor} stopped receiving stream {stream}: {reason}"),
+        Event::ReceiverError {
+            actor,
+            stream,
+            error,
+        } => format!("{actor} (stream {stream}) error: {error}"),
+        Event::BlockStored {
+            actor,
+            records,
+            bytes: b,
+            ..
+        } => format!(
+            "{actor} stored a block of {records} records ({})",
+            bytes(*b)
+        ),
+        Event::BatchGenerated {
+            batch_time_ms,
+            blocks,
+            records,
+        } => format!(
+            "batch {} generated: {blocks} blocks, {records} records",
+            clock(*batch_time_ms)
+        ),
+        Event::BatchStarted {
+            batch_time_ms,
+            scheduling_delay_ms,
+        } => format!(
+            "batch {} started after {scheduling_delay_ms} ms",
+            clock(*batch_time_ms)
+        ),
+        Event::BatchCompleted {
+            batch_time_ms,
+            scheduling_delay_ms,
+            processing_ms,
+            records,
+        } => format!(
+            "batch {} completed: {records} records, delay {scheduling_delay_ms} ms, processing {processing_ms} ms",
+            clock(*batch_time_ms)
+        ),
+        Event::OutputStarted {
+            batch_time_ms,
+            output,
+        } => format!("output {output} of batch {} started", clock(*batch_time_ms)),
+        Event::OutputCompleted {
+            batch_time_ms,
+            output,
+            duration_ms,
+        } => format!(
+            "output {output} of batch {} committed in {duration_ms} ms",
+            clock(*batch_time_ms)
+        ),
+        Event::WalSegmentRolled {
+            log,
+            sealed,
+            segment,
+            reason,
+        } => format!("WAL {log}: segment {sealed} sealed ({reason}), now {segment}"),
+        Event::WalSegmentsCleaned { log, segments, .. } => {
+            format!("WAL {log}: {} segments cleaned", segments.len())
+        }
+        Event::WalTornTailCut {
+            log,
+            segment,
+            offset,
+            discarded_bytes,
+            reason,
+        } => format!(
+            "WAL {log}: torn tail of segment {segment} cut at {offset} ({discarded_bytes} bytes: {reason})"
+        ),
+        Event::CheckpointWritten { id, bytes: b, .. } => {
+            format!("checkpoint {id} written ({})", bytes(*b))
+        }
+        Event::CheckpointSkipped { id, reason, .. } => {
+            format!("checkpoint {id} skipped: {reason}")
+        }
+        Event::CheckpointRestored { id, .. } => format!("checkpoint {id} restored"),
+        Event::CheckpointFailed { reason, .. } => format!("a checkpoint write failed: {reason}"),
+        Event::Lagged { missed } => format!("{missed} events missed (this reader was too slow)"),
+        other => format!("{other:?}"),
+    }
+}

@@ -1,0 +1,456 @@
+//! `map_with_state` against expected outputs for fixed inputs.
+//!
+//! The scenarios and their expected outputs are those of Spark's `MapWithStateSuite` (facts
+//! about the operator's semantics: every input word `w` becomes `(w, 1)`, batch interval 1 s);
+//! the tests are ours. Outputs and state snapshots are compared per batch, sorted.
+
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+use std::time::Duration;
+
+use weir::dstream::{QueueStream, State, StateSpec};
+use weir::testing::{Collected, ManualClock};
+
+const INTERVAL: u64 = 1000;
+
+type Spec<S, T> = StateSpec<String, i64, S, T>;
+
+/// How a run is interrupted.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    None,
+    /// A driver restart after this many batches.
+    RestartAfter(usize),
+    /// A crash in the middle of the batch after this many batches (re-run after restart).
+    CrashAfter(usize),
+}
+
+struct Run<S, T> {
+    outputs: Vec<Vec<T>>,
+    snapshots: Vec<Vec<(String, S)>>,
+}
+
+fn words(batches: &[&[&str]]) -> Vec<Vec<String>> {
+    batches
+        .iter()
+        .map(|b| b.iter().map(|w| (*w).to_owned()).collect())
+        .collect()
+}
+
+fn kv<S: Clone>(batches: &[&[(&str, S)]]) -> Vec<Vec<(String, S)>> {
+    batches
+        .iter()
+        .map(|b| {
+            b.iter()
+                .map(|(k, s)| ((*k).to_owned(), s.clone()))
+                .collect()
+        })
+        .collect()
+}
+
+fn sorted<T: Ord>(mut batches: Vec<Vec<T>>) -> Vec<Vec<T>> {
+    for b in &mut batches {
+        b.sort();
+    }
+    batches
+}
+
+/// Runs `spec()` over a queue stream of `input` mapped to `(word, 1)` for `batches` batches,
+/// interrupted by `fault`: every batch's mapped output and state snapshot, sorted.
+async fn run<S, T>(
+    input: &[&[&str]],
+    batches: usize,
+    fault: Fault,
+    spec: impl Fn() -> Spec<S, T> + Send + Sync + 'static,
+) -> Result<Run<S, T>, weir::Error>
+where
+    S: Clone + Send + Sync + Ord + serde::Serialize + serde::de::DeserializeOwned + 'static,
+    T: Clone + Send + Sync + Ord + 'static,
+{
+    let queue = QueueStream::new(true, 2);
+    for batch in words(input) {
+        queue.push(batch);
+    }
+    let (outputs, snapshots) = (Collected::default(), Collected::default());
+    let (q, o, s) = (queue.clone(), outputs.clone(), snapshots.clone());
+    let mut clock = ManualClock::new(INTERVAL, 2, move |ctx| {
+        let stream = ctx
+            .queue_stream(&q)
+            .uid("input")
+            .map(|w: &String| (w.clone(), 1i64))
+            .map_with_state(spec())
+            .uid("state");
+        o.collect(&stream);
+        s.collect(&stream.state_snapshots());
+    })?;
+    match fault {
+        Fault::None => clock.run(batches).await?,
+        Fault::RestartAfter(k) => {
+            clock.run(k).await?;
+            clock.restart()?;
+            clock.run(batches - k).await?;
+        }
+        Fault::CrashAfter(k) => {
+            clock.run(k).await?;
+            clock.crash_mid_batch()?;
+            clock.run(batches - k).await?;
+        }
+    }
+    let every = |c: &Collected<_>| -> Vec<u64> { c.batches().keys().copied().collect() };
+    let times: Vec<u64> = (1..=batches as u64).map(|k| k * INTERVAL).collect();
+    assert_eq!(every(&snapshots), times, "a snapshot every batch");
+    Ok(Run {
+        outputs: times.iter().map(|&t| outputs.sorted(t)).collect(),
+        snapshots: times.iter().map(|&t| snapshots.sorted(t)).collect(),
+    })
+}
+
+const GROWING: &[&[&str]] = &[
+    &[],
+    &["a"],
+    &["a", "b"],
+    &["a", "b", "c"],
+    &["a", "b"],
+    &["a"],
+    &[],
+];
+
+fn growing_states() -> Vec<Vec<(String, i64)>> {
+    kv(&[
+        &[],
+        &[("a", 1)],
+        &[("a", 2), ("b", 1)],
+        &[("a", 3), ("b", 2), ("c", 1)],
+        &[("a", 4), ("b", 3), ("c", 1)],
+        &[("a", 5), ("b", 3), ("c", 1)],
+        &[("a", 5), ("b", 3), ("c", 1)],
+    ])
+}
+
+/// The running count; returns the count so far.
+fn running_count(_: &String, value: Option<&i64>, state: &mut State<i64>) -> i64 {
+    let sum = value.copied().unwrap_or(0) + state.get().copied().unwrap_or(0);
+    state.update(sum);
+    sum
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_operations_with_the_simple_api() {
+    let run = run(GROWING, 7, Fault::None, || {
+        StateSpec::function(running_count)
+    })
+    .await
+    .unwrap();
+    let expected: Vec<Vec<i64>> = vec![
+        vec![],
+        vec![1],
+        vec![1, 2],
+        vec![1, 2, 3],
+        vec![3, 4],
+        vec![5],
+        vec![],
+    ];
+    assert_eq!(run.outputs, expected);
+    assert_eq!(run.snapshots, growing_states());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_operations_with_the_batch_time_api() {
+    let run = run(GROWING, 7, Fault::None, || {
+        StateSpec::function_with_time(
+            |_t, key: &String, value: Option<&i64>, state: &mut State<i64>| {
+                let sum = value.copied().unwrap_or(0) + state.get().copied().unwrap_or(0);
+                state.update(sum);
+                Some(key.repeat(2))
+            },
+        )
+    })
+    .await
+    .unwrap();
+    let expected = words(&[
+        &[],
+        &["aa"],
+        &["aa", "bb"],
+        &["aa", "bb", "cc"],
+        &["aa", "bb"],
+        &["aa"],
+        &[],
+    ]);
+    assert_eq!(run.outputs, expected);
+    assert_eq!(run.snapshots, growing_states());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn states_as_mapped_data_only_for_keys_with_data() {
+    let run = run(GROWING, 7, Fault::None, || {
+        StateSpec::function_with_time(
+            |_t, key: &String, value: Option<&i64>, state: &mut State<i64>| {
+                let sum = value.copied().unwrap_or(0) + state.get().copied().unwrap_or(0);
+                state.update(sum);
+                Some((key.clone(), sum))
+            },
+        )
+    })
+    .await
+    .unwrap();
+    // Keys without data in a batch are not touched: c is in the state but not mapped at 5 s.
+    let expected = kv(&[
+        &[],
+        &[("a", 1)],
+        &[("a", 2), ("b", 1)],
+        &[("a", 3), ("b", 2), ("c", 1)],
+        &[("a", 4), ("b", 3)],
+        &[("a", 5)],
+        &[],
+    ]);
+    assert_eq!(run.outputs, expected);
+    assert_eq!(run.snapshots, growing_states());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initial_states_with_nothing_returned() {
+    let run = run(GROWING, 7, Fault::None, || {
+        StateSpec::function_with_time(
+            |_t, _: &String, value: Option<&i64>, state: &mut State<i64>| {
+                let sum = value.copied().unwrap_or(0) + state.get().copied().unwrap_or(0);
+                state.update(sum);
+                None::<i64>
+            },
+        )
+        .initial_state(kv(&[&[("a", 5), ("b", 10), ("c", -20), ("d", 0)]]).remove(0))
+    })
+    .await
+    .unwrap();
+    assert_eq!(run.outputs, vec![Vec::<i64>::new(); 7]);
+    let expected = kv(&[
+        &[("a", 5), ("b", 10), ("c", -20), ("d", 0)],
+        &[("a", 6), ("b", 10), ("c", -20), ("d", 0)],
+        &[("a", 7), ("b", 11), ("c", -20), ("d", 0)],
+        &[("a", 8), ("b", 12), ("c", -19), ("d", 0)],
+        &[("a", 9), ("b", 13), ("c", -19), ("d", 0)],
+        &[("a", 10), ("b", 13), ("c", -19), ("d", 0)],
+        &[("a", 10), ("b", 13), ("c", -19), ("d", 0)],
+    ]);
+    assert_eq!(run.snapshots, sorted(expected));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_removing() {
+    let input: &[&[&str]] = &[
+        &[],
+        &["a"],
+        &["a", "b"],      // a is removed
+        &["a", "b", "c"], // b is removed
+        &["a", "b", "c"], // a and c are removed
+        &["a", "b"],      // b is removed
+        &["a"],           // a is removed
+        &[],
+    ];
+    let run = run(input, 8, Fault::None, || {
+        StateSpec::function_with_time(
+            |_t, key: &String, value: Option<&i64>, state: &mut State<i64>| {
+                if state.exists() {
+                    state.remove();
+                    Some(key.clone())
+                } else {
+                    state.update(value.copied().unwrap_or(0));
+                    None
+                }
+            },
+        )
+        .num_partitions(1)
+    })
+    .await
+    .unwrap();
+    let expected = words(&[&[], &[], &["a"], &["b"], &["a", "c"], &["b"], &["a"], &[]]);
+    assert_eq!(run.outputs, expected);
+    let states = kv(&[
+        &[],
+        &[("a", 1)],
+        &[("b", 1)],
+        &[("a", 1), ("c", 1)],
+        &[("b", 1)],
+        &[("a", 1)],
+        &[],
+        &[],
+    ]);
+    assert_eq!(run.snapshots, states);
+}
+
+fn timing_out_input() -> Vec<&'static [&'static str]> {
+    let mut input: Vec<&[&str]> = vec![
+        &["a", "b", "c"],
+        &["a", "b"],
+        &["a"],
+        &[],    // 4 s
+        &[],    // 5 s: c times out (last updated at 1 s, more than 3 s ago)
+        &["a"], // 6 s: b times out (last updated at 2 s); a does not
+    ];
+    input.extend(std::iter::repeat_n(&["a"][..], 20));
+    input
+}
+
+fn timing_out_spec() -> Spec<i64, String> {
+    StateSpec::function_with_time(
+        |_t, key: &String, value: Option<&i64>, state: &mut State<i64>| {
+            if value.is_some() {
+                state.update(1);
+            }
+            state.is_timing_out().then(|| key.clone())
+        },
+    )
+    .timeout(Duration::from_secs(3))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_timing_out() {
+    let input = timing_out_input();
+    let run = run(&input, 20, Fault::None, timing_out_spec).await.unwrap();
+    // b and c are returned once each, when they time out.
+    let mut all: Vec<String> = run.outputs.iter().flatten().cloned().collect();
+    all.sort();
+    assert_eq!(all, vec!["b".to_owned(), "c".to_owned()]);
+    assert_eq!(run.outputs[4], vec!["c".to_owned()], "c at 5 s");
+    assert_eq!(run.outputs[5], vec!["b".to_owned()], "b at 6 s");
+    // States for a, b and c are all defined at some point; finally only a's.
+    let abc = kv(&[&[("a", 1), ("b", 1), ("c", 1)]]).remove(0);
+    assert!(run.snapshots.contains(&abc));
+    assert_eq!(run.snapshots[4], kv(&[&[("a", 1), ("b", 1)]]).remove(0));
+    assert_eq!(run.snapshots.last(), Some(&kv(&[&[("a", 1)]]).remove(0)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_initial_state_times_out_from_the_first_batch() {
+    let run = run(
+        &[&["a"], &["a"], &["a"], &["a"], &["a"]],
+        5,
+        Fault::None,
+        || timing_out_spec().initial_state(vec![("z".to_owned(), 7)]),
+    )
+    .await
+    .unwrap();
+    // z counts as updated at 1 s: it times out at 5 s, the first batch more than 3 s later.
+    assert_eq!(run.outputs[3], Vec::<String>::new());
+    assert_eq!(run.outputs[4], vec!["z".to_owned()]);
+    assert_eq!(run.snapshots[3], kv(&[&[("a", 1), ("z", 7)]]).remove(0));
+    assert_eq!(run.snapshots[4], kv(&[&[("a", 1)]]).remove(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misusing_the_state_fails_the_batch_with_the_reason() {
+    type Misuse = fn(&mut State<i64>);
+    let cases: Vec<(Misuse, &str)> = vec![
+        (|s| s.update(2), "timing out cannot be updated"),
+        (|s| s.remove(), "timing out cannot be removed"),
+    ];
+    for (misuse, why) in cases {
+        let err = run(&[&["a"]], 6, Fault::None, move || {
+            StateSpec::function(move |_: &String, v: Option<&i64>, s: &mut State<i64>| {
+                if v.is_some() {
+                    s.update(1);
+                } else {
+                    misuse(s);
+                }
+                0i64
+            })
+            .timeout(Duration::from_secs(1))
+        })
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(err.contains(why), "{err:?}");
+        assert!(err.contains("batch 3000"), "{err:?}");
+    }
+    let err = run(&[&["a"]], 1, Fault::None, || {
+        StateSpec::function(|_: &String, _: Option<&i64>, s: &mut State<i64>| {
+            s.update(1);
+            s.remove();
+            s.update(2);
+            assert!(s.is_removed() && !s.is_updated() && !s.exists());
+            0i64
+        })
+    })
+    .await
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(
+        err.contains("cannot be updated after it was removed"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_failure_recovery() {
+    for fault in [
+        Fault::RestartAfter(3),
+        Fault::CrashAfter(3),
+        Fault::RestartAfter(1),
+        Fault::CrashAfter(5),
+    ] {
+        let run = run(GROWING, 7, fault, || StateSpec::function(running_count))
+            .await
+            .unwrap();
+        assert_eq!(run.snapshots, growing_states(), "{fault:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_continue_exactly_across_restarts() {
+    let input = timing_out_input();
+    let whole = run(&input, 12, Fault::None, timing_out_spec).await.unwrap();
+    for k in [2, 4, 5, 8] {
+        for fault in [Fault::RestartAfter(k), Fault::CrashAfter(k)] {
+            let run = run(&input, 12, fault, timing_out_spec).await.unwrap();
+            assert_eq!(run.outputs, whole.outputs, "{fault:?}");
+            assert_eq!(run.snapshots, whole.snapshots, "{fault:?}");
+        }
+    }
+    // The restored state keeps when each key was last updated: c still times out at 5 s.
+    assert_eq!(whole.outputs[4], vec!["c".to_owned()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_initial_state_is_not_applied_again_after_a_restart() {
+    let spec = || StateSpec::function(running_count).initial_state(vec![("a".to_owned(), 100)]);
+    let whole = run(GROWING, 7, Fault::None, spec).await.unwrap();
+    let restarted = run(GROWING, 7, Fault::RestartAfter(4), spec).await.unwrap();
+    assert_eq!(restarted.snapshots, whole.snapshots);
+    assert_eq!(
+        whole.snapshots[6],
+        kv(&[&[("a", 105), ("b", 3), ("c", 1)]]).remove(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_of_a_checkpointed_batch_stays_in_memory() {
+    use std::sync::{Arc, Mutex};
+    let queue = QueueStream::new(true, 2);
+    for batch in words(GROWING) {
+        queue.push(batch);
+    }
+    let handle: Arc<Mutex<Option<weir::dstream::MapWithStateDStream<String, i64, i64>>>> =
+        Arc::default();
+    let (q, h) = (queue.clone(), Arc::clone(&handle));
+    let mut clock = ManualClock::new(INTERVAL, 2, move |ctx| {
+        let stream = ctx
+            .queue_stream(&q)
+            .map(|w: &String| (w.clone(), 1i64))
+            .map_with_state(StateSpec::function(running_count));
+        stream.foreach_batch(|_| Ok(()));
+        stream.state_snapshots().foreach_batch(|_| Ok(()));
+        *h.lock().unwrap() = Some(stream);
+    })
+    .unwrap();
+    for _ in 0..GROWING.len() {
+        clock.run(1).await.unwrap();
+        let stream = handle.lock().unwrap().clone().unwrap();
+        // The batch completed and was snapshotted: its state is the base, its output gone.
+        assert_eq!(stream.remembered_batches(), Vec::<u64>::new());
+        assert_eq!(
+            stream.state_snapshots().remembered_batches(),
+            Vec::<u64>::new()
+        );
+    }
+}
