@@ -1,0 +1,1095 @@
+//! weir vs Spark Streaming, side by side, in one run on one machine.
+//!
+//! ```text
+//! cargo run --release -p weir-examples --bin bench -- --all
+//! ```
+//!
+//! The bench builds weir's `word_count` (the same profile as itself), runs
+//! `examples/bench/setup.sh` (PySpark 3.5 from PyPI into a venv under `target/bench/`, and
+//! `JavaWordCount.java` compiled with `javac` against the jars it ships), then measures, each
+//! run bounded in time and stopping by itself, everything on 127.0.0.1:
+//!
+//! * the feeder's own ceiling (TCP to a reader that discards; files into a directory);
+//! * the floors: a single-threaded `split_whitespace` + `HashMap` word count over the
+//!   feeder's bytes, and raw `write` + `sync_data` bandwidth at the WAL's group sizes;
+//! * the sustainable rate of each system on the socket source (weir; Spark Java with and
+//!   without the receiver WAL; PySpark without): doubling then bisection over input rates,
+//!   each step a fresh bounded run, passing when the feeder delivered the rate, enough
+//!   batches completed, their p95 processing time stayed below the batch interval and the
+//!   scheduling delay did not build up;
+//! * per-batch processing time, scheduling delay and end-to-end latency p50 / p99 at a fixed
+//!   moderate rate with `--latency-batch-ms` batches;
+//! * start-up to the first completed batch, and `kill -9` → restart → first completed batch
+//!   with lost and duplicated word counts (the summed output against what the feeder
+//!   delivered), on the directory and on the socket source;
+//! * peak RSS (VmHWM of the process and its descendants: for PySpark, python + the JVM).
+//!
+//! It prints a markdown report and writes it to `target/bench/report.md` (`--report`).
+//! Spark's per-batch timings come from a StreamingListener in each Spark job, weir's from its
+//! event log (`<checkpoint>/events/events.jsonl`). The bench is not part of CI (it downloads
+//! Spark); CI only builds it.
+
+#[path = "bench/feeder.rs"]
+mod feeder;
+#[path = "bench/floors.rs"]
+mod floors;
+#[path = "bench/system.rs"]
+mod system;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+use crate::feeder::{Feeder, Pool, Tally, wall_ms};
+use crate::system::{BatchStat, Kind, Launch, RunDirs, Source, SparkSetup, read_output};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// weir vs Spark Streaming: sustainable rate, latency, recovery, memory, and two floors.
+#[derive(Parser, Debug)]
+#[command(about)]
+struct Args {
+    /// Run every phase against every system (installs Spark on first use).
+    #[arg(long)]
+    all: bool,
+    /// Run only these phases (feeder, floors, rate, latency, kill); repeatable.
+    #[arg(long = "phase", value_name = "PHASE")]
+    phases: Vec<String>,
+    /// Leave out these systems (weir, spark-java, pyspark); repeatable.
+    #[arg(long = "skip", value_name = "SYSTEM")]
+    skip: Vec<String>,
+    /// Short runs (a smoke test of the harness; numbers are rough).
+    #[arg(long)]
+    quick: bool,
+    /// The batch interval of the rate and kill phases, for every system.
+    #[arg(long, default_value_t = 1000)]
+    batch_ms: u64,
+    /// The batch interval of the latency phase.
+    #[arg(long, default_value_t = 100)]
+    latency_batch_ms: u64,
+    /// The fixed moderate rate (words/s) of the latency and kill phases.
+    #[arg(long, default_value_t = 100_000.0)]
+    moderate_rate: f64,
+    /// The first rate (words/s) of the sustainable-rate search.
+    #[arg(long, default_value_t = 50_000.0)]
+    start_rate: f64,
+    /// The highest rate tried (default: 90% of the feeder's socket ceiling).
+    #[arg(long)]
+    max_rate: Option<f64>,
+    /// Seconds measured per rate step (after the warm-up).
+    #[arg(long)]
+    step_secs: Option<f64>,
+    /// Seconds of warm-up after the first completed batch before a step is measured
+    /// (default 15, 10 with --quick: a JVM under load needs about 10 to JIT-compile and work
+    /// off its first slow batches; with 3, Spark's measured rates collapsed).
+    #[arg(long)]
+    warmup_secs: Option<f64>,
+    /// Bisection steps after the doubling.
+    #[arg(long)]
+    bisect_steps: Option<u32>,
+    /// Seconds of input before and after the kill in the kill phase.
+    #[arg(long)]
+    kill_secs: Option<f64>,
+    /// Where Spark is installed and runs happen (default: target/bench).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Where the markdown report is written (default: CACHE/report.md).
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+/// The effective settings.
+#[derive(Debug)]
+struct Plan {
+    systems: Vec<Kind>,
+    phases: Vec<String>,
+    batch_ms: u64,
+    latency_batch_ms: u64,
+    moderate_rate: f64,
+    start_rate: f64,
+    max_rate: Option<f64>,
+    step_secs: f64,
+    warmup_secs: f64,
+    bisect_steps: u32,
+    kill_secs: f64,
+    cache: PathBuf,
+    report: PathBuf,
+    quick: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn plan(args: &Args) -> Result<Plan, BoxError> {
+    const PHASES: &[&str] = &["feeder", "floors", "rate", "latency", "kill"];
+    let phases: Vec<String> = if args.all {
+        PHASES.iter().map(|p| (*p).to_owned()).collect()
+    } else if args.phases.is_empty() {
+        return Err(
+            "choose what to run: --all, or --phase PHASE (feeder, floors, rate, latency, kill)"
+                .into(),
+        );
+    } else {
+        for p in &args.phases {
+            if !PHASES.contains(&p.as_str()) {
+                return Err(format!("unknown phase {p:?}; phases are {PHASES:?}").into());
+            }
+        }
+        args.phases.clone()
+    };
+    let mut systems = vec![Kind::Weir, Kind::SparkJava, Kind::PySpark];
+    for s in &args.skip {
+        let kind = match s.as_str() {
+            "weir" => Kind::Weir,
+            "spark-java" => Kind::SparkJava,
+            "pyspark" => Kind::PySpark,
+            other => {
+                return Err(format!(
+                    "unknown system {other:?}; systems are weir, spark-java, pyspark"
+                )
+                .into());
+            }
+        };
+        systems.retain(|k| *k != kind);
+    }
+    let exe = std::env::current_exe()?;
+    let target = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("the bench binary is not inside a cargo target directory")?;
+    let cache = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| target.join("bench"));
+    let report = args
+        .report
+        .clone()
+        .unwrap_or_else(|| cache.join("report.md"));
+    Ok(Plan {
+        systems,
+        phases,
+        batch_ms: args.batch_ms.max(1),
+        latency_batch_ms: args.latency_batch_ms.max(1),
+        moderate_rate: args.moderate_rate,
+        start_rate: args.start_rate,
+        max_rate: args.max_rate,
+        step_secs: args
+            .step_secs
+            .unwrap_or(if args.quick { 4.0 } else { 10.0 }),
+        warmup_secs: args
+            .warmup_secs
+            .unwrap_or(if args.quick { 10.0 } else { 15.0 }),
+        bisect_steps: args.bisect_steps.unwrap_or(if args.quick { 1 } else { 3 }),
+        kill_secs: args.kill_secs.unwrap_or(if args.quick { 3.0 } else { 6.0 }),
+        cache,
+        report,
+        quick: args.quick,
+    })
+}
+
+fn run(args: &Args) -> Result<(), BoxError> {
+    let plan = plan(args)?;
+    std::fs::create_dir_all(&plan.cache)?;
+    let launch = setup(&plan)?;
+    let machine = describe_machine();
+    println!("bench: machine\n{machine}");
+    let pool = Arc::new(Pool::new(7));
+    let scratch = plan.cache.join("runs");
+    let mut report = Report::default();
+    let has = |p: &str| plan.phases.iter().any(|x| x == p);
+
+    let secs = if plan.quick { 0.5 } else { 1.0 };
+    let ceiling = feeder::ceiling(&pool, secs, &scratch)?;
+    println!(
+        "bench: feeder ceiling: socket {:.0} words/s, directory {:.0} words/s ({:.2} bytes/word)",
+        ceiling.socket_words_per_s,
+        ceiling.dir_words_per_s,
+        pool.bytes_per_word()
+    );
+    report.ceiling = Some(ceiling);
+    if has("floors") {
+        let compute = floors::compute(&pool, if plan.quick { 1.0 } else { 2.0 });
+        println!(
+            "bench: compute floor {:.0} words/s ({:.1} MB/s)",
+            compute.words_per_s, compute.mb_per_s
+        );
+        let wal = floors::wal(&scratch, &[64 << 10, 1 << 20, 4 << 20], secs)?;
+        for w in &wal {
+            println!(
+                "bench: WAL floor {} KiB groups: {:.1} MB/s (write + sync p50 {:.2} ms)",
+                w.group_bytes >> 10,
+                w.mb_per_s,
+                w.p50_ms
+            );
+        }
+        report.compute = Some(compute);
+        report.wal = wal;
+    }
+    let max_rate = plan.max_rate.unwrap_or(ceiling.socket_words_per_s * 0.9);
+    if has("rate") {
+        for &kind in &plan.systems {
+            let wals: &[bool] = match kind {
+                // weir's receiver always writes its WAL: there is no switch to measure.
+                Kind::Weir => &[true],
+                Kind::SparkJava => &[false, true],
+                Kind::PySpark => &[false],
+            };
+            for &wal in wals {
+                let found = search(&launch, &plan, &pool, &scratch, kind, wal, max_rate);
+                report.rates.push(found);
+            }
+        }
+    }
+    if has("latency") {
+        for &kind in &plan.systems {
+            let dir = scratch.join(format!("latency-{}", slug(kind)));
+            let r = step(
+                &launch,
+                kind,
+                false,
+                plan.moderate_rate,
+                plan.latency_batch_ms,
+                (plan.warmup_secs, plan.step_secs),
+                &dir,
+                &pool,
+            );
+            match &r {
+                Ok(s) => println!("bench: latency {kind}: {}", s.summary()),
+                Err(e) => println!("bench: latency {kind}: failed: {e}"),
+            }
+            report.latency.push((kind, r.map_err(|e| e.to_string())));
+        }
+    }
+    if has("kill") {
+        for &kind in &plan.systems {
+            // The moderate rate, or half the system's sustained rate if that is lower: a
+            // system that falls behind would count its backlog as lost.
+            let sustained = report
+                .rates
+                .iter()
+                .filter(|r| r.kind == kind)
+                .filter_map(|r| r.sustained.as_ref().map(|s| s.rate))
+                .reduce(f64::min);
+            let rate = sustained.map_or(plan.moderate_rate, |s| plan.moderate_rate.min(s / 2.0));
+            for socket in [false, true] {
+                let r = kill_test(&launch, &plan, &pool, &scratch, kind, socket, rate);
+                match &r {
+                    Ok(k) => println!(
+                        "bench: kill -9 {kind} {}: start-up {} ms, kill→first batch {} ms, sent {}, lost {}, duplicated {}",
+                        if socket { "socket" } else { "directory" },
+                        k.startup_ms,
+                        k.restart_ms
+                            .map_or_else(|| "none".to_owned(), |v| v.to_string()),
+                        k.sent,
+                        k.lost,
+                        k.duplicated
+                    ),
+                    Err(e) => println!("bench: kill -9 {kind}: failed: {e}"),
+                }
+                report
+                    .kills
+                    .push((kind, socket, r.map_err(|e| e.to_string())));
+            }
+        }
+    }
+    let text = report.markdown(&plan, &machine, &pool);
+    println!("\n{text}");
+    if let Some(parent) = plan.report.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&plan.report, &text)?;
+    println!("bench: report written to {}", plan.report.display());
+    Ok(())
+}
+
+fn slug(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Weir => "weir",
+        Kind::SparkJava => "spark-java",
+        Kind::PySpark => "pyspark",
+    }
+}
+
+/// Builds `word_count` and, if a Spark system is wanted, runs `setup.sh`.
+fn setup(plan: &Plan) -> Result<Launch, BoxError> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(manifest.join("Cargo.toml"))
+        .args(["-p", "weir-examples", "--bin", "word_count"]);
+    if !cfg!(debug_assertions) {
+        build.arg("--release");
+    }
+    println!("bench: building word_count");
+    let status = build.status()?;
+    if !status.success() {
+        return Err(format!("building word_count failed ({status})").into());
+    }
+    let exe = std::env::current_exe()?;
+    let word_count = exe
+        .parent()
+        .ok_or("the bench binary has no directory")?
+        .join("word_count");
+    let spark = if plan.systems.iter().any(|k| *k != Kind::Weir) {
+        println!("bench: setting up Spark (examples/bench/setup.sh)");
+        let out = Command::new("bash")
+            .arg(manifest.join("bench/setup.sh"))
+            .arg(&plan.cache)
+            .stderr(std::process::Stdio::inherit())
+            .output()?;
+        if !out.status.success() {
+            return Err(format!("examples/bench/setup.sh failed ({})", out.status).into());
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let get = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(PathBuf::from)
+                .ok_or_else(|| format!("setup.sh printed no {k} line"))
+        };
+        Some(SparkSetup {
+            jars: get("SPARK_JARS=")?,
+            classes: get("JAVA_CLASSES=")?,
+            python: get("PYTHON=")?,
+            script: manifest.join("bench/word_count.py"),
+        })
+    } else {
+        None
+    };
+    Ok(Launch { word_count, spark })
+}
+
+fn describe_machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned());
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let free = Command::new("free")
+        .arg("-h")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let mem = free
+        .lines()
+        .take(2)
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" / ");
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let java = Command::new("java")
+        .arg("-version")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .unwrap_or_default();
+    format!(
+        "| CPU | {cpu} |\n| `nproc` | {nproc} |\n| `free -h` | `{mem}` |\n| load average at start | {} |\n| Java | {java} |\n",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+}
+
+/// One bounded run at one rate on the socket source.
+#[derive(Clone, Debug)]
+struct Step {
+    rate: f64,
+    achieved: f64,
+    batches: usize,
+    expected_batches: usize,
+    processing: Quantiles,
+    scheduling: Quantiles,
+    last_scheduling_ms: u64,
+    e2e: Option<Quantiles>,
+    startup_ms: u64,
+    steady_rss_kb: Option<u64>,
+    peak_rss_kb: u64,
+    pass: bool,
+}
+
+impl Step {
+    fn summary(&self) -> String {
+        format!(
+            "rate {:.0} (delivered {:.0}) words/s: start-up {} ms, {}/{} batches, processing p50 {} p95 {} p99 {} ms, scheduling p50 {} p99 {} last {} ms, e2e {}, RSS steady {} peak {} → {}",
+            self.rate,
+            self.achieved,
+            self.startup_ms,
+            self.batches,
+            self.expected_batches,
+            self.processing.p50,
+            self.processing.p95,
+            self.processing.p99,
+            self.scheduling.p50,
+            self.scheduling.p99,
+            self.last_scheduling_ms,
+            self.e2e.map_or_else(
+                || "n/a".to_owned(),
+                |q| format!("p50 {} p99 {} ms", q.p50, q.p99)
+            ),
+            self.steady_rss_kb.map_or_else(|| "n/a".to_owned(), mib),
+            mib(self.peak_rss_kb),
+            if self.pass {
+                "sustained"
+            } else {
+                "not sustained"
+            }
+        )
+    }
+}
+
+fn mib(kb: u64) -> String {
+    format!("{:.0} MiB", kb as f64 / 1024.0)
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Quantiles {
+    p50: u64,
+    p95: u64,
+    p99: u64,
+}
+
+fn quantiles(mut v: Vec<u64>) -> Quantiles {
+    v.sort_unstable();
+    let q = |p: f64| -> u64 {
+        if v.is_empty() {
+            return 0;
+        }
+        let i = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1;
+        v[i]
+    };
+    Quantiles {
+        p50: q(0.50),
+        p95: q(0.95),
+        p99: q(0.99),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn step(
+    launch: &Launch,
+    kind: Kind,
+    wal: bool,
+    rate: f64,
+    batch_ms: u64,
+    (warmup_secs, secs): (f64, f64),
+    root: &Path,
+    pool: &Arc<Pool>,
+) -> Result<Step, BoxError> {
+    let dirs = RunDirs::fresh(root)?;
+    let feeder = Feeder::socket(Arc::clone(pool), Some(rate))?;
+    let addr = feeder.addr.ok_or("the socket feeder has no address")?;
+    let mut running = launch.start(kind, &Source::Socket(addr), batch_ms, wal, &dirs, "run")?;
+    let Some(first) = running.wait_batches(1, Duration::from_secs(120)) else {
+        running.stop(Duration::from_secs(10))?;
+        return Err(format!(
+            "{kind} completed no batch within 120 s (logs in {})",
+            dirs.logs.display()
+        )
+        .into());
+    };
+    let startup_ms = (first - running.spawned).as_millis() as u64;
+    let warmup = Duration::from_secs_f64(warmup_secs).max(Duration::from_millis(3 * batch_ms));
+    sleep_until(first + warmup);
+    let (t0, w0, words0) = (Instant::now(), wall_ms(), feeder.tally().words());
+    sleep_until(t0 + Duration::from_secs_f64(secs));
+    let (t1, w1, words1) = (Instant::now(), wall_ms(), feeder.tally().words());
+    let achieved = (words1 - words0) as f64 / (t1 - t0).as_secs_f64();
+    let tally: Arc<Tally> = Arc::clone(feeder.tally());
+    feeder.stop()?;
+    // Let the batches of the window finish (bounded).
+    let seen = running.batches().len();
+    running.wait_batches(seen + 2, Duration::from_millis(3 * batch_ms + 5000));
+    let steady_rss_kb = running.rss_median_kb(t0);
+    let all = running.batches();
+    let peak_rss_kb = running.stop(Duration::from_secs(15))?;
+    let steady: Vec<&BatchStat> = all
+        .iter()
+        .filter(|b| b.batch_time_ms >= w0 && b.batch_time_ms + batch_ms <= w1)
+        .collect();
+    // Batch times that fit in the window (Spark's are multiples of the interval; weir's
+    // close to it): one less is tolerated for alignment.
+    let first_time = w0.div_ceil(batch_ms) * batch_ms;
+    let expected_batches = if first_time + batch_ms <= w1 {
+        ((w1 - batch_ms - first_time) / batch_ms + 1) as usize
+    } else {
+        1
+    };
+    let processing = quantiles(steady.iter().map(|b| b.processing_ms).collect());
+    let scheduling = quantiles(steady.iter().map(|b| b.scheduling_ms).collect());
+    let last_scheduling_ms = steady.last().map_or(u64::MAX, |b| b.scheduling_ms);
+    let e2e = end_to_end(&tally, &all, &dirs.output, words0, words1);
+    let pass = achieved >= 0.95 * rate
+        && !steady.is_empty()
+        && steady.len() + 1 >= expected_batches
+        && processing.p95 < batch_ms
+        && last_scheduling_ms < batch_ms;
+    Ok(Step {
+        rate,
+        achieved,
+        batches: steady.len(),
+        expected_batches,
+        processing,
+        scheduling,
+        last_scheduling_ms,
+        e2e,
+        startup_ms,
+        steady_rss_kb,
+        peak_rss_kb,
+        pass,
+    })
+}
+
+/// Sleeps until `t`: a measuring window of fixed length, not a wait for an event.
+fn sleep_until(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        std::thread::sleep(t - now);
+    }
+}
+
+/// End-to-end latency of the words delivered between cumulative counts `lo` and `hi`: the
+/// time from the feeder handing a word to the kernel to the completion of the batch whose
+/// output holds it, with both sides in FIFO order (one TCP connection): the k-th word out is
+/// the k-th word in.
+fn end_to_end(
+    tally: &Tally,
+    batches: &[BatchStat],
+    output: &Path,
+    lo: u64,
+    hi: u64,
+) -> Option<Quantiles> {
+    latency_from(&tally.curve(), batches, output, lo, hi)
+}
+
+/// [`end_to_end`] over a (wall ms, cumulative words) input curve.
+fn latency_from(
+    curve: &[(u64, u64)],
+    batches: &[BatchStat],
+    output: &Path,
+    lo: u64,
+    hi: u64,
+) -> Option<Quantiles> {
+    let out = read_output(output);
+    let completed: HashMap<u64, u64> = batches
+        .iter()
+        .map(|b| (b.batch_time_ms, b.completed_wall_ms))
+        .collect();
+    let mut cumulative = Vec::new(); // (cumulative words after the batch, completed wall ms)
+    let mut total = 0u64;
+    for (time, counts) in &out {
+        total += counts.values().sum::<u64>();
+        if let Some(done) = completed.get(time) {
+            cumulative.push((total, *done));
+        }
+    }
+    if hi <= lo || cumulative.is_empty() {
+        return None;
+    }
+    let stride = ((hi - lo) / 5000).max(1);
+    let mut latencies = Vec::new();
+    let mut k = lo + 1;
+    while k <= hi {
+        let j = cumulative.partition_point(|(c, _)| *c < k);
+        let i = curve.partition_point(|(_, c)| *c < k);
+        if let (Some((_, done)), Some((sent, _))) = (cumulative.get(j), curve.get(i)) {
+            latencies.push(done.saturating_sub(*sent));
+        }
+        k += stride;
+    }
+    (!latencies.is_empty()).then(|| quantiles(latencies))
+}
+
+/// The outcome of one sustainable-rate search.
+#[derive(Debug)]
+struct RateResult {
+    kind: Kind,
+    wal: bool,
+    /// The largest rate that passed.
+    sustained: Option<Step>,
+    /// The smallest rate that failed.
+    failed: Option<f64>,
+    steps: Vec<Result<Step, String>>,
+}
+
+fn search(
+    launch: &Launch,
+    plan: &Plan,
+    pool: &Arc<Pool>,
+    scratch: &Path,
+    kind: Kind,
+    wal: bool,
+    max_rate: f64,
+) -> RateResult {
+    let mut result = RateResult {
+        kind,
+        wal,
+        sustained: None,
+        failed: None,
+        steps: Vec::new(),
+    };
+    let try_rate = |rate: f64, result: &mut RateResult| -> bool {
+        let dir = scratch.join(format!(
+            "rate-{}-{}-{rate:.0}",
+            slug(kind),
+            if wal { "wal" } else { "nowal" }
+        ));
+        let r = step(
+            launch,
+            kind,
+            wal,
+            rate,
+            plan.batch_ms,
+            (plan.warmup_secs, plan.step_secs),
+            &dir,
+            pool,
+        );
+        let wal_text = if wal { "WAL on" } else { "WAL off" };
+        match &r {
+            Ok(s) => println!("bench: rate {kind} ({wal_text}): {}", s.summary()),
+            Err(e) => println!("bench: rate {kind} ({wal_text}) at {rate:.0}: failed: {e}"),
+        }
+        let pass = matches!(&r, Ok(s) if s.pass);
+        if let Ok(s) = &r
+            && s.pass
+            && result.sustained.as_ref().is_none_or(|b| b.rate < rate)
+        {
+            result.sustained = Some(s.clone());
+        }
+        if !pass && result.failed.is_none_or(|f| f > rate) {
+            result.failed = Some(rate);
+        }
+        result.steps.push(r.map_err(|e| e.to_string()));
+        pass
+    };
+    // Doubling (or halving, if the first rate fails), then bisection.
+    let mut rate = plan.start_rate.min(max_rate);
+    if try_rate(rate, &mut result) {
+        while rate < max_rate {
+            rate = (rate * 2.0).min(max_rate);
+            if !try_rate(rate, &mut result) {
+                break;
+            }
+        }
+    } else {
+        for _ in 0..4 {
+            rate /= 2.0;
+            if try_rate(rate, &mut result) {
+                break;
+            }
+        }
+    }
+    for _ in 0..plan.bisect_steps {
+        let (Some(lo), Some(hi)) = (result.sustained.as_ref().map(|s| s.rate), result.failed)
+        else {
+            break;
+        };
+        if hi <= lo * 1.1 {
+            break;
+        }
+        try_rate((lo + hi) / 2.0, &mut result);
+    }
+    result
+}
+
+/// The outcome of a kill -9 test.
+#[derive(Debug)]
+struct Kill {
+    rate: f64,
+    startup_ms: u64,
+    restart_ms: Option<u64>,
+    sent: u64,
+    lost: u64,
+    duplicated: u64,
+    peak_rss_kb: u64,
+}
+
+fn kill_test(
+    launch: &Launch,
+    plan: &Plan,
+    pool: &Arc<Pool>,
+    scratch: &Path,
+    kind: Kind,
+    socket: bool,
+    rate: f64,
+) -> Result<Kill, BoxError> {
+    let root = scratch.join(format!(
+        "kill-{}-{}",
+        slug(kind),
+        if socket { "socket" } else { "dir" }
+    ));
+    let dirs = RunDirs::fresh(&root)?;
+    let input = root.join("input");
+    std::fs::create_dir_all(&input)?;
+    let words_per_s = rate;
+    let rate = Some(rate);
+    // A socket feeder listens first (the system connects to it, and it sends only to a
+    // connected client); a directory feeder starts once the system has completed a batch,
+    // because Spark's textFileStream ignores files older than its start (newFilesOnly).
+    let mut feeder = if socket {
+        Some(Feeder::socket(Arc::clone(pool), rate)?)
+    } else {
+        None
+    };
+    let source = match feeder.as_ref().and_then(|f| f.addr) {
+        Some(addr) => Source::Socket(addr),
+        None => Source::Dir(input.clone()),
+    };
+    // The receiver WAL on where there is one: Spark's recovery depends on it.
+    let wal = socket;
+    let mut first = launch.start(kind, &source, plan.batch_ms, wal, &dirs, "first")?;
+    let Some(t) = first.wait_batches(1, Duration::from_secs(120)) else {
+        first.stop(Duration::from_secs(10))?;
+        return Err(format!("{kind} completed no batch within 120 s").into());
+    };
+    let startup_ms = (t - first.spawned).as_millis() as u64;
+    let feeder = match feeder.take() {
+        Some(f) => f,
+        None => Feeder::dir(Arc::clone(pool), rate, input)?,
+    };
+    sleep_until(t + Duration::from_secs_f64(plan.kill_secs));
+    let mut peak_rss_kb = first.peak_rss_kb();
+    let killed = Instant::now();
+    first.kill9()?;
+    let mut second = launch.start(kind, &source, plan.batch_ms, wal, &dirs, "restart")?;
+    let restarted = second.wait_batches(1, Duration::from_secs(120));
+    let restart_ms = restarted.map(|t| (t - killed).as_millis() as u64);
+    sleep_until(restarted.unwrap_or_else(Instant::now) + Duration::from_secs_f64(plan.kill_secs));
+    let tally = Arc::clone(feeder.tally());
+    feeder.stop()?;
+    let sent_counts = tally.counts();
+    let sent: u64 = sent_counts.values().sum();
+    // Drain: until the output holds every word, or stops growing for 3 batches (bounded).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last_total = u64::MAX;
+    let mut still = 0;
+    while Instant::now() < deadline {
+        let n = second.batches().len();
+        second.wait_batches(n + 1, Duration::from_millis(plan.batch_ms * 2 + 1000));
+        let total: u64 = read_output(&dirs.output)
+            .values()
+            .flat_map(|c| c.values())
+            .sum();
+        if total >= sent {
+            break;
+        }
+        still = if total == last_total { still + 1 } else { 0 };
+        if still >= 3 {
+            break;
+        }
+        last_total = total;
+    }
+    peak_rss_kb = peak_rss_kb.max(second.stop(Duration::from_secs(15))?);
+    let mut out: HashMap<String, u64> = HashMap::new();
+    for counts in read_output(&dirs.output).values() {
+        for (w, c) in counts {
+            *out.entry(w.clone()).or_insert(0) += c;
+        }
+    }
+    let (mut lost, mut duplicated) = (0, 0);
+    for (w, s) in &sent_counts {
+        let o = out.get(w).copied().unwrap_or(0);
+        lost += s.saturating_sub(o);
+        duplicated += o.saturating_sub(*s);
+    }
+    for (w, o) in &out {
+        if !sent_counts.contains_key(w) {
+            duplicated += o;
+        }
+    }
+    Ok(Kill {
+        rate: words_per_s,
+        startup_ms,
+        restart_ms,
+        sent,
+        lost,
+        duplicated,
+        peak_rss_kb,
+    })
+}
+
+#[derive(Debug, Default)]
+struct Report {
+    ceiling: Option<feeder::Ceiling>,
+    compute: Option<floors::ComputeFloor>,
+    wal: Vec<floors::WalFloor>,
+    rates: Vec<RateResult>,
+    latency: Vec<(Kind, Result<Step, String>)>,
+    kills: Vec<(Kind, bool, Result<Kill, String>)>,
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 && a.is_finite() {
+        format!("{:.2}×", a / b)
+    } else {
+        "n/a".to_owned()
+    }
+}
+
+impl Report {
+    fn sustained(&self, kind: Kind, wal: bool) -> Option<&Step> {
+        self.rates
+            .iter()
+            .find(|r| r.kind == kind && r.wal == wal)
+            .and_then(|r| r.sustained.as_ref())
+    }
+
+    fn markdown(&self, plan: &Plan, machine: &str, pool: &Pool) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "## Results\n\nbatch interval {} ms (latency phase {} ms), moderate rate {:.0} words/s, {} s measured per rate step after {} s of warm-up{}\n",
+            plan.batch_ms,
+            plan.latency_batch_ms,
+            plan.moderate_rate,
+            plan.step_secs,
+            plan.warmup_secs,
+            if plan.quick { " (--quick)" } else { "" }
+        );
+        let _ = writeln!(s, "| | |\n|---|---|\n{machine}");
+        let bpw = pool.bytes_per_word();
+        if let Some(c) = &self.ceiling {
+            let _ = writeln!(
+                s,
+                "Feeder ceiling: socket {:.0} words/s ({:.0} MB/s), directory {:.0} words/s; {:.2} bytes/word.\n",
+                c.socket_words_per_s,
+                c.socket_words_per_s * bpw / 1e6,
+                c.dir_words_per_s,
+                bpw
+            );
+        }
+        if let Some(c) = &self.compute {
+            let _ = writeln!(
+                s,
+                "Compute floor (1 thread, `split_whitespace` + `HashMap`): {:.0} words/s ({:.1} MB/s).\n",
+                c.words_per_s, c.mb_per_s
+            );
+        }
+        if !self.wal.is_empty() {
+            let _ = writeln!(
+                s,
+                "| WAL floor: group | MB/s | write + sync p50 ms |\n|---:|---:|---:|"
+            );
+            for w in &self.wal {
+                let _ = writeln!(
+                    s,
+                    "| {} KiB | {:.1} | {:.2} |",
+                    w.group_bytes >> 10,
+                    w.mb_per_s,
+                    w.p50_ms
+                );
+            }
+            s.push('\n');
+        }
+        if !self.rates.is_empty() {
+            let _ = writeln!(
+                s,
+                "### Sustainable rate (socket source, {} ms batches)\n",
+                plan.batch_ms
+            );
+            let _ = writeln!(
+                s,
+                "| system | receiver WAL | sustained words/s | first failed | processing p95 ms | steady RSS | weir/this | this/compute floor |\n|---|---|---:|---:|---:|---:|---:|---:|"
+            );
+            let weir = self.sustained(Kind::Weir, true).map(|s| s.rate);
+            for r in &self.rates {
+                let rate = r.sustained.as_ref().map(|s| s.rate);
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                    r.kind,
+                    if r.wal { "on" } else { "off" },
+                    rate.map_or_else(|| "none".to_owned(), |v| format!("{v:.0}")),
+                    r.failed
+                        .map_or_else(|| "none (cap)".to_owned(), |v| format!("{v:.0}")),
+                    r.sustained
+                        .as_ref()
+                        .map_or_else(|| "".to_owned(), |s| s.processing.p95.to_string()),
+                    r.sustained
+                        .as_ref()
+                        .and_then(|s| s.steady_rss_kb)
+                        .map_or_else(|| "".to_owned(), mib),
+                    match (weir, rate) {
+                        (Some(w), Some(t)) => ratio(w, t),
+                        _ => "n/a".to_owned(),
+                    },
+                    match (rate, &self.compute) {
+                        (Some(t), Some(c)) => format!("{:.0}%", 100.0 * t / c.words_per_s),
+                        _ => "n/a".to_owned(),
+                    }
+                );
+            }
+            s.push('\n');
+            if let (Some(w), Some(floor)) = (
+                self.sustained(Kind::Weir, true),
+                self.wal.iter().find(|f| f.group_bytes == 1 << 20),
+            ) {
+                let mb = w.rate * bpw / 1e6;
+                let _ = writeln!(
+                    s,
+                    "weir at its sustained rate logs {mb:.1} MB/s to its receiver WAL: {:.0}% of the raw 1 MiB-group floor ({:.1} MB/s).\n",
+                    100.0 * mb / floor.mb_per_s,
+                    floor.mb_per_s
+                );
+            }
+            let _ = writeln!(s, "Every step:\n\n```text");
+            for r in &self.rates {
+                for st in &r.steps {
+                    let _ = match st {
+                        Ok(st) => writeln!(
+                            s,
+                            "{} WAL {}: {}",
+                            r.kind,
+                            if r.wal { "on" } else { "off" },
+                            st.summary()
+                        ),
+                        Err(e) => writeln!(s, "{}: {e}", r.kind),
+                    };
+                }
+            }
+            s.push_str("```\n\n");
+        }
+        if !self.latency.is_empty() {
+            let _ = writeln!(
+                s,
+                "### Latency at {:.0} words/s, {} ms batches (socket; Spark's receiver WAL off, weir's on)\n",
+                plan.moderate_rate, plan.latency_batch_ms
+            );
+            let _ = writeln!(
+                s,
+                "| system | batches | processing p50 / p99 ms | scheduling delay p50 / p99 ms | end-to-end p50 / p99 ms | peak RSS | steady RSS |\n|---|---:|---:|---:|---:|---:|---:|"
+            );
+            for (kind, r) in &self.latency {
+                let _ = match r {
+                    Ok(st) => writeln!(
+                        s,
+                        "| {kind} | {}/{} | {} / {} | {} / {} | {} | {} | {} |",
+                        st.batches,
+                        st.expected_batches,
+                        st.processing.p50,
+                        st.processing.p99,
+                        st.scheduling.p50,
+                        st.scheduling.p99,
+                        st.e2e
+                            .map_or_else(|| "n/a".to_owned(), |q| format!("{} / {}", q.p50, q.p99)),
+                        mib(st.peak_rss_kb),
+                        st.steady_rss_kb.map_or_else(|| "n/a".to_owned(), mib)
+                    ),
+                    Err(e) => writeln!(s, "| {kind} | failed: {e} | | | | | |"),
+                };
+            }
+            s.push('\n');
+        }
+        if !self.kills.is_empty() {
+            let _ = writeln!(
+                s,
+                "### Start-up and kill -9, {} ms batches (Spark's receiver WAL on for the socket)\n",
+                plan.batch_ms
+            );
+            let _ = writeln!(
+                s,
+                "| system | source | words/s | start-up → first batch ms | kill -9 → first batch after restart ms | words delivered | lost | duplicated | peak RSS |\n|---|---|---:|---:|---:|---:|---:|---:|---:|"
+            );
+            for (kind, socket, r) in &self.kills {
+                let src = if *socket { "socket" } else { "directory" };
+                let _ = match r {
+                    Ok(k) => writeln!(
+                        s,
+                        "| {kind} | {src} | {:.0} | {} | {} | {} | {} | {} | {} |",
+                        k.rate,
+                        k.startup_ms,
+                        k.restart_ms
+                            .map_or_else(|| "no batch".to_owned(), |v| v.to_string()),
+                        k.sent,
+                        k.lost,
+                        k.duplicated,
+                        mib(k.peak_rss_kb)
+                    ),
+                    Err(e) => writeln!(s, "| {kind} | {src} | failed: {e} | | | | | | |"),
+                };
+            }
+            s.push('\n');
+        }
+        let _ = writeln!(
+            s,
+            "load average at the end: {}",
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_pick_the_nearest_rank() {
+        let q = quantiles((1..=100).rev().collect());
+        assert_eq!((q.p50, q.p95, q.p99), (50, 95, 99));
+        let q = quantiles(vec![7]);
+        assert_eq!((q.p50, q.p99), (7, 7));
+        assert_eq!(quantiles(Vec::new()).p99, 0);
+    }
+
+    #[test]
+    fn end_to_end_latency_pairs_the_kth_word_in_with_the_kth_word_out() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Two batches: 20 words then 10 words, completed at 1500 and 2600.
+        for (time, count) in [(1000u64, 20u64), (2000, 10)] {
+            let b = dir.path().join(format!("batch-{time}"));
+            std::fs::create_dir_all(&b).expect("mkdir");
+            std::fs::write(b.join("part-00000"), format!("the\t{count}\n")).expect("write");
+        }
+        let now = Instant::now();
+        let stat = |t: u64, done: u64| BatchStat {
+            batch_time_ms: t,
+            processing_ms: 0,
+            scheduling_ms: 0,
+            completed_wall_ms: done,
+            seen: now,
+        };
+        let batches = [stat(1000, 1500), stat(2000, 2600)];
+        // Words 1..=20 handed over at 1100, 21..=30 at 2100.
+        let curve = [(1100u64, 20u64), (2100, 30)];
+        let q = latency_from(&curve, &batches, dir.path(), 0, 30).expect("latencies");
+        assert_eq!(q.p50, 400, "the first batch's words waited 400 ms");
+        assert_eq!(q.p99, 500, "the second batch's words waited 500 ms");
+        assert!(
+            latency_from(&curve, &batches, dir.path(), 30, 30).is_none(),
+            "an empty window has no latency"
+        );
+    }
+}
