@@ -657,14 +657,23 @@ fn submit(
     let scheduler = ActorRef::<JobSchedulerMsg>::where_is(names.job_scheduler())
         .ok_or("the job scheduler is not running")?;
     let me = myself.clone();
+    // Sent from the handler, not from the task below: batches released together must reach
+    // the scheduler in batch order, which runs them in submit order (a task per batch would
+    // race, and a later batch could run and complete before an earlier one).
+    let (reply, answer) = ractor::concurrency::oneshot();
+    if scheduler
+        .cast(JobSchedulerMsg::Submit(batch, reply.into()))
+        .is_err()
+    {
+        // Gone: it dies with the driver subtree, whose restart re-runs the batch.
+        let _ = me.cast(JobGeneratorMsg::BatchLost(t));
+        return Ok(());
+    }
     // The scheduler answers when the batch is done; wait for it off the generator's mailbox.
     tokio::spawn(async move {
-        let message = match scheduler
-            .call(|reply| JobSchedulerMsg::Submit(batch, reply), None)
-            .await
-        {
-            Ok(ractor::rpc::CallResult::Success(outcome)) => JobGeneratorMsg::BatchDone(outcome),
-            _ => JobGeneratorMsg::BatchLost(t),
+        let message = match answer.await {
+            Ok(outcome) => JobGeneratorMsg::BatchDone(outcome),
+            Err(_) => JobGeneratorMsg::BatchLost(t),
         };
         let _ = me.cast(message);
     });

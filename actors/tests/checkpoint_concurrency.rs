@@ -272,6 +272,8 @@ impl Service for StallService {
 #[derive(Debug, Default)]
 struct Submitted {
     replies: Mutex<BTreeMap<u64, RpcReplyPort<BatchOutcome>>>,
+    /// Every batch time submitted, in the order the submissions arrived.
+    order: Mutex<Vec<u64>>,
     changed: Notify,
 }
 
@@ -298,6 +300,7 @@ impl Actor for HeldScheduler {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             JobSchedulerMsg::Submit(batch, reply) => {
+                submitted.order.lock().unwrap().push(batch.batch_time_ms);
                 submitted
                     .replies
                     .lock()
@@ -645,6 +648,38 @@ async fn with_one_concurrent_checkpoint_writes_go_one_at_a_time() {
     assert_eq!(h.gate.stalled(), vec![2]);
     assert!(h.gate.release(2));
     h.status_after(2).await;
+    h.shutdown().await;
+}
+
+/// Regression: batches released together — one checkpoint listing several held batches was
+/// written — reach the scheduler in batch order, which is the order it runs them in. Each
+/// submission used to be sent from a task of its own, and the tasks raced: on tokio's
+/// multi-thread runtime the task spawned last sits in the worker's LIFO slot and runs first, so
+/// a later batch ran and completed before an earlier one, and a stateful graph lost the
+/// earlier batch's records (found by the runtime's kill test and the chaos full-disk runs).
+/// One worker thread makes that order deterministic; time is real (1 s batches, a few seconds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn batches_released_together_reach_the_scheduler_in_batch_order() {
+    let mut h = Harness::start("release-order", Setup::concurrent(1)).await;
+    let mut seen = Vec::new();
+    // The first "before" checkpoint stalls; the next batches are generated and held.
+    h.gate.stalled_write(1).await;
+    let generated = h.generated(&mut seen, 3).await;
+    assert!(h.gate.release(1));
+    // The second checkpoint lists every batch held when it started; once it is written they
+    // are all released at once.
+    h.gate.stalled_write(2).await;
+    let status = h.status().await;
+    assert!(status.held.len() >= 2, "{status:?}");
+    assert!(h.gate.release(2));
+    h.status_after(2).await;
+    let submitted = h.submitted(generated.len()).await;
+    assert_eq!(submitted[..3], generated[..3]);
+    let order = h.submitted.order.lock().unwrap().clone();
+    let mut sorted = order.clone();
+    sorted.sort_unstable();
+    assert_eq!(order, sorted, "batches reached the scheduler out of order");
+    assert_eq!(order[..3], generated[..3]);
     h.shutdown().await;
 }
 
