@@ -78,12 +78,15 @@ pub struct DriverState {
 #[derive(Debug)]
 pub enum DriverMsg {
     /// Stop: gracefully (stop receivers, process everything received, final checkpoint, all
-    /// within the configured timeout) or immediately. Replies when the subtree is stopped.
+    /// within the configured timeout) or immediately. Replies when the subtree is stopped:
+    /// `false` if a graceful stop found no job generator to drain (it had just failed and the
+    /// driver had not acted on it yet), so nothing was drained — the root then starts the
+    /// driver again and retries.
     Stop {
         /// Whether to finish the work already received first.
         graceful: bool,
-        /// Answered when stopped.
-        reply: RpcReplyPort<()>,
+        /// Answered when stopped: whether a graceful stop reached the job generator.
+        reply: RpcReplyPort<bool>,
     },
     /// Fail (the root restarts the driver from the latest valid checkpoint): something the
     /// driver owns cannot go on until it is rebuilt, e.g. a poisoned receiver WAL.
@@ -234,6 +237,7 @@ impl Actor for Driver {
             }
         };
         state.stopping = true;
+        let mut reached = true;
         if graceful {
             // Receivers first (they store their last blocks), then the generator drains: one
             // last batch for what is left, every batch complete and checkpointed.
@@ -245,7 +249,9 @@ impl Actor for Driver {
             {
                 let _ = ractor::call_t!(rt, ReceiverTrackerMsg::StopReceivers, ms(left()), true);
             }
-            if let Some(jg) = ActorRef::<JobGeneratorMsg>::where_is(state.names.job_generator())
+            let generator = ActorRef::<JobGeneratorMsg>::where_is(state.names.job_generator());
+            reached = generator.is_some();
+            if let Some(jg) = generator
                 && ractor::call_t!(jg, JobGeneratorMsg::Drain, ms(left())).is_err()
             {
                 tracing::warn!(timeout = ?state.stop_timeout,
@@ -254,7 +260,7 @@ impl Actor for Driver {
         }
         state.children.stop_all(Duration::from_secs(10)).await;
         if !reply.is_closed() {
-            let _ = reply.send(());
+            let _ = reply.send(reached);
         }
         myself.stop(Some("stopped".to_owned()));
         Ok(())

@@ -19,7 +19,7 @@ use crate::checkpoint::CheckpointId;
 use crate::control_endpoint::ControlHandle;
 use crate::driver::DriverArgs;
 use crate::event_bus::{EventHub, EventSubscription};
-use crate::job_generator::CheckpointPolicy;
+use crate::job_generator::{CheckpointPolicy, CheckpointPolicyError};
 use crate::names::Names;
 use crate::pipeline::{Pipeline, ReceiverFactory};
 use crate::root::{Root, RootArgs, RootMsg};
@@ -49,7 +49,8 @@ pub struct EngineConfig {
     pub max_task_attempts: u32,
     /// Batches generated and not complete at most (bounds memory in catch-up). Default: 4.
     pub max_pending_batches: usize,
-    /// Checkpoint controls.
+    /// Checkpoint controls (Flink's: interval, minimum pause, timeout, tolerable failures,
+    /// maximum concurrent checkpoints). Checked at [`Engine::start`].
     pub checkpoint_policy: CheckpointPolicy,
     /// Checkpoints kept. Default: 10.
     pub checkpoints_retained: usize,
@@ -198,6 +199,10 @@ pub enum EngineError {
     /// The engine could not start.
     #[error("the engine did not start: {0}")]
     Start(String),
+    /// The checkpoint controls are refused (see [`CheckpointPolicy::validate`]); nothing was
+    /// started.
+    #[error("the engine did not start: {0}")]
+    InvalidCheckpointPolicy(#[from] CheckpointPolicyError),
     /// An actor failed more often than its restart intensity allows.
     #[error(
         "{actor} failed {restarts} times within {period:?} and was given up on; the last failure: {reason}"
@@ -233,6 +238,7 @@ impl Engine {
     ///
     /// # Errors
     ///
+    /// [`EngineError::InvalidCheckpointPolicy`] if the checkpoint controls do not combine,
     /// [`EngineError::Start`] if the tree could not be built (a name already in use, the
     /// event log unwritable), or [`EngineError::GaveUp`] if the driver kept failing to start.
     pub async fn start(
@@ -240,6 +246,7 @@ impl Engine {
         pipeline: Arc<dyn Pipeline>,
         receivers: Vec<(StreamId, Arc<dyn ReceiverFactory>)>,
     ) -> Result<Engine, EngineError> {
+        config.checkpoint_policy.validate()?;
         let config = Arc::new(config);
         let hub = EventHub::default();
         let outcome = Arc::new(Mutex::new(None));

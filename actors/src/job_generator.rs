@@ -10,14 +10,16 @@
 //! 2. builds the batch's input from the [`BlockStore`] (blocks shared by `Arc`; a block no
 //!    longer in memory is read back from the receiver WAL) and asks the [`Pipeline`] for its
 //!    jobs;
-//! 3. writes a checkpoint that lists the batch as pending ("before");
+//! 3. asks for a checkpoint that lists the batch as pending ("before");
+//! 4. submits the jobs to the `job-scheduler` once such a checkpoint has been written (or its
+//!    write failed and the failure was tolerated), without waiting in its handler;
+//! 5. when the scheduler reports the batch complete: tells the pipeline
+//!    ([`Pipeline::batch_completed`]) and asks for a checkpoint without the batch ("after");
+//!    only once that checkpoint is durable does it let the tracker drop old allocations and
+//!    the receiver WAL drop old segments.
 //!
 //! Every checkpoint carries [`Pipeline::snapshot`] as of the completed prefix of batches (every
 //! batch up to it complete, none after it), so a restore re-runs exactly the batches after it.
-//! 4. submits the jobs to the `job-scheduler`, without waiting in its handler;
-//! 5. when the scheduler reports the batch complete: tells the pipeline
-//!    ([`Pipeline::batch_completed`]) and writes a checkpoint without the batch ("after"), and only once that checkpoint is durable lets
-//!    the tracker drop old allocations and the receiver WAL drop old segments.
 //!
 //! At most `max_pending_batches` batches are generated and not yet complete; further batch
 //! times wait as plain times, so a slow pipeline or a long outage never loads more than that
@@ -27,11 +29,37 @@
 //! # Checkpoint controls (as in Flink)
 //!
 //! [`CheckpointPolicy`]: the interval (a checkpoint after a completed batch is skipped if the
-//! last one is more recent), the minimum pause between two checkpoints, a timeout after which
-//! a write is abandoned, and the number of consecutive failures tolerated before the generator
-//! fails (and the driver restarts from the last good checkpoint). Checkpoints are written one at
-//! a time (at most one concurrent checkpoint), in the generator's own handler, so they are
-//! ordered with the batches they describe.
+//! latest one started more recently), the minimum pause between the end of one checkpoint and
+//! the start of the next, a timeout after which a write is abandoned, the number of
+//! consecutive failures tolerated before the generator fails (and the driver restarts from the
+//! last good checkpoint), and the maximum number of checkpoint writes in flight at once.
+//!
+//! Writes run in tasks the generator owns, so it keeps ticking, generating and completing
+//! batches while up to `max_concurrent` writes are in flight:
+//!
+//! * **Snapshot order.** A checkpoint's snapshot is taken, and its id reserved in the store
+//!   ([`CheckpointStore::reserve`]), in the generator's handler when its write starts; so ids
+//!   follow the snapshots, and a slow older write that lands after a newer one never becomes
+//!   the latest — neither for a restore (the store prefers the largest valid id, and its
+//!   retention keeps the largest ids) nor for the generator.
+//! * **Waiting and coalescing.** A checkpoint asked for while `max_concurrent` writes are in
+//!   flight (or before the minimum pause has elapsed) waits; further requests coalesce with it.
+//!   When a write ends, one checkpoint starts with a snapshot taken then, which supersedes
+//!   every request that waited.
+//! * **Cleanup keyed to durability.** Each write remembers the oldest batch its snapshot still
+//!   needs; when it is durable, and is the newest durable checkpoint, the tracker and the
+//!   receiver WAL may drop what is older — never by the state at completion time, which may
+//!   already be ahead of the snapshot.
+//! * **Timeout.** A write still running after `timeout` is abandoned (its future dropped) and
+//!   counts as a failure; it cannot later be taken as success. With local storage a write
+//!   already on a blocking thread may still land: it is then a valid, older-than-next
+//!   checkpoint, and nothing was cleaned on its account.
+//! * **Kill safety.** The writes in flight are aborted when the generator stops or its state
+//!   is dropped after a kill; the restarted driver restores from the latest valid checkpoint.
+//!
+//! With `max_concurrent = 1` (the default) checkpoints are written one at a time, in order.
+//! Flink forbids `max-concurrent-checkpoints > 1` with a non-zero minimum pause; so does weir:
+//! [`CheckpointPolicy::validate`] refuses it, and the engine refuses to start with it.
 //!
 //! # What a crash leaves behind
 //!
@@ -49,7 +77,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
 
 use crate::block_store::BlockStore;
-use crate::checkpoint::{CheckpointData, CheckpointStore, OperatorState};
+use crate::checkpoint::{CheckpointData, CheckpointId, CheckpointStore, OperatorState};
 use crate::events::{Event, EventSink};
 use crate::job_scheduler::{BatchJobs, BatchOutcome, JobSchedulerMsg};
 use crate::names::Names;
@@ -71,6 +99,15 @@ pub struct CheckpointPolicy {
     /// This many consecutive failed checkpoints are tolerated; one more fails the generator.
     /// Default: 3.
     pub tolerable_failures: u32,
+    /// At most this many checkpoint writes in flight at once (Flink's
+    /// `max-concurrent-checkpoints`). A checkpoint asked for while this many are in flight
+    /// waits, and later requests coalesce with it: when a write ends, one checkpoint starts
+    /// with a snapshot taken then, which supersedes every request that waited. At least 1, and
+    /// exactly 1 when `min_pause` is not zero (Flink forbids the combination too: a pause
+    /// between the end of one checkpoint and the start of the next leaves nothing to overlap);
+    /// [`CheckpointPolicy::validate`] refuses anything else, and so does the engine at start.
+    /// Default: 1.
+    pub max_concurrent: usize,
 }
 
 impl Default for CheckpointPolicy {
@@ -80,7 +117,58 @@ impl Default for CheckpointPolicy {
             min_pause: Duration::ZERO,
             timeout: Duration::from_secs(60),
             tolerable_failures: 3,
+            max_concurrent: 1,
         }
+    }
+}
+
+/// Why a [`CheckpointPolicy`] is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointPolicyError {
+    /// `max_concurrent` is 0.
+    #[error(
+        "the checkpoint policy allows 0 concurrent checkpoints; `max_concurrent` must be at least 1"
+    )]
+    NoConcurrentCheckpoint,
+    /// `max_concurrent` above 1 with a non-zero `min_pause`.
+    #[error(
+        "the checkpoint policy sets `max_concurrent` to {max_concurrent} and `min_pause` to \
+         {min_pause:?}; a minimum pause between checkpoints requires `max_concurrent` = 1"
+    )]
+    ConcurrentWithMinPause {
+        /// The configured maximum.
+        max_concurrent: usize,
+        /// The configured pause.
+        min_pause: Duration,
+    },
+    /// `timeout` is zero: every write would be abandoned.
+    #[error("the checkpoint policy's `timeout` is zero, so every checkpoint write would time out")]
+    ZeroTimeout,
+}
+
+impl CheckpointPolicy {
+    /// Checks the combination of controls.
+    ///
+    /// # Errors
+    ///
+    /// [`CheckpointPolicyError::NoConcurrentCheckpoint`] if `max_concurrent` is 0,
+    /// [`CheckpointPolicyError::ConcurrentWithMinPause`] if it is above 1 while `min_pause` is
+    /// not zero, [`CheckpointPolicyError::ZeroTimeout`] if `timeout` is zero.
+    pub fn validate(&self) -> Result<(), CheckpointPolicyError> {
+        if self.max_concurrent == 0 {
+            return Err(CheckpointPolicyError::NoConcurrentCheckpoint);
+        }
+        if self.max_concurrent > 1 && !self.min_pause.is_zero() {
+            return Err(CheckpointPolicyError::ConcurrentWithMinPause {
+                max_concurrent: self.max_concurrent,
+                min_pause: self.min_pause,
+            });
+        }
+        if self.timeout.is_zero() {
+            return Err(CheckpointPolicyError::ZeroTimeout);
+        }
+        Ok(())
     }
 }
 
@@ -133,17 +221,66 @@ pub struct JobGeneratorState {
     args: JobGeneratorArgs,
     /// Batch times waiting to be generated, in order.
     queue: VecDeque<u64>,
-    /// Generated and submitted, not yet complete.
+    /// Generated, not yet complete (submitted, or held).
     pending: BTreeSet<u64>,
+    /// Generated batches not yet submitted: a batch runs only once a checkpoint that lists it
+    /// as pending has been written ("before" the batch), as with one checkpoint at a time.
+    held: BTreeMap<u64, BatchJobs>,
     /// The latest batch time that entered the queue.
     last_queued_ms: Option<u64>,
     /// The first and the latest batch time generated by this run.
     first_generated_ms: Option<u64>,
     last_generated_ms: Option<u64>,
-    last_checkpoint: Option<tokio::time::Instant>,
+    /// Checkpoint writes in flight, by id: the order of their snapshots.
+    writes: BTreeMap<CheckpointId, CheckpointWrite>,
+    /// A checkpoint asked for that could not start yet (see [`CheckpointPolicy::max_concurrent`]).
+    waiting: Option<CheckpointRequest>,
+    /// Fires [`JobGeneratorMsg::CheckpointDue`] when the minimum pause has elapsed.
+    pause_timer: Option<TimerHandle>,
+    /// When the latest checkpoint write started (the interval is measured from it).
+    last_start: Option<tokio::time::Instant>,
+    /// When the latest checkpoint write ended, either way (the minimum pause is measured from
+    /// it).
+    last_end: Option<tokio::time::Instant>,
+    /// The id of the latest checkpoint write started by this run.
+    last_started: Option<CheckpointId>,
+    /// The newest checkpoint this run knows to be durable.
+    latest_durable: Option<CheckpointId>,
+    /// Cleanup has been done for batches before this time.
+    cleaned_before: Option<u64>,
     failed_checkpoints: u32,
-    timer: Option<JoinHandle<Result<(), ractor::MessagingErr<JobGeneratorMsg>>>>,
+    /// Status requests waiting for a checkpoint to settle.
+    settle_waiters: Vec<(CheckpointId, RpcReplyPort<GeneratorStatus>)>,
+    timer: Option<TimerHandle>,
     drain: Option<RpcReplyPort<()>>,
+}
+
+type TimerHandle = JoinHandle<Result<(), ractor::MessagingErr<JobGeneratorMsg>>>;
+
+/// A checkpoint write in flight: the task that writes it, aborted if this is dropped (the
+/// generator stopped or was killed), and what becomes cleanable once it is durable.
+#[derive(Debug)]
+struct CheckpointWrite {
+    task: JoinHandle<()>,
+    /// Allocations of batches before this time, and the blocks only they use, are no longer
+    /// needed by a restore from this checkpoint.
+    cleanup_before: Option<u64>,
+    /// The newest batch held when its snapshot was taken: it and the held batches before it
+    /// are listed as pending in this checkpoint, and may run once its write has ended.
+    held_through: Option<u64>,
+}
+
+impl Drop for CheckpointWrite {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A checkpoint asked for and not started yet.
+#[derive(Clone, Copy, Debug)]
+struct CheckpointRequest {
+    /// The checkpoint time of the newest request.
+    time_ms: u64,
 }
 
 /// Messages of the job generator.
@@ -159,8 +296,20 @@ pub enum JobGeneratorMsg {
     /// Stop the timer, generate one last batch for what is left, wait until every batch is
     /// complete and checkpointed, then reply (a graceful stop).
     Drain(RpcReplyPort<()>),
-    /// The pending batch times and the queue, for tests and status.
+    /// The pending batch times, the queue and the checkpoints, for tests and status.
     Status(RpcReplyPort<GeneratorStatus>),
+    /// The status, once the checkpoint with this id has been started by this run and its
+    /// write has ended (durable or failed) and been acted on — cleanup included.
+    StatusAfterCheckpoint(CheckpointId, RpcReplyPort<GeneratorStatus>),
+    /// Internal: a checkpoint write ended (sent by the task that wrote it).
+    CheckpointDone {
+        /// The checkpoint.
+        id: CheckpointId,
+        /// `Err` with the reason if it failed or timed out.
+        result: Result<(), String>,
+    },
+    /// Internal: the minimum pause has elapsed; a waiting checkpoint may start.
+    CheckpointDue,
 }
 
 /// What the generator is doing.
@@ -170,6 +319,16 @@ pub struct GeneratorStatus {
     pub pending: Vec<u64>,
     /// Waiting to be generated.
     pub queued: Vec<u64>,
+    /// Generated and not submitted yet: waiting for a checkpoint that lists them as pending.
+    pub held: Vec<u64>,
+    /// Checkpoint writes in flight, oldest first.
+    pub checkpoints_in_flight: Vec<CheckpointId>,
+    /// Whether a checkpoint is waiting for a free slot (or for the minimum pause).
+    pub checkpoint_waiting: bool,
+    /// The newest checkpoint this run knows to be durable.
+    pub latest_checkpoint: Option<CheckpointId>,
+    /// Checkpoint failures since the last success.
+    pub failed_checkpoints: u32,
 }
 
 fn align_up(t: u64, zero: u64, interval: u64) -> u64 {
@@ -203,6 +362,29 @@ impl JobGeneratorState {
         }
     }
 
+    /// What the generator is doing now.
+    fn status(&self) -> GeneratorStatus {
+        GeneratorStatus {
+            pending: self.pending.iter().copied().collect(),
+            queued: self.queue.iter().copied().collect(),
+            held: self.held.keys().copied().collect(),
+            checkpoints_in_flight: self.writes.keys().copied().collect(),
+            checkpoint_waiting: self.waiting.is_some(),
+            latest_checkpoint: self.latest_durable,
+            failed_checkpoints: self.failed_checkpoints,
+        }
+    }
+
+    /// The oldest batch a restore from a checkpoint taken now may need: the oldest pending or
+    /// queued one, or the one after the last queued. `None` before anything was queued.
+    fn oldest_needed(&self) -> Option<u64> {
+        self.pending
+            .first()
+            .copied()
+            .or(self.queue.front().copied())
+            .or(self.last_queued_ms.map(|t| t + 1))
+    }
+
     fn checkpoint_data(&self, time_ms: u64, operator_state: Vec<OperatorState>) -> CheckpointData {
         CheckpointData {
             checkpoint_time_ms: time_ms,
@@ -232,14 +414,24 @@ impl Actor for JobGenerator {
         _myself: ActorRef<Self::Msg>,
         args: JobGeneratorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        args.checkpoint_policy.validate()?;
         let mut state = JobGeneratorState {
             queue: VecDeque::new(),
             pending: BTreeSet::new(),
             last_queued_ms: None,
             first_generated_ms: None,
             last_generated_ms: None,
-            last_checkpoint: None,
+            held: BTreeMap::new(),
+            writes: BTreeMap::new(),
+            waiting: None,
+            pause_timer: None,
+            last_start: None,
+            last_end: None,
+            last_started: None,
+            latest_durable: None,
+            cleaned_before: None,
             failed_checkpoints: 0,
+            settle_waiters: Vec::new(),
             timer: None,
             drain: None,
             args,
@@ -299,8 +491,19 @@ impl Actor for JobGenerator {
                 generate_ready(&myself, state).await?;
             }
             JobGeneratorMsg::BatchDone(outcome) => {
-                complete(state, outcome).await?;
+                complete(&myself, state, outcome)?;
                 generate_ready(&myself, state).await?;
+            }
+            JobGeneratorMsg::CheckpointDone { id, result } => {
+                checkpoint_done(&myself, state, id, result).await?;
+                start_waiting_checkpoint(&myself, state)?;
+            }
+            JobGeneratorMsg::CheckpointDue => {
+                state.pause_timer = None;
+                start_waiting_checkpoint(&myself, state)?;
+            }
+            JobGeneratorMsg::StatusAfterCheckpoint(id, reply) => {
+                state.settle_waiters.push((id, reply));
             }
             JobGeneratorMsg::BatchLost(t) => {
                 tracing::warn!(
@@ -319,16 +522,13 @@ impl Actor for JobGenerator {
                 generate_ready(&myself, state).await?;
             }
             JobGeneratorMsg::Status(reply) => {
-                let status = GeneratorStatus {
-                    pending: state.pending.iter().copied().collect(),
-                    queued: state.queue.iter().copied().collect(),
-                };
                 if !reply.is_closed() {
-                    let _ = reply.send(status);
+                    let _ = reply.send(state.status());
                 }
             }
         }
-        finish_drain(state);
+        finish_drain(&myself, state)?;
+        answer_settle_waiters(state);
         Ok(())
     }
 
@@ -340,6 +540,12 @@ impl Actor for JobGenerator {
         if let Some(timer) = state.timer.take() {
             timer.abort();
         }
+        if let Some(timer) = state.pause_timer.take() {
+            timer.abort();
+        }
+        // Abandon the writes in flight (dropping them aborts their tasks): a stopped
+        // generator's snapshot must not land after its successor started.
+        state.writes.clear();
         Ok(())
     }
 }
@@ -403,35 +609,79 @@ async fn generate(
     state.pending.insert(t);
     state.first_generated_ms.get_or_insert(t);
     state.last_generated_ms = Some(t);
-    checkpoint(state, t, true).await?;
+    // Held until a checkpoint that lists it as pending has been written (see `release_held`).
+    state.held.insert(
+        t,
+        BatchJobs {
+            batch_time_ms: t,
+            jobs,
+            records,
+        },
+    );
     state.args.events.emit(Event::BatchGenerated {
         batch_time_ms: t,
         blocks: allocation.blocks.values().map(|b| b.len() as u64).sum(),
         records,
     });
+    request_checkpoint(myself, state, t, true)
+}
+
+/// Submits the held batches up to `through` (none for `None`), in order: a checkpoint that
+/// lists them as pending has been written, or its write failed and the failure was tolerated.
+fn release_held(
+    myself: &ActorRef<JobGeneratorMsg>,
+    state: &mut JobGeneratorState,
+    through: Option<u64>,
+) -> Result<(), ActorProcessingErr> {
+    let Some(through) = through else {
+        return Ok(());
+    };
+    let later = match through.checked_add(1) {
+        Some(next) => state.held.split_off(&next),
+        None => BTreeMap::new(),
+    };
+    let ready = std::mem::replace(&mut state.held, later);
+    for batch in ready.into_values() {
+        submit(myself, &state.args.names, batch)?;
+    }
+    Ok(())
+}
+
+/// Hands a batch to the scheduler; its answer comes back as a message.
+fn submit(
+    myself: &ActorRef<JobGeneratorMsg>,
+    names: &Names,
+    batch: BatchJobs,
+) -> Result<(), ActorProcessingErr> {
+    let t = batch.batch_time_ms;
     let scheduler = ActorRef::<JobSchedulerMsg>::where_is(names.job_scheduler())
         .ok_or("the job scheduler is not running")?;
     let me = myself.clone();
-    let batch = BatchJobs {
-        batch_time_ms: t,
-        jobs,
-        records,
-    };
+    // Sent from the handler, not from the task below: batches released together must reach
+    // the scheduler in batch order, which runs them in submit order (a task per batch would
+    // race, and a later batch could run and complete before an earlier one).
+    let (reply, answer) = ractor::concurrency::oneshot();
+    if scheduler
+        .cast(JobSchedulerMsg::Submit(batch, reply.into()))
+        .is_err()
+    {
+        // Gone: it dies with the driver subtree, whose restart re-runs the batch.
+        let _ = me.cast(JobGeneratorMsg::BatchLost(t));
+        return Ok(());
+    }
     // The scheduler answers when the batch is done; wait for it off the generator's mailbox.
     tokio::spawn(async move {
-        let message = match scheduler
-            .call(|reply| JobSchedulerMsg::Submit(batch, reply), None)
-            .await
-        {
-            Ok(ractor::rpc::CallResult::Success(outcome)) => JobGeneratorMsg::BatchDone(outcome),
-            _ => JobGeneratorMsg::BatchLost(t),
+        let message = match answer.await {
+            Ok(outcome) => JobGeneratorMsg::BatchDone(outcome),
+            Err(_) => JobGeneratorMsg::BatchLost(t),
         };
         let _ = me.cast(message);
     });
     Ok(())
 }
 
-async fn complete(
+fn complete(
+    myself: &ActorRef<JobGeneratorMsg>,
     state: &mut JobGeneratorState,
     outcome: BatchOutcome,
 ) -> Result<(), ActorProcessingErr> {
@@ -443,48 +693,156 @@ async fn complete(
     }
     state.pending.remove(&t);
     state.args.pipeline.batch_completed(t);
-    let written = checkpoint(state, t, false).await?;
-    if written {
-        cleanup(state).await;
-    }
-    Ok(())
+    request_checkpoint(myself, state, t, false)
 }
 
-/// Writes a checkpoint at `time_ms` unless the policy says to skip it ("before" checkpoints are
-/// never skipped: they record what must be re-run). Returns whether one was written.
-async fn checkpoint(
+/// Asks for a checkpoint at `time_ms`: "before" checkpoints (they record what must be re-run)
+/// and every checkpoint while draining are never skipped; an "after" checkpoint is skipped if
+/// the latest one started less than the interval ago or ended less than the minimum pause ago.
+/// A checkpoint that cannot start now — `max_concurrent` writes in flight, or the minimum
+/// pause not elapsed — waits, coalesced with any request already waiting.
+fn request_checkpoint(
+    myself: &ActorRef<JobGeneratorMsg>,
     state: &mut JobGeneratorState,
     time_ms: u64,
     before: bool,
-) -> Result<bool, ActorProcessingErr> {
+) -> Result<(), ActorProcessingErr> {
     let policy = state.args.checkpoint_policy;
-    if let Some(last) = state.last_checkpoint {
-        let since = last.elapsed();
-        if !before && (since < policy.interval || since < policy.min_pause) {
-            return Ok(false);
-        }
-        if since < policy.min_pause {
-            tokio::time::sleep(policy.min_pause - since).await;
+    if !before && state.drain.is_none() && state.waiting.is_none() {
+        let recent_start = state
+            .last_start
+            .is_some_and(|start| start.elapsed() < policy.interval);
+        let recent_end = state
+            .last_end
+            .is_some_and(|end| end.elapsed() < policy.min_pause);
+        if recent_start || recent_end {
+            tracing::debug!(time_ms, "checkpoint skipped: the last one is too recent");
+            return Ok(());
         }
     }
-    let result = match state.args.pipeline.snapshot(state.completed_through()) {
-        Ok(operator_state) => {
-            let data = state.checkpoint_data(time_ms, operator_state);
-            tokio::time::timeout(policy.timeout, state.args.checkpoints.write(&data))
-                .await
-                .map_err(|_| format!("timed out after {:?}", policy.timeout))
-                .and_then(|written| written.map_err(|e| e.to_string()))
-        }
-        Err(err) => Err(format!("snapshotting the pipeline's state: {err}")),
+    let time_ms = state
+        .waiting
+        .map_or(time_ms, |waiting| waiting.time_ms.max(time_ms));
+    state.waiting = Some(CheckpointRequest { time_ms });
+    start_waiting_checkpoint(myself, state)
+}
+
+/// Starts the waiting checkpoint if a slot is free and the minimum pause has elapsed (else
+/// arms the pause timer). The snapshot is taken now, and the id reserved now, in the
+/// generator's handler: ids follow the snapshots whatever order the writes finish in.
+fn start_waiting_checkpoint(
+    myself: &ActorRef<JobGeneratorMsg>,
+    state: &mut JobGeneratorState,
+) -> Result<(), ActorProcessingErr> {
+    let Some(request) = state.waiting else {
+        return Ok(());
     };
-    state.last_checkpoint = Some(tokio::time::Instant::now());
-    let failure = match result {
-        Ok(_) => {
+    let policy = state.args.checkpoint_policy;
+    if state.writes.len() >= policy.max_concurrent.max(1) {
+        return Ok(());
+    }
+    if let Some(end) = state.last_end {
+        let since = end.elapsed();
+        if since < policy.min_pause {
+            if state.pause_timer.is_none() {
+                state.pause_timer = Some(
+                    myself.send_after(policy.min_pause - since, || JobGeneratorMsg::CheckpointDue),
+                );
+            }
+            return Ok(());
+        }
+    }
+    state.waiting = None;
+    let snapshot = state
+        .args
+        .pipeline
+        .snapshot(state.completed_through())
+        .map_err(|err| format!("snapshotting the pipeline's state: {err}"))
+        .map(|operator_state| state.checkpoint_data(request.time_ms, operator_state));
+    let store = Arc::clone(&state.args.checkpoints);
+    let reservation = snapshot.and_then(|data| {
+        store
+            .reserve()
+            .map(|reservation| (reservation, data))
+            .map_err(|err| err.to_string())
+    });
+    let (reservation, data) = match reservation {
+        Ok(ready) => ready,
+        Err(failure) => {
+            // Nothing to write: it counts as a failed checkpoint, and what it was for runs.
+            state.last_end = Some(tokio::time::Instant::now());
+            record_failure(state, failure)?;
+            let through = state.held.keys().next_back().copied();
+            return release_held(myself, state, through);
+        }
+    };
+    let id = reservation.id();
+    let timeout = policy.timeout;
+    let me = myself.clone();
+    let task = tokio::spawn(async move {
+        let result =
+            match tokio::time::timeout(timeout, store.write_reserved(reservation, &data)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(err)) => Err(err.to_string()),
+                // The write future is dropped here: whatever it would still do is not success.
+                Err(_) => Err(format!(
+                    "checkpoint {id} timed out after {timeout:?} and was abandoned"
+                )),
+            };
+        let _ = me.cast(JobGeneratorMsg::CheckpointDone { id, result });
+    });
+    state.last_start = Some(tokio::time::Instant::now());
+    state.last_started = Some(id);
+    state.writes.insert(
+        id,
+        CheckpointWrite {
+            task,
+            cleanup_before: state.oldest_needed(),
+            held_through: state.held.keys().next_back().copied(),
+        },
+    );
+    Ok(())
+}
+
+/// A checkpoint write ended: on success, cleans what it made unnecessary (only if it is the
+/// newest durable one: cleanup follows the snapshot order); on failure, counts it toward
+/// `tolerable_failures`.
+async fn checkpoint_done(
+    myself: &ActorRef<JobGeneratorMsg>,
+    state: &mut JobGeneratorState,
+    id: CheckpointId,
+    result: Result<(), String>,
+) -> Result<(), ActorProcessingErr> {
+    let Some(write) = state.writes.remove(&id) else {
+        tracing::debug!(%id, "ignoring the end of a checkpoint write not in flight");
+        return Ok(());
+    };
+    state.last_end = Some(tokio::time::Instant::now());
+    let outcome = match result {
+        Ok(()) => {
             state.failed_checkpoints = 0;
-            return Ok(true);
+            if state.latest_durable < Some(id) {
+                state.latest_durable = Some(id);
+                if let Some(threshold) = write.cleanup_before
+                    && state.cleaned_before < Some(threshold)
+                {
+                    cleanup(state, threshold).await;
+                }
+            }
+            Ok(())
         }
-        Err(failure) => failure,
+        Err(failure) => record_failure(state, failure),
     };
+    outcome?;
+    release_held(myself, state, write.held_through)
+}
+
+/// Counts a failed checkpoint; fails the generator beyond `tolerable_failures`.
+fn record_failure(
+    state: &mut JobGeneratorState,
+    failure: String,
+) -> Result<(), ActorProcessingErr> {
+    let policy = state.args.checkpoint_policy;
     state.failed_checkpoints += 1;
     state.args.events.emit(Event::CheckpointFailed {
         store: state.args.checkpoints.storage().describe(),
@@ -498,20 +856,13 @@ async fn checkpoint(
         .into());
     }
     tracing::warn!(error = %failure, "checkpoint failed; tolerated");
-    Ok(false)
+    Ok(())
 }
 
-/// After a durable checkpoint: allocations of batches before the oldest pending one, and
-/// receiver WAL segments older than every live block, are no longer needed.
-async fn cleanup(state: &mut JobGeneratorState) {
-    let oldest_needed = state
-        .pending
-        .first()
-        .copied()
-        .or(state.queue.front().copied());
-    let Some(threshold) = oldest_needed.or(state.last_queued_ms.map(|t| t + 1)) else {
-        return;
-    };
+/// After a durable checkpoint: allocations of batches before `threshold` (the oldest batch
+/// that checkpoint still needs), and receiver WAL segments older than every live block, are
+/// no longer needed.
+async fn cleanup(state: &mut JobGeneratorState, threshold: u64) {
     let Some(tracker) =
         ActorRef::<ReceivedBlockTrackerMsg>::where_is(state.args.names.received_block_tracker())
     else {
@@ -522,11 +873,12 @@ async fn cleanup(state: &mut JobGeneratorState) {
         other => {
             tracing::warn!(
                 ?other,
-                "block tracker cleanup failed; retried after the next batch"
+                "block tracker cleanup failed; retried after the next checkpoint"
             );
             return;
         }
     }
+    state.cleaned_before = Some(threshold);
     let Ok(live) = ractor::call!(tracker, ReceivedBlockTrackerMsg::Inspect) else {
         return;
     };
@@ -539,20 +891,51 @@ async fn cleanup(state: &mut JobGeneratorState) {
         .map_or(horizon, |oldest| oldest.min(horizon));
     state.args.block_store.remove_before(before);
     if let Err(err) = state.args.receiver_wal.clean(before).await {
-        tracing::warn!(error = %err, "receiver WAL cleanup failed; retried after the next batch");
+        tracing::warn!(error = %err, "receiver WAL cleanup failed; retried after the next checkpoint");
     }
 }
 
-/// Answers a pending drain once nothing is queued or pending.
-fn finish_drain(state: &mut JobGeneratorState) {
-    if !state.queue.is_empty() || !state.pending.is_empty() {
+/// Answers the status requests whose checkpoint has settled.
+fn answer_settle_waiters(state: &mut JobGeneratorState) {
+    if state.settle_waiters.is_empty() {
         return;
+    }
+    let waiters = std::mem::take(&mut state.settle_waiters);
+    for (id, reply) in waiters {
+        let settled = state.last_started >= Some(id) && !state.writes.contains_key(&id);
+        if !settled {
+            state.settle_waiters.push((id, reply));
+        } else if !reply.is_closed() {
+            let _ = reply.send(state.status());
+        }
+    }
+}
+
+/// Answers a pending drain once nothing is queued or pending and the final state is durably
+/// checkpointed (a final checkpoint that failed is retried, within `tolerable_failures`).
+fn finish_drain(
+    myself: &ActorRef<JobGeneratorMsg>,
+    state: &mut JobGeneratorState,
+) -> Result<(), ActorProcessingErr> {
+    if state.drain.is_none()
+        || !state.queue.is_empty()
+        || !state.pending.is_empty()
+        || !state.writes.is_empty()
+        || state.waiting.is_some()
+        || state.pause_timer.is_some()
+    {
+        return Ok(());
+    }
+    if state.latest_durable != state.last_started {
+        let time_ms = state.last_generated_ms.unwrap_or(state.args.zero_time_ms);
+        return request_checkpoint(myself, state, time_ms, false);
     }
     if let Some(reply) = state.drain.take()
         && !reply.is_closed()
     {
         let _ = reply.send(());
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -164,11 +164,30 @@ impl Actor for Root {
                 act(&myself, state, decision)
             }
             RootMsg::Stop { graceful, reply } => {
-                if let Some(driver) = ActorRef::<DriverMsg>::where_is(state.driver_name.clone()) {
-                    let _ = driver
+                // A graceful stop drains what was received, so acknowledged records are
+                // committed by this run. If the driver is between a failure and its restart
+                // (waiting out the backoff, or its job generator just failed), start it now
+                // and stop it again — a few times at most.
+                for _ in 0..GRACEFUL_STOP_ATTEMPTS {
+                    let mut driver = ActorRef::<DriverMsg>::where_is(state.driver_name.clone());
+                    if driver.is_none() && graceful {
+                        let driver_name = state.driver_name.clone();
+                        let index = state.children.names().position(|n| n == driver_name);
+                        if let Some(i) = index {
+                            let _ = state.children.restart(&myself.get_cell(), i..i + 1).await;
+                            driver = ActorRef::<DriverMsg>::where_is(driver_name);
+                        }
+                    }
+                    let Some(driver) = driver else {
+                        break;
+                    };
+                    let reached = driver
                         .call(|r| DriverMsg::Stop { graceful, reply: r }, None)
                         .await;
                     let _ = driver.get_cell().wait(None).await;
+                    if !graceful || matches!(reached, Ok(ractor::rpc::CallResult::Success(true))) {
+                        break;
+                    }
                 }
                 state
                     .children
@@ -193,6 +212,9 @@ impl Actor for Root {
         act(&myself, state, decision)
     }
 }
+
+/// How many times a graceful stop starts a driver caught between a failure and its restart.
+const GRACEFUL_STOP_ATTEMPTS: usize = 3;
 
 fn act(
     myself: &ActorRef<RootMsg>,

@@ -288,6 +288,8 @@ all_modes!(
     corrupted_state_file_is_detected,
     state_file_gc_spares_referenced_and_in_preparation_files,
     leftover_temp_files_are_removed_on_open,
+    reserved_ids_order_checkpoints_whatever_order_they_are_written_in,
+    state_files_of_a_reservation_in_flight_survive_retention,
 );
 
 async fn round_trip_preserves_every_field(mode: Mode) {
@@ -981,4 +983,51 @@ fn golden_v1_fixture_still_decodes() {
     assert_eq!(CheckpointData::decode(&bytes).unwrap(), golden_value());
     // Today's writer still produces exactly these bytes.
     assert_eq!(golden_value().encode().unwrap(), bytes);
+}
+
+async fn reserved_ids_order_checkpoints_whatever_order_they_are_written_in(mode: Mode) {
+    let fx = Fixture::new(mode);
+    let store = fx.open_retaining(1).await;
+    let older = store.reserve().unwrap();
+    let newer = store.reserve().unwrap();
+    assert_eq!((older.id(), newer.id()), (CheckpointId(1), CheckpointId(2)));
+    // The newer snapshot is written first, the older one last.
+    assert_eq!(
+        store.write_reserved(newer, &small(200)).await.unwrap(),
+        CheckpointId(2)
+    );
+    assert_eq!(
+        store.write_reserved(older, &small(100)).await.unwrap(),
+        CheckpointId(1)
+    );
+    let latest = store.read_latest().await.unwrap().unwrap();
+    assert_eq!((latest.id, latest.data), (CheckpointId(2), small(200)));
+    // Retention (retain = 1) removed the late older checkpoint, not the newer one.
+    let ids: Vec<CheckpointId> = store.list().await.unwrap().iter().map(|c| c.id).collect();
+    assert_eq!(ids, vec![CheckpointId(2)]);
+    // An unwritten reservation burns its id.
+    drop(store.reserve().unwrap());
+    assert_eq!(store.write(&small(300)).await.unwrap(), CheckpointId(4));
+}
+
+async fn state_files_of_a_reservation_in_flight_survive_retention(mode: Mode) {
+    let fx = Fixture::new(mode);
+    let store = fx.open_retaining(1).await;
+    // A state file for the snapshot that reserves checkpoint 1, whose write is slow.
+    let slow_state = store.write_state_file("slow", b"slow").await.unwrap();
+    let slow = store.reserve().unwrap();
+    // A newer checkpoint, then another, are written meanwhile: the oldest retained is now
+    // 3, newer than the state file's embedded id (1), but checkpoint 1 is still in flight.
+    store.write(&small(2)).await.unwrap();
+    store.write(&small(3)).await.unwrap();
+    assert_eq!(fx.raw_list("state").await, vec![slow_state.name.clone()]);
+    // Written at last, it is the oldest and retired by its own retention, and its state
+    // file, no longer protected by the reservation nor referenced, goes with it.
+    store
+        .write_reserved(slow, &referencing(1, &[&slow_state]))
+        .await
+        .unwrap();
+    let ids: Vec<CheckpointId> = store.list().await.unwrap().iter().map(|c| c.id).collect();
+    assert_eq!(ids, vec![CheckpointId(3)]);
+    assert!(fx.raw_list("state").await.is_empty());
 }

@@ -39,9 +39,26 @@ async fn completed_after(events: &mut EventSubscription, count: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_each_actor_kind_loses_and_duplicates_nothing() {
+    kill_while_records_flow("e2e/", 1, Victims::EveryKind).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_checkpoints_survive_kills_of_the_generator_and_the_driver() {
+    kill_while_records_flow("e2e-concurrent/", 3, Victims::CheckpointWriters).await;
+}
+
+/// Which actors to kill.
+enum Victims {
+    EveryKind,
+    /// The actors whose death abandons checkpoint writes in flight.
+    CheckpointWriters,
+}
+
+async fn kill_while_records_flow(prefix: &str, max_concurrent: usize, which: Victims) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = EngineConfig::new(Storage::local(dir.path()));
-    config.name_prefix = "e2e/".to_owned();
+    config.name_prefix = prefix.to_owned();
+    config.checkpoint_policy.max_concurrent = max_concurrent;
     config.batch_interval = Duration::from_millis(100);
     config.block_interval = Duration::from_millis(20);
     config.receiver_restart_delay = Duration::from_millis(50);
@@ -69,16 +86,21 @@ async fn killing_each_actor_kind_loses_and_duplicates_nothing() {
     let mut events = engine.events();
     completed_after(&mut events, 3).await;
 
-    let victims = [
-        names.receiver(0),
-        names.receiver_supervisor(0),
-        names.receiver_tracker(),
-        names.executor(0),
-        names.job_scheduler(),
-        names.received_block_tracker(),
-        names.job_generator(),
-        names.driver(),
-    ];
+    let victims = match which {
+        Victims::EveryKind => vec![
+            names.receiver(0),
+            names.receiver_supervisor(0),
+            names.receiver_tracker(),
+            names.executor(0),
+            names.job_scheduler(),
+            names.received_block_tracker(),
+            names.job_generator(),
+            names.driver(),
+        ],
+        Victims::CheckpointWriters => {
+            vec![names.job_generator(), names.driver(), names.job_generator()]
+        }
+    };
     for victim in victims {
         // Kill in the middle of a batch: right after one starts.
         tokio::time::timeout(Duration::from_secs(30), async {

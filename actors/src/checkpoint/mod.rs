@@ -13,8 +13,10 @@
 //! A name `checkpoint-{id:020}` only ever holds a complete checkpoint: locally it appears by
 //! `rename` of a fsynced temp file (then the directory is fsynced); in object mode it is a
 //! write-once object. Ids increase: a new one is one more than the largest present, valid or
-//! not, and a failed write burns its id. A state file referenced by a retained checkpoint is
-//! never deleted.
+//! not, and a failed write burns its id. Ids are taken when a write is *reserved*
+//! ([`CheckpointStore::reserve`]), so a writer with several writes in flight orders its
+//! checkpoints by its snapshots, not by which write finishes first: the newest valid id is the
+//! newest snapshot written. A state file referenced by a retained checkpoint is never deleted.
 //!
 //! # What a crash leaves behind
 //!
@@ -56,5 +58,6 @@ pub use format::{
     SourceOffset, StateData, StateFileRef,
 };
 pub use store::{
-    CheckpointConfig, CheckpointError, CheckpointInfo, CheckpointStore, DEFAULT_RETAIN, Restored,
+    CheckpointConfig, CheckpointError, CheckpointInfo, CheckpointStore, DEFAULT_RETAIN,
+    Reservation, Restored,
 };

@@ -10,6 +10,7 @@ use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError};
 
 use opendal::{Buffer, Operator};
 use tokio::sync::Mutex;
@@ -449,19 +450,64 @@ fn ids_of(names: Vec<String>) -> Vec<CheckpointId> {
     ids
 }
 
-/// What a write holds the lock for.
+/// What retention holds the lock for.
 #[derive(Debug)]
 struct Inner {
-    /// The id the next checkpoint gets; `None` once `u64::MAX` was used.
-    next_id: Option<u64>,
     /// The state files each checkpoint references, for the checkpoints read or written so far.
     refs: BTreeMap<CheckpointId, BTreeSet<String>>,
 }
 
+/// The ids given out, behind a short lock that is never held across an `.await`.
+#[derive(Debug)]
+struct Ids {
+    /// The id the next reservation gets; `None` once `u64::MAX` was given.
+    next: Option<u64>,
+    /// Reserved ids whose write has not ended yet.
+    in_flight: BTreeSet<u64>,
+}
+
+type SharedIds = Arc<std::sync::Mutex<Ids>>;
+
+fn lock_ids(ids: &SharedIds) -> std::sync::MutexGuard<'_, Ids> {
+    // The critical sections only insert, remove and increment: a panic cannot leave them
+    // half-done, so a poisoned lock still holds consistent data.
+    ids.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A checkpoint id taken by [`CheckpointStore::reserve`], to be written with
+/// [`CheckpointStore::write_reserved`].
+///
+/// Ids are given in the order of reservation, and [`CheckpointStore::read_latest`] prefers the
+/// largest valid id, so the order of reservations — not the order in which writes finish — is
+/// the order of checkpoints: reserve in the order of the snapshots, and a slow older write that
+/// lands after a newer one never becomes the latest. Dropping a reservation unwritten burns its
+/// id.
+#[derive(Debug)]
+#[must_use = "a reservation is only useful to write a checkpoint with"]
+pub struct Reservation {
+    id: CheckpointId,
+    ids: SharedIds,
+}
+
+impl Reservation {
+    /// The id the checkpoint will have.
+    pub fn id(&self) -> CheckpointId {
+        self.id
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        lock_ids(&self.ids).in_flight.remove(&self.id.0);
+    }
+}
+
 /// Durable checkpoints in one [`Storage`] location.
 ///
-/// Writes are serialized inside a store; reads may run concurrently with a write. One store
-/// (one process) writes to a location at a time; see the [module docs](crate::checkpoint).
+/// Ids are given in reservation order ([`CheckpointStore::reserve`]); several writes may be in
+/// flight at once (each publishes its own name), while retention runs one at a time. Reads
+/// may run concurrently with writes. One store (one process) writes to a location at a time;
+/// see the [module docs](crate::checkpoint).
 #[derive(Debug)]
 pub struct CheckpointStore {
     storage: Storage,
@@ -470,9 +516,7 @@ pub struct CheckpointStore {
     retain: usize,
     events: EventSink,
     inner: Mutex<Inner>,
-    /// Mirror of `Inner::next_id` (`u64::MAX` once exhausted), read by state-file writes
-    /// without waiting for a checkpoint write.
-    next_id: AtomicU64,
+    ids: SharedIds,
     /// The next state-file sequence number.
     state_seq: AtomicU64,
 }
@@ -526,10 +570,12 @@ impl CheckpointStore {
             retain: config.retain,
             events: config.events,
             inner: Mutex::new(Inner {
-                next_id,
                 refs: BTreeMap::new(),
             }),
-            next_id: AtomicU64::new(next_id.unwrap_or(u64::MAX)),
+            ids: Arc::new(std::sync::Mutex::new(Ids {
+                next: next_id,
+                in_flight: BTreeSet::new(),
+            })),
             state_seq: AtomicU64::new(state_seq),
             storage,
         })
@@ -547,42 +593,83 @@ impl CheckpointStore {
 
     /// Writes `data` as a new checkpoint and returns its id, then deletes checkpoints beyond
     /// the newest [`retain`](CheckpointConfig::retain) and state files no retained checkpoint
-    /// references.
+    /// references. The same as [`reserve`](Self::reserve) then
+    /// [`write_reserved`](Self::write_reserved).
     ///
-    /// The checkpoint appears under its final name complete or not at all. If this returns an
-    /// error, the store has removed whatever the attempt may have left under that name, and
-    /// the id is not used again by this store. Retention runs after the checkpoint is durable;
-    /// a retention failure is logged and retried after the next write, not returned.
+    /// # Errors
+    ///
+    /// As [`write_reserved`](Self::write_reserved), and [`CheckpointError::IdsExhausted`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`write_reserved`](Self::write_reserved).
+    pub async fn write(&self, data: &CheckpointData) -> Result<CheckpointId, CheckpointError> {
+        let reservation = self.reserve()?;
+        self.write_reserved(reservation, data).await
+    }
+
+    /// Takes the id of the next checkpoint, without writing anything (and without waiting).
+    ///
+    /// A writer that runs several writes at once reserves, in the order of its snapshots, one
+    /// id per snapshot, then writes each with [`write_reserved`](Self::write_reserved): the
+    /// checkpoint ids, and so what [`read_latest`](Self::read_latest) restores, follow the
+    /// snapshots whatever order the writes finish in.
+    ///
+    /// # Errors
+    ///
+    /// [`CheckpointError::IdsExhausted`] once the id `u64::MAX` was given.
+    pub fn reserve(&self) -> Result<Reservation, CheckpointError> {
+        let mut ids = lock_ids(&self.ids);
+        let Some(raw) = ids.next else {
+            return Err(CheckpointError::IdsExhausted {
+                store: self.store.clone(),
+            });
+        };
+        ids.next = raw.checked_add(1);
+        ids.in_flight.insert(raw);
+        Ok(Reservation {
+            id: CheckpointId(raw),
+            ids: Arc::clone(&self.ids),
+        })
+    }
+
+    /// Writes `data` as the checkpoint `reservation` names and returns its id, then deletes
+    /// checkpoints beyond the newest [`retain`](CheckpointConfig::retain) and state files no
+    /// retained checkpoint references.
+    ///
+    /// The checkpoint appears under its final name complete or not at all. Writes of
+    /// different reservations may run at once; retention runs after the checkpoint is
+    /// durable, one retention at a time, and keeps the `retain` largest ids — so a write that
+    /// finishes after a newer one is the one deleted, never the newer one. A state file is
+    /// kept while a reservation older than it is in flight. If this returns an error, the
+    /// store has removed whatever the attempt may have left under that name, and the id is
+    /// not used again by this store. A retention failure is logged and retried after the
+    /// next write, not returned.
     ///
     /// # Errors
     ///
     /// A storage error; [`CheckpointError::AlreadyExists`] if another writer took the id
-    /// (object mode); [`CheckpointError::IdsExhausted`].
+    /// (object mode); [`CheckpointError::Encode`]. A reservation from another store is
+    /// written under its id all the same: do not mix stores.
     ///
     /// # Cancel safety
     ///
     /// Not cancel safe in the sense that a dropped call may still publish the checkpoint (a
-    /// local write runs to completion on a blocking thread) without telling the caller its
-    /// id. The store stays consistent: the id is never reused, and retention catches up at
-    /// the next write.
-    pub async fn write(&self, data: &CheckpointData) -> Result<CheckpointId, CheckpointError> {
+    /// local write runs to completion on a blocking thread) without telling the caller. The
+    /// store stays consistent: the id is never reused, and retention catches up at the next
+    /// write.
+    pub async fn write_reserved(
+        &self,
+        reservation: Reservation,
+        data: &CheckpointData,
+    ) -> Result<CheckpointId, CheckpointError> {
+        let id = reservation.id;
         let bytes = data.encode().map_err(|reason| CheckpointError::Encode {
             store: self.store.clone(),
             reason,
         })?;
         let refs: BTreeSet<String> = data.state_files().map(|r| r.name.clone()).collect();
         let size = len_u64(bytes.len());
-
-        let mut inner = self.inner.lock().await;
-        let Some(raw) = inner.next_id else {
-            return Err(CheckpointError::IdsExhausted {
-                store: self.store.clone(),
-            });
-        };
-        let id = CheckpointId(raw);
-        inner.next_id = raw.checked_add(1);
-        self.next_id
-            .store(inner.next_id.unwrap_or(u64::MAX), Ordering::SeqCst);
 
         let name = id.file_name();
         if let Err(err) = self.backend.publish(Area::Checkpoints, &name, bytes).await {
@@ -594,8 +681,12 @@ impl CheckpointStore {
             id: id.0,
             bytes: size,
         });
-        inner.refs.insert(id, refs);
+        // Published: it no longer needs the in-flight protection of its state files (it
+        // protects them itself while retained).
+        drop(reservation);
 
+        let mut inner = self.inner.lock().await;
+        inner.refs.insert(id, refs);
         if let Err(err) = self.apply_retention(&mut inner).await {
             tracing::warn!(
                 store = %self.store,
@@ -654,15 +745,20 @@ impl CheckpointStore {
             return Ok(());
         };
 
-        // A state file whose embedded id is >= the oldest retained checkpoint may belong to a
-        // checkpoint still being prepared; only older ones are candidates.
+        // A state file whose embedded id is >= the oldest retained checkpoint, or >= the
+        // oldest reservation still being written, may belong to a checkpoint still being
+        // prepared; only older ones are candidates.
+        let floor = lock_ids(&self.ids)
+            .in_flight
+            .first()
+            .map_or(oldest, |&writing| oldest.min(CheckpointId(writing)));
         let candidates: Vec<String> = self
             .backend
             .list(Area::State)
             .await?
             .into_iter()
             .filter(|name| {
-                StateFileName::parse(name).is_some_and(|parsed| parsed.next_checkpoint < oldest)
+                StateFileName::parse(name).is_some_and(|parsed| parsed.next_checkpoint < floor)
             })
             .collect();
         if candidates.is_empty() {
@@ -846,7 +942,7 @@ impl CheckpointStore {
         operator_id: &str,
         bytes: &[u8],
     ) -> Result<StateFileRef, CheckpointError> {
-        let next = CheckpointId(self.next_id.load(Ordering::SeqCst));
+        let next = CheckpointId(lock_ids(&self.ids).next.unwrap_or(u64::MAX));
         let seq = self.state_seq.fetch_add(1, Ordering::SeqCst);
         let name = StateFileName::new(next, seq, operator_id).build();
         self.backend

@@ -15,8 +15,9 @@ pub(crate) struct Failpoints {
     pub(crate) fsync: &'static str,
     /// The directory's fsync fails.
     pub(crate) dir_fsync: &'static str,
-    /// Between the durable temp file and the rename onto the final name.
-    pub(crate) rename: &'static str,
+    /// Between the durable temp file and the rename onto the final name (`None` for a
+    /// component that never renames).
+    pub(crate) rename: Option<&'static str>,
     /// An object write fails at `close()` (object-store mode).
     pub(crate) close: &'static str,
     /// A local write fails with "no space left on device" (`ENOSPC`), nothing written.
@@ -29,7 +30,8 @@ pub(crate) const WAL: Failpoints = Failpoints {
     torn_write: "wal::write::torn",
     fsync: "wal::fsync",
     dir_fsync: "wal::dir_fsync",
-    rename: "wal::rename",
+    // The WAL appends to segments and writes whole objects; it never renames.
+    rename: None,
     close: "wal::close",
     disk_full: "wal::write::enospc",
 };
@@ -40,7 +42,7 @@ pub(crate) const CHECKPOINT: Failpoints = Failpoints {
     torn_write: "checkpoint::write::torn",
     fsync: "checkpoint::fsync",
     dir_fsync: "checkpoint::dir_fsync",
-    rename: "checkpoint::rename",
+    rename: Some("checkpoint::rename"),
     close: "checkpoint::close",
     disk_full: "checkpoint::write::enospc",
 };

@@ -267,8 +267,10 @@ pub(crate) fn write_atomic(
         file.sync_all().map_err(io_err("fsync", &temp))?;
         drop(file);
         let target = dir.join(name);
-        if fired(fps.rename) {
-            return Err(injected("rename", &target, fps.rename));
+        if let Some(failpoint) = fps.rename
+            && fired(failpoint)
+        {
+            return Err(injected("rename", &target, failpoint));
         }
         fs::rename(&temp, &target).map_err(io_err("rename", &target))
     })();
