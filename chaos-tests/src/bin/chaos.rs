@@ -18,70 +18,48 @@ use weir_chaos_tests::{
     Summary,
 };
 
+/// The long chaos run against an in-process engine.
+#[derive(clap::Parser, Debug)]
+#[command(about, after_help = "Example:\n  chaos --kills 1000 --seed 20261204")]
 struct Args {
+    /// At least this many kills.
+    #[arg(long, default_value_t = 1000)]
     kills: usize,
+    /// The schedule's seed (default: `WEIR_CHAOS_SEED`, else a fresh one, printed).
+    #[arg(long, env = weir_chaos_tests::schedule::SEED_VAR,
+          default_value_t = Rng::fresh_seed(), hide_default_value = true)]
     seed: u64,
-    gap: Duration,
+    /// Mean gap between faults, in milliseconds.
+    #[arg(long = "gap-ms", value_name = "MS", default_value_t = 30)]
+    gap_ms: u64,
+    /// Only kills, no panics or storage faults.
+    #[arg(long)]
     kills_only: bool,
+    /// Receiver streams under load.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     streams: u32,
+    /// Print every fault as it is injected.
+    #[arg(long)]
     verbose: bool,
+    /// Keep the engine's storage in DIR (default: a temporary directory, removed).
+    #[arg(long, value_name = "DIR")]
     dir: Option<std::path::PathBuf>,
+    /// Also fail the WALs' fsyncs (left out of the default storage edges).
+    #[arg(long = "with-wal-fsync")]
     wal_fsync: bool,
 }
 
-const USAGE: &str =
-    "usage: chaos [--kills N] [--seed N] [--gap-ms MS] [--kills-only] [--streams N] [--verbose]";
-
-fn parse() -> Result<Args, String> {
-    let mut args = Args {
-        kills: 1000,
-        seed: std::env::var(weir_chaos_tests::schedule::SEED_VAR)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(Rng::fresh_seed),
-        gap: Duration::from_millis(30),
-        kills_only: false,
-        streams: 2,
-        verbose: false,
-        dir: None,
-        wal_fsync: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| -> Result<u64, String> {
-            let v = it
-                .next()
-                .ok_or_else(|| format!("{name} needs a value; {USAGE}"))?;
-            v.parse()
-                .map_err(|_| format!("{name} takes a number, not `{v}`; {USAGE}"))
-        };
-        match arg.as_str() {
-            "--kills" => args.kills = value("--kills")? as usize,
-            "--seed" => args.seed = value("--seed")?,
-            "--gap-ms" => args.gap = Duration::from_millis(value("--gap-ms")?),
-            "--streams" => args.streams = value("--streams")?.max(1) as u32,
-            "--kills-only" => args.kills_only = true,
-            "--verbose" => args.verbose = true,
-            "--with-wal-fsync" => args.wal_fsync = true,
-            "--dir" => {
-                args.dir = Some(
-                    it.next()
-                        .ok_or_else(|| format!("--dir needs a value; {USAGE}"))?
-                        .into(),
-                )
-            }
-            "-h" | "--help" => return Err(USAGE.to_owned()),
-            other => return Err(format!("unknown argument `{other}`; {USAGE}")),
-        }
+impl Args {
+    fn gap(&self) -> Duration {
+        Duration::from_millis(self.gap_ms)
     }
-    Ok(args)
 }
 
 /// The schedule with at least `kills` kills: faults are drawn from the mix until there are.
 fn schedule(args: &Args, actors: Vec<ActorKind>) -> Schedule {
-    let mut config = ScheduleConfig::kills(args.kills, args.gap, actors);
+    let mut config = ScheduleConfig::kills(args.kills, args.gap(), actors);
     if args.wal_fsync {
-        // Reproduces the poisoned-receiver-WAL finding of docs/chaos.md.
+        // Every storage edge, the WALs' fsyncs included (see docs/chaos.md, "Findings").
         config.edges = weir_chaos_tests::StorageEdge::ALL.to_vec();
     }
     if !args.kills_only {
@@ -109,13 +87,8 @@ fn schedule(args: &Args, actors: Vec<ActorKind>) -> Schedule {
 }
 
 fn main() -> ExitCode {
-    let args = match parse() {
-        Ok(args) => args,
-        Err(err) => {
-            eprintln!("{err}");
-            return ExitCode::from(2);
-        }
-    };
+    // clap exits 2 on a usage error and 0 after --help.
+    let args = <Args as clap::Parser>::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -152,7 +125,7 @@ async fn run(args: Args) -> ExitCode {
         "WEIR_CHAOS_SEED={} — {} faults, mean gap {:?}, storage {}",
         args.seed,
         schedule.steps.len(),
-        args.gap,
+        args.gap(),
         dir.display()
     );
     let mut config = RunConfig::new(Storage::local(&dir), "chaos/");
