@@ -38,8 +38,9 @@ use std::time::Duration;
 use weir_actors::checkpoint::CheckpointData;
 use weir_actors::pipeline::{BatchInput, JobContext, Pipeline};
 
+use crate::UserError;
 use crate::dstream::memo::lock;
-use crate::dstream::{DStream, Data};
+use crate::dstream::{DStream, Data, OffsetSource};
 use crate::error::Error;
 use crate::{Storage, StreamingConfig, StreamingContext};
 
@@ -324,5 +325,96 @@ impl ManualClock {
             .pipeline()
             .restore(self.last_checkpoint.as_ref())
             .map_err(|e| Error::Incompatible(e.to_string()))
+    }
+}
+
+/// An in-memory partitioned log, the smallest [`OffsetSource`]: records appended per partition,
+/// offsets are their indices, and every commit is remembered — for tests of direct streams.
+///
+/// ```
+/// use weir::dstream::OffsetSource;
+/// use weir::testing::MemoryLog;
+///
+/// let log = MemoryLog::new("log", 2);
+/// log.append(0, &["a", "b"]);
+/// assert_eq!(log.latest().unwrap(), vec![2, 0]);
+/// log.commit(&[2, 0]).unwrap();
+/// assert_eq!(log.committed(), vec![vec![2, 0]]);
+/// ```
+#[derive(Debug)]
+pub struct MemoryLog {
+    name: String,
+    partitions: Mutex<Vec<Vec<bytes::Bytes>>>,
+    committed: Mutex<Vec<Vec<u64>>>,
+}
+
+impl MemoryLog {
+    /// An empty log called `name` with `partitions` partitions.
+    pub fn new(name: impl Into<String>, partitions: usize) -> Arc<Self> {
+        Arc::new(MemoryLog {
+            name: name.into(),
+            partitions: Mutex::new(vec![Vec::new(); partitions]),
+            committed: Mutex::default(),
+        })
+    }
+
+    /// Appends `records` (as UTF-8 bytes) to `partition`.
+    ///
+    /// # Panics
+    ///
+    /// If the partition does not exist.
+    pub fn append(&self, partition: usize, records: &[&str]) {
+        lock(&self.partitions)[partition].extend(
+            records
+                .iter()
+                .map(|r| bytes::Bytes::copy_from_slice(r.as_bytes())),
+        );
+    }
+
+    /// Every commit so far, oldest first (the next offset of each partition).
+    pub fn committed(&self) -> Vec<Vec<u64>> {
+        lock(&self.committed).clone()
+    }
+}
+
+impl OffsetSource for MemoryLog {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+    fn partitions(&self) -> usize {
+        lock(&self.partitions).len()
+    }
+    fn earliest(&self) -> Result<Vec<u64>, UserError> {
+        Ok(vec![0; self.partitions()])
+    }
+    fn latest(&self) -> Result<Vec<u64>, UserError> {
+        Ok(lock(&self.partitions)
+            .iter()
+            .map(|p| p.len() as u64)
+            .collect())
+    }
+    fn read(
+        &self,
+        partition: u32,
+        range: std::ops::Range<u64>,
+    ) -> Result<Vec<bytes::Bytes>, UserError> {
+        let partitions = lock(&self.partitions);
+        let records = partitions
+            .get(partition as usize)
+            .ok_or_else(|| format!("{}: no partition {partition}", self.name))?;
+        records
+            .get(range.start as usize..range.end as usize)
+            .map(<[bytes::Bytes]>::to_vec)
+            .ok_or_else(|| {
+                format!(
+                    "{}: partition {partition} has no offsets {range:?}",
+                    self.name
+                )
+                .into()
+            })
+    }
+    fn commit(&self, next: &[u64]) -> Result<(), UserError> {
+        lock(&self.committed).push(next.to_vec());
+        Ok(())
     }
 }

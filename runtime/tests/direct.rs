@@ -4,62 +4,11 @@
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
-use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use weir::UserError;
-use weir::dstream::{OffsetRange, OffsetSource, StartingOffsets};
-use weir::testing::{Collected, ManualClock};
-
-/// An in-memory partitioned log.
-#[derive(Default)]
-struct Log {
-    partitions: Mutex<Vec<Vec<Bytes>>>,
-    committed: Mutex<Vec<Vec<u64>>>,
-}
-
-impl Log {
-    fn new(partitions: usize) -> Arc<Self> {
-        Arc::new(Log {
-            partitions: Mutex::new(vec![Vec::new(); partitions]),
-            committed: Mutex::default(),
-        })
-    }
-    fn append(&self, partition: usize, records: &[&str]) {
-        let mut parts = self.partitions.lock().unwrap();
-        parts[partition].extend(records.iter().map(|r| Bytes::copy_from_slice(r.as_bytes())));
-    }
-}
-
-impl OffsetSource for Log {
-    fn name(&self) -> String {
-        "log".to_owned()
-    }
-    fn partitions(&self) -> usize {
-        self.partitions.lock().unwrap().len()
-    }
-    fn earliest(&self) -> Result<Vec<u64>, UserError> {
-        Ok(vec![0; self.partitions()])
-    }
-    fn latest(&self) -> Result<Vec<u64>, UserError> {
-        Ok(self
-            .partitions
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|p| p.len() as u64)
-            .collect())
-    }
-    fn read(&self, partition: u32, range: Range<u64>) -> Result<Vec<Bytes>, UserError> {
-        let parts = self.partitions.lock().unwrap();
-        Ok(parts[partition as usize][range.start as usize..range.end as usize].to_vec())
-    }
-    fn commit(&self, next: &[u64]) -> Result<(), UserError> {
-        self.committed.lock().unwrap().push(next.to_vec());
-        Ok(())
-    }
-}
+use weir::dstream::{OffsetRange, StartingOffsets};
+use weir::testing::{Collected, ManualClock, MemoryLog};
 
 /// Offset ranges each batch's output saw.
 type Seen = Vec<(u64, Vec<OffsetRange>)>;
@@ -70,7 +19,7 @@ fn text(b: &Bytes) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_rerun_after_a_crash_reads_the_same_ranges() {
-    let log = Log::new(2);
+    let log = MemoryLog::new("log", 2);
     log.append(0, &["a", "b"]);
     log.append(1, &["c"]);
     let out = Collected::default();
@@ -94,7 +43,7 @@ async fn a_batch_rerun_after_a_crash_reads_the_same_ranges() {
 
     clock.run(1).await.unwrap();
     assert_eq!(out.sorted(1000), vec!["a", "b", "c"]);
-    assert_eq!(log.committed.lock().unwrap().last().unwrap(), &vec![2, 1]);
+    assert_eq!(log.committed().last().unwrap(), &vec![2, 1]);
 
     log.append(0, &["d"]);
     clock.crash_mid_batch().unwrap(); // batch 2000 planned [2..3) and [1..1), then lost
@@ -113,12 +62,12 @@ async fn a_batch_rerun_after_a_crash_reads_the_same_ranges() {
     };
     assert_eq!(of(2000), vec![(0, 2, 3), (1, 1, 1)]);
     assert_eq!(of(3000), vec![(0, 3, 3), (1, 1, 3)]);
-    assert_eq!(log.committed.lock().unwrap().last().unwrap(), &vec![3, 3]);
+    assert_eq!(log.committed().last().unwrap(), &vec![3, 3]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_caps_each_partition_per_batch() {
-    let log = Log::new(1);
+    let log = MemoryLog::new("log", 1);
     log.append(0, &["1", "2", "3", "4", "5"]);
     let out = Collected::default();
     let (l, o) = (Arc::clone(&log), out.clone());
@@ -138,7 +87,7 @@ async fn a_rate_limit_caps_each_partition_per_batch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latest_starts_after_what_is_there() {
-    let log = Log::new(1);
+    let log = MemoryLog::new("log", 1);
     log.append(0, &["old"]);
     let out = Collected::default();
     let (l, o) = (Arc::clone(&log), out.clone());

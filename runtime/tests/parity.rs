@@ -7,13 +7,10 @@
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 use std::collections::BTreeMap;
-use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use weir::UserError;
-use weir::dstream::{OffsetSource, QueueStream, StartingOffsets, transform_of};
-use weir::testing::{Collected, ManualClock};
+use weir::dstream::{QueueStream, StartingOffsets, transform_of};
+use weir::testing::{Collected, ManualClock, MemoryLog};
 
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
@@ -214,49 +211,6 @@ async fn save_as_text_files_with_a_suffix_names_prefix_time_suffix() {
     assert_eq!(lines, strings(&["a", "b", "c"]));
 }
 
-/// A two-partition in-memory log.
-struct Log {
-    partitions: Mutex<Vec<Vec<Bytes>>>,
-}
-
-impl Log {
-    fn new(partitions: usize) -> Arc<Self> {
-        Arc::new(Log {
-            partitions: Mutex::new(vec![Vec::new(); partitions]),
-        })
-    }
-    fn append(&self, partition: usize, records: &[&str]) {
-        self.partitions.lock().unwrap()[partition]
-            .extend(records.iter().map(|r| Bytes::copy_from_slice(r.as_bytes())));
-    }
-}
-
-impl OffsetSource for Log {
-    fn name(&self) -> String {
-        "log".to_owned()
-    }
-    fn partitions(&self) -> usize {
-        self.partitions.lock().unwrap().len()
-    }
-    fn earliest(&self) -> Result<Vec<u64>, UserError> {
-        Ok(vec![0; self.partitions()])
-    }
-    fn latest(&self) -> Result<Vec<u64>, UserError> {
-        Ok(self
-            .partitions
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|p| p.len() as u64)
-            .collect())
-    }
-    fn read(&self, partition: u32, range: Range<u64>) -> Result<Vec<Bytes>, UserError> {
-        Ok(self.partitions.lock().unwrap()[partition as usize]
-            [range.start as usize..range.end as usize]
-            .to_vec())
-    }
-}
-
 /// The application's own store: results and offsets, changed together in one transaction.
 #[derive(Default)]
 struct Db {
@@ -268,7 +222,7 @@ struct Db {
 type Store = Arc<Mutex<Db>>;
 
 /// An application counting words into `db`, starting from the offsets in `db`.
-fn app(log: &Arc<Log>, db: &Store) -> ManualClock {
+fn app(log: &Arc<MemoryLog>, db: &Store) -> ManualClock {
     let from = db.lock().unwrap().offsets.clone();
     let (l, d) = (Arc::clone(log), Arc::clone(db));
     ManualClock::new(1000, 2, move |ctx| {
@@ -305,7 +259,7 @@ fn app(log: &Arc<Log>, db: &Store) -> ManualClock {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offsets_in_the_applications_own_store_give_exactly_once_results() {
-    let log = Log::new(2);
+    let log = MemoryLog::new("log", 2);
     log.append(0, &["a", "b", "a"]);
     log.append(1, &["b", "c"]);
     let db: Store = Arc::new(Mutex::new(Db {
@@ -356,7 +310,7 @@ async fn offsets_in_the_applications_own_store_give_exactly_once_results() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_offsets_of_the_wrong_length_fail_the_batch() {
-    let log = Log::new(2);
+    let log = MemoryLog::new("log", 2);
     log.append(0, &["a"]);
     let l = Arc::clone(&log);
     let mut clock = ManualClock::new(1000, 1, move |ctx| {
@@ -375,7 +329,7 @@ async fn given_offsets_of_the_wrong_length_fail_the_batch() {
 /// checkpoint says, not at the given offsets again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_restore_continues_from_the_checkpoint_not_the_given_offsets() {
-    let log = Log::new(1);
+    let log = MemoryLog::new("log", 1);
     log.append(0, &["a", "b", "c"]);
     let out = Collected::default();
     let (l, o) = (Arc::clone(&log), out.clone());

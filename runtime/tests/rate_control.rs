@@ -3,7 +3,6 @@
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
-use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,40 +10,19 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use weir::dstream::{OffsetSource, StartingOffsets};
-use weir::testing::{Collected, ManualClock};
+use weir::dstream::StartingOffsets;
+use weir::testing::{Collected, ManualClock, MemoryLog};
 use weir::{Storage, StreamingConfig, StreamingContext, UserError};
 use weir_actors::pipeline::{BoxFuture, Receiver, ReceiverContext};
 
-/// A one-partition-per-vector in-memory log.
-struct Log(Vec<Vec<Bytes>>);
-
-impl OffsetSource for Log {
-    fn name(&self) -> String {
-        "log".to_owned()
+fn log(partitions: usize, records: usize) -> Arc<MemoryLog> {
+    let log = MemoryLog::new("log", partitions);
+    for p in 0..partitions {
+        for i in 0..records {
+            log.append(p, &[&format!("{p}-{i}")]);
+        }
     }
-    fn partitions(&self) -> usize {
-        self.0.len()
-    }
-    fn earliest(&self) -> Result<Vec<u64>, UserError> {
-        Ok(vec![0; self.0.len()])
-    }
-    fn latest(&self) -> Result<Vec<u64>, UserError> {
-        Ok(self.0.iter().map(|p| p.len() as u64).collect())
-    }
-    fn read(&self, partition: u32, range: Range<u64>) -> Result<Vec<Bytes>, UserError> {
-        Ok(self.0[partition as usize][range.start as usize..range.end as usize].to_vec())
-    }
-}
-
-fn log(partitions: usize, records: usize) -> Arc<Log> {
-    Arc::new(Log((0..partitions)
-        .map(|p| {
-            (0..records)
-                .map(|i| Bytes::from(format!("{p}-{i}")))
-                .collect()
-        })
-        .collect()))
+    log
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
