@@ -276,20 +276,18 @@ struct SharedLimiter {
 impl Admission for SharedLimiter {
     fn admit(&self, records: u64) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            if self.limiter_unlimited() {
-                return;
-            }
-            let wait = lock(&self.limiter).reserve(records);
+            let wait = {
+                let mut limiter = lock(&self.limiter);
+                // Backpressure before its first estimate: nothing to wait for.
+                if limiter.rate() >= UNLIMITED {
+                    return;
+                }
+                limiter.reserve(records)
+            };
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
         })
-    }
-}
-
-impl SharedLimiter {
-    fn limiter_unlimited(&self) -> bool {
-        lock(&self.limiter).rate() >= UNLIMITED
     }
 }
 
