@@ -886,10 +886,15 @@ async fn cleanup(state: &mut JobGeneratorState, threshold: u64) {
     // keep a margin, so a block on its way is never cleaned.
     let margin = (state.args.batch_interval * 10).max(Duration::from_secs(10));
     let horizon = now_ms().saturating_sub(margin.as_millis() as u64);
-    let before = live
-        .oldest_live_stored_ms()
-        .map_or(horizon, |oldest| oldest.min(horizon));
-    state.args.block_store.remove_before(before);
+    let oldest_live = live.oldest_live_stored_ms();
+    let before = oldest_live.map_or(horizon, |oldest| oldest.min(horizon));
+    // The block store is a cache of the WAL, so it needs no margin: a block on its way that
+    // is dropped here is read back from the WAL when its batch runs. Without the margin,
+    // memory holds the live blocks only, not ten intervals of finished ones.
+    state
+        .args
+        .block_store
+        .remove_before(oldest_live.unwrap_or(horizon));
     if let Err(err) = state.args.receiver_wal.clean(before).await {
         tracing::warn!(error = %err, "receiver WAL cleanup failed; retried after the next checkpoint");
     }
