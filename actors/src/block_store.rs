@@ -13,10 +13,23 @@
 //! needs an evicted block reads it back from the WAL. The same holds after a driver restart,
 //! when the store starts empty and every recovered block is read back.
 //!
+//! # The only copy, with the receiver WAL off
+//!
+//! With [`EngineConfig::receiver_wal`](crate::engine::EngineConfig::receiver_wal) off (Spark's
+//! `spark.streaming.receiver.writeAheadLog.enable=false`), a block is never written to the WAL:
+//! its handle is a [`memory_handle`], and the store holds the only copy. Such blocks are never
+//! evicted for the budget (dropping one would lose it); they leave the store only when their
+//! batch is cleaned up. A batch that needs one that is gone — after a driver restart, when the
+//! store starts empty — gets [`BlockStoreError::Lost`]: the job generator runs the batch
+//! without it and logs what was lost. That is the trade the switch makes: at-most-once input
+//! for receivers, for the cost of the WAL.
+//!
 //! What a crash leaves behind: nothing — the store is memory only.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -26,10 +39,49 @@ use crate::wal::{RecordHandle, Wal, WalError};
 /// The default byte budget of a [`BlockStore`]: 256 MiB.
 pub const DEFAULT_MAX_BYTES: usize = 256 << 20;
 
+/// The segment id of every [`memory_handle`]: no WAL ever reaches it (segment ids count up
+/// from 1).
+const MEMORY_SEGMENT: u64 = u64::MAX;
+
+/// A handle for a block that is kept in memory only (the receiver WAL is off): unique within
+/// the process and, being seeded from the clock, across restarts of it, so a new block is never
+/// mistaken for a recovered one. `length` is the block's bytes of records.
+pub fn memory_handle(length: u32) -> RecordHandle {
+    static NEXT: OnceLock<AtomicU64> = OnceLock::new();
+    let next = NEXT.get_or_init(|| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        AtomicU64::new(nanos)
+    });
+    RecordHandle {
+        segment: MEMORY_SEGMENT,
+        offset: next.fetch_add(1, Ordering::Relaxed),
+        length,
+    }
+}
+
+/// Whether `handle` names a block kept in memory only ([`memory_handle`]).
+pub fn is_memory_only(handle: &RecordHandle) -> bool {
+    handle.segment == MEMORY_SEGMENT
+}
+
 /// Why a block could not be read back from the receiver WAL.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BlockStoreError {
+    /// The block was kept in memory only (the receiver WAL is off) and is gone: the driver
+    /// restarted since it was stored.
+    #[error(
+        "block {handle} of stream {stream} was kept in memory only (the receiver WAL is off) \
+         and is gone"
+    )]
+    Lost {
+        /// The block's stream.
+        stream: StreamId,
+        /// Its memory-only handle.
+        handle: RecordHandle,
+    },
     /// The WAL could not read the record (it was cleaned, or the storage failed).
     #[error("reading block {handle} of stream {stream} from the receiver WAL failed: {source}")]
     Wal {
@@ -65,8 +117,11 @@ type Key = (StreamId, RecordHandle);
 #[derive(Debug)]
 struct Entry {
     block: Block,
+    /// What the block counts against the budget (0 for a memory-only block).
     bytes: usize,
-    seq: u64,
+    /// Its place in the eviction order; `None` for a memory-only block, which is never
+    /// evicted.
+    seq: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -82,7 +137,9 @@ struct Inner {
 impl Inner {
     fn remove(&mut self, key: &Key) {
         if let Some(entry) = self.blocks.remove(key) {
-            self.order.remove(&entry.seq);
+            if let Some(seq) = entry.seq {
+                self.order.remove(&seq);
+            }
             self.bytes -= entry.bytes;
         }
     }
@@ -124,12 +181,24 @@ impl BlockStore {
 
     /// Keeps `block`, evicting the oldest blocks while the budget would be exceeded. A block
     /// larger than the whole budget is not kept (it is read back from the WAL when needed).
-    /// Inserting a block that is already there replaces it.
+    /// Inserting a block that is already there replaces it. A memory-only block
+    /// ([`memory_handle`]) is always kept, outside the budget: it is the only copy.
     pub fn insert(&self, block: Block) {
         let bytes = block_bytes(&block);
         let key = key(&block.info);
         let mut inner = self.lock();
         inner.remove(&key);
+        if is_memory_only(&block.info.handle) {
+            inner.blocks.insert(
+                key,
+                Entry {
+                    block,
+                    bytes: 0,
+                    seq: None,
+                },
+            );
+            return;
+        }
         if bytes > inner.max_bytes {
             tracing::debug!(stream = block.info.stream, handle = %block.info.handle, bytes,
                 "block larger than the block store's budget; it stays in the WAL only");
@@ -147,7 +216,14 @@ impl BlockStore {
         inner.next_seq += 1;
         inner.order.insert(seq, key);
         inner.bytes += bytes;
-        inner.blocks.insert(key, Entry { block, bytes, seq });
+        inner.blocks.insert(
+            key,
+            Entry {
+                block,
+                bytes,
+                seq: Some(seq),
+            },
+        );
     }
 
     /// The block `info` names, if it is in memory.
@@ -162,7 +238,8 @@ impl BlockStore {
     /// # Errors
     ///
     /// [`BlockStoreError::Wal`] if the record cannot be read (it was cleaned, or the storage
-    /// failed); [`BlockStoreError::Corrupt`] if it does not decode to `info.records` records.
+    /// failed); [`BlockStoreError::Corrupt`] if it does not decode to `info.records` records;
+    /// [`BlockStoreError::Lost`] if the block was memory-only and is not in memory.
     ///
     /// # Cancel safety
     ///
@@ -170,6 +247,12 @@ impl BlockStore {
     pub async fn get_or_read(&self, info: &BlockInfo, wal: &Wal) -> Result<Block, BlockStoreError> {
         if let Some(block) = self.get(info) {
             return Ok(block);
+        }
+        if is_memory_only(&info.handle) {
+            return Err(BlockStoreError::Lost {
+                stream: info.stream,
+                handle: info.handle,
+            });
         }
         let payload = wal
             .read(info.handle)
@@ -232,7 +315,8 @@ impl BlockStore {
         self.len() == 0
     }
 
-    /// The bytes of records in memory.
+    /// The bytes of records in memory that count against the budget (memory-only blocks do
+    /// not).
     pub fn bytes(&self) -> usize {
         self.lock().bytes
     }
@@ -314,6 +398,50 @@ mod tests {
             .collect();
         assert_eq!(left, vec![3, 4]);
         assert_eq!(store.bytes(), 20);
+    }
+
+    #[tokio::test]
+    async fn memory_only_blocks_are_never_evicted_and_are_lost_once_removed() {
+        let (wal, _) = Wal::open(Storage::memory(), WalConfig::default())
+            .await
+            .unwrap();
+        let store = BlockStore::new(50);
+        let memory_only = |n: usize| {
+            let records: Vec<Bytes> = (0..n).map(|_| Bytes::from(vec![b'm'; 10])).collect();
+            Block {
+                info: BlockInfo {
+                    stream: 2,
+                    handle: memory_handle(10 * n as u32),
+                    records: n as u64,
+                    stored_ms: 7,
+                },
+                records: Arc::from(records),
+            }
+        };
+        let (a, b) = (memory_only(3), memory_only(9)); // b alone is over the budget
+        assert_ne!(a.info.handle, b.info.handle, "each handle is new");
+        assert!(is_memory_only(&a.info.handle));
+        assert!(!is_memory_only(&info(0, 1, 1, 1).handle));
+        store.insert(a.clone());
+        store.insert(b.clone());
+        for i in 0..10 {
+            store.insert(block(0, i, 3, i)); // WAL-backed blocks evict each other only
+        }
+        assert!(Arc::ptr_eq(
+            &store.get_or_read(&a.info, &wal).await.unwrap().records,
+            &a.records
+        ));
+        assert!(store.get(&b.info).is_some());
+        assert!(
+            store.bytes() <= 50,
+            "memory-only blocks are outside the budget"
+        );
+        store.remove_before(8);
+        assert!(matches!(
+            store.get_or_read(&a.info, &wal).await,
+            Err(BlockStoreError::Lost { stream: 2, .. })
+        ));
+        assert!(store.get(&info(0, 9, 3, 9)).is_some());
     }
 
     #[tokio::test]

@@ -174,7 +174,7 @@ impl Actor for Driver {
         let receiver_args = ReceiverTrackerArgs {
             names: names.clone(),
             streams: args.receivers.clone(),
-            wal: receiver_wal.clone(),
+            wal: config.receiver_wal.then(|| receiver_wal.clone()),
             block_store: block_store.clone(),
             block_interval: config.block_interval,
             max_block_bytes: config.max_block_bytes,

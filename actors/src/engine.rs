@@ -41,6 +41,14 @@ pub struct EngineConfig {
     pub max_block_bytes: usize,
     /// Received blocks kept in memory (older ones are read back from the WAL). Default: 256 MiB.
     pub block_store_bytes: usize,
+    /// Whether receivers write every block to the receiver WAL before acknowledging it —
+    /// Spark's `spark.streaming.receiver.writeAheadLog.enable`, but on by default. Off, a block
+    /// is acknowledged once it is in memory and known to the tracker: no WAL write or fsync,
+    /// but the blocks not yet processed when the driver dies are lost (at-most-once input;
+    /// the job generator logs each lost block), and memory-only blocks are kept outside
+    /// `block_store_bytes` (bound the input with a rate limit). Direct and file sources, which
+    /// replay from their own positions, are not affected. Default: on.
+    pub receiver_wal: bool,
     /// Executor workers. Default: the number of cores.
     pub executors: usize,
     /// Batches running at once. Default: 1 (batches complete in order).
@@ -89,6 +97,7 @@ impl EngineConfig {
             block_interval: Duration::from_millis(200),
             max_block_bytes: 4 << 20,
             block_store_bytes: 256 << 20,
+            receiver_wal: true,
             executors: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_batches_in_flight: 1,
             max_task_attempts: 4,
@@ -152,6 +161,7 @@ impl EngineConfig {
                 "block_store_bytes".to_owned(),
                 self.block_store_bytes.to_string(),
             ),
+            ("receiver_wal".to_owned(), self.receiver_wal.to_string()),
             ("executors".to_owned(), self.executors.to_string()),
             (
                 "max_batches_in_flight".to_owned(),

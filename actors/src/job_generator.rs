@@ -76,7 +76,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
 
-use crate::block_store::BlockStore;
+use crate::block_store::{BlockStore, BlockStoreError};
 use crate::checkpoint::{CheckpointData, CheckpointId, CheckpointStore, OperatorState};
 use crate::events::{Event, EventSink};
 use crate::job_scheduler::{BatchJobs, BatchOutcome, JobSchedulerMsg};
@@ -590,13 +590,23 @@ async fn generate(
     for (stream, infos) in &allocation.blocks {
         let mut blocks = Vec::with_capacity(infos.len());
         for info in infos {
-            blocks.push(
-                state
-                    .args
-                    .block_store
-                    .get_or_read(info, &state.args.receiver_wal)
-                    .await?,
-            );
+            match state
+                .args
+                .block_store
+                .get_or_read(info, &state.args.receiver_wal)
+                .await
+            {
+                Ok(block) => blocks.push(block),
+                // The receiver WAL is off and the driver restarted since the block was
+                // stored: the batch runs without it (at-most-once input, as configured).
+                Err(BlockStoreError::Lost { .. }) => {
+                    tracing::warn!(batch_time_ms = t, stream = *stream, handle = %info.handle,
+                        records = info.records,
+                        "a block kept in memory only (the receiver WAL is off) is gone; \
+                         its records are lost");
+                }
+                Err(err) => return Err(err.into()),
+            }
         }
         input.blocks.insert(*stream, blocks);
     }

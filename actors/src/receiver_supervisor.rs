@@ -19,6 +19,12 @@
 //! If the append or the report fails, the call is answered [`StoreError::Failed`]: not stored,
 //! not acknowledged. So an `Ok` is never given for a block the tracker does not know.
 //!
+//! With the receiver WAL off ([`EngineConfig::receiver_wal`](crate::engine::EngineConfig::receiver_wal),
+//! `wal: None` here) step 1 is skipped: the block gets a
+//! [`memory_handle`](crate::block_store::memory_handle) and the block store holds its only
+//! copy, so an `Ok` then means "in memory and known to the tracker" — lost if the driver dies
+//! before its batch is done.
+//!
 //! # Where blocks come from
 //!
 //! * **Reliable store**: every [`ReceiverContext::store`] call becomes one block. The calls
@@ -75,7 +81,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::block_store::BlockStore;
+use crate::block_store::{BlockStore, memory_handle};
 use crate::blocks::{Block, BlockInfo, StreamId, encode_records};
 use crate::driver::DriverMsg;
 use crate::events::{Event, EventSink};
@@ -119,8 +125,10 @@ pub struct ReceiverSupervisorArgs {
     pub stream: StreamId,
     /// Makes the stream's receiver, once per start.
     pub factory: Arc<dyn ReceiverFactory>,
-    /// The receiver WAL, shared by every stream (their appends share fsyncs).
-    pub wal: Wal,
+    /// The receiver WAL, shared by every stream (their appends share fsyncs); `None`: the
+    /// receiver WAL is off, and blocks are kept in memory only (see
+    /// [`EngineConfig::receiver_wal`](crate::engine::EngineConfig::receiver_wal)).
+    pub wal: Option<Wal>,
     /// Where stored blocks are kept in memory for the job generator.
     pub block_store: BlockStore,
     /// Pushed records are cut into a block this often.
@@ -140,7 +148,7 @@ impl fmt::Debug for ReceiverSupervisorArgs {
         f.debug_struct("ReceiverSupervisorArgs")
             .field("names", &self.names)
             .field("stream", &self.stream)
-            .field("wal", &self.wal.location())
+            .field("wal", &self.wal.as_ref().map(Wal::location))
             .field("block_interval", &self.block_interval)
             .field("max_block_bytes", &self.max_block_bytes)
             .field("restart_delay", &self.restart_delay)
@@ -208,7 +216,7 @@ pub struct ReceiverSupervisorState {
     receiver_name: String,
     names: Names,
     children: Children,
-    wal: Wal,
+    wal: Option<Wal>,
     block_store: BlockStore,
     pushed: PushBuffer,
     block_interval: Duration,
@@ -499,8 +507,14 @@ impl ReceiverSupervisorState {
         }
         // The WAL record time is the block's stored time, so the WAL is cleaned by it.
         let stored_ms = now_ms();
-        let wal = &self.wal;
+        let wal = self.wal.as_ref();
         let appends = requests.iter().map(|request| async move {
+            let Some(wal) = wal else {
+                // The receiver WAL is off: the block store holds the only copy.
+                let bytes: usize = request.records.iter().map(Bytes::len).sum();
+                let length = u32::try_from(bytes).unwrap_or(u32::MAX);
+                return Ok((memory_handle(length), bytes));
+            };
             let payload = encode_records(&request.records)
                 .map_err(|e| (format!("encoding the block failed: {e}"), false))?;
             let bytes = payload.len();

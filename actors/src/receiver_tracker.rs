@@ -55,8 +55,9 @@ pub struct ReceiverTrackerArgs {
     pub names: Names,
     /// The input streams and the factory of each one's receiver.
     pub streams: Vec<(StreamId, Arc<dyn ReceiverFactory>)>,
-    /// The receiver WAL, shared by every stream.
-    pub wal: Wal,
+    /// The receiver WAL, shared by every stream; `None`: the receiver WAL is off (blocks are
+    /// kept in memory only, see [`EngineConfig::receiver_wal`](crate::engine::EngineConfig::receiver_wal)).
+    pub wal: Option<Wal>,
     /// Where stored blocks are kept in memory.
     pub block_store: BlockStore,
     /// Pushed records are cut into a block this often (default
@@ -81,7 +82,7 @@ impl fmt::Debug for ReceiverTrackerArgs {
         f.debug_struct("ReceiverTrackerArgs")
             .field("names", &self.names)
             .field("streams", &streams)
-            .field("wal", &self.wal.location())
+            .field("wal", &self.wal.as_ref().map(Wal::location))
             .field("block_interval", &self.block_interval)
             .field("max_block_bytes", &self.max_block_bytes)
             .field("receiver_restart_delay", &self.receiver_restart_delay)

@@ -329,7 +329,7 @@ impl Rig {
         let args = ReceiverTrackerArgs {
             names: names.clone(),
             streams,
-            wal: wal.clone(),
+            wal: Some(wal.clone()),
             block_store: block_store.clone(),
             block_interval: options.block_interval,
             max_block_bytes: options.max_block_bytes,

@@ -141,6 +141,18 @@ impl StreamingConfig {
         self.engine.graceful_stop_timeout = interval * 10;
         self
     }
+
+    /// Turns the receiver WAL on (the default) or off — Spark's
+    /// `spark.streaming.receiver.writeAheadLog.enable`. Off, receiver streams
+    /// ([`socket_text_stream`](StreamingContext::socket_text_stream), custom receivers) are
+    /// at-most-once: what a dead driver held in memory is lost. Direct and file streams,
+    /// which replay from their own positions, stay exactly once. See
+    /// [`EngineConfig::receiver_wal`].
+    #[must_use]
+    pub fn receiver_wal(mut self, enabled: bool) -> Self {
+        self.engine.receiver_wal = enabled;
+        self
+    }
 }
 
 /// What `get_or_create` found in the checkpoint directory.
