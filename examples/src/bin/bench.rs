@@ -12,7 +12,7 @@
 //! * the feeder's own ceiling (TCP to a reader that discards; files into a directory);
 //! * the floors: a single-threaded `split_whitespace` + `HashMap` word count over the
 //!   feeder's bytes, and raw `write` + `sync_data` bandwidth at the WAL's group sizes;
-//! * the sustainable rate of each system on the socket source (weir; Spark Java with and
+//! * the sustainable rate of each system on the socket source (weir and Spark Java with and
 //!   without the receiver WAL; PySpark without): doubling then bisection over input rates,
 //!   each step a fresh bounded run, passing when the feeder delivered the rate, enough
 //!   batches completed, their p95 processing time stayed below the batch interval and the
@@ -242,9 +242,7 @@ fn run(args: &Args) -> Result<(), BoxError> {
     if has("rate") {
         for &kind in &plan.systems {
             let wals: &[bool] = match kind {
-                // weir's receiver always writes its WAL: there is no switch to measure.
-                Kind::Weir => &[true],
-                Kind::SparkJava => &[false, true],
+                Kind::Weir | Kind::SparkJava => &[false, true],
                 Kind::PySpark => &[false],
             };
             for &wal in wals {
@@ -256,10 +254,11 @@ fn run(args: &Args) -> Result<(), BoxError> {
     if has("latency") {
         for &kind in &plan.systems {
             let dir = scratch.join(format!("latency-{}", slug(kind)));
+            // weir with its receiver WAL on (its default), Spark with it off (Spark's).
             let r = step(
                 &launch,
                 kind,
-                false,
+                kind == Kind::Weir,
                 plan.moderate_rate,
                 plan.latency_batch_ms,
                 (plan.warmup_secs, plan.step_secs),

@@ -151,9 +151,9 @@ const JAVA17_OPTS: &[&str] = &[
 ];
 
 impl Launch {
-    /// Starts `kind` on `source` with `batch_ms` batches in `dirs`; `wal` turns Spark's
-    /// receiver WAL on (weir's receiver always logs: it has no switch). `tag` names the log
-    /// files.
+    /// Starts `kind` on `source` with `batch_ms` batches in `dirs`; `wal` turns the receiver
+    /// WAL on (weir's `--no-receiver-wal` when off, on the socket source only: its directory
+    /// source has no receiver). `tag` names the log files.
     pub(crate) fn start(
         &self,
         kind: Kind,
@@ -188,6 +188,9 @@ impl Launch {
                     .arg("--batch-ms")
                     .arg(batch_ms.to_string())
                     .arg("--quiet");
+                if !wal && matches!(source, Source::Socket(_)) {
+                    c.arg("--no-receiver-wal");
+                }
                 c
             }
             Kind::SparkJava => {
