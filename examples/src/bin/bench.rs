@@ -52,7 +52,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// weir vs Spark Streaming: sustainable rate, latency, recovery, memory, and two floors.
 #[derive(Parser, Debug)]
-#[command(about)]
+#[command(version)]
 struct Args {
     /// Run every phase against every system (installs Spark on first use).
     #[arg(long)]
@@ -101,6 +101,11 @@ struct Args {
     /// Where the markdown report is written (default: CACHE/report.md).
     #[arg(long)]
     report: Option<PathBuf>,
+    /// An extra argument for weir's `word_count` (repeatable), e.g.
+    /// `--weir-arg=--pair-per-word` to run the textbook program the Spark jobs run; the report
+    /// names them.
+    #[arg(long = "weir-arg", value_name = "ARG", allow_hyphen_values = true)]
+    weir_args: Vec<String>,
 }
 
 /// The effective settings.
@@ -120,6 +125,7 @@ struct Plan {
     cache: PathBuf,
     report: PathBuf,
     quick: bool,
+    weir_args: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -194,6 +200,7 @@ fn plan(args: &Args) -> Result<Plan, BoxError> {
             .unwrap_or(if args.quick { 10.0 } else { 15.0 }),
         bisect_steps: args.bisect_steps.unwrap_or(if args.quick { 1 } else { 3 }),
         kill_secs: args.kill_secs.unwrap_or(if args.quick { 3.0 } else { 6.0 }),
+        weir_args: args.weir_args.clone(),
         cache,
         report,
         quick: args.quick,
@@ -371,7 +378,11 @@ fn setup(plan: &Plan) -> Result<Launch, BoxError> {
     } else {
         None
     };
-    Ok(Launch { word_count, spark })
+    Ok(Launch {
+        word_count,
+        weir_args: plan.weir_args.clone(),
+        spark,
+    })
 }
 
 fn describe_machine() -> String {
@@ -872,6 +883,13 @@ impl Report {
             plan.warmup_secs,
             if plan.quick { " (--quick)" } else { "" }
         );
+        if !plan.weir_args.is_empty() {
+            let _ = writeln!(
+                s,
+                "weir's `word_count` ran with `{}`.\n",
+                plan.weir_args.join(" ")
+            );
+        }
         let _ = writeln!(s, "| | |\n|---|---|\n{machine}");
         let bpw = pool.bytes_per_word();
         if let Some(c) = &self.ceiling {

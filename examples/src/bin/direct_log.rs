@@ -42,7 +42,7 @@ use weir_examples::run::{BoxError, Limits, Stopped, main_with, run_until_stopped
 
 /// A producer and a direct stream over the partitioned log, exactly once.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Where the log lives.
     #[arg(long, value_name = "DIR", default_value = "weir-data/direct-log/log")]

@@ -42,7 +42,7 @@ use weir_examples::text_server::TextServer;
 
 /// A service embedding weir: a word count inside, a stats endpoint outside.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Where the stats endpoint listens (port 0: any free port, printed at start).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]

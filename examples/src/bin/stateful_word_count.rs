@@ -29,7 +29,7 @@ use weir_examples::text_server::TextServer;
 
 /// Running word totals in checkpointed state, over a socket.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Read the lines a TCP server at HOST:PORT sends (default: a built-in text server on
     /// 127.0.0.1).

@@ -49,7 +49,7 @@ const MAX_FILES_PER_BATCH: usize = 1000;
 
 /// Exactly-once word count over a directory of text files or a socket.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Count the text files that appear in this directory (default: a built-in generator
     /// writing into ./weir-data/input).
@@ -83,6 +83,10 @@ struct Args {
     /// faster, but a crash loses the lines the process held. Only for `--socket`.
     #[arg(long, requires = "socket")]
     no_receiver_wal: bool,
+    /// Count the textbook way, as the Spark jobs do: a `(word, 1)` pair (an owned `String`)
+    /// per word, then `reduce_by_key`. Slower; for comparisons.
+    #[arg(long)]
+    pair_per_word: bool,
     /// Do not print each batch's top words.
     #[arg(long)]
     quiet: bool,
@@ -201,7 +205,7 @@ fn count_and_save<T>(lines: &DStream<T>, args: &Args)
 where
     T: weir::dstream::Data + AsRef<[u8]>,
 {
-    let counts = count_words(lines, args.running);
+    let counts = count_words(lines, args.running, args.pair_per_word);
     if !args.quiet {
         print_top(&counts, 5);
     }
@@ -218,12 +222,25 @@ where
 /// merged by key across partitions. That is Spark's map-side combine, written so that the
 /// hot loop allocates nothing: per-record allocation, not the engine, bounded this example's
 /// rate before (docs/benchmarks.md).
-fn count_words<T>(lines: &DStream<T>, running: bool) -> DStream<(String, u64)>
+///
+/// With `pair_per_word`, the textbook program instead: one `(String, 1)` pair per word (what
+/// Spark's `flatMap` + `mapToPair` produce), all merged by `reduce_by_key`.
+fn count_words<T>(lines: &DStream<T>, running: bool, pair_per_word: bool) -> DStream<(String, u64)>
 where
     T: weir::dstream::Data + AsRef<[u8]>,
 {
-    let pairs = lines
-        .map_partitions(|lines: &[T]| {
+    let pairs = if pair_per_word {
+        lines.map_partitions(|lines: &[T]| {
+            let mut pairs = Vec::new();
+            for line in lines {
+                let line = std::str::from_utf8(line.as_ref())
+                    .map_err(|e| format!("a line is not UTF-8: {e}"))?;
+                pairs.extend(line.split_whitespace().map(|w| (w.to_owned(), 1u64)));
+            }
+            Ok(pairs)
+        })
+    } else {
+        lines.map_partitions(|lines: &[T]| {
             let mut counts: HashMap<&str, u64> = HashMap::new();
             for line in lines {
                 let line = std::str::from_utf8(line.as_ref())
@@ -237,7 +254,8 @@ where
                 .map(|(word, count)| (word.to_owned(), count))
                 .collect())
         })
-        .uid("words");
+    }
+    .uid("words");
     if running {
         pairs
             .update_state_by_key(|new: &[u64], total: Option<u64>| {

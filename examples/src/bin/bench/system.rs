@@ -68,6 +68,8 @@ pub(crate) struct SparkSetup {
 pub(crate) struct Launch {
     /// weir's `word_count` binary.
     pub(crate) word_count: PathBuf,
+    /// Extra arguments for it (`--weir-arg`).
+    pub(crate) weir_args: Vec<String>,
     /// The Spark side, if set up.
     pub(crate) spark: Option<SparkSetup>,
 }
@@ -191,6 +193,7 @@ impl Launch {
                 if !wal && matches!(source, Source::Socket(_)) {
                     c.arg("--no-receiver-wal");
                 }
+                c.args(&self.weir_args);
                 c
             }
             Kind::SparkJava => {
