@@ -107,6 +107,31 @@ pub trait Admission: Send + Sync + fmt::Debug + 'static {
     fn admit(&self, records: u64) -> BoxFuture<'_, ()>;
 }
 
+/// A block handed over by [`ReceiverContext::submit`]: resolves once it is durable in the WAL
+/// and reported to the block tracker (`Ok`), or was not stored (`Err`; a supervisor that
+/// stopped before answering is [`StoreError::Closed`]). Dropping it does not withdraw the
+/// block; it only gives up hearing whether it was stored.
+#[derive(Debug)]
+#[must_use = "a block may be acknowledged only once its PendingStore resolved Ok"]
+pub struct PendingStore {
+    stream: StreamId,
+    reply: oneshot::Receiver<Result<BlockInfo, StoreError>>,
+}
+
+impl Future for PendingStore {
+    type Output = Result<BlockInfo, StoreError>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let stream = self.stream;
+        Pin::new(&mut self.reply)
+            .poll(cx)
+            .map(|answer| answer.unwrap_or(Err(StoreError::Closed { stream })))
+    }
+}
+
 /// What a running [`Receiver`] uses to hand over records.
 #[derive(Clone, Debug)]
 pub struct ReceiverContext {
@@ -167,10 +192,23 @@ impl ReceiverContext {
     ///
     /// If cancelled, the records may or may not have been stored; they were not acknowledged.
     pub async fn store(&self, records: Vec<Bytes>) -> Result<BlockInfo, StoreError> {
+        self.submit(records).await?.await
+    }
+
+    /// Hands `records` over as one block without waiting for it to be durable: returns once
+    /// the block is queued (after the rate limit and the supervisor's bounded queue, so the
+    /// backpressure is the same as [`store`](Self::store)'s); the returned [`PendingStore`]
+    /// resolves to what `store` would have returned. Blocks are stored in the order they
+    /// were submitted, and blocks submitted together share one WAL group commit. A receiver
+    /// can so read its next records while its last block is on its way to the disk; it must
+    /// bound how many it keeps in flight, and acknowledge a block only once its
+    /// `PendingStore` resolved `Ok`.
+    ///
+    /// # Cancel safety
+    ///
+    /// If cancelled, the records were not handed over.
+    pub async fn submit(&self, records: Vec<Bytes>) -> Result<PendingStore, StoreError> {
         self.admit(records.len() as u64).await;
-        let closed = || StoreError::Closed {
-            stream: self.stream,
-        };
         let (reply, rx) = oneshot::channel();
         self.to_supervisor
             .send(StoreRequest {
@@ -178,8 +216,13 @@ impl ReceiverContext {
                 reply: Some(reply),
             })
             .await
-            .map_err(|_| closed())?;
-        rx.await.map_err(|_| closed())?
+            .map_err(|_| StoreError::Closed {
+                stream: self.stream,
+            })?;
+        Ok(PendingStore {
+            stream: self.stream,
+            reply: rx,
+        })
     }
 
     /// Buffers one record; the buffer is cut into a block every block interval. Unreliable:

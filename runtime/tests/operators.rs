@@ -548,3 +548,51 @@ async fn a_changed_state_type_refuses_the_restore_naming_the_operator() {
         "{err}"
     );
 }
+
+/// Two parties meeting: each [`arrive`](Rendezvous::arrive) waits (at most 10 s) for the
+/// other and says whether it came.
+#[derive(Default)]
+struct Rendezvous {
+    arrived: std::sync::Mutex<usize>,
+    met: std::sync::Condvar,
+}
+
+impl Rendezvous {
+    fn arrive(&self) -> bool {
+        let mut arrived = self.arrived.lock().unwrap();
+        *arrived += 1;
+        self.met.notify_all();
+        let (arrived, _) = self
+            .met
+            .wait_timeout_while(arrived, std::time::Duration::from_secs(10), |n| *n < 2)
+            .unwrap();
+        *arrived >= 2
+    }
+}
+
+/// The two reducers of a shuffle compute the two map partitions at the same time: each map
+/// partition waits for the other before it returns, which only completes if they run in
+/// parallel (when both reducers pulled map partition 0 first, the second waited for the first
+/// and the map side ran one partition at a time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reducers_compute_the_map_side_in_parallel() {
+    let input: Vec<Vec<String>> = strs(&[&["a", "b", "c", "d", "a", "b"]]);
+    let meet = std::sync::Arc::new(Rendezvous::default());
+    let together = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (m, t) = (meet.clone(), together.clone());
+    let out = run1(input, move |d| {
+        let (m, t) = (m.clone(), t.clone());
+        d.map_partitions(move |words: &[String]| {
+            let met = m.arrive();
+            t.lock().unwrap().push(met);
+            Ok(words.iter().map(|w| (w.clone(), 1)).collect())
+        })
+        .reduce_by_key(|a, b| a + b)
+    })
+    .await;
+    assert_eq!(
+        out,
+        vec![vec![(s("a"), 2), (s("b"), 2), (s("c"), 1), (s("d"), 1)]]
+    );
+    assert_eq!(*together.lock().unwrap(), vec![true, true]);
+}

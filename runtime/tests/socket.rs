@@ -344,3 +344,76 @@ async fn the_receiver_is_its_own_factory_and_shares_its_stats() {
     let _fresh = receiver.create();
     assert!(Arc::ptr_eq(&stats, &receiver.clone().stats()));
 }
+
+/// With one store in flight, the receiver reads and hands over the next chunk while the first
+/// is unanswered, but no third one until the first is answered; the chunks come in order.
+#[tokio::test]
+async fn the_next_chunk_is_read_while_one_is_being_stored_but_no_more() {
+    let (listener, addr) = listener().await;
+    let (to_supervisor, mut requests) = mpsc::channel::<StoreRequest>(4);
+    let (stop, stopping) = watch::channel(false);
+    let ctx = ReceiverContext::new(0, to_supervisor, Arc::default(), stopping);
+    let receiver = SocketTextReceiver::new(&addr)
+        .chunk_records(2)
+        .stores_in_flight(1);
+    let task = tokio::spawn(async move {
+        let mut receiver = receiver;
+        receiver.start(ctx).await
+    });
+    let mut server = accept(&listener).await;
+    let wire: String = (0..8).map(|i| format!("line {i}\n")).collect();
+    server.write_all(wire.as_bytes()).await.expect("write");
+    let mut recv = async || {
+        timeout(PATIENCE, requests.recv())
+            .await
+            .expect("a chunk is handed over in time")
+            .expect("the receiver is alive")
+    };
+    let first = recv().await;
+    let second = recv().await;
+    let lines = |r: &StoreRequest| -> Vec<String> {
+        r.records
+            .iter()
+            .map(|l| String::from_utf8(l.to_vec()).expect("UTF-8"))
+            .collect()
+    };
+    assert_eq!(lines(&first), ["line 0", "line 1"]);
+    assert_eq!(lines(&second), ["line 2", "line 3"]);
+    // Both are unanswered: the receiver must not hand over a third (it has read it).
+    assert!(
+        timeout(Duration::from_millis(300), requests.recv())
+            .await
+            .is_err(),
+        "a third chunk was handed over while two were in flight"
+    );
+    let info = |n: u64| BlockInfo {
+        stream: 0,
+        handle: RecordHandle {
+            segment: 0,
+            offset: n,
+            length: 0,
+        },
+        records: 2,
+        stored_ms: 0,
+    };
+    let _ = first.reply.expect("a reliable store").send(Ok(info(0)));
+    let third = timeout(PATIENCE, requests.recv())
+        .await
+        .expect("the third chunk follows the first answer")
+        .expect("the receiver is alive");
+    assert_eq!(lines(&third), ["line 4", "line 5"]);
+    let _ = second.reply.expect("a reliable store").send(Ok(info(1)));
+    let _ = third.reply.expect("a reliable store").send(Ok(info(2)));
+    let fourth = timeout(PATIENCE, requests.recv())
+        .await
+        .expect("the fourth chunk")
+        .expect("the receiver is alive");
+    assert_eq!(lines(&fourth), ["line 6", "line 7"]);
+    let _ = fourth.reply.expect("a reliable store").send(Ok(info(3)));
+    stop.send_replace(true);
+    timeout(Duration::from_secs(2), task)
+        .await
+        .expect("the receiver stops promptly")
+        .expect("the receiver does not panic")
+        .expect("stops with Ok");
+}

@@ -144,6 +144,23 @@ impl<T: Send + Sync + 'static> Node<T> {
             .collect()
     }
 
+    /// Every partition of batch `cx.time`, in order, for consumer partition `part` of
+    /// `consumers` in a shuffle: computed in [`pull_order`](super::pull_order), so that
+    /// parallel consumers compute different partitions instead of waiting on the same one.
+    pub(crate) fn all_for(
+        &self,
+        cx: BatchCx<'_>,
+        part: usize,
+        consumers: usize,
+    ) -> ComputeResult<Vec<Partition<T>>> {
+        let n = self.partitions();
+        let mut pulled: Vec<Option<Partition<T>>> = (0..n).map(|_| None).collect();
+        for q in super::pull_order(part, consumers, n) {
+            pulled[q] = Some(self.partition(cx, q)?);
+        }
+        Ok(pulled.into_iter().flatten().collect())
+    }
+
     pub(crate) fn partitions(&self) -> usize {
         self.compute.partitions()
     }

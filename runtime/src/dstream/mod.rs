@@ -56,6 +56,20 @@ pub(crate) fn partition_of<K: Hash>(key: &K, partitions: usize) -> usize {
     (hasher.finish() % partitions.max(1) as u64) as usize
 }
 
+/// The order in which consumer partition `part` of `consumers` pulls the `producers`
+/// partitions of the stream it shuffles from: from its own share onwards, wrapping around.
+/// Consumers run in parallel and a partition is computed once, by whoever asks first, while
+/// the others wait for it (`memo`); if every consumer started at producer 0 they would queue
+/// behind one another, one producer at a time, and the whole map side would run on one core.
+pub(crate) fn pull_order(
+    part: usize,
+    consumers: usize,
+    producers: usize,
+) -> impl Iterator<Item = usize> {
+    let start = part * producers / consumers.max(1);
+    (0..producers).map(move |i| (start + i) % producers)
+}
+
 /// A stream of batches of `T`.
 pub struct DStream<T> {
     pub(crate) node: Arc<Node<T>>,

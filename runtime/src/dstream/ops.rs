@@ -64,8 +64,12 @@ impl<T: Data> Compute<T> for Repartition<T> {
     }
     fn compute(&self, cx: BatchCx<'_>, part: usize) -> ComputeResult<Vec<T>> {
         let mut out = Vec::new();
-        for q in 0..self.parent.partitions() {
-            let input = self.parent.partition(cx, q)?;
+        for (q, input) in self
+            .parent
+            .all_for(cx, part, self.partitions)?
+            .into_iter()
+            .enumerate()
+        {
             // Each parent partition starts at a different target, so small ones spread out.
             let start = (part + self.partitions - q % self.partitions) % self.partitions;
             out.extend(input.iter().skip(start).step_by(self.partitions).cloned());

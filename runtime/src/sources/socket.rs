@@ -7,8 +7,11 @@
 //! lines or [`chunk_bytes`](SocketTextReceiver::chunk_bytes) bytes, and at the latest
 //! [`flush_interval`](SocketTextReceiver::flush_interval) (20 ms by default) after its first
 //! line arrived, so a trickle of lines is not held back waiting for a full chunk. While a
-//! chunk is being stored the socket is not read, so a slow WAL slows the sender down through
-//! TCP flow control instead of growing a buffer here.
+//! chunk is on its way to the WAL the receiver reads the next one
+//! ([`ReceiverContext::submit`]), but it keeps at most
+//! [`stores_in_flight`](SocketTextReceiver::stores_in_flight) chunks in flight (1 by
+//! default): past that it stops reading the socket until the oldest is stored, so a slow WAL
+//! slows the sender down through TCP flow control instead of growing a buffer here.
 //!
 //! # What is a line
 //!
@@ -36,6 +39,7 @@
 //! and so is whatever the server sent into a connection that broke. If a store fails while
 //! the receiver is not stopping, it returns the error and the engine restarts it.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,7 +49,10 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use weir_actors::pipeline::{BoxFuture, Receiver, ReceiverContext, ReceiverFactory, UserError};
+use weir_actors::blocks::BlockInfo;
+use weir_actors::pipeline::{
+    BoxFuture, PendingStore, Receiver, ReceiverContext, ReceiverFactory, StoreError, UserError,
+};
 
 use super::rate::RateLimiter;
 
@@ -144,6 +151,7 @@ pub struct SocketTextReceiver {
     chunk_records: usize,
     chunk_bytes: usize,
     flush_interval: Duration,
+    stores_in_flight: usize,
     initial_backoff: Duration,
     max_backoff: Duration,
     connect_timeout: Duration,
@@ -160,6 +168,7 @@ impl fmt::Debug for SocketTextReceiver {
             .field("chunk_records", &self.chunk_records)
             .field("chunk_bytes", &self.chunk_bytes)
             .field("flush_interval", &self.flush_interval)
+            .field("stores_in_flight", &self.stores_in_flight)
             .field("initial_backoff", &self.initial_backoff)
             .field("max_backoff", &self.max_backoff)
             .field("rate", &self.limiter.as_ref().map(RateLimiter::rate))
@@ -173,16 +182,18 @@ const READ_SIZE: usize = 64 * 1024;
 impl SocketTextReceiver {
     /// A receiver of the server at `addr` (`host:port`, resolved at every connection attempt),
     /// with the defaults: lines of at most 64 KiB (longer ones skipped), chunks of at most
-    /// 10 000 lines or 1 MiB stored at least every 20 ms, reconnection backoff from 100 ms up
-    /// to 10 s, a 5 s connect timeout, no rate limit.
+    /// 100 000 lines or 1 MiB stored at least every 20 ms, one chunk in flight while the next
+    /// is read, reconnection backoff from 100 ms up to 10 s, a 5 s connect timeout, no rate
+    /// limit.
     pub fn new(addr: impl Into<String>) -> Self {
         SocketTextReceiver {
             addr: addr.into(),
             max_line_len: 64 * 1024,
             long_lines: LongLines::Skip,
-            chunk_records: 10_000,
+            chunk_records: 100_000,
             chunk_bytes: 1024 * 1024,
             flush_interval: Duration::from_millis(20),
+            stores_in_flight: 1,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
@@ -218,6 +229,16 @@ impl SocketTextReceiver {
     /// A chunk is stored at the latest this long after its first line arrived.
     pub fn flush_interval(mut self, interval: Duration) -> Self {
         self.flush_interval = interval;
+        self
+    }
+
+    /// How many stored chunks may still be on their way to the WAL while the receiver reads
+    /// the next (default 1). With 0 the socket is read only once every chunk is stored, so a
+    /// chunk's WAL append and the reading of the next never overlap; more lets chunks share
+    /// group commits, at the cost of that many chunks held (at most
+    /// [`chunk_bytes`](Self::chunk_bytes) each) and lost if the receiver dies.
+    pub fn stores_in_flight(mut self, chunks: usize) -> Self {
+        self.stores_in_flight = chunks;
         self
     }
 
@@ -373,6 +394,8 @@ struct Connection<'a> {
     chunk_bytes: usize,
     /// When the chunk's first line arrived.
     chunk_since: Option<Instant>,
+    /// Chunks handed over and not yet answered, oldest first, with their line counts.
+    in_flight: VecDeque<(PendingStore, u64)>,
     /// Whether any line was stored from this connection.
     delivered: bool,
 }
@@ -388,6 +411,7 @@ impl<'a> Connection<'a> {
             chunk: Vec::new(),
             chunk_bytes: 0,
             chunk_since: None,
+            in_flight: VecDeque::new(),
             delivered: false,
         }
     }
@@ -404,6 +428,14 @@ impl<'a> Connection<'a> {
             let read = tokio::select! {
                 biased;
                 () = self.ctx.stopping() => None,
+                stored = oldest(&mut self.in_flight) => {
+                    // Popped only now that it resolved, so a cancelled poll loses nothing.
+                    let lines = self.in_flight.pop_front().map_or(0, |(_, lines)| lines);
+                    if let Flow::Stop = self.stored(stored, lines)? {
+                        return Ok(End::Stopped);
+                    }
+                    continue;
+                }
                 () = sleep_until_or_never(deadline) => Some(None),
                 read = stream.read_buf(buf) => Some(Some(read)),
             };
@@ -413,7 +445,7 @@ impl<'a> Connection<'a> {
                     return Ok(End::Stopped);
                 }
                 Some(None) => {
-                    if let Flow::Stop = self.flush().await? {
+                    if let Flow::Stop = self.submit().await? {
                         return Ok(End::Stopped);
                     }
                 }
@@ -501,7 +533,7 @@ impl<'a> Connection<'a> {
         }
         self.add(line);
         if self.chunk.len() >= self.rx.chunk_records || self.chunk_bytes >= self.rx.chunk_bytes {
-            return self.flush().await;
+            return self.submit().await;
         }
         Ok(Flow::Go)
     }
@@ -514,16 +546,54 @@ impl<'a> Connection<'a> {
         self.chunk.push(line);
     }
 
-    /// Stores the chunk. `Stop` if the store failed because the receiver is stopping.
+    /// Stores the chunk and waits until every chunk in flight is stored. `Stop` if a store
+    /// failed because the receiver is stopping.
     async fn flush(&mut self) -> Result<Flow, UserError> {
+        let mut flow = self.submit_within(0).await?;
+        while let Some((pending, lines)) = self.in_flight.pop_front() {
+            if let Flow::Stop = self.stored(pending.await, lines)? {
+                flow = Flow::Stop;
+            }
+        }
+        Ok(flow)
+    }
+
+    /// Hands the chunk over, then waits while more than `stores_in_flight` are in flight.
+    async fn submit(&mut self) -> Result<Flow, UserError> {
+        self.submit_within(self.rx.stores_in_flight).await
+    }
+
+    /// Hands the chunk over (if any), then waits while more than `limit` are in flight.
+    async fn submit_within(&mut self, limit: usize) -> Result<Flow, UserError> {
         self.chunk_since = None;
         self.chunk_bytes = 0;
-        if self.chunk.is_empty() {
-            return Ok(Flow::Go);
+        if !self.chunk.is_empty() {
+            let records = std::mem::take(&mut self.chunk);
+            let lines = records.len() as u64;
+            match self.ctx.submit(records).await {
+                Ok(pending) => self.in_flight.push_back((pending, lines)),
+                Err(err) => return self.stored(Err(err), lines),
+            }
         }
-        let records = std::mem::take(&mut self.chunk);
-        let lines = records.len() as u64;
-        match self.ctx.store(records).await {
+        while self.in_flight.len() > limit {
+            let Some((pending, lines)) = self.in_flight.pop_front() else {
+                break;
+            };
+            if let Flow::Stop = self.stored(pending.await, lines)? {
+                return Ok(Flow::Stop);
+            }
+        }
+        Ok(Flow::Go)
+    }
+
+    /// Accounts for the outcome of storing a chunk of `lines` lines. `Stop` if it failed
+    /// because the receiver is stopping; an error if it failed otherwise.
+    fn stored(
+        &mut self,
+        stored: Result<BlockInfo, StoreError>,
+        lines: u64,
+    ) -> Result<Flow, UserError> {
+        match stored {
             Ok(info) => {
                 bump(&self.rx.stats.lines, lines);
                 bump(&self.rx.stats.blocks, 1);
@@ -540,6 +610,15 @@ impl<'a> Connection<'a> {
             }
             Err(err) => Err(Box::new(err)),
         }
+    }
+}
+
+/// Resolves with the outcome of the oldest chunk in flight, which stays queued (the caller pops
+/// it); never if none is.
+async fn oldest(in_flight: &mut VecDeque<(PendingStore, u64)>) -> Result<BlockInfo, StoreError> {
+    match in_flight.front_mut() {
+        Some((pending, _)) => pending.await,
+        None => std::future::pending().await,
     }
 }
 
