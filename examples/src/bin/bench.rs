@@ -437,7 +437,8 @@ struct Step {
     expected_batches: usize,
     processing: Quantiles,
     scheduling: Quantiles,
-    last_scheduling_ms: u64,
+    /// The last batch's scheduling delay (none if no batch completed in the window).
+    last_scheduling_ms: Option<u64>,
     e2e: Option<Quantiles>,
     startup_ms: u64,
     steady_rss_kb: Option<u64>,
@@ -448,18 +449,23 @@ struct Step {
 impl Step {
     fn summary(&self) -> String {
         format!(
-            "rate {:.0} (delivered {:.0}) words/s: start-up {} ms, {}/{} batches, processing p50 {} p95 {} p99 {} ms, scheduling p50 {} p99 {} last {} ms, e2e {}, RSS steady {} peak {} → {}",
+            "rate {:.0} (delivered {:.0}) words/s: start-up {} ms, {}/{} batches, {}, e2e {}, RSS steady {} peak {} → {}",
             self.rate,
             self.achieved,
             self.startup_ms,
             self.batches,
             self.expected_batches,
-            self.processing.p50,
-            self.processing.p95,
-            self.processing.p99,
-            self.scheduling.p50,
-            self.scheduling.p99,
-            self.last_scheduling_ms,
+            self.last_scheduling_ms.map_or_else(
+                || "no batch completed in the window".to_owned(),
+                |last| format!(
+                    "processing p50 {} p95 {} p99 {} ms, scheduling p50 {} p99 {} last {last} ms",
+                    self.processing.p50,
+                    self.processing.p95,
+                    self.processing.p99,
+                    self.scheduling.p50,
+                    self.scheduling.p99,
+                )
+            ),
             self.e2e.map_or_else(
                 || "n/a".to_owned(),
                 |q| format!("p50 {} p99 {} ms", q.p50, q.p99)
@@ -554,13 +560,13 @@ fn step(
     };
     let processing = quantiles(steady.iter().map(|b| b.processing_ms).collect());
     let scheduling = quantiles(steady.iter().map(|b| b.scheduling_ms).collect());
-    let last_scheduling_ms = steady.last().map_or(u64::MAX, |b| b.scheduling_ms);
+    let last_scheduling_ms = steady.last().map(|b| b.scheduling_ms);
     let e2e = end_to_end(&tally, &all, &dirs.output, words0, words1);
     let pass = achieved >= 0.95 * rate
         && !steady.is_empty()
         && steady.len() + 1 >= expected_batches
         && processing.p95 < batch_ms
-        && last_scheduling_ms < batch_ms;
+        && last_scheduling_ms.is_some_and(|last| last < batch_ms);
     Ok(Step {
         rate,
         achieved,
@@ -1005,6 +1011,13 @@ impl Report {
             );
             for (kind, r) in &self.latency {
                 let _ = match r {
+                    Ok(st) if st.batches == 0 => writeln!(
+                        s,
+                        "| {kind} | 0/{} | — | — | — | {} | {} |",
+                        st.expected_batches,
+                        mib(st.peak_rss_kb),
+                        st.steady_rss_kb.map_or_else(|| "n/a".to_owned(), mib)
+                    ),
                     Ok(st) => writeln!(
                         s,
                         "| {kind} | {}/{} | {} / {} | {} / {} | {} | {} | {} |",
