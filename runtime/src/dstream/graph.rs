@@ -153,12 +153,9 @@ impl<T: Send + Sync + 'static> Node<T> {
         part: usize,
         consumers: usize,
     ) -> ComputeResult<Vec<Partition<T>>> {
-        let n = self.partitions();
-        let mut pulled: Vec<Option<Partition<T>>> = (0..n).map(|_| None).collect();
-        for q in super::pull_order(part, consumers, n) {
-            pulled[q] = Some(self.partition(cx, q)?);
-        }
-        Ok(pulled.into_iter().flatten().collect())
+        super::pull_all(part, consumers, self.partitions(), |q| {
+            self.partition(cx, q)
+        })
     }
 
     pub(crate) fn partitions(&self) -> usize {

@@ -35,6 +35,7 @@ pub use ops::{transform_of, union_of};
 pub use output::{Batch, BatchPartition};
 pub use planned::{OffsetRange, OffsetSource, QueueStream, StartingOffsets};
 
+use crate::error::ComputeResult;
 use graph::{GraphShared, Node};
 
 /// What a stream can carry.
@@ -68,6 +69,22 @@ pub(crate) fn pull_order(
 ) -> impl Iterator<Item = usize> {
     let start = part * producers / consumers.max(1);
     (0..producers).map(move |i| (start + i) % producers)
+}
+
+/// `fetch(q)` for every producer partition `q`, fetched in [`pull_order`] for consumer `part`
+/// of `consumers`, returned in partition order (so what a consumer computes from them does not
+/// depend on who computed what first).
+pub(crate) fn pull_all<V>(
+    part: usize,
+    consumers: usize,
+    producers: usize,
+    mut fetch: impl FnMut(usize) -> ComputeResult<V>,
+) -> ComputeResult<Vec<V>> {
+    let mut pulled: Vec<Option<V>> = (0..producers).map(|_| None).collect();
+    for q in pull_order(part, consumers, producers) {
+        pulled[q] = Some(fetch(q)?);
+    }
+    Ok(pulled.into_iter().flatten().collect())
 }
 
 /// A stream of batches of `T`.

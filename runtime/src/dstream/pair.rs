@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::graph::{BatchCx, Compute, Node};
 use super::memo::Memo;
-use super::{DStream, Data, Key, StableMap, partition_of, pull_order};
+use super::{DStream, Data, Key, StableMap, partition_of, pull_all};
 use crate::error::ComputeResult;
 
 type Buckets<K, C> = Arc<Vec<Vec<(K, C)>>>;
@@ -51,16 +51,13 @@ impl<K: Key, V: Data, C: Data> Compute<(K, C)> for Combine<K, V, C> {
         self.partitions
     }
     fn compute(&self, cx: BatchCx<'_>, part: usize) -> ComputeResult<Vec<(K, C)>> {
-        // Pull the map side in this partition's own order (parallel reducers compute
-        // different map partitions first), then merge in partition order, so the output's
-        // order does not depend on who computed what.
-        let n = self.parent.partitions();
-        let mut pulled: Vec<Option<Buckets<K, C>>> = (0..n).map(|_| None).collect();
-        for q in pull_order(part, self.partitions, n) {
-            pulled[q] = Some(self.buckets(cx, q)?);
-        }
+        // Parallel reducers compute different map partitions first; the merge is in
+        // partition order.
+        let map_side = pull_all(part, self.partitions, self.parent.partitions(), |q| {
+            self.buckets(cx, q)
+        })?;
         let mut merged: StableMap<K, C> = StableMap::default();
-        for buckets in pulled.into_iter().flatten() {
+        for buckets in map_side {
             for (k, c) in &buckets[part] {
                 match merged.get_mut(k) {
                     Some(acc) => (self.merge_combiners)(acc, c.clone()),
