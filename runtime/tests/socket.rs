@@ -43,22 +43,9 @@ fn run(receiver: SocketTextReceiver, answer: Answer) -> Running {
             let records = request.records.len() as u64;
             let reply = match answer {
                 Answer::Store => {
-                    let lines = request
-                        .records
-                        .iter()
-                        .map(|r| String::from_utf8(r.to_vec()).expect("the receiver stores UTF-8"))
-                        .collect();
+                    let lines = request_lines(&request);
                     blocks_tx.send_modify(|b| b.push(lines));
-                    Ok(BlockInfo {
-                        stream: 0,
-                        handle: RecordHandle {
-                            segment: 0,
-                            offset: n,
-                            length: 0,
-                        },
-                        records,
-                        stored_ms: 0,
-                    })
+                    Ok(block_info(n, records))
                 }
                 Answer::Fail => Err(StoreError::Failed {
                     stream: 0,
@@ -111,6 +98,63 @@ impl Running {
             .expect("the receiver stops promptly")
             .expect("the receiver does not panic")
     }
+}
+
+/// The lines of a store request.
+fn request_lines(request: &StoreRequest) -> Vec<String> {
+    request
+        .records
+        .iter()
+        .map(|r| String::from_utf8(r.to_vec()).expect("the receiver stores UTF-8"))
+        .collect()
+}
+
+/// What a supervisor answers for the `n`-th block stored, of `records` records.
+fn block_info(n: u64, records: u64) -> BlockInfo {
+    BlockInfo {
+        stream: 0,
+        handle: RecordHandle {
+            segment: 0,
+            offset: n,
+            length: 0,
+        },
+        records,
+        stored_ms: 0,
+    }
+}
+
+/// The next store request the receiver hands over, within [`PATIENCE`].
+async fn next_request(requests: &mut mpsc::Receiver<StoreRequest>, what: &str) -> StoreRequest {
+    timeout(PATIENCE, requests.recv())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not handed over in time"))
+        .expect("the receiver is alive")
+}
+
+/// Answers a store request as stored.
+fn answer_stored(request: StoreRequest, n: u64) {
+    let records = request.records.len() as u64;
+    let reply = request.reply.expect("a reliable store");
+    let _ = reply.send(Ok(block_info(n, records)));
+}
+
+/// A receiver against a supervisor the test plays by hand: the requests, the stop signal and
+/// the receiver's task.
+fn run_by_hand(
+    receiver: SocketTextReceiver,
+) -> (
+    mpsc::Receiver<StoreRequest>,
+    watch::Sender<bool>,
+    JoinHandle<Result<(), UserError>>,
+) {
+    let (to_supervisor, requests) = mpsc::channel::<StoreRequest>(4);
+    let (stop, stopping) = watch::channel(false);
+    let ctx = ReceiverContext::new(0, to_supervisor, Arc::default(), stopping);
+    let task = tokio::spawn(async move {
+        let mut receiver = receiver;
+        receiver.start(ctx).await
+    });
+    (requests, stop, task)
 }
 
 /// Polls a condition that no channel announces (a counter), bounded in time.
@@ -345,40 +389,47 @@ async fn the_receiver_is_its_own_factory_and_shares_its_stats() {
     assert!(Arc::ptr_eq(&stats, &receiver.clone().stats()));
 }
 
+/// A receiver cutting chunks of 2 lines, one store in flight, connected to a server that
+/// sent `wire`; played by hand as in [`run_by_hand`] (the server's end is returned to keep the
+/// connection open).
+async fn two_line_chunks_by_hand(
+    wire: &[u8],
+) -> (
+    mpsc::Receiver<StoreRequest>,
+    watch::Sender<bool>,
+    JoinHandle<Result<(), UserError>>,
+    TcpStream,
+) {
+    let (listener, addr) = listener().await;
+    let (requests, stop, task) = run_by_hand(
+        SocketTextReceiver::new(&addr)
+            .chunk_records(2)
+            .stores_in_flight(1),
+    );
+    let mut server = accept(&listener).await;
+    server.write_all(wire).await.expect("write");
+    (requests, stop, task, server)
+}
+
+/// Waits for a receiver to return `Ok` (within 2 s).
+async fn stops_ok(task: JoinHandle<Result<(), UserError>>) {
+    timeout(Duration::from_secs(2), task)
+        .await
+        .expect("the receiver stops in time")
+        .expect("the receiver does not panic")
+        .expect("stops with Ok");
+}
+
 /// With one store in flight, the receiver reads and hands over the next chunk while the first
 /// is unanswered, but no third one until the first is answered; the chunks come in order.
 #[tokio::test]
 async fn the_next_chunk_is_read_while_one_is_being_stored_but_no_more() {
-    let (listener, addr) = listener().await;
-    let (to_supervisor, mut requests) = mpsc::channel::<StoreRequest>(4);
-    let (stop, stopping) = watch::channel(false);
-    let ctx = ReceiverContext::new(0, to_supervisor, Arc::default(), stopping);
-    let receiver = SocketTextReceiver::new(&addr)
-        .chunk_records(2)
-        .stores_in_flight(1);
-    let task = tokio::spawn(async move {
-        let mut receiver = receiver;
-        receiver.start(ctx).await
-    });
-    let mut server = accept(&listener).await;
     let wire: String = (0..8).map(|i| format!("line {i}\n")).collect();
-    server.write_all(wire.as_bytes()).await.expect("write");
-    let mut recv = async || {
-        timeout(PATIENCE, requests.recv())
-            .await
-            .expect("a chunk is handed over in time")
-            .expect("the receiver is alive")
-    };
-    let first = recv().await;
-    let second = recv().await;
-    let lines = |r: &StoreRequest| -> Vec<String> {
-        r.records
-            .iter()
-            .map(|l| String::from_utf8(l.to_vec()).expect("UTF-8"))
-            .collect()
-    };
-    assert_eq!(lines(&first), ["line 0", "line 1"]);
-    assert_eq!(lines(&second), ["line 2", "line 3"]);
+    let (mut requests, stop, task, _server) = two_line_chunks_by_hand(wire.as_bytes()).await;
+    let first = next_request(&mut requests, "the first chunk").await;
+    let second = next_request(&mut requests, "the second chunk, the first unanswered").await;
+    assert_eq!(request_lines(&first), ["line 0", "line 1"]);
+    assert_eq!(request_lines(&second), ["line 2", "line 3"]);
     // Both are unanswered: the receiver must not hand over a third (it has read it).
     assert!(
         timeout(Duration::from_millis(300), requests.recv())
@@ -386,34 +437,60 @@ async fn the_next_chunk_is_read_while_one_is_being_stored_but_no_more() {
             .is_err(),
         "a third chunk was handed over while two were in flight"
     );
-    let info = |n: u64| BlockInfo {
-        stream: 0,
-        handle: RecordHandle {
-            segment: 0,
-            offset: n,
-            length: 0,
-        },
-        records: 2,
-        stored_ms: 0,
-    };
-    let _ = first.reply.expect("a reliable store").send(Ok(info(0)));
-    let third = timeout(PATIENCE, requests.recv())
-        .await
-        .expect("the third chunk follows the first answer")
-        .expect("the receiver is alive");
-    assert_eq!(lines(&third), ["line 4", "line 5"]);
-    let _ = second.reply.expect("a reliable store").send(Ok(info(1)));
-    let _ = third.reply.expect("a reliable store").send(Ok(info(2)));
-    let fourth = timeout(PATIENCE, requests.recv())
-        .await
-        .expect("the fourth chunk")
-        .expect("the receiver is alive");
-    assert_eq!(lines(&fourth), ["line 6", "line 7"]);
-    let _ = fourth.reply.expect("a reliable store").send(Ok(info(3)));
+    answer_stored(first, 0);
+    let third = next_request(&mut requests, "the third chunk, after the first answer").await;
+    assert_eq!(request_lines(&third), ["line 4", "line 5"]);
+    answer_stored(second, 1);
+    answer_stored(third, 2);
+    let fourth = next_request(&mut requests, "the fourth chunk").await;
+    assert_eq!(request_lines(&fourth), ["line 6", "line 7"]);
+    answer_stored(fourth, 3);
     stop.send_replace(true);
-    timeout(Duration::from_secs(2), task)
-        .await
-        .expect("the receiver stops promptly")
-        .expect("the receiver does not panic")
-        .expect("stops with Ok");
+    stops_ok(task).await;
+}
+
+/// Waits (300 ms) for a receiver that must not return yet: it still has a chunk unanswered.
+async fn still_running(task: &mut JoinHandle<Result<(), UserError>>, why: &str) {
+    assert!(
+        timeout(Duration::from_millis(300), task).await.is_err(),
+        "the receiver returned while {why}"
+    );
+}
+
+/// A graceful stop with chunks in flight hands over what was read and returns only once every
+/// chunk is answered: the stopping supervisor drops requests left after the receiver returned.
+#[tokio::test]
+async fn a_stop_with_chunks_in_flight_waits_for_their_answers() {
+    let (mut requests, stop, mut task, _server) =
+        two_line_chunks_by_hand(b"line 0\nline 1\nline 2\n").await;
+    let first = next_request(&mut requests, "the full chunk").await;
+    assert_eq!(request_lines(&first), ["line 0", "line 1"]);
+    // "line 2" waits in the open chunk (or, after its 20 ms flush interval, in flight).
+    stop.send_replace(true);
+    let second = next_request(&mut requests, "the partial chunk").await;
+    assert_eq!(request_lines(&second), ["line 2"]);
+    still_running(&mut task, "two chunks were unanswered").await;
+    answer_stored(first, 0);
+    still_running(&mut task, "a chunk was unanswered").await;
+    answer_stored(second, 1);
+    stops_ok(task).await;
+}
+
+/// When a store fails because the receiver is stopping, the receiver still waits for the
+/// answer of the other chunk in flight before it returns.
+#[tokio::test]
+async fn a_store_failing_at_the_stop_still_waits_for_the_chunk_behind_it() {
+    let (mut requests, stop, mut task, _server) =
+        two_line_chunks_by_hand(b"line 0\nline 1\nline 2\nline 3\n").await;
+    let first = next_request(&mut requests, "the first chunk").await;
+    let second = next_request(&mut requests, "the second chunk").await;
+    assert_eq!(request_lines(&second), ["line 2", "line 3"]);
+    stop.send_replace(true);
+    let _ = first
+        .reply
+        .expect("a reliable store")
+        .send(Err(StoreError::Closed { stream: 0 }));
+    still_running(&mut task, "the second chunk was unanswered").await;
+    answer_stored(second, 0);
+    stops_ok(task).await;
 }

@@ -432,6 +432,8 @@ impl<'a> Connection<'a> {
                     // Popped only now that it resolved, so a cancelled poll loses nothing.
                     let lines = self.in_flight.pop_front().map_or(0, |(_, lines)| lines);
                     if let Flow::Stop = self.stored(stored, lines)? {
+                        // Hear the rest out: the supervisor stops once this receiver returns.
+                        self.flush().await?;
                         return Ok(End::Stopped);
                     }
                     continue;
@@ -549,13 +551,7 @@ impl<'a> Connection<'a> {
     /// Stores the chunk and waits until every chunk in flight is stored. `Stop` if a store
     /// failed because the receiver is stopping.
     async fn flush(&mut self) -> Result<Flow, UserError> {
-        let mut flow = self.submit_within(0).await?;
-        while let Some((pending, lines)) = self.in_flight.pop_front() {
-            if let Flow::Stop = self.stored(pending.await, lines)? {
-                flow = Flow::Stop;
-            }
-        }
-        Ok(flow)
+        self.submit_within(0).await
     }
 
     /// Hands the chunk over, then waits while more than `stores_in_flight` are in flight.
@@ -563,27 +559,33 @@ impl<'a> Connection<'a> {
         self.submit_within(self.rx.stores_in_flight).await
     }
 
-    /// Hands the chunk over (if any), then waits while more than `limit` are in flight.
+    /// Hands the chunk over (if any), then waits while more than `limit` are in flight — or,
+    /// once a store failed because the receiver is stopping, until none is: a receiver that
+    /// returns with chunks unanswered would have them dropped by its stopping supervisor.
     async fn submit_within(&mut self, limit: usize) -> Result<Flow, UserError> {
         self.chunk_since = None;
         self.chunk_bytes = 0;
+        let mut flow = Flow::Go;
         if !self.chunk.is_empty() {
             let records = std::mem::take(&mut self.chunk);
             let lines = records.len() as u64;
             match self.ctx.submit(records).await {
                 Ok(pending) => self.in_flight.push_back((pending, lines)),
-                Err(err) => return self.stored(Err(err), lines),
+                Err(err) => flow = self.stored(Err(err), lines)?,
             }
         }
-        while self.in_flight.len() > limit {
+        loop {
+            let limit = if matches!(flow, Flow::Stop) { 0 } else { limit };
+            if self.in_flight.len() <= limit {
+                return Ok(flow);
+            }
             let Some((pending, lines)) = self.in_flight.pop_front() else {
-                break;
+                return Ok(flow);
             };
             if let Flow::Stop = self.stored(pending.await, lines)? {
-                return Ok(Flow::Stop);
+                flow = Flow::Stop;
             }
         }
-        Ok(Flow::Go)
     }
 
     /// Accounts for the outcome of storing a chunk of `lines` lines. `Stop` if it failed
