@@ -233,8 +233,7 @@ where
         lines.map_partitions(|lines: &[T]| {
             let mut pairs = Vec::new();
             for line in lines {
-                let line = std::str::from_utf8(line.as_ref())
-                    .map_err(|e| format!("a line is not UTF-8: {e}"))?;
+                let line = utf8(line)?;
                 pairs.extend(line.split_whitespace().map(|w| (w.to_owned(), 1u64)));
             }
             Ok(pairs)
@@ -243,8 +242,7 @@ where
         lines.map_partitions(|lines: &[T]| {
             let mut counts: HashMap<&str, u64> = HashMap::new();
             for line in lines {
-                let line = std::str::from_utf8(line.as_ref())
-                    .map_err(|e| format!("a line is not UTF-8: {e}"))?;
+                let line = utf8(line)?;
                 for word in line.split_whitespace() {
                     *counts.entry(word).or_insert(0) += 1;
                 }
@@ -265,6 +263,11 @@ where
     } else {
         pairs.reduce_by_key(|a, b| a + b).uid("counts")
     }
+}
+
+/// A line as text, or the job's error.
+fn utf8<T: AsRef<[u8]>>(line: &T) -> Result<&str, String> {
+    std::str::from_utf8(line.as_ref()).map_err(|e| format!("a line is not UTF-8: {e}"))
 }
 
 /// Prints each non-empty batch's `n` most frequent words (at least once: a re-run prints
