@@ -109,8 +109,10 @@ pub trait Admission: Send + Sync + fmt::Debug + 'static {
 
 /// A block handed over by [`ReceiverContext::submit`]: resolves once it is durable in the WAL
 /// and reported to the block tracker (`Ok`), or was not stored (`Err`; a supervisor that
-/// stopped before answering is [`StoreError::Closed`]). Dropping it does not withdraw the
-/// block; it only gives up hearing whether it was stored.
+/// stopped before answering is [`StoreError::Closed`]). Dropped before the supervisor took the
+/// block up, it withdraws the block (the supervisor stores nothing for a caller that went
+/// away); dropped later, the block may still be stored, unheard. Either way it was not
+/// acknowledged — so a receiver that stops must await every `PendingStore` it holds.
 #[derive(Debug)]
 #[must_use = "a block may be acknowledged only once its PendingStore resolved Ok"]
 pub struct PendingStore {
