@@ -95,7 +95,7 @@ pub struct StoreRequest {
 /// Admission control of a receiver's records — a rate limit (Spark's
 /// `spark.streaming.receiver.maxRate`, or the rate that backpressure computes).
 ///
-/// [`ReceiverContext::store`] waits on it before it stores; receivers that [`push`]
+/// [`ReceiverContext::store`] waits on it before it stores; receivers that [`push`](ReceiverContext::push)
 /// (ReceiverContext::push) call [`ReceiverContext::admit`] themselves.
 pub trait Admission: Send + Sync + fmt::Debug + 'static {
     /// Resolves when `records` more records may pass.

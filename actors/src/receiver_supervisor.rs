@@ -21,7 +21,7 @@
 //!
 //! With the receiver WAL off ([`EngineConfig::receiver_wal`](crate::engine::EngineConfig::receiver_wal),
 //! `wal: None` here) step 1 is skipped: the block gets a
-//! [`memory_handle`](crate::block_store::memory_handle) and the block store holds its only
+//! [`memory_handle`] and the block store holds its only
 //! copy, so an `Ok` then means "in memory and known to the tracker" — lost if the driver dies
 //! before its batch is done.
 //!
