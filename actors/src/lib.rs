@@ -1,33 +1,56 @@
-//! weir's fault-tolerant engine.
+//! weir's fault-tolerant engine: a supervision tree of actors that receives records into a
+//! write-ahead log, cuts them into batches on a clock, runs each batch's jobs, and checkpoints
+//! before and after every batch, so that a killed actor — or a dead process — resumes without
+//! losing or duplicating anything.
 //!
-//! This crate holds the durable memory the engine's actors own — the write-ahead log
-//! ([`wal`]) and the checkpoint store ([`checkpoint`]) — over a [`Storage`] that is either a
-//! local directory (with real file and directory fsyncs) or any opendal operator.
+//! Most users embed the runtime (`weir-streaming`), which builds a [`pipeline::Pipeline`] from
+//! a DStream graph. This crate is what it runs on:
+//!
+//! * [`Engine`] starts a tree from an [`EngineConfig`], a pipeline and its receivers, and
+//!   stops it; [`Engine::events`] subscribes to its typed [`Event`]s.
+//! * [`pipeline`] is the boundary the engine drives: what a batch computes, what a receiver
+//!   produces.
+//! * [`wal`] and [`checkpoint`] are the durable memory the actors own, over a [`Storage`]
+//!   that is a local directory (with real file and directory fsyncs) or any opendal operator.
+//! * [`control`] is the protocol of the control endpoint that the `weir` tool speaks;
+//!   [`faults`] arms the panics that chaos tests inject.
+//!
+//! The crate's layout follows the tree (`docs/architecture.md`): `ingest/` (receivers,
+//! blocks, the block tracker), `batch/` (job generator, scheduler, executors), `tree/` (root,
+//! driver, restart policy), `observe/` (events, event log, control endpoint), next to `wal/`,
+//! `checkpoint/` and `storage/`.
 
-pub mod block_store;
-pub mod blocks;
+mod batch;
 pub mod checkpoint;
-pub mod control_endpoint;
-pub mod driver;
-pub mod engine;
-pub mod event_bus;
-pub mod events;
-pub mod executor;
+mod clock;
+mod config;
+mod engine;
+mod error;
 pub mod faults;
-pub mod job_generator;
-pub mod job_scheduler;
-pub mod names;
+mod ingest;
+mod messages;
+mod observe;
 pub mod pipeline;
-pub mod received_block_tracker;
-pub mod receiver;
-pub mod receiver_supervisor;
-pub mod receiver_tracker;
-pub mod root;
-pub mod storage;
-pub mod supervision;
-pub mod supervisor;
+mod storage;
 pub mod testing;
+mod tree;
 pub mod wal;
 
-pub use events::{Event, EventSink};
-pub use storage::{Storage, StorageError};
+pub use clock::now_ms;
+pub use config::{
+    CONTROL_TOKEN_FILE, CheckpointPolicy, CheckpointPolicyError, DEFAULT_BATCH_INTERVAL,
+    DEFAULT_BLOCK_INTERVAL, DEFAULT_BLOCK_STORE_BYTES, DEFAULT_CHECKPOINT_TIMEOUT,
+    DEFAULT_CHECKPOINTS_RETAINED, DEFAULT_MAX_BATCHES_IN_FLIGHT, DEFAULT_MAX_BLOCK_BYTES,
+    DEFAULT_MAX_PENDING_BATCHES, DEFAULT_MAX_TASK_ATTEMPTS, DEFAULT_RECEIVER_RESTART_DELAY,
+    DEFAULT_TOLERABLE_CHECKPOINT_FAILURES, EngineConfig, default_executors,
+};
+pub use engine::{Engine, EngineStopper};
+pub use error::EngineError;
+pub use ingest::blocks::{Block, BlockInfo, StreamId};
+pub use observe::control_endpoint as control;
+pub use observe::event::{Event, EventRecord};
+pub use observe::event_log::read_event_log;
+pub use observe::hub::{EventHub, EventSink, EventSubscription};
+pub use storage::location::{Storage, StorageError};
+pub use tree::names::Names;
+pub use tree::restart_policy::{Backoff, Intensity, RestartPolicy, Strategy};

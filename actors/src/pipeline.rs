@@ -26,8 +26,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::blocks::{Block, BlockInfo, StreamId};
 use crate::checkpoint::{CheckpointData, OperatorState};
+use crate::ingest::blocks::{Block, BlockInfo, StreamId};
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -17,11 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use weir_actors::Event;
+use weir_actors::EventSubscription;
 use weir_actors::Storage;
-use weir_actors::engine::{Engine, EngineConfig, EngineError};
-use weir_actors::event_bus::EventSubscription;
 use weir_actors::pipeline::{Receiver, ReceiverFactory};
 use weir_actors::testing::{CommitLog, CommitLogPipeline, NumberedReceiver, verify};
+use weir_actors::{Engine, EngineConfig, EngineError};
 
 async fn completed_after(events: &mut EventSubscription, count: usize) {
     let mut seen = 0;

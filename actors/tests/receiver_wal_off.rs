@@ -13,12 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use weir_actors::Event;
+use weir_actors::EventSubscription;
 use weir_actors::Storage;
-use weir_actors::engine::{Engine, EngineConfig};
-use weir_actors::event_bus::EventSubscription;
 use weir_actors::pipeline::{Receiver, ReceiverFactory};
 use weir_actors::testing::{CommitLog, CommitLogPipeline, NumberedReceiver, verify};
 use weir_actors::wal::{Wal, WalConfig};
+use weir_actors::{Engine, EngineConfig};
 
 /// Waits until `count` more batches with records have completed.
 async fn completed_after(events: &mut EventSubscription, count: usize) {
@@ -37,7 +37,7 @@ async fn completed_after(events: &mut EventSubscription, count: usize) {
 
 struct Run {
     engine: Engine,
-    names: weir_actors::names::Names,
+    names: weir_actors::Names,
     events: EventSubscription,
     generator: NumberedReceiver,
     log: Arc<CommitLog>,

@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use weir_actors::Event;
+use weir_actors::EventSubscription;
 use weir_actors::Storage;
-use weir_actors::engine::{Engine, EngineConfig};
-use weir_actors::event_bus::EventSubscription;
 use weir_actors::pipeline::{Receiver, ReceiverFactory};
 use weir_actors::testing::{CommitLog, CommitLogPipeline, NumberedReceiver, verify};
+use weir_actors::{Engine, EngineConfig};
 
 fn config(dir: &std::path::Path) -> EngineConfig {
     let mut config = EngineConfig::new(Storage::local(dir));

@@ -24,10 +24,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use weir_actors::Event;
-use weir_actors::engine::{Engine, EngineConfig, EngineError};
-use weir_actors::event_bus::EventSubscription;
-use weir_actors::names::Names;
-use weir_actors::storage::Storage;
+use weir_actors::EventSubscription;
+use weir_actors::Names;
+use weir_actors::Storage;
+use weir_actors::{Engine, EngineConfig, EngineError};
 
 use crate::history::{History, Recorder, rss_bytes};
 use crate::hold::{HoldPoint, Holds, hold_failpoint};

@@ -8,8 +8,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use weir_actors::blocks::StreamId;
-use weir_actors::names::Names;
+use weir_actors::Names;
+use weir_actors::StreamId;
 
 use crate::rng::Rng;
 

@@ -21,9 +21,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use weir_actors::blocks::StreamId;
+use weir_actors::EngineConfig;
+use weir_actors::StreamId;
 use weir_actors::checkpoint::{CheckpointData, OperatorState};
-use weir_actors::engine::EngineConfig;
 use weir_actors::pipeline::{
     BatchInput, BoxFuture, Job, Pipeline, Receiver, ReceiverContext, ReceiverFactory, UserError,
 };
@@ -40,7 +40,7 @@ pub struct HarnessContext {
     pub holds: Holds,
 }
 
-/// A pipeline and its receivers, ready for [`weir_actors::engine::Engine::start`].
+/// A pipeline and its receivers, ready for [`weir_actors::Engine::start`].
 #[derive(Clone)]
 pub struct Parts {
     /// The pipeline.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use weir_actors::Storage;
-use weir_actors::engine::{EngineConfig, EngineError};
+use weir_actors::{EngineConfig, EngineError};
 use weir_chaos_tests::{
     HarnessContext, Numbered, NumberedConfig, Parts, RunConfig, Runner, Schedule, VisibleBatch,
     Workload,

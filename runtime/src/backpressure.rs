@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use weir_actors::Event;
-use weir_actors::event_bus::EventSubscription;
+use weir_actors::EventSubscription;
 use weir_actors::pipeline::{Admission, BoxFuture, Receiver, ReceiverContext, UserError};
 
 use crate::dstream::memo::lock;
@@ -375,7 +375,7 @@ mod tests {
 
     #[tokio::test]
     async fn completed_batches_steer_the_rate() {
-        let hub = weir_actors::event_bus::EventHub::new(16);
+        let hub = weir_actors::EventHub::new(16);
         let control = Arc::new(RateControl::new(config()));
         let direct = control
             .direct_rate()

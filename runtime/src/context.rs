@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use weir_actors::EventSubscription;
 use weir_actors::checkpoint::{CheckpointConfig, CheckpointId, CheckpointStore};
-use weir_actors::engine::{Engine, EngineConfig};
-use weir_actors::event_bus::EventSubscription;
 use weir_actors::pipeline::{Pipeline, Receiver, ReceiverFactory};
+use weir_actors::{Engine, EngineConfig};
 
 use crate::Storage;
 use crate::backpressure::{Admitted, RateConfig, RateControl};
@@ -707,7 +707,7 @@ impl StreamingContext {
     ///
     /// # Errors
     ///
-    /// The engine failed or gave up ([`weir_actors::engine::EngineError::GaveUp`] says which
+    /// The engine failed or gave up ([`weir_actors::EngineError::GaveUp`] says which
     /// actor, how often and why).
     pub async fn await_termination(mut self) -> Result<(), Error> {
         let result = match self.engine.take() {

@@ -1,6 +1,6 @@
 //! The runtime's errors.
 
-use weir_actors::engine::EngineError;
+use weir_actors::EngineError;
 use weir_actors::pipeline::UserError;
 
 /// Why a streaming context could not be built, started or run.

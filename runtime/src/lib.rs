@@ -65,7 +65,7 @@ pub mod testing;
 pub use context::{RestoreInfo, StreamingConfig, StreamingContext};
 pub use dstream::DStream;
 pub use error::{ComputeError, Error};
-pub use weir_actors::engine::EngineError;
+pub use weir_actors::EngineError;
 pub use weir_actors::pipeline::UserError;
 
 pub use weir_actors::{Event, EventSink, Storage, StorageError, checkpoint, wal};

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use weir::{StreamingConfig, StreamingContext};
 use weir_actors::Event;
-use weir_actors::event_bus::EventSubscription;
-use weir_actors::events::EventRecord;
+use weir_actors::EventRecord;
+use weir_actors::EventSubscription;
 use weir_actors::pipeline::Receiver;
 use weir_actors::testing::NumberedReceiver;
 

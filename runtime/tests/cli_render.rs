@@ -8,8 +8,8 @@ use weir::cli::watch::input::{Action, on_key};
 use weir::cli::watch::state::{Link, State};
 use weir::cli::watch::view::render;
 use weir_actors::Event;
-use weir_actors::control_endpoint::{ActorInfo, ActorState, TreeSnapshot};
-use weir_actors::events::EventRecord;
+use weir_actors::EventRecord;
+use weir_actors::control::{ActorInfo, ActorState, TreeSnapshot};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use weir::dstream::QueueStream;
 use weir::{StreamingConfig, StreamingContext};
 use weir_actors::Event;
-use weir_actors::event_bus::EventSubscription;
+use weir_actors::EventSubscription;
 
 async fn next_matching(events: &mut EventSubscription, what: &str, f: impl Fn(&Event) -> bool) {
     events

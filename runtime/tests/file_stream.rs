@@ -409,7 +409,7 @@ async fn a_file_shorter_than_planned_is_read_to_its_end_and_reported() {
 // ================================ on the real engine ================================ //
 
 /// Waits until `done` holds, checked again after every completed batch, at most 60 s.
-async fn until(events: &mut weir_actors::event_bus::EventSubscription, done: impl Fn() -> bool) {
+async fn until(events: &mut weir_actors::EventSubscription, done: impl Fn() -> bool) {
     tokio::time::timeout(Duration::from_secs(60), async {
         while !done() {
             while !matches!(

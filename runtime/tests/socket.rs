@@ -12,7 +12,7 @@ use tokio::time::{Instant, timeout};
 use weir::sources::rate::RateLimiter;
 use weir::sources::socket::{LongLines, SocketStats, SocketTextReceiver};
 use weir::wal::RecordHandle;
-use weir_actors::blocks::BlockInfo;
+use weir_actors::BlockInfo;
 use weir_actors::pipeline::{Receiver, ReceiverContext, StoreError, StoreRequest, UserError};
 
 const PATIENCE: Duration = Duration::from_secs(10);

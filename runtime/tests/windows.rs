@@ -682,7 +682,7 @@ mod engine {
 
     use weir::{StreamingConfig, StreamingContext};
     use weir_actors::Event;
-    use weir_actors::event_bus::EventSubscription;
+    use weir_actors::EventSubscription;
     use weir_actors::pipeline::Receiver;
     use weir_actors::testing::NumberedReceiver;
 

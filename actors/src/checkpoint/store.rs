@@ -20,10 +20,12 @@ use super::format::{
     encode_state_file,
 };
 use super::resolve::{Decision, Observation, resolve};
-use crate::events::{Event, EventSink};
+use crate::observe::event::Event;
+use crate::observe::hub::EventSink;
 use crate::storage::failpoint::CHECKPOINT;
+use crate::storage::local;
+use crate::storage::location::{self, Storage, StorageError};
 use crate::storage::object::ObjectDir;
-use crate::storage::{self, Storage, StorageError, local};
 
 /// The sub-directory (or prefix) that holds state files.
 pub(crate) const STATE_DIR: &str = "state";
@@ -295,7 +297,7 @@ impl Backend {
         match self {
             Backend::Local { dir, state } => {
                 let (dir, state) = (dir.clone(), state.clone());
-                storage::blocking(&dir.clone(), move || {
+                location::blocking(&dir.clone(), move || {
                     local::create_dir_all_durable(&state)?;
                     Ok(local::remove_temp_files(&dir)? + local::remove_temp_files(&state)?)
                 })
@@ -310,7 +312,7 @@ impl Backend {
         match self {
             Backend::Local { dir, state } => {
                 let path = Self::local_dir(dir, state, area);
-                storage::blocking(&path.clone(), move || local::list_files(&path)).await
+                location::blocking(&path.clone(), move || local::list_files(&path)).await
             }
             Backend::Object { dir, state, .. } => match area {
                 Area::Checkpoints => dir.list().await,
@@ -325,7 +327,7 @@ impl Backend {
         match self {
             Backend::Local { dir, .. } => {
                 let dir = dir.clone();
-                storage::blocking(&dir.clone(), move || {
+                location::blocking(&dir.clone(), move || {
                     let mut infos = Vec::with_capacity(ids.len());
                     for id in ids {
                         let path = dir.join(id.file_name());
@@ -371,7 +373,7 @@ impl Backend {
         let result = match self {
             Backend::Local { dir, state } => {
                 let path = Self::local_dir(dir, state, area).join(name);
-                storage::blocking(&path.clone(), move || local::read_file(&path)).await
+                location::blocking(&path.clone(), move || local::read_file(&path)).await
             }
             Backend::Object { dir, state, .. } => {
                 let dir = if area == Area::Checkpoints {
@@ -396,7 +398,7 @@ impl Backend {
             Backend::Local { dir, state } => {
                 let dir = Self::local_dir(dir, state, area);
                 let name = name.to_owned();
-                storage::blocking(&dir.clone(), move || {
+                location::blocking(&dir.clone(), move || {
                     local::write_atomic(&dir, &name, &bytes, CHECKPOINT)
                 })
                 .await
@@ -420,7 +422,7 @@ impl Backend {
         match self {
             Backend::Local { dir, state } => {
                 let dir = Self::local_dir(dir, state, area);
-                storage::blocking(&dir.clone(), move || {
+                location::blocking(&dir.clone(), move || {
                     local::remove_files_durable(&dir, &names)
                 })
                 .await

@@ -78,10 +78,10 @@ pub(crate) fn disk_full(
     fps: Failpoints,
     op: &'static str,
     path: &std::path::Path,
-) -> Result<(), super::StorageError> {
+) -> Result<(), super::location::StorageError> {
     if fired(fps.disk_full) {
         // 28 is ENOSPC on Linux, whose error the kernel gives a write to a full filesystem.
-        return Err(super::StorageError::Io {
+        return Err(super::location::StorageError::Io {
             op,
             path: path.to_path_buf(),
             source: std::io::Error::from_raw_os_error(28),

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::StorageError;
 use super::failpoint::{Failpoints, disk_full, fired, fired_at};
+use super::location::StorageError;
 
 /// Names starting with this prefix are temporary files that never hold committed data.
 pub(crate) const TEMP_PREFIX: &str = ".tmp-";

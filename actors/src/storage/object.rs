@@ -7,8 +7,8 @@
 
 use opendal::{Buffer, Operator};
 
-use super::StorageError;
 use super::failpoint::{Failpoints, fired};
+use super::location::StorageError;
 
 /// A "directory" inside an operator: every name is placed under `prefix`.
 #[derive(Clone, Debug)]

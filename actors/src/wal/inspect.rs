@@ -7,10 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::WalError;
+use super::error::WalError;
 use super::format::{self, SEGMENT_HEADER_LEN};
 use super::segments::Segments;
-use crate::storage::Storage;
+use crate::storage::location::Storage;
 
 /// One segment as found on storage.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

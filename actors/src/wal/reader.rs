@@ -8,8 +8,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::error::WalError;
 use super::format::{self, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
-use super::{Inner, Position, Record, RecordHandle, WalError};
+use super::record::{Position, Record, RecordHandle};
+use super::state::Inner;
 
 fn invalid(inner: &Inner, handle: RecordHandle, reason: impl Into<String>) -> WalError {
     WalError::InvalidHandle {

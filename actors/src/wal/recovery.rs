@@ -18,10 +18,12 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::config::{RecoveryMode, WalConfig};
+use super::error::WalError;
 use super::format::{self, SEGMENT_HEADER_LEN};
 use super::segments::Segments;
-use super::{RecoveryMode, SegmentInfo, WalConfig, WalError};
-use crate::events::Event;
+use super::state::SegmentInfo;
+use crate::observe::event::Event;
 
 /// A tail that recovery cut off.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -21,8 +21,9 @@ use bytes::Bytes;
 use opendal::Buffer;
 
 use crate::storage::failpoint::WAL as FP;
+use crate::storage::local;
+use crate::storage::location::{Storage, StorageError, blocking};
 use crate::storage::object::ObjectDir;
-use crate::storage::{Storage, StorageError, blocking, local};
 
 const LOCAL_SUFFIX: &str = ".wal";
 const CHUNK_SUFFIX: &str = ".walc";

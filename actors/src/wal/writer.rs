@@ -22,11 +22,15 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout_at;
 
+use super::config::WalConfig;
+use super::error::WalError;
 use super::format::{self, SEGMENT_HEADER_LEN};
+use super::record::RecordHandle;
 use super::segments::ActiveFile;
-use super::{Inner, RecordHandle, SegmentInfo, WalConfig, WalError, now_ms};
-use crate::events::Event;
-use crate::storage::StorageError;
+use super::state::{Inner, SegmentInfo};
+use crate::clock::now_ms;
+use crate::observe::event::Event;
+use crate::storage::location::StorageError;
 
 /// A request to the writer task.
 #[derive(Debug)]

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir_actors::engine::{Engine, EngineConfig, EngineError};
 use weir_actors::pipeline::{Receiver, ReceiverFactory};
 use weir_actors::testing::{CommitLog, CommitLogPipeline, NumberedReceiver, verify};
+use weir_actors::{Engine, EngineConfig, EngineError};
 use weir_actors::{Event, Storage};
 
 fn config(dir: &std::path::Path, prefix: &str) -> EngineConfig {

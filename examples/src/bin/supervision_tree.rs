@@ -25,9 +25,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use weir_actors::engine::{Engine, EngineConfig};
 use weir_actors::pipeline::{Receiver, ReceiverFactory};
 use weir_actors::testing::{CommitLog, CommitLogPipeline, NumberedReceiver, verify};
+use weir_actors::{Engine, EngineConfig};
 use weir_actors::{Event, Storage};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

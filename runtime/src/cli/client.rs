@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use weir_actors::control_endpoint::{Command, PROTOCOL_VERSION, Reply, ServerMessage};
+use weir_actors::control::{Command, PROTOCOL_VERSION, Reply, ServerMessage};
 
 /// One connection to a control endpoint.
 #[derive(Debug)]

@@ -4,9 +4,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use weir_actors::control_endpoint::ServerMessage;
-use weir_actors::event_bus::read_event_log;
-use weir_actors::events::EventRecord;
+use weir_actors::EventRecord;
+use weir_actors::control::ServerMessage;
+use weir_actors::read_event_log;
 
 use super::args::EventsArgs;
 use super::client::Client;

@@ -1,7 +1,7 @@
 //! `weir kill` and `weir panic`.
 
 use anyhow::bail;
-use weir_actors::control_endpoint::Command;
+use weir_actors::control::Command;
 
 use super::args::ActorCommandArgs;
 use super::client::{Client, read_token};

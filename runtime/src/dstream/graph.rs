@@ -12,7 +12,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use weir_actors::blocks::StreamId;
+use weir_actors::StreamId;
 use weir_actors::checkpoint::{CheckpointData, OperatorState};
 use weir_actors::pipeline::{BatchInput, BoxFuture, Job, Pipeline, ReceiverFactory, UserError};
 

@@ -1,7 +1,7 @@
 //! Streams fed by receivers: each batch is the blocks the block tracker allocated to it.
 
 use bytes::Bytes;
-use weir_actors::blocks::StreamId;
+use weir_actors::StreamId;
 
 use super::Data;
 use super::graph::{BatchCx, Compute};

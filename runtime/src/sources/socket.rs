@@ -49,7 +49,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use weir_actors::blocks::BlockInfo;
+use weir_actors::BlockInfo;
 use weir_actors::pipeline::{
     BoxFuture, PendingStore, Receiver, ReceiverContext, ReceiverFactory, StoreError, UserError,
 };

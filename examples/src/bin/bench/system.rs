@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use weir::Event;
-use weir_actors::events::EventRecord;
+use weir_actors::EventRecord;
 
 /// Which system.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crossterm::event::{self, Event as TermEvent};
 use tokio::sync::mpsc;
-use weir_actors::control_endpoint::{Command, ServerMessage};
+use weir_actors::control::{Command, ServerMessage};
 
 use super::args::WatchArgs;
 use super::client::{Client, read_token};

@@ -4,8 +4,8 @@
 use std::collections::VecDeque;
 
 use weir_actors::Event;
-use weir_actors::control_endpoint::{ActorState, TreeSnapshot};
-use weir_actors::events::EventRecord;
+use weir_actors::EventRecord;
+use weir_actors::control::{ActorState, TreeSnapshot};
 
 /// Events kept for the event log.
 pub const EVENTS_KEPT: usize = 500;

@@ -4,7 +4,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::widgets::{Block, Borders, Cell, Row, Table, TableState};
-use weir_actors::control_endpoint::ActorState;
+use weir_actors::control::ActorState;
 
 use crate::cli::watch::state::State;
 

@@ -1,0 +1,897 @@
+//! The job generator: the batch clock, and the checkpoints around every batch.
+//!
+//! Registered as `job-generator`, a child of the driver. It owns a timer aligned to batch
+//! boundaries — batch times are `zero_time_ms + k × batch_interval`, where the zero time is
+//! fixed at the first start and kept across restarts in the checkpoint — and for every batch
+//! time, in order:
+//!
+//! 1. asks the `received-block-tracker` to allocate the batch's blocks (durable, idempotent for
+//!    a batch that was already allocated);
+//! 2. builds the batch's input from the [`BlockStore`] (blocks shared by `Arc`; a block no
+//!    longer in memory is read back from the receiver WAL) and asks the [`Pipeline`] for its
+//!    jobs;
+//! 3. asks for a checkpoint that lists the batch as pending ("before");
+//! 4. submits the jobs to the `job-scheduler` once such a checkpoint has been written (or its
+//!    write failed and the failure was tolerated), without waiting in its handler;
+//! 5. when the scheduler reports the batch complete: tells the pipeline
+//!    ([`Pipeline::batch_completed`]) and asks for a checkpoint without the batch ("after");
+//!    only once that checkpoint is durable does it let the tracker drop old allocations and
+//!    the receiver WAL drop old segments.
+//!
+//! Every checkpoint carries [`Pipeline::snapshot`] as of the completed prefix of batches (every
+//! batch up to it complete, none after it), so a restore re-runs exactly the batches after it.
+//!
+//! At most `max_pending_batches` batches are generated and not yet complete; further batch
+//! times wait as plain times, so a slow pipeline or a long outage never loads more than that
+//! many batches' data into memory. On a restart it re-runs the pending batches of the restored
+//! checkpoint first, then the batches missed while it was down, then resumes the timer.
+//!
+//! # Checkpoint controls (as in Flink)
+//!
+//! [`CheckpointPolicy`]: the interval (a checkpoint after a completed batch is skipped if the
+//! latest one started more recently), the minimum pause between the end of one checkpoint and
+//! the start of the next, a timeout after which a write is abandoned, the number of
+//! consecutive failures tolerated before the generator fails (and the driver restarts from the
+//! last good checkpoint), and the maximum number of checkpoint writes in flight at once.
+//!
+//! Writes run in tasks the generator owns, so it keeps ticking, generating and completing
+//! batches while up to `max_concurrent` writes are in flight:
+//!
+//! * **Snapshot order.** A checkpoint's snapshot is taken, and its id reserved in the store
+//!   ([`CheckpointStore::reserve`]), in the generator's handler when its write starts; so ids
+//!   follow the snapshots, and a slow older write that lands after a newer one never becomes
+//!   the latest — neither for a restore (the store prefers the largest valid id, and its
+//!   retention keeps the largest ids) nor for the generator.
+//! * **Waiting and coalescing.** A checkpoint asked for while `max_concurrent` writes are in
+//!   flight (or before the minimum pause has elapsed) waits; further requests coalesce with it.
+//!   When a write ends, one checkpoint starts with a snapshot taken then, which supersedes
+//!   every request that waited.
+//! * **Cleanup keyed to durability.** Each write remembers the oldest batch its snapshot still
+//!   needs; when it is durable, and is the newest durable checkpoint, the tracker and the
+//!   receiver WAL may drop what is older — never by the state at completion time, which may
+//!   already be ahead of the snapshot.
+//! * **Timeout.** A write still running after `timeout` is abandoned (its future dropped) and
+//!   counts as a failure; it cannot later be taken as success. With local storage a write
+//!   already on a blocking thread may still land: it is then a valid, older-than-next
+//!   checkpoint, and nothing was cleaned on its account.
+//! * **Kill safety.** The writes in flight are aborted when the generator stops or its state
+//!   is dropped after a kill; the restarted driver restores from the latest valid checkpoint.
+//!
+//! With `max_concurrent = 1` (the default) checkpoints are written one at a time, in order.
+//! Flink forbids `max-concurrent-checkpoints > 1` with a non-zero minimum pause; so does weir:
+//! [`CheckpointPolicy::validate`] refuses it, and the engine refuses to start with it.
+//!
+//! # What a crash leaves behind
+//!
+//! The generator's memory (queue, pending set) is rebuilt from the checkpoint on restart. A
+//! batch allocated but not checkpointed as pending is re-allocated to the same blocks (the
+//! tracker answers idempotently) when it is generated again; a batch whose "after" checkpoint
+//! was not written is re-run. Jobs therefore may run more than once per batch, and outputs are
+//! idempotent per (batch time, job id).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::task::JoinHandle;
+
+use crate::batch::job_scheduler::{BatchJobs, BatchOutcome, JobSchedulerMsg};
+use crate::checkpoint::{CheckpointData, CheckpointId, CheckpointStore, OperatorState};
+use crate::clock::now_ms;
+use crate::config::CheckpointPolicy;
+use crate::ingest::block_store::{BlockStore, BlockStoreError};
+use crate::ingest::received_block_tracker::ReceivedBlockTrackerMsg;
+use crate::observe::event::Event;
+use crate::observe::hub::EventSink;
+use crate::pipeline::{BatchInput, Pipeline};
+use crate::tree::names::Names;
+use crate::wal::Wal;
+
+/// The job generator actor.
+#[derive(Clone, Debug)]
+pub(crate) struct JobGenerator;
+
+/// What the job generator starts from (built by the driver, again at every restart).
+#[derive(Clone)]
+pub(crate) struct JobGeneratorArgs {
+    /// Actor names.
+    pub names: Names,
+    /// What every batch computes.
+    pub pipeline: Arc<dyn Pipeline>,
+    /// The checkpoint store.
+    pub checkpoints: Arc<CheckpointStore>,
+    /// The checkpoint restored at start, if any.
+    pub restored: Option<CheckpointData>,
+    /// The batch interval.
+    pub batch_interval: Duration,
+    /// The timer's origin (ms since the Unix epoch); batch times are multiples of the interval
+    /// after it.
+    pub zero_time_ms: u64,
+    /// At most this many batches generated and not yet complete.
+    pub max_pending_batches: usize,
+    /// Checkpoint controls.
+    pub checkpoint_policy: CheckpointPolicy,
+    /// Configuration that must survive restarts, stored in every checkpoint.
+    pub settings: BTreeMap<String, String>,
+    /// Where received blocks are kept in memory.
+    pub block_store: BlockStore,
+    /// The receiver WAL, to read evicted blocks back and to clean.
+    pub receiver_wal: Wal,
+    /// Where events go.
+    pub events: EventSink,
+}
+
+impl std::fmt::Debug for JobGeneratorArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobGeneratorArgs")
+            .field("batch_interval", &self.batch_interval)
+            .field("zero_time_ms", &self.zero_time_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The job generator's state.
+#[derive(Debug)]
+pub(crate) struct JobGeneratorState {
+    args: JobGeneratorArgs,
+    /// Batch times waiting to be generated, in order.
+    queue: VecDeque<u64>,
+    /// Generated, not yet complete (submitted, or held).
+    pending: BTreeSet<u64>,
+    /// Generated batches not yet submitted: a batch runs only once a checkpoint that lists it
+    /// as pending has been written ("before" the batch), as with one checkpoint at a time.
+    held: BTreeMap<u64, BatchJobs>,
+    /// The latest batch time that entered the queue.
+    last_queued_ms: Option<u64>,
+    /// The first and the latest batch time generated by this run.
+    first_generated_ms: Option<u64>,
+    last_generated_ms: Option<u64>,
+    /// Checkpoint writes in flight, by id: the order of their snapshots.
+    writes: BTreeMap<CheckpointId, CheckpointWrite>,
+    /// A checkpoint asked for that could not start yet (see [`CheckpointPolicy::max_concurrent`]).
+    waiting: Option<CheckpointRequest>,
+    /// Fires [`JobGeneratorMsg::CheckpointDue`] when the minimum pause has elapsed.
+    pause_timer: Option<TimerHandle>,
+    /// When the latest checkpoint write started (the interval is measured from it).
+    last_start: Option<tokio::time::Instant>,
+    /// When the latest checkpoint write ended, either way (the minimum pause is measured from
+    /// it).
+    last_end: Option<tokio::time::Instant>,
+    /// The id of the latest checkpoint write started by this run.
+    last_started: Option<CheckpointId>,
+    /// The newest checkpoint this run knows to be durable.
+    latest_durable: Option<CheckpointId>,
+    /// Cleanup has been done for batches before this time.
+    cleaned_before: Option<u64>,
+    failed_checkpoints: u32,
+    /// Status requests waiting for a checkpoint to settle.
+    settle_waiters: Vec<(CheckpointId, RpcReplyPort<GeneratorStatus>)>,
+    timer: Option<TimerHandle>,
+    drain: Option<RpcReplyPort<()>>,
+}
+
+type TimerHandle = JoinHandle<Result<(), ractor::MessagingErr<JobGeneratorMsg>>>;
+
+/// A checkpoint write in flight: the task that writes it, aborted if this is dropped (the
+/// generator stopped or was killed), and what becomes cleanable once it is durable.
+#[derive(Debug)]
+struct CheckpointWrite {
+    task: JoinHandle<()>,
+    /// Allocations of batches before this time, and the blocks only they use, are no longer
+    /// needed by a restore from this checkpoint.
+    cleanup_before: Option<u64>,
+    /// The newest batch held when its snapshot was taken: it and the held batches before it
+    /// are listed as pending in this checkpoint, and may run once its write has ended.
+    held_through: Option<u64>,
+}
+
+impl Drop for CheckpointWrite {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A checkpoint asked for and not started yet.
+#[derive(Clone, Copy, Debug)]
+struct CheckpointRequest {
+    /// The checkpoint time of the newest request.
+    time_ms: u64,
+}
+
+/// Messages of the job generator.
+#[derive(Debug)]
+pub(crate) enum JobGeneratorMsg {
+    /// The timer reached a batch boundary.
+    Tick(u64),
+    /// The scheduler finished a batch (sent by the task that waited for it).
+    BatchDone(BatchOutcome),
+    /// The scheduler is gone before answering for a batch: it dies with the driver subtree,
+    /// whose restart re-runs the batch from the checkpoint.
+    BatchLost(u64),
+    /// Stop the timer, generate one last batch for what is left, wait until every batch is
+    /// complete and checkpointed, then reply (a graceful stop).
+    Drain(RpcReplyPort<()>),
+    /// The pending batch times, the queue and the checkpoints, for tests and status.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "an introspection query: the tests ask it; nothing in the engine does yet"
+        )
+    )]
+    Status(RpcReplyPort<GeneratorStatus>),
+    /// The status, once the checkpoint with this id has been started by this run and its
+    /// write has ended (durable or failed) and been acted on — cleanup included.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "an introspection query: the tests ask it; nothing in the engine does yet"
+        )
+    )]
+    StatusAfterCheckpoint(CheckpointId, RpcReplyPort<GeneratorStatus>),
+    /// Internal: a checkpoint write ended (sent by the task that wrote it).
+    CheckpointDone {
+        /// The checkpoint.
+        id: CheckpointId,
+        /// `Err` with the reason if it failed or timed out.
+        result: Result<(), String>,
+    },
+    /// Internal: the minimum pause has elapsed; a waiting checkpoint may start.
+    CheckpointDue,
+}
+
+/// What the generator is doing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct GeneratorStatus {
+    /// Generated, not complete.
+    pub pending: Vec<u64>,
+    /// Waiting to be generated.
+    pub queued: Vec<u64>,
+    /// Generated and not submitted yet: waiting for a checkpoint that lists them as pending.
+    pub held: Vec<u64>,
+    /// Checkpoint writes in flight, oldest first.
+    pub checkpoints_in_flight: Vec<CheckpointId>,
+    /// Whether a checkpoint is waiting for a free slot (or for the minimum pause).
+    pub checkpoint_waiting: bool,
+    /// The newest checkpoint this run knows to be durable.
+    pub latest_checkpoint: Option<CheckpointId>,
+    /// Checkpoint failures since the last success.
+    pub failed_checkpoints: u32,
+}
+
+fn align_up(t: u64, zero: u64, interval: u64) -> u64 {
+    if t <= zero {
+        return zero;
+    }
+    zero + (t - zero).div_ceil(interval) * interval
+}
+
+impl JobGeneratorState {
+    fn interval_ms(&self) -> u64 {
+        (self.args.batch_interval.as_millis() as u64).max(1)
+    }
+
+    /// The next batch time after the last queued one (or the first boundary after now).
+    fn next_batch_time(&self) -> u64 {
+        let interval = self.interval_ms();
+        match self.last_queued_ms {
+            Some(last) => last + interval,
+            None => align_up(now_ms(), self.args.zero_time_ms, interval),
+        }
+    }
+
+    /// Every batch up to this one has completed, and none after it: the state a checkpoint
+    /// carries is as of its end. `None` before the first batch of this run completes.
+    fn completed_through(&self) -> Option<u64> {
+        match self.pending.first() {
+            Some(&oldest) if Some(oldest) == self.first_generated_ms => None,
+            Some(&oldest) => Some(oldest - self.interval_ms()),
+            None => self.last_generated_ms,
+        }
+    }
+
+    /// What the generator is doing now.
+    fn status(&self) -> GeneratorStatus {
+        GeneratorStatus {
+            pending: self.pending.iter().copied().collect(),
+            queued: self.queue.iter().copied().collect(),
+            held: self.held.keys().copied().collect(),
+            checkpoints_in_flight: self.writes.keys().copied().collect(),
+            checkpoint_waiting: self.waiting.is_some(),
+            latest_checkpoint: self.latest_durable,
+            failed_checkpoints: self.failed_checkpoints,
+        }
+    }
+
+    /// The oldest batch a restore from a checkpoint taken now may need: the oldest pending or
+    /// queued one, or the one after the last queued. `None` before anything was queued.
+    fn oldest_needed(&self) -> Option<u64> {
+        self.pending
+            .first()
+            .copied()
+            .or(self.queue.front().copied())
+            .or(self.last_queued_ms.map(|t| t + 1))
+    }
+
+    fn checkpoint_data(&self, time_ms: u64, operator_state: Vec<OperatorState>) -> CheckpointData {
+        CheckpointData {
+            checkpoint_time_ms: time_ms,
+            pending_batches: self
+                .pending
+                .iter()
+                .copied()
+                .chain(self.queue.iter().copied())
+                .collect(),
+            batch_interval_ms: self.interval_ms(),
+            zero_time_ms: self.args.zero_time_ms,
+            settings: self.args.settings.clone(),
+            source_offsets: Vec::new(),
+            operator_state,
+            graph_fingerprint: self.args.pipeline.fingerprint(),
+        }
+    }
+}
+
+impl Actor for JobGenerator {
+    type Msg = JobGeneratorMsg;
+    type State = JobGeneratorState;
+    type Arguments = JobGeneratorArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: JobGeneratorArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        args.checkpoint_policy.validate()?;
+        let mut state = JobGeneratorState {
+            queue: VecDeque::new(),
+            pending: BTreeSet::new(),
+            last_queued_ms: None,
+            first_generated_ms: None,
+            last_generated_ms: None,
+            held: BTreeMap::new(),
+            writes: BTreeMap::new(),
+            waiting: None,
+            pause_timer: None,
+            last_start: None,
+            last_end: None,
+            last_started: None,
+            latest_durable: None,
+            cleaned_before: None,
+            failed_checkpoints: 0,
+            settle_waiters: Vec::new(),
+            timer: None,
+            drain: None,
+            args,
+        };
+        if let Some(restored) = state.args.restored.clone() {
+            // Pending batches first, then every batch time missed while down.
+            let mut times: BTreeSet<u64> = restored.pending_batches.iter().copied().collect();
+            let interval = state.interval_ms();
+            let now = now_ms();
+            let mut t = align_up(
+                restored.checkpoint_time_ms + 1,
+                state.args.zero_time_ms,
+                interval,
+            );
+            while t <= now {
+                times.insert(t);
+                t += interval;
+            }
+            let missed = times.len() - restored.pending_batches.len().min(times.len());
+            tracing::info!(
+                pending = restored.pending_batches.len(),
+                missed,
+                "job generator restored; re-running pending and missed batches"
+            );
+            // Never a batch time at or before the checkpoint's again: a graceful stop's last
+            // batch is at a boundary that may still be ahead, and it was allocated, completed
+            // and cleaned — the timer resumes after it.
+            state.last_queued_ms = times.last().copied().max(Some(restored.checkpoint_time_ms));
+            state.queue.extend(times);
+        }
+        Ok(state)
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        schedule_next_tick(&myself, state);
+        generate_ready(&myself, state).await
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        crate::faults::check(&myself);
+        match message {
+            JobGeneratorMsg::Tick(t) => {
+                if state.drain.is_none() && state.last_queued_ms.is_none_or(|last| t > last) {
+                    state.queue.push_back(t);
+                    state.last_queued_ms = Some(t);
+                }
+                schedule_next_tick(&myself, state);
+                generate_ready(&myself, state).await?;
+            }
+            JobGeneratorMsg::BatchDone(outcome) => {
+                complete(&myself, state, outcome)?;
+                generate_ready(&myself, state).await?;
+            }
+            JobGeneratorMsg::CheckpointDone { id, result } => {
+                checkpoint_done(&myself, state, id, result).await?;
+                start_waiting_checkpoint(&myself, state)?;
+            }
+            JobGeneratorMsg::CheckpointDue => {
+                state.pause_timer = None;
+                start_waiting_checkpoint(&myself, state)?;
+            }
+            JobGeneratorMsg::StatusAfterCheckpoint(id, reply) => {
+                state.settle_waiters.push((id, reply));
+            }
+            JobGeneratorMsg::BatchLost(t) => {
+                tracing::warn!(
+                    batch_time_ms = t,
+                    "the job scheduler went away during a batch"
+                );
+            }
+            JobGeneratorMsg::Drain(reply) => {
+                if let Some(timer) = state.timer.take() {
+                    timer.abort();
+                }
+                let last = state.next_batch_time();
+                state.queue.push_back(last);
+                state.last_queued_ms = Some(last);
+                state.drain = Some(reply);
+                generate_ready(&myself, state).await?;
+            }
+            JobGeneratorMsg::Status(reply) => {
+                if !reply.is_closed() {
+                    let _ = reply.send(state.status());
+                }
+            }
+        }
+        finish_drain(&myself, state)?;
+        answer_settle_waiters(state);
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(timer) = state.timer.take() {
+            timer.abort();
+        }
+        if let Some(timer) = state.pause_timer.take() {
+            timer.abort();
+        }
+        // Abandon the writes in flight (dropping them aborts their tasks): a stopped
+        // generator's snapshot must not land after its successor started.
+        state.writes.clear();
+        Ok(())
+    }
+}
+
+/// Arms the timer for the next batch boundary (nothing while draining).
+fn schedule_next_tick(myself: &ActorRef<JobGeneratorMsg>, state: &mut JobGeneratorState) {
+    if state.drain.is_some() {
+        return;
+    }
+    let next = state.next_batch_time();
+    let delay = Duration::from_millis(next.saturating_sub(now_ms()));
+    state.timer = Some(myself.send_after(delay, move || JobGeneratorMsg::Tick(next)));
+}
+
+/// Generates queued batches while fewer than `max_pending_batches` are pending.
+async fn generate_ready(
+    myself: &ActorRef<JobGeneratorMsg>,
+    state: &mut JobGeneratorState,
+) -> Result<(), ActorProcessingErr> {
+    while state.pending.len() < state.args.max_pending_batches.max(1) {
+        let Some(t) = state.queue.pop_front() else {
+            break;
+        };
+        generate(myself, state, t).await?;
+    }
+    Ok(())
+}
+
+async fn generate(
+    myself: &ActorRef<JobGeneratorMsg>,
+    state: &mut JobGeneratorState,
+    t: u64,
+) -> Result<(), ActorProcessingErr> {
+    let names = state.args.names.clone();
+    let tracker = ActorRef::<ReceivedBlockTrackerMsg>::where_is(names.received_block_tracker())
+        .ok_or("the received-block tracker is not running")?;
+    let allocation = ractor::call!(tracker, ReceivedBlockTrackerMsg::AllocateBatch, t)??;
+    let mut input = BatchInput {
+        batch_time_ms: t,
+        blocks: BTreeMap::new(),
+    };
+    for (stream, infos) in &allocation.blocks {
+        let mut blocks = Vec::with_capacity(infos.len());
+        for info in infos {
+            match state
+                .args
+                .block_store
+                .get_or_read(info, &state.args.receiver_wal)
+                .await
+            {
+                Ok(block) => blocks.push(block),
+                // The receiver WAL is off and the driver restarted since the block was
+                // stored: the batch runs without it (at-most-once input, as configured).
+                Err(BlockStoreError::Lost { .. }) => {
+                    tracing::warn!(batch_time_ms = t, stream = *stream, handle = %info.handle,
+                        records = info.records,
+                        "a block kept in memory only (the receiver WAL is off) is gone; \
+                         its records are lost");
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        input.blocks.insert(*stream, blocks);
+    }
+    let jobs = state
+        .args
+        .pipeline
+        .jobs(&input)
+        .map_err(|e| format!("batch {t}: {e}"))?;
+    let records = input.records();
+    state.pending.insert(t);
+    state.first_generated_ms.get_or_insert(t);
+    state.last_generated_ms = Some(t);
+    // Held until a checkpoint that lists it as pending has been written (see `release_held`).
+    state.held.insert(
+        t,
+        BatchJobs {
+            batch_time_ms: t,
+            jobs,
+            records,
+        },
+    );
+    state.args.events.emit(Event::BatchGenerated {
+        batch_time_ms: t,
+        blocks: allocation.blocks.values().map(|b| b.len() as u64).sum(),
+        records,
+    });
+    request_checkpoint(myself, state, t, true)
+}
+
+/// Submits the held batches up to `through` (none for `None`), in order: a checkpoint that
+/// lists them as pending has been written, or its write failed and the failure was tolerated.
+fn release_held(
+    myself: &ActorRef<JobGeneratorMsg>,
+    state: &mut JobGeneratorState,
+    through: Option<u64>,
+) -> Result<(), ActorProcessingErr> {
+    let Some(through) = through else {
+        return Ok(());
+    };
+    let later = match through.checked_add(1) {
+        Some(next) => state.held.split_off(&next),
+        None => BTreeMap::new(),
+    };
+    let ready = std::mem::replace(&mut state.held, later);
+    for batch in ready.into_values() {
+        submit(myself, &state.args.names, batch)?;
+    }
+    Ok(())
+}
+
+/// Hands a batch to the scheduler; its answer comes back as a message.
+fn submit(
+    myself: &ActorRef<JobGeneratorMsg>,
+    names: &Names,
+    batch: BatchJobs,
+) -> Result<(), ActorProcessingErr> {
+    let t = batch.batch_time_ms;
+    let scheduler = ActorRef::<JobSchedulerMsg>::where_is(names.job_scheduler())
+        .ok_or("the job scheduler is not running")?;
+    let me = myself.clone();
+    // Sent from the handler, not from the task below: batches released together must reach
+    // the scheduler in batch order, which runs them in submit order (a task per batch would
+    // race, and a later batch could run and complete before an earlier one).
+    let (reply, answer) = ractor::concurrency::oneshot();
+    if scheduler
+        .cast(JobSchedulerMsg::Submit(batch, reply.into()))
+        .is_err()
+    {
+        // Gone: it dies with the driver subtree, whose restart re-runs the batch.
+        let _ = me.cast(JobGeneratorMsg::BatchLost(t));
+        return Ok(());
+    }
+    // The scheduler answers when the batch is done; wait for it off the generator's mailbox.
+    tokio::spawn(async move {
+        let message = match answer.await {
+            Ok(outcome) => JobGeneratorMsg::BatchDone(outcome),
+            Err(_) => JobGeneratorMsg::BatchLost(t),
+        };
+        let _ = me.cast(message);
+    });
+    Ok(())
+}
+
+fn complete(
+    myself: &ActorRef<JobGeneratorMsg>,
+    state: &mut JobGeneratorState,
+    outcome: BatchOutcome,
+) -> Result<(), ActorProcessingErr> {
+    let t = outcome.batch_time_ms;
+    if let Err(reason) = outcome.result {
+        // The scheduler already retried; a batch that cannot complete stops the pipeline, so
+        // the driver restarts and re-runs it from the checkpoint.
+        return Err(format!("batch {t} failed: {reason}").into());
+    }
+    state.pending.remove(&t);
+    state.args.pipeline.batch_completed(t);
+    request_checkpoint(myself, state, t, false)
+}
+
+/// Asks for a checkpoint at `time_ms`: "before" checkpoints (they record what must be re-run)
+/// and every checkpoint while draining are never skipped; an "after" checkpoint is skipped if
+/// the latest one started less than the interval ago or ended less than the minimum pause ago.
+/// A checkpoint that cannot start now — `max_concurrent` writes in flight, or the minimum
+/// pause not elapsed — waits, coalesced with any request already waiting.
+fn request_checkpoint(
+    myself: &ActorRef<JobGeneratorMsg>,
+    state: &mut JobGeneratorState,
+    time_ms: u64,
+    before: bool,
+) -> Result<(), ActorProcessingErr> {
+    let policy = state.args.checkpoint_policy;
+    if !before && state.drain.is_none() && state.waiting.is_none() {
+        let recent_start = state
+            .last_start
+            .is_some_and(|start| start.elapsed() < policy.interval);
+        let recent_end = state
+            .last_end
+            .is_some_and(|end| end.elapsed() < policy.min_pause);
+        if recent_start || recent_end {
+            tracing::debug!(time_ms, "checkpoint skipped: the last one is too recent");
+            return Ok(());
+        }
+    }
+    let time_ms = state
+        .waiting
+        .map_or(time_ms, |waiting| waiting.time_ms.max(time_ms));
+    state.waiting = Some(CheckpointRequest { time_ms });
+    start_waiting_checkpoint(myself, state)
+}
+
+/// Starts the waiting checkpoint if a slot is free and the minimum pause has elapsed (else
+/// arms the pause timer). The snapshot is taken now, and the id reserved now, in the
+/// generator's handler: ids follow the snapshots whatever order the writes finish in.
+fn start_waiting_checkpoint(
+    myself: &ActorRef<JobGeneratorMsg>,
+    state: &mut JobGeneratorState,
+) -> Result<(), ActorProcessingErr> {
+    let Some(request) = state.waiting else {
+        return Ok(());
+    };
+    let policy = state.args.checkpoint_policy;
+    if state.writes.len() >= policy.max_concurrent.max(1) {
+        return Ok(());
+    }
+    if let Some(end) = state.last_end {
+        let since = end.elapsed();
+        if since < policy.min_pause {
+            if state.pause_timer.is_none() {
+                state.pause_timer = Some(
+                    myself.send_after(policy.min_pause - since, || JobGeneratorMsg::CheckpointDue),
+                );
+            }
+            return Ok(());
+        }
+    }
+    state.waiting = None;
+    let snapshot = state
+        .args
+        .pipeline
+        .snapshot(state.completed_through())
+        .map_err(|err| format!("snapshotting the pipeline's state: {err}"))
+        .map(|operator_state| state.checkpoint_data(request.time_ms, operator_state));
+    let store = Arc::clone(&state.args.checkpoints);
+    let reservation = snapshot.and_then(|data| {
+        store
+            .reserve()
+            .map(|reservation| (reservation, data))
+            .map_err(|err| err.to_string())
+    });
+    let (reservation, data) = match reservation {
+        Ok(ready) => ready,
+        Err(failure) => {
+            // Nothing to write: it counts as a failed checkpoint, and what it was for runs.
+            state.last_end = Some(tokio::time::Instant::now());
+            record_failure(state, failure)?;
+            let through = state.held.keys().next_back().copied();
+            return release_held(myself, state, through);
+        }
+    };
+    let id = reservation.id();
+    let timeout = policy.timeout;
+    let me = myself.clone();
+    let task = tokio::spawn(async move {
+        let result =
+            match tokio::time::timeout(timeout, store.write_reserved(reservation, &data)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(err)) => Err(err.to_string()),
+                // The write future is dropped here: whatever it would still do is not success.
+                Err(_) => Err(format!(
+                    "checkpoint {id} timed out after {timeout:?} and was abandoned"
+                )),
+            };
+        let _ = me.cast(JobGeneratorMsg::CheckpointDone { id, result });
+    });
+    state.last_start = Some(tokio::time::Instant::now());
+    state.last_started = Some(id);
+    state.writes.insert(
+        id,
+        CheckpointWrite {
+            task,
+            cleanup_before: state.oldest_needed(),
+            held_through: state.held.keys().next_back().copied(),
+        },
+    );
+    Ok(())
+}
+
+/// A checkpoint write ended: on success, cleans what it made unnecessary (only if it is the
+/// newest durable one: cleanup follows the snapshot order); on failure, counts it toward
+/// `tolerable_failures`.
+async fn checkpoint_done(
+    myself: &ActorRef<JobGeneratorMsg>,
+    state: &mut JobGeneratorState,
+    id: CheckpointId,
+    result: Result<(), String>,
+) -> Result<(), ActorProcessingErr> {
+    let Some(write) = state.writes.remove(&id) else {
+        tracing::debug!(%id, "ignoring the end of a checkpoint write not in flight");
+        return Ok(());
+    };
+    state.last_end = Some(tokio::time::Instant::now());
+    let outcome = match result {
+        Ok(()) => {
+            state.failed_checkpoints = 0;
+            if state.latest_durable < Some(id) {
+                state.latest_durable = Some(id);
+                if let Some(threshold) = write.cleanup_before
+                    && state.cleaned_before < Some(threshold)
+                {
+                    cleanup(state, threshold).await;
+                }
+            }
+            Ok(())
+        }
+        Err(failure) => record_failure(state, failure),
+    };
+    outcome?;
+    release_held(myself, state, write.held_through)
+}
+
+/// Counts a failed checkpoint; fails the generator beyond `tolerable_failures`.
+fn record_failure(
+    state: &mut JobGeneratorState,
+    failure: String,
+) -> Result<(), ActorProcessingErr> {
+    let policy = state.args.checkpoint_policy;
+    state.failed_checkpoints += 1;
+    state.args.events.emit(Event::CheckpointFailed {
+        store: state.args.checkpoints.storage().describe(),
+        reason: failure.clone(),
+    });
+    if state.failed_checkpoints > policy.tolerable_failures {
+        return Err(format!(
+            "{} consecutive checkpoints failed (tolerated: {}); the last: {failure}",
+            state.failed_checkpoints, policy.tolerable_failures
+        )
+        .into());
+    }
+    tracing::warn!(error = %failure, "checkpoint failed; tolerated");
+    Ok(())
+}
+
+/// After a durable checkpoint: allocations of batches before `threshold` (the oldest batch
+/// that checkpoint still needs), and receiver WAL segments older than every live block, are
+/// no longer needed.
+async fn cleanup(state: &mut JobGeneratorState, threshold: u64) {
+    let Some(tracker) =
+        ActorRef::<ReceivedBlockTrackerMsg>::where_is(state.args.names.received_block_tracker())
+    else {
+        return;
+    };
+    match ractor::call!(tracker, ReceivedBlockTrackerMsg::CleanupBefore, threshold) {
+        Ok(Ok(_)) => {}
+        other => {
+            tracing::warn!(
+                ?other,
+                "block tracker cleanup failed; retried after the next checkpoint"
+            );
+            return;
+        }
+    }
+    state.cleaned_before = Some(threshold);
+    let Ok(live) = ractor::call!(tracker, ReceivedBlockTrackerMsg::Inspect) else {
+        return;
+    };
+    // A block is appended to the receiver WAL a moment before it is reported to the tracker:
+    // keep a margin, so a block on its way is never cleaned.
+    let margin = (state.args.batch_interval * 10).max(Duration::from_secs(10));
+    let horizon = now_ms().saturating_sub(margin.as_millis() as u64);
+    let oldest_live = live.oldest_live_stored_ms();
+    let before = oldest_live.map_or(horizon, |oldest| oldest.min(horizon));
+    // The block store is a cache of the WAL, so it needs no margin: a block on its way that
+    // is dropped here is read back from the WAL when its batch runs. Without the margin,
+    // memory holds the live blocks only, not ten intervals of finished ones.
+    state
+        .args
+        .block_store
+        .remove_before(oldest_live.unwrap_or(horizon));
+    if let Err(err) = state.args.receiver_wal.clean(before).await {
+        tracing::warn!(error = %err, "receiver WAL cleanup failed; retried after the next checkpoint");
+    }
+}
+
+/// Answers the status requests whose checkpoint has settled.
+fn answer_settle_waiters(state: &mut JobGeneratorState) {
+    if state.settle_waiters.is_empty() {
+        return;
+    }
+    let waiters = std::mem::take(&mut state.settle_waiters);
+    for (id, reply) in waiters {
+        let settled = state.last_started >= Some(id) && !state.writes.contains_key(&id);
+        if !settled {
+            state.settle_waiters.push((id, reply));
+        } else if !reply.is_closed() {
+            let _ = reply.send(state.status());
+        }
+    }
+}
+
+/// Answers a pending drain once nothing is queued or pending and the final state is durably
+/// checkpointed (a final checkpoint that failed is retried, within `tolerable_failures`).
+fn finish_drain(
+    myself: &ActorRef<JobGeneratorMsg>,
+    state: &mut JobGeneratorState,
+) -> Result<(), ActorProcessingErr> {
+    if state.drain.is_none()
+        || !state.queue.is_empty()
+        || !state.pending.is_empty()
+        || !state.writes.is_empty()
+        || state.waiting.is_some()
+        || state.pause_timer.is_some()
+    {
+        return Ok(());
+    }
+    if state.latest_durable != state.last_started {
+        let time_ms = state.last_generated_ms.unwrap_or(state.args.zero_time_ms);
+        return request_checkpoint(myself, state, time_ms, false);
+    }
+    if let Some(reply) = state.drain.take()
+        && !reply.is_closed()
+    {
+        let _ = reply.send(());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::align_up;
+
+    #[test]
+    fn batch_times_align_to_the_zero_time() {
+        assert_eq!(align_up(1000, 1000, 100), 1000);
+        assert_eq!(align_up(1001, 1000, 100), 1100);
+        assert_eq!(align_up(1100, 1000, 100), 1100);
+        assert_eq!(align_up(999, 1000, 100), 1000);
+    }
+}

@@ -1,0 +1,40 @@
+//! Why an engine ended, or could not start: [`EngineError`].
+//!
+//! A leaf of the crate: the root records a give-up here and the engine hands it to its
+//! owner, without either naming the other.
+
+use std::time::Duration;
+
+#[cfg(doc)]
+use crate::config::CheckpointPolicy;
+use crate::config::CheckpointPolicyError;
+
+/// Why an engine ended, or could not start.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The engine could not start.
+    #[error("the engine did not start: {0}")]
+    Start(String),
+    /// The checkpoint controls are refused (see [`CheckpointPolicy::validate`]); nothing was
+    /// started.
+    #[error("the engine did not start: {0}")]
+    InvalidCheckpointPolicy(#[from] CheckpointPolicyError),
+    /// An actor failed more often than its restart intensity allows.
+    #[error(
+        "{actor} failed {restarts} times within {period:?} and was given up on; the last failure: {reason}"
+    )]
+    GaveUp {
+        /// The actor that kept failing.
+        actor: String,
+        /// How many restarts were attempted within the window.
+        restarts: u32,
+        /// The window.
+        period: Duration,
+        /// Its last failure.
+        reason: String,
+    },
+    /// The root actor ended abnormally for another reason.
+    #[error("the engine stopped abnormally: {0}")]
+    Failed(String),
+}

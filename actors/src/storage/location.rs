@@ -1,0 +1,174 @@
+//! [`Storage`]: where durable bytes live (a local directory or an opendal operator under a
+//! prefix), and [`StorageError`], what can go wrong there.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use opendal::Operator;
+
+/// A place to keep durable data: a local directory or an opendal operator with a path prefix.
+#[derive(Clone)]
+pub enum Storage {
+    /// A directory on the local filesystem, used with `std::fs` so that weir can fsync both
+    /// files and directories.
+    Local(PathBuf),
+    /// An opendal operator and a path prefix inside it (empty, or ending in `/`).
+    Object {
+        /// The operator, e.g. for S3 or the in-memory service.
+        op: Operator,
+        /// The prefix every name is placed under.
+        prefix: String,
+    },
+}
+
+impl Storage {
+    /// A local directory. It is created (with its parents) when a component opens it.
+    pub fn local(dir: impl Into<PathBuf>) -> Self {
+        Storage::Local(dir.into())
+    }
+
+    /// A fresh opendal in-memory store, for tests and demos. Its contents die with the process.
+    pub fn memory() -> Self {
+        let op = Operator::new(opendal::services::Memory::default()).unwrap_or_else(|err| {
+            // The memory service has no configuration that can fail to build.
+            unreachable!("opendal memory service failed to build: {err}")
+        });
+        Storage::object(op)
+    }
+
+    /// Any opendal operator, used in object-store mode (whole-object writes only).
+    pub fn object(op: Operator) -> Self {
+        Storage::Object {
+            op,
+            prefix: String::new(),
+        }
+    }
+
+    /// The storage for the sub-directory `child` (e.g. `"wal"`, `"checkpoints"`).
+    pub fn join(&self, child: &str) -> Self {
+        let child = child.trim_matches('/');
+        match self {
+            Storage::Local(dir) => Storage::Local(dir.join(child)),
+            Storage::Object { op, prefix } => Storage::Object {
+                op: op.clone(),
+                prefix: format!("{prefix}{child}/"),
+            },
+        }
+    }
+
+    /// The local directory, if this is local storage.
+    pub fn local_dir(&self) -> Option<&Path> {
+        match self {
+            Storage::Local(dir) => Some(dir),
+            Storage::Object { .. } => None,
+        }
+    }
+
+    /// A short human-readable description: the directory, or `scheme://prefix`.
+    pub fn describe(&self) -> String {
+        match self {
+            Storage::Local(dir) => dir.display().to_string(),
+            Storage::Object { op, prefix } => format!("{}://{prefix}", op.info().scheme()),
+        }
+    }
+}
+
+impl fmt::Debug for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// An I/O failure of the underlying storage, with the operation and the path it concerned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// A local filesystem call failed.
+    #[error("{op} `{}` failed: {source}", path.display())]
+    Io {
+        /// What weir was doing: `"write"`, `"fsync"`, `"rename"`, ...
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An opendal call failed.
+    #[error("{op} `{path}` failed: {source}")]
+    Object {
+        /// What weir was doing: `"write"`, `"read"`, `"list"`, ...
+        op: &'static str,
+        /// The object path.
+        path: String,
+        /// opendal's error (boxed: it is large, and errors travel in every `Result`).
+        #[source]
+        source: Box<opendal::Error>,
+    },
+    /// A failpoint fired (only with the `failpoints` feature, in tests).
+    #[error("{op} `{path}` failed: injected by failpoint `{failpoint}`")]
+    Injected {
+        /// What weir was doing.
+        op: &'static str,
+        /// The file or object.
+        path: String,
+        /// The failpoint's name.
+        failpoint: &'static str,
+    },
+    /// A blocking storage task could not complete (the runtime is shutting down).
+    #[error("storage task for `{path}` did not complete: {reason}")]
+    Task {
+        /// The file or object.
+        path: String,
+        /// Why the task ended.
+        reason: String,
+    },
+}
+
+impl StorageError {
+    /// The operation that failed: `"write"`, `"fsync"`, `"rename"`, `"read"`, ...
+    pub fn operation(&self) -> &'static str {
+        match self {
+            StorageError::Io { op, .. }
+            | StorageError::Object { op, .. }
+            | StorageError::Injected { op, .. } => op,
+            StorageError::Task { .. } => "task",
+        }
+    }
+
+    /// Whether the error means "the file or object does not exist".
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            StorageError::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+            StorageError::Object { source, .. } => source.kind() == opendal::ErrorKind::NotFound,
+            StorageError::Injected { .. } | StorageError::Task { .. } => false,
+        }
+    }
+
+    /// Whether the error means "a write-once name is already taken".
+    pub fn is_already_exists(&self) -> bool {
+        match self {
+            StorageError::Io { source, .. } => source.kind() == std::io::ErrorKind::AlreadyExists,
+            StorageError::Object { source, .. } => {
+                source.kind() == opendal::ErrorKind::ConditionNotMatch
+                    || source.kind() == opendal::ErrorKind::AlreadyExists
+            }
+            StorageError::Injected { .. } | StorageError::Task { .. } => false,
+        }
+    }
+}
+
+/// Runs blocking filesystem work off the async executor.
+pub(crate) async fn blocking<T, F>(path: &Path, f: F) -> Result<T, StorageError>
+where
+    F: FnOnce() -> Result<T, StorageError> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        Err(join) => Err(StorageError::Task {
+            path: path.display().to_string(),
+            reason: join.to_string(),
+        }),
+    }
+}

@@ -1,0 +1,236 @@
+//! The root supervisor: keeps the event bus and the driver alive, and gives up clearly.
+//!
+//! Registered as `root`. Its children, one-for-one and permanent:
+//!
+//! * `event-bus` — started first, so that every later step is recorded; it survives driver
+//!   restarts (it is the root's child, not the driver's).
+//! * `control-endpoint` — only with [`EngineConfig::control_addr`]: started before the driver
+//!   (so it sees the driver start), with a token created now and written to
+//!   `<storage>/control-token` (see [`crate::observe::control_endpoint`]).
+//! * `driver` — restarted from the latest valid checkpoint after any failure, under the
+//!   engine's restart intensity and exponential backoff ([`EngineConfig::driver_policy`]).
+//!
+//! When the intensity is exceeded the root gives up: it records *which* actor failed, how
+//! often and why in the engine's outcome slot, publishes [`crate::Event::ActorGaveUp`], and
+//! fails — [`crate::engine::Engine::await_termination`] then returns
+//! [`EngineError::GaveUp`].
+
+use std::ops::Range;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+
+use crate::config::EngineConfig;
+use crate::error::EngineError;
+use crate::observe::control_endpoint::{ControlEndpoint, ControlEndpointArgs, ControlHandle};
+use crate::observe::event_bus::{EventBus, EventBusArgs};
+use crate::observe::hub::EventHub;
+use crate::tree::children::{ChildSpec, Children, Decision};
+use crate::tree::driver::{Driver, DriverArgs, DriverMsg};
+use crate::tree::restart_policy::RestartType;
+
+/// The root actor.
+#[derive(Clone, Debug)]
+pub(crate) struct Root;
+
+/// What the root starts from.
+#[derive(Clone, Debug)]
+pub(crate) struct RootArgs {
+    /// The engine's configuration.
+    pub config: Arc<EngineConfig>,
+    /// What the driver runs.
+    pub driver: DriverArgs,
+    /// The event feed.
+    pub hub: EventHub,
+    /// Where the root records why it gave up.
+    pub outcome: Arc<Mutex<Option<EngineError>>>,
+    /// Shared with the control endpoint (unused without one).
+    pub control: ControlHandle,
+}
+
+/// The root's state.
+#[derive(Debug)]
+pub(crate) struct RootState {
+    children: Children,
+    outcome: Arc<Mutex<Option<EngineError>>>,
+    driver_name: String,
+}
+
+/// Messages of the root.
+#[derive(Debug)]
+pub(crate) enum RootMsg {
+    /// Restart children after their backoff (sent to itself).
+    Restart(Range<usize>),
+    /// Stop the engine (see [`DriverMsg::Stop`]); replies when everything is stopped.
+    Stop {
+        /// Whether to finish the work already received first.
+        graceful: bool,
+        /// Answered when stopped.
+        reply: RpcReplyPort<()>,
+    },
+}
+
+impl Actor for Root {
+    type Msg = RootMsg;
+    type State = RootState;
+    type Arguments = RootArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: RootArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let names = args.config.names();
+        let mut children = Children::new(
+            names.root(),
+            args.config.driver_policy,
+            args.config.seed,
+            args.hub.sink(),
+        );
+        let bus_args = EventBusArgs {
+            hub: args.hub.clone(),
+            log_dir: args.config.event_log_dir(),
+            log_max_bytes: crate::observe::event_log::DEFAULT_LOG_MAX_BYTES,
+        };
+        children.add(ChildSpec::new(
+            names.event_bus(),
+            RestartType::Permanent,
+            EventBus,
+            move || bus_args.clone(),
+        ));
+        let endpoint = match args.config.control_addr {
+            Some(addr) => {
+                let token = match args.config.storage.local_dir() {
+                    Some(dir) => Some(Arc::<str>::from(
+                        crate::observe::control_endpoint::create_token(dir)?,
+                    )),
+                    None => None,
+                };
+                let endpoint_args = ControlEndpointArgs {
+                    addr,
+                    hub: args.hub.clone(),
+                    names: names.clone(),
+                    name_prefix: args.config.name_prefix.clone(),
+                    token,
+                    handle: args.control.clone(),
+                };
+                Some(children.add(ChildSpec::new(
+                    names.control_endpoint(),
+                    RestartType::Permanent,
+                    ControlEndpoint,
+                    move || endpoint_args.clone(),
+                )))
+            }
+            None => None,
+        };
+        let driver_args = args.driver.clone();
+        let driver = children.add(ChildSpec::new(
+            names.driver(),
+            RestartType::Permanent,
+            Driver,
+            move || driver_args.clone(),
+        ));
+        let cell = myself.get_cell();
+        children
+            .start_one(&cell, 0)
+            .await
+            .map_err(|(n, e)| format!("{n} did not start: {e}"))?;
+        if let Some(endpoint) = endpoint {
+            children
+                .start_one(&cell, endpoint)
+                .await
+                .map_err(|(n, e)| format!("{n} did not start: {e}"))?;
+        }
+        let mut state = RootState {
+            children,
+            outcome: args.outcome,
+            driver_name: names.driver(),
+        };
+        // A driver that cannot start (an unreadable checkpoint, say) is a failure like any
+        // other: `restart` counts it against the intensity and backs off.
+        let decision = state.children.restart(&cell, driver..driver + 1).await;
+        act(&myself, &mut state, decision)?;
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        crate::faults::check(&myself);
+        match message {
+            RootMsg::Restart(set) => {
+                let decision = state.children.restart(&myself.get_cell(), set).await;
+                act(&myself, state, decision)
+            }
+            RootMsg::Stop { graceful, reply } => {
+                // A graceful stop drains what was received, so acknowledged records are
+                // committed by this run. If the driver is between a failure and its restart
+                // (waiting out the backoff, or its job generator just failed), start it now
+                // and stop it again — a few times at most.
+                for _ in 0..GRACEFUL_STOP_ATTEMPTS {
+                    let mut driver = ActorRef::<DriverMsg>::where_is(state.driver_name.clone());
+                    if driver.is_none() && graceful {
+                        let driver_name = state.driver_name.clone();
+                        let index = state.children.names().position(|n| n == driver_name);
+                        if let Some(i) = index {
+                            let _ = state.children.restart(&myself.get_cell(), i..i + 1).await;
+                            driver = ActorRef::<DriverMsg>::where_is(driver_name);
+                        }
+                    }
+                    let Some(driver) = driver else {
+                        break;
+                    };
+                    let reached = driver
+                        .call(|r| DriverMsg::Stop { graceful, reply: r }, None)
+                        .await;
+                    let _ = driver.get_cell().wait(None).await;
+                    if !graceful || matches!(reached, Ok(ractor::rpc::CallResult::Success(true))) {
+                        break;
+                    }
+                }
+                state
+                    .children
+                    .stop_all(std::time::Duration::from_secs(10))
+                    .await;
+                if !reply.is_closed() {
+                    let _ = reply.send(());
+                }
+                myself.stop(Some("stopped".to_owned()));
+                Ok(())
+            }
+        }
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let decision = state.children.handle(event).await;
+        act(&myself, state, decision)
+    }
+}
+
+/// How many times a graceful stop starts a driver caught between a failure and its restart.
+const GRACEFUL_STOP_ATTEMPTS: usize = 3;
+
+fn act(
+    myself: &ActorRef<RootMsg>,
+    state: &mut RootState,
+    decision: Decision,
+) -> Result<(), ActorProcessingErr> {
+    if let Decision::GiveUp(gave_up) = &decision {
+        let error = EngineError::GaveUp {
+            actor: state.driver_name.clone(),
+            restarts: gave_up.restarts,
+            period: gave_up.period,
+            reason: gave_up.last_reason.clone(),
+        };
+        *state.outcome.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+    }
+    decision.carry_out(myself, RootMsg::Restart)
+}

@@ -1,0 +1,3 @@
+//! Tests of the supervision machinery: every restart rule, on real actors, in paused time.
+
+mod supervision;
