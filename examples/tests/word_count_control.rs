@@ -29,7 +29,7 @@ fn weir_binary() -> PathBuf {
     if !weir.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let status = Command::new(cargo)
-            .args(["build", "-p", "weir", "--bin", "weir"])
+            .args(["build", "-p", "weir-streaming", "--bin", "weir"])
             .status()
             .unwrap();
         assert!(status.success(), "building the weir binary failed");
