@@ -85,11 +85,11 @@ pub enum StoreError {
 
 /// A request from a receiver to its supervisor: store these records as one block.
 #[derive(Debug)]
-pub struct StoreRequest {
+pub(crate) struct StoreRequest {
     /// The records.
-    pub records: Vec<Bytes>,
+    pub(crate) records: Vec<Bytes>,
     /// Where the outcome goes (`None` for pushed records, which nobody waits for).
-    pub reply: Option<oneshot::Sender<Result<BlockInfo, StoreError>>>,
+    pub(crate) reply: Option<oneshot::Sender<Result<BlockInfo, StoreError>>>,
 }
 
 /// Admission control of a receiver's records — a rate limit (Spark's
@@ -145,8 +145,9 @@ pub struct ReceiverContext {
 }
 
 impl ReceiverContext {
-    /// A context that sends to a receiver supervisor (built by the engine).
-    pub fn new(
+    /// A context that sends to a receiver supervisor (built by the engine, or by
+    /// [`ManualSupervisor`](crate::testing::ManualSupervisor) in tests).
+    pub(crate) fn new(
         stream: StreamId,
         to_supervisor: mpsc::Sender<StoreRequest>,
         pushed: Arc<std::sync::Mutex<Vec<Bytes>>>,

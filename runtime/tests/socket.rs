@@ -1,19 +1,18 @@
-//! The socket text receiver against real TCP servers on 127.0.0.1, driven through a fake
-//! receiver supervisor that answers `store` requests itself.
+//! The socket text receiver against real TCP servers on 127.0.0.1, driven through a receiver
+//! supervisor the test plays (`weir_actors::testing::ManualSupervisor`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 use weir::sources::rate::RateLimiter;
 use weir::sources::socket::{LongLines, SocketStats, SocketTextReceiver};
-use weir::wal::RecordHandle;
-use weir_actors::BlockInfo;
-use weir_actors::pipeline::{Receiver, ReceiverContext, StoreError, StoreRequest, UserError};
+use weir_actors::pipeline::{Receiver, UserError};
+use weir_actors::testing::{HandedOver, ManualSupervisor};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -24,9 +23,9 @@ enum Answer {
     Fail,
 }
 
-/// A receiver running against a fake supervisor.
+/// A receiver running against a supervisor that answers every block itself.
 struct Running {
-    stop: watch::Sender<bool>,
+    stop: tokio::sync::oneshot::Sender<()>,
     /// Every block stored, in order.
     blocks: watch::Receiver<Vec<Vec<String>>>,
     task: JoinHandle<Result<(), UserError>>,
@@ -34,31 +33,39 @@ struct Running {
 }
 
 fn run(receiver: SocketTextReceiver, answer: Answer) -> Running {
-    let (to_supervisor, mut requests) = mpsc::channel::<StoreRequest>(4);
-    let (stop, stopping) = watch::channel(false);
+    let (mut supervisor, ctx) = ManualSupervisor::new(0, 4);
+    let (stop, stopping) = tokio::sync::oneshot::channel::<()>();
     let (blocks_tx, blocks) = watch::channel(Vec::new());
     tokio::spawn(async move {
+        let mut stopping = Some(stopping);
         let mut n = 0;
-        while let Some(request) = requests.recv().await {
-            let records = request.records.len() as u64;
-            let reply = match answer {
-                Answer::Store => {
-                    let lines = request_lines(&request);
-                    blocks_tx.send_modify(|b| b.push(lines));
-                    Ok(block_info(n, records))
-                }
-                Answer::Fail => Err(StoreError::Failed {
-                    stream: 0,
-                    reason: "the disk is full".to_owned(),
-                }),
+        loop {
+            let block = match stopping.as_mut() {
+                Some(stop) => tokio::select! {
+                    block = supervisor.next() => block,
+                    // Asked to stop (or the test is gone): tell the receiver, answer on.
+                    _ = stop => {
+                        stopping = None;
+                        supervisor.stop();
+                        continue;
+                    }
+                },
+                None => supervisor.next().await,
             };
-            n += 1;
-            if let Some(tx) = request.reply {
-                let _ = tx.send(reply);
+            let Some(block) = block else {
+                break;
+            };
+            match answer {
+                Answer::Store => {
+                    let lines = request_lines(&block);
+                    blocks_tx.send_modify(|b| b.push(lines));
+                    block.stored_as(n);
+                }
+                Answer::Fail => block.failed("the disk is full"),
             }
+            n += 1;
         }
     });
-    let ctx = ReceiverContext::new(0, to_supervisor, Arc::default(), stopping);
     let stats = receiver.stats();
     let task = tokio::spawn(async move {
         let mut receiver = receiver;
@@ -92,7 +99,7 @@ impl Running {
 
     /// Asks the receiver to stop and returns how it ended.
     async fn stop(self) -> Result<(), UserError> {
-        self.stop.send_replace(true);
+        let _ = self.stop.send(());
         timeout(Duration::from_secs(2), self.task)
             .await
             .expect("the receiver stops promptly")
@@ -100,61 +107,39 @@ impl Running {
     }
 }
 
-/// The lines of a store request.
-fn request_lines(request: &StoreRequest) -> Vec<String> {
+/// The lines of a block handed over.
+fn request_lines(request: &HandedOver) -> Vec<String> {
     request
-        .records
+        .records()
         .iter()
         .map(|r| String::from_utf8(r.to_vec()).expect("the receiver stores UTF-8"))
         .collect()
 }
 
-/// What a supervisor answers for the `n`-th block stored, of `records` records.
-fn block_info(n: u64, records: u64) -> BlockInfo {
-    BlockInfo {
-        stream: 0,
-        handle: RecordHandle {
-            segment: 0,
-            offset: n,
-            length: 0,
-        },
-        records,
-        stored_ms: 0,
-    }
-}
-
-/// The next store request the receiver hands over, within [`PATIENCE`].
-async fn next_request(requests: &mut mpsc::Receiver<StoreRequest>, what: &str) -> StoreRequest {
-    timeout(PATIENCE, requests.recv())
+/// The next block the receiver hands over, within [`PATIENCE`].
+async fn next_request(requests: &mut ManualSupervisor, what: &str) -> HandedOver {
+    timeout(PATIENCE, requests.next())
         .await
         .unwrap_or_else(|_| panic!("{what}: not handed over in time"))
         .expect("the receiver is alive")
 }
 
-/// Answers a store request as stored.
-fn answer_stored(request: StoreRequest, n: u64) {
-    let records = request.records.len() as u64;
-    let reply = request.reply.expect("a reliable store");
-    let _ = reply.send(Ok(block_info(n, records)));
+/// Answers a block as the `n`-th stored.
+fn answer_stored(request: HandedOver, n: u64) {
+    request.stored_as(n);
 }
 
-/// A receiver against a supervisor the test plays by hand: the requests, the stop signal and
-/// the receiver's task.
+/// A receiver against a supervisor the test plays by hand: the supervisor and the receiver's
+/// task.
 fn run_by_hand(
     receiver: SocketTextReceiver,
-) -> (
-    mpsc::Receiver<StoreRequest>,
-    watch::Sender<bool>,
-    JoinHandle<Result<(), UserError>>,
-) {
-    let (to_supervisor, requests) = mpsc::channel::<StoreRequest>(4);
-    let (stop, stopping) = watch::channel(false);
-    let ctx = ReceiverContext::new(0, to_supervisor, Arc::default(), stopping);
+) -> (ManualSupervisor, JoinHandle<Result<(), UserError>>) {
+    let (supervisor, ctx) = ManualSupervisor::new(0, 4);
     let task = tokio::spawn(async move {
         let mut receiver = receiver;
         receiver.start(ctx).await
     });
-    (requests, stop, task)
+    (supervisor, task)
 }
 
 /// Polls a condition that no channel announces (a counter), bounded in time.
@@ -395,20 +380,19 @@ async fn the_receiver_is_its_own_factory_and_shares_its_stats() {
 async fn two_line_chunks_by_hand(
     wire: &[u8],
 ) -> (
-    mpsc::Receiver<StoreRequest>,
-    watch::Sender<bool>,
+    ManualSupervisor,
     JoinHandle<Result<(), UserError>>,
     TcpStream,
 ) {
     let (listener, addr) = listener().await;
-    let (requests, stop, task) = run_by_hand(
+    let (requests, task) = run_by_hand(
         SocketTextReceiver::new(&addr)
             .chunk_records(2)
             .stores_in_flight(1),
     );
     let mut server = accept(&listener).await;
     server.write_all(wire).await.expect("write");
-    (requests, stop, task, server)
+    (requests, task, server)
 }
 
 /// Waits for a receiver to return `Ok` (within 2 s).
@@ -425,14 +409,14 @@ async fn stops_ok(task: JoinHandle<Result<(), UserError>>) {
 #[tokio::test]
 async fn the_next_chunk_is_read_while_one_is_being_stored_but_no_more() {
     let wire: String = (0..8).map(|i| format!("line {i}\n")).collect();
-    let (mut requests, stop, task, _server) = two_line_chunks_by_hand(wire.as_bytes()).await;
+    let (mut requests, task, _server) = two_line_chunks_by_hand(wire.as_bytes()).await;
     let first = next_request(&mut requests, "the first chunk").await;
     let second = next_request(&mut requests, "the second chunk, the first unanswered").await;
     assert_eq!(request_lines(&first), ["line 0", "line 1"]);
     assert_eq!(request_lines(&second), ["line 2", "line 3"]);
     // Both are unanswered: the receiver must not hand over a third (it has read it).
     assert!(
-        timeout(Duration::from_millis(300), requests.recv())
+        timeout(Duration::from_millis(300), requests.next())
             .await
             .is_err(),
         "a third chunk was handed over while two were in flight"
@@ -445,7 +429,7 @@ async fn the_next_chunk_is_read_while_one_is_being_stored_but_no_more() {
     let fourth = next_request(&mut requests, "the fourth chunk").await;
     assert_eq!(request_lines(&fourth), ["line 6", "line 7"]);
     answer_stored(fourth, 3);
-    stop.send_replace(true);
+    requests.stop();
     stops_ok(task).await;
 }
 
@@ -461,12 +445,12 @@ async fn still_running(task: &mut JoinHandle<Result<(), UserError>>, why: &str) 
 /// chunk is answered: the stopping supervisor drops requests left after the receiver returned.
 #[tokio::test]
 async fn a_stop_with_chunks_in_flight_waits_for_their_answers() {
-    let (mut requests, stop, mut task, _server) =
+    let (mut requests, mut task, _server) =
         two_line_chunks_by_hand(b"line 0\nline 1\nline 2\n").await;
     let first = next_request(&mut requests, "the full chunk").await;
     assert_eq!(request_lines(&first), ["line 0", "line 1"]);
     // "line 2" waits in the open chunk (or, after its 20 ms flush interval, in flight).
-    stop.send_replace(true);
+    requests.stop();
     let second = next_request(&mut requests, "the partial chunk").await;
     assert_eq!(request_lines(&second), ["line 2"]);
     still_running(&mut task, "two chunks were unanswered").await;
@@ -480,16 +464,13 @@ async fn a_stop_with_chunks_in_flight_waits_for_their_answers() {
 /// answer of the other chunk in flight before it returns.
 #[tokio::test]
 async fn a_store_failing_at_the_stop_still_waits_for_the_chunk_behind_it() {
-    let (mut requests, stop, mut task, _server) =
+    let (mut requests, mut task, _server) =
         two_line_chunks_by_hand(b"line 0\nline 1\nline 2\nline 3\n").await;
     let first = next_request(&mut requests, "the first chunk").await;
     let second = next_request(&mut requests, "the second chunk").await;
     assert_eq!(request_lines(&second), ["line 2", "line 3"]);
-    stop.send_replace(true);
-    let _ = first
-        .reply
-        .expect("a reliable store")
-        .send(Err(StoreError::Closed { stream: 0 }));
+    requests.stop();
+    first.closed();
     still_running(&mut task, "the second chunk was unanswered").await;
     answer_stored(second, 0);
     stops_ok(task).await;

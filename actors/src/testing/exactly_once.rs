@@ -6,7 +6,7 @@
 //! runs, stop it, and [`verify`] that every record the receiver had acknowledged was committed
 //! in exactly one batch and that no batch id was committed twice with different records.
 //!
-//! [`Engine`]: crate::engine::Engine
+//! [`Engine`]: crate::Engine
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};

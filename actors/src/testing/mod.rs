@@ -1,0 +1,15 @@
+//! Test support, for weir's own tests and for yours.
+//!
+//! * Exactly-once checks: a receiver of numbered records ([`NumberedReceiver`]), a pipeline whose sink records
+//!   what it committed ([`CommitLogPipeline`]) under each batch id, and [`verify`], which says whether every acknowledged
+//!   record was committed in exactly one batch — run an [`Engine`](crate::Engine) with them,
+//!   kill whatever you like, stop it, and verify.
+//! * [`ManualSupervisor`]: a receiver supervisor played by hand, to test a
+//!   [`Receiver`](crate::pipeline::Receiver) on its own — every block it hands over is yours
+//!   to answer (stored, failed, closed) when you choose, and you say when it must stop.
+
+mod exactly_once;
+mod manual_supervisor;
+
+pub use exactly_once::{CommitLog, CommitLogPipeline, NumberedReceiver, Verdict, verify};
+pub use manual_supervisor::{HandedOver, ManualSupervisor};
