@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::ingest::blocks::StreamId;
+use crate::messages::Stop;
 use crate::observe::control_endpoint::ControlHandle;
 use crate::observe::hub::{EventHub, EventSubscription};
 use crate::pipeline::{Pipeline, ReceiverFactory};
@@ -102,7 +103,7 @@ impl Engine {
     pub async fn stop(self, graceful: bool) -> Result<(), EngineError> {
         let _ = self
             .root
-            .call(|reply| RootMsg::Stop { graceful, reply }, None)
+            .call(|reply| RootMsg::Stop(Stop { graceful, reply }), None)
             .await;
         self.await_termination().await
     }
@@ -151,7 +152,7 @@ impl EngineStopper {
     pub async fn stop(&self, graceful: bool) {
         let _ = self
             .root
-            .call(|reply| RootMsg::Stop { graceful, reply }, None)
+            .call(|reply| RootMsg::Stop(Stop { graceful, reply }), None)
             .await;
     }
 }

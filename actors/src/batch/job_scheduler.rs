@@ -71,7 +71,7 @@
 //! contract (see [`crate::pipeline`]).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::ops::{Bound, Range};
+use std::ops::Bound;
 
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -80,11 +80,13 @@ use serde::{Deserialize, Serialize};
 use crate::batch::executor::{Executor, ExecutorArgs, ExecutorMsg};
 use crate::clock::now_ms;
 use crate::config::{DEFAULT_MAX_BATCHES_IN_FLIGHT, DEFAULT_MAX_TASK_ATTEMPTS, default_executors};
+use crate::messages::RestartChildren;
 use crate::observe::event::Event;
 use crate::observe::hub::EventSink;
 use crate::pipeline::{Job, JobContext};
 use crate::tree::children::{ChildSpec, Children, answer};
 use crate::tree::names::Names;
+use crate::tree::names::peer;
 use crate::tree::restart_policy::{RestartPolicy, RestartType, Strategy};
 
 /// The job scheduler actor (registered as `job-scheduler`; see [`Names::job_scheduler`]).
@@ -187,7 +189,7 @@ pub(crate) enum JobSchedulerMsg {
     /// Internal: an attempt ended (sent by the scheduler's own dispatch tasks).
     JobFinished(JobFinished),
     /// Internal: restart these executors (sent by the scheduler to itself after a backoff).
-    RestartChildren(Range<usize>),
+    Restart(RestartChildren),
 }
 
 /// How one attempt of a job ended: the payload of [`JobSchedulerMsg::JobFinished`]. Only the
@@ -308,9 +310,9 @@ impl Actor for JobScheduler {
                     finished.attempt,
                 );
             }
-            JobSchedulerMsg::RestartChildren(set) => {
+            JobSchedulerMsg::Restart(RestartChildren(set)) => {
                 let decision = state.children.restart(&myself.get_cell(), set).await;
-                decision.carry_out(&myself, JobSchedulerMsg::RestartChildren)?;
+                decision.carry_out(&myself, JobSchedulerMsg::Restart)?;
             }
         }
         state.dispatch(&myself);
@@ -324,7 +326,7 @@ impl Actor for JobScheduler {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let decision = state.children.handle(event).await;
-        decision.carry_out(&myself, JobSchedulerMsg::RestartChildren)
+        decision.carry_out(&myself, JobSchedulerMsg::Restart)
     }
 }
 
@@ -334,7 +336,7 @@ impl JobSchedulerState {
     fn live_executors(&self) -> Vec<Option<ActorRef<ExecutorMsg>>> {
         (0..self.lost.len())
             .map(|n| {
-                let executor = ActorRef::<ExecutorMsg>::where_is(self.names.executor(n))?;
+                let executor = peer::<ExecutorMsg>(&self.names.executor(n)).ok()?;
                 (Some(executor.get_id()) != self.lost[n]).then_some(executor)
             })
             .collect()

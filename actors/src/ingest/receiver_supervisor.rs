@@ -69,7 +69,6 @@
 //! and the restarted supervisor starts a fresh one.
 
 use std::fmt;
-use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -88,12 +87,13 @@ use crate::ingest::block_store::{BlockStore, memory_handle};
 use crate::ingest::blocks::{Block, BlockInfo, StreamId, encode_records};
 use crate::ingest::received_block_tracker::ReceivedBlockTrackerMsg;
 use crate::ingest::receiver::{ReceiverActor, ReceiverArgs};
-use crate::messages::Fail;
+use crate::messages::{Fail, RestartChildren, Stop};
 use crate::observe::event::Event;
 use crate::observe::hub::EventSink;
 use crate::pipeline::{ReceiverContext, ReceiverFactory, StoreError, StoreRequest};
 use crate::tree::children::{ChildSpec, Children, STOP_WAIT, answer};
 use crate::tree::names::Names;
+use crate::tree::names::peer;
 use crate::tree::restart_policy::{Backoff, Exit, Intensity, RestartPolicy, RestartType, Strategy};
 use crate::wal::{Wal, WalError};
 
@@ -180,16 +180,16 @@ pub(crate) struct ReceiverStats {
 pub(crate) enum ReceiverSupervisorMsg {
     /// `store` calls of the receiver, each to become one block; the second field is answered
     /// once they are handled. Sent by the supervisor's own forwarding task.
-    Store(Vec<StoreRequest>, oneshot::Sender<()>),
+    Store(Vec<StoreRequest>, RpcReplyPort<()>),
     /// A block interval has passed: cut the push buffer into blocks. Sent by the actor's timer.
     CutBlocks,
     /// Cut full blocks if the push buffer holds `max_block_bytes`. Sent by the actor's timer.
     CheckSize,
     /// Restarts the receiver after the restart delay. Sent by the actor to itself.
-    RestartReceiver(Range<usize>),
-    /// Stops gracefully: the receiver is told to stop, its last blocks are stored, then the
-    /// supervisor answers and stops.
-    Stop(RpcReplyPort<()>),
+    Restart(RestartChildren),
+    /// Stops. Gracefully: the receiver is told to stop, its last blocks are stored, then the
+    /// supervisor answers and stops. At once: it answers and stops (its receiver with it).
+    Stop(Stop),
     /// The receiver did not stop in time after a graceful stop. Sent by the actor's timer.
     StopTimeout,
     /// The supervisor's counters.
@@ -328,7 +328,7 @@ impl Actor for ReceiverSupervisor {
         match message {
             ReceiverSupervisorMsg::Store(requests, handled) => {
                 state.store(requests).await;
-                let _ = handled.send(());
+                answer(handled, ());
             }
             ReceiverSupervisorMsg::CutBlocks => {
                 let blocks = state.pushed.take_all(state.max_block_bytes);
@@ -338,13 +338,24 @@ impl Actor for ReceiverSupervisor {
                 let blocks = state.pushed.take_full(state.max_block_bytes);
                 state.store(pushed_requests(blocks)).await;
             }
-            ReceiverSupervisorMsg::RestartReceiver(set) => {
+            ReceiverSupervisorMsg::Restart(RestartChildren(set)) => {
                 if matches!(state.phase, Phase::Running) {
                     let decision = state.children.restart(&myself.get_cell(), set).await;
-                    return decision.carry_out(&myself, ReceiverSupervisorMsg::RestartReceiver);
+                    return decision.carry_out(&myself, ReceiverSupervisorMsg::Restart);
                 }
             }
-            ReceiverSupervisorMsg::Stop(reply) => match &mut state.phase {
+            ReceiverSupervisorMsg::Stop(Stop {
+                graceful: false,
+                reply,
+            }) => {
+                tracing::info!(actor = %state.name, "stopping the receiver at once");
+                answer(reply, ());
+                myself.stop(Some(STOPPED.to_owned()));
+            }
+            ReceiverSupervisorMsg::Stop(Stop {
+                graceful: true,
+                reply,
+            }) => match &mut state.phase {
                 Phase::Running => {
                     tracing::info!(actor = %state.name, "stopping the receiver gracefully");
                     state.stop.send_replace(true);
@@ -403,7 +414,7 @@ impl Actor for ReceiverSupervisor {
             });
         }
         match state.phase {
-            Phase::Running => decision.carry_out(&myself, ReceiverSupervisorMsg::RestartReceiver),
+            Phase::Running => decision.carry_out(&myself, ReceiverSupervisorMsg::Restart),
             Phase::Stopping { .. } => {
                 // Whatever the exit, the receiver is not restarted: the stop goes on.
                 if receiver_exit.is_some() {
@@ -460,8 +471,8 @@ async fn forward(
 ) {
     let mut batch = Vec::new();
     while requests.recv_many(&mut batch, STORE_BATCH_MAX).await > 0 {
-        let (handled, wait) = oneshot::channel();
-        let msg = ReceiverSupervisorMsg::Store(std::mem::take(&mut batch), handled);
+        let (handled, wait) = ractor::concurrency::oneshot();
+        let msg = ReceiverSupervisorMsg::Store(std::mem::take(&mut batch), handled.into());
         if myself.cast(msg).is_err() {
             break;
         }
@@ -626,8 +637,8 @@ impl ReceiverSupervisorState {
     /// No timeout: a tracker that dies drops the reply port, which ends the call.
     async fn report(&self, infos: &[BlockInfo]) -> Result<(), String> {
         let name = self.names.received_block_tracker();
-        let tracker = ActorRef::<ReceivedBlockTrackerMsg>::where_is(name.clone())
-            .ok_or_else(|| format!("the block tracker `{name}` is not running"))?;
+        let tracker = peer::<ReceivedBlockTrackerMsg>(&name)
+            .map_err(|err| format!("the block tracker: {err}"))?;
         let blocks = infos.to_vec();
         match tracker
             .call(

@@ -24,7 +24,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,7 +38,7 @@ use crate::ingest::blocks::StreamId;
 use crate::ingest::receiver_supervisor::{
     ReceiverStats, ReceiverSupervisor, ReceiverSupervisorArgs, ReceiverSupervisorMsg,
 };
-use crate::messages::Fail;
+use crate::messages::{Fail, RestartChildren, Stop};
 use crate::observe::hub::EventSink;
 use crate::pipeline::ReceiverFactory;
 use crate::tree::children::{ChildSpec, Children, STOP_WAIT, answer};
@@ -112,7 +111,7 @@ pub(crate) struct ReceiverTrackerState {
 pub(crate) enum ReceiverTrackerMsg {
     /// Stops every receiver: gracefully (`true`: their last blocks are stored first) or not
     /// (`false`). Answers once they are stopped.
-    StopReceivers(bool, RpcReplyPort<()>),
+    Stop(Stop),
     /// The counters of every running receiver supervisor, by stream.
     #[cfg_attr(
         not(test),
@@ -123,7 +122,7 @@ pub(crate) enum ReceiverTrackerMsg {
     )]
     Stats(RpcReplyPort<BTreeMap<StreamId, ReceiverStats>>),
     /// Restarts receiver supervisors after their backoff. Sent by the actor to itself.
-    Restart(Range<usize>),
+    Restart(RestartChildren),
 }
 
 /// How long the tracker waits for a supervisor's answer beyond the supervisor's own stop wait.
@@ -194,7 +193,7 @@ impl Actor for ReceiverTracker {
     ) -> Result<(), ActorProcessingErr> {
         crate::faults::check(&myself);
         match message {
-            ReceiverTrackerMsg::StopReceivers(graceful, reply) => {
+            ReceiverTrackerMsg::Stop(Stop { graceful, reply }) => {
                 state.stopped = true;
                 if graceful {
                     stop_gracefully(state).await;
@@ -218,7 +217,7 @@ impl Actor for ReceiverTracker {
                 let stats = join_all(calls).await.into_iter().flatten().collect();
                 answer(reply, stats);
             }
-            ReceiverTrackerMsg::Restart(set) => {
+            ReceiverTrackerMsg::Restart(RestartChildren(set)) => {
                 if !state.stopped {
                     let decision = state.children.restart(&myself.get_cell(), set).await;
                     return decision.carry_out(&myself, ReceiverTrackerMsg::Restart);
@@ -274,7 +273,15 @@ async fn stop_gracefully(state: &ReceiverTrackerState) {
     let supervisors = state.supervisors();
     let stops = supervisors.iter().map(|(stream, supervisor)| async move {
         let answer = supervisor
-            .call(ReceiverSupervisorMsg::Stop, Some(STOP_WAIT + ANSWER_MARGIN))
+            .call(
+                |reply| {
+                    ReceiverSupervisorMsg::Stop(Stop {
+                        graceful: true,
+                        reply,
+                    })
+                },
+                Some(STOP_WAIT + ANSWER_MARGIN),
+            )
             .await;
         if !matches!(answer, Ok(CallResult::Success(()))) {
             tracing::warn!(stream, "a receiver supervisor did not stop gracefully");

@@ -29,6 +29,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorCell, ActorRef, SpawnErr, SupervisionEvent};
 use tokio::time::Instant;
 
+use crate::messages::RestartChildren;
 use crate::observe::event::Event;
 use crate::observe::hub::EventSink;
 use crate::tree::restart_policy::{Exit, GaveUp, RestartPolicy, RestartTracker, RestartType};
@@ -131,7 +132,7 @@ pub(crate) enum Decision {
 
 impl Decision {
     /// Carries the decision out for the supervising actor `myself`: sends it
-    /// `restart(set)` after the backoff delay, or returns the give-up as its error, which fails
+    /// `restart(RestartChildren(set))` after the backoff delay, or returns the give-up as its error, which fails
     /// it and escalates to its own supervisor.
     ///
     /// # Errors
@@ -140,12 +141,12 @@ impl Decision {
     pub(crate) fn carry_out<M: ractor::Message>(
         self,
         myself: &ActorRef<M>,
-        restart: impl FnOnce(Range<usize>) -> M + Send + 'static,
+        restart: impl FnOnce(RestartChildren) -> M + Send + 'static,
     ) -> Result<(), ractor::ActorProcessingErr> {
         match self {
             Decision::None => Ok(()),
             Decision::Restart { set, delay } => {
-                myself.send_after(delay, move || restart(set));
+                myself.send_after(delay, move || restart(RestartChildren(set)));
                 Ok(())
             }
             Decision::GiveUp(gave_up) => Err(gave_up.into()),

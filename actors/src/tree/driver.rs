@@ -24,7 +24,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use crate::batch::job_generator::{JobGenerator, JobGeneratorArgs, JobGeneratorMsg};
 use crate::batch::job_scheduler::{JobScheduler, JobSchedulerArgs};
@@ -35,10 +35,11 @@ use crate::ingest::block_store::BlockStore;
 use crate::ingest::blocks::StreamId;
 use crate::ingest::received_block_tracker::{ReceivedBlockTracker, ReceivedBlockTrackerArgs};
 use crate::ingest::receiver_tracker::{ReceiverTracker, ReceiverTrackerArgs, ReceiverTrackerMsg};
-use crate::messages::Fail;
+use crate::messages::{Fail, Stop};
 use crate::observe::hub::EventHub;
 use crate::pipeline::{Pipeline, ReceiverFactory};
 use crate::tree::children::{ChildSpec, Children};
+use crate::tree::names::peer;
 use crate::tree::restart_policy::{Exit, RestartPolicy, RestartType};
 use crate::wal::{Wal, WalConfig};
 
@@ -84,12 +85,7 @@ pub(crate) enum DriverMsg {
     /// `false` if a graceful stop found no job generator to drain (it had just failed and the
     /// driver had not acted on it yet), so nothing was drained — the root then starts the
     /// driver again and retries.
-    Stop {
-        /// Whether to finish the work already received first.
-        graceful: bool,
-        /// Answered when stopped: whether a graceful stop reached the job generator.
-        reply: RpcReplyPort<bool>,
-    },
+    Stop(Stop<bool>),
     /// Fail (the root restarts the driver from the latest valid checkpoint): something the
     /// driver owns cannot go on until it is rebuilt, e.g. a poisoned receiver WAL.
     Fail(String),
@@ -248,7 +244,7 @@ impl Actor for Driver {
     ) -> Result<(), ActorProcessingErr> {
         crate::faults::check(&myself);
         let (graceful, reply) = match message {
-            DriverMsg::Stop { graceful, reply } => (graceful, reply),
+            DriverMsg::Stop(Stop { graceful, reply }) => (graceful, reply),
             DriverMsg::Fail(reason) => {
                 if state.stopping {
                     return Ok(());
@@ -264,14 +260,18 @@ impl Actor for Driver {
             let deadline = tokio::time::Instant::now() + state.stop_timeout;
             let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
             let ms = |d: Duration| d.as_millis() as u64;
-            if let Some(rt) =
-                ActorRef::<ReceiverTrackerMsg>::where_is(state.names.receiver_tracker())
-            {
-                let _ = ractor::call_t!(rt, ReceiverTrackerMsg::StopReceivers, ms(left()), true);
+            if let Ok(rt) = peer::<ReceiverTrackerMsg>(&state.names.receiver_tracker()) {
+                let stop = |reply| {
+                    ReceiverTrackerMsg::Stop(Stop {
+                        graceful: true,
+                        reply,
+                    })
+                };
+                let _ = rt.call(stop, Some(left())).await;
             }
-            let generator = ActorRef::<JobGeneratorMsg>::where_is(state.names.job_generator());
-            reached = generator.is_some();
-            if let Some(jg) = generator
+            let generator = peer::<JobGeneratorMsg>(&state.names.job_generator());
+            reached = generator.is_ok();
+            if let Ok(jg) = generator
                 && ractor::call_t!(jg, JobGeneratorMsg::Drain, ms(left())).is_err()
             {
                 tracing::warn!(timeout = ?state.stop_timeout,

@@ -15,18 +15,19 @@
 //! fails — [`crate::engine::Engine::await_termination`] then returns
 //! [`EngineError::GaveUp`].
 
-use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use crate::config::EngineConfig;
 use crate::error::EngineError;
+use crate::messages::{RestartChildren, Stop};
 use crate::observe::control_endpoint::{ControlEndpoint, ControlEndpointArgs, ControlHandle};
 use crate::observe::event_bus::{EventBus, EventBusArgs};
 use crate::observe::hub::EventHub;
 use crate::tree::children::{ChildSpec, Children, Decision};
 use crate::tree::driver::{Driver, DriverArgs, DriverMsg};
+use crate::tree::names::peer;
 use crate::tree::restart_policy::RestartType;
 
 /// The root actor.
@@ -60,14 +61,9 @@ pub(crate) struct RootState {
 #[derive(Debug)]
 pub(crate) enum RootMsg {
     /// Restart children after their backoff (sent to itself).
-    Restart(Range<usize>),
+    Restart(RestartChildren),
     /// Stop the engine (see [`DriverMsg::Stop`]); replies when everything is stopped.
-    Stop {
-        /// Whether to finish the work already received first.
-        graceful: bool,
-        /// Answered when stopped.
-        reply: RpcReplyPort<()>,
-    },
+    Stop(Stop),
 }
 
 impl Actor for Root {
@@ -161,30 +157,30 @@ impl Actor for Root {
     ) -> Result<(), ActorProcessingErr> {
         crate::faults::check(&myself);
         match message {
-            RootMsg::Restart(set) => {
+            RootMsg::Restart(RestartChildren(set)) => {
                 let decision = state.children.restart(&myself.get_cell(), set).await;
                 act(&myself, state, decision)
             }
-            RootMsg::Stop { graceful, reply } => {
+            RootMsg::Stop(Stop { graceful, reply }) => {
                 // A graceful stop drains what was received, so acknowledged records are
                 // committed by this run. If the driver is between a failure and its restart
                 // (waiting out the backoff, or its job generator just failed), start it now
                 // and stop it again — a few times at most.
                 for _ in 0..GRACEFUL_STOP_ATTEMPTS {
-                    let mut driver = ActorRef::<DriverMsg>::where_is(state.driver_name.clone());
+                    let mut driver = peer::<DriverMsg>(&state.driver_name).ok();
                     if driver.is_none() && graceful {
                         let driver_name = state.driver_name.clone();
                         let index = state.children.names().position(|n| n == driver_name);
                         if let Some(i) = index {
                             let _ = state.children.restart(&myself.get_cell(), i..i + 1).await;
-                            driver = ActorRef::<DriverMsg>::where_is(driver_name);
+                            driver = peer::<DriverMsg>(&driver_name).ok();
                         }
                     }
                     let Some(driver) = driver else {
                         break;
                     };
                     let reached = driver
-                        .call(|r| DriverMsg::Stop { graceful, reply: r }, None)
+                        .call(|reply| DriverMsg::Stop(Stop { graceful, reply }), None)
                         .await;
                     let _ = driver.get_cell().wait(None).await;
                     if !graceful || matches!(reached, Ok(ractor::rpc::CallResult::Success(true))) {

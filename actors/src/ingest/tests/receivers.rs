@@ -32,7 +32,7 @@ use crate::ingest::received_block_tracker::{
 };
 use crate::ingest::receiver_supervisor::ReceiverStats;
 use crate::ingest::receiver_tracker::{ReceiverTracker, ReceiverTrackerArgs, ReceiverTrackerMsg};
-use crate::messages::Fail;
+use crate::messages::{Fail, Stop};
 use crate::pipeline::{BoxFuture, Receiver, ReceiverContext, ReceiverFactory, UserError};
 use crate::tree::restart_policy::{Backoff, Intensity, RestartPolicy, Strategy};
 use crate::wal::{Wal, WalConfig};
@@ -454,7 +454,8 @@ impl Rig {
     }
 
     async fn stop_receivers(&self, graceful: bool) {
-        call!(self.receivers, ReceiverTrackerMsg::StopReceivers, graceful).unwrap();
+        let stop = |reply| ReceiverTrackerMsg::Stop(Stop { graceful, reply });
+        self.receivers.call(stop, None).await.unwrap();
     }
 
     /// Allocates every block the tracker knows to one batch, and returns it.

@@ -11,12 +11,12 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
-use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use crate::Event;
+use crate::messages::RestartChildren;
 use crate::tree::children::{ChildSpec, Children};
 use crate::tree::restart_policy::{Backoff, Intensity, RestartPolicy, RestartType, Strategy};
 use crate::{EventHub, EventSubscription};
@@ -81,7 +81,7 @@ struct SupArgs {
 }
 
 enum SupMsg {
-    Restart(Range<usize>),
+    Restart(RestartChildren),
 }
 
 impl Actor for Sup {
@@ -108,7 +108,7 @@ impl Actor for Sup {
     async fn handle(
         &self,
         myself: ActorRef<SupMsg>,
-        SupMsg::Restart(set): SupMsg,
+        SupMsg::Restart(RestartChildren(set)): SupMsg,
         children: &mut Children,
     ) -> Result<(), ActorProcessingErr> {
         let decision = children.restart(&myself.get_cell(), set).await;
