@@ -16,34 +16,34 @@ use crate::tree::names::Names;
 use crate::tree::restart_policy::{Backoff, Intensity, RestartPolicy, Strategy};
 
 /// The batch interval by default: 1 s.
-pub const DEFAULT_BATCH_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_BATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// Receivers cut pushed records into a block this often by default (Spark's
 /// `spark.streaming.blockInterval`): 200 ms.
-pub const DEFAULT_BLOCK_INTERVAL: Duration = Duration::from_millis(200);
+pub(crate) const DEFAULT_BLOCK_INTERVAL: Duration = Duration::from_millis(200);
 /// A block is cut early past this size by default: 4 MiB.
-pub const DEFAULT_MAX_BLOCK_BYTES: usize = 4 << 20;
+pub(crate) const DEFAULT_MAX_BLOCK_BYTES: usize = 4 << 20;
 /// Received blocks kept in memory by default: 256 MiB.
-pub const DEFAULT_BLOCK_STORE_BYTES: usize = 256 << 20;
+pub(crate) const DEFAULT_BLOCK_STORE_BYTES: usize = 256 << 20;
 /// Batches running at once by default: 1 (batches complete in order).
-pub const DEFAULT_MAX_BATCHES_IN_FLIGHT: usize = 1;
+pub(crate) const DEFAULT_MAX_BATCHES_IN_FLIGHT: usize = 1;
 /// Attempts per task before its batch fails, by default: 4.
-pub const DEFAULT_MAX_TASK_ATTEMPTS: u32 = 4;
+pub(crate) const DEFAULT_MAX_TASK_ATTEMPTS: u32 = 4;
 /// Batches generated and not complete at most, by default: 4.
-pub const DEFAULT_MAX_PENDING_BATCHES: usize = 4;
+pub(crate) const DEFAULT_MAX_PENDING_BATCHES: usize = 4;
 /// Checkpoints kept by default: 10.
-pub const DEFAULT_CHECKPOINTS_RETAINED: usize = 10;
+pub(crate) const DEFAULT_CHECKPOINTS_RETAINED: usize = 10;
 /// Delay before a failed receiver is restarted, by default: 2 s.
-pub const DEFAULT_RECEIVER_RESTART_DELAY: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_RECEIVER_RESTART_DELAY: Duration = Duration::from_secs(2);
 /// A checkpoint write is abandoned after this long by default: 60 s.
-pub const DEFAULT_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Consecutive failed checkpoints tolerated by default: 3.
-pub const DEFAULT_TOLERABLE_CHECKPOINT_FAILURES: u32 = 3;
+pub(crate) const DEFAULT_TOLERABLE_CHECKPOINT_FAILURES: u32 = 3;
 
 /// The control endpoint's token file, in the storage directory.
 pub const CONTROL_TOKEN_FILE: &str = "control-token";
 
 /// Executor workers by default: the number of cores.
-pub fn default_executors() -> usize {
+pub(crate) fn default_executors() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
@@ -79,7 +79,7 @@ pub struct EngineConfig {
     /// Batches generated and not complete at most (bounds memory in catch-up). Default: 4.
     pub max_pending_batches: usize,
     /// Checkpoint controls (Flink's: interval, minimum pause, timeout, tolerable failures,
-    /// maximum concurrent checkpoints). Checked at [`Engine::start`].
+    /// maximum concurrent checkpoints). Checked at [`Engine::start`](crate::Engine::start).
     pub checkpoint_policy: CheckpointPolicy,
     /// Checkpoints kept. Default: 10.
     pub checkpoints_retained: usize,

@@ -1,7 +1,7 @@
 //! Fault injection into running actors: "panic the next message of actor X".
 //!
 //! A process-global table of armed faults, keyed by an actor's registered name. Every actor of
-//! the tree calls [`check`] at the top of its `handle`; when nothing is armed that is one
+//! the tree calls `faults::check` at the top of its `handle`; when nothing is armed that is one
 //! relaxed atomic load. When the actor's name is armed, the fault is disarmed (it fires once)
 //! and the handler panics with the armed message, inside ractor's handler, which catches the
 //! panic and reports it to the actor's supervisor like any other panic: the actor fails and is
@@ -61,7 +61,7 @@ pub fn is_armed(actor: &str) -> bool {
 }
 
 /// Takes the fault armed for `actor`, if any: the message it would panic with.
-pub fn take(actor: &str) -> Option<String> {
+pub(crate) fn take(actor: &str) -> Option<String> {
     if ARMED.load(Ordering::Relaxed) == 0 {
         return None;
     }
@@ -82,7 +82,7 @@ pub fn take(actor: &str) -> Option<String> {
     clippy::panic,
     reason = "the injected fault is a panic inside the handler"
 )]
-pub fn check(actor: &ActorCell) {
+pub(crate) fn check(actor: &ActorCell) {
     if ARMED.load(Ordering::Relaxed) == 0 {
         return;
     }

@@ -36,14 +36,7 @@ pub mod testing;
 mod tree;
 pub mod wal;
 
-pub use clock::now_ms;
-pub use config::{
-    CONTROL_TOKEN_FILE, CheckpointPolicy, CheckpointPolicyError, DEFAULT_BATCH_INTERVAL,
-    DEFAULT_BLOCK_INTERVAL, DEFAULT_BLOCK_STORE_BYTES, DEFAULT_CHECKPOINT_TIMEOUT,
-    DEFAULT_CHECKPOINTS_RETAINED, DEFAULT_MAX_BATCHES_IN_FLIGHT, DEFAULT_MAX_BLOCK_BYTES,
-    DEFAULT_MAX_PENDING_BATCHES, DEFAULT_MAX_TASK_ATTEMPTS, DEFAULT_RECEIVER_RESTART_DELAY,
-    DEFAULT_TOLERABLE_CHECKPOINT_FAILURES, EngineConfig, default_executors,
-};
+pub use config::{CheckpointPolicy, CheckpointPolicyError, EngineConfig};
 pub use engine::{Engine, EngineStopper};
 pub use error::EngineError;
 pub use ingest::blocks::{Block, BlockInfo, StreamId};

@@ -1,25 +1,6 @@
 //! A receiver supervisor played by hand: the test is the supervisor.
 //!
-//! The engine's receiver supervisor takes each block a receiver hands over, makes it durable
-//! and answers. To test a [`Receiver`](crate::pipeline::Receiver) on its own — how many blocks
-//! it keeps in flight, what it does when a store fails, whether a stop waits for every answer —
-//! [`ManualSupervisor::new`] gives it a [`ReceiverContext`] whose blocks come to the test
-//! instead, one [`HandedOver`] each, answered when and how the test chooses.
-//!
-//! ```
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() {
-//! use bytes::Bytes;
-//! use weir_actors::testing::ManualSupervisor;
-//!
-//! let (mut supervisor, ctx) = ManualSupervisor::new(0, 4);
-//! let receiver = tokio::spawn(async move { ctx.store(vec![Bytes::from_static(b"hi")]).await });
-//! let block = supervisor.next().await.expect("the receiver hands a block over");
-//! assert_eq!(block.records(), [Bytes::from_static(b"hi")]);
-//! let info = block.stored_as(7);
-//! assert_eq!(receiver.await.unwrap().unwrap(), info);
-//! # }
-//! ```
+//! See [`ManualSupervisor`].
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -30,7 +11,28 @@ use crate::ingest::blocks::{BlockInfo, StreamId};
 use crate::pipeline::{ReceiverContext, StoreError, StoreRequest};
 use crate::wal::RecordHandle;
 
-/// A receiver supervisor that the test plays: see the [module docs](self).
+/// A receiver supervisor that the test plays.
+///
+/// The engine's receiver supervisor takes each block a receiver hands over, makes it durable
+/// and answers. To test a [`Receiver`](crate::pipeline::Receiver) on its own — how many blocks
+/// it keeps in flight, what it does when a store fails, whether a stop waits for every answer —
+/// [`ManualSupervisor::new`] gives it a [`ReceiverContext`] whose blocks come to the test
+/// instead, one [`HandedOver`] each, answered when and how the test chooses.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use bytes::Bytes;
+/// use weir_actors::testing::ManualSupervisor;
+///
+/// let (mut supervisor, ctx) = ManualSupervisor::new(0, 4);
+/// let receiver = tokio::spawn(async move { ctx.store(vec![Bytes::from_static(b"hi")]).await });
+/// let block = supervisor.next().await.expect("the receiver hands a block over");
+/// assert_eq!(block.records(), [Bytes::from_static(b"hi")]);
+/// let info = block.stored_as(7);
+/// assert_eq!(receiver.await.unwrap().unwrap(), info);
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct ManualSupervisor {
     stream: StreamId,

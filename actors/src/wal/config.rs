@@ -20,7 +20,7 @@ pub enum RecoveryMode {
     Strict,
 }
 
-/// How a [`Wal`] writes, rolls and recovers. `WalConfig::default()` suits most uses.
+/// How a [`Wal`](super::Wal) writes, rolls and recovers. `WalConfig::default()` suits most uses.
 #[derive(Clone, Debug)]
 pub struct WalConfig {
     /// A segment is sealed and a new one started when the next write would make it larger than
@@ -44,7 +44,7 @@ pub struct WalConfig {
     pub queue_depth: usize,
     /// What recovery does with a damaged tail. Default: [`RecoveryMode::TruncateTornTail`].
     pub recovery_mode: RecoveryMode,
-    /// How long [`Wal::open`] waits for another writer *of this process* to release a local
+    /// How long [`Wal::open`](super::Wal::open) waits for another writer *of this process* to release a local
     /// log (one dropped without `close` releases it when its writer task ends, e.g. after an
     /// actor restart). A writer in another process is refused at once. Default: 10 s.
     pub lock_wait: Duration,

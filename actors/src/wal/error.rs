@@ -33,7 +33,7 @@ pub enum WalError {
         /// What is wrong there.
         reason: String,
     },
-    /// The payload is larger than [`WalConfig::max_record_bytes`].
+    /// The payload is larger than [`WalConfig::max_record_bytes`](super::WalConfig::max_record_bytes).
     #[error("a WAL record of {len} bytes exceeds the maximum record size of {max} bytes")]
     RecordTooLarge {
         /// The payload's length.

@@ -38,7 +38,7 @@ impl Wal {
     /// # Errors
     ///
     /// [`WalError::Corrupt`] if a sealed segment is damaged (or any segment, in
-    /// [`RecoveryMode::Strict`]); [`WalError::Storage`] if the storage fails;
+    /// [`RecoveryMode::Strict`](super::RecoveryMode::Strict)); [`WalError::Storage`] if the storage fails;
     /// [`WalError::Config`] for out-of-range settings.
     pub async fn open(
         storage: Storage,

@@ -18,7 +18,7 @@ fn store_dir(dir: &Path) -> PathBuf {
 
 /// One checkpoint file: its id, size and what decoding it gave.
 #[derive(Debug)]
-pub struct Found {
+pub(super) struct Found {
     /// Its id.
     pub id: CheckpointId,
     /// Its size in bytes.
@@ -32,7 +32,7 @@ pub struct Found {
 /// # Errors
 ///
 /// The directory cannot be listed.
-pub fn read_all(dir: &Path) -> anyhow::Result<Vec<Found>> {
+pub(super) fn read_all(dir: &Path) -> anyhow::Result<Vec<Found>> {
     let dir = store_dir(dir);
     let entries = std::fs::read_dir(&dir)
         .with_context(|| format!("could not list the checkpoints in `{}`", dir.display()))?;
@@ -66,7 +66,7 @@ pub fn read_all(dir: &Path) -> anyhow::Result<Vec<Found>> {
 /// # Errors
 ///
 /// The directory cannot be read.
-pub fn list(dir: &Path) -> anyhow::Result<()> {
+pub(super) fn list(dir: &Path) -> anyhow::Result<()> {
     let found = read_all(dir)?;
     if found.is_empty() {
         println!("no checkpoints in {}", store_dir(dir).display());
@@ -111,7 +111,7 @@ pub fn list(dir: &Path) -> anyhow::Result<()> {
 /// # Errors
 ///
 /// The checkpoint does not exist or is invalid, or the directory cannot be read.
-pub fn show(dir: &Path, id: Option<u64>) -> anyhow::Result<()> {
+pub(super) fn show(dir: &Path, id: Option<u64>) -> anyhow::Result<()> {
     let found = read_all(dir)?;
     let chosen = match id {
         Some(id) => found.iter().find(|f| f.id.0 == id).with_context(|| {

@@ -10,7 +10,7 @@ use weir_actors::control::{Command, PROTOCOL_VERSION, Reply, ServerMessage};
 
 /// One connection to a control endpoint.
 #[derive(Debug)]
-pub struct Client {
+pub(super) struct Client {
     lines: Lines<BufReader<OwnedReadHalf>>,
     write: OwnedWriteHalf,
     /// The engine's process id, from the hello.
@@ -27,7 +27,7 @@ impl Client {
     ///
     /// Nothing listens there, the first line is not a hello, or its protocol version is not
     /// this client's.
-    pub async fn connect(addr: &str) -> anyhow::Result<Client> {
+    pub(super) async fn connect(addr: &str) -> anyhow::Result<Client> {
         let stream = TcpStream::connect(addr)
             .await
             .with_context(|| format!("could not connect to the control endpoint at {addr}"))?;
@@ -66,7 +66,7 @@ impl Client {
     /// # Errors
     ///
     /// Reading failed.
-    pub async fn next(&mut self) -> anyhow::Result<Option<ServerMessage>> {
+    pub(super) async fn next(&mut self) -> anyhow::Result<Option<ServerMessage>> {
         loop {
             let Some(line) = self
                 .lines
@@ -88,7 +88,7 @@ impl Client {
     /// # Errors
     ///
     /// Writing failed.
-    pub async fn send(&mut self, make: impl FnOnce(u64) -> Command) -> anyhow::Result<u64> {
+    pub(super) async fn send(&mut self, make: impl FnOnce(u64) -> Command) -> anyhow::Result<u64> {
         let id = self.next_id;
         self.next_id += 1;
         let mut line = serde_json::to_vec(&make(id))?;
@@ -105,7 +105,7 @@ impl Client {
     /// # Errors
     ///
     /// The connection closed first, or reading failed.
-    pub async fn reply(&mut self, id: u64) -> anyhow::Result<Reply> {
+    pub(super) async fn reply(&mut self, id: u64) -> anyhow::Result<Reply> {
         while let Some(message) = self.next().await? {
             if let ServerMessage::Reply(reply) = message
                 && (reply.id == id || reply.id == 0)
@@ -122,7 +122,7 @@ impl Client {
 /// # Errors
 ///
 /// It cannot be read.
-pub fn read_token(path: &Path) -> anyhow::Result<String> {
+pub(super) fn read_token(path: &Path) -> anyhow::Result<String> {
     let token = std::fs::read_to_string(path)
         .with_context(|| format!("could not read the token file `{}`", path.display()))?;
     Ok(token.trim().to_owned())

@@ -17,7 +17,7 @@ use super::format::{Severity, clock, describe, severity};
 /// # Errors
 ///
 /// The endpoint is unreachable, or the event log unreadable.
-pub async fn run(args: EventsArgs) -> anyhow::Result<()> {
+pub(super) async fn run(args: EventsArgs) -> anyhow::Result<()> {
     let colour = !args.json && super::colour_stdout();
     let stdout = std::io::stdout();
     if let Some(dir) = &args.dir {

@@ -3,7 +3,7 @@
 use weir_actors::Event;
 
 /// `HH:MM:SS.mmm` (UTC) of a time in ms since the Unix epoch.
-pub fn clock(time_ms: u64) -> String {
+pub(super) fn clock(time_ms: u64) -> String {
     let ms = time_ms % 1000;
     let s = time_ms / 1000;
     format!(
@@ -15,7 +15,7 @@ pub fn clock(time_ms: u64) -> String {
 }
 
 /// A byte count for people: `512 B`, `3.2 KiB`, `7.0 MiB`.
-pub fn bytes(n: u64) -> String {
+pub(super) fn bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if n < 1024 {
         return format!("{n} B");
@@ -31,7 +31,7 @@ pub fn bytes(n: u64) -> String {
 
 /// How bad an event is, for colouring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Severity {
+pub(super) enum Severity {
     /// Routine.
     Info,
     /// Something healed (a restart, a skipped checkpoint, a cut tail, a lag).
@@ -41,7 +41,7 @@ pub enum Severity {
 }
 
 /// The severity of `event`.
-pub fn severity(event: &Event) -> Severity {
+pub(super) fn severity(event: &Event) -> Severity {
     match event {
         Event::ActorFailed { .. } | Event::ActorGaveUp { .. } | Event::ReceiverError { .. } => {
             Severity::Error
@@ -56,7 +56,7 @@ pub fn severity(event: &Event) -> Severity {
 }
 
 /// One line describing `event`, e.g. `receiver-0 failed: killed`.
-pub fn describe(event: &Event) -> String {
+pub(super) fn describe(event: &Event) -> String {
     match event {
         Event::ActorStarted { actor } => format!("{actor} started"),
         Event::ActorFailed { actor, reason } => format!("{actor} failed: {reason}"),

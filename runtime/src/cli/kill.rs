@@ -11,7 +11,7 @@ use super::client::{Client, read_token};
 /// # Errors
 ///
 /// The endpoint is unreachable, the token file unreadable, or the endpoint refused.
-pub async fn run(args: ActorCommandArgs, kill: bool) -> anyhow::Result<()> {
+pub(super) async fn run(args: ActorCommandArgs, kill: bool) -> anyhow::Result<()> {
     let token = args.token_file.as_deref().map(read_token).transpose()?;
     let mut client = Client::connect(&args.addr).await?;
     let actor = args.actor.clone();

@@ -3,14 +3,14 @@
 //!
 //! Exit codes: 0 success, 1 an error (printed as one sentence), 2 a usage error.
 
-pub mod args;
-pub mod checkpoints;
-pub mod client;
-pub mod events;
-pub mod format;
-pub mod kill;
-pub mod wal;
-pub mod watch;
+mod args;
+mod checkpoints;
+mod client;
+mod events;
+mod format;
+mod kill;
+mod wal;
+mod watch;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

@@ -42,7 +42,7 @@ fn logs(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 /// # Errors
 ///
 /// No log found, or reading failed.
-pub async fn inspect(dir: &Path) -> anyhow::Result<()> {
+pub(super) async fn inspect(dir: &Path) -> anyhow::Result<()> {
     for log in logs(dir)? {
         let found = inspect_log(&Storage::local(&log))
             .await

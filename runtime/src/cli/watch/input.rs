@@ -6,7 +6,7 @@ use super::state::State;
 
 /// What the loop does after a key.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Nothing more than redrawing.
     Redraw,
     /// Leave.
@@ -20,7 +20,7 @@ pub enum Action {
 /// * `q`, Esc, Ctrl-C: quit (Esc first cancels a pending confirmation).
 /// * Up / Down (also PageUp / PageDown, Home / End): move the selection.
 /// * `k`: ask to kill the selected actor; `y` or Enter confirms, any other key cancels.
-pub fn on_key(state: &mut State, key: KeyEvent) -> Action {
+pub(crate) fn on_key(state: &mut State, key: KeyEvent) -> Action {
     if key.kind == KeyEventKind::Release {
         return Action::Redraw;
     }

@@ -5,10 +5,12 @@
 //! (and reconnects, saying so on screen), feeds messages and keys in, and draws. The terminal
 //! is restored by [`term::TerminalGuard`] on every exit path, panics included.
 
-pub mod input;
-pub mod state;
-pub mod term;
-pub mod view;
+pub(super) mod input;
+pub(super) mod state;
+pub(super) mod term;
+#[cfg(test)]
+mod tests;
+pub(super) mod view;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -45,7 +47,7 @@ enum Outgoing {
 /// # Errors
 ///
 /// The token file cannot be read, or the terminal cannot be put in full-screen mode.
-pub fn run(args: WatchArgs) -> anyhow::Result<()> {
+pub(super) fn run(args: WatchArgs) -> anyhow::Result<()> {
     // Read once now so that a wrong path is an error at once; read again at every connection,
     // since a restarted engine writes a new token.
     let has_token = args

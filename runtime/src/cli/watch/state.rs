@@ -8,13 +8,13 @@ use weir_actors::EventRecord;
 use weir_actors::control::{ActorState, TreeSnapshot};
 
 /// Events kept for the event log.
-pub const EVENTS_KEPT: usize = 500;
+pub(crate) const EVENTS_KEPT: usize = 500;
 /// Batches kept for the timeline.
-pub const BATCHES_KEPT: usize = 60;
+pub(crate) const BATCHES_KEPT: usize = 60;
 
 /// The connection to the endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Link {
+pub(crate) enum Link {
     /// Trying for the first time.
     Connecting,
     /// Connected.
@@ -35,7 +35,7 @@ pub enum Link {
 
 /// One actor row of the tree.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ActorRow {
+pub(crate) struct ActorRow {
     /// Its registered name.
     pub name: String,
     /// Its supervisor.
@@ -52,7 +52,7 @@ pub struct ActorRow {
 
 /// One completed batch.
 #[derive(Clone, Debug, PartialEq)]
-pub struct BatchRow {
+pub(crate) struct BatchRow {
     /// The batch time.
     pub time_ms: u64,
     /// How long after its time it started.
@@ -67,7 +67,7 @@ pub struct BatchRow {
 
 /// WAL activity seen in the events.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct WalStatus {
+pub(crate) struct WalStatus {
     /// Blocks made durable.
     pub blocks: u64,
     /// Records in them.
@@ -84,7 +84,7 @@ pub struct WalStatus {
 
 /// Checkpoint activity seen in the events.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CheckpointStatus {
+pub(crate) struct CheckpointStatus {
     /// The newest checkpoint written: id, size, when.
     pub last: Option<(u64, u64, u64)>,
     /// Checkpoints written.
@@ -101,7 +101,7 @@ pub struct CheckpointStatus {
 
 /// Everything the screen shows.
 #[derive(Clone, Debug)]
-pub struct State {
+pub(crate) struct State {
     /// The endpoint's address.
     pub addr: String,
     /// The connection.
@@ -132,7 +132,7 @@ pub struct State {
 
 impl State {
     /// Nothing known yet about the engine at `addr`.
-    pub fn new(addr: impl Into<String>, has_token: bool) -> Self {
+    pub(crate) fn new(addr: impl Into<String>, has_token: bool) -> Self {
         State {
             addr: addr.into(),
             link: Link::Connecting,
@@ -151,7 +151,7 @@ impl State {
     }
 
     /// The connection is up.
-    pub fn connected(&mut self, server: String, pid: u32) {
+    pub(crate) fn connected(&mut self, server: String, pid: u32) {
         self.connections += 1;
         if self.connections > 1 {
             self.status = Some((format!("reconnected to {server} (pid {pid})"), false));
@@ -160,7 +160,7 @@ impl State {
     }
 
     /// The connection is down (or could not be made); the viewer keeps trying.
-    pub fn lost(&mut self, reason: String) {
+    pub(crate) fn lost(&mut self, reason: String) {
         let attempts = match &self.link {
             Link::Lost { attempts, .. } => attempts + 1,
             _ => 1,
@@ -170,13 +170,13 @@ impl State {
     }
 
     /// The name of the selected actor.
-    pub fn selected_actor(&self) -> Option<&str> {
+    pub(crate) fn selected_actor(&self) -> Option<&str> {
         self.actors.get(self.selected).map(|a| a.name.as_str())
     }
 
     /// Replaces the tree with `snapshot`'s, keeping the selection on the same actor; the first
     /// snapshot of a connection also fills the timeline from its recent events.
-    pub fn apply_snapshot(&mut self, snapshot: &TreeSnapshot, first: bool) {
+    pub(crate) fn apply_snapshot(&mut self, snapshot: &TreeSnapshot, first: bool) {
         let keep = self.selected_actor().map(str::to_owned);
         self.actors = snapshot
             .actors
@@ -213,7 +213,7 @@ impl State {
     }
 
     /// Applies one event; `true` if the tree changed shape and a fresh snapshot is wanted.
-    pub fn apply_event(&mut self, record: &EventRecord) -> bool {
+    pub(crate) fn apply_event(&mut self, record: &EventRecord) -> bool {
         self.record(record, true)
     }
 
@@ -324,7 +324,7 @@ impl State {
     }
 
     /// Moves the selection by `delta` rows, within the tree.
-    pub fn move_selection(&mut self, delta: isize) {
+    pub(crate) fn move_selection(&mut self, delta: isize) {
         if self.actors.is_empty() {
             self.selected = 0;
             return;

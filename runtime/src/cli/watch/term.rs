@@ -13,7 +13,7 @@ use ratatui::backend::CrosstermBackend;
 
 /// The terminal in full-screen mode; dropping it gives the terminal back as it was.
 #[derive(Debug)]
-pub struct TerminalGuard {
+pub(crate) struct TerminalGuard {
     /// The ratatui terminal to draw on.
     pub terminal: Terminal<CrosstermBackend<Stdout>>,
 }
@@ -24,7 +24,7 @@ impl TerminalGuard {
     /// # Errors
     ///
     /// Standard output is not a terminal that supports it.
-    pub fn enter() -> io::Result<Self> {
+    pub(crate) fn enter() -> io::Result<Self> {
         static HOOK: Once = Once::new();
         HOOK.call_once(|| {
             let previous = std::panic::take_hook();

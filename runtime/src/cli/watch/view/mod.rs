@@ -13,7 +13,7 @@ use ratatui::widgets::Paragraph;
 use super::state::{Link, State};
 
 /// Draws `state` on the whole frame.
-pub fn render(frame: &mut Frame<'_>, state: &State) {
+pub(crate) fn render(frame: &mut Frame<'_>, state: &State) {
     let rows = Layout::default()
         .direction(Direction::Vertical)
         .constraints([

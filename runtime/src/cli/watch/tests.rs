@@ -1,12 +1,12 @@
 //! `weir watch`'s view rendered from a fixed state on ratatui's `TestBackend`.
 
+use super::input::{Action, on_key};
+use super::state::{Link, State};
+use super::view::render;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
 use ratatui::style::{Color, Modifier};
-use weir::cli::watch::input::{Action, on_key};
-use weir::cli::watch::state::{Link, State};
-use weir::cli::watch::view::render;
 use weir_actors::Event;
 use weir_actors::EventRecord;
 use weir_actors::control::{ActorInfo, ActorState, TreeSnapshot};
