@@ -44,6 +44,7 @@ pub use observe::control_endpoint as control;
 pub use observe::event::{Event, EventRecord};
 pub use observe::event_log::read_event_log;
 pub use observe::hub::{EventHub, EventSink, EventSubscription};
+pub use storage::durable;
 pub use storage::location::{Storage, StorageError};
 pub use tree::names::Names;
 pub use tree::restart_policy::{Backoff, Intensity, RestartPolicy, Strategy};

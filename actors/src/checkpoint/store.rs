@@ -22,6 +22,7 @@ use super::format::{
 use super::resolve::{Decision, Observation, resolve};
 use crate::observe::event::Event;
 use crate::observe::hub::EventSink;
+use crate::storage::durable::{self, FsError};
 use crate::storage::failpoint::CHECKPOINT;
 use crate::storage::local;
 use crate::storage::location::{self, Storage, StorageError};
@@ -298,8 +299,9 @@ impl Backend {
             Backend::Local { dir, state } => {
                 let (dir, state) = (dir.clone(), state.clone());
                 location::blocking(&dir.clone(), move || {
-                    local::create_dir_all_durable(&state)?;
-                    Ok(local::remove_temp_files(&dir)? + local::remove_temp_files(&state)?)
+                    durable::create_dir_all(&state, CHECKPOINT)?;
+                    Ok(durable::remove_temp_files(&dir, CHECKPOINT)?
+                        + durable::remove_temp_files(&state, CHECKPOINT)?)
                 })
                 .await
             }
@@ -337,7 +339,7 @@ impl Backend {
                                 size: meta.len(),
                             }),
                             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                            Err(err) => return Err(local::io_err("stat", &path)(err)),
+                            Err(err) => return Err(FsError::io("stat", &path)(err).into()),
                         }
                     }
                     Ok(infos)
@@ -399,7 +401,7 @@ impl Backend {
                 let dir = Self::local_dir(dir, state, area);
                 let name = name.to_owned();
                 location::blocking(&dir.clone(), move || {
-                    local::write_atomic(&dir, &name, &bytes, CHECKPOINT)
+                    Ok(durable::write_atomic(&dir.join(name), &bytes, CHECKPOINT)?)
                 })
                 .await
             }
@@ -423,7 +425,7 @@ impl Backend {
             Backend::Local { dir, state } => {
                 let dir = Self::local_dir(dir, state, area);
                 location::blocking(&dir.clone(), move || {
-                    local::remove_files_durable(&dir, &names)
+                    Ok(durable::remove_files(&dir, &names, CHECKPOINT)?)
                 })
                 .await
             }

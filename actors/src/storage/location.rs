@@ -1,10 +1,15 @@
 //! [`Storage`]: where durable bytes live (a local directory or an opendal operator under a
 //! prefix), and [`StorageError`], what can go wrong there.
+//!
+//! A local directory's writes go through [`durable`](super::durable), whose
+//! [`FsError`] converts into a [`StorageError`] with the same operation, path and message.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use opendal::Operator;
+
+use super::durable::FsError;
 
 /// A place to keep durable data: a local directory or an opendal operator with a path prefix.
 #[derive(Clone)]
@@ -154,6 +159,23 @@ impl StorageError {
                     || source.kind() == opendal::ErrorKind::AlreadyExists
             }
             StorageError::Injected { .. } | StorageError::Task { .. } => false,
+        }
+    }
+}
+
+impl From<FsError> for StorageError {
+    fn from(err: FsError) -> Self {
+        match err {
+            FsError::Io { op, path, source } => StorageError::Io { op, path, source },
+            FsError::Injected {
+                op,
+                path,
+                failpoint,
+            } => StorageError::Injected {
+                op,
+                path: path.display().to_string(),
+                failpoint,
+            },
         }
     }
 }

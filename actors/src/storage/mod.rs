@@ -14,7 +14,13 @@
 //! Both shapes offer the same operations to the components; the components choose their
 //! on-storage layout per shape (one appended file per WAL segment locally, one write-once
 //! object per group commit on an object store).
+//!
+//! [`durable`] holds the local file operations that make writes durable (atomic write, durable
+//! directory creation, directory fsync, ...) with each component's failpoints. It is public
+//! (`weir_actors::durable`) because the runtime's file sink and partitioned log write through
+//! it too.
 
+pub mod durable;
 pub(crate) mod failpoint;
 pub(crate) mod local;
 pub(crate) mod location;

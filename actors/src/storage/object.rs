@@ -87,11 +87,11 @@ impl ObjectDir {
         fps: Failpoints,
     ) -> Result<(), StorageError> {
         let path = self.path(name);
-        if fired(fps.close) {
+        if let Some(failpoint) = fired(fps.close) {
             return Err(StorageError::Injected {
                 op: "write",
                 path,
-                failpoint: fps.close,
+                failpoint,
             });
         }
         self.op

@@ -20,6 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use opendal::Buffer;
 
+use crate::storage::durable;
 use crate::storage::failpoint::WAL as FP;
 use crate::storage::local;
 use crate::storage::location::{Storage, StorageError, blocking};
@@ -104,7 +105,7 @@ impl Segments {
         match storage {
             Storage::Local(dir) => {
                 let d = dir.clone();
-                blocking(dir, move || local::create_dir_all_durable(&d)).await?;
+                blocking(dir, move || Ok(durable::create_dir_all(&d, FP)?)).await?;
                 let lock = local::lock_dir(dir, lock_wait).await?;
                 Ok(Segments::Local(dir.clone(), Some(lock)))
             }
@@ -168,7 +169,7 @@ impl Segments {
         match self {
             Segments::Local(dir, _) => {
                 // Inline: only the writer calls this, on its own thread (see writer.rs).
-                let file = local::create_new_durable(dir, &local_name(id), header, FP)?;
+                let file = durable::create_new(&dir.join(local_name(id)), header, FP)?;
                 Ok(ActiveFile {
                     file: Some(Arc::new(file)),
                 })
@@ -199,8 +200,8 @@ impl Segments {
                 // Inline: only the writer calls this, on its own thread (see writer.rs). A
                 // hand-off to the blocking pool per group cost ~45 µs, a fifth of an fsync.
                 let path = dir.join(local_name(id));
-                local::write_all_at(file, &path, offset, &data, FP)?;
-                local::sync_data(file, &path, FP)
+                durable::write_all_at(file, &path, offset, &data, FP)?;
+                Ok(durable::sync_data(file, &path, FP)?)
             }
             (Segments::Object { dir, chunks }, _) => {
                 let len = data.len() as u64;
@@ -316,9 +317,9 @@ impl Segments {
                 let d = dir.clone();
                 blocking(dir, move || {
                     if len == 0 {
-                        local::remove_files_durable(&d, &[local_name(id)])
+                        Ok(durable::remove_files(&d, &[local_name(id)], FP)?)
                     } else {
-                        local::truncate_durable(&d.join(local_name(id)), len)
+                        Ok(durable::truncate(&d.join(local_name(id)), len, FP)?)
                     }
                 })
                 .await
@@ -358,7 +359,7 @@ impl Segments {
         match self {
             Segments::Local(dir, _) => {
                 // Inline: only the writer calls this, on its own thread (see writer.rs).
-                local::truncate_durable(&dir.join(local_name(id)), start)
+                Ok(durable::truncate(&dir.join(local_name(id)), start, FP)?)
             }
             Segments::Object { dir, chunks } => {
                 dir.delete(&chunk_name(id, start)).await?;
@@ -376,7 +377,7 @@ impl Segments {
             Segments::Local(dir, _) => {
                 let d = dir.clone();
                 let names: Vec<String> = ids.iter().map(|id| local_name(*id)).collect();
-                blocking(dir, move || local::remove_files_durable(&d, &names)).await
+                blocking(dir, move || Ok(durable::remove_files(&d, &names, FP)?)).await
             }
             Segments::Object { .. } => {
                 for &id in ids {

@@ -1,4 +1,5 @@
 //! Failpoint tests: faults injected at the storage edges (see docs/testing.md).
 mod checkpoint;
+mod durable;
 mod engine;
 mod wal;

@@ -21,6 +21,9 @@
 //! A batch with no elements at all writes nothing (no directory), so idle intervals do not
 //! litter the output with empty directories.
 //!
+//! Every step goes through the engine's durable-file module (`weir_actors::durable`), with
+//! the sink's own failpoints (`sink::…`, listed in `docs/testing.md`).
+//!
 //! A crash between the part files and the rename leaves a temporary directory behind; it is
 //! hidden (so readers listing the parent skip it) and removed by
 //! [`BatchDirSink::remove_leftovers`], which
@@ -52,11 +55,24 @@
 //! ```
 
 use std::fmt::Display;
-use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::fs;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::durable::{FsError, create_dir_durable, fs_err, sync_dir};
+use weir_actors::durable::{self, Failpoints, FsError};
+
+/// The sink's failpoints (with the `failpoints` feature; see `docs/testing.md`).
+const FAILPOINTS: Failpoints = Failpoints {
+    write: Some("sink::write"),
+    torn_write: Some("sink::write::torn"),
+    disk_full: Some("sink::write::enospc"),
+    fsync: Some("sink::fsync"),
+    dir_fsync: Some("sink::dir_fsync"),
+    rename: Some("sink::rename"),
+    create_dir: Some("sink::create_dir"),
+    remove: Some("sink::remove"),
+    ..Failpoints::NONE
+};
 
 /// Why a batch could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -174,12 +190,12 @@ impl BatchDirSink {
         let entries = match fs::read_dir(&parent) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(fs_err("list", &parent)(e).into()),
+            Err(e) => return Err(FsError::io("list", &parent)(e).into()),
         };
         let start = format!(".{name}-");
-        let mut removed = 0;
+        let mut leftovers = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(fs_err("list", &parent))?;
+            let entry = entry.map_err(FsError::io("list", &parent))?;
             let file_name = entry.file_name();
             let Some(file_name) = file_name.to_str() else {
                 continue;
@@ -189,16 +205,15 @@ impl BatchDirSink {
                     .is_some_and(|(ms, _)| !ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit()))
             });
             if is_leftover {
-                let path = entry.path();
-                fs::remove_dir_all(&path).map_err(fs_err("remove the leftover", &path))?;
-                tracing::info!(dir = %path.display(), "removed an uncommitted batch directory left by a crash");
-                removed += 1;
+                leftovers.push(file_name.to_owned());
             }
         }
-        if removed > 0 {
-            sync_dir(&parent)?;
+        durable::remove_dirs(&parent, &leftovers, FAILPOINTS)?;
+        for leftover in &leftovers {
+            let dir = parent.join(leftover);
+            tracing::info!(dir = %dir.display(), "removed an uncommitted batch directory left by a crash");
         }
-        Ok(removed)
+        Ok(leftovers.len())
     }
 
     /// Starts writing batch `time_ms`: `None` if it is already committed.
@@ -212,13 +227,14 @@ impl BatchDirSink {
         if final_dir.is_dir() {
             return Ok(None);
         }
-        create_dir_durable(&parent)?;
+        durable::create_dir_all(&parent, FAILPOINTS)?;
         let temp = parent.join(format!(
             ".{name}-{time_ms}.tmp-{}-{:016x}",
             std::process::id(),
             fastrand::u64(..)
         ));
-        fs::create_dir(&temp).map_err(fs_err("create the directory", &temp))?;
+        // Not made durable by itself: the commit fsyncs it, renames it and fsyncs the parent.
+        fs::create_dir(&temp).map_err(FsError::io("create directory", &temp))?;
         Ok(Some(StagedBatch {
             temp,
             final_dir,
@@ -284,23 +300,20 @@ impl StagedBatch {
         lines: &[T],
     ) -> Result<(), SinkError> {
         let path = self.temp.join(format!("part-{partition:05}"));
-        let file = File::create(&path).map_err(fs_err("create", &path))?;
-        let mut out = BufWriter::new(file);
+        let mut out = Vec::new();
         if self.sort_lines {
             let mut text: Vec<String> = lines.iter().map(ToString::to_string).collect();
             text.sort_unstable();
             for line in &text {
-                writeln!(out, "{line}").map_err(fs_err("write", &path))?;
+                writeln!(out, "{line}").map_err(FsError::io("write", &path))?;
             }
         } else {
             for line in lines {
-                writeln!(out, "{line}").map_err(fs_err("write", &path))?;
+                writeln!(out, "{line}").map_err(FsError::io("write", &path))?;
             }
         }
-        let file = out
-            .into_inner()
-            .map_err(|e| fs_err("write", &path)(e.into_error()))?;
-        file.sync_all().map_err(fs_err("fsync", &path))?;
+        // The name becomes durable with the temporary directory's fsync in `commit`.
+        durable::write_file(&path, &out, FAILPOINTS)?;
         self.parts += 1;
         Ok(())
     }
@@ -313,18 +326,18 @@ impl StagedBatch {
     ///
     /// An fsync or the rename failed; the temporary directory is removed.
     pub fn commit(mut self) -> Result<Commit, SinkError> {
-        sync_dir(&self.temp)?;
+        durable::sync_dir(&self.temp, FAILPOINTS)?;
         if self.final_dir.is_dir() {
             return Ok(Commit::AlreadyCommitted(self.final_dir.clone()));
         }
-        if let Err(e) = fs::rename(&self.temp, &self.final_dir) {
+        if let Err(e) = durable::rename(&self.temp, &self.final_dir, FAILPOINTS) {
             if self.final_dir.is_dir() {
                 return Ok(Commit::AlreadyCommitted(self.final_dir.clone()));
             }
-            return Err(fs_err("rename into place", &self.final_dir)(e).into());
+            return Err(e.into());
         }
         self.done = true;
-        sync_dir(&self.parent)?;
+        durable::sync_dir(&self.parent, FAILPOINTS)?;
         Ok(Commit::Written {
             dir: self.final_dir.clone(),
             parts: self.parts,

@@ -1,6 +1,8 @@
 //! Built-in sinks.
+//!
+//! Their file-system errors are [`FsError`], the error of the engine's durable-file module
+//! (`weir_actors::durable`) that every durable write of weir goes through.
 
 pub mod batch_dir;
-pub(crate) mod durable;
 
-pub use durable::FsError;
+pub use weir_actors::durable::FsError;

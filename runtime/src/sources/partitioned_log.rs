@@ -49,6 +49,12 @@
 //! file tells other tools (or a new application) how far it got — see
 //! [`PartitionedLog::committed`].
 //!
+//! Every durable step (directories, segment creation, appends, cutting torn tails, the atomic
+//! `log.meta` and committed-offsets files) goes through the engine's durable-file module
+//! (`weir_actors::durable`), with the log's own failpoints (`partitioned_log::…`, listed in
+//! `docs/testing.md`). A crash during an atomic write can leave a hidden `.tmp-…` file beside
+//! the log's files; it is never read.
+//!
 //! ```
 //! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -80,17 +86,30 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use weir_actors::durable::{self, Failpoints, FsError};
 use weir_actors::pipeline::UserError;
 
 use crate::dstream::OffsetSource;
 use crate::dstream::memo::lock;
-use crate::sinks::durable::{FsError, create_dir_durable, fs_err, sync_dir, write_atomic};
+
+/// The log's failpoints (with the `failpoints` feature; see `docs/testing.md`).
+const FAILPOINTS: Failpoints = Failpoints {
+    write: Some("partitioned_log::write"),
+    torn_write: Some("partitioned_log::write::torn"),
+    disk_full: Some("partitioned_log::write::enospc"),
+    fsync: Some("partitioned_log::fsync"),
+    dir_fsync: Some("partitioned_log::dir_fsync"),
+    rename: Some("partitioned_log::rename"),
+    create_dir: Some("partitioned_log::create_dir"),
+    truncate: Some("partitioned_log::truncate"),
+    ..Failpoints::NONE
+};
 
 const META_FILE: &str = "log.meta";
 const META_HEADER: &str = "weir-partitioned-log/1";
@@ -289,11 +308,11 @@ fn read_frame(reader: &mut impl Read) -> io::Result<Result<Option<Vec<u8>>, Stri
 fn scan(segment: &mut Segment) -> Result<Tail, LogError> {
     let mut file = match File::open(&segment.path) {
         Ok(file) => file,
-        Err(e) => return Err(fs_err("open", &segment.path)(e).into()),
+        Err(e) => return Err(FsError::io("open", &segment.path)(e).into()),
     };
     let file_len = file
         .metadata()
-        .map_err(fs_err("stat", &segment.path))?
+        .map_err(FsError::io("stat", &segment.path))?
         .len();
     if file_len == segment.valid_len {
         return Ok(Tail::Clean);
@@ -306,10 +325,10 @@ fn scan(segment: &mut Segment) -> Result<Tail, LogError> {
         )));
     }
     file.seek(SeekFrom::Start(segment.valid_len))
-        .map_err(fs_err("seek in", &segment.path))?;
+        .map_err(FsError::io("seek in", &segment.path))?;
     let mut reader = BufReader::with_capacity(256 * 1024, file.take(file_len - segment.valid_len));
     loop {
-        match read_frame(&mut reader).map_err(fs_err("read", &segment.path))? {
+        match read_frame(&mut reader).map_err(FsError::io("read", &segment.path))? {
             Ok(None) => return Ok(Tail::Clean),
             Ok(Some(payload)) => {
                 segment.records += 1;
@@ -336,13 +355,14 @@ impl PartitionedLog {
         let dir = dir.as_ref();
         let partitions = partitions.max(1);
         if !dir.join(META_FILE).exists() {
-            create_dir_durable(dir)?;
+            durable::create_dir_all(dir, FAILPOINTS)?;
             for p in 0..partitions {
-                create_dir_durable(&partition_dir(dir, p))?;
+                durable::create_dir_all(&partition_dir(dir, p), FAILPOINTS)?;
             }
-            write_atomic(
+            durable::write_atomic(
                 &dir.join(META_FILE),
                 format!("{META_HEADER}\npartitions {partitions}\n").as_bytes(),
+                FAILPOINTS,
             )?;
         }
         let log = Self::open(dir)?;
@@ -475,8 +495,8 @@ impl PartitionedLog {
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(fs_err("open the lock file", &path))?;
-        file.lock().map_err(fs_err("lock", &path))?;
+            .map_err(FsError::io("open the lock file", &path))?;
+        file.lock().map_err(FsError::io("lock", &path))?;
         Ok(file)
     }
 
@@ -488,8 +508,8 @@ impl PartitionedLog {
         // New segments (bases beyond the known ones).
         let known_last = view.segments.last().map(|s| s.base);
         let mut found = BTreeMap::new();
-        for entry in fs::read_dir(&pdir).map_err(fs_err("list", &pdir))? {
-            let entry = entry.map_err(fs_err("list", &pdir))?;
+        for entry in fs::read_dir(&pdir).map_err(FsError::io("list", &pdir))? {
+            let entry = entry.map_err(FsError::io("list", &pdir))?;
             let name = entry.file_name();
             let Some(base) = name
                 .to_str()
@@ -530,13 +550,7 @@ impl PartitionedLog {
                     )));
                 }
                 if writer {
-                    let file = OpenOptions::new()
-                        .write(true)
-                        .open(&segment.path)
-                        .map_err(fs_err("open", &segment.path))?;
-                    file.set_len(segment.valid_len)
-                        .map_err(fs_err("truncate", &segment.path))?;
-                    file.sync_all().map_err(fs_err("fsync", &segment.path))?;
+                    durable::truncate(&segment.path, segment.valid_len, FAILPOINTS)?;
                     let torn = TornTail {
                         partition,
                         segment: segment.path.clone(),
@@ -605,10 +619,8 @@ impl PartitionedLog {
             .is_none_or(|s| s.valid_len >= self.inner.segment_bytes);
         if needs_segment {
             let path = pdir.join(segment_name(end));
-            File::create(&path)
-                .and_then(|f| f.sync_all())
-                .map_err(fs_err("create", &path))?;
-            sync_dir(&pdir)?;
+            // Empty, fsynced, and its name fsynced into the partition's directory.
+            durable::create_new(&path, b"", FAILPOINTS)?;
             view.segments.push(Segment {
                 base: end,
                 path,
@@ -622,13 +634,13 @@ impl PartitionedLog {
                 "partition {partition} has no segment after creating one"
             )));
         };
-        let mut file = OpenOptions::new()
-            .append(true)
+        // Under the lock, after `refresh`, the file ends at `valid_len` (a torn tail was cut).
+        let file = OpenOptions::new()
+            .write(true)
             .open(&segment.path)
-            .map_err(fs_err("open", &segment.path))?;
-        file.write_all(&buf)
-            .map_err(fs_err("write", &segment.path))?;
-        file.sync_data().map_err(fs_err("fsync", &segment.path))?;
+            .map_err(FsError::io("open", &segment.path))?;
+        durable::write_all_at(&file, &segment.path, segment.valid_len, &buf, FAILPOINTS)?;
+        durable::sync_data(&file, &segment.path, FAILPOINTS)?;
         // Account for the records (as a scan would).
         let mut pos = segment.valid_len;
         for record in records {
@@ -698,12 +710,12 @@ impl PartitionedLog {
         let mut out = Vec::with_capacity((range.end - range.start) as usize);
         let mut next = range.start;
         for (path, mut offset, pos, valid_len) in plan {
-            let mut file = File::open(&path).map_err(fs_err("open", &path))?;
+            let mut file = File::open(&path).map_err(FsError::io("open", &path))?;
             file.seek(SeekFrom::Start(pos))
-                .map_err(fs_err("seek in", &path))?;
+                .map_err(FsError::io("seek in", &path))?;
             let mut reader = BufReader::with_capacity(256 * 1024, file.take(valid_len - pos));
             while next < range.end {
-                match read_frame(&mut reader).map_err(fs_err("read", &path))? {
+                match read_frame(&mut reader).map_err(FsError::io("read", &path))? {
                     Ok(Some(payload)) => {
                         if offset >= next {
                             out.push(Bytes::from(payload));
@@ -747,7 +759,7 @@ impl PartitionedLog {
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(fs_err("read", &path)(e).into()),
+            Err(e) => return Err(FsError::io("read", &path)(e).into()),
         };
         let corrupt = |what: &str| LogError::Corrupt(format!("{} {what}", path.display()));
         let (body, crc_line) = text
@@ -798,7 +810,7 @@ impl PartitionedLog {
             body.push_str(&offset.to_string());
         }
         let text = format!("{body}\ncrc32c {:08x}\n", crc32c::crc32c(body.as_bytes()));
-        write_atomic(&self.committed_path(), text.as_bytes())?;
+        durable::write_atomic(&self.committed_path(), text.as_bytes(), FAILPOINTS)?;
         Ok(())
     }
 }

@@ -1,0 +1,402 @@
+//! Durable files on a local filesystem: atomic write, durable directory creation, directory
+//! fsync, data fsync, durable truncate and remove — each with the calling component's
+//! failpoints. The WAL, the checkpoint store, the runtime's batch-directory sink and its
+//! partitioned log all write through these functions; there is no second copy.
+//!
+//! # What "durable" means here
+//!
+//! A function's documentation says what a power cut can no longer undo once it returns `Ok`.
+//! Data is durable after an fsync of the file; a *name* (a created, renamed or removed file or
+//! directory) is durable after an fsync of the directory that holds it. The composite
+//! operations do both:
+//!
+//! * [`write_atomic`]: temp file beside the target, write, fsync, rename, fsync of the
+//!   directory. A reader sees the old content or the new, never a part; a crash leaves at
+//!   most a temp file whose name starts with [`TEMP_PREFIX`] (removed by
+//!   [`remove_temp_files`]), and a failed call removes its temp file itself.
+//! * [`create_new`]: a new file with its first bytes, fsynced, its name fsynced.
+//! * [`create_dir_all`]: every directory level it creates is fsynced into its parent.
+//! * [`truncate`], [`remove_files`], [`remove_dirs`]: the new length or the removals durable.
+//!
+//! The building blocks ([`write_all_at`], [`sync_data`], [`write_file`], [`rename`],
+//! [`sync_dir`]) are for writers with their own commit protocol (a WAL appending to an open
+//! segment, a sink renaming a whole directory); their documentation says which fsync is still
+//! the caller's.
+//!
+//! # Errors and failpoints
+//!
+//! Every function fails with an [`FsError`] that names the operation and the path; the engine
+//! converts it into its [`StorageError`](crate::StorageError). Every function takes the
+//! component's [`Failpoints`]: with the `failpoints` feature, a name configured through the
+//! `fail` crate fails the operation exactly at its edge (see each field of [`Failpoints`] and
+//! `docs/testing.md`); without the feature the checks compile away.
+//!
+//! All functions block on file I/O; async callers run them on a blocking thread.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub use crate::storage::failpoint::Failpoints;
+use crate::storage::failpoint::{fired, fired_at};
+
+/// Names starting with this prefix are temp files of [`write_atomic`] that never hold
+/// committed data: [`remove_temp_files`] removes them.
+pub const TEMP_PREFIX: &str = ".tmp-";
+
+/// A failed file-system operation, with what was being done and to which path.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FsError {
+    /// The operating system refused or failed the call.
+    #[error("{op} `{}` failed: {source}", path.display())]
+    Io {
+        /// What was being done: `"write"`, `"fsync"`, `"rename"`, `"create directory"`, ...
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// A failpoint fired (only with the `failpoints` feature, in tests).
+    #[error("{op} `{}` failed: injected by failpoint `{failpoint}`", path.display())]
+    Injected {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The failpoint's name.
+        failpoint: &'static str,
+    },
+}
+
+impl FsError {
+    /// A closure that wraps an `io::Error` of operation `op` on `path`, for `map_err`:
+    ///
+    /// ```
+    /// use weir_actors::durable::FsError;
+    ///
+    /// let path = std::path::Path::new("/no/such/file");
+    /// let err = std::fs::read(path).map_err(FsError::io("read", path)).unwrap_err();
+    /// assert_eq!(err.op(), "read");
+    /// assert_eq!(err.to_string().split(':').next(), Some("read `/no/such/file` failed"));
+    /// ```
+    pub fn io(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> FsError + use<> {
+        let path = path.to_path_buf();
+        move |source| FsError::Io { op, path, source }
+    }
+
+    /// The operation that failed: `"write"`, `"fsync"`, `"rename"`, ...
+    pub fn op(&self) -> &'static str {
+        match self {
+            FsError::Io { op, .. } | FsError::Injected { op, .. } => op,
+        }
+    }
+
+    /// The file or directory it concerned.
+    pub fn path(&self) -> &Path {
+        match self {
+            FsError::Io { path, .. } | FsError::Injected { path, .. } => path,
+        }
+    }
+
+    /// The operating system's error, if it was one (not a failpoint).
+    pub fn io_error(&self) -> Option<&io::Error> {
+        match self {
+            FsError::Io { source, .. } => Some(source),
+            FsError::Injected { .. } => None,
+        }
+    }
+
+    /// The failpoint that caused it, if one did.
+    pub fn failpoint(&self) -> Option<&'static str> {
+        match self {
+            FsError::Injected { failpoint, .. } => Some(failpoint),
+            FsError::Io { .. } => None,
+        }
+    }
+}
+
+fn injected(op: &'static str, path: &Path, failpoint: &'static str) -> FsError {
+    FsError::Injected {
+        op,
+        path: path.to_path_buf(),
+        failpoint,
+    }
+}
+
+/// `Err` if failpoint `name` fires now, as a failure of `op` on `path`.
+fn check(name: Option<&'static str>, op: &'static str, path: &Path) -> Result<(), FsError> {
+    match fired(name) {
+        Some(failpoint) => Err(injected(op, path, failpoint)),
+        None => Ok(()),
+    }
+}
+
+/// `Err` with the operating system's `ENOSPC` error if the disk-full failpoint fires.
+fn disk_full(fps: Failpoints, op: &'static str, path: &Path) -> Result<(), FsError> {
+    match fired(fps.disk_full) {
+        // 28 is ENOSPC on Linux, whose error the kernel gives a write to a full filesystem.
+        Some(_) => Err(FsError::io(op, path)(io::Error::from_raw_os_error(28))),
+        None => Ok(()),
+    }
+}
+
+/// The directory that holds `path`: its parent, or `.` for a bare relative name.
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+/// fsyncs a directory with no failpoint: the fsyncs inside the composite operations whose
+/// own failpoint fires before them.
+fn sync_dir_plain(dir: &Path) -> Result<(), FsError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(FsError::io("fsync directory", dir))
+}
+
+/// Makes the names in `dir` durable: files or directories created, renamed or removed in it.
+///
+/// Failpoint: `dir_fsync`.
+pub fn sync_dir(dir: &Path, fps: Failpoints) -> Result<(), FsError> {
+    check(fps.dir_fsync, "fsync directory", dir)?;
+    sync_dir_plain(dir)
+}
+
+/// Creates `dir` and its missing parents; when it returns, every directory it created is
+/// durable in its parent (a bare relative name in `.`). A directory that exists is left as it
+/// is, also when another process creates it at the same time.
+///
+/// A crash part-way leaves a prefix of the levels created, which a second call completes.
+///
+/// Failpoint: `create_dir`, before each level is created.
+pub fn create_dir_all(dir: &Path, fps: Failpoints) -> Result<(), FsError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir_all(parent, fps)?;
+    }
+    check(fps.create_dir, "create directory", dir)?;
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+        Err(err) => return Err(FsError::io("create directory", dir)(err)),
+    }
+    sync_dir_plain(parent_dir(dir))
+}
+
+/// Writes all of `buf` at `offset` of `file` (positional, so it is independent of any cursor
+/// and of other writers' offsets). Nothing is durable yet: see [`sync_data`].
+///
+/// Failpoints: `write` (nothing written), `disk_full` (`ENOSPC`, nothing written),
+/// `torn_write` (the first half written, then a failure).
+pub fn write_all_at(
+    file: &File,
+    path: &Path,
+    offset: u64,
+    buf: &[u8],
+    fps: Failpoints,
+) -> Result<(), FsError> {
+    check(fps.write, "write", path)?;
+    disk_full(fps, "write", path)?;
+    if let Some(failpoint) = fired(fps.torn_write) {
+        let half = buf.len() / 2;
+        file.write_all_at(&buf[..half], offset)
+            .map_err(FsError::io("write", path))?;
+        return Err(injected("write", path, failpoint));
+    }
+    file.write_all_at(buf, offset)
+        .map_err(FsError::io("write", path))
+}
+
+/// fsyncs the data of `file` at `path` (and the metadata needed to read it back, such as a
+/// new length): what was written is durable when it returns.
+///
+/// Failpoint: `fsync` (`return(TEXT)` fires only for paths that contain `TEXT`).
+pub fn sync_data(file: &File, path: &Path, fps: Failpoints) -> Result<(), FsError> {
+    if let Some(failpoint) = fired_at(fps.fsync, path) {
+        return Err(injected("fsync", path, failpoint));
+    }
+    file.sync_data().map_err(FsError::io("fsync", path))
+}
+
+/// Like [`sync_data`], also fsyncing all of the file's metadata.
+fn sync_all(file: &File, path: &Path, fps: Failpoints) -> Result<(), FsError> {
+    if let Some(failpoint) = fired_at(fps.fsync, path) {
+        return Err(injected("fsync", path, failpoint));
+    }
+    file.sync_all().map_err(FsError::io("fsync", path))
+}
+
+/// Creates `path` (or empties it if it exists), writes `bytes` and fsyncs the file. Its data
+/// is durable when it returns; its name is durable once its directory is fsynced
+/// ([`sync_dir`]) — for writers that publish many files with one directory fsync or rename.
+///
+/// Failpoints: those of [`write_all_at`], then `fsync`.
+pub fn write_file(path: &Path, bytes: &[u8], fps: Failpoints) -> Result<(), FsError> {
+    let file = File::create(path).map_err(FsError::io("create", path))?;
+    write_all_at(&file, path, 0, bytes, fps)?;
+    sync_all(&file, path, fps)
+}
+
+/// Creates `path`, which must not exist, writes `bytes` (none if empty), fsyncs the file and
+/// then its directory, so that file and name are durable when it returns. Returns the file,
+/// open for reading and writing.
+///
+/// A crash part-way leaves either no file or a file holding a prefix of `bytes`; readers of
+/// such files (the WAL) validate what they read.
+///
+/// Failpoints: those of [`write_all_at`] (unless `bytes` is empty), `fsync`, `dir_fsync`.
+///
+/// # Errors
+///
+/// The name is taken (an [`io::ErrorKind::AlreadyExists`] error), or a step failed.
+pub fn create_new(path: &Path, bytes: &[u8], fps: Failpoints) -> Result<File, FsError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(FsError::io("create", path))?;
+    if !bytes.is_empty() {
+        write_all_at(&file, path, 0, bytes, fps)?;
+    }
+    sync_data(&file, path, fps)?;
+    sync_dir(parent_dir(path), fps)?;
+    Ok(file)
+}
+
+/// Renames `from` to `to` (a file or a directory; in one file system the rename is atomic).
+/// The new name is durable once the directory holding it is fsynced ([`sync_dir`]).
+///
+/// Failpoint: `rename` (nothing renamed).
+pub fn rename(from: &Path, to: &Path, fps: Failpoints) -> Result<(), FsError> {
+    check(fps.rename, "rename", to)?;
+    fs::rename(from, to).map_err(FsError::io("rename", to))
+}
+
+/// Atomically replaces `path` with `bytes`: a temp file beside it
+/// (`.tmp-<name>-<pid>-<n>`, see [`TEMP_PREFIX`]) is written and fsynced, renamed onto `path`,
+/// and the directory is fsynced. Content and name are durable when it returns.
+///
+/// No reader ever sees a partial file under `path`: before the rename it holds its previous
+/// content (or does not exist), after it all of `bytes`. A failed call removes its temp file;
+/// one that a crash leaves behind is removed by [`remove_temp_files`]. A failure of the last
+/// step, the directory fsync, comes after the rename: `path` may then hold the new content,
+/// which a power cut could still undo.
+///
+/// Failpoints: those of [`write_file`], then `rename`, then `dir_fsync`.
+pub fn write_atomic(path: &Path, bytes: &[u8], fps: Failpoints) -> Result<(), FsError> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let Some(name) = path.file_name() else {
+        return Err(FsError::io("write", path)(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the path has no file name to replace",
+        )));
+    };
+    let dir = parent_dir(path);
+    let temp = dir.join(format!(
+        "{TEMP_PREFIX}{}-{}-{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = write_file(&temp, bytes, fps).and_then(|()| rename(&temp, path, fps));
+    if result.is_err() {
+        // Best effort: a leftover temp file is harmless, and removed at the next cleanup.
+        let _ = fs::remove_file(&temp);
+        return result;
+    }
+    sync_dir(dir, fps)
+}
+
+/// Cuts `path` to `len` bytes; the new length is durable when it returns.
+///
+/// Failpoint: `truncate` (nothing cut).
+pub fn truncate(path: &Path, len: u64, fps: Failpoints) -> Result<(), FsError> {
+    check(fps.truncate, "truncate", path)?;
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(FsError::io("open", path))?;
+    file.set_len(len).map_err(FsError::io("truncate", path))?;
+    file.sync_all().map_err(FsError::io("fsync", path))
+}
+
+/// Removes the files `names` from `dir`; the removals are durable when it returns. Names that
+/// are already gone are not an error.
+///
+/// Failpoint: `remove` (nothing removed).
+pub fn remove_files(dir: &Path, names: &[String], fps: Failpoints) -> Result<(), FsError> {
+    remove(dir, names, fps, |path| fs::remove_file(path))
+}
+
+/// Removes the directories `names` from `dir`, each with everything in it; the removals are
+/// durable when it returns. Names that are already gone are not an error.
+///
+/// Failpoint: `remove` (nothing removed).
+pub fn remove_dirs(dir: &Path, names: &[String], fps: Failpoints) -> Result<(), FsError> {
+    remove(dir, names, fps, |path| fs::remove_dir_all(path))
+}
+
+fn remove(
+    dir: &Path,
+    names: &[String],
+    fps: Failpoints,
+    remove_one: fn(&Path) -> io::Result<()>,
+) -> Result<(), FsError> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    check(fps.remove, "remove", dir)?;
+    for name in names {
+        let path = dir.join(name);
+        match remove_one(&path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(FsError::io("remove", &path)(err)),
+        }
+    }
+    sync_dir_plain(dir)
+}
+
+/// Removes the temp files of [`write_atomic`] that a crash left in `dir` (regular files whose
+/// name starts with [`TEMP_PREFIX`]); returns how many. An absent directory has none.
+///
+/// Call it only while no [`write_atomic`] into `dir` is under way: it would remove that
+/// write's temp file, and the write would fail.
+///
+/// Failpoint: `remove` (nothing removed).
+pub fn remove_temp_files(dir: &Path, fps: Failpoints) -> Result<usize, FsError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(err) => return Err(FsError::io("list", dir)(err)),
+    };
+    let mut temps = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(FsError::io("list", dir))?;
+        let is_file = entry
+            .file_type()
+            .map_err(FsError::io("list", dir))?
+            .is_file();
+        if let (true, Some(name)) = (is_file, entry.file_name().to_str())
+            && name.starts_with(TEMP_PREFIX)
+        {
+            temps.push(name.to_owned());
+        }
+    }
+    temps.sort();
+    remove_files(dir, &temps, fps)?;
+    Ok(temps.len())
+}
+
+#[cfg(test)]
+mod tests;
