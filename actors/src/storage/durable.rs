@@ -246,6 +246,82 @@ pub fn write_file(path: &Path, bytes: &[u8], fps: Failpoints) -> Result<(), FsEr
     sync_all(&file, path, fps)
 }
 
+/// Like [`write_file`], with the content streamed by `fill` through a buffer of
+/// [`STREAM_CHUNK`] bytes instead of held whole in memory: for large files built line by line
+/// (the sink's part files).
+///
+/// Failpoints: those of [`write_all_at`] (checked at every chunk written), then `fsync`.
+///
+/// # Errors
+///
+/// Creating, writing or fsyncing failed, or `fill` returned an error (reported as a failed
+/// write of `path`).
+pub fn write_file_with(
+    path: &Path,
+    fps: Failpoints,
+    fill: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
+) -> Result<(), FsError> {
+    let file = File::create(path).map_err(FsError::io("create", path))?;
+    let mut out = ChunkedWriter {
+        file: &file,
+        path,
+        fps,
+        offset: 0,
+        buf: Vec::with_capacity(STREAM_CHUNK),
+        failed: None,
+    };
+    let filled = fill(&mut out).and_then(|()| io::Write::flush(&mut out));
+    if let Err(err) = filled {
+        return Err(out
+            .failed
+            .take()
+            .unwrap_or_else(|| FsError::io("write", path)(err)));
+    }
+    sync_all(&file, path, fps)
+}
+
+/// The buffer of [`write_file_with`]: 64 KiB.
+pub const STREAM_CHUNK: usize = 64 << 10;
+
+/// Buffers what it is given and writes it with [`write_all_at`], a chunk at a time; keeps the
+/// first failure as an [`FsError`] (an `io::Write` can only return an `io::Error`).
+struct ChunkedWriter<'a> {
+    file: &'a File,
+    path: &'a Path,
+    fps: Failpoints,
+    offset: u64,
+    buf: Vec<u8>,
+    failed: Option<FsError>,
+}
+
+impl io::Write for ChunkedWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= STREAM_CHUNK {
+            self.flush()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        match write_all_at(self.file, self.path, self.offset, &self.buf, self.fps) {
+            Ok(()) => {
+                self.offset += self.buf.len() as u64;
+                self.buf.clear();
+                Ok(())
+            }
+            Err(err) => {
+                let message = err.to_string();
+                self.failed.get_or_insert(err);
+                Err(io::Error::other(message))
+            }
+        }
+    }
+}
+
 /// Creates `path`, which must not exist, writes `bytes` (none if empty), fsyncs the file and
 /// then its directory, so that file and name are durable when it returns. Returns the file,
 /// open for reading and writing.

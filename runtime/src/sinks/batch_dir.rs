@@ -56,7 +56,7 @@
 
 use std::fmt::Display;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use weir_actors::durable::{self, Failpoints, FsError};
@@ -300,20 +300,23 @@ impl StagedBatch {
         lines: &[T],
     ) -> Result<(), SinkError> {
         let path = self.temp.join(format!("part-{partition:05}"));
-        let mut out = Vec::new();
-        if self.sort_lines {
-            let mut text: Vec<String> = lines.iter().map(ToString::to_string).collect();
-            text.sort_unstable();
-            for line in &text {
-                writeln!(out, "{line}").map_err(FsError::io("write", &path))?;
+        let sort_lines = self.sort_lines;
+        // Streamed, not built whole in memory; the name becomes durable with the temporary
+        // directory's fsync in `commit`.
+        durable::write_file_with(&path, FAILPOINTS, |out| {
+            if sort_lines {
+                let mut text: Vec<String> = lines.iter().map(ToString::to_string).collect();
+                text.sort_unstable();
+                for line in &text {
+                    writeln!(out, "{line}")?;
+                }
+            } else {
+                for line in lines {
+                    writeln!(out, "{line}")?;
+                }
             }
-        } else {
-            for line in lines {
-                writeln!(out, "{line}").map_err(FsError::io("write", &path))?;
-            }
-        }
-        // The name becomes durable with the temporary directory's fsync in `commit`.
-        durable::write_file(&path, &out, FAILPOINTS)?;
+            Ok(())
+        })?;
         self.parts += 1;
         Ok(())
     }

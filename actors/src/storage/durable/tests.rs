@@ -236,3 +236,34 @@ fn not_found_and_already_exists_survive_the_conversion() {
     let taken = create_new(&path, b"", NO).unwrap_err();
     assert!(StorageError::from(taken).is_already_exists());
 }
+
+#[test]
+fn write_file_with_streams_more_than_a_chunk_whole_and_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("part-00000");
+    std::fs::write(&path, b"old content, longer than nothing").unwrap();
+    let lines: Vec<String> = (0..20_000).map(|i| format!("line {i}")).collect();
+    write_file_with(&path, Failpoints::NONE, |out| {
+        for line in &lines {
+            writeln!(out, "{line}")?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let expected: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    assert!(expected.len() > 2 * STREAM_CHUNK, "the test spans chunks");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), expected);
+}
+
+#[test]
+fn write_file_with_reports_what_its_filler_failed_with_as_a_write_of_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("part-00001");
+    let err = write_file_with(&path, Failpoints::NONE, |_| {
+        Err(io::Error::other("the formatter failed"))
+    })
+    .unwrap_err();
+    assert_eq!(err.op(), "write");
+    assert_eq!(err.path(), path);
+    assert!(err.to_string().contains("the formatter failed"), "{err}");
+}
