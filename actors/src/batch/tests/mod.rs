@@ -2,4 +2,5 @@
 //! in-flight limit, and the job generator's concurrent checkpoints.
 
 mod checkpoint_concurrency;
+mod checkpoint_coordinator;
 mod job_scheduler;
