@@ -26,40 +26,39 @@
 //! many batches' data into memory. On a restart it re-runs the pending batches of the restored
 //! checkpoint first, then the batches missed while it was down, then resumes the timer.
 //!
-//! # Checkpoint controls (as in Flink)
+//! # Checkpoints: the coordinator decides, the generator executes
 //!
-//! [`CheckpointPolicy`]: the interval (a checkpoint after a completed batch is skipped if the
-//! latest one started more recently), the minimum pause between the end of one checkpoint and
-//! the start of the next, a timeout after which a write is abandoned, the number of
-//! consecutive failures tolerated before the generator fails (and the driver restarts from the
-//! last good checkpoint), and the maximum number of checkpoint writes in flight at once.
+//! When a checkpoint starts, waits, is skipped or fails, what a durable one lets the tracker
+//! clean and which held batches it lets run — the [`CheckpointPolicy`] — is decided by the
+//! [`CheckpointCoordinator`], a plain struct in the generator's state (its module docs state
+//! every rule). The generator tells it the facts as they happen and executes the
+//! [`CheckpointAction`]s it returns, in order:
 //!
-//! Writes run in tasks the generator owns, so it keeps ticking, generating and completing
-//! batches while up to `max_concurrent` writes are in flight:
-//!
-//! * **Snapshot order.** A checkpoint's snapshot is taken, and its id reserved in the store
-//!   ([`CheckpointStore::reserve`]), in the generator's handler when its write starts; so ids
-//!   follow the snapshots, and a slow older write that lands after a newer one never becomes
-//!   the latest — neither for a restore (the store prefers the largest valid id, and its
-//!   retention keeps the largest ids) nor for the generator.
-//! * **Waiting and coalescing.** A checkpoint asked for while `max_concurrent` writes are in
-//!   flight (or before the minimum pause has elapsed) waits; further requests coalesce with it.
-//!   When a write ends, one checkpoint starts with a snapshot taken then, which supersedes
-//!   every request that waited.
-//! * **Cleanup keyed to durability.** Each write remembers the oldest batch its snapshot still
-//!   needs; when it is durable, and is the newest durable checkpoint, the tracker and the
-//!   receiver WAL may drop what is older — never by the state at completion time, which may
-//!   already be ahead of the snapshot.
-//! * **Timeout.** A write still running after `timeout` is abandoned (its future dropped) and
-//!   counts as a failure; it cannot later be taken as success. With local storage a write
-//!   already on a blocking thread may still land: it is then a valid, older-than-next
+//! * **Start a write.** The snapshot ([`Pipeline::snapshot`]) is taken, and the id reserved in
+//!   the store ([`CheckpointStore::reserve`]), in the generator's handler when the write starts;
+//!   so ids follow the snapshots, and a slow older write that lands after a newer one never
+//!   becomes the latest for a restore (the store prefers the largest valid id, and its
+//!   retention keeps the largest ids). The write itself runs in a task the generator owns, so
+//!   it keeps ticking, generating and completing batches while writes are in flight. The task
+//!   drops the write's future after `timeout` and reports it timed out; with local storage a
+//!   write already on a blocking thread may still land: it is then a valid, older-than-next
 //!   checkpoint, and nothing was cleaned on its account.
-//! * **Kill safety.** The writes in flight are aborted when the generator stops or its state
-//!   is dropped after a kill; the restarted driver restores from the latest valid checkpoint.
+//! * **Arm the pause timer**: a [`JobGeneratorMsg::CheckpointDue`] after the delay asked.
+//! * **Clean**: the tracker drops allocations before the threshold, the block store and the
+//!   receiver WAL what only they used; a tracker that fails to clean is asked again after the
+//!   next durable checkpoint.
+//! * **Release** held batches: their `Submit`s are sent from the handler, in batch order.
+//! * **Report a tolerated failure** (an [`Event::CheckpointFailed`]), or **give up**: the
+//!   generator fails, and the driver restarts from the last good checkpoint.
+//! * **Finish the drain**: answer the pending [`JobGeneratorMsg::Drain`].
 //!
-//! With `max_concurrent = 1` (the default) checkpoints are written one at a time, in order.
+//! **Kill safety.** The write tasks are owned by the generator's state and aborted when the
+//! generator stops or its state is dropped after a kill; the restarted driver restores from the
+//! latest valid checkpoint.
+//!
 //! Flink forbids `max-concurrent-checkpoints > 1` with a non-zero minimum pause; so does weir:
-//! [`CheckpointPolicy::validate`] refuses it, and the engine refuses to start with it.
+//! [`CheckpointPolicy::validate`] refuses it, and the generator (like the engine) refuses to
+//! start with it.
 //!
 //! # What a crash leaves behind
 //!
@@ -76,6 +75,9 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
 
+use crate::batch::checkpoint_coordinator::{
+    Asked, CheckpointAction, CheckpointCoordinator, StartedWrite, WriteOutcome,
+};
 use crate::batch::job_scheduler::{BatchJobs, BatchOutcome, JobSchedulerMsg};
 use crate::checkpoint::{CheckpointData, CheckpointId, CheckpointStore, OperatorState};
 use crate::clock::now_ms;
@@ -147,24 +149,12 @@ pub(crate) struct JobGeneratorState {
     /// The first and the latest batch time generated by this run.
     first_generated_ms: Option<u64>,
     last_generated_ms: Option<u64>,
-    /// Checkpoint writes in flight, by id: the order of their snapshots.
-    writes: BTreeMap<CheckpointId, CheckpointWrite>,
-    /// A checkpoint asked for that could not start yet (see [`CheckpointPolicy::max_concurrent`]).
-    waiting: Option<CheckpointRequest>,
+    /// When checkpoints start, and what their ends allow (see [`CheckpointCoordinator`]).
+    coordinator: CheckpointCoordinator,
+    /// The checkpoint writes in flight, by id, each aborted when dropped.
+    writes: BTreeMap<CheckpointId, WriteTask>,
     /// Fires [`JobGeneratorMsg::CheckpointDue`] when the minimum pause has elapsed.
     pause_timer: Option<TimerHandle>,
-    /// When the latest checkpoint write started (the interval is measured from it).
-    last_start: Option<tokio::time::Instant>,
-    /// When the latest checkpoint write ended, either way (the minimum pause is measured from
-    /// it).
-    last_end: Option<tokio::time::Instant>,
-    /// The id of the latest checkpoint write started by this run.
-    last_started: Option<CheckpointId>,
-    /// The newest checkpoint this run knows to be durable.
-    latest_durable: Option<CheckpointId>,
-    /// Cleanup has been done for batches before this time.
-    cleaned_before: Option<u64>,
-    failed_checkpoints: u32,
     /// Status requests waiting for a checkpoint to settle.
     settle_waiters: Vec<(CheckpointId, RpcReplyPort<GeneratorStatus>)>,
     timer: Option<TimerHandle>,
@@ -173,30 +163,15 @@ pub(crate) struct JobGeneratorState {
 
 type TimerHandle = JoinHandle<Result<(), ractor::MessagingErr<JobGeneratorMsg>>>;
 
-/// A checkpoint write in flight: the task that writes it, aborted if this is dropped (the
-/// generator stopped or was killed), and what becomes cleanable once it is durable.
+/// The task that writes a checkpoint, aborted when this is dropped (the generator stopped or
+/// was killed): a stopped generator's snapshot must not land after its successor started.
 #[derive(Debug)]
-struct CheckpointWrite {
-    task: JoinHandle<()>,
-    /// Allocations of batches before this time, and the blocks only they use, are no longer
-    /// needed by a restore from this checkpoint.
-    cleanup_before: Option<u64>,
-    /// The newest batch held when its snapshot was taken: it and the held batches before it
-    /// are listed as pending in this checkpoint, and may run once its write has ended.
-    held_through: Option<u64>,
-}
+struct WriteTask(JoinHandle<()>);
 
-impl Drop for CheckpointWrite {
+impl Drop for WriteTask {
     fn drop(&mut self) {
-        self.task.abort();
+        self.0.abort();
     }
-}
-
-/// A checkpoint asked for and not started yet.
-#[derive(Clone, Copy, Debug)]
-struct CheckpointRequest {
-    /// The checkpoint time of the newest request.
-    time_ms: u64,
 }
 
 /// Messages of the job generator.
@@ -235,8 +210,8 @@ pub(crate) enum JobGeneratorMsg {
     CheckpointDone {
         /// The checkpoint.
         id: CheckpointId,
-        /// `Err` with the reason if it failed or timed out.
-        result: Result<(), String>,
+        /// Durable, failed or timed out.
+        outcome: WriteOutcome,
     },
     /// Internal: the minimum pause has elapsed; a waiting checkpoint may start.
     CheckpointDue,
@@ -298,10 +273,10 @@ impl JobGeneratorState {
             pending: self.pending.iter().copied().collect(),
             queued: self.queue.iter().copied().collect(),
             held: self.held.keys().copied().collect(),
-            checkpoints_in_flight: self.writes.keys().copied().collect(),
-            checkpoint_waiting: self.waiting.is_some(),
-            latest_checkpoint: self.latest_durable,
-            failed_checkpoints: self.failed_checkpoints,
+            checkpoints_in_flight: self.coordinator.in_flight(),
+            checkpoint_waiting: self.coordinator.is_waiting(),
+            latest_checkpoint: self.coordinator.latest_durable(),
+            failed_checkpoints: self.coordinator.consecutive_failures(),
         }
     }
 
@@ -352,15 +327,9 @@ impl Actor for JobGenerator {
             first_generated_ms: None,
             last_generated_ms: None,
             held: BTreeMap::new(),
+            coordinator: CheckpointCoordinator::new(args.checkpoint_policy),
             writes: BTreeMap::new(),
-            waiting: None,
             pause_timer: None,
-            last_start: None,
-            last_end: None,
-            last_started: None,
-            latest_durable: None,
-            cleaned_before: None,
-            failed_checkpoints: 0,
             settle_waiters: Vec::new(),
             timer: None,
             drain: None,
@@ -421,16 +390,20 @@ impl Actor for JobGenerator {
                 generate_ready(&myself, state).await?;
             }
             JobGeneratorMsg::BatchDone(outcome) => {
-                complete(&myself, state, outcome)?;
+                complete(&myself, state, outcome).await?;
                 generate_ready(&myself, state).await?;
             }
-            JobGeneratorMsg::CheckpointDone { id, result } => {
-                checkpoint_done(&myself, state, id, result).await?;
-                start_waiting_checkpoint(&myself, state)?;
+            JobGeneratorMsg::CheckpointDone { id, outcome } => {
+                if state.writes.remove(&id).is_none() {
+                    tracing::debug!(%id, "the end of a checkpoint write not in flight");
+                }
+                let actions = state.coordinator.write_ended(id, outcome, monotonic_now());
+                execute(&myself, state, actions).await?;
             }
             JobGeneratorMsg::CheckpointDue => {
                 state.pause_timer = None;
-                start_waiting_checkpoint(&myself, state)?;
+                let actions = state.coordinator.pause_elapsed(monotonic_now());
+                execute(&myself, state, actions).await?;
             }
             JobGeneratorMsg::StatusAfterCheckpoint(id, reply) => {
                 state.settle_waiters.push((id, reply));
@@ -457,7 +430,7 @@ impl Actor for JobGenerator {
                 }
             }
         }
-        finish_drain(&myself, state)?;
+        finish_drain(&myself, state).await?;
         answer_settle_waiters(state);
         Ok(())
     }
@@ -563,19 +536,21 @@ async fn generate(
         blocks: allocation.blocks.values().map(|b| b.len() as u64).sum(),
         records,
     });
-    request_checkpoint(myself, state, t, true)
+    let draining = state.drain.is_some();
+    let actions =
+        state
+            .coordinator
+            .checkpoint_asked(t, Asked::BeforeBatch, draining, monotonic_now());
+    execute(myself, state, actions).await
 }
 
-/// Submits the held batches up to `through` (none for `None`), in order: a checkpoint that
-/// lists them as pending has been written, or its write failed and the failure was tolerated.
+/// Submits the held batches up to `through`, in order: a checkpoint that lists them as pending
+/// has been written, or its write failed and the failure was tolerated.
 fn release_held(
     myself: &ActorRef<JobGeneratorMsg>,
     state: &mut JobGeneratorState,
-    through: Option<u64>,
+    through: u64,
 ) -> Result<(), ActorProcessingErr> {
-    let Some(through) = through else {
-        return Ok(());
-    };
     let later = match through.checked_add(1) {
         Some(next) => state.held.split_off(&next),
         None => BTreeMap::new(),
@@ -620,7 +595,7 @@ fn submit(
     Ok(())
 }
 
-fn complete(
+async fn complete(
     myself: &ActorRef<JobGeneratorMsg>,
     state: &mut JobGeneratorState,
     outcome: BatchOutcome,
@@ -633,72 +608,83 @@ fn complete(
     }
     state.pending.remove(&t);
     state.args.pipeline.batch_completed(t);
-    request_checkpoint(myself, state, t, false)
+    let draining = state.drain.is_some();
+    let actions =
+        state
+            .coordinator
+            .checkpoint_asked(t, Asked::AfterBatch, draining, monotonic_now());
+    execute(myself, state, actions).await
 }
 
-/// Asks for a checkpoint at `time_ms`: "before" checkpoints (they record what must be re-run)
-/// and every checkpoint while draining are never skipped; an "after" checkpoint is skipped if
-/// the latest one started less than the interval ago or ended less than the minimum pause ago.
-/// A checkpoint that cannot start now — `max_concurrent` writes in flight, or the minimum
-/// pause not elapsed — waits, coalesced with any request already waiting.
-fn request_checkpoint(
+/// Now, on tokio's clock (paused in tests), for the coordinator.
+fn monotonic_now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Executes the coordinator's actions, in order; a started write's follow-ups (a write that
+/// could not start is a failure) run before the rest.
+async fn execute(
+    myself: &ActorRef<JobGeneratorMsg>,
+    state: &mut JobGeneratorState,
+    actions: Vec<CheckpointAction>,
+) -> Result<(), ActorProcessingErr> {
+    let mut actions = VecDeque::from(actions);
+    while let Some(action) = actions.pop_front() {
+        match action {
+            CheckpointAction::StartWrite { time_ms } => {
+                for follow_up in start_write(myself, state, time_ms).into_iter().rev() {
+                    actions.push_front(follow_up);
+                }
+            }
+            CheckpointAction::Skipped { time_ms } => {
+                tracing::debug!(time_ms, "checkpoint skipped: the last one is too recent");
+            }
+            CheckpointAction::ArmPauseTimer(delay) => {
+                state.pause_timer =
+                    Some(myself.send_after(delay, || JobGeneratorMsg::CheckpointDue));
+            }
+            CheckpointAction::Clean { before_ms } => {
+                if cleanup(state, before_ms).await {
+                    state.coordinator.cleaned(before_ms);
+                }
+            }
+            CheckpointAction::Release { through_ms } => release_held(myself, state, through_ms)?,
+            CheckpointAction::FailureTolerated { reason } => {
+                report_failure(state, &reason);
+                tracing::warn!(error = %reason, "checkpoint failed; tolerated");
+            }
+            CheckpointAction::GiveUp(failures) => {
+                report_failure(state, &failures.last);
+                return Err(failures.into());
+            }
+            CheckpointAction::DrainFinished => {
+                if let Some(reply) = state.drain.take()
+                    && !reply.is_closed()
+                {
+                    let _ = reply.send(());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Starts a checkpoint write at `time_ms`: the snapshot is taken now, and the id reserved now,
+/// in the generator's handler, so ids follow the snapshots whatever order the writes finish in;
+/// the write runs in a task, abandoned after the policy's timeout. Returns the coordinator's
+/// answer if the write could not start.
+fn start_write(
     myself: &ActorRef<JobGeneratorMsg>,
     state: &mut JobGeneratorState,
     time_ms: u64,
-    before: bool,
-) -> Result<(), ActorProcessingErr> {
-    let policy = state.args.checkpoint_policy;
-    if !before && state.drain.is_none() && state.waiting.is_none() {
-        let recent_start = state
-            .last_start
-            .is_some_and(|start| start.elapsed() < policy.interval);
-        let recent_end = state
-            .last_end
-            .is_some_and(|end| end.elapsed() < policy.min_pause);
-        if recent_start || recent_end {
-            tracing::debug!(time_ms, "checkpoint skipped: the last one is too recent");
-            return Ok(());
-        }
-    }
-    let time_ms = state
-        .waiting
-        .map_or(time_ms, |waiting| waiting.time_ms.max(time_ms));
-    state.waiting = Some(CheckpointRequest { time_ms });
-    start_waiting_checkpoint(myself, state)
-}
-
-/// Starts the waiting checkpoint if a slot is free and the minimum pause has elapsed (else
-/// arms the pause timer). The snapshot is taken now, and the id reserved now, in the
-/// generator's handler: ids follow the snapshots whatever order the writes finish in.
-fn start_waiting_checkpoint(
-    myself: &ActorRef<JobGeneratorMsg>,
-    state: &mut JobGeneratorState,
-) -> Result<(), ActorProcessingErr> {
-    let Some(request) = state.waiting else {
-        return Ok(());
-    };
-    let policy = state.args.checkpoint_policy;
-    if state.writes.len() >= policy.max_concurrent.max(1) {
-        return Ok(());
-    }
-    if let Some(end) = state.last_end {
-        let since = end.elapsed();
-        if since < policy.min_pause {
-            if state.pause_timer.is_none() {
-                state.pause_timer = Some(
-                    myself.send_after(policy.min_pause - since, || JobGeneratorMsg::CheckpointDue),
-                );
-            }
-            return Ok(());
-        }
-    }
-    state.waiting = None;
+) -> Vec<CheckpointAction> {
+    let held_through = state.held.keys().next_back().copied();
     let snapshot = state
         .args
         .pipeline
         .snapshot(state.completed_through())
         .map_err(|err| format!("snapshotting the pipeline's state: {err}"))
-        .map(|operator_state| state.checkpoint_data(request.time_ms, operator_state));
+        .map(|operator_state| state.checkpoint_data(time_ms, operator_state));
     let store = Arc::clone(&state.args.checkpoints);
     let reservation = snapshot.and_then(|data| {
         store
@@ -708,105 +694,53 @@ fn start_waiting_checkpoint(
     });
     let (reservation, data) = match reservation {
         Ok(ready) => ready,
+        // Nothing to write: it counts as a failed checkpoint, and what it was for runs.
         Err(failure) => {
-            // Nothing to write: it counts as a failed checkpoint, and what it was for runs.
-            state.last_end = Some(tokio::time::Instant::now());
-            record_failure(state, failure)?;
-            let through = state.held.keys().next_back().copied();
-            return release_held(myself, state, through);
+            return state
+                .coordinator
+                .write_not_started(failure, held_through, monotonic_now());
         }
     };
     let id = reservation.id();
-    let timeout = policy.timeout;
+    let timeout = state.args.checkpoint_policy.timeout;
     let me = myself.clone();
     let task = tokio::spawn(async move {
-        let result =
+        let outcome =
             match tokio::time::timeout(timeout, store.write_reserved(reservation, &data)).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(err)) => Err(err.to_string()),
+                Ok(Ok(_)) => WriteOutcome::Durable,
+                Ok(Err(err)) => WriteOutcome::Failed(err.to_string()),
                 // The write future is dropped here: whatever it would still do is not success.
-                Err(_) => Err(format!(
-                    "checkpoint {id} timed out after {timeout:?} and was abandoned"
-                )),
+                Err(_) => WriteOutcome::TimedOut,
             };
-        let _ = me.cast(JobGeneratorMsg::CheckpointDone { id, result });
+        let _ = me.cast(JobGeneratorMsg::CheckpointDone { id, outcome });
     });
-    state.last_start = Some(tokio::time::Instant::now());
-    state.last_started = Some(id);
-    state.writes.insert(
+    state.writes.insert(id, WriteTask(task));
+    let write = StartedWrite {
         id,
-        CheckpointWrite {
-            task,
-            cleanup_before: state.oldest_needed(),
-            held_through: state.held.keys().next_back().copied(),
-        },
-    );
-    Ok(())
+        cleanup_before: state.oldest_needed(),
+        held_through,
+    };
+    state.coordinator.write_started(write, monotonic_now());
+    Vec::new()
 }
 
-/// A checkpoint write ended: on success, cleans what it made unnecessary (only if it is the
-/// newest durable one: cleanup follows the snapshot order); on failure, counts it toward
-/// `tolerable_failures`.
-async fn checkpoint_done(
-    myself: &ActorRef<JobGeneratorMsg>,
-    state: &mut JobGeneratorState,
-    id: CheckpointId,
-    result: Result<(), String>,
-) -> Result<(), ActorProcessingErr> {
-    let Some(write) = state.writes.remove(&id) else {
-        tracing::debug!(%id, "ignoring the end of a checkpoint write not in flight");
-        return Ok(());
-    };
-    state.last_end = Some(tokio::time::Instant::now());
-    let outcome = match result {
-        Ok(()) => {
-            state.failed_checkpoints = 0;
-            if state.latest_durable < Some(id) {
-                state.latest_durable = Some(id);
-                if let Some(threshold) = write.cleanup_before
-                    && state.cleaned_before < Some(threshold)
-                {
-                    cleanup(state, threshold).await;
-                }
-            }
-            Ok(())
-        }
-        Err(failure) => record_failure(state, failure),
-    };
-    outcome?;
-    release_held(myself, state, write.held_through)
-}
-
-/// Counts a failed checkpoint; fails the generator beyond `tolerable_failures`.
-fn record_failure(
-    state: &mut JobGeneratorState,
-    failure: String,
-) -> Result<(), ActorProcessingErr> {
-    let policy = state.args.checkpoint_policy;
-    state.failed_checkpoints += 1;
+/// Reports a failed checkpoint on the event bus.
+fn report_failure(state: &JobGeneratorState, reason: &str) {
     state.args.events.emit(Event::CheckpointFailed {
         store: state.args.checkpoints.storage().describe(),
-        reason: failure.clone(),
+        reason: reason.to_owned(),
     });
-    if state.failed_checkpoints > policy.tolerable_failures {
-        return Err(format!(
-            "{} consecutive checkpoints failed (tolerated: {}); the last: {failure}",
-            state.failed_checkpoints, policy.tolerable_failures
-        )
-        .into());
-    }
-    tracing::warn!(error = %failure, "checkpoint failed; tolerated");
-    Ok(())
 }
 
 /// After a durable checkpoint: allocations of batches before `threshold` (the oldest batch
 /// that checkpoint still needs), and receiver WAL segments older than every live block, are
-/// no longer needed.
-async fn cleanup(state: &mut JobGeneratorState, threshold: u64) {
+/// no longer needed. Returns whether the tracker cleaned (else it is asked again after the next
+/// durable checkpoint); the block store and the WAL are cleaned on a best-effort basis.
+async fn cleanup(state: &mut JobGeneratorState, threshold: u64) -> bool {
     let Some(tracker) =
         ActorRef::<ReceivedBlockTrackerMsg>::where_is(state.args.names.received_block_tracker())
     else {
-        return;
+        return false;
     };
     match ractor::call!(tracker, ReceivedBlockTrackerMsg::CleanupBefore, threshold) {
         Ok(Ok(_)) => {}
@@ -815,12 +749,11 @@ async fn cleanup(state: &mut JobGeneratorState, threshold: u64) {
                 ?other,
                 "block tracker cleanup failed; retried after the next checkpoint"
             );
-            return;
+            return false;
         }
     }
-    state.cleaned_before = Some(threshold);
     let Ok(live) = ractor::call!(tracker, ReceivedBlockTrackerMsg::Inspect) else {
-        return;
+        return true;
     };
     // A block is appended to the receiver WAL a moment before it is reported to the tracker:
     // keep a margin, so a block on its way is never cleaned.
@@ -838,6 +771,7 @@ async fn cleanup(state: &mut JobGeneratorState, threshold: u64) {
     if let Err(err) = state.args.receiver_wal.clean(before).await {
         tracing::warn!(error = %err, "receiver WAL cleanup failed; retried after the next checkpoint");
     }
+    true
 }
 
 /// Answers the status requests whose checkpoint has settled.
@@ -847,8 +781,7 @@ fn answer_settle_waiters(state: &mut JobGeneratorState) {
     }
     let waiters = std::mem::take(&mut state.settle_waiters);
     for (id, reply) in waiters {
-        let settled = state.last_started >= Some(id) && !state.writes.contains_key(&id);
-        if !settled {
+        if !state.coordinator.has_settled(id) {
             state.settle_waiters.push((id, reply));
         } else if !reply.is_closed() {
             let _ = reply.send(state.status());
@@ -856,31 +789,19 @@ fn answer_settle_waiters(state: &mut JobGeneratorState) {
     }
 }
 
-/// Answers a pending drain once nothing is queued or pending and the final state is durably
-/// checkpointed (a final checkpoint that failed is retried, within `tolerable_failures`).
-fn finish_drain(
+/// While draining with nothing queued or pending, lets the coordinator decide: wait for the
+/// writes in flight, write the final state again (its latest write failed), or answer the
+/// drain.
+async fn finish_drain(
     myself: &ActorRef<JobGeneratorMsg>,
     state: &mut JobGeneratorState,
 ) -> Result<(), ActorProcessingErr> {
-    if state.drain.is_none()
-        || !state.queue.is_empty()
-        || !state.pending.is_empty()
-        || !state.writes.is_empty()
-        || state.waiting.is_some()
-        || state.pause_timer.is_some()
-    {
+    if state.drain.is_none() || !state.queue.is_empty() || !state.pending.is_empty() {
         return Ok(());
     }
-    if state.latest_durable != state.last_started {
-        let time_ms = state.last_generated_ms.unwrap_or(state.args.zero_time_ms);
-        return request_checkpoint(myself, state, time_ms, false);
-    }
-    if let Some(reply) = state.drain.take()
-        && !reply.is_closed()
-    {
-        let _ = reply.send(());
-    }
-    Ok(())
+    let final_time_ms = state.last_generated_ms.unwrap_or(state.args.zero_time_ms);
+    let actions = state.coordinator.drain_idle(final_time_ms, monotonic_now());
+    execute(myself, state, actions).await
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
-//! Tests of the batch actors through their own protocols: the scheduler's retries and
-//! in-flight limit, and the job generator's concurrent checkpoints.
+//! Tests of the batch actors through their own protocols — the scheduler's retries and
+//! in-flight limit, the job generator executing its checkpoints — and of the checkpoint
+//! coordinator's rules as plain unit tests.
 
 mod checkpoint_concurrency;
+mod checkpoint_coordinator;
 mod job_scheduler;
