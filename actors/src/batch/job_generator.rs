@@ -87,7 +87,7 @@ use crate::ingest::received_block_tracker::ReceivedBlockTrackerMsg;
 use crate::observe::event::Event;
 use crate::observe::hub::EventSink;
 use crate::pipeline::{BatchInput, Pipeline};
-use crate::tree::names::Names;
+use crate::tree::names::{Names, peer};
 use crate::wal::Wal;
 
 /// The job generator actor.
@@ -483,8 +483,7 @@ async fn generate(
     t: u64,
 ) -> Result<(), ActorProcessingErr> {
     let names = state.args.names.clone();
-    let tracker = ActorRef::<ReceivedBlockTrackerMsg>::where_is(names.received_block_tracker())
-        .ok_or("the received-block tracker is not running")?;
+    let tracker = peer::<ReceivedBlockTrackerMsg>(&names.received_block_tracker())?;
     let allocation = ractor::call!(tracker, ReceivedBlockTrackerMsg::AllocateBatch, t)??;
     let mut input = BatchInput {
         batch_time_ms: t,
@@ -569,8 +568,7 @@ fn submit(
     batch: BatchJobs,
 ) -> Result<(), ActorProcessingErr> {
     let t = batch.batch_time_ms;
-    let scheduler = ActorRef::<JobSchedulerMsg>::where_is(names.job_scheduler())
-        .ok_or("the job scheduler is not running")?;
+    let scheduler = peer::<JobSchedulerMsg>(&names.job_scheduler())?;
     let me = myself.clone();
     // Sent from the handler, not from the task below: batches released together must reach
     // the scheduler in batch order, which runs them in submit order (a task per batch would
@@ -737,8 +735,7 @@ fn report_failure(state: &JobGeneratorState, reason: &str) {
 /// no longer needed. Returns whether the tracker cleaned (else it is asked again after the next
 /// durable checkpoint); the block store and the WAL are cleaned on a best-effort basis.
 async fn cleanup(state: &mut JobGeneratorState, threshold: u64) -> bool {
-    let Some(tracker) =
-        ActorRef::<ReceivedBlockTrackerMsg>::where_is(state.args.names.received_block_tracker())
+    let Ok(tracker) = peer::<ReceivedBlockTrackerMsg>(&state.args.names.received_block_tracker())
     else {
         return false;
     };
