@@ -182,26 +182,51 @@ async fn run(args: Args) -> Result<(), BoxError> {
 
 /// Appends records `r-<n>` until the log holds `total`, round-robin over the partitions, in
 /// groups of up to 50, at `rate` records per second, or until `stop`.
+///
+/// Record `n` goes to partition `n % P` at offset `n / P`, so what a partition holds depends
+/// only on its own length: a producer killed half-way through a group (some partitions
+/// appended, others not) resumes each partition at its own end, and writes no record twice
+/// and skips none.
 fn produce(log: &PartitionedLog, total: u64, rate: u64, stop: &AtomicBool) -> Result<(), BoxError> {
     let partitions = u64::from(log.partition_count());
-    let mut n: u64 = log.end_offsets()?.iter().sum();
+    // The next record of each partition: partition p at offset o holds record o * P + p.
+    let mut next: Vec<u64> = log
+        .end_offsets()?
+        .iter()
+        .zip(0..)
+        .map(|(end, p)| end * partitions + p)
+        .collect();
     let start = Instant::now();
-    let first = n;
-    while n < total && !stop.load(Ordering::SeqCst) {
-        let group = (total - n).min(50);
+    let mut produced: u64 = 0;
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        // The next group: the lowest record numbers not yet written, up to 50.
+        let mut group: Vec<u64> = next.iter().copied().filter(|n| *n < total).collect();
+        if group.is_empty() {
+            break;
+        }
+        group.sort_unstable();
+        let low = group[0];
         let mut per_partition: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-        for i in n..n + group {
+        for n in (low..total).take(50) {
+            let partition = (n % partitions) as usize;
+            if n < next[partition] {
+                continue; // already in the log
+            }
             per_partition
-                .entry((i % partitions) as u32)
+                .entry(partition as u32)
                 .or_default()
-                .push(format!("r-{i:08}"));
+                .push(format!("r-{n:08}"));
         }
         for (partition, records) in &per_partition {
             log.append(*partition, records)?;
+            next[*partition as usize] += records.len() as u64 * partitions;
+            produced += records.len() as u64;
         }
-        n += group;
-        // Keep to the rate: the n-th record is due at n / rate seconds.
-        let due = Duration::from_secs_f64((n - first) as f64 / rate as f64);
+        // Keep to the rate: the n-th record of this run is due at n / rate seconds.
+        let due = Duration::from_secs_f64(produced as f64 / rate as f64);
         if let Some(wait) = due.checked_sub(start.elapsed()) {
             std::thread::sleep(wait);
         }
