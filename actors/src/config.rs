@@ -40,7 +40,7 @@ pub(crate) const DEFAULT_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) const DEFAULT_TOLERABLE_CHECKPOINT_FAILURES: u32 = 3;
 
 /// The control endpoint's token file, in the storage directory.
-pub const CONTROL_TOKEN_FILE: &str = "control-token";
+pub(crate) const CONTROL_TOKEN_FILE: &str = "control-token";
 
 /// Executor workers by default: the number of cores.
 pub(crate) fn default_executors() -> usize {

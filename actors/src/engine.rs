@@ -16,7 +16,7 @@ use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::ingest::blocks::StreamId;
 use crate::messages::Stop;
-use crate::observe::control_endpoint::ControlHandle;
+use crate::observe::control::tree_model::ControlHandle;
 use crate::observe::hub::{EventHub, EventSubscription};
 use crate::pipeline::{Pipeline, ReceiverFactory};
 use crate::tree::driver::DriverArgs;

@@ -40,7 +40,7 @@ pub use config::{CheckpointPolicy, CheckpointPolicyError, EngineConfig};
 pub use engine::{Engine, EngineStopper};
 pub use error::EngineError;
 pub use ingest::blocks::{Block, BlockInfo, StreamId};
-pub use observe::control_endpoint as control;
+pub use observe::control::protocol as control;
 pub use observe::event::{Event, EventRecord};
 pub use observe::event_log::read_event_log;
 pub use observe::hub::{EventHub, EventSink, EventSubscription};

@@ -4,11 +4,8 @@
 //! Everything an operator or a test sees comes from one feed of [`event::Event`]s published
 //! on the [`hub::EventHub`]; publishing never blocks, so watching never slows the engine.
 
-pub mod control_endpoint;
+pub(crate) mod control;
 pub(crate) mod event;
 pub(crate) mod event_bus;
 pub(crate) mod event_log;
 pub(crate) mod hub;
-
-#[cfg(test)]
-mod tests;

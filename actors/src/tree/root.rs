@@ -6,7 +6,7 @@
 //!   restarts (it is the root's child, not the driver's).
 //! * `control-endpoint` — only with [`EngineConfig::control_addr`]: started before the driver
 //!   (so it sees the driver start), with a token created now and written to
-//!   `<storage>/control-token` (see [`crate::observe::control_endpoint`]).
+//!   `<storage>/control-token` (see [`crate::observe::control`]).
 //! * `driver` — restarted from the latest valid checkpoint after any failure, under the
 //!   engine's restart intensity and exponential backoff ([`EngineConfig::driver_policy`]).
 //!
@@ -22,7 +22,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::messages::{RestartChildren, Stop};
-use crate::observe::control_endpoint::{ControlEndpoint, ControlEndpointArgs, ControlHandle};
+use crate::observe::control::control_endpoint::{ControlEndpoint, ControlEndpointArgs};
+use crate::observe::control::token::create_token;
+use crate::observe::control::tree_model::ControlHandle;
 use crate::observe::event_bus::{EventBus, EventBusArgs};
 use crate::observe::hub::EventHub;
 use crate::tree::children::{ChildSpec, Children, Decision};
@@ -97,9 +99,7 @@ impl Actor for Root {
         let endpoint = match args.config.control_addr {
             Some(addr) => {
                 let token = match args.config.storage.local_dir() {
-                    Some(dir) => Some(Arc::<str>::from(
-                        crate::observe::control_endpoint::create_token(dir)?,
-                    )),
+                    Some(dir) => Some(Arc::<str>::from(create_token(dir)?)),
                     None => None,
                 };
                 let endpoint_args = ControlEndpointArgs {

@@ -1,17 +1,23 @@
 //! A client of the control endpoint: connect, check the hello, read messages, send commands.
+//!
+//! Lines are framed as the server frames them ([`LineReader`], [`encode_line`] from
+//! `weir_actors::control`); a server line longer than [`MAX_SERVER_LINE`] bytes is an error,
+//! so a broken server cannot grow this process's memory without bound.
 
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use weir_actors::control::{Command, PROTOCOL_VERSION, Reply, ServerMessage};
+use weir_actors::control::{
+    Command, LineReader, MAX_SERVER_LINE, PROTOCOL_VERSION, Reply, ServerMessage, encode_line,
+};
 
 /// One connection to a control endpoint.
 #[derive(Debug)]
 pub(super) struct Client {
-    lines: Lines<BufReader<OwnedReadHalf>>,
+    lines: LineReader<OwnedReadHalf>,
     write: OwnedWriteHalf,
     /// The engine's process id, from the hello.
     pub pid: u32,
@@ -33,7 +39,7 @@ impl Client {
             .with_context(|| format!("could not connect to the control endpoint at {addr}"))?;
         let (read, write) = stream.into_split();
         let mut client = Client {
-            lines: BufReader::new(read).lines(),
+            lines: LineReader::new(read, MAX_SERVER_LINE),
             write,
             pid: 0,
             server: String::new(),
@@ -63,9 +69,13 @@ impl Client {
     /// The next message; `None` when the server closed the connection. Lines this client
     /// does not understand (from a newer server) are skipped.
     ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a cancelled call loses no part of a line.
+    ///
     /// # Errors
     ///
-    /// Reading failed.
+    /// Reading failed, a line is not UTF-8, or a line is longer than [`MAX_SERVER_LINE`].
     pub(super) async fn next(&mut self) -> anyhow::Result<Option<ServerMessage>> {
         loop {
             let Some(line) = self
@@ -76,7 +86,9 @@ impl Client {
             else {
                 return Ok(None);
             };
-            match serde_json::from_str::<ServerMessage>(&line) {
+            let line =
+                std::str::from_utf8(line).context("reading from the control endpoint failed")?;
+            match serde_json::from_str::<ServerMessage>(line) {
                 Ok(message) => return Ok(Some(message)),
                 Err(err) => tracing::debug!(%err, line, "skipping a line not understood"),
             }
@@ -91,8 +103,7 @@ impl Client {
     pub(super) async fn send(&mut self, make: impl FnOnce(u64) -> Command) -> anyhow::Result<u64> {
         let id = self.next_id;
         self.next_id += 1;
-        let mut line = serde_json::to_vec(&make(id))?;
-        line.push(b'\n');
+        let line = encode_line(&make(id))?;
         self.write
             .write_all(&line)
             .await
@@ -126,4 +137,74 @@ pub(super) fn read_token(path: &Path) -> anyhow::Result<String> {
     let token = std::fs::read_to_string(path)
         .with_context(|| format!("could not read the token file `{}`", path.display()))?;
     Ok(token.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A server that sends `lines` (each as given, no newline added) and then closes.
+    async fn server(lines: Vec<Vec<u8>>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            for line in lines {
+                if stream.write_all(&line).await.is_err() {
+                    return;
+                }
+            }
+        });
+        addr
+    }
+
+    const HELLO: &[u8] =
+        b"{\"type\":\"hello\",\"protocol\":1,\"server\":\"weir test\",\"pid\":7,\"name_prefix\":\"\"}\n";
+
+    #[tokio::test]
+    async fn lines_not_understood_are_skipped_and_the_end_is_none() {
+        let addr = server(vec![
+            HELLO.to_vec(),
+            b"{\"type\":\"from_a_newer_server\"}\n".to_vec(),
+            b"{\"type\":\"reply\",\"id\":1,\"ok\":true,\"message\":\"done\"}\r\n".to_vec(),
+        ])
+        .await;
+        let mut client = Client::connect(&addr).await.expect("connect");
+        assert_eq!((client.pid, client.server.as_str()), (7, "weir test"));
+        let reply = client.reply(1).await.expect("the reply");
+        assert_eq!(
+            (reply.id, reply.ok, reply.message.as_str()),
+            (1, true, "done")
+        );
+        assert!(client.next().await.expect("read").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_server_line_over_the_bound_is_an_error_naming_it() {
+        let mut long = vec![b'x'; MAX_SERVER_LINE + 1];
+        long.push(b'\n');
+        let addr = server(vec![HELLO.to_vec(), long]).await;
+        let mut client = Client::connect(&addr).await.expect("connect");
+        let err = client.next().await.expect_err("too long");
+        assert_eq!(
+            format!("{err:#}"),
+            format!(
+                "reading from the control endpoint failed: a line is longer than \
+                 {MAX_SERVER_LINE} bytes"
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_line_that_is_not_utf8_is_an_error() {
+        let addr = server(vec![HELLO.to_vec(), b"{\"type\":\xff}\n".to_vec()]).await;
+        let mut client = Client::connect(&addr).await.expect("connect");
+        let err = client.next().await.expect_err("not UTF-8");
+        assert_eq!(
+            format!("{err:#}"),
+            "reading from the control endpoint failed: invalid utf-8 sequence of 1 bytes from index 8"
+        );
+    }
 }

@@ -1,6 +1,6 @@
 //! The control endpoint over raw TCP: hello and snapshot first, a slow client gets a lag
-//! marker while publishing never waits, commands are answered by id, and a kill with the
-//! token kills the named actor.
+//! marker while publishing never waits, commands are answered by id, a kill with the token
+//! kills the named actor, and an overlong command line is refused and closes the connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use crate::Event;
 use crate::Names;
-use crate::observe::control_endpoint::{
-    ControlEndpoint, ControlEndpointArgs, ControlHandle, PROTOCOL_VERSION, Reply, ServerMessage,
-};
+use crate::observe::control::control_endpoint::{ControlEndpoint, ControlEndpointArgs, ControlMsg};
+use crate::observe::control::protocol::{MAX_LINE, PROTOCOL_VERSION, Reply, ServerMessage};
+use crate::observe::control::tree_model::ControlHandle;
 use crate::observe::hub::{DEFAULT_CAPACITY, EventHub};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -28,7 +28,7 @@ impl Actor for Idle {
 }
 
 struct Endpoint {
-    actor: ActorRef<crate::observe::control_endpoint::ControlMsg>,
+    actor: ActorRef<ControlMsg>,
     addr: SocketAddr,
     hub: EventHub,
 }
@@ -236,4 +236,40 @@ async fn a_restarted_endpoint_listens_on_the_address_it_had() {
     let mut client = Client::connect(addr).await;
     assert!(matches!(client.next().await, ServerMessage::Hello { .. }));
     second.stop(None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_line_over_the_bound_is_refused_and_closes_the_connection() {
+    let ep = endpoint("ce-long/", None).await;
+    let mut client = Client::connect(ep.addr).await;
+    client.next().await; // hello
+    client.next().await; // snapshot
+
+    // A line of exactly the bound is read (and is not a command).
+    client.send(&"x".repeat(MAX_LINE)).await;
+    let reply = client.reply().await;
+    assert_eq!((reply.id, reply.ok), (0, false));
+    assert!(
+        reply.message.contains("is not understood"),
+        "{}",
+        &reply.message[..80]
+    );
+
+    // One byte more, with no newline in sight: refused, naming the bound, and closed.
+    client
+        .write
+        .write_all("y".repeat(MAX_LINE + 1).as_bytes())
+        .await
+        .expect("write");
+    let reply = client.reply().await;
+    assert_eq!((reply.id, reply.ok), (0, false));
+    assert_eq!(
+        reply.message,
+        format!("a command line is longer than {MAX_LINE} bytes; closing the connection")
+    );
+    let end = tokio::time::timeout(Duration::from_secs(30), client.lines.next_line())
+        .await
+        .expect("the connection closes in time");
+    assert!(matches!(end, Ok(None)), "{end:?}");
+    ep.actor.stop(None);
 }

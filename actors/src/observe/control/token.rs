@@ -1,0 +1,94 @@
+//! The control token: the secret that `kill` and `panic` commands must carry.
+//!
+//! The root creates a new one at every start ([`create_token`]) and writes it to
+//! `<storage>/control-token` ([`CONTROL_TOKEN_FILE`]), readable only by the engine's user
+//! (mode 0600); whoever can read that file may change the engine. The file is replaced
+//! atomically (temp file, fsync, rename, fsync of the directory): a crash leaves the old token
+//! or the new one, never a torn one, and at worst a `.control-token.tmp-<pid>` file beside it.
+//! Tokens are compared in constant time ([`token_matches`]).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use subtle::ConstantTimeEq;
+
+use crate::config::CONTROL_TOKEN_FILE;
+
+/// Where the token of an engine storing in `dir` is written.
+pub(crate) fn token_path(dir: &Path) -> PathBuf {
+    dir.join(CONTROL_TOKEN_FILE)
+}
+
+/// Creates a new random token (32 bytes of OS entropy, as 64 hex digits) and writes it to
+/// `<dir>/control-token` atomically (temp file with mode 0600, fsync, rename, fsync of `dir`).
+///
+/// # Errors
+///
+/// The OS gave no entropy, or the file could not be written.
+pub(crate) fn create_token(dir: &Path) -> std::io::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| {
+        std::io::Error::other(format!("the OS gave no entropy for the control token: {e}"))
+    })?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::create_dir_all(dir)?;
+    let temp = dir.join(format!(".{CONTROL_TOKEN_FILE}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&temp)?;
+        #[cfg(unix)]
+        std::fs::set_permissions(&temp, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        file.write_all(token.as_bytes())?;
+        file.write_all(b"\n")?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&temp, token_path(dir))?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if let Err(err) = result {
+        let _ = std::fs::remove_file(&temp);
+        return Err(std::io::Error::new(
+            err.kind(),
+            format!(
+                "the control token could not be written to `{}`: {err}",
+                token_path(dir).display()
+            ),
+        ));
+    }
+    Ok(token)
+}
+
+/// Whether `given` is the token, compared in constant time (for tokens of the same length).
+pub(crate) fn token_matches(expected: &str, given: &str) -> bool {
+    bool::from(expected.trim().as_bytes().ct_eq(given.trim().as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_file_is_private_and_matches_only_itself() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = create_token(dir.path()).expect("token");
+        assert_eq!(token.len(), 64);
+        let read = std::fs::read_to_string(token_path(dir.path())).expect("read");
+        assert!(token_matches(&read, &token));
+        assert!(!token_matches(&read, &token[..63]));
+        assert!(!token_matches(&read, &"0".repeat(64)));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(token_path(dir.path()))
+                .expect("stat")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let again = create_token(dir.path()).expect("token");
+        assert_ne!(again, token, "every start makes a new token");
+    }
+}
