@@ -241,7 +241,27 @@ fn sync_all(file: &File, path: &Path, fps: Failpoints) -> Result<(), FsError> {
 ///
 /// Failpoints: those of [`write_all_at`], then `fsync`.
 pub fn write_file(path: &Path, bytes: &[u8], fps: Failpoints) -> Result<(), FsError> {
-    let file = File::create(path).map_err(FsError::io("create", path))?;
+    write_file_mode(path, bytes, fps, None)
+}
+
+/// [`write_file`], the file created with `mode` (Unix permission bits) when given: set at
+/// creation, and again in case the file existed, before any byte is written.
+fn write_file_mode(
+    path: &Path,
+    bytes: &[u8],
+    fps: Failpoints,
+    mode: Option<u32>,
+) -> Result<(), FsError> {
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    if let Some(mode) = mode {
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    }
+    let file = options.open(path).map_err(FsError::io("create", path))?;
+    if let Some(mode) = mode {
+        fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .map_err(FsError::io("set permissions of", path))?;
+    }
     write_all_at(&file, path, 0, bytes, fps)?;
     sync_all(&file, path, fps)
 }
@@ -370,6 +390,23 @@ pub fn rename(from: &Path, to: &Path, fps: Failpoints) -> Result<(), FsError> {
 ///
 /// Failpoints: those of [`write_file`], then `rename`, then `dir_fsync`.
 pub fn write_atomic(path: &Path, bytes: &[u8], fps: Failpoints) -> Result<(), FsError> {
+    write_atomic_mode(path, bytes, fps, None)
+}
+
+/// [`write_atomic`] for a secret: the file is readable and writable by its owner only (mode
+/// 0600), from its creation as a temp file on, so no other user can read it at any point.
+///
+/// Failpoints: those of [`write_atomic`].
+pub fn write_atomic_private(path: &Path, bytes: &[u8], fps: Failpoints) -> Result<(), FsError> {
+    write_atomic_mode(path, bytes, fps, Some(0o600))
+}
+
+fn write_atomic_mode(
+    path: &Path,
+    bytes: &[u8],
+    fps: Failpoints,
+    mode: Option<u32>,
+) -> Result<(), FsError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let Some(name) = path.file_name() else {
         return Err(FsError::io("write", path)(io::Error::new(
@@ -384,7 +421,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], fps: Failpoints) -> Result<(), Fs
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
-    let result = write_file(&temp, bytes, fps).and_then(|()| rename(&temp, path, fps));
+    let result = write_file_mode(&temp, bytes, fps, mode).and_then(|()| rename(&temp, path, fps));
     if result.is_err() {
         // Best effort: a leftover temp file is harmless, and removed at the next cleanup.
         let _ = fs::remove_file(&temp);

@@ -2,17 +2,19 @@
 //!
 //! The root creates a new one at every start ([`create_token`]) and writes it to
 //! `<storage>/control-token` ([`CONTROL_TOKEN_FILE`]), readable only by the engine's user
-//! (mode 0600); whoever can read that file may change the engine. The file is replaced
-//! atomically (temp file, fsync, rename, fsync of the directory): a crash leaves the old token
-//! or the new one, never a torn one, and at worst a `.control-token.tmp-<pid>` file beside it.
+//! (mode 0600, from the temp file on); whoever can read that file may change the engine. The
+//! file is replaced atomically through the durable-file module
+//! ([`durable::write_atomic_private`]: temp file, fsync, rename, fsync of the directory): a
+//! crash leaves the old token or the new one, never a torn one, and at worst a
+//! `.tmp-control-token-…` file beside it.
 //! Tokens are compared in constant time ([`token_matches`]).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use subtle::ConstantTimeEq;
 
 use crate::config::CONTROL_TOKEN_FILE;
+use crate::storage::durable::{self, Failpoints};
 
 /// Where the token of an engine storing in `dir` is written.
 pub(crate) fn token_path(dir: &Path) -> PathBuf {
@@ -20,7 +22,7 @@ pub(crate) fn token_path(dir: &Path) -> PathBuf {
 }
 
 /// Creates a new random token (32 bytes of OS entropy, as 64 hex digits) and writes it to
-/// `<dir>/control-token` atomically (temp file with mode 0600, fsync, rename, fsync of `dir`).
+/// `<dir>/control-token` atomically, readable by its owner only (see the module docs).
 ///
 /// # Errors
 ///
@@ -31,33 +33,23 @@ pub(crate) fn create_token(dir: &Path) -> std::io::Result<String> {
         std::io::Error::other(format!("the OS gave no entropy for the control token: {e}"))
     })?;
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::create_dir_all(dir)?;
-    let temp = dir.join(format!(".{CONTROL_TOKEN_FILE}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&temp)?;
-        #[cfg(unix)]
-        std::fs::set_permissions(&temp, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-        file.write_all(token.as_bytes())?;
-        file.write_all(b"\n")?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&temp, token_path(dir))?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if let Err(err) = result {
-        let _ = std::fs::remove_file(&temp);
-        return Err(std::io::Error::new(
-            err.kind(),
-            format!(
-                "the control token could not be written to `{}`: {err}",
-                token_path(dir).display()
-            ),
-        ));
-    }
+    let line = format!("{token}\n");
+    durable::create_dir_all(dir, Failpoints::NONE)
+        .and_then(|()| {
+            durable::write_atomic_private(&token_path(dir), line.as_bytes(), Failpoints::NONE)
+        })
+        .map_err(|err| {
+            let kind = err
+                .io_error()
+                .map_or(std::io::ErrorKind::Other, |e| e.kind());
+            std::io::Error::new(
+                kind,
+                format!(
+                    "the control token could not be written to `{}`: {err}",
+                    token_path(dir).display()
+                ),
+            )
+        })?;
     Ok(token)
 }
 

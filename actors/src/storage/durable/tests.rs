@@ -267,3 +267,17 @@ fn write_file_with_reports_what_its_filler_failed_with_as_a_write_of_the_path() 
     assert_eq!(err.path(), path);
     assert!(err.to_string().contains("the formatter failed"), "{err}");
 }
+
+#[test]
+fn a_private_atomic_write_is_readable_by_its_owner_only_even_over_an_open_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secret");
+    std::fs::write(&path, b"old").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    write_atomic_private(&path, b"new secret\n", Failpoints::NONE).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"new secret\n");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(names(dir.path()), ["secret"], "no temp file is left");
+}
