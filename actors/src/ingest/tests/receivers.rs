@@ -334,6 +334,17 @@ async fn spawn_block_tracker(
 }
 
 impl Rig {
+    /// The records of `stream`'s blocks in `allocation`, in order, read from the block store
+    /// (or back from the WAL).
+    async fn records_of(&self, allocation: &BatchAllocation, stream: StreamId) -> Vec<Bytes> {
+        let mut records = Vec::new();
+        for info in &allocation.blocks[&stream] {
+            let block = self.block_store.get_or_read(info, &self.wal).await.unwrap();
+            records.extend(block.records.iter().cloned());
+        }
+        records
+    }
+
     async fn start(
         test: &str,
         streams: Vec<(StreamId, Arc<dyn ReceiverFactory>)>,
@@ -573,11 +584,7 @@ async fn pushed_records_are_cut_into_a_block_every_block_interval() {
     );
 
     let allocation = rig.allocate(1_000).await;
-    let mut stored = Vec::new();
-    for info in &allocation.blocks[&3] {
-        let block = rig.block_store.get_or_read(info, &rig.wal).await.unwrap();
-        stored.extend(block.records.iter().cloned());
-    }
+    let stored = rig.records_of(&allocation, 3).await;
     assert_eq!(stored, [first, second].concat());
     rig.shutdown().await;
 }
@@ -612,18 +619,7 @@ async fn pushed_records_are_cut_early_into_full_blocks_by_size() {
     assert!(at - start >= Duration::from_secs(60));
 
     let allocation = rig.allocate(1_000).await;
-    let mut stored = Vec::new();
-    for info in &allocation.blocks[&0] {
-        stored.extend(
-            rig.block_store
-                .get_or_read(info, &rig.wal)
-                .await
-                .unwrap()
-                .records
-                .iter()
-                .cloned(),
-        );
-    }
+    let stored = rig.records_of(&allocation, 0).await;
     assert_eq!(stored, pushed);
     rig.shutdown().await;
 }
@@ -659,18 +655,7 @@ async fn a_graceful_stop_stores_what_the_receiver_pushed_until_it_returned() {
         "one last block, cut after the receiver returned"
     );
     let allocation = rig.allocate(1_000).await;
-    let mut stored = Vec::new();
-    for info in &allocation.blocks[&0] {
-        stored.extend(
-            rig.block_store
-                .get_or_read(info, &rig.wal)
-                .await
-                .unwrap()
-                .records
-                .iter()
-                .cloned(),
-        );
-    }
+    let stored = rig.records_of(&allocation, 0).await;
     assert_eq!(
         stored,
         [pushed, last].concat(),
