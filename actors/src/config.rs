@@ -83,7 +83,10 @@ pub struct EngineConfig {
     pub checkpoint_policy: CheckpointPolicy,
     /// Checkpoints kept. Default: 10.
     pub checkpoints_retained: usize,
-    /// Restore from this checkpoint instead of the latest valid one.
+    /// Restore from this checkpoint instead of the latest valid one (Flink's `run -s`), once:
+    /// the first driver to start re-publishes it as the newest checkpoint, and a driver
+    /// restarted after a failure resumes from the latest valid checkpoint as usual — never
+    /// rewinding to the chosen one again. Default: none.
     pub restore_from: Option<CheckpointId>,
     /// How the root restarts a failed driver. Default: 5 in 60 s, backoff from 100 ms.
     pub driver_policy: RestartPolicy,

@@ -58,6 +58,7 @@ impl Engine {
                 pipeline,
                 receivers,
                 hub: hub.clone(),
+                restore_from: Arc::new(Mutex::new(config.restore_from)),
             },
             hub: hub.clone(),
             outcome: Arc::clone(&outcome),

@@ -21,14 +21,14 @@
 //! executor) are handled there and never reach the driver. A driver that cannot start (an
 //! unreadable checkpoint, a pipeline whose state does not fit) is a failure too.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use crate::batch::job_generator::{JobGenerator, JobGeneratorArgs, JobGeneratorMsg};
 use crate::batch::job_scheduler::{JobScheduler, JobSchedulerArgs};
-use crate::checkpoint::{CheckpointConfig, CheckpointData, CheckpointStore};
+use crate::checkpoint::{CheckpointConfig, CheckpointData, CheckpointId, CheckpointStore};
 use crate::clock::now_ms;
 use crate::config::EngineConfig;
 use crate::ingest::block_store::BlockStore;
@@ -58,6 +58,11 @@ pub(crate) struct DriverArgs {
     pub receivers: Vec<(StreamId, Arc<dyn ReceiverFactory>)>,
     /// The event feed.
     pub hub: EventHub,
+    /// The checkpoint chosen to restore from ([`EngineConfig::restore_from`]), until a driver
+    /// has started from it: shared by every start, emptied by the first that succeeds in
+    /// making it the newest checkpoint, so that a driver restarted later resumes from there
+    /// and never rewinds to the chosen one again.
+    pub restore_from: Arc<Mutex<Option<CheckpointId>>>,
 }
 
 impl std::fmt::Debug for DriverArgs {
@@ -108,6 +113,10 @@ impl TryFrom<DriverMsg> for Fail {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Actor for Driver {
     type Msg = DriverMsg;
     type State = DriverState;
@@ -128,8 +137,24 @@ impl Actor for Driver {
             },
         )
         .await?;
-        let restored: Option<CheckpointData> = match config.restore_from {
-            Some(id) => Some(checkpoints.read(id).await?),
+        let chosen = *lock(&args.restore_from);
+        let restored: Option<CheckpointData> = match chosen {
+            Some(id) => {
+                let data = checkpoints.read(id).await?;
+                // Re-published as the newest checkpoint: from now on the latest valid
+                // checkpoint is the chosen state (or what this run checkpoints after it), so a
+                // driver restarted after a failure resumes from there — not from the chosen id
+                // again, which would rewind what this run did, nor from the checkpoints newer
+                // than the chosen one, which the user chose to go back from.
+                let newest = checkpoints.write(&data).await?;
+                tracing::info!(
+                    chosen = id.0,
+                    newest = newest.0,
+                    "restoring from the chosen checkpoint; it is now the newest"
+                );
+                *lock(&args.restore_from) = None;
+                Some(data)
+            }
             None => checkpoints.read_latest().await?.map(|r| r.data),
         };
         if let Some(data) = &restored
