@@ -19,6 +19,7 @@ use crate::messages::Stop;
 use crate::observe::control::tree_model::ControlHandle;
 use crate::observe::hub::{EventHub, EventSubscription};
 use crate::pipeline::{Pipeline, ReceiverFactory};
+use crate::storage::storage_lock::{StorageLock, StorageLockError};
 use crate::tree::driver::DriverArgs;
 use crate::tree::root::{Root, RootArgs, RootMsg};
 
@@ -47,6 +48,12 @@ impl Engine {
         receivers: Vec<(StreamId, Arc<dyn ReceiverFactory>)>,
     ) -> Result<Engine, EngineError> {
         config.checkpoint_policy.validate()?;
+        // Before anything touches the storage (the event log, the token, the checkpoint store,
+        // the WALs): a second process on the same directory fails here, having touched nothing.
+        let lock = StorageLock::acquire(&config.storage).map_err(|err| match err {
+            StorageLockError::InUse { .. } => EngineError::StorageInUse(err.to_string()),
+            other => EngineError::Start(other.to_string()),
+        })?;
         let config = Arc::new(config);
         let hub = EventHub::default();
         let outcome = Arc::new(Mutex::new(None));
@@ -63,6 +70,7 @@ impl Engine {
             hub: hub.clone(),
             outcome: Arc::clone(&outcome),
             control: control.clone(),
+            lock,
         };
         match Actor::spawn(Some(config.names().root()), Root, args).await {
             Ok((root, handle)) => {

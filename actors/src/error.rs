@@ -16,6 +16,10 @@ pub enum EngineError {
     /// The engine could not start.
     #[error("the engine did not start: {0}")]
     Start(String),
+    /// Another process holds the storage directory (see
+    /// [`StorageLock`](crate::StorageLock)); nothing was touched.
+    #[error("the engine did not start: {0}")]
+    StorageInUse(String),
     /// The checkpoint controls are refused (see [`CheckpointPolicy::validate`]); nothing was
     /// started.
     #[error("the engine did not start: {0}")]

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use weir_actors::EventSubscription;
 use weir_actors::checkpoint::{CheckpointConfig, CheckpointId, CheckpointStore};
 use weir_actors::pipeline::{Pipeline, Receiver, ReceiverFactory};
-use weir_actors::{Engine, EngineConfig};
+use weir_actors::{Engine, EngineConfig, StorageLock, StorageLockError};
 
 use crate::Storage;
 use crate::backpressure::{Admitted, RateConfig, RateControl};
@@ -205,6 +205,9 @@ pub struct StreamingContext {
     rate: Arc<RateControl>,
     rate_task: Option<tokio::task::JoinHandle<()>>,
     signal_task: Option<tokio::task::JoinHandle<()>>,
+    /// The claim on the storage directory that `get_or_create` took before reading anything
+    /// (the engine shares it once started).
+    lock: Option<StorageLock>,
 }
 
 impl StreamingContext {
@@ -223,6 +226,7 @@ impl StreamingContext {
             restored: None,
             rate_task: None,
             signal_task: None,
+            lock: None,
         }
     }
 
@@ -253,7 +257,17 @@ impl StreamingContext {
         storage: Storage,
         build: impl FnOnce(StreamingConfig) -> Result<StreamingContext, Error>,
     ) -> Result<StreamingContext, Error> {
+        // First of all, before the graph is built (its sinks clean up after a crash) or a
+        // checkpoint read (opening the store removes temp files): a second process on the same
+        // directory stops here, having touched nothing.
+        let lock = StorageLock::acquire(&storage).map_err(|err| match err {
+            StorageLockError::InUse { .. } => {
+                Error::Engine(weir_actors::EngineError::StorageInUse(err.to_string()))
+            }
+            other => Error::Checkpoint(other.to_string()),
+        })?;
         let mut context = build(StreamingConfig::new(storage.clone()))?;
+        context.lock = lock;
         context.config.engine.storage = storage.clone();
         let store = CheckpointStore::open(storage.join("checkpoints"), CheckpointConfig::default())
             .await

@@ -25,3 +25,4 @@ pub(crate) mod failpoint;
 pub(crate) mod local;
 pub(crate) mod location;
 pub(crate) mod object;
+pub(crate) mod storage_lock;

@@ -27,6 +27,7 @@ use crate::observe::control::token::create_token;
 use crate::observe::control::tree_model::ControlHandle;
 use crate::observe::event_bus::{EventBus, EventBusArgs};
 use crate::observe::hub::EventHub;
+use crate::storage::storage_lock::StorageLock;
 use crate::tree::children::{ChildSpec, Children, Decision};
 use crate::tree::driver::{Driver, DriverArgs, DriverMsg};
 use crate::tree::names::peer;
@@ -49,6 +50,9 @@ pub(crate) struct RootArgs {
     pub outcome: Arc<Mutex<Option<EngineError>>>,
     /// Shared with the control endpoint (unused without one).
     pub control: ControlHandle,
+    /// This process's claim on the storage directory (`None` for object storage), held as
+    /// long as the root lives.
+    pub lock: Option<StorageLock>,
 }
 
 /// The root's state.
@@ -57,6 +61,8 @@ pub(crate) struct RootState {
     children: Children,
     outcome: Arc<Mutex<Option<EngineError>>>,
     driver_name: String,
+    /// Released when the root's state goes (stopped, or killed).
+    _lock: Option<StorageLock>,
 }
 
 /// Messages of the root.
@@ -141,6 +147,7 @@ impl Actor for Root {
             children,
             outcome: args.outcome,
             driver_name: names.driver(),
+            _lock: args.lock.clone(),
         };
         // A driver that cannot start (an unreadable checkpoint, say) is a failure like any
         // other: `restart` counts it against the intensity and backs off.

@@ -247,15 +247,19 @@ impl<T: Data + fmt::Display> DStream<T> {
     /// [`save_as_text_files`](Self::save_as_text_files) through a configured sink (e.g.
     /// [`sort_lines(false)`](crate::sinks::batch_dir::BatchDirSink::sort_lines)).
     pub fn save_as_text_files_with(&self, sink: crate::sinks::batch_dir::BatchDirSink) {
-        match sink.remove_leftovers() {
-            Ok(_) => {}
-            Err(err) => tracing::warn!(
-                prefix = %sink.prefix().display(),
-                error = %err,
-                "could not remove uncommitted batch directories left by a crash"
-            ),
-        }
+        // Leftovers of a crash are removed once, at the first batch: the engine is running
+        // then, so this process holds the storage lock, and a second process started by
+        // mistake (which fails at the lock) never removes a live process's batch in progress.
+        let cleaned = std::sync::Once::new();
         self.foreach_batch(move |batch| {
+            cleaned.call_once(|| match sink.remove_leftovers() {
+                Ok(_) => {}
+                Err(err) => tracing::warn!(
+                    prefix = %sink.prefix().display(),
+                    error = %err,
+                    "could not remove uncommitted batch directories left by a crash"
+                ),
+            });
             let commit =
                 sink.write_batch(batch.time_ms, batch.partitions.iter().map(|p| p.as_slice()))?;
             if let crate::sinks::batch_dir::Commit::AlreadyCommitted(dir) = commit {
