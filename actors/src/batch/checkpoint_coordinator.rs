@@ -36,11 +36,15 @@
 //!   count.
 //! * **Durability and cleanup.** The newest durable checkpoint only moves forward: a write that
 //!   ends durable after a newer one did (a slow older write) changes nothing. Each write
-//!   carries the oldest batch its snapshot still needs (`cleanup_before`); when it becomes the
-//!   newest durable checkpoint and that threshold is ahead of what was cleaned, the result is
-//!   [`CheckpointAction::Clean`]. Cleaning only moves forward too, and only counts once the
-//!   generator reports it done ([`cleaned`](CheckpointCoordinator::cleaned)): a cleanup that
-//!   failed is asked for again by the next durable checkpoint.
+//!   carries the oldest batch its snapshot still needs (`cleanup_before`). What may be cleaned
+//!   is what none of the newest `retained` durable checkpoints (the store's retention, with
+//!   the checkpoint restored at start among them) needs — so a restore falling back past a
+//!   damaged newest checkpoint, or asked for an older retained one, finds every batch
+//!   allocation it re-runs; when a write becomes the newest durable checkpoint and that
+//!   threshold moves ahead of what was cleaned, the result is [`CheckpointAction::Clean`].
+//!   Cleaning only moves forward too, and only counts once the generator reports it done
+//!   ([`cleaned`](CheckpointCoordinator::cleaned)): a cleanup that failed is asked for again
+//!   by the next durable checkpoint.
 //! * **Held batches.** A generated batch is held (not submitted) until a checkpoint that lists
 //!   it as pending has ended. Each write carries the newest batch held when its snapshot was
 //!   taken (`held_through`); when it ends durable, or its failure is tolerated, the result is
@@ -65,7 +69,7 @@
 //! Nothing: the coordinator is the memory of one run of the generator. A restarted generator
 //! starts a fresh one; what survives is in the checkpoint store.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::CheckpointId;
@@ -187,6 +191,11 @@ pub(crate) struct CheckpointCoordinator {
     latest_durable: Option<CheckpointId>,
     /// Cleanup has been done for batches before this time.
     cleaned_before: Option<u64>,
+    /// How many of the newest checkpoints a restore may fall back to (the store's retention).
+    retained: usize,
+    /// What each of the newest `retained` durable checkpoints still needs (`cleanup_before`;
+    /// `None`: everything), oldest first — seeded with the restored checkpoint's needs.
+    retained_needs: VecDeque<Option<u64>>,
     /// Failures since the last durable checkpoint.
     consecutive_failures: u32,
 }
@@ -194,8 +203,23 @@ pub(crate) struct CheckpointCoordinator {
 impl CheckpointCoordinator {
     /// A coordinator with nothing started yet. The policy is taken as given (the generator
     /// validated it); a `max_concurrent` of 0 counts as 1.
+    #[cfg(test)]
     pub(crate) fn new(policy: CheckpointPolicy) -> Self {
+        Self::retaining(policy, 1, None)
+    }
+
+    /// A coordinator that cleans only what none of the newest `retained` durable checkpoints
+    /// needs — so a restore that falls back past a damaged newest checkpoint, or is asked for an
+    /// older one, finds every batch allocation it re-runs — counting the checkpoint restored at
+    /// start, which needs what is at or after `restored_needs` (`None`: nothing restored).
+    pub(crate) fn retaining(
+        policy: CheckpointPolicy,
+        retained: usize,
+        restored_needs: Option<u64>,
+    ) -> Self {
         CheckpointCoordinator {
+            retained: retained.max(1),
+            retained_needs: restored_needs.map(Some).into_iter().collect(),
             policy,
             in_flight: BTreeMap::new(),
             waiting: None,
@@ -277,7 +301,11 @@ impl CheckpointCoordinator {
                 self.consecutive_failures = 0;
                 if self.latest_durable < Some(id) {
                     self.latest_durable = Some(id);
-                    if let Some(before_ms) = write.cleanup_before
+                    self.retained_needs.push_back(write.cleanup_before);
+                    while self.retained_needs.len() > self.retained {
+                        self.retained_needs.pop_front();
+                    }
+                    if let Some(before_ms) = self.retained_need()
                         && self.cleaned_before < Some(before_ms)
                     {
                         actions.push(CheckpointAction::Clean { before_ms });
@@ -305,6 +333,17 @@ impl CheckpointCoordinator {
         );
         actions.extend(self.start_waiting(now));
         actions
+    }
+
+    /// The oldest batch any retained checkpoint still needs; `None` while one of them needs
+    /// everything (it was written before anything was queued).
+    fn retained_need(&self) -> Option<u64> {
+        self.retained_needs
+            .iter()
+            .copied()
+            .collect::<Option<Vec<u64>>>()?
+            .into_iter()
+            .min()
     }
 
     /// The cleanup asked for by [`CheckpointAction::Clean`] is done.

@@ -83,6 +83,8 @@ use crate::checkpoint::{CheckpointData, CheckpointId, CheckpointStore, OperatorS
 use crate::clock::now_ms;
 use crate::config::CheckpointPolicy;
 use crate::ingest::block_store::{BlockStore, BlockStoreError};
+use crate::ingest::blocks::BlockInfo;
+use crate::ingest::in_flight::{InFlight, WalFloor, clean_receiver_wal};
 use crate::ingest::received_block_tracker::ReceivedBlockTrackerMsg;
 use crate::observe::event::Event;
 use crate::observe::hub::EventSink;
@@ -114,10 +116,15 @@ pub(crate) struct JobGeneratorArgs {
     pub max_pending_batches: usize,
     /// Checkpoint controls.
     pub checkpoint_policy: CheckpointPolicy,
+    /// How many checkpoints the store keeps: nothing any of the newest that many needs is
+    /// cleaned, so a restore may fall back to any of them.
+    pub checkpoints_retained: usize,
     /// Configuration that must survive restarts, stored in every checkpoint.
     pub settings: BTreeMap<String, String>,
     /// Where received blocks are kept in memory.
     pub block_store: BlockStore,
+    /// The receiver WAL's appends on their way to the block tracker (kept from cleaning).
+    pub in_flight: InFlight,
     /// The receiver WAL, to read evicted blocks back and to clean.
     pub receiver_wal: Wal,
     /// Where events go.
@@ -141,6 +148,9 @@ pub(crate) struct JobGeneratorState {
     queue: VecDeque<u64>,
     /// Generated, not yet complete (submitted, or held).
     pending: BTreeSet<u64>,
+    /// The blocks allocated to each pending batch: they leave the block store (a cache of the
+    /// receiver WAL) when their batch completes.
+    blocks_of: BTreeMap<u64, Vec<BlockInfo>>,
     /// Generated batches not yet submitted: a batch runs only once a checkpoint that lists it
     /// as pending has been written ("before" the batch), as with one checkpoint at a time.
     held: BTreeMap<u64, BatchJobs>,
@@ -323,11 +333,16 @@ impl Actor for JobGenerator {
         let mut state = JobGeneratorState {
             queue: VecDeque::new(),
             pending: BTreeSet::new(),
+            blocks_of: BTreeMap::new(),
             last_queued_ms: None,
             first_generated_ms: None,
             last_generated_ms: None,
             held: BTreeMap::new(),
-            coordinator: CheckpointCoordinator::new(args.checkpoint_policy),
+            coordinator: CheckpointCoordinator::retaining(
+                args.checkpoint_policy,
+                args.checkpoints_retained,
+                None,
+            ),
             writes: BTreeMap::new(),
             pause_timer: None,
             settle_waiters: Vec::new(),
@@ -360,6 +375,13 @@ impl Actor for JobGenerator {
             // and cleaned — the timer resumes after it.
             state.last_queued_ms = times.last().copied().max(Some(restored.checkpoint_time_ms));
             state.queue.extend(times);
+            // What the restored checkpoint needs stays until enough newer ones are durable:
+            // the next start may have to fall back to it again.
+            state.coordinator = CheckpointCoordinator::retaining(
+                state.args.checkpoint_policy,
+                state.args.checkpoints_retained,
+                state.oldest_needed(),
+            );
         }
         Ok(state)
     }
@@ -519,6 +541,9 @@ async fn generate(
         .map_err(|e| format!("batch {t}: {e}"))?;
     let records = input.records();
     state.pending.insert(t);
+    state
+        .blocks_of
+        .insert(t, allocation.iter().copied().collect());
     state.first_generated_ms.get_or_insert(t);
     state.last_generated_ms = Some(t);
     // Held until a checkpoint that lists it as pending has been written (see `release_held`).
@@ -605,6 +630,12 @@ async fn complete(
         return Err(format!("batch {t} failed: {reason}").into());
     }
     state.pending.remove(&t);
+    // Done with in memory: a re-run (only after a driver restart, with a new block store)
+    // reads them back from the receiver WAL. Without the WAL they were the only copy, lost
+    // with the driver anyway.
+    if let Some(blocks) = state.blocks_of.remove(&t) {
+        state.args.block_store.remove(&blocks);
+    }
     state.args.pipeline.batch_completed(t);
     let draining = state.drain.is_some();
     let actions =
@@ -731,10 +762,12 @@ fn report_failure(state: &JobGeneratorState, reason: &str) {
 }
 
 /// After a durable checkpoint: allocations of batches before `threshold` (the oldest batch
-/// that checkpoint still needs), and receiver WAL segments older than every live block, are
-/// no longer needed. Returns whether the tracker cleaned (else it is asked again after the next
-/// durable checkpoint); the block store and the WAL are cleaned on a best-effort basis.
+/// the retained checkpoints still need), and the receiver WAL segments below every block still
+/// needed, are no longer needed. Returns whether the tracker cleaned (else it is asked again
+/// after the next durable checkpoint); the WAL is cleaned on a best-effort basis.
 async fn cleanup(state: &mut JobGeneratorState, threshold: u64) -> bool {
+    // Before the tracker is asked what it still needs (see `ingest::in_flight`).
+    let on_their_way = WalFloor::read(&state.args.receiver_wal, &state.args.in_flight);
     let Ok(tracker) = peer::<ReceivedBlockTrackerMsg>(&state.args.names.received_block_tracker())
     else {
         return false;
@@ -749,25 +782,7 @@ async fn cleanup(state: &mut JobGeneratorState, threshold: u64) -> bool {
             return false;
         }
     }
-    let Ok(live) = ractor::call!(tracker, ReceivedBlockTrackerMsg::Inspect) else {
-        return true;
-    };
-    // A block is appended to the receiver WAL a moment before it is reported to the tracker:
-    // keep a margin, so a block on its way is never cleaned.
-    let margin = (state.args.batch_interval * 10).max(Duration::from_secs(10));
-    let horizon = now_ms().saturating_sub(margin.as_millis() as u64);
-    let oldest_live = live.oldest_live_stored_ms();
-    let before = oldest_live.map_or(horizon, |oldest| oldest.min(horizon));
-    // The block store is a cache of the WAL, so it needs no margin: a block on its way that
-    // is dropped here is read back from the WAL when its batch runs. Without the margin,
-    // memory holds the live blocks only, not ten intervals of finished ones.
-    state
-        .args
-        .block_store
-        .remove_before(oldest_live.unwrap_or(horizon));
-    if let Err(err) = state.args.receiver_wal.clean(before).await {
-        tracing::warn!(error = %err, "receiver WAL cleanup failed; retried after the next checkpoint");
-    }
+    clean_receiver_wal(&state.args.receiver_wal, on_their_way, &tracker).await;
     true
 }
 

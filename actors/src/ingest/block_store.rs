@@ -292,21 +292,6 @@ impl BlockStore {
         }
     }
 
-    /// Drops every block stored before `stored_ms` (ms since the Unix epoch,
-    /// [`BlockInfo::stored_ms`]).
-    pub(crate) fn remove_before(&self, stored_ms: u64) {
-        let mut inner = self.lock();
-        let old: Vec<Key> = inner
-            .blocks
-            .iter()
-            .filter(|(_, e)| e.block.info.stored_ms < stored_ms)
-            .map(|(k, _)| *k)
-            .collect();
-        for key in &old {
-            inner.remove(key);
-        }
-    }
-
     /// How many blocks are in memory.
     pub(crate) fn len(&self) -> usize {
         self.lock().blocks.len()
@@ -389,14 +374,14 @@ mod tests {
     }
 
     #[test]
-    fn remove_and_remove_before_drop_blocks() {
+    fn remove_drops_the_blocks_named_and_ignores_the_others() {
         let store = BlockStore::new(1000);
         for i in 0..5 {
             store.insert(block(i as StreamId % 2, i, 1, 100 + i));
         }
         store.remove(&[info(0, 0, 1, 100), info(7, 7, 1, 1)]);
         assert_eq!(store.len(), 4);
-        store.remove_before(103);
+        store.remove(&[info(1, 1, 1, 0), info(0, 2, 1, 0)]);
         let left: Vec<u64> = (0..5)
             .filter(|i| store.get(&info(*i as StreamId % 2, *i, 1, 0)).is_some())
             .collect();
@@ -440,7 +425,7 @@ mod tests {
             store.bytes() <= 50,
             "memory-only blocks are outside the budget"
         );
-        store.remove_before(8);
+        store.remove(&[a.info]);
         assert!(matches!(
             store.get_or_read(&a.info, &wal).await,
             Err(BlockStoreError::Lost { stream: 2, .. })

@@ -13,6 +13,7 @@
 
 pub(crate) mod block_store;
 pub(crate) mod blocks;
+pub(crate) mod in_flight;
 pub(crate) mod received_block_tracker;
 pub(crate) mod receiver;
 pub(crate) mod receiver_supervisor;

@@ -364,15 +364,17 @@ impl BlockTrackerState {
         self.last_allocated_ms
     }
 
-    /// The oldest `stored_ms` of any block still needed (unallocated, or in a live
-    /// allocation): receiver WAL records older than every live block are garbage.
-    pub(crate) fn oldest_live_stored_ms(&self) -> Option<u64> {
+    /// The lowest receiver-WAL segment holding a block still needed (unallocated, or in a
+    /// live allocation): the segments below it hold only garbage — as far as the tracker
+    /// knows (blocks on their way to it are another matter: `ingest::in_flight`). Memory-only
+    /// blocks (the receiver WAL off) have a segment no log reaches, so they never lower it.
+    pub(crate) fn oldest_live_segment(&self) -> Option<u64> {
         let unallocated = self.unallocated.values().flatten();
         let allocated = self
             .allocations
             .values()
             .flat_map(|a| a.blocks.values().flatten());
-        unallocated.chain(allocated).map(|b| b.stored_ms).min()
+        unallocated.chain(allocated).map(|b| b.handle.segment).min()
     }
 }
 

@@ -85,6 +85,7 @@ use tokio::task::JoinHandle;
 use crate::clock::now_ms;
 use crate::ingest::block_store::{BlockStore, memory_handle};
 use crate::ingest::blocks::{Block, BlockInfo, StreamId, encode_records};
+use crate::ingest::in_flight::InFlight;
 use crate::ingest::received_block_tracker::ReceivedBlockTrackerMsg;
 use crate::ingest::receiver::{ReceiverActor, ReceiverArgs};
 use crate::messages::{Fail, RestartChildren, Stop};
@@ -129,6 +130,8 @@ pub(crate) struct ReceiverSupervisorArgs {
     pub wal: Option<Wal>,
     /// Where stored blocks are kept in memory for the job generator.
     pub block_store: BlockStore,
+    /// The receiver WAL's appends on their way to the block tracker (kept from cleaning).
+    pub in_flight: InFlight,
     /// Pushed records are cut into a block this often.
     pub block_interval: Duration,
     /// Pushed records are cut into blocks of at most this many bytes (of records).
@@ -219,6 +222,7 @@ pub(crate) struct ReceiverSupervisorState {
     children: Children,
     wal: Option<Wal>,
     block_store: BlockStore,
+    in_flight: InFlight,
     pushed: PushBuffer,
     block_interval: Duration,
     max_block_bytes: usize,
@@ -288,6 +292,7 @@ impl Actor for ReceiverSupervisor {
             children,
             wal: args.wal,
             block_store: args.block_store,
+            in_flight: args.in_flight,
             pushed: PushBuffer::new(pushed),
             block_interval: args.block_interval,
             max_block_bytes: args.max_block_bytes.max(1),
@@ -519,9 +524,11 @@ impl ReceiverSupervisorState {
         if requests.is_empty() {
             return;
         }
-        // The WAL record time is the block's stored time, so the WAL is cleaned by it.
         let stored_ms = now_ms();
         let wal = self.wal.as_ref();
+        // On their way until the tracker has them (or they failed): the receiver WAL's
+        // cleaning keeps every segment from the log's newest one, as it is now, on.
+        let _in_flight = wal.map(|wal| self.in_flight.enter(wal.newest_segment()));
         let appends = requests.iter().map(|request| async move {
             let Some(wal) = wal else {
                 // The receiver WAL is off: the block store holds the only copy.

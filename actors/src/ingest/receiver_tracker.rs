@@ -35,6 +35,7 @@ use ractor::{
 
 use crate::ingest::block_store::BlockStore;
 use crate::ingest::blocks::StreamId;
+use crate::ingest::in_flight::InFlight;
 use crate::ingest::receiver_supervisor::{
     ReceiverStats, ReceiverSupervisor, ReceiverSupervisorArgs, ReceiverSupervisorMsg,
 };
@@ -62,6 +63,8 @@ pub(crate) struct ReceiverTrackerArgs {
     pub wal: Option<Wal>,
     /// Where stored blocks are kept in memory.
     pub block_store: BlockStore,
+    /// The receiver WAL's appends on their way to the block tracker (kept from cleaning).
+    pub in_flight: InFlight,
     /// Pushed records are cut into a block this often (default
     /// [`DEFAULT_BLOCK_INTERVAL`](crate::config::DEFAULT_BLOCK_INTERVAL)).
     pub block_interval: Duration,
@@ -157,6 +160,7 @@ impl Actor for ReceiverTracker {
                 factory: Arc::clone(factory),
                 wal: args.wal.clone(),
                 block_store: args.block_store.clone(),
+                in_flight: args.in_flight.clone(),
                 block_interval: args.block_interval,
                 max_block_bytes: args.max_block_bytes,
                 restart_delay: args.receiver_restart_delay,

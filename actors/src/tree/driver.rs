@@ -33,6 +33,7 @@ use crate::clock::now_ms;
 use crate::config::EngineConfig;
 use crate::ingest::block_store::BlockStore;
 use crate::ingest::blocks::StreamId;
+use crate::ingest::in_flight::InFlight;
 use crate::ingest::received_block_tracker::{ReceivedBlockTracker, ReceivedBlockTrackerArgs};
 use crate::ingest::receiver_tracker::{ReceiverTracker, ReceiverTrackerArgs, ReceiverTrackerMsg};
 use crate::messages::{Fail, Stop};
@@ -181,6 +182,7 @@ impl Actor for Driver {
         let (receiver_wal, _) =
             Wal::open(config.storage.join("receiver-wal"), wal_config()).await?;
         let block_store = BlockStore::new(config.block_store_bytes);
+        let in_flight = InFlight::default();
         let names = config.names();
         let temporary = RestartType::Temporary; // the root restarts the whole driver instead
 
@@ -216,6 +218,7 @@ impl Actor for Driver {
             streams: args.receivers.clone(),
             wal: config.receiver_wal.then(|| receiver_wal.clone()),
             block_store: block_store.clone(),
+            in_flight: in_flight.clone(),
             block_interval: config.block_interval,
             max_block_bytes: config.max_block_bytes,
             receiver_restart_delay: config.receiver_restart_delay,
@@ -238,8 +241,10 @@ impl Actor for Driver {
             zero_time_ms,
             max_pending_batches: config.max_pending_batches,
             checkpoint_policy: config.checkpoint_policy,
+            checkpoints_retained: config.checkpoints_retained,
             settings: config.settings(),
             block_store,
+            in_flight,
             receiver_wal,
             events,
         };

@@ -17,7 +17,7 @@ use super::record::{Position, RecordHandle};
 use super::recovery::{self, RecoveryReport};
 use super::segments::Segments;
 use super::state::{Inner, SegmentInfo, WalStats};
-use super::writer::{self, Command};
+use super::writer::{self, CleanBefore, Command};
 use crate::clock::now_ms;
 use crate::storage::location::Storage;
 
@@ -115,9 +115,29 @@ impl Wal {
     /// Call it only once nothing needs those records any more (after the checkpoint that covers
     /// them is durable). Nothing is ever deleted unless this is called.
     pub async fn clean(&self, before_ms: u64) -> Result<Vec<u64>, WalError> {
+        self.clean_by(CleanBefore::Time(before_ms)).await
+    }
+
+    /// Deletes the sealed segments whose id is below `first_kept`, with the same exceptions
+    /// as [`clean`](Self::clean) (the segment being appended to and the newest one are never
+    /// deleted). Returns the deleted segment ids.
+    ///
+    /// Cleaning by position, unlike by time, does not depend on the clock: a record whose
+    /// segment is at or after `first_kept` is kept whatever time it was written at.
+    pub async fn clean_before_segment(&self, first_kept: u64) -> Result<Vec<u64>, WalError> {
+        self.clean_by(CleanBefore::Segment(first_kept)).await
+    }
+
+    async fn clean_by(&self, before: CleanBefore) -> Result<Vec<u64>, WalError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Clean { before_ms, reply }).await?;
+        self.send(Command::Clean { before, reply }).await?;
         rx.await.map_err(|_| self.closed())?
+    }
+
+    /// The id of the newest segment present (`0` while the log has none): every append from
+    /// now on goes to it or to a later one.
+    pub fn newest_segment(&self) -> u64 {
+        self.inner.meta().keys().next_back().copied().unwrap_or(0)
     }
 
     /// Seals the current segment, so the next append starts a new one.

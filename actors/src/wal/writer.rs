@@ -41,7 +41,7 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<RecordHandle, WalError>>,
     },
     Clean {
-        before_ms: u64,
+        before: CleanBefore,
         reply: oneshot::Sender<Result<Vec<u64>, WalError>>,
     },
     Roll {
@@ -50,6 +50,15 @@ pub(crate) enum Command {
     Close {
         reply: oneshot::Sender<()>,
     },
+}
+
+/// Which sealed segments [`Command::Clean`] deletes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CleanBefore {
+    /// Those whose records are all older than this time (ms).
+    Time(u64),
+    /// Those with an id below this one.
+    Segment(u64),
 }
 
 struct Pending {
@@ -235,8 +244,8 @@ impl Writer {
     async fn control(&mut self, cmd: Command) -> std::ops::ControlFlow<oneshot::Sender<()>> {
         match cmd {
             Command::Append { .. } => {}
-            Command::Clean { before_ms, reply } => {
-                let _ = reply.send(self.clean(before_ms).await);
+            Command::Clean { before, reply } => {
+                let _ = reply.send(self.clean(before).await);
             }
             Command::Roll { reply } => {
                 self.seal("request");
@@ -429,7 +438,7 @@ impl Writer {
         });
     }
 
-    async fn clean(&mut self, before_ms: u64) -> Result<Vec<u64>, WalError> {
+    async fn clean(&mut self, before: CleanBefore) -> Result<Vec<u64>, WalError> {
         let active = self.active.as_ref().map(|a| a.id);
         // The newest segment is kept even when sealed (after a reopen or a roll): recovery
         // numbers the next segment after the newest one present, so deleting it would let a
@@ -441,7 +450,10 @@ impl Writer {
             .meta()
             .values()
             .filter(|s| Some(s.id) != active && Some(s.id) != newest)
-            .filter(|s| s.max_time_ms.is_none_or(|t| t < before_ms))
+            .filter(|s| match before {
+                CleanBefore::Time(before_ms) => s.max_time_ms.is_none_or(|t| t < before_ms),
+                CleanBefore::Segment(first_kept) => s.id < first_kept,
+            })
             .map(|s| s.id)
             .collect();
         if doomed.is_empty() {
@@ -460,7 +472,16 @@ impl Writer {
             self.inner.meta().extend(removed);
             return Err(err.into());
         }
-        tracing::info!(log = %self.inner.log, segments = ?doomed, before_ms, "WAL segments cleaned");
+        // What the event reports: every record cleaned is older than this.
+        let before_ms = match before {
+            CleanBefore::Time(before_ms) => before_ms,
+            CleanBefore::Segment(_) => removed
+                .values()
+                .filter_map(|s| s.max_time_ms)
+                .max()
+                .map_or(0, |t| t.saturating_add(1)),
+        };
+        tracing::info!(log = %self.inner.log, segments = ?doomed, ?before, "WAL segments cleaned");
         self.config.events.emit(Event::WalSegmentsCleaned {
             log: self.inner.log.clone(),
             segments: doomed.clone(),

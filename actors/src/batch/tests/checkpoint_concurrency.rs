@@ -32,6 +32,7 @@ use crate::checkpoint::{CheckpointConfig, CheckpointId, CheckpointStore};
 use crate::clock::now_ms;
 use crate::config::{CheckpointPolicy, CheckpointPolicyError};
 use crate::ingest::block_store::BlockStore;
+use crate::ingest::in_flight::InFlight;
 use crate::ingest::received_block_tracker::{
     ReceivedBlockTracker, ReceivedBlockTrackerArgs, ReceivedBlockTrackerMsg,
 };
@@ -452,8 +453,10 @@ impl Harness {
                 zero_time_ms: now_ms() / interval_ms * interval_ms,
                 max_pending_batches: setup.max_pending_batches,
                 checkpoint_policy: setup.policy,
+                checkpoints_retained: 1,
                 settings: BTreeMap::new(),
                 block_store: BlockStore::new(1 << 20),
+                in_flight: InFlight::default(),
                 receiver_wal,
                 events: hub.sink(),
             },

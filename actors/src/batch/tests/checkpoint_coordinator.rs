@@ -663,3 +663,75 @@ fn a_checkpoint_settles_once_started_and_no_longer_in_flight() {
     assert_eq!(t.ended(2, Durable, 4), vec![]);
     assert!(settled(&t, 2));
 }
+
+#[test]
+fn nothing_the_retained_checkpoints_need_is_cleaned() {
+    // The store keeps three checkpoints: a restore may fall back to the oldest of them, so
+    // cleanup follows the oldest's needs, not the newest's.
+    let mut t = Test {
+        coordinator: CheckpointCoordinator::retaining(policy(1), 3, None),
+        start: Instant::now(),
+    };
+    let write = |t: &mut Test, id: u64, cleanup_before: Option<u64>| {
+        assert_eq!(t.ask(id * 1000, Asked::BeforeBatch, id), start(id * 1000));
+        t.started(id, cleanup_before, None, id);
+        let actions = t.ended(id, Durable, id);
+        if let [Clean { before_ms }] = actions.as_slice() {
+            t.coordinator.cleaned(*before_ms);
+        }
+        actions
+    };
+    assert_eq!(
+        write(&mut t, 1, Some(1000)),
+        vec![Clean { before_ms: 1000 }]
+    );
+    assert_eq!(
+        write(&mut t, 2, Some(2000)),
+        vec![],
+        "checkpoint 1 still needs 1000"
+    );
+    assert_eq!(
+        write(&mut t, 3, Some(3000)),
+        vec![],
+        "checkpoint 1 is still retained"
+    );
+    assert_eq!(
+        write(&mut t, 4, Some(4000)),
+        vec![Clean { before_ms: 2000 }],
+        "checkpoint 1 left the retained three: what checkpoint 2 needs is the limit"
+    );
+    assert_eq!(
+        write(&mut t, 5, Some(5000)),
+        vec![Clean { before_ms: 3000 }]
+    );
+}
+
+#[test]
+fn the_restored_checkpoint_counts_as_retained_and_one_needing_everything_holds_cleanup() {
+    // Restored from a checkpoint that needs batches from 500 on: kept until two newer ones
+    // are durable.
+    let mut t = Test {
+        coordinator: CheckpointCoordinator::retaining(policy(1), 2, Some(500)),
+        start: Instant::now(),
+    };
+    let write = |t: &mut Test, id: u64, cleanup_before: Option<u64>| {
+        assert_eq!(t.ask(id * 1000, Asked::BeforeBatch, id), start(id * 1000));
+        t.started(id, cleanup_before, None, id);
+        t.ended(id, Durable, id)
+    };
+    assert_eq!(write(&mut t, 1, Some(1000)), vec![Clean { before_ms: 500 }]);
+    t.coordinator.cleaned(500);
+    assert_eq!(
+        write(&mut t, 2, Some(2000)),
+        vec![Clean { before_ms: 1000 }]
+    );
+    t.coordinator.cleaned(1000);
+    // A checkpoint written before anything was queued needs everything after its time:
+    // nothing is cleaned while it is retained.
+    assert_eq!(write(&mut t, 3, None), vec![]);
+    assert_eq!(write(&mut t, 4, Some(4000)), vec![]);
+    assert_eq!(
+        write(&mut t, 5, Some(5000)),
+        vec![Clean { before_ms: 4000 }]
+    );
+}

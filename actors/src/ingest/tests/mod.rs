@@ -3,4 +3,5 @@
 
 mod block_tracker;
 mod model_block_tracker;
+mod receiver_wal_cleaning;
 mod receivers;

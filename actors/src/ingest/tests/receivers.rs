@@ -27,6 +27,7 @@ use std::time::Duration;
 use crate::Names;
 use crate::ingest::block_store::BlockStore;
 use crate::ingest::blocks::{BlockInfo, StreamId};
+use crate::ingest::in_flight::InFlight;
 use crate::ingest::received_block_tracker::{
     BatchAllocation, ReceivedBlockTracker, ReceivedBlockTrackerArgs, ReceivedBlockTrackerMsg,
 };
@@ -371,6 +372,7 @@ impl Rig {
             streams,
             wal: Some(wal.clone()),
             block_store: block_store.clone(),
+            in_flight: InFlight::default(),
             block_interval: options.block_interval,
             max_block_bytes: options.max_block_bytes,
             receiver_restart_delay: options.receiver_restart_delay,
