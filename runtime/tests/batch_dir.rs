@@ -146,7 +146,10 @@ async fn a_crash_between_part_files_and_rename_leaves_nothing_visible_and_is_cle
     .unwrap();
     // Building the graph touches nothing (a second process, refused at the storage lock,
     // builds its graph too): the leftover goes at the sink's first batch.
-    assert!(temp.exists(), "building the graph removed a batch in progress");
+    assert!(
+        temp.exists(),
+        "building the graph removed a batch in progress"
+    );
     clock.run(1).await.unwrap();
     assert!(!temp.exists(), "the leftover is removed at the first batch");
     assert_eq!(
