@@ -1,5 +1,9 @@
 //! Exhaustive damage: every truncation and every bit flip of the newest segment, zeroed
 //! tails, and damage that recovery must refuse (sealed segments, strict mode, headers, gaps).
+//!
+//! Also crafted numbers (issue 16, item 11): a segment id or a record handle near `u64::MAX` /
+//! `u32::MAX` once made recovery, the writer or a read add past the integer's end — a panic in
+//! a debug build, a wrapped id or offset in a release build. They are refused instead.
 
 // Helpers outside `#[test]` functions are test code too (clippy's `allow-unwrap-in-tests`
 // only covers the test functions themselves).
@@ -12,8 +16,11 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use common::{Events, Mode, Store, payloads, read_all};
 use weir_actors::Event;
-use weir_actors::wal::format::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
-use weir_actors::wal::{RecoveryMode, RecoveryReport, Wal, WalConfig, WalError};
+use weir_actors::wal::format::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, encode_header};
+use weir_actors::wal::{
+    Position, RecordHandle, RecoveryAction, RecoveryMode, RecoveryReport, Wal, WalConfig, WalError,
+    inspect,
+};
 
 const HEADER: u64 = SEGMENT_HEADER_LEN as u64;
 
@@ -187,6 +194,9 @@ in_every_mode!(async
     damage_in_a_sealed_segment_is_corrupt_at_its_offset_and_changes_nothing,
     strict_mode_refuses_a_torn_tail_and_changes_nothing,
     invalid_header_in_front_of_records_is_corrupt_not_dropped,
+    a_segment_id_of_u64_max_is_refused_not_wrapped,
+    the_last_segment_id_is_never_used_so_the_log_always_reopens,
+    handles_near_the_integer_limits_are_invalid_not_wrapped,
 );
 
 async fn every_truncation_of_the_only_segment_keeps_exactly_the_whole_frames_before_it(mode: Mode) {
@@ -502,4 +512,108 @@ async fn missing_middle_chunk_cuts_the_newest_segment_and_is_corrupt_in_a_sealed
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_middle_chunk_cuts_the_newest_segment_and_is_corrupt_in_a_sealed_one_object_fs() {
     missing_middle_chunk(Mode::ObjectFs).await;
+}
+
+// ================================= crafted numbers ================================= //
+
+/// A segment named (and headed) `u64::MAX` leaves no id for the next segment: recovery refuses
+/// the log before changing anything, and inspection says it would.
+async fn a_segment_id_of_u64_max_is_refused_not_wrapped(mode: Mode) {
+    let store = empty_log(mode).await;
+    store
+        .replace_segment(u64::MAX, &encode_header(u64::MAX, 1))
+        .await;
+    assert_corrupt(
+        &store,
+        WalConfig::default(),
+        u64::MAX,
+        0,
+        "segment u64::MAX",
+    )
+    .await;
+    let found = inspect(&store.storage()).await.unwrap();
+    assert!(
+        matches!(found.recovery, RecoveryAction::RefuseCorrupt { segment, offset: 0, .. } if segment == u64::MAX),
+        "{:?}",
+        found.recovery
+    );
+}
+
+/// A store holding an empty log (its directory created), for crafted segments to be put in.
+async fn empty_log(mode: Mode) -> Store {
+    let store = Store::new(mode);
+    let (wal, _) = Wal::open(store.storage(), WalConfig::default())
+        .await
+        .unwrap();
+    wal.close().await.unwrap();
+    store
+}
+
+/// After a segment `u64::MAX - 1` the writer does not create segment `u64::MAX` (which would
+/// leave no id after it): the append fails with a sentence, and the log still reopens.
+async fn the_last_segment_id_is_never_used_so_the_log_always_reopens(mode: Mode) {
+    let store = empty_log(mode).await;
+    let last = u64::MAX - 1;
+    store.replace_segment(last, &encode_header(last, 1)).await;
+    let (wal, report) = Wal::open(store.storage(), WalConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(report.next_segment, u64::MAX);
+    let err = wal.append(Bytes::from_static(b"x")).await.unwrap_err();
+    assert!(
+        err.to_string().contains("no segment id is left"),
+        "unexpected error: {err}"
+    );
+    drop(wal);
+    assert_eq!(store.segment_ids().await, vec![last]);
+    let (wal, _) = Wal::open(store.storage(), WalConfig::default())
+        .await
+        .unwrap();
+    assert!(read_all(&wal).await.is_empty());
+    wal.close().await.unwrap();
+}
+
+/// A handle read from a crafted checkpoint or block record whose offset plus length passes the
+/// end of `u64` is `InvalidHandle`, and its next position stops at the end instead of wrapping.
+async fn handles_near_the_integer_limits_are_invalid_not_wrapped(mode: Mode) {
+    let store = Store::new(mode);
+    let (wal, _) = Wal::open(store.storage(), WalConfig::default())
+        .await
+        .unwrap();
+    let h = wal.append(Bytes::from_static(b"record")).await.unwrap();
+    for (offset, length) in [
+        (u64::MAX, 0),
+        (u64::MAX - 8, 100),
+        (u64::MAX - FRAME_HEADER_LEN as u64, u32::MAX),
+        (HEADER, u32::MAX),
+        (h.offset, u32::MAX),
+    ] {
+        let crafted = RecordHandle {
+            segment: h.segment,
+            offset,
+            length,
+        };
+        let err = wal.read(crafted).await.unwrap_err();
+        assert!(
+            matches!(&err, WalError::InvalidHandle { handle, .. } if *handle == crafted),
+            "{crafted}: {err}"
+        );
+        let next = crafted.next_position();
+        assert_eq!(next.segment, h.segment);
+        assert!(next.offset >= offset, "{crafted}: wrapped to {next:?}");
+    }
+    let end = RecordHandle {
+        segment: h.segment,
+        offset: u64::MAX - 8,
+        length: 100,
+    };
+    assert_eq!(
+        end.next_position(),
+        Position {
+            segment: h.segment,
+            offset: u64::MAX
+        }
+    );
+    assert_eq!(wal.read(h).await.unwrap().as_ref(), b"record");
+    wal.close().await.unwrap();
 }

@@ -1,14 +1,17 @@
 //! The persisted event log: every event as a JSON line in `<dir>/events.jsonl`, rotated to
 //! `events.1.jsonl` past a size limit, readable after the process is gone ([`read_event_log`]).
 //!
+//! The invariant: every line the writer appends starts at the beginning of a line of the file.
+//!
 //! # What a crash leaves behind
 //!
 //! The log is written without fsync: it is for people and tools, not for recovery. A killed
-//! process may lose its last lines, or leave a last line cut short, which [`read_event_log`]
-//! skips.
+//! process may lose its last lines, or leave a last line cut short. The next writer ends such a
+//! line when it opens the log, so its own first event is not glued onto it; the reader skips
+//! and counts it, as it does any line that is not valid UTF-8 or not an event in JSON.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::observe::event::EventRecord;
@@ -30,13 +33,26 @@ pub(crate) struct EventLog {
 }
 
 impl EventLog {
+    /// Opens the log in `dir` for appending, creating it if needed. A last line left without
+    /// its newline (by a process killed while writing it) is ended first.
     pub(crate) fn open(dir: &Path, max_bytes: u64) -> std::io::Result<Self> {
         fs::create_dir_all(dir)?;
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(dir.join(LOG_FILE))?;
-        let bytes = file.metadata()?.len();
+        let mut bytes = file.metadata()?.len();
+        if bytes > 0 {
+            let mut last = [0u8; 1];
+            file.seek(SeekFrom::Start(bytes - 1))?;
+            file.read_exact(&mut last)?;
+            if last[0] != b'\n' {
+                // Appends always go to the end, wherever the read left the cursor.
+                file.write_all(b"\n")?;
+                bytes += 1;
+            }
+        }
         Ok(EventLog {
             dir: dir.to_path_buf(),
             out: BufWriter::new(file),
@@ -68,8 +84,10 @@ impl EventLog {
     }
 }
 
-/// Reads the persisted event log in `dir` (the rotated file first), oldest first. A line that
-/// does not parse — the last line of a killed process, cut short — is skipped and counted.
+/// Reads the persisted event log in `dir` (the rotated file first), oldest first, and the
+/// number of lines skipped. A line that is not valid UTF-8, or not an event in JSON — the last
+/// line of a killed process, cut short; a damaged byte — is skipped and counted; the lines
+/// around it are read as usual.
 ///
 /// # Errors
 ///
@@ -83,8 +101,18 @@ pub fn read_event_log(dir: &Path) -> std::io::Result<(Vec<EventRecord>, usize)> 
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
             Err(err) => return Err(err),
         };
-        for line in BufReader::new(file).lines() {
-            match serde_json::from_str::<EventRecord>(&line?) {
+        let mut reader = BufReader::new(file);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            }
+            // `from_slice` checks the UTF-8 of what it decodes, so a bad byte is a skip too.
+            match serde_json::from_slice::<EventRecord>(&line) {
                 Ok(record) => records.push(record),
                 Err(_) => skipped += 1,
             }
@@ -124,5 +152,65 @@ mod tests {
         let times: Vec<u64> = records.iter().map(|r| r.time_ms).collect();
         assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
         assert_eq!(times.last(), Some(&9));
+    }
+
+    fn line(time_ms: u64) -> Vec<u8> {
+        let record = EventRecord {
+            time_ms,
+            event: started("x"),
+        };
+        let mut line = serde_json::to_vec(&record).unwrap();
+        line.push(b'\n');
+        line
+    }
+
+    fn times(dir: &Path) -> (Vec<u64>, usize) {
+        let (records, skipped) = read_event_log(dir).unwrap();
+        (records.iter().map(|r| r.time_ms).collect(), skipped)
+    }
+
+    #[test]
+    fn a_line_with_an_invalid_byte_or_no_json_is_skipped_and_counted_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = line(1);
+        bytes.extend_from_slice(b"{\"time_ms\":2,\"kind\":\"actor_started\",\"actor\":\"\xff\"}\n");
+        bytes.extend_from_slice(b"not json at all\n");
+        bytes.extend_from_slice(&line(3));
+        bytes.extend_from_slice(b"\xc3\n");
+        bytes.extend_from_slice(&line(4));
+        fs::write(dir.path().join(LOG_FILE), &bytes).unwrap();
+        assert_eq!(times(dir.path()), (vec![1, 3, 4], 3));
+    }
+
+    #[test]
+    fn a_torn_last_line_is_ended_on_open_so_the_next_process_loses_no_event() {
+        let dir = tempfile::tempdir().unwrap();
+        // A killed process left its last line cut short, without its newline.
+        let mut bytes = line(1);
+        bytes.extend_from_slice(b"{\"time_ms\":2,\"ki");
+        fs::write(dir.path().join(LOG_FILE), &bytes).unwrap();
+
+        let mut log = EventLog::open(dir.path(), DEFAULT_LOG_MAX_BYTES).unwrap();
+        let mut next = line(3);
+        next.pop();
+        log.append(std::str::from_utf8(&next).unwrap()).unwrap();
+        drop(log);
+
+        assert_eq!(
+            times(dir.path()),
+            (vec![1, 3], 1),
+            "the cut line alone is lost"
+        );
+        let after = fs::read(dir.path().join(LOG_FILE)).unwrap();
+        assert_eq!(after.last(), Some(&b'\n'));
+        // A whole last line that only lacks its newline is kept whole.
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = line(5);
+        bytes.pop();
+        fs::write(dir.path().join(LOG_FILE), &bytes).unwrap();
+        let mut log = EventLog::open(dir.path(), DEFAULT_LOG_MAX_BYTES).unwrap();
+        log.append(std::str::from_utf8(&next).unwrap()).unwrap();
+        drop(log);
+        assert_eq!(times(dir.path()), (vec![5, 3], 0));
     }
 }

@@ -4,13 +4,84 @@
 //! without changing anything: no torn tail is cut, no directory is created, no lock is taken,
 //! so it is safe on the log of a running process (whose newest segment may then show a
 //! record being written as a torn tail).
+//!
+//! Recovery stops reading a segment at its first invalid byte. Inspection goes on: it searches
+//! every later byte offset for a valid frame ([`AfterDamage`]), because valid records behind
+//! the damage mean it is not (only) a write cut short by a crash — those records would be lost
+//! by a cut, or are unreadable in a refused log, and may have been acknowledged.
 
 use serde::{Deserialize, Serialize};
 
 use super::error::WalError;
-use super::format::{self, SEGMENT_HEADER_LEN};
+use super::format::{self, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+use super::recovery::NO_NEXT_SEGMENT_ID;
 use super::segments::Segments;
 use crate::storage::location::Storage;
+
+/// How many bytes the search behind a segment's damage may checksum before it stops (what it
+/// did not search is reported as [`AfterDamage::unsearched_bytes`]). Candidates are cheap to
+/// reject unless their length fits in what is left, so this bounds the time a crafted or
+/// random tail can take: about a second.
+const SEARCH_BUDGET: u64 = 1 << 30;
+
+/// What lies behind the first damage of a segment, found by trying every later byte offset as
+/// the start of a frame (a frame is valid only if its CRC32C matches, so a false find is
+/// about as likely as a random 32-bit match).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AfterDamage {
+    /// Valid records found behind the damage: recovery would lose them with a cut, or cannot
+    /// read them in a log it refuses.
+    pub records: u64,
+    /// The offset of the first of them.
+    pub first_offset: Option<u64>,
+    /// Bytes behind the damage that were not searched (beyond a missing chunk object, or past
+    /// the search's work limit): records may be there unseen.
+    pub unsearched_bytes: u64,
+}
+
+impl AfterDamage {
+    /// Whether the search proved that nothing valid follows the damage.
+    pub fn nothing_valid(&self) -> bool {
+        self.records == 0 && self.unsearched_bytes == 0
+    }
+}
+
+/// Searches `bytes[from..]` for valid frames, following each one found to the next.
+fn search_after_damage(bytes: &[u8], from: usize) -> AfterDamage {
+    let mut found = AfterDamage::default();
+    let mut budget = SEARCH_BUDGET;
+    let mut at = from;
+    while bytes.len().saturating_sub(at) >= FRAME_HEADER_LEN {
+        let rest = &bytes[at..];
+        // A frame's first bytes are never all zero (the CRC32C of a zero length and time is
+        // not zero), so a run of zeros is skipped to 15 bytes before its end.
+        if rest[..FRAME_HEADER_LEN].iter().all(|&b| b == 0) {
+            let zeros = rest.iter().position(|&b| b != 0).unwrap_or(rest.len());
+            at += (zeros + 1).saturating_sub(FRAME_HEADER_LEN).max(1);
+            continue;
+        }
+        let len = u64::from(u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]));
+        let cost = FRAME_HEADER_LEN as u64 + len;
+        if cost > rest.len() as u64 {
+            at += 1;
+            continue;
+        }
+        if cost > budget {
+            found.unsearched_bytes = rest.len() as u64;
+            break;
+        }
+        budget -= cost;
+        match format::decode_frame(rest, format::MAX_PAYLOAD_LEN) {
+            Ok(frame) => {
+                found.records += 1;
+                found.first_offset.get_or_insert(at as u64);
+                at += format::frame_len(frame.len as usize);
+            }
+            Err(_) => at += 1,
+        }
+    }
+    found
+}
 
 /// One segment as found on storage.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +100,8 @@ pub struct SegmentReport {
     pub time_range_ms: Option<(u64, u64)>,
     /// The first invalid byte and what is wrong there.
     pub damage: Option<(u64, String)>,
+    /// With damage: what lies behind it.
+    pub after_damage: Option<AfterDamage>,
 }
 
 /// What [`super::Wal::open`] would do with the damage found.
@@ -38,7 +111,8 @@ pub struct SegmentReport {
 pub enum RecoveryAction {
     /// Nothing: every byte is valid.
     Nothing,
-    /// Cut the newest segment at `offset`, discarding a torn or corrupt tail.
+    /// Cut the newest segment at `offset`, discarding a torn or corrupt tail. The segment's
+    /// [`SegmentReport::after_damage`] says whether valid records are among what is discarded.
     CutTornTail {
         /// The newest segment.
         segment: u64,
@@ -56,7 +130,8 @@ pub enum RecoveryAction {
         /// What is wrong with its header.
         reason: String,
     },
-    /// Refuse to open: a sealed segment, or a header in front of records, is damaged.
+    /// Refuse to open: a sealed segment, or a header in front of records, is damaged — or the
+    /// newest segment's id is `u64::MAX`, which leaves no id for the next one (offset 0).
     RefuseCorrupt {
         /// The damaged segment.
         segment: u64,
@@ -92,7 +167,15 @@ pub async fn inspect(storage: &Storage) -> Result<WalInspection, WalError> {
     let ids = segments.list().await?;
     let newest = ids.last().copied();
     let mut reports = Vec::with_capacity(ids.len());
-    let mut recovery = RecoveryAction::Nothing;
+    // Recovery checks this before anything else.
+    let mut recovery = match newest {
+        Some(id) if id.checked_add(1).is_none() => RecoveryAction::RefuseCorrupt {
+            segment: id,
+            offset: 0,
+            reason: NO_NEXT_SEGMENT_ID.to_owned(),
+        },
+        _ => RecoveryAction::Nothing,
+    };
     for &id in &ids {
         let seg = segments.read_all(id).await?;
         let mut min_time: Option<u64> = None;
@@ -133,6 +216,12 @@ pub async fn inspect(storage: &Storage) -> Result<WalInspection, WalError> {
                 }
             };
         }
+        let after_damage = damage.as_ref().map(|(offset, _)| {
+            let from = usize::try_from(*offset).map_or(usize::MAX, |o| o.saturating_add(1));
+            let mut after = search_after_damage(&seg.bytes, from);
+            after.unsearched_bytes += seg.beyond_gap;
+            after
+        });
         reports.push(SegmentReport {
             id,
             bytes: total,
@@ -141,6 +230,7 @@ pub async fn inspect(storage: &Storage) -> Result<WalInspection, WalError> {
             created_ms: scan.header.map(|h| h.created_ms),
             time_range_ms: min_time.zip(scan.max_time_ms),
             damage,
+            after_damage,
         });
     }
     Ok(WalInspection {
@@ -204,6 +294,96 @@ mod tests {
         assert_eq!(report.torn_tails.len(), 1);
         assert_eq!(report.torn_tails[0].offset, valid);
         assert_eq!(report.torn_tails[0].discarded_bytes, 7);
+    }
+
+    /// A segment of `n` records of 10 bytes, its frame offsets, and its bytes.
+    fn segment(n: u8) -> (Vec<usize>, Vec<u8>) {
+        let mut bytes = format::encode_header(1, 0).to_vec();
+        let mut offsets = Vec::new();
+        for i in 0..n {
+            offsets.push(bytes.len());
+            format::encode_frame(&mut bytes, u64::from(i), &[i; 10]);
+        }
+        (offsets, bytes)
+    }
+
+    #[test]
+    fn the_search_behind_damage_finds_every_valid_frame_and_only_those() {
+        let (offsets, clean) = segment(4);
+        // A flipped payload byte: the three frames behind it.
+        let mut bytes = clean.clone();
+        bytes[offsets[0] + FRAME_HEADER_LEN] ^= 1;
+        let found = search_after_damage(&bytes, offsets[0] + 1);
+        assert_eq!(
+            found,
+            AfterDamage {
+                records: 3,
+                first_offset: Some(offsets[1] as u64),
+                unsearched_bytes: 0
+            }
+        );
+        // A flipped length bit: its frame claims more than there is, the rest are found.
+        let mut bytes = clean.clone();
+        bytes[offsets[1] + 2] ^= 0x10;
+        let found = search_after_damage(&bytes, offsets[1] + 1);
+        assert_eq!(
+            (found.records, found.first_offset),
+            (2, Some(offsets[2] as u64))
+        );
+        // Zeros, garbage and a cut frame behind the damage: nothing valid.
+        let mut bytes = clean[..offsets[2]].to_vec();
+        bytes.extend_from_slice(&[0; 4096]);
+        bytes.extend_from_slice(&[0x5a; 100]);
+        bytes.extend_from_slice(&clean[offsets[2]..offsets[3] - 1]);
+        let found = search_after_damage(&bytes, offsets[2] + 1);
+        assert!(found.nothing_valid(), "{found:?}");
+        // Zeros then a valid frame right behind them: the zero skip does not jump over it.
+        for zeros in [15, 16, 17, 31, 4096] {
+            let mut bytes = clean[..offsets[2]].to_vec();
+            bytes.extend_from_slice(&vec![0; zeros]);
+            let at = bytes.len();
+            bytes.extend_from_slice(&clean[offsets[3]..]);
+            let found = search_after_damage(&bytes, offsets[2] + 1);
+            assert_eq!(
+                (found.records, found.first_offset),
+                (1, Some(at as u64)),
+                "{zeros} zeros"
+            );
+        }
+        // Nothing to search from past the end.
+        assert!(search_after_damage(&clean, usize::MAX).nothing_valid());
+    }
+
+    #[tokio::test]
+    async fn damage_followed_by_valid_records_is_reported_with_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::local(dir.path());
+        let (wal, _) = Wal::open(storage.clone(), WalConfig::default())
+            .await
+            .expect("open");
+        let mut handles = Vec::new();
+        for i in 0..3u8 {
+            handles.push(wal.append(Bytes::from(vec![i; 10])).await.expect("append"));
+        }
+        wal.close().await.expect("close");
+        let path = dir.path().join(format!("{:020}.wal", handles[0].segment));
+        let mut bytes = std::fs::read(&path).expect("read");
+        bytes[handles[0].offset as usize + FRAME_HEADER_LEN] ^= 0xff;
+        std::fs::write(&path, &bytes).expect("flip");
+        let found = inspect(&storage).await.expect("inspect");
+        assert!(
+            matches!(found.recovery, RecoveryAction::CutTornTail { offset, .. } if offset == handles[0].offset),
+            "{:?}",
+            found.recovery
+        );
+        assert_eq!(
+            found.segments[0].after_damage,
+            Some(AfterDamage {
+                records: 2,
+                first_offset: Some(handles[1].offset),
+                unsearched_bytes: 0
+            })
+        );
     }
 
     #[tokio::test]

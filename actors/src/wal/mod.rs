@@ -42,7 +42,7 @@ mod writer;
 
 pub use config::{RecoveryMode, WalConfig};
 pub use error::WalError;
-pub use inspect::{RecoveryAction, SegmentReport, WalInspection, inspect};
+pub use inspect::{AfterDamage, RecoveryAction, SegmentReport, WalInspection, inspect};
 pub use log::Wal;
 pub use reader::WalIter;
 pub use record::{Position, Record, RecordHandle};

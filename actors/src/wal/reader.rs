@@ -30,8 +30,13 @@ pub(super) async fn read(inner: &Inner, handle: RecordHandle) -> Result<Record, 
             "the segment does not exist (cleaned, or never written)",
         ));
     };
-    let frame_len = format::frame_len(handle.length as usize) as u64;
-    if handle.offset < SEGMENT_HEADER_LEN as u64 || handle.offset + frame_len > info.bytes {
+    // In u64, checked: a handle from a crafted checkpoint must not wrap past the end.
+    let end = handle
+        .offset
+        .checked_add(FRAME_HEADER_LEN as u64 + u64::from(handle.length));
+    let Some(end) =
+        end.filter(|&end| handle.offset >= SEGMENT_HEADER_LEN as u64 && end <= info.bytes)
+    else {
         return Err(invalid(
             inner,
             handle,
@@ -40,10 +45,10 @@ pub(super) async fn read(inner: &Inner, handle: RecordHandle) -> Result<Record, 
                 info.bytes
             ),
         ));
-    }
+    };
     let bytes = inner
         .segments
-        .read_span(handle.segment, handle.offset, handle.offset + frame_len)
+        .read_span(handle.segment, handle.offset, end)
         .await?;
     let frame = format::decode_frame(&bytes, format::MAX_PAYLOAD_LEN).map_err(|reason| {
         WalError::Corrupt {

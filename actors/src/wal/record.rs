@@ -20,11 +20,14 @@ pub struct RecordHandle {
 }
 
 impl RecordHandle {
-    /// The position just after this record: where iteration continues.
+    /// The position just after this record: where iteration continues. For a handle whose
+    /// record would end past `u64::MAX` (never one the log handed out) it is offset `u64::MAX`,
+    /// past every record of the segment, rather than a wrapped offset before them.
     pub fn next_position(&self) -> Position {
+        let len = format::FRAME_HEADER_LEN as u64 + u64::from(self.length);
         Position {
             segment: self.segment,
-            offset: self.offset + format::frame_len(self.length as usize) as u64,
+            offset: self.offset.saturating_add(len),
         }
     }
 

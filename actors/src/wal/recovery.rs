@@ -11,7 +11,9 @@
 //! 4. Any other damage — in an older segment, or an invalid header in front of records — is
 //!    [`WalError::Corrupt`] with the segment and offset; nothing is changed.
 //!
-//! In [`RecoveryMode::Strict`] rules 2 and 3 become errors too.
+//! In [`RecoveryMode::Strict`] rules 2 and 3 become errors too. Before any of them, a newest
+//! segment id of `u64::MAX` (which leaves no id for the next segment; the writer never uses
+//! it) is [`WalError::Corrupt`] too.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -55,6 +57,10 @@ pub struct RecoveryReport {
     pub elapsed: Duration,
 }
 
+/// Why a log whose newest segment id is `u64::MAX` is refused.
+pub(super) const NO_NEXT_SEGMENT_ID: &str = "the segment id is the largest possible, so no id is left for the next segment (weir never \
+     writes this id; the file was made or renamed by something else)";
+
 pub(super) async fn recover(
     segments: &Segments,
     log: &str,
@@ -63,6 +69,19 @@ pub(super) async fn recover(
     let started = Instant::now();
     let ids = segments.list().await?;
     let newest = ids.last().copied();
+    let next_segment = match newest {
+        None => 1,
+        Some(id) => id.checked_add(1).ok_or_else(|| {
+            let reason = NO_NEXT_SEGMENT_ID.to_owned();
+            tracing::error!(log, segment = id, %reason, "corrupt WAL segment");
+            WalError::Corrupt {
+                log: log.to_owned(),
+                segment: id,
+                offset: 0,
+                reason,
+            }
+        })?,
+    };
     let mut meta = BTreeMap::new();
     let mut torn_tails = Vec::new();
     for &id in &ids {
@@ -130,7 +149,7 @@ pub(super) async fn recover(
         records: meta.values().map(|s: &SegmentInfo| s.records).sum(),
         bytes: meta.values().map(|s: &SegmentInfo| s.bytes).sum(),
         torn_tails,
-        next_segment: newest.map_or(1, |id| id + 1),
+        next_segment,
         elapsed: started.elapsed(),
     };
     tracing::info!(

@@ -380,10 +380,22 @@ impl Writer {
             return Ok(());
         }
         let id = self.next_id;
+        // The last id is never used: a log whose newest segment had it could not number the
+        // next one, and recovery refuses such a log.
+        let Some(after) = id.checked_add(1) else {
+            return Err(Arc::new(StorageError::Task {
+                path: self.inner.log.clone(),
+                reason: format!(
+                    "no segment id is left after segment {}; move the log's segments away to \
+                     start a new log",
+                    id - 1
+                ),
+            }));
+        };
         let header = format::encode_header(id, now_ms());
         match self.inner.segments.create(id, &header).await {
             Ok(file) => {
-                self.next_id = id + 1;
+                self.next_id = after;
                 self.inner.stats().segments_created += 1;
                 self.active = Some(Active {
                     id,

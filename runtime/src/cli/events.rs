@@ -1,4 +1,5 @@
-//! `weir events`: the live stream of a control endpoint, or the persisted event log.
+//! `weir events`: the live stream of a control endpoint, or the persisted event log (whose
+//! unreadable lines are skipped, and counted on standard error).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,18 +23,9 @@ pub(super) async fn run(args: EventsArgs) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     if let Some(dir) = &args.dir {
         let dir = log_dir(dir);
-        let (records, skipped) = read_event_log(&dir)
-            .with_context(|| format!("could not read the event log in `{}`", dir.display()))?;
         let mut out = stdout.lock();
-        for record in &records {
-            print_record(&mut out, record, args.json, colour)?;
-        }
-        if skipped > 0 {
-            eprintln!(
-                "weir: skipped {skipped} lines of the event log that do not parse (a line cut short by a crash)"
-            );
-        }
-        return Ok(());
+        let mut err = std::io::stderr().lock();
+        return print_log(&dir, &mut out, &mut err, args.json, colour);
     }
     let addr = args.addr.as_deref().unwrap_or_default();
     let mut client = Client::connect(addr).await?;
@@ -51,6 +43,31 @@ pub(super) async fn run(args: EventsArgs) -> anyhow::Result<()> {
         }
     }
     eprintln!("weir: the control endpoint at {addr} closed the connection");
+    Ok(())
+}
+
+/// Prints the persisted event log in `dir` to `out`, then, on `err`, how many of its lines
+/// were skipped.
+fn print_log(
+    dir: &Path,
+    out: &mut impl Write,
+    err: &mut impl Write,
+    json: bool,
+    colour: bool,
+) -> anyhow::Result<()> {
+    let (records, skipped) = read_event_log(dir)
+        .with_context(|| format!("could not read the event log in `{}`", dir.display()))?;
+    for record in &records {
+        print_record(out, record, json, colour)?;
+    }
+    if skipped > 0 {
+        let lines = if skipped == 1 { "line" } else { "lines" };
+        writeln!(
+            err,
+            "weir: skipped {skipped} {lines} of the event log that are not valid UTF-8 or not an \
+             event (a line cut short by a crash, a damaged byte)"
+        )?;
+    }
     Ok(())
 }
 
@@ -82,4 +99,31 @@ fn print_record(
     };
     writeln!(out, "{} {start}{text}{end}", clock(record.time_ms))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    #[test]
+    fn events_dir_prints_the_readable_events_and_counts_the_skipped_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Vec::new();
+        log.extend_from_slice(b"{\"time_ms\":1,\"kind\":\"actor_started\",\"actor\":\"a\"}\n");
+        log.extend_from_slice(b"{\"time_ms\":2,\"kind\":\"actor_started\",\"actor\":\"\xff\"}\n");
+        log.extend_from_slice(b"{\"time_ms\":3,\"kind\":\"actor_started\",\"actor\":\"c\"}\n");
+        std::fs::write(dir.path().join("events.jsonl"), &log).unwrap();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        print_log(dir.path(), &mut out, &mut err, true, false).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let times: Vec<u64> = out
+            .lines()
+            .map(|l| serde_json::from_str::<EventRecord>(l).unwrap().time_ms)
+            .collect();
+        assert_eq!(times, vec![1, 3]);
+        let err = String::from_utf8(err).unwrap();
+        assert!(err.contains("skipped 1 line of the event log"), "{err}");
+    }
 }

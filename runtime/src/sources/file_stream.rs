@@ -46,10 +46,14 @@
 //! # Bad input
 //!
 //! Files are streamed line by line (a 64 KiB read buffer); nothing here panics on what a file
-//! holds. Every problem is logged as a `tracing` warning naming the file, the line and its
-//! byte offset, counted in [`FileStreamStats`], and its message kept among its
-//! [`recent_problems`](FileStreamStats::recent_problems). Lines are split at `\n`, a `\r`
-//! before it is removed, and a last line without `\n` counts.
+//! holds. Every problem is counted in [`FileStreamStats`], exactly, and its message — naming
+//! the file, the line and its byte offset — kept among its
+//! [`recent_problems`](FileStreamStats::recent_problems). It is also logged as a `tracing`
+//! warning, but of each kind at most once per
+//! [`problem_log_interval`](FileStreamOptions::problem_log_interval) (10 s by default): that
+//! warning is a sample, and says how many problems of its kind were counted and not logged
+//! since the previous one — so a file of bad lines cannot flood the log. Lines are split at
+//! `\n`, a `\r` before it is removed, and a last line without `\n` counts.
 //!
 //! - A line that is not valid UTF-8 is skipped ([`BadUtf8::Skip`], the default) or kept with
 //!   each invalid sequence replaced by U+FFFD ([`BadUtf8::Replace`]). The other lines of the
@@ -85,6 +89,7 @@ pub use super::socket::LongLines;
 use crate::dstream::memo::lock;
 use crate::dstream::planned::Planner;
 use crate::error::{ComputeError, ComputeResult};
+use crate::sources::problems::{ProblemLog, suppressed_note};
 
 /// What to do with a line that is not valid UTF-8.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -171,9 +176,19 @@ impl FileStreamStats {
         lock(&self.problems).iter().cloned().collect()
     }
 
-    fn report(&self, counter: &AtomicU64, message: String) {
+    /// Counts a problem of `kind` and keeps its message; `problems` decides whether it is also
+    /// logged now (at most one warning per kind per interval).
+    fn report(
+        &self,
+        problems: &ProblemLog,
+        kind: &'static str,
+        counter: &AtomicU64,
+        message: String,
+    ) {
         counter.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!("{message}");
+        if let Some(suppressed) = problems.admit(kind) {
+            tracing::warn!(kind, suppressed, "{message}{}", suppressed_note(suppressed));
+        }
         let mut problems = lock(&self.problems);
         if problems.len() == RECENT_PROBLEMS {
             problems.pop_front();
@@ -211,6 +226,7 @@ pub struct FileStreamOptions {
     new_files_only: bool,
     filter: Option<Filter>,
     stats: Arc<FileStreamStats>,
+    problems: Arc<ProblemLog>,
 }
 
 impl fmt::Debug for FileStreamOptions {
@@ -224,6 +240,7 @@ impl fmt::Debug for FileStreamOptions {
             .field("remember", &self.remember)
             .field("new_files_only", &self.new_files_only)
             .field("filter", &self.filter.is_some())
+            .field("problem_log_interval", &self.problems.interval())
             .finish_non_exhaustive()
     }
 }
@@ -237,7 +254,8 @@ impl Default for FileStreamOptions {
 impl FileStreamOptions {
     /// The defaults: every new file in the next batch, lines of at most 1 MiB (longer ones
     /// skipped), invalid UTF-8 lines skipped, missing files read as empty, a 60 s remember
-    /// window, files already there at the first start processed, no filter.
+    /// window, files already there at the first start processed, no filter, at most one
+    /// warning per kind of problem every 10 s.
     pub fn new() -> Self {
         FileStreamOptions {
             max_files_per_batch: None,
@@ -249,6 +267,7 @@ impl FileStreamOptions {
             new_files_only: false,
             filter: None,
             stats: Arc::default(),
+            problems: Arc::default(),
         }
     }
 
@@ -307,6 +326,16 @@ impl FileStreamOptions {
     #[must_use]
     pub fn filter(mut self, accept: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
         self.filter = Some(Arc::new(accept));
+        self
+    }
+
+    /// Of each kind of problem (invalid UTF-8, a long line, a missing or changed file, a
+    /// partial record) at most one `tracing` warning per `interval` (default 10 s; zero: every
+    /// problem); the others are counted in the [stats](Self::stats) and told by the next
+    /// warning of their kind. See the [module documentation](self#bad-input).
+    #[must_use]
+    pub fn problem_log_interval(mut self, interval: Duration) -> Self {
+        self.problems = Arc::new(ProblemLog::new(interval));
         self
     }
 
@@ -463,6 +492,8 @@ impl FileStream {
                     MissingFiles::Skip => {
                         stats.files.fetch_add(1, Ordering::Relaxed);
                         stats.report(
+                            &self.options.problems,
+                            "missing_file",
                             &stats.missing_files,
                             format!(
                                 "{} was planned for a batch but is gone; it is read as empty",
@@ -490,6 +521,8 @@ impl FileStream {
         };
         if meta.len() < file.len {
             stats.report(
+                &self.options.problems,
+                "changed_file",
                 &stats.changed_files,
                 format!(
                     "{} is shorter than when it was planned ({} bytes, then {}); reading what is \
@@ -501,6 +534,8 @@ impl FileStream {
             );
         } else if mtime_ns(&meta) != file.mtime_ns {
             stats.report(
+                &self.options.problems,
+                "changed_file",
                 &stats.changed_files,
                 format!(
                     "{} was modified after it was planned; reading its first {} bytes as planned",
@@ -550,6 +585,8 @@ impl FileStream {
             }
             if filled > 0 {
                 stats.report(
+                    &self.options.problems,
+                    "partial_record",
                     &stats.partial_records,
                     format!(
                         "{} ends with {filled} bytes, less than a record of {record_len}; they \
@@ -637,6 +674,8 @@ impl LineReader<'_> {
                 _ => "skipped",
             };
             stats.report(
+                &self.options.problems,
+                "long_line",
                 &stats.long_lines,
                 format!(
                     "line {number} of {path} (at byte {start}) is {len} bytes long, over the \
@@ -664,6 +703,8 @@ impl LineReader<'_> {
                 match self.options.bad_utf8 {
                     BadUtf8::Skip => {
                         stats.report(
+                            &self.options.problems,
+                            "bad_utf8",
                             &stats.bad_utf8_lines,
                             format!(
                                 "line {number} of {path} (at byte {start}) is not valid UTF-8 \
@@ -674,6 +715,8 @@ impl LineReader<'_> {
                     }
                     BadUtf8::Replace => {
                         stats.report(
+                            &self.options.problems,
+                            "bad_utf8",
                             &stats.bad_utf8_lines,
                             format!(
                                 "line {number} of {path} (at byte {start}) is not valid UTF-8 \
@@ -789,6 +832,7 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
 
     use super::*;
+    use crate::sources::problems::capture::Warnings;
 
     fn lines(input: &[u8], options: &FileStreamOptions) -> Vec<String> {
         let mut out = Vec::new();
@@ -840,6 +884,41 @@ mod tests {
         let o = FileStreamOptions::new().bad_utf8(BadUtf8::Replace);
         assert_eq!(lines(b"x\xffy\n", &o), vec!["x\u{fffd}y"]);
         assert_eq!(o.stats().snapshot().bad_utf8_lines, 1);
+    }
+
+    /// Issue 16, item 7: every bad line was a warning, so 10 MB of bad lines made about a
+    /// gigabyte of log.
+    #[test]
+    fn a_flood_of_bad_lines_is_counted_exactly_and_logged_a_few_times() {
+        let warnings = Warnings::install();
+        let o = FileStreamOptions::new().max_line_len(8);
+        let mut input = Vec::new();
+        for i in 0..10_000 {
+            input.extend_from_slice(b"bad \xff\n");
+            input.extend_from_slice(b"far too long a line\n");
+            input.extend_from_slice(format!("ok {i}\n").as_bytes());
+        }
+        assert_eq!(lines(&input, &o).len(), 10_000);
+        let s = o.stats().snapshot();
+        assert_eq!(
+            (s.bad_utf8_lines, s.long_lines, s.lines),
+            (10_000, 10_000, 10_000)
+        );
+        let logged = warnings.lines();
+        assert!(
+            logged.len() <= 2,
+            "{} warnings for 20 000 bad lines, the first: {:?}",
+            logged.len(),
+            logged.first()
+        );
+        assert!(
+            logged.iter().any(|l| l.contains("not valid UTF-8")),
+            "{logged:?}"
+        );
+        assert!(
+            logged.iter().any(|l| l.contains("over the maximum")),
+            "{logged:?}"
+        );
     }
 
     #[test]

@@ -3,5 +3,6 @@
 
 pub mod file_stream;
 pub mod partitioned_log;
+mod problems;
 pub mod rate;
 pub mod socket;

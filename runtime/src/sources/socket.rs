@@ -17,11 +17,15 @@
 //!
 //! Bytes up to a `\n`, without it and without a `\r` before it; a last line without `\n` is
 //! a line when the server closes the connection. A line that is not valid UTF-8 is reported
-//! (`tracing` warning with the line's number and byte offset in the connection) and skipped.
-//! A line longer than [`max_line_len`](SocketTextReceiver::max_line_len) bytes is reported
-//! and, depending on [`LongLines`], skipped or cut to its first `max_line_len` bytes (at a
-//! character boundary); either way the receiver's memory stays bounded by that length. Both
-//! are also counted in [`SocketStats`]. Nothing here panics on what the server sends.
+//! and skipped. A line longer than [`max_line_len`](SocketTextReceiver::max_line_len) bytes
+//! is reported and, depending on [`LongLines`], skipped or cut to its first `max_line_len`
+//! bytes (at a character boundary); either way the receiver's memory stays bounded by that
+//! length. Both are counted in [`SocketStats`], exactly, and logged as `tracing` warnings (the
+//! line's number and byte offset in the connection) — but of each kind at most once per
+//! [`problem_log_interval`](SocketTextReceiver::problem_log_interval) (10 s by default): that
+//! warning is a sample and says how many were counted and not logged since the previous one,
+//! so a server sending bad lines cannot flood the log. Nothing here panics on what the server
+//! sends.
 //!
 //! # Connection loss
 //!
@@ -54,6 +58,7 @@ use weir_actors::pipeline::{
     BoxFuture, PendingStore, Receiver, ReceiverContext, ReceiverFactory, StoreError, UserError,
 };
 
+use super::problems::{ProblemLog, suppressed_note};
 use super::rate::RateLimiter;
 
 /// What to do with a line longer than the maximum line length.
@@ -157,6 +162,7 @@ pub struct SocketTextReceiver {
     connect_timeout: Duration,
     limiter: Option<RateLimiter>,
     stats: Arc<SocketStats>,
+    problems: Arc<ProblemLog>,
 }
 
 impl fmt::Debug for SocketTextReceiver {
@@ -172,6 +178,7 @@ impl fmt::Debug for SocketTextReceiver {
             .field("initial_backoff", &self.initial_backoff)
             .field("max_backoff", &self.max_backoff)
             .field("rate", &self.limiter.as_ref().map(RateLimiter::rate))
+            .field("problem_log_interval", &self.problems.interval())
             .finish_non_exhaustive()
     }
 }
@@ -184,7 +191,7 @@ impl SocketTextReceiver {
     /// with the defaults: lines of at most 64 KiB (longer ones skipped), chunks of at most
     /// 100 000 lines or 1 MiB stored at least every 20 ms, one chunk in flight while the next
     /// is read, reconnection backoff from 100 ms up to 10 s, a 5 s connect timeout, no rate
-    /// limit.
+    /// limit, at most one warning per kind of bad line every 10 s.
     pub fn new(addr: impl Into<String>) -> Self {
         SocketTextReceiver {
             addr: addr.into(),
@@ -199,6 +206,7 @@ impl SocketTextReceiver {
             connect_timeout: Duration::from_secs(5),
             limiter: None,
             stats: Arc::default(),
+            problems: Arc::default(),
         }
     }
 
@@ -259,6 +267,15 @@ impl SocketTextReceiver {
     /// [`handle`](RateLimiter::handle) changes the rate while the receiver runs.
     pub fn rate_limiter(mut self, limiter: RateLimiter) -> Self {
         self.limiter = Some(limiter);
+        self
+    }
+
+    /// Of each kind of bad line (invalid UTF-8, too long) at most one `tracing` warning per
+    /// `interval` (default 10 s; zero: every line), shared with the receiver's clones; the
+    /// others are counted in the [stats](Self::stats) and told by the next warning of their
+    /// kind.
+    pub fn problem_log_interval(mut self, interval: Duration) -> Self {
+        self.problems = Arc::new(ProblemLog::new(interval));
         self
     }
 
@@ -483,11 +500,15 @@ impl<'a> Connection<'a> {
                 error,
             } => {
                 bump(&self.rx.stats.bad_utf8_lines, 1);
-                tracing::warn!(
-                    addr = %self.rx.addr, peer = %self.peer, line, offset,
-                    "line {line} (at byte {offset} of the connection) is not valid UTF-8 \
-                     ({error}); it is skipped"
-                );
+                if let Some(suppressed) = self.rx.problems.admit("bad_utf8") {
+                    tracing::warn!(
+                        addr = %self.rx.addr, peer = %self.peer, line, offset,
+                        kind = "bad_utf8", suppressed,
+                        "line {line} (at byte {offset} of the connection) is not valid UTF-8 \
+                         ({error}); it is skipped{}",
+                        suppressed_note(suppressed)
+                    );
+                }
                 return Ok(Flow::Go);
             }
             Framed::TooLong {
@@ -503,11 +524,15 @@ impl<'a> Connection<'a> {
                 } else {
                     "skipped"
                 };
-                tracing::warn!(
-                    addr = %self.rx.addr, peer = %self.peer, line, offset,
-                    "line {line} (at byte {offset} of the connection) is longer than the \
-                     maximum of {max} bytes (at least {seen}); it is {what}"
-                );
+                if let Some(suppressed) = self.rx.problems.admit("long_line") {
+                    tracing::warn!(
+                        addr = %self.rx.addr, peer = %self.peer, line, offset,
+                        kind = "long_line", suppressed,
+                        "line {line} (at byte {offset} of the connection) is longer than the \
+                         maximum of {max} bytes (at least {seen}); it is {what}{}",
+                        suppressed_note(suppressed)
+                    );
+                }
                 match kept {
                     Some(kept) => kept,
                     None => return Ok(Flow::Go),
@@ -809,7 +834,12 @@ fn validate(bytes: Bytes, line: u64, offset: u64) -> Framed {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
     use super::*;
+    use crate::sources::problems::capture::Warnings;
+    use tokio::io::AsyncWriteExt;
+    use weir_actors::testing::ManualSupervisor;
 
     fn frame_all(framer: &mut LineFramer, input: &[&[u8]]) -> Vec<Framed> {
         let mut out = Vec::new();
@@ -898,5 +928,64 @@ mod tests {
         let mut f = LineFramer::new(4, LongLines::Skip);
         let out = frame_all(&mut f, &[b"abcd\r", b"\n"]);
         assert_eq!(out, vec![line("abcd")]);
+    }
+
+    /// Issue 16, item 7: every bad line was a warning, so a server sending bad lines flooded
+    /// the log. Current-thread runtime: the receiver logs on the test's thread.
+    #[tokio::test]
+    async fn a_flood_of_bad_lines_is_counted_exactly_and_logged_a_few_times() {
+        let warnings = Warnings::install();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let receiver = SocketTextReceiver::new(&addr).max_line_len(8);
+        let stats = receiver.stats();
+        let (mut supervisor, ctx) = ManualSupervisor::new(0, 4);
+        let task = tokio::spawn(async move {
+            let mut receiver = receiver;
+            receiver.start(ctx).await
+        });
+        let (mut server, _) = listener.accept().await.unwrap();
+        let mut wire = Vec::new();
+        for i in 0..10_000 {
+            wire.extend_from_slice(b"bad \xff\n");
+            wire.extend_from_slice(b"far too long a line\n");
+            wire.extend_from_slice(format!("ok {i}\n").as_bytes());
+        }
+        let writer = tokio::spawn(async move { server.write_all(&wire).await });
+        let mut stored = 0;
+        let mut n = 0;
+        while stored < 10_000 {
+            let block = supervisor.next().await.unwrap();
+            stored += block.records().len();
+            block.stored_as(n);
+            n += 1;
+        }
+        writer.await.unwrap().unwrap();
+        supervisor.stop();
+        task.await.unwrap().unwrap();
+        let s = stats.snapshot();
+        assert_eq!(
+            (s.bad_utf8_lines, s.long_lines, s.lines),
+            (10_000, 10_000, 10_000)
+        );
+        let logged: Vec<String> = warnings
+            .lines()
+            .into_iter()
+            .filter(|l| l.contains("line "))
+            .collect();
+        assert!(
+            logged.len() <= 2,
+            "{} warnings for 20 000 bad lines, the first: {:?}",
+            logged.len(),
+            logged.first()
+        );
+        assert!(
+            logged.iter().any(|l| l.contains("not valid UTF-8")),
+            "{logged:?}"
+        );
+        assert!(
+            logged.iter().any(|l| l.contains("longer than the maximum")),
+            "{logged:?}"
+        );
     }
 }
