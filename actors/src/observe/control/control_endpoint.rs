@@ -2,6 +2,10 @@
 //! [`Connection`], and carries out their commands — `snapshot`, and `kill` and `panic` after
 //! checking the token.
 //!
+//! `kill` and `panic` reach only the engine's own actors: a name is looked up under the
+//! engine's prefix (added when the command lacks it), and the actor found must be in the
+//! tree under the engine's root.
+//!
 //! Opt-in ([`EngineConfig::control_addr`](crate::config::EngineConfig::control_addr)); a child
 //! of the root, so it survives driver restarts. The protocol is in
 //! [`protocol`](crate::observe::control::protocol).
@@ -17,7 +21,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
@@ -185,22 +189,34 @@ fn carry_out(args: &ControlEndpointArgs, command: Command) -> Reply {
         }
         Some(_) => {}
     }
-    let candidates = [format!("{}{actor}", args.name_prefix), actor.clone()];
-    let Some((name, cell)) = candidates
-        .iter()
-        .find_map(|n| ractor::registry::where_is(n.clone()).map(|c| (n.clone(), c)))
-    else {
+    // Only under this engine's prefix: never the name as given when it lacks the prefix, which
+    // could be another engine's actor, or anything else registered in the process.
+    let name = if actor.starts_with(&args.name_prefix) {
+        actor.clone()
+    } else {
+        format!("{}{actor}", args.name_prefix)
+    };
+    let Some(cell) = ractor::registry::where_is(name.clone()) else {
         return Reply::refused(
             id,
             format!("refused to {verb} {actor}: no running actor has that name"),
         );
     };
-    if name == args.names.root() {
+    let root = args.names.root();
+    if name == root {
         return Reply::refused(
             id,
             format!(
                 "refused to {verb} {name}: the root would take the whole engine down; stop the process instead"
             ),
+        );
+    }
+    // With an empty prefix every name is "under" it: the actor must also be in this engine's
+    // supervision tree.
+    if !descends_from(&cell, &root) {
+        return Reply::refused(
+            id,
+            format!("refused to {verb} {name}: it is not an actor of this engine"),
         );
     }
     if kill {
@@ -217,18 +233,54 @@ fn carry_out(args: &ControlEndpointArgs, command: Command) -> Reply {
     }
 }
 
+/// Deeper than any tree of the engine: a supervisor chain longer than this is not one.
+const MAX_DEPTH: usize = 64;
+
+/// Whether `cell` is supervised, directly or through its supervisors, by the actor registered
+/// as `root`.
+fn descends_from(cell: &ActorCell, root: &str) -> bool {
+    let Some(root) = ractor::registry::where_is(root.to_owned()) else {
+        return false;
+    };
+    let mut supervisor = cell.try_get_supervisor();
+    for _ in 0..MAX_DEPTH {
+        match supervisor {
+            Some(s) if s.get_id() == root.get_id() => return true,
+            Some(s) => supervisor = s.try_get_supervisor(),
+            None => return false,
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn args(token: Option<&str>) -> ControlEndpointArgs {
+        args_under("ce-unit/", token)
+    }
+
+    fn args_under(prefix: &str, token: Option<&str>) -> ControlEndpointArgs {
         ControlEndpointArgs {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             hub: EventHub::default(),
-            names: Names::new("ce-unit/"),
-            name_prefix: "ce-unit/".to_owned(),
+            names: Names::new(prefix),
+            name_prefix: prefix.to_owned(),
             token: token.map(Arc::from),
             handle: ControlHandle::default(),
+        }
+    }
+
+    /// An actor that does nothing.
+    struct Idle;
+
+    impl Actor for Idle {
+        type Msg = ();
+        type State = ();
+        type Arguments = ();
+        async fn pre_start(&self, _: ActorRef<()>, _: ()) -> Result<(), ActorProcessingErr> {
+            Ok(())
         }
     }
 
@@ -264,6 +316,48 @@ mod tests {
         );
         let reply = carry_out(&args, Command::Snapshot { id: 3 });
         assert_eq!(reply, Reply::ok(3, "snapshot sent".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn kill_and_panic_reach_no_actor_outside_the_engines_own_tree() {
+        // Another engine in the same process (its root and its driver, under its own prefix),
+        // and a registered actor that belongs to no engine.
+        let (other_root, other_root_done) = Actor::spawn(Some("ce-other/root".into()), Idle, ())
+            .await
+            .expect("spawn");
+        let (other_driver, other_driver_done) = Actor::spawn_linked(
+            Some("ce-other/driver".into()),
+            Idle,
+            (),
+            other_root.get_cell(),
+        )
+        .await
+        .expect("spawn");
+        let (loner, loner_done) = Actor::spawn(Some("ce-loner".into()), Idle, ())
+            .await
+            .expect("spawn");
+        // This engine's endpoint, under a prefix of its own and under the empty one.
+        for prefix in ["ce-mine/", ""] {
+            let args = args_under(prefix, Some("secret"));
+            for actor in ["ce-other/driver", "ce-loner"] {
+                let reply = carry_out(&args, kill(1, actor, Some("secret")));
+                assert!(!reply.ok, "{prefix:?} killed {actor}: {}", reply.message);
+                let panic = Command::Panic {
+                    id: 2,
+                    actor: actor.to_owned(),
+                    token: Some("secret".to_owned()),
+                };
+                let reply = carry_out(&args, panic);
+                assert!(!reply.ok, "{prefix:?} armed {actor}: {}", reply.message);
+                assert!(!crate::faults::is_armed(actor), "{prefix:?}: {actor} armed");
+            }
+        }
+        other_driver.stop(None);
+        loner.stop(None);
+        other_root.stop(None);
+        loner_done.await.expect("join");
+        other_root_done.await.expect("join");
+        other_driver_done.await.expect("join");
     }
 
     #[test]

@@ -147,7 +147,8 @@ pub enum Command {
         /// Echoed in the reply.
         #[serde(default)]
         id: u64,
-        /// The actor's registered name (with or without the engine's name prefix).
+        /// The actor's registered name (with or without the engine's name prefix); only an
+        /// actor of the engine's own tree is killed.
         actor: String,
         /// The content of the token file.
         #[serde(default)]

@@ -12,10 +12,11 @@ use crate::observe::control::control_endpoint::{ControlEndpoint, ControlEndpoint
 use crate::observe::control::protocol::{MAX_LINE, PROTOCOL_VERSION, Reply, ServerMessage};
 use crate::observe::control::tree_model::ControlHandle;
 use crate::observe::hub::{DEFAULT_CAPACITY, EventHub};
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+/// An actor that does nothing, and keeps running when a child ends (a stand-in root).
 struct Idle;
 
 impl Actor for Idle {
@@ -23,6 +24,14 @@ impl Actor for Idle {
     type State = ();
     type Arguments = ();
     async fn pre_start(&self, _myself: ActorRef<()>, _args: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<()>,
+        _event: SupervisionEvent,
+        _state: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
         Ok(())
     }
 }
@@ -137,9 +146,14 @@ async fn a_slow_client_gets_a_lag_marker_and_publishing_never_waits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_are_answered_by_id_and_kill_needs_the_token() {
     let ep = endpoint("ce-cmd/", Some("secret-token")).await;
-    let (victim, victim_done) = Actor::spawn(Some("ce-cmd/victim".to_owned()), Idle, ())
+    // The victim is an actor of the engine: in the tree under its root.
+    let (root, root_done) = Actor::spawn(Some("ce-cmd/root".to_owned()), Idle, ())
         .await
         .expect("spawn");
+    let (victim, victim_done) =
+        Actor::spawn_linked(Some("ce-cmd/victim".to_owned()), Idle, (), root.get_cell())
+            .await
+            .expect("spawn");
     let mut client = Client::connect(ep.addr).await;
     client.next().await; // hello
     client.next().await; // snapshot
@@ -195,6 +209,8 @@ async fn commands_are_answered_by_id_and_kill_needs_the_token() {
         .await
         .expect("the victim ends")
         .expect("join");
+    root.stop(None);
+    root_done.await.expect("join");
     ep.actor.stop(None);
 }
 
