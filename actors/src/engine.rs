@@ -39,6 +39,9 @@ impl Engine {
     /// # Errors
     ///
     /// [`EngineError::InvalidCheckpointPolicy`] if the checkpoint controls do not combine,
+    /// [`EngineError::InvalidControlConfig`] if the control endpoint's settings are refused
+    /// (a non-loopback address not explicitly allowed, see
+    /// [`EngineConfig::validate_control`]),
     /// [`EngineError::Start`] if the tree could not be built (a name already in use, the
     /// event log unwritable), or [`EngineError::GaveUp`] if the driver kept failing to start.
     pub async fn start(
@@ -47,6 +50,7 @@ impl Engine {
         receivers: Vec<(StreamId, Arc<dyn ReceiverFactory>)>,
     ) -> Result<Engine, EngineError> {
         config.checkpoint_policy.validate()?;
+        config.validate_control()?;
         let config = Arc::new(config);
         let hub = EventHub::default();
         let outcome = Arc::new(Mutex::new(None));
