@@ -41,6 +41,8 @@ pub(crate) const DEFAULT_TOLERABLE_CHECKPOINT_FAILURES: u32 = 3;
 
 /// The control endpoint's token file, in the storage directory.
 pub(crate) const CONTROL_TOKEN_FILE: &str = "control-token";
+/// Connections the control endpoint serves at once by default: 64.
+pub(crate) const DEFAULT_CONTROL_MAX_CONNECTIONS: usize = 64;
 
 /// Executor workers by default: the number of cores.
 pub(crate) fn default_executors() -> usize {
@@ -101,9 +103,19 @@ pub struct EngineConfig {
     /// Seed of the restart jitter.
     pub seed: u64,
     /// Where the control endpoint listens (`weir watch`, `weir kill`); `None` (the default):
-    /// no endpoint. Use a loopback address such as `127.0.0.1:0` unless the port must be
-    /// reachable from elsewhere. See `docs/operations.md`.
+    /// no endpoint. A loopback address such as `127.0.0.1:0`; any other address is refused at
+    /// [`Engine::start`](crate::Engine::start) unless
+    /// [`control_allow_remote`](Self::control_allow_remote) is set. See `docs/operations.md`.
     pub control_addr: Option<SocketAddr>,
+    /// Allows a [`control_addr`](Self::control_addr) that is not a loopback address (such as
+    /// `0.0.0.0:7070`). Then every connection must present the token as its first line before
+    /// it is sent anything but a hello — the event stream and snapshots included — so the
+    /// storage must be a local directory (where the token is written). Default: off.
+    pub control_allow_remote: bool,
+    /// The control endpoint serves at most this many connections at once; one more is told
+    /// why in one line and closed at once, so idle clients cannot take the file descriptors
+    /// the engine's own files need. At least 1. Default: 64.
+    pub control_max_connections: usize,
     /// Settings of the layer above the engine (e.g. the runtime's parallelism and rate
     /// limits), written into every checkpoint with the engine's own (see
     /// [`settings`](Self::settings)) so that a restore can report what changed. Default: none.
@@ -143,6 +155,8 @@ impl EngineConfig {
             graceful_stop_timeout: batch_interval * 10,
             seed: 0,
             control_addr: None,
+            control_allow_remote: false,
+            control_max_connections: DEFAULT_CONTROL_MAX_CONNECTIONS,
             extra_settings: BTreeMap::new(),
         }
     }
@@ -164,6 +178,68 @@ impl EngineConfig {
             .local_dir()
             .map(|dir| dir.join(CONTROL_TOKEN_FILE))
     }
+
+    /// Checks the control endpoint's settings (nothing to check without
+    /// [`control_addr`](Self::control_addr)).
+    ///
+    /// # Errors
+    ///
+    /// [`ControlConfigError::NotLoopback`] if the address is not a loopback address and
+    /// [`control_allow_remote`](Self::control_allow_remote) is off,
+    /// [`ControlConfigError::RemoteWithoutToken`] if it is allowed but the storage is not a
+    /// local directory (so there is no token to present),
+    /// [`ControlConfigError::NoConnections`] if
+    /// [`control_max_connections`](Self::control_max_connections) is 0.
+    pub fn validate_control(&self) -> Result<(), ControlConfigError> {
+        let Some(addr) = self.control_addr else {
+            return Ok(());
+        };
+        if !is_loopback(addr) {
+            if !self.control_allow_remote {
+                return Err(ControlConfigError::NotLoopback { addr });
+            }
+            if self.storage.local_dir().is_none() {
+                return Err(ControlConfigError::RemoteWithoutToken { addr });
+            }
+        }
+        if self.control_max_connections == 0 {
+            return Err(ControlConfigError::NoConnections);
+        }
+        Ok(())
+    }
+}
+
+/// Whether `addr` is a loopback address (`127.0.0.0/8`, `::1`, or `::ffff:127.x.y.z`).
+pub(crate) fn is_loopback(addr: SocketAddr) -> bool {
+    addr.ip().to_canonical().is_loopback()
+}
+
+/// Why the control endpoint's settings are refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlConfigError {
+    /// A non-loopback `control_addr` without `control_allow_remote`.
+    #[error(
+        "the control endpoint would listen on {addr}, which is not a loopback address; set \
+         `control_allow_remote` to allow it (then every connection must present the token)"
+    )]
+    NotLoopback {
+        /// The configured address.
+        addr: SocketAddr,
+    },
+    /// A non-loopback `control_addr` allowed, but no local directory to write the token to.
+    #[error(
+        "the control endpoint may listen on {addr}, which is not a loopback address, only with \
+         a token for connections to present, and the token is written only to a local storage \
+         directory"
+    )]
+    RemoteWithoutToken {
+        /// The configured address.
+        addr: SocketAddr,
+    },
+    /// `control_max_connections` is 0.
+    #[error("`control_max_connections` is 0: the control endpoint would serve no connection")]
+    NoConnections,
 }
 
 impl EngineConfig {

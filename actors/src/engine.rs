@@ -40,6 +40,9 @@ impl Engine {
     /// # Errors
     ///
     /// [`EngineError::InvalidCheckpointPolicy`] if the checkpoint controls do not combine,
+    /// [`EngineError::InvalidControlConfig`] if the control endpoint's settings are refused
+    /// (a non-loopback address not explicitly allowed, see
+    /// [`EngineConfig::validate_control`]),
     /// [`EngineError::Start`] if the tree could not be built (a name already in use, the
     /// event log unwritable), or [`EngineError::GaveUp`] if the driver kept failing to start.
     pub async fn start(
@@ -48,6 +51,7 @@ impl Engine {
         receivers: Vec<(StreamId, Arc<dyn ReceiverFactory>)>,
     ) -> Result<Engine, EngineError> {
         config.checkpoint_policy.validate()?;
+        config.validate_control()?;
         // Before anything touches the storage (the event log, the token, the checkpoint store,
         // the WALs): a second process on the same directory fails here, having touched nothing.
         let lock = StorageLock::acquire(&config.storage).map_err(|err| match err {

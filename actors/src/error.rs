@@ -7,7 +7,7 @@ use std::time::Duration;
 
 #[cfg(doc)]
 use crate::config::CheckpointPolicy;
-use crate::config::CheckpointPolicyError;
+use crate::config::{CheckpointPolicyError, ControlConfigError};
 
 /// Why an engine ended, or could not start.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -24,6 +24,11 @@ pub enum EngineError {
     /// started.
     #[error("the engine did not start: {0}")]
     InvalidCheckpointPolicy(#[from] CheckpointPolicyError),
+    /// The control endpoint's settings are refused (see
+    /// [`EngineConfig::validate_control`](crate::EngineConfig::validate_control)); nothing was
+    /// started.
+    #[error("the engine did not start: {0}")]
+    InvalidControlConfig(#[from] ControlConfigError),
     /// An actor failed more often than its restart intensity allows.
     #[error(
         "{actor} failed {restarts} times within {period:?} and was given up on; the last failure: {reason}"

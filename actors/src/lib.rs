@@ -36,7 +36,7 @@ pub mod testing;
 mod tree;
 pub mod wal;
 
-pub use config::{CheckpointPolicy, CheckpointPolicyError, EngineConfig};
+pub use config::{CheckpointPolicy, CheckpointPolicyError, ControlConfigError, EngineConfig};
 pub use engine::{Engine, EngineStopper};
 pub use error::EngineError;
 pub use ingest::blocks::{Block, BlockInfo, StreamId};

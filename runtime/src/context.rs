@@ -125,9 +125,10 @@ impl StreamingConfig {
         StreamingConfig::new(Storage::local(dir.as_ref()))
     }
 
-    /// Serves the control endpoint on `addr` (e.g. `127.0.0.1:0`, loopback unless the port
-    /// must be reachable from elsewhere): `weir watch`, `weir events`, `weir kill` connect to
-    /// it; see `docs/operations.md`.
+    /// Serves the control endpoint on `addr` (e.g. `127.0.0.1:0`): `weir watch`, `weir
+    /// events`, `weir kill` connect to it; see `docs/operations.md`. An address that is not
+    /// a loopback one is refused at start unless `engine.control_allow_remote` is set (then
+    /// every connection must present the token first).
     #[must_use]
     pub fn control_addr(mut self, addr: std::net::SocketAddr) -> Self {
         self.engine.control_addr = Some(addr);

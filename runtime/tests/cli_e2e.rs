@@ -2,7 +2,8 @@
 //! `kill` is refused without the token (and with a wrong one) and carried out with it, the
 //! kill's failure and restart appear in the stream; `panic` makes an actor fail in its handler;
 //! after the stop, `checkpoints list/show`, `wal inspect` (read-only, also of a torn tail) and
-//! `events --dir` read what the process left.
+//! `events --dir` read what the process left. Off loopback, `events` and `kill` present the
+//! token file first, and without it nothing flows.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -45,8 +46,14 @@ struct Follower {
 
 impl Follower {
     fn start(addr: SocketAddr) -> Follower {
+        Follower::start_with(addr, &[])
+    }
+
+    /// `weir events --addr A --json`, then `more` arguments.
+    fn start_with(addr: SocketAddr, more: &[&str]) -> Follower {
         let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
             .args(["events", "--addr", &addr.to_string(), "--json"])
+            .args(more)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -111,9 +118,16 @@ async fn first_batch(events: &mut EventSubscription) {
 }
 
 fn context(dir: &Path, prefix: &str) -> StreamingContext {
+    context_on(dir, prefix, "127.0.0.1:0")
+}
+
+/// An engine whose control endpoint listens on `addr` (allowed off loopback too).
+fn context_on(dir: &Path, prefix: &str, addr: &str) -> StreamingContext {
+    let addr: SocketAddr = addr.parse().expect("addr");
     let mut config = StreamingConfig::local(dir)
         .batch_interval(Duration::from_millis(100))
-        .control_addr("127.0.0.1:0".parse().expect("addr"));
+        .control_addr(addr);
+    config.engine.control_allow_remote = !addr.ip().is_loopback();
     config.engine.name_prefix = prefix.to_owned();
     config.engine.block_interval = Duration::from_millis(20);
     config.engine.receiver_restart_delay = Duration::from_millis(50);
@@ -370,5 +384,55 @@ async fn panic_makes_an_actor_fail_inside_its_handler_and_it_is_restarted() {
     })
     .await
     .expect("executor-0 panics and is restarted");
+    ctx.stop(true).await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn off_loopback_events_and_kill_present_the_token_file_and_nothing_flows_without_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ctx = context_on(dir.path(), "remote-e2e/", "0.0.0.0:0");
+    ctx.start().await.expect("start");
+    let mut events = ctx.events().expect("events");
+    first_batch(&mut events).await;
+    let port = ctx.control_addr().expect("bound").port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let addr_s = addr.to_string();
+    let token_file = dir.path().join("control-token");
+    let token_file = token_file.to_str().expect("utf-8");
+
+    let refused = weir(&["events", "--addr", &addr_s, "--json"]).await;
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(refused.stdout.is_empty(), "no event without the token");
+    assert!(
+        text(&refused.stderr)
+            .contains("requires the token before anything else; pass --token-file"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    let mut follower = Follower::start_with(addr, &["--token-file", token_file]);
+    follower
+        .until("a batch, followed with the token", |e| {
+            matches!(e, Event::BatchCompleted { .. })
+        })
+        .await;
+    let killed = weir(&[
+        "kill",
+        "receiver-0",
+        "--addr",
+        &addr_s,
+        "--token-file",
+        token_file,
+    ])
+    .await;
+    assert_eq!(killed.status.code(), Some(0), "{killed:?}");
+    assert_eq!(text(&killed.stdout).trim(), "killed remote-e2e/receiver-0");
+    follower
+        .until(
+            "the receiver's failure",
+            |e| matches!(e, Event::ActorFailed { actor, .. } if actor == "remote-e2e/receiver-0"),
+        )
+        .await;
+    drop(follower);
     ctx.stop(true).await.expect("stop");
 }

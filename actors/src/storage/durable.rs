@@ -13,7 +13,8 @@
 //! * [`write_atomic`]: temp file beside the target, write, fsync, rename, fsync of the
 //!   directory. A reader sees the old content or the new, never a part; a crash leaves at
 //!   most a temp file whose name starts with [`TEMP_PREFIX`] (removed by
-//!   [`remove_temp_files`]), and a failed call removes its temp file itself.
+//!   [`remove_temp_files`]), and a failed call removes its temp file itself. The temp file is
+//!   always a new one (`O_EXCL`) and never reached through a symbolic link (`O_NOFOLLOW`).
 //! * [`create_new`]: a new file with its first bytes, fsynced, its name fsynced.
 //! * [`create_dir_all`]: every directory level it creates is fsynced into its parent.
 //! * [`truncate`], [`remove_files`], [`remove_dirs`]: the new length or the removals durable.
@@ -33,6 +34,7 @@
 //!
 //! All functions block on file I/O; async callers run them on a blocking thread.
 
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -241,27 +243,7 @@ fn sync_all(file: &File, path: &Path, fps: Failpoints) -> Result<(), FsError> {
 ///
 /// Failpoints: those of [`write_all_at`], then `fsync`.
 pub fn write_file(path: &Path, bytes: &[u8], fps: Failpoints) -> Result<(), FsError> {
-    write_file_mode(path, bytes, fps, None)
-}
-
-/// [`write_file`], the file created with `mode` (Unix permission bits) when given: set at
-/// creation, and again in case the file existed, before any byte is written.
-fn write_file_mode(
-    path: &Path,
-    bytes: &[u8],
-    fps: Failpoints,
-    mode: Option<u32>,
-) -> Result<(), FsError> {
-    let mut options = OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    if let Some(mode) = mode {
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
-    }
-    let file = options.open(path).map_err(FsError::io("create", path))?;
-    if let Some(mode) = mode {
-        fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
-            .map_err(FsError::io("set permissions of", path))?;
-    }
+    let file = File::create(path).map_err(FsError::io("create", path))?;
     write_all_at(&file, path, 0, bytes, fps)?;
     sync_all(&file, path, fps)
 }
@@ -382,6 +364,10 @@ pub fn rename(from: &Path, to: &Path, fps: Failpoints) -> Result<(), FsError> {
 /// (`.tmp-<name>-<pid>-<n>`, see [`TEMP_PREFIX`]) is written and fsynced, renamed onto `path`,
 /// and the directory is fsynced. Content and name are durable when it returns.
 ///
+/// The temp file is created new, with `O_CREAT | O_EXCL | O_NOFOLLOW`: a symbolic link
+/// planted at its name is an error (never followed), and a regular file left there by a
+/// crashed process with the same pid is stepped over to the next name.
+///
 /// No reader ever sees a partial file under `path`: before the rename it holds its previous
 /// content (or does not exist), after it all of `bytes`. A failed call removes its temp file;
 /// one that a crash leaves behind is removed by [`remove_temp_files`]. A failure of the last
@@ -401,13 +387,39 @@ pub fn write_atomic_private(path: &Path, bytes: &[u8], fps: Failpoints) -> Resul
     write_atomic_mode(path, bytes, fps, Some(0o600))
 }
 
+/// Numbers the temp files of [`write_atomic`] within this process.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// How many temp names [`write_atomic`] tries when a name is taken by a regular file (one a
+/// crashed process with the same pid left behind) before it gives up.
+const TEMP_ATTEMPTS: usize = 16;
+
+/// The temp name number `n` of an atomic write of `name` into `dir`.
+fn temp_path(dir: &Path, name: &OsStr, n: u64) -> PathBuf {
+    dir.join(format!(
+        "{TEMP_PREFIX}{}-{}-{n}",
+        name.to_string_lossy(),
+        std::process::id(),
+    ))
+}
+
+/// The temp names the next `count` atomic writes of `path` would try (for tests that plant
+/// something in their way).
+#[cfg(test)]
+pub(crate) fn upcoming_temp_paths(path: &Path, count: u64) -> Vec<PathBuf> {
+    let next = TEMP_COUNTER.load(Ordering::Relaxed);
+    let name = path.file_name().unwrap_or_default();
+    (next..next + count)
+        .map(|n| temp_path(parent_dir(path), name, n))
+        .collect()
+}
+
 fn write_atomic_mode(
     path: &Path,
     bytes: &[u8],
     fps: Failpoints,
     mode: Option<u32>,
 ) -> Result<(), FsError> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let Some(name) = path.file_name() else {
         return Err(FsError::io("write", path)(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -415,19 +427,69 @@ fn write_atomic_mode(
         )));
     };
     let dir = parent_dir(path);
-    let temp = dir.join(format!(
-        "{TEMP_PREFIX}{}-{}-{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = write_file_mode(&temp, bytes, fps, mode).and_then(|()| rename(&temp, path, fps));
+    let (file, temp) = create_temp(dir, name, mode)?;
+    let result = write_all_at(&file, &temp, 0, bytes, fps)
+        .and_then(|()| sync_all(&file, &temp, fps))
+        .and_then(|()| rename(&temp, path, fps));
+    drop(file);
     if result.is_err() {
         // Best effort: a leftover temp file is harmless, and removed at the next cleanup.
         let _ = fs::remove_file(&temp);
         return result;
     }
     sync_dir(dir, fps)
+}
+
+/// Creates a new temp file for an atomic write of `name` into `dir`, with `mode` (Unix
+/// permission bits) if given, and returns it with its path.
+///
+/// The file is opened with `O_CREAT | O_EXCL | O_NOFOLLOW`: it is always a new file, never one
+/// that exists under the name and never the target of a symbolic link, so a neighbour with
+/// write access to `dir` cannot have the bytes written elsewhere (a link to another file) or
+/// read by someone else (a file it opened beforehand). A symbolic link at the name is an
+/// error; a regular file there (a crash leftover of a process with the same pid) is stepped
+/// over, to the next name, at most [`TEMP_ATTEMPTS`] times. The mode is set at creation and
+/// again on the open file (the umask may have narrowed it), before any byte is written.
+fn create_temp(dir: &Path, name: &OsStr, mode: Option<u32>) -> Result<(File, PathBuf), FsError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut taken = None;
+    for _ in 0..TEMP_ATTEMPTS {
+        let temp = temp_path(dir, name, TEMP_COUNTER.fetch_add(1, Ordering::Relaxed));
+        let mut options = OpenOptions::new();
+        options
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW);
+        if let Some(mode) = mode {
+            options.mode(mode);
+        }
+        match options.open(&temp) {
+            Ok(file) => {
+                if let Some(mode) = mode {
+                    file.set_permissions(fs::Permissions::from_mode(mode))
+                        .map_err(FsError::io("set permissions of", &temp))?;
+                }
+                return Ok((file, temp));
+            }
+            Err(err)
+                if err.kind() == io::ErrorKind::AlreadyExists
+                    || err.raw_os_error() == Some(libc::ELOOP) =>
+            {
+                let link = fs::symlink_metadata(&temp).is_ok_and(|m| m.file_type().is_symlink());
+                if link {
+                    return Err(FsError::io("create", &temp)(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        "a symbolic link is in the place of the temp file; it is never followed",
+                    )));
+                }
+                taken = Some(FsError::io("create", &temp)(err));
+            }
+            Err(err) => return Err(FsError::io("create", &temp)(err)),
+        }
+    }
+    Err(taken.unwrap_or_else(|| {
+        FsError::io("create", dir)(io::Error::other("no temp file name was tried"))
+    }))
 }
 
 /// Cuts `path` to `len` bytes; the new length is durable when it returns.

@@ -115,6 +115,8 @@ impl Actor for Root {
                     name_prefix: args.config.name_prefix.clone(),
                     token,
                     handle: args.control.clone(),
+                    max_connections: args.config.control_max_connections,
+                    auth_timeout: crate::observe::control::protocol::AUTH_TIMEOUT,
                 };
                 Some(children.add(ChildSpec::new(
                     names.control_endpoint(),

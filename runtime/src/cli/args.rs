@@ -69,7 +69,8 @@ pub struct WatchArgs {
     /// The control endpoint, `host:port`.
     #[arg(long)]
     pub addr: String,
-    /// The engine's token file (`<checkpoint-dir>/control-token`), needed to kill.
+    /// The engine's token file (`<checkpoint-dir>/control-token`), needed to kill, and to
+    /// connect at all to an endpoint on a non-loopback address.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
 }
@@ -87,6 +88,10 @@ pub struct EventsArgs {
     /// One JSON object a line, as in the event log, instead of text.
     #[arg(long)]
     pub json: bool,
+    /// The engine's token file (`<checkpoint-dir>/control-token`), for an endpoint that
+    /// requires the token to connect (one on a non-loopback address).
+    #[arg(long, requires = "addr")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// `weir kill` and `weir panic`

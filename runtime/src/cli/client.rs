@@ -1,4 +1,5 @@
-//! A client of the control endpoint: connect, check the hello, read messages, send commands.
+//! A client of the control endpoint: connect, check the hello (presenting the token first when
+//! the endpoint requires it), read messages, send commands.
 //!
 //! Lines are framed as the server frames them ([`LineReader`], [`encode_line`] from
 //! `weir_actors::control`); a server line longer than [`MAX_SERVER_LINE`] bytes is an error,
@@ -27,13 +28,15 @@ pub(super) struct Client {
 }
 
 impl Client {
-    /// Connects to `addr` (`host:port`) and reads the hello.
+    /// Connects to `addr` (`host:port`) and reads the hello; if the hello says the endpoint
+    /// requires the token, presents `token` and reads the full hello that admits it.
     ///
     /// # Errors
     ///
-    /// Nothing listens there, the first line is not a hello, or its protocol version is not
-    /// this client's.
-    pub(super) async fn connect(addr: &str) -> anyhow::Result<Client> {
+    /// Nothing listens there, the endpoint refused the connection (it serves as many as it
+    /// may, or the token is missing or wrong), the first line is not a hello, or its protocol
+    /// version is not this client's.
+    pub(super) async fn connect(addr: &str, token: Option<&str>) -> anyhow::Result<Client> {
         let stream = TcpStream::connect(addr)
             .await
             .with_context(|| format!("could not connect to the control endpoint at {addr}"))?;
@@ -45,11 +48,34 @@ impl Client {
             server: String::new(),
             next_id: 1,
         };
-        match client.next().await? {
+        if client.hello(addr).await? {
+            let Some(token) = token else {
+                bail!(
+                    "the control endpoint at {addr} requires the token before anything else; \
+                     pass --token-file"
+                );
+            };
+            client
+                .send(|id| Command::Auth {
+                    id,
+                    token: token.to_owned(),
+                })
+                .await?;
+            if client.hello(addr).await? {
+                bail!("the control endpoint at {addr} asked for the token twice");
+            }
+        }
+        Ok(client)
+    }
+
+    /// Reads a hello and keeps what it says; whether it requires the token.
+    async fn hello(&mut self, addr: &str) -> anyhow::Result<bool> {
+        match self.next().await? {
             Some(ServerMessage::Hello {
                 protocol,
                 server,
                 pid,
+                token_required,
                 ..
             }) => {
                 if protocol != PROTOCOL_VERSION {
@@ -57,10 +83,14 @@ impl Client {
                         "the control endpoint at {addr} speaks protocol version {protocol}, but this weir speaks version {PROTOCOL_VERSION}"
                     );
                 }
-                client.pid = pid;
-                client.server = server;
-                Ok(client)
+                self.pid = pid;
+                self.server = server;
+                Ok(token_required)
             }
+            Some(ServerMessage::Reply(reply)) if !reply.ok => bail!(
+                "the control endpoint at {addr} refused the connection: {}",
+                reply.message
+            ),
             Some(_) => bail!("the control endpoint at {addr} did not start with a hello line"),
             None => bail!("the control endpoint at {addr} closed the connection at once"),
         }
@@ -171,7 +201,7 @@ mod tests {
             b"{\"type\":\"reply\",\"id\":1,\"ok\":true,\"message\":\"done\"}\r\n".to_vec(),
         ])
         .await;
-        let mut client = Client::connect(&addr).await.expect("connect");
+        let mut client = Client::connect(&addr, None).await.expect("connect");
         assert_eq!((client.pid, client.server.as_str()), (7, "weir test"));
         let reply = client.reply(1).await.expect("the reply");
         assert_eq!(
@@ -186,7 +216,7 @@ mod tests {
         let mut long = vec![b'x'; MAX_SERVER_LINE + 1];
         long.push(b'\n');
         let addr = server(vec![HELLO.to_vec(), long]).await;
-        let mut client = Client::connect(&addr).await.expect("connect");
+        let mut client = Client::connect(&addr, None).await.expect("connect");
         let err = client.next().await.expect_err("too long");
         assert_eq!(
             format!("{err:#}"),
@@ -197,10 +227,66 @@ mod tests {
         );
     }
 
+    const GUARDED_HELLO: &[u8] = b"{\"type\":\"hello\",\"protocol\":1,\"server\":\"weir\",\"pid\":0,\"name_prefix\":\"\",\"token_required\":true}\n";
+
+    #[tokio::test]
+    async fn an_endpoint_that_requires_the_token_gets_it_as_the_first_line() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let (read, mut write) = stream.into_split();
+            write.write_all(GUARDED_HELLO).await.expect("write");
+            let mut lines = LineReader::new(read, 1024);
+            let first = lines.next_line().await.expect("read").expect("a line");
+            let first = String::from_utf8(first.to_vec()).expect("utf-8");
+            write.write_all(HELLO).await.expect("write");
+            first
+        });
+        let client = Client::connect(&addr, Some("the-token"))
+            .await
+            .expect("connect");
+        assert_eq!(
+            server.await.expect("join"),
+            r#"{"cmd":"auth","id":1,"token":"the-token"}"#
+        );
+        assert_eq!(
+            (client.pid, client.server.as_str()),
+            (7, "weir test"),
+            "what the full hello says"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_token_for_an_endpoint_that_requires_one_the_error_says_what_to_pass() {
+        let addr = server(vec![GUARDED_HELLO.to_vec()]).await;
+        let err = Client::connect(&addr, None).await.expect_err("no token");
+        assert_eq!(
+            format!("{err:#}"),
+            format!(
+                "the control endpoint at {addr} requires the token before anything else; pass \
+                 --token-file"
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refusal_instead_of_the_hello_is_an_error_with_the_servers_reason() {
+        let addr = server(vec![
+            b"{\"type\":\"reply\",\"id\":0,\"ok\":false,\"message\":\"full\"}\n".to_vec(),
+        ])
+        .await;
+        let err = Client::connect(&addr, None).await.expect_err("refused");
+        assert_eq!(
+            format!("{err:#}"),
+            format!("the control endpoint at {addr} refused the connection: full")
+        );
+    }
+
     #[tokio::test]
     async fn a_line_that_is_not_utf8_is_an_error() {
         let addr = server(vec![HELLO.to_vec(), b"{\"type\":\xff}\n".to_vec()]).await;
-        let mut client = Client::connect(&addr).await.expect("connect");
+        let mut client = Client::connect(&addr, None).await.expect("connect");
         let err = client.next().await.expect_err("not UTF-8");
         assert_eq!(
             format!("{err:#}"),

@@ -10,7 +10,7 @@ use weir_actors::control::ServerMessage;
 use weir_actors::read_event_log;
 
 use super::args::EventsArgs;
-use super::client::Client;
+use super::client::{Client, read_token};
 use super::format::{Severity, clock, describe, severity};
 
 /// Prints the events.
@@ -28,7 +28,8 @@ pub(super) async fn run(args: EventsArgs) -> anyhow::Result<()> {
         return print_log(&dir, &mut out, &mut err, args.json, colour);
     }
     let addr = args.addr.as_deref().unwrap_or_default();
-    let mut client = Client::connect(addr).await?;
+    let token = args.token_file.as_deref().map(read_token).transpose()?;
+    let mut client = Client::connect(addr, token.as_deref()).await?;
     if !args.json {
         eprintln!(
             "connected to {} (pid {}) at {addr}",

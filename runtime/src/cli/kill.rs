@@ -13,7 +13,7 @@ use super::client::{Client, read_token};
 /// The endpoint is unreachable, the token file unreadable, or the endpoint refused.
 pub(super) async fn run(args: ActorCommandArgs, kill: bool) -> anyhow::Result<()> {
     let token = args.token_file.as_deref().map(read_token).transpose()?;
-    let mut client = Client::connect(&args.addr).await?;
+    let mut client = Client::connect(&args.addr, token.as_deref()).await?;
     let actor = args.actor.clone();
     let id = client
         .send(|id| {

@@ -10,6 +10,11 @@
 //! [`CommandRequest`] without naming the actor's own message type. A session ends when the
 //! client closes, a write fails or the hub is gone; it holds nothing durable, and its tasks
 //! are aborted with the endpoint's.
+//!
+//! Under [`Admission::Token`] (an endpoint on a non-loopback address) a session first sends a
+//! hello that says the token is required and names nothing else, and admits the client only
+//! if its first line, within the timeout, is an `auth` with the token: before that it
+//! subscribes to nothing and sends nothing more; otherwise it sends one refusal and closes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +27,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::observe::control::protocol::{
-    Command, LineError, LineReader, MAX_LINE, Reply, ServerMessage, encode_line,
+    Command, LineError, LineReader, MAX_LINE, PROTOCOL_VERSION, Reply, ServerMessage, encode_line,
 };
+use crate::observe::control::token::token_matches;
 use crate::observe::control::tree_model::ControlHandle;
 use crate::observe::hub::{EventHub, EventSubscription};
 
@@ -50,27 +56,44 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Whom a session serves.
+#[derive(Clone, Debug)]
+pub(crate) enum Admission {
+    /// Anyone who connects (an endpoint on a loopback address).
+    Open,
+    /// Only a client whose first line, within `timeout`, is an `auth` with `token`; with no
+    /// token, nobody.
+    Token {
+        /// The engine's token.
+        token: Option<Arc<str>>,
+        /// How long to wait for the first line.
+        timeout: Duration,
+    },
+}
+
 /// What every session of one endpoint shares.
 #[derive(Debug)]
 pub(crate) struct Connection {
-    /// The first line of every session.
+    /// The first line of every admitted session.
     hello: ServerMessage,
     hub: EventHub,
     handle: ControlHandle,
     /// The root's registered name, where snapshots start.
     root: String,
     endpoint: DerivedActorRef<CommandRequest>,
+    admission: Admission,
 }
 
 impl Connection {
-    /// Sessions that greet with `hello`, stream the events of `hub`, take snapshots from
-    /// `handle` under `root`, and hand commands to `endpoint`.
+    /// Sessions that admit clients by `admission`, greet them with `hello`, stream the events
+    /// of `hub`, take snapshots from `handle` under `root`, and hand commands to `endpoint`.
     pub(crate) fn new(
         hello: ServerMessage,
         hub: EventHub,
         handle: ControlHandle,
         root: String,
         endpoint: DerivedActorRef<CommandRequest>,
+        admission: Admission,
     ) -> Self {
         Connection {
             hello,
@@ -78,6 +101,7 @@ impl Connection {
             handle,
             root,
             endpoint,
+            admission,
         }
     }
 
@@ -85,6 +109,24 @@ impl Connection {
     pub(crate) async fn serve(self: Arc<Self>, stream: TcpStream) {
         let (read, write) = stream.into_split();
         let mut out = BufWriter::new(write);
+        let mut lines = LineReader::new(read, MAX_LINE);
+        if let Admission::Token { token, timeout } = &self.admission {
+            let guarded = ServerMessage::Hello {
+                protocol: PROTOCOL_VERSION,
+                server: "weir".to_owned(),
+                pid: 0,
+                name_prefix: String::new(),
+                token_required: true,
+            };
+            if send(&mut out, &guarded).await.is_err() {
+                return;
+            }
+            if let Err(refusal) = admit(&mut lines, token.as_deref(), *timeout).await {
+                let _ = send(&mut out, &ServerMessage::Reply(refusal)).await;
+                let _ = out.shutdown().await;
+                return;
+            }
+        }
         // Subscribe before the snapshot, so that nothing falls between the two.
         let mut events: EventSubscription = self.hub.subscribe();
         let snapshot = ServerMessage::Snapshot(self.handle.snapshot(&self.root));
@@ -92,7 +134,7 @@ impl Connection {
             return;
         }
         let (tx, mut commands) = mpsc::channel::<Result<Command, String>>(16);
-        let _reader = AbortOnDrop(tokio::spawn(read_commands(read, tx)));
+        let _reader = AbortOnDrop(tokio::spawn(read_commands(lines, tx)));
         loop {
             let message = tokio::select! {
                 record = events.next() => match record {
@@ -144,9 +186,60 @@ async fn send(out: &mut BufWriter<OwnedWriteHalf>, message: &ServerMessage) -> s
     out.flush().await
 }
 
+/// Admits the client if its first line, within `timeout`, is an `auth` with `token`;
+/// otherwise the refusal to send it before closing.
+async fn admit(
+    lines: &mut LineReader<OwnedReadHalf>,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<(), Reply> {
+    const HOW: &str = "this endpoint needs the token first: send {\"cmd\":\"auth\",\"token\":\"…\"} \
+                       as the first line";
+    let line = match tokio::time::timeout(timeout, lines.next_line()).await {
+        Ok(Ok(Some(line))) => line,
+        Ok(Ok(None) | Err(LineError::Io(_))) => {
+            return Err(Reply::refused(0, "the connection ended".to_owned()));
+        }
+        Ok(Err(LineError::TooLong { .. })) => {
+            return Err(Reply::refused(
+                0,
+                format!("a command line is longer than {MAX_LINE} bytes; closing the connection"),
+            ));
+        }
+        Err(_) => {
+            return Err(Reply::refused(
+                0,
+                format!("{HOW}, and none came within {timeout:?}; closing the connection"),
+            ));
+        }
+    };
+    match serde_json::from_slice::<Command>(line) {
+        Ok(Command::Auth { id, token: given }) => match token {
+            Some(expected) if token_matches(expected, &given) => Ok(()),
+            Some(_) => Err(Reply::refused(
+                id,
+                "refused the connection: the token does not match; closing the connection"
+                    .to_owned(),
+            )),
+            None => Err(Reply::refused(
+                id,
+                "refused the connection: this engine has no control token; closing the connection"
+                    .to_owned(),
+            )),
+        },
+        Ok(other) => Err(Reply::refused(
+            other.id(),
+            format!("{HOW}; closing the connection"),
+        )),
+        Err(_) => Err(Reply::refused(0, format!("{HOW}; closing the connection"))),
+    }
+}
+
 /// Reads command lines (at most [`MAX_LINE`] bytes each) until the client closes.
-async fn read_commands(read: OwnedReadHalf, tx: mpsc::Sender<Result<Command, String>>) {
-    let mut lines = LineReader::new(read, MAX_LINE);
+async fn read_commands(
+    mut lines: LineReader<OwnedReadHalf>,
+    tx: mpsc::Sender<Result<Command, String>>,
+) {
     loop {
         let line = match lines.next_line().await {
             Ok(Some(line)) => line,

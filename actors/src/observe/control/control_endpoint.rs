@@ -2,6 +2,19 @@
 //! [`Connection`], and carries out their commands — `snapshot`, and `kill` and `panic` after
 //! checking the token.
 //!
+//! `kill` and `panic` reach only the engine's own actors: a name is looked up under the
+//! engine's prefix (added when the command lacks it), and the actor found must be in the
+//! tree under the engine's root.
+//!
+//! # Hostile neighbours
+//!
+//! The [`accept_loop`] serves at most `max_connections` sessions and turns one more away at
+//! once, with one line written without waiting: idle clients cannot take the file descriptors
+//! the engine's own files need. A failing `accept` (out of descriptors) is retried after a
+//! pause that doubles from 10 ms to 1 s, never in a hot loop. On a non-loopback address every
+//! session is [`Admission::Token`]: the client presents the token before it is sent anything
+//! but a hello.
+//!
 //! Opt-in ([`EngineConfig::control_addr`](crate::config::EngineConfig::control_addr)); a child
 //! of the root, so it survives driver restarts. The protocol is in
 //! [`protocol`](crate::observe::control::protocol).
@@ -14,15 +27,20 @@
 //! session are tasks owned by abort-on-drop guards in the actor's state, so a killed endpoint
 //! leaves no listener and no session behind.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::net::TcpListener;
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use crate::observe::control::connection::{AbortOnDrop, CommandRequest, Connection};
-use crate::observe::control::protocol::{Command, PROTOCOL_VERSION, Reply, ServerMessage};
+use crate::config::is_loopback;
+use crate::observe::control::connection::{AbortOnDrop, Admission, CommandRequest, Connection};
+use crate::observe::control::protocol::{
+    Command, PROTOCOL_VERSION, Reply, ServerMessage, encode_line,
+};
 use crate::observe::control::token::token_matches;
 use crate::observe::control::tree_model::ControlHandle;
 use crate::observe::hub::EventHub;
@@ -47,6 +65,10 @@ pub(crate) struct ControlEndpointArgs {
     pub(crate) token: Option<Arc<str>>,
     /// Shared with the engine.
     pub(crate) handle: ControlHandle,
+    /// Connections served at once at most; one more is turned away.
+    pub(crate) max_connections: usize,
+    /// On a non-loopback address: how long a client has to present the token.
+    pub(crate) auth_timeout: Duration,
 }
 
 /// Messages of the control endpoint.
@@ -102,33 +124,34 @@ impl Actor for ControlEndpoint {
                 handle.apply(&record);
             }
         }));
+        // Off loopback, anyone on the network could connect: the token comes first.
+        let admission = if is_loopback(bound) {
+            Admission::Open
+        } else {
+            Admission::Token {
+                token: args.token.clone(),
+                timeout: args.auth_timeout,
+            }
+        };
         let conn = Arc::new(Connection::new(
             ServerMessage::Hello {
                 protocol: PROTOCOL_VERSION,
                 server: format!("weir {}", env!("CARGO_PKG_VERSION")),
                 pid: std::process::id(),
                 name_prefix: args.name_prefix.clone(),
+                token_required: false,
             },
             args.hub.clone(),
             args.handle.clone(),
             args.names.root(),
             myself.get_derived(),
+            admission,
         ));
-        let accept = AbortOnDrop(tokio::spawn(async move {
-            let mut connections = JoinSet::new();
-            loop {
-                tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok((stream, peer)) => {
-                            tracing::debug!(%peer, "control client connected");
-                            connections.spawn(Arc::clone(&conn).serve(stream));
-                        }
-                        Err(err) => tracing::warn!(error = %err, "control endpoint accept failed"),
-                    },
-                    Some(_) = connections.join_next(), if !connections.is_empty() => {}
-                }
-            }
-        }));
+        let accept = AbortOnDrop(tokio::spawn(accept_loop(
+            listener,
+            args.max_connections,
+            move |stream| Arc::clone(&conn).serve(stream),
+        )));
         Ok(ControlEndpointState {
             args,
             _tasks: vec![model, accept],
@@ -151,11 +174,113 @@ impl Actor for ControlEndpoint {
     }
 }
 
+/// Where the accept loop takes connections from: the listener, or a test's stand-in.
+pub(crate) trait Acceptor: Send + 'static {
+    /// The next connection.
+    fn accept(&mut self) -> impl Future<Output = std::io::Result<TcpStream>> + Send;
+}
+
+impl Acceptor for TcpListener {
+    async fn accept(&mut self) -> std::io::Result<TcpStream> {
+        let (stream, peer) = TcpListener::accept(self).await?;
+        tracing::debug!(%peer, "control client connected");
+        Ok(stream)
+    }
+}
+
+/// The pause after the first failed accept.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// The longest pause between failed accepts.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// The pause before the next accept after failed ones: [`ACCEPT_BACKOFF_MIN`], doubling with
+/// every failure in a row up to [`ACCEPT_BACKOFF_MAX`]; an accepted connection starts over.
+#[derive(Debug, Default)]
+struct AcceptBackoff {
+    next: Option<Duration>,
+}
+
+impl AcceptBackoff {
+    /// An accept failed: how long to pause before the next.
+    fn failed(&mut self) -> Duration {
+        let pause = self.next.unwrap_or(ACCEPT_BACKOFF_MIN);
+        self.next = Some((pause * 2).min(ACCEPT_BACKOFF_MAX));
+        pause
+    }
+
+    /// A connection was accepted.
+    fn succeeded(&mut self) {
+        self.next = None;
+    }
+}
+
+/// Accepts connections for ever: serves each with `serve` while fewer than `max` are served,
+/// and turns the others away at once ([`turn_away`]). A failed accept (out of file
+/// descriptors, say) is retried after an [`AcceptBackoff`] pause, never in a hot loop;
+/// sessions go on ending meanwhile.
+pub(crate) async fn accept_loop<A, F, S>(mut acceptor: A, max: usize, serve: S)
+where
+    A: Acceptor,
+    F: Future<Output = ()> + Send + 'static,
+    S: Fn(TcpStream) -> F + Send + 'static,
+{
+    let mut sessions = JoinSet::new();
+    let mut backoff = AcceptBackoff::default();
+    let mut paused_until: Option<tokio::time::Instant> = None;
+    loop {
+        let resume = paused_until.unwrap_or_else(tokio::time::Instant::now);
+        tokio::select! {
+            accepted = acceptor.accept(), if paused_until.is_none() => match accepted {
+                Ok(stream) => {
+                    backoff.succeeded();
+                    if sessions.len() >= max {
+                        turn_away(stream, max);
+                    } else {
+                        sessions.spawn(serve(stream));
+                    }
+                }
+                Err(err) => {
+                    let pause = backoff.failed();
+                    tracing::warn!(error = %err, ?pause, "control endpoint accept failed");
+                    paused_until = Some(tokio::time::Instant::now() + pause);
+                }
+            },
+            () = tokio::time::sleep_until(resume), if paused_until.is_some() => paused_until = None,
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+        }
+    }
+}
+
+/// Turns a connection away without waiting for it: one line saying why, written only if the
+/// socket takes it at once (a fresh socket's buffer does), then closed.
+fn turn_away(stream: TcpStream, max: usize) {
+    tracing::debug!(max, "control endpoint full: a connection is turned away");
+    let refusal = ServerMessage::Reply(Reply::refused(
+        0,
+        format!(
+            "the control endpoint serves at most {max} connections at once; this one is \
+             closed, try again later"
+        ),
+    ));
+    // Out of tokio's reactor, so the write is one non-blocking `write(2)`, now.
+    if let (Ok(line), Ok(stream)) = (encode_line(&refusal), stream.into_std()) {
+        let _ = (&stream).write(&line);
+    }
+}
+
 /// Kill or panic, after checking the token.
 fn carry_out(args: &ControlEndpointArgs, command: Command) -> Reply {
     let (id, actor, token, kill) = match command {
         Command::Snapshot { id } => {
             return Reply::ok(id, "snapshot sent".to_owned());
+        }
+        Command::Auth { id, .. } => {
+            return Reply::ok(
+                id,
+                "nothing to do: the token is checked only as a connection's first line, on an \
+                 endpoint that requires it"
+                    .to_owned(),
+            );
         }
         Command::Kill { id, actor, token } => (id, actor, token, true),
         Command::Panic { id, actor, token } => (id, actor, token, false),
@@ -185,22 +310,34 @@ fn carry_out(args: &ControlEndpointArgs, command: Command) -> Reply {
         }
         Some(_) => {}
     }
-    let candidates = [format!("{}{actor}", args.name_prefix), actor.clone()];
-    let Some((name, cell)) = candidates
-        .iter()
-        .find_map(|n| ractor::registry::where_is(n.clone()).map(|c| (n.clone(), c)))
-    else {
+    // Only under this engine's prefix: never the name as given when it lacks the prefix, which
+    // could be another engine's actor, or anything else registered in the process.
+    let name = if actor.starts_with(&args.name_prefix) {
+        actor.clone()
+    } else {
+        format!("{}{actor}", args.name_prefix)
+    };
+    let Some(cell) = ractor::registry::where_is(name.clone()) else {
         return Reply::refused(
             id,
             format!("refused to {verb} {actor}: no running actor has that name"),
         );
     };
-    if name == args.names.root() {
+    let root = args.names.root();
+    if name == root {
         return Reply::refused(
             id,
             format!(
                 "refused to {verb} {name}: the root would take the whole engine down; stop the process instead"
             ),
+        );
+    }
+    // With an empty prefix every name is "under" it: the actor must also be in this engine's
+    // supervision tree.
+    if !descends_from(&cell, &root) {
+        return Reply::refused(
+            id,
+            format!("refused to {verb} {name}: it is not an actor of this engine"),
         );
     }
     if kill {
@@ -217,18 +354,56 @@ fn carry_out(args: &ControlEndpointArgs, command: Command) -> Reply {
     }
 }
 
+/// Deeper than any tree of the engine: a supervisor chain longer than this is not one.
+const MAX_DEPTH: usize = 64;
+
+/// Whether `cell` is supervised, directly or through its supervisors, by the actor registered
+/// as `root`.
+fn descends_from(cell: &ActorCell, root: &str) -> bool {
+    let Some(root) = ractor::registry::where_is(root) else {
+        return false;
+    };
+    let mut supervisor = cell.try_get_supervisor();
+    for _ in 0..MAX_DEPTH {
+        match supervisor {
+            Some(s) if s.get_id() == root.get_id() => return true,
+            Some(s) => supervisor = s.try_get_supervisor(),
+            None => return false,
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn args(token: Option<&str>) -> ControlEndpointArgs {
+        args_under("ce-unit/", token)
+    }
+
+    fn args_under(prefix: &str, token: Option<&str>) -> ControlEndpointArgs {
         ControlEndpointArgs {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             hub: EventHub::default(),
-            names: Names::new("ce-unit/"),
-            name_prefix: "ce-unit/".to_owned(),
+            names: Names::new(prefix),
+            name_prefix: prefix.to_owned(),
             token: token.map(Arc::from),
             handle: ControlHandle::default(),
+            max_connections: 4,
+            auth_timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// An actor that does nothing.
+    struct Idle;
+
+    impl Actor for Idle {
+        type Msg = ();
+        type State = ();
+        type Arguments = ();
+        async fn pre_start(&self, _: ActorRef<()>, _: ()) -> Result<(), ActorProcessingErr> {
+            Ok(())
         }
     }
 
@@ -264,6 +439,107 @@ mod tests {
         );
         let reply = carry_out(&args, Command::Snapshot { id: 3 });
         assert_eq!(reply, Reply::ok(3, "snapshot sent".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn kill_and_panic_reach_no_actor_outside_the_engines_own_tree() {
+        // Another engine in the same process (its root and its driver, under its own prefix),
+        // and a registered actor that belongs to no engine.
+        let (other_root, other_root_done) = Actor::spawn(Some("ce-other/root".into()), Idle, ())
+            .await
+            .expect("spawn");
+        let (other_driver, other_driver_done) = Actor::spawn_linked(
+            Some("ce-other/driver".into()),
+            Idle,
+            (),
+            other_root.get_cell(),
+        )
+        .await
+        .expect("spawn");
+        let (loner, loner_done) = Actor::spawn(Some("ce-loner".into()), Idle, ())
+            .await
+            .expect("spawn");
+        // This engine's endpoint, under a prefix of its own and under the empty one.
+        for prefix in ["ce-mine/", ""] {
+            let args = args_under(prefix, Some("secret"));
+            for actor in ["ce-other/driver", "ce-loner"] {
+                let reply = carry_out(&args, kill(1, actor, Some("secret")));
+                assert!(!reply.ok, "{prefix:?} killed {actor}: {}", reply.message);
+                let panic = Command::Panic {
+                    id: 2,
+                    actor: actor.to_owned(),
+                    token: Some("secret".to_owned()),
+                };
+                let reply = carry_out(&args, panic);
+                assert!(!reply.ok, "{prefix:?} armed {actor}: {}", reply.message);
+                assert!(!crate::faults::is_armed(actor), "{prefix:?}: {actor} armed");
+            }
+        }
+        other_driver.stop(None);
+        loner.stop(None);
+        other_root.stop(None);
+        loner_done.await.expect("join");
+        other_root_done.await.expect("join");
+        other_driver_done.await.expect("join");
+    }
+
+    /// An acceptor whose every accept fails as when the process is out of file descriptors,
+    /// and which records when it was asked; asked `calls` times, it says so and never returns.
+    struct OutOfDescriptors {
+        asked: Arc<std::sync::Mutex<Vec<tokio::time::Instant>>>,
+        calls: usize,
+        done: Arc<tokio::sync::Notify>,
+    }
+
+    impl Acceptor for OutOfDescriptors {
+        fn accept(&mut self) -> impl Future<Output = std::io::Result<TcpStream>> + Send {
+            let asked = Arc::clone(&self.asked);
+            let done = Arc::clone(&self.done);
+            let calls = self.calls;
+            async move {
+                let n = {
+                    let mut asked = asked.lock().expect("lock");
+                    asked.push(tokio::time::Instant::now());
+                    asked.len()
+                };
+                if n == calls {
+                    done.notify_one();
+                    std::future::pending::<()>().await;
+                }
+                Err(std::io::Error::from_raw_os_error(libc::EMFILE))
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_accept_is_retried_after_a_doubling_pause_up_to_a_second() {
+        let asked = Arc::default();
+        let done = Arc::new(tokio::sync::Notify::new());
+        let acceptor = OutOfDescriptors {
+            asked: Arc::clone(&asked),
+            calls: 10,
+            done: Arc::clone(&done),
+        };
+        let accepting = tokio::spawn(accept_loop(acceptor, 4, |_stream| async {}));
+        tokio::time::timeout(Duration::from_secs(60), done.notified())
+            .await
+            .expect("ten accepts within a minute");
+        accepting.abort();
+        let asked = asked.lock().expect("lock");
+        let pauses: Vec<u128> = asked
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_millis())
+            .collect();
+        assert_eq!(pauses, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+    }
+
+    #[test]
+    fn the_accept_backoff_starts_over_after_an_accepted_connection() {
+        let mut backoff = AcceptBackoff::default();
+        let pauses: Vec<u128> = (0..3).map(|_| backoff.failed().as_millis()).collect();
+        assert_eq!(pauses, [10, 20, 40]);
+        backoff.succeeded();
+        assert_eq!(backoff.failed(), ACCEPT_BACKOFF_MIN);
     }
 
     #[test]

@@ -10,7 +10,10 @@
 //! * `connection.rs` — one client's session: hello, snapshot, events, commands.
 //!
 //! The endpoint never slows the engine: every session reads its own bounded event queue and
-//! a slow client gets a lag marker instead. It keeps nothing durable but the token file.
+//! a slow client gets a lag marker instead; at most a configured number of sessions hold a
+//! connection (one more is turned away at once), and a failing `accept` backs off. Off
+//! loopback a session sends nothing but a hello before the client presents the token. It
+//! keeps nothing durable but the token file.
 
 pub(crate) mod connection;
 pub(crate) mod control_endpoint;

@@ -16,6 +16,20 @@
 //!    writes to `<storage>/control-token` with mode 0600 (see
 //!    [`EngineConfig::control_token_path`](crate::EngineConfig::control_token_path)). Without
 //!    it, or with a wrong one, the command is refused. Tokens are compared in constant time.
+//! 3. An endpoint on a non-loopback address (allowed only with
+//!    [`EngineConfig::control_allow_remote`](crate::EngineConfig::control_allow_remote)) wants
+//!    the token before anything else: its hello says `token_required` (and names no pid or
+//!    prefix), the client's first line must be [`Command::Auth`] with the token, and only a
+//!    matching one is answered with the full hello, the snapshot and the events. A wrong
+//!    token, another first line, or none within [`AUTH_TIMEOUT`] gets a refusal and the
+//!    connection is closed.
+//! 4. An endpoint serving as many connections as it may
+//!    ([`EngineConfig::control_max_connections`](crate::EngineConfig::control_max_connections))
+//!    answers one more with a single refusing [`ServerMessage::Reply`] (id 0) instead of the
+//!    hello, and closes it.
+//!
+//! Version 1 throughout: a loopback endpoint's lines are unchanged, and a client that does not
+//! know `token_required` is refused by a remote endpoint rather than misled.
 //!
 //! # Framing
 //!
@@ -42,6 +56,8 @@ pub const MAX_LINE: usize = 64 * 1024;
 pub const MAX_SERVER_LINE: usize = 16 * 1024 * 1024;
 /// How many recent events a snapshot carries.
 pub const RECENT_EVENTS: usize = 128;
+/// How long an endpoint that requires the token waits for a client's first line.
+pub const AUTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 // ================================== the messages ================================== //
 
@@ -60,6 +76,12 @@ pub enum ServerMessage {
         pid: u32,
         /// The engine's actor-name prefix (often empty).
         name_prefix: String,
+        /// Whether the client must send the token ([`Command::Auth`]) as its first line before
+        /// it is sent anything more (an endpoint on a non-loopback address). Then this hello
+        /// names no pid and no prefix (`0` and empty), and a second, full hello answers a
+        /// matching token. Absent from the JSON when false.
+        #[serde(default, skip_serializing_if = "is_false")]
+        token_required: bool,
     },
     /// The tree as it is now (the second line, and the answer to a `snapshot` command).
     Snapshot(TreeSnapshot),
@@ -147,7 +169,8 @@ pub enum Command {
         /// Echoed in the reply.
         #[serde(default)]
         id: u64,
-        /// The actor's registered name (with or without the engine's name prefix).
+        /// The actor's registered name (with or without the engine's name prefix); only an
+        /// actor of the engine's own tree is killed.
         actor: String,
         /// The content of the token file.
         #[serde(default)]
@@ -164,15 +187,33 @@ pub enum Command {
         #[serde(default)]
         token: Option<String>,
     },
+    /// Present the token: the first line a client must send when the hello says
+    /// `token_required`. A matching token is answered with the full hello, then the snapshot
+    /// and the events; anything else with a refusal, and the connection is closed. Later (or
+    /// where no token is required) it changes nothing and is answered with a reply.
+    Auth {
+        /// Echoed in a refusal.
+        #[serde(default)]
+        id: u64,
+        /// The content of the token file.
+        token: String,
+    },
 }
 
 impl Command {
     /// The command's id.
     pub fn id(&self) -> u64 {
         match self {
-            Command::Snapshot { id } | Command::Kill { id, .. } | Command::Panic { id, .. } => *id,
+            Command::Snapshot { id }
+            | Command::Kill { id, .. }
+            | Command::Panic { id, .. }
+            | Command::Auth { id, .. } => *id,
         }
     }
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// The answer to a command.
@@ -318,11 +359,33 @@ mod tests {
             server: "weir 0.1.0".into(),
             pid: 7,
             name_prefix: String::new(),
+            token_required: false,
         };
         let json = serde_json::to_string(&hello).expect("json");
         assert_eq!(
             json,
             r#"{"type":"hello","protocol":1,"server":"weir 0.1.0","pid":7,"name_prefix":""}"#
+        );
+        let guarded = ServerMessage::Hello {
+            protocol: 1,
+            server: "weir".into(),
+            pid: 0,
+            name_prefix: String::new(),
+            token_required: true,
+        };
+        let json = serde_json::to_string(&guarded).expect("json");
+        assert_eq!(
+            json,
+            r#"{"type":"hello","protocol":1,"server":"weir","pid":0,"name_prefix":"","token_required":true}"#
+        );
+        let auth: Command =
+            serde_json::from_str(r#"{"cmd":"auth","id":1,"token":"ab"}"#).expect("parse");
+        assert_eq!(
+            auth,
+            Command::Auth {
+                id: 1,
+                token: "ab".into()
+            }
         );
         let event = ServerMessage::Event(EventRecord {
             time_ms: 5,

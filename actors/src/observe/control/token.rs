@@ -6,7 +6,9 @@
 //! file is replaced atomically through the durable-file module
 //! ([`durable::write_atomic_private`]: temp file, fsync, rename, fsync of the directory): a
 //! crash leaves the old token or the new one, never a torn one, and at worst a
-//! `.tmp-control-token-…` file beside it.
+//! `.tmp-control-token-…` file beside it. The temp file is created new (`O_EXCL`) and never
+//! through a symbolic link (`O_NOFOLLOW`): a link planted at its name fails the start instead
+//! of sending the token elsewhere.
 //! Tokens are compared in constant time ([`token_matches`]).
 
 use std::path::{Path, PathBuf};
@@ -82,5 +84,23 @@ mod tests {
         }
         let again = create_token(dir.path()).expect("token");
         assert_ne!(again, token, "every start makes a new token");
+    }
+
+    #[test]
+    fn a_symlink_planted_at_the_token_temp_name_is_refused_never_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").expect("write");
+        for temp in durable::upcoming_temp_paths(&token_path(dir.path()), 1024) {
+            std::os::unix::fs::symlink(&victim, temp).expect("symlink");
+        }
+        let err = create_token(dir.path()).expect_err("refused");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&victim).expect("read"),
+            "precious",
+            "the token was not written through the link"
+        );
+        assert!(!token_path(dir.path()).exists());
     }
 }

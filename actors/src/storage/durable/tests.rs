@@ -281,3 +281,55 @@ fn a_private_atomic_write_is_readable_by_its_owner_only_even_over_an_open_file()
     assert_eq!(mode & 0o777, 0o600);
     assert_eq!(names(dir.path()), ["secret"], "no temp file is left");
 }
+
+/// Plants a symbolic link to `victim` at each of the next `count` temp names of an atomic
+/// write to `path` — what a hostile neighbour with write access to the directory could do.
+fn plant_symlinks(path: &Path, victim: &Path, count: u64) {
+    for temp in upcoming_temp_paths(path, count) {
+        std::os::unix::fs::symlink(victim, temp).unwrap();
+    }
+}
+
+#[test]
+fn an_atomic_write_never_follows_a_symlink_planted_at_its_temp_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    fs::write(&victim, b"precious").unwrap();
+    for (target, private) in [("state", false), ("secret", true)] {
+        let path = dir.path().join(target);
+        // Enough names that writes of other tests in this process cannot move the counter
+        // past them before this write takes its name.
+        plant_symlinks(&path, &victim, 1024);
+        let written = if private {
+            write_atomic_private(&path, b"attacker-chosen", NO)
+        } else {
+            write_atomic(&path, b"attacker-chosen", NO)
+        };
+        let err = written.unwrap_err();
+        assert_eq!(err.op(), "create", "{err}");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(fs::read(&victim).unwrap(), b"precious", "never followed");
+        assert!(
+            fs::symlink_metadata(&path).is_err(),
+            "nothing is renamed onto `{target}`"
+        );
+    }
+}
+
+#[test]
+fn an_atomic_write_steps_over_a_leftover_temp_file_and_leaves_it_alone() {
+    // A crashed process with the same pid (pid 1 in a container) left files under the next
+    // temp names: the write takes a free name and touches none of them.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state");
+    let leftovers = upcoming_temp_paths(&path, 3);
+    for leftover in &leftovers {
+        fs::write(leftover, b"leftover").unwrap();
+    }
+    write_atomic(&path, b"new", NO).unwrap();
+    assert_eq!(fs::read(&path).unwrap(), b"new");
+    for leftover in &leftovers {
+        assert_eq!(fs::read(leftover).unwrap(), b"leftover");
+    }
+    assert_eq!(names(dir.path()).len(), 4, "the leftovers and the target");
+}

@@ -168,9 +168,10 @@ async fn connect_loop(
 ) {
     let mut backoff = Duration::from_millis(250);
     loop {
-        let reason = match Client::connect(&addr).await {
+        // Read at every connection: a restarted engine writes a new token.
+        let token = token_file.as_deref().and_then(|f| read_token(f).ok());
+        let reason = match Client::connect(&addr, token.as_deref()).await {
             Ok(mut client) => {
-                let token = token_file.as_deref().and_then(|f| read_token(f).ok());
                 backoff = Duration::from_millis(250);
                 let connected = Net::Connected {
                     server: client.server.clone(),
