@@ -328,3 +328,33 @@ fn a_torn_tail_that_cannot_be_cut_fails_the_open_and_stays_for_the_next() {
     assert_eq!(texts(&log, 3), ["a", "b", "c"]);
     scenario.teardown();
 }
+
+// ======================= issue 16, item 4: the marker's write ======================= //
+
+#[test]
+fn a_sink_failure_writing_the_commit_marker_commits_nothing() {
+    // See: issue 16, item 4. The marker is written after the two part files (one write and
+    // one fsync each): the third write or fsync is the marker's.
+    let scenario = FailScenario::setup();
+    let out = tempfile::tempdir().unwrap();
+    let sink = BatchDirSink::new(out.path().join("batch"));
+    for failpoint in [
+        "sink::write",
+        "sink::write::torn",
+        "sink::write::enospc",
+        "sink::fsync",
+    ] {
+        fail::cfg(failpoint, "2*off->return").unwrap();
+        let result = sink.write_batch(1000, PARTS);
+        fail::remove(failpoint);
+        let err = sink_fs(result.expect_err(failpoint));
+        assert_fired(&err, failpoint);
+        assert!(!sink.is_committed(1000), "{failpoint}");
+        assert!(entries(out.path()).is_empty(), "{failpoint}");
+    }
+    assert!(matches!(
+        sink.write_batch(1000, PARTS).unwrap(),
+        Commit::Written { parts: 2, .. }
+    ));
+    scenario.teardown();
+}
