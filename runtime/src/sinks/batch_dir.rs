@@ -55,7 +55,7 @@
 //! # Readers
 //!
 //! A reader takes `<prefix>-<t>` as complete once it exists (the rename published it whole)
-//! and reads its `part-*` files in name order, skipping [`MARKER_FILE`];
+//! and reads its `part-*` files, skipping [`MARKER_FILE`];
 //! [`BatchDirSink::committed`] also checks the parts against the marker.
 //!
 //! # Line order
