@@ -1,11 +1,14 @@
 //! Reading back what `DStream::save_as_text_files` wrote: the `batch-<batch_time_ms>/`
-//! directories of `part-NNNNN` files under an output directory, with the hidden temp
-//! directories of commits in progress (or left by a crash) and anything else listed apart.
+//! directories of `part-NNNNN` files (and their commit marker, skipped) under an output
+//! directory, with the hidden temp directories of commits in progress (or left by a crash) and
+//! anything else listed apart.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+
+use weir::sinks::batch_dir::MARKER_FILE;
 
 /// The prefix of a batch's directory name (`save_as_text_files(output_dir.join("batch"))`).
 pub const BATCH_PREFIX: &str = "batch-";
@@ -56,7 +59,7 @@ pub fn parse_count(line: &str) -> Option<(&str, u64)> {
 /// # Errors
 ///
 /// Listing or reading failed, or a batch directory has no part file or a file that is not
-/// named `part-*`.
+/// named `part-*` (other than the commit marker).
 pub fn read_output(output_dir: &Path) -> io::Result<Output> {
     let mut output = Output::default();
     if !output_dir.exists() {
@@ -80,6 +83,9 @@ pub fn read_output(output_dir: &Path) -> io::Result<Output> {
         for part in fs::read_dir(entry.path())? {
             let part = part?;
             let part_name = part.file_name().to_string_lossy().into_owned();
+            if part_name == MARKER_FILE {
+                continue;
+            }
             if !part_name.starts_with("part-") {
                 return Err(io::Error::other(format!(
                     "{} holds {part_name:?}, which is not a part file",
@@ -119,6 +125,7 @@ mod tests {
         fs::create_dir(&batch).expect("mkdir");
         fs::write(batch.join("part-00000"), "a\t2\nb\t1\n").expect("write");
         fs::write(batch.join("part-00001"), "c\t5\n").expect("write");
+        fs::write(batch.join(MARKER_FILE), b"\x89WEIRCMT").expect("write");
         let later = dir.path().join("batch-2000");
         fs::create_dir(&later).expect("mkdir");
         fs::write(later.join("part-00000"), "a\t3\n").expect("write");

@@ -1,7 +1,8 @@
 //! The sink's and the partitioned log's failpoints (`sink::…`, `partitioned_log::…`, listed in
 //! `docs/testing.md`), each fired at its edge: a failed batch is not committed and leaves no
-//! temporary directory, a retry commits it; a failed append is not acknowledged and loses no
-//! acknowledged record; a failed atomic write keeps the previous file.
+//! temporary directory, a retry commits it; a failed append is not acknowledged, loses no
+//! acknowledged record and leaves nothing a retry would duplicate; a failed atomic write keeps
+//! the previous file.
 //!
 //! Built only with the `failpoints` feature (`cargo test -p weir-streaming --features
 //! failpoints --test failpoints`). Failpoints are process-global: each test holds a
@@ -182,7 +183,8 @@ fn a_failed_log_write_is_not_acknowledged_and_the_next_append_takes_its_offsets(
         let err = log_fs(log.append(0, &["doomed", "too"]).unwrap_err());
         fail::remove(failpoint);
         assert_fired(&err, failpoint);
-        // A torn write is cut by the next writer, who reports it; the others wrote nothing.
+        // A torn write is cut (and reported) before the failed append returns; the others
+        // wrote nothing.
         assert_eq!(log.append(0, &["d"]).unwrap(), 3..4, "{failpoint}");
         let cut = log.torn_tails().len();
         assert_eq!(cut, usize::from(failpoint.ends_with("torn")), "{failpoint}");
@@ -205,7 +207,9 @@ fn a_failed_log_fsync_fails_the_append_and_loses_nothing_acknowledged() {
     assert_fired(&err, "partitioned_log::fsync");
     assert_eq!(err.op(), "fsync");
     // The record reached the file but was never acknowledged: it may or may not be there,
-    // and if it is, it is whole, right after the acknowledged ones.
+    // and if it is, it is whole, right after the acknowledged ones. (Since issue 16, item 5
+    // the failed append cuts it off, so it is not: see
+    // `a_failed_append_leaves_no_frame_that_a_retry_would_duplicate`.)
     let range = log.append(0, &["d"]).unwrap();
     let end = range.end;
     assert!(range == (3..4) || range == (4..5), "{range:?}");
@@ -326,5 +330,115 @@ fn a_torn_tail_that_cannot_be_cut_fails_the_open_and_stays_for_the_next() {
     assert_eq!(log.torn_tails().len(), 1);
     assert_eq!(fs::metadata(&segment).unwrap().len(), whole);
     assert_eq!(texts(&log, 3), ["a", "b", "c"]);
+    scenario.teardown();
+}
+
+// ======== issue 16, items 4 and 5: the marker's write, a failed append's frames ======== //
+
+#[test]
+fn a_sink_failure_writing_the_commit_marker_commits_nothing() {
+    // See: issue 16, item 4. The marker is written after the two part files (one write and
+    // one fsync each): the third write or fsync is the marker's.
+    let scenario = FailScenario::setup();
+    let out = tempfile::tempdir().unwrap();
+    let sink = BatchDirSink::new(out.path().join("batch"));
+    for failpoint in [
+        "sink::write",
+        "sink::write::torn",
+        "sink::write::enospc",
+        "sink::fsync",
+    ] {
+        fail::cfg(failpoint, "2*off->return").unwrap();
+        let result = sink.write_batch(1000, PARTS);
+        fail::remove(failpoint);
+        let err = sink_fs(result.expect_err(failpoint));
+        assert_fired(&err, failpoint);
+        assert!(!sink.is_committed(1000), "{failpoint}");
+        assert!(entries(out.path()).is_empty(), "{failpoint}");
+    }
+    assert!(matches!(
+        sink.write_batch(1000, PARTS).unwrap(),
+        Commit::Written { parts: 2, .. }
+    ));
+    scenario.teardown();
+}
+
+#[test]
+fn a_failed_append_leaves_no_frame_that_a_retry_would_duplicate() {
+    // See: issue 16, item 5. An append whose write or fsync failed left its frames in the
+    // segment; the next append counted them as records, so the producer's retry stored them
+    // twice.
+    let scenario = FailScenario::setup();
+    for failpoint in ["partitioned_log::fsync", "partitioned_log::write::torn"] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log_of_three(dir.path());
+        let segment = dir
+            .path()
+            .join("partition-00000")
+            .join(format!("{:020}.log", 0));
+        let durable = fs::metadata(&segment).unwrap().len();
+        fail::cfg(failpoint, "return").unwrap();
+        let err = log_fs(log.append(0, &["retried", "too"]).unwrap_err());
+        fail::remove(failpoint);
+        assert_fired(&err, failpoint);
+        // Undone before the caller heard of the failure.
+        assert_eq!(
+            fs::metadata(&segment).unwrap().len(),
+            durable,
+            "{failpoint}"
+        );
+        // The producer retries: the records are stored once, at the offsets they would have had.
+        assert_eq!(
+            log.append(0, &["retried", "too"]).unwrap(),
+            3..5,
+            "{failpoint}"
+        );
+        let reopened = PartitionedLog::open(dir.path()).unwrap();
+        assert_eq!(reopened.end_offsets().unwrap(), vec![5], "{failpoint}");
+        assert_eq!(
+            texts(&reopened, 5),
+            ["a", "b", "c", "retried", "too"],
+            "{failpoint}"
+        );
+    }
+    scenario.teardown();
+}
+
+#[test]
+fn a_failed_append_that_cannot_be_undone_refuses_appends_until_reopened() {
+    // See: issue 16, item 5. If the cut of a failed append fails too, its bytes may stay:
+    // appending after them would build on bytes nobody acknowledged.
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let log = PartitionedLog::create(dir.path(), 2).unwrap();
+    assert_eq!(log.append(0, &["a", "b", "c"]).unwrap(), 0..3);
+    fail::cfg("partitioned_log::write::torn", "return").unwrap();
+    fail::cfg("partitioned_log::truncate", "return").unwrap();
+    let err = log_fs(log.append(0, &["doomed"]).unwrap_err());
+    fail::remove("partitioned_log::write::torn");
+    fail::remove("partitioned_log::truncate");
+    assert_fired(&err, "partitioned_log::write::torn");
+
+    let err = log.append(0, &["d"]).unwrap_err();
+    assert!(
+        matches!(&err, LogError::Poisoned { partition: 0, reason }
+            if reason.contains("partitioned_log::truncate")),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("until the log is opened again"),
+        "{err}"
+    );
+    // A clone is the same handle; the other partition is not affected.
+    assert!(matches!(
+        log.clone().append(0, &["d"]).unwrap_err(),
+        LogError::Poisoned { .. }
+    ));
+    assert_eq!(log.append(1, &["x"]).unwrap(), 0..1);
+    // Opened again: the torn half is cut, and appends go on after the acknowledged records.
+    let reopened = PartitionedLog::open(dir.path()).unwrap();
+    assert_eq!(reopened.torn_tails().len(), 1);
+    assert_eq!(reopened.append(0, &["d"]).unwrap(), 3..4);
+    assert_eq!(texts(&reopened, 4), ["a", "b", "c", "d"]);
     scenario.teardown();
 }

@@ -438,7 +438,11 @@ fn output_lines(out: &Path) -> (Vec<String>, usize) {
         );
         dirs += 1;
         for part in fs::read_dir(entry.path()).unwrap() {
-            let text = fs::read_to_string(part.unwrap().path()).unwrap();
+            let part = part.unwrap();
+            if part.file_name() == weir::sinks::batch_dir::MARKER_FILE {
+                continue; // the commit marker, not data
+            }
+            let text = fs::read_to_string(part.path()).unwrap();
             lines.extend(text.lines().map(str::to_owned));
         }
     }

@@ -1,6 +1,7 @@
 //! The file-backed partitioned log: durable appends from threads and processes, torn tails
-//! cut on open, and exactly-once reading through a direct stream — offsets in the checkpoint,
-//! committed back after the output, a restart resuming exactly, earliest vs latest.
+//! cut on open but damage followed by valid records refused as corruption (issue 16, item 5),
+//! and exactly-once reading through a direct stream — offsets in the checkpoint, committed
+//! back after the output, a restart resuming exactly, earliest vs latest.
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
@@ -155,6 +156,150 @@ fn damage_before_the_tail_is_an_error_not_a_cut() {
     let err = PartitionedLog::open(dir.path()).unwrap_err();
     assert!(matches!(err, LogError::Corrupt(_)), "{err}");
     assert!(err.to_string().contains("later segments follow"), "{err}");
+}
+
+// ========= issue 16, item 5: damage in front of valid records is not a torn tail ========= //
+// See: issue 16, item 5. Damage followed by valid frames in the last segment was cut as a torn
+// tail, and the cut records' offsets were then given to new records: a consumer that had read
+// past the cut silently skipped the new ones. Only an incomplete or damaged *last* frame, with
+// nothing valid after it, is a torn tail; anything else is `LogError::Corrupt`, nothing cut.
+
+/// A one-partition log of three records appended one at a time; returns its segment and the
+/// byte where each frame starts (and its end).
+fn three_records(dir: &Path) -> (PathBuf, [u64; 4]) {
+    let log = PartitionedLog::create(dir, 1).unwrap();
+    let mut bounds = [0; 4];
+    for (i, record) in ["alpha", "bravo", "charlie"].iter().enumerate() {
+        log.append(0, &[record]).unwrap();
+        bounds[i + 1] = bounds[i] + 8 + record.len() as u64;
+    }
+    (segments(dir, 0).pop().unwrap(), bounds)
+}
+
+fn assert_corrupt(result: Result<PartitionedLog, LogError>, what: &str) {
+    match result {
+        Err(LogError::Corrupt(reason)) => {
+            assert!(reason.contains("valid record"), "{what}: {reason}");
+        }
+        Err(other) => panic!("{what}: expected corruption, got {other}"),
+        Ok(log) => panic!(
+            "{what}: opened, cutting {:?}, ending at {:?}",
+            log.torn_tails(),
+            log.end_offsets()
+        ),
+    }
+}
+
+#[test]
+fn damage_followed_by_valid_records_in_the_last_segment_is_corruption_not_a_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (segment, bounds) = three_records(dir.path());
+    let whole = fs::read(&segment).unwrap();
+    // A flipped bit in the payload of the middle record.
+    let mut bytes = whole.clone();
+    bytes[bounds[1] as usize + 9] ^= 0x04;
+    fs::write(&segment, &bytes).unwrap();
+    assert_corrupt(PartitionedLog::open(dir.path()), "payload flip");
+    assert_eq!(fs::read(&segment).unwrap(), bytes, "nothing was cut");
+
+    // A writer that opened the log when it held only the first record (the others came
+    // through another handle) finds the damage before its append, and appends nothing.
+    fs::write(&segment, &whole[..bounds[1] as usize]).unwrap();
+    let log = PartitionedLog::open(dir.path()).unwrap();
+    assert_eq!(log.end_offsets().unwrap(), vec![1]);
+    fs::write(&segment, &bytes).unwrap();
+    let err = log.append(0, &["delta"]).unwrap_err();
+    assert!(
+        matches!(&err, LogError::Corrupt(r) if r.contains("valid record")),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read(&segment).unwrap(),
+        bytes,
+        "nothing was cut or added"
+    );
+    assert!(log.torn_tails().is_empty());
+}
+
+#[test]
+fn a_damaged_length_in_front_of_valid_records_is_corruption_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (segment, bounds) = three_records(dir.path());
+    let whole = fs::read(&segment).unwrap();
+    let at = bounds[1] as usize;
+    // The middle record's length: past the end of the file, or short of its real end.
+    for len in [1000u32, 2, 0] {
+        let mut bytes = whole.clone();
+        bytes[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        fs::write(&segment, &bytes).unwrap();
+        assert_corrupt(PartitionedLog::open(dir.path()), &format!("length {len}"));
+        assert_eq!(
+            fs::read(&segment).unwrap(),
+            bytes,
+            "length {len}: nothing cut"
+        );
+    }
+}
+
+#[test]
+fn every_damaged_bit_in_front_of_the_last_record_is_corruption_and_in_it_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (segment, bounds) = three_records(dir.path());
+    let whole = fs::read(&segment).unwrap();
+    for byte in 0..whole.len() {
+        for bit in 0..8 {
+            let mut bytes = whole.clone();
+            bytes[byte] ^= 1 << bit;
+            fs::write(&segment, &bytes).unwrap();
+            let what = format!("byte {byte} bit {bit}");
+            if (byte as u64) < bounds[2] {
+                assert_corrupt(PartitionedLog::open(dir.path()), &what);
+                assert_eq!(fs::read(&segment).unwrap(), bytes, "{what}: nothing cut");
+            } else {
+                let log = PartitionedLog::open(dir.path()).unwrap();
+                assert_eq!(log.torn_tails().len(), 1, "{what}");
+                assert_eq!(log.end_offsets().unwrap(), vec![2], "{what}");
+                assert_eq!(fs::metadata(&segment).unwrap().len(), bounds[2], "{what}");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_truncation_is_a_torn_tail_cut_back_to_the_last_whole_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (segment, bounds) = three_records(dir.path());
+    let whole = fs::read(&segment).unwrap();
+    for len in 0..whole.len() as u64 {
+        fs::write(&segment, &whole[..len as usize]).unwrap();
+        let records = bounds.iter().rposition(|b| *b <= len).unwrap();
+        let log = PartitionedLog::open(dir.path()).unwrap();
+        let cut = usize::from(bounds[records] != len);
+        assert_eq!(log.torn_tails().len(), cut, "length {len}");
+        assert_eq!(
+            log.end_offsets().unwrap(),
+            vec![records as u64],
+            "length {len}"
+        );
+        assert_eq!(fs::metadata(&segment).unwrap().len(), bounds[records]);
+    }
+}
+
+#[test]
+fn a_zero_filled_tail_is_a_torn_tail() {
+    // A power cut can leave the file longer than what reached the disk, the rest zeros.
+    let dir = tempfile::tempdir().unwrap();
+    let (segment, bounds) = three_records(dir.path());
+    OpenOptions::new()
+        .append(true)
+        .open(&segment)
+        .unwrap()
+        .write_all(&[0; 4096])
+        .unwrap();
+    let log = PartitionedLog::open(dir.path()).unwrap();
+    assert_eq!(log.torn_tails().len(), 1);
+    assert_eq!(fs::metadata(&segment).unwrap().len(), bounds[3]);
+    assert_eq!(log.append(0, &["delta"]).unwrap(), 3..4);
 }
 
 #[test]

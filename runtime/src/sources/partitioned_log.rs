@@ -25,17 +25,42 @@
 //! with one `write`, `fdatasync`s the segment (and fsyncs the directory when it created one),
 //! and returns the offsets the records got. When `append` returns the records are durable.
 //!
-//! # Torn tails
+//! An append that fails leaves nothing behind: what its write or fsync put in the segment is
+//! cut off (truncated back to the last acknowledged record, durably) before it returns, so a
+//! producer that retries stores its records once, at the offsets they would have had. If the
+//! cut fails too, the handle (and its clones) refuses further appends to that partition with
+//! [`LogError::Poisoned`] until the log is opened again; the unacknowledged records may then
+//! be there whole, as after a crash. A writer killed in the middle of an append cannot cut
+//! anything: its records may be there whole, or torn (below). (No producer sequence numbers:
+//! a record whose append never returned is "unknown", as in the engine's WAL.)
+//!
+//! # Torn tails, and damage
 //!
 //! A writer that dies in the middle of an append leaves a *torn tail*: an incomplete frame,
-//! or one whose CRC does not match, at the end of the last segment. Whoever next holds the
-//! partition's lock — [`open`](PartitionedLog::open) / [`create`](PartitionedLog::create),
-//! or the next append — cuts it off (truncate + fsync) and reports it
-//! ([`PartitionedLog::torn_tails`] and a `tracing` warning). Records before it are intact;
-//! the torn record was never acknowledged to its writer. Readers that do not hold the lock
+//! or one whose CRC does not match, at the end of the last segment, with nothing valid after
+//! it. Whoever next holds the partition's lock — [`open`](PartitionedLog::open) /
+//! [`create`](PartitionedLog::create), or the next append — cuts it off (truncate + fsync)
+//! and reports it ([`PartitionedLog::torn_tails`] and a `tracing` warning). Records before it
+//! are intact; the torn record was never acknowledged to its writer.
+//!
+//! Damage followed by a valid record is not a torn tail, wherever it is: cutting it would
+//! drop acknowledged records and give their offsets to new ones, so a consumer that had read
+//! past the cut would silently skip those. It is [`LogError::Corrupt`], naming the segment,
+//! the byte of the damage and the byte of the valid record, and nothing is cut. Since a
+//! damaged length hides where the next frame starts, the lock holder tries every byte
+//! position after the damage (each in O(log length), see `partitioned_log/frame.rs`), reading
+//! the rest of the segment into memory to do so. A damaged frame in any segment but the last
+//! is corruption too.
+//!
+//! Known limits. A flipped bit in the *last* acknowledged record, with nothing after it,
+//! cannot be told from a torn write: it is cut (and reported), and its offset is reused. A
+//! power cut that kept a later page of an unacknowledged multi-page append but not an
+//! earlier one, or a torn record whose payload itself holds a whole valid frame, is reported
+//! as corruption: the log refuses to open until someone inspects the segment (and, deciding
+//! the bytes from the damage on are unwanted, truncates it at the damage's byte). Readers
+//! that do not hold the lock
 //! stop at an incomplete or damaged frame (it may be an append in progress) without cutting
-//! it. A damaged frame anywhere but at the tail of the last segment is corruption and an
-//! error, never silently skipped.
+//! or judging it.
 //!
 //! # Reading: an [`OffsetSource`]
 //!
@@ -83,6 +108,8 @@
 //! # Ok(()) }
 //! ```
 
+mod frame;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -95,6 +122,8 @@ use bytes::Bytes;
 use weir_actors::durable::{self, Failpoints, FsError};
 use weir_actors::pipeline::UserError;
 
+pub use self::frame::MAX_RECORD_BYTES;
+use self::frame::{FRAME_HEADER, encode_frame, find_valid_frame, read_frame};
 use crate::dstream::OffsetSource;
 use crate::dstream::memo::lock;
 
@@ -114,9 +143,6 @@ const FAILPOINTS: Failpoints = Failpoints {
 const META_FILE: &str = "log.meta";
 const META_HEADER: &str = "weir-partitioned-log/1";
 const COMMITTED_HEADER: &str = "weir-committed-offsets/1";
-const FRAME_HEADER: usize = 8;
-/// The largest record accepted (a longer length field is damage, not a record).
-pub const MAX_RECORD_BYTES: usize = 256 * 1024 * 1024;
 /// One sparse index entry per this many records.
 const INDEX_EVERY: u64 = 1024;
 
@@ -174,6 +200,18 @@ pub enum LogError {
     /// The log's files are damaged somewhere a crash cannot have torn them.
     #[error("the log is damaged: {0}")]
     Corrupt(String),
+    /// An append failed and could not be undone: this handle refuses further appends to the
+    /// partition until the log is opened again.
+    #[error(
+        "partition {partition} refuses appends until the log is opened again: a failed append \
+         could not be undone ({reason})"
+    )]
+    Poisoned {
+        /// The partition.
+        partition: u32,
+        /// Why the undo failed.
+        reason: String,
+    },
     /// Committed offsets for the wrong number of partitions.
     #[error("{given} committed offsets given for a log of {partitions} partitions")]
     CommitShape {
@@ -236,6 +274,8 @@ struct Inner {
     segment_bytes: u64,
     views: Vec<Mutex<PartitionView>>,
     torn: Mutex<Vec<TornTail>>,
+    /// Partitions whose failed append could not be undone, with the reason.
+    poisoned: Mutex<BTreeMap<u32, String>>,
 }
 
 /// A file-backed partitioned log; see the [module documentation](self). Clones share one
@@ -261,47 +301,6 @@ fn partition_dir(dir: &Path, partition: u32) -> PathBuf {
 
 fn segment_name(base: u64) -> String {
     format!("{base:020}.log")
-}
-
-fn frame_crc(len: [u8; 4], payload: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(&len), payload)
-}
-
-/// Reads one frame at the reader's position: `Ok(None)` at a clean end of file, `Err(reason)`
-/// for an incomplete or damaged frame.
-fn read_frame(reader: &mut impl Read) -> io::Result<Result<Option<Vec<u8>>, String>> {
-    let mut header = [0u8; FRAME_HEADER];
-    let mut got = 0;
-    while got < FRAME_HEADER {
-        match reader.read(&mut header[got..]) {
-            Ok(0) if got == 0 => return Ok(Ok(None)),
-            Ok(0) => {
-                return Ok(Err(format!(
-                    "an incomplete frame header ({got} of 8 bytes)"
-                )));
-            }
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let len_bytes = [header[0], header[1], header[2], header[3]];
-    let len = u32::from_le_bytes(len_bytes) as usize;
-    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    if len > MAX_RECORD_BYTES {
-        return Ok(Err(format!(
-            "a frame length of {len} bytes, over the maximum"
-        )));
-    }
-    let mut payload = Vec::new();
-    let read = reader.take(len as u64).read_to_end(&mut payload)?;
-    if read < len {
-        return Ok(Err(format!("an incomplete record ({read} of {len} bytes)")));
-    }
-    if frame_crc(len_bytes, &payload) != crc {
-        return Ok(Err("a record whose CRC32C does not match".to_owned()));
-    }
-    Ok(Ok(Some(payload)))
 }
 
 /// Scans `segment` from its valid end, adding whole records.
@@ -342,6 +341,20 @@ fn scan(segment: &mut Segment) -> Result<Tail, LogError> {
             Err(reason) => return Ok(Tail::Torn { file_len, reason }),
         }
     }
+}
+
+/// Where the first valid frame after the damaged one at `segment`'s valid end starts (an
+/// absolute byte position), if any: the bytes from the damage to `file_len` are read and
+/// every position is tried (see [`find_valid_frame`]). Only on damage, under the lock.
+fn valid_frame_after(segment: &Segment, file_len: u64) -> Result<Option<u64>, LogError> {
+    let mut file = File::open(&segment.path).map_err(FsError::io("open", &segment.path))?;
+    file.seek(SeekFrom::Start(segment.valid_len))
+        .map_err(FsError::io("seek in", &segment.path))?;
+    let mut rest = Vec::new();
+    file.take(file_len - segment.valid_len)
+        .read_to_end(&mut rest)
+        .map_err(FsError::io("read", &segment.path))?;
+    Ok(find_valid_frame(&rest, 1).map(|at| segment.valid_len + at as u64))
 }
 
 impl PartitionedLog {
@@ -410,6 +423,7 @@ impl PartitionedLog {
                     .map(|_| Mutex::new(PartitionView::default()))
                     .collect(),
                 torn: Mutex::new(Vec::new()),
+                poisoned: Mutex::new(BTreeMap::new()),
             }),
         };
         for p in 0..partitions {
@@ -454,6 +468,7 @@ impl PartitionedLog {
                 .map(|_| Mutex::new(PartitionView::default()))
                 .collect(),
             torn: Mutex::new(lock(&old.torn).clone()),
+            poisoned: Mutex::new(lock(&old.poisoned).clone()),
         };
         change(&mut inner);
         PartitionedLog {
@@ -471,7 +486,8 @@ impl PartitionedLog {
         self.inner.partitions
     }
 
-    /// The torn tails this handle cut off (at open or before an append).
+    /// The torn tails this handle cut off: at open, before an append, or undoing a failed
+    /// append that had written bytes.
     pub fn torn_tails(&self) -> Vec<TornTail> {
         lock(&self.inner.torn).clone()
     }
@@ -501,7 +517,8 @@ impl PartitionedLog {
     }
 
     /// Brings the view of `partition` up to date with its files. With `writer` (the lock
-    /// held), a torn tail of the last segment is cut off; without, scanning stops there.
+    /// held), a torn tail of the last segment is cut off, and damage followed by a valid
+    /// record is [`LogError::Corrupt`]; without, scanning stops at either.
     fn refresh(&self, partition: u32, writer: bool) -> Result<u64, LogError> {
         let mut view = lock(&self.inner.views[partition as usize]);
         let pdir = partition_dir(&self.inner.dir, partition);
@@ -550,6 +567,16 @@ impl PartitionedLog {
                     )));
                 }
                 if writer {
+                    // Anything valid after the damage makes it corruption, not a torn tail:
+                    // cutting would give the records after it, and their offsets, away.
+                    if let Some(at) = valid_frame_after(segment, file_len)? {
+                        return Err(LogError::Corrupt(format!(
+                            "{} holds {reason} at byte {}, followed by a valid record at byte \
+                             {at}: damage, not a torn tail (nothing was cut)",
+                            segment.path.display(),
+                            segment.valid_len
+                        )));
+                    }
                     durable::truncate(&segment.path, segment.valid_len, FAILPOINTS)?;
                     let torn = TornTail {
                         partition,
@@ -587,24 +614,31 @@ impl PartitionedLog {
     ///
     /// # Errors
     ///
-    /// No such partition, a record over [`MAX_RECORD_BYTES`], damaged files, or I/O failed
-    /// (then nothing was acknowledged; a partial write is a torn tail, cut later).
+    /// No such partition, a record over [`MAX_RECORD_BYTES`], damaged files, or I/O failed.
+    /// Then nothing was acknowledged, and nothing of the append stays: what a failed write or
+    /// fsync left is cut off (truncated back to the last acknowledged record, durably) before
+    /// this returns, so a retry stores the records once. If that cut fails, this handle
+    /// refuses further appends to the partition ([`LogError::Poisoned`]) until the log is
+    /// opened again; the records may then be there whole, as after a crash.
     pub fn append<R: AsRef<[u8]>>(
         &self,
         partition: u32,
         records: &[R],
     ) -> Result<Range<u64>, LogError> {
         self.check_partition(partition)?;
+        if let Some(reason) = lock(&self.inner.poisoned).get(&partition) {
+            return Err(LogError::Poisoned {
+                partition,
+                reason: reason.clone(),
+            });
+        }
         let mut buf = Vec::new();
         for record in records {
             let payload = record.as_ref();
             if payload.len() > MAX_RECORD_BYTES {
                 return Err(LogError::RecordTooLarge { len: payload.len() });
             }
-            let len = (payload.len() as u32).to_le_bytes();
-            buf.extend_from_slice(&len);
-            buf.extend_from_slice(&frame_crc(len, payload).to_le_bytes());
-            buf.extend_from_slice(payload);
+            encode_frame(&mut buf, payload);
         }
         let _lock = self.writer_lock(partition)?;
         let end = self.refresh(partition, true)?;
@@ -639,8 +673,14 @@ impl PartitionedLog {
             .write(true)
             .open(&segment.path)
             .map_err(FsError::io("open", &segment.path))?;
-        durable::write_all_at(&file, &segment.path, segment.valid_len, &buf, FAILPOINTS)?;
-        durable::sync_data(&file, &segment.path, FAILPOINTS)?;
+        let written =
+            durable::write_all_at(&file, &segment.path, segment.valid_len, &buf, FAILPOINTS)
+                .and_then(|()| durable::sync_data(&file, &segment.path, FAILPOINTS));
+        if let Err(err) = written {
+            drop(file);
+            self.undo_append(partition, segment);
+            return Err(err.into());
+        }
         // Account for the records (as a scan would).
         let mut pos = segment.valid_len;
         for record in records {
@@ -652,6 +692,42 @@ impl PartitionedLog {
         }
         segment.valid_len = pos;
         Ok(end..segment.end())
+    }
+
+    /// Cuts what a failed append may have left after `segment`'s last acknowledged record
+    /// (the lock held), durably; reports a cut of written bytes as a torn tail. If the cut
+    /// fails, poisons the partition for this handle.
+    fn undo_append(&self, partition: u32, segment: &Segment) {
+        let file_len = fs::metadata(&segment.path).map(|m| m.len()).ok();
+        match durable::truncate(&segment.path, segment.valid_len, FAILPOINTS) {
+            Ok(()) => {
+                let Some(bytes_cut) = file_len
+                    .map(|len| len.saturating_sub(segment.valid_len))
+                    .filter(|cut| *cut > 0)
+                else {
+                    return;
+                };
+                let torn = TornTail {
+                    partition,
+                    segment: segment.path.clone(),
+                    cut_at: segment.valid_len,
+                    bytes_cut,
+                };
+                tracing::warn!(
+                    "cut the {bytes_cut} bytes a failed append left in {} at byte {}",
+                    torn.segment.display(),
+                    torn.cut_at
+                );
+                lock(&self.inner.torn).push(torn);
+            }
+            Err(err) => {
+                tracing::error!(
+                    "partition {partition}: a failed append could not be undone ({err}); this \
+                     handle refuses appends to it until the log is opened again"
+                );
+                lock(&self.inner.poisoned).insert(partition, err.to_string());
+            }
+        }
     }
 
     /// One past the last record of every partition, as the files are now.
