@@ -4,8 +4,8 @@
 //! endpoint serves at most its cap of them and turns the others away at once.
 //!
 //! The file-descriptor limit is process-wide, so this is a test binary of its own, and the
-//! connections are held by a second process — this binary run again as the ignored test
-//! [`holder`] — whose descriptors do not count against the engine's.
+//! connections are held by a second process — this binary run again, the test in it acting as
+//! the holder ([`hold`]) — whose descriptors do not count against the engine's.
 //!
 //! The defect this guards (issue 16, item 2): the endpoint accepted every connection, so idle
 //! clients took every descriptor the process had, the engine's checkpoint and WAL files could
@@ -104,9 +104,8 @@ impl Holder {
     fn start(addr: std::net::SocketAddr) -> Holder {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
-                "holder",
+                "batches_and_checkpoints_go_on_while_hundreds_of_idle_connections_are_held",
                 "--exact",
-                "--ignored",
                 "--nocapture",
                 "--test-threads=1",
             ])
@@ -151,6 +150,11 @@ impl Drop for Holder {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_and_checkpoints_go_on_while_hundreds_of_idle_connections_are_held() {
+    // This binary run again by `Holder::start`: hold the connections, nothing else.
+    if let Ok(addr) = std::env::var(HOLDER_ADDR) {
+        hold(addr).await;
+        return;
+    }
     set_fd_limit(FD_LIMIT);
     let dir = tempfile::tempdir().unwrap();
     let mut config = EngineConfig::new(Storage::local(dir.path()));
@@ -223,17 +227,12 @@ async fn batches_and_checkpoints_go_on_while_hundreds_of_idle_connections_are_he
     assert!(verdict.is_exactly_once(), "{verdict:?}");
 }
 
-/// Not a test on its own: the process that holds the connections for the test above (which
-/// runs this binary again with [`HOLDER_ADDR`] set). Opens [`CONNECTIONS`] connections, reads
-/// the first line of each for a while, reports what they were told, and keeps them all open
-/// until its standard input closes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a helper process of batches_and_checkpoints_go_on_while_hundreds_of_idle_connections_are_held"]
-async fn holder() {
+/// The holder process's work, for the test above (which runs this binary again with
+/// [`HOLDER_ADDR`] set, the test then doing only this): opens [`CONNECTIONS`] connections,
+/// reads the first line of each for a while, reports what they were told, and keeps them all
+/// open until its standard input closes.
+async fn hold(addr: String) {
     use tokio::io::AsyncBufReadExt;
-    let Ok(addr) = std::env::var(HOLDER_ADDR) else {
-        return;
-    };
     raise_fd_limit_to_hard();
     let mut connects = tokio::task::JoinSet::new();
     for _ in 0..CONNECTIONS {
