@@ -46,6 +46,8 @@ pub use observe::event_log::read_event_log;
 pub use observe::hub::{EventHub, EventSink, EventSubscription};
 pub use storage::durable;
 pub use storage::location::{Storage, StorageError};
+#[cfg(feature = "failpoints")]
+pub use storage::power_cut;
 pub use storage::storage_lock::{StorageLock, StorageLockError};
 pub use tree::names::Names;
 pub use tree::restart_policy::{Backoff, Intensity, RestartPolicy, Strategy};

@@ -147,6 +147,15 @@ fn disk_full(fps: Failpoints, op: &'static str, path: &Path) -> Result<(), FsErr
     }
 }
 
+/// Tells the power-cut model (test builds with the `failpoints` feature) what was done; nothing
+/// at all otherwise.
+macro_rules! record {
+    ($($op:tt)*) => {{
+        #[cfg(feature = "failpoints")]
+        super::power_cut::record(super::power_cut::Op::$($op)*);
+    }};
+}
+
 /// The directory that holds `path`: its parent, or `.` for a bare relative name.
 fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
@@ -160,7 +169,9 @@ fn parent_dir(path: &Path) -> &Path {
 fn sync_dir_plain(dir: &Path) -> Result<(), FsError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(FsError::io("fsync directory", dir))
+        .map_err(FsError::io("fsync directory", dir))?;
+    record!(SyncedDir(dir));
+    Ok(())
 }
 
 /// Makes the names in `dir` durable: files or directories created, renamed or removed in it.
@@ -187,11 +198,23 @@ pub fn create_dir_all(dir: &Path, fps: Failpoints) -> Result<(), FsError> {
     }
     check(fps.create_dir, "create directory", dir)?;
     match fs::create_dir(dir) {
-        Ok(()) => {}
+        Ok(()) => record!(MadeDir(dir)),
         Err(err) if err.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
         Err(err) => return Err(FsError::io("create directory", dir)(err)),
     }
     sync_dir_plain(parent_dir(dir))
+}
+
+/// Creates the directory `dir` (its parent must exist), *not* durably: its name is durable
+/// once the parent is fsynced ([`sync_dir`]) — for a directory that is filled, fsynced and
+/// renamed into place, like the sink's batch in progress.
+///
+/// Failpoint: `create_dir`.
+pub fn create_dir(dir: &Path, fps: Failpoints) -> Result<(), FsError> {
+    check(fps.create_dir, "create directory", dir)?;
+    fs::create_dir(dir).map_err(FsError::io("create directory", dir))?;
+    record!(MadeDir(dir));
+    Ok(())
 }
 
 /// Writes all of `buf` at `offset` of `file` (positional, so it is independent of any cursor
@@ -212,10 +235,21 @@ pub fn write_all_at(
         let half = buf.len() / 2;
         file.write_all_at(&buf[..half], offset)
             .map_err(FsError::io("write", path))?;
+        record!(Wrote {
+            path,
+            offset,
+            bytes: &buf[..half]
+        });
         return Err(injected("write", path, failpoint));
     }
     file.write_all_at(buf, offset)
-        .map_err(FsError::io("write", path))
+        .map_err(FsError::io("write", path))?;
+    record!(Wrote {
+        path,
+        offset,
+        bytes: buf
+    });
+    Ok(())
 }
 
 /// fsyncs the data of `file` at `path` (and the metadata needed to read it back, such as a
@@ -226,7 +260,9 @@ pub fn sync_data(file: &File, path: &Path, fps: Failpoints) -> Result<(), FsErro
     if let Some(failpoint) = fired_at(fps.fsync, path) {
         return Err(injected("fsync", path, failpoint));
     }
-    file.sync_data().map_err(FsError::io("fsync", path))
+    file.sync_data().map_err(FsError::io("fsync", path))?;
+    record!(SyncedFile(path));
+    Ok(())
 }
 
 /// Like [`sync_data`], also fsyncing all of the file's metadata.
@@ -234,7 +270,9 @@ fn sync_all(file: &File, path: &Path, fps: Failpoints) -> Result<(), FsError> {
     if let Some(failpoint) = fired_at(fps.fsync, path) {
         return Err(injected("fsync", path, failpoint));
     }
-    file.sync_all().map_err(FsError::io("fsync", path))
+    file.sync_all().map_err(FsError::io("fsync", path))?;
+    record!(SyncedFile(path));
+    Ok(())
 }
 
 /// Creates `path` (or empties it if it exists), writes `bytes` and fsyncs the file. Its data
@@ -244,6 +282,7 @@ fn sync_all(file: &File, path: &Path, fps: Failpoints) -> Result<(), FsError> {
 /// Failpoints: those of [`write_all_at`], then `fsync`.
 pub fn write_file(path: &Path, bytes: &[u8], fps: Failpoints) -> Result<(), FsError> {
     let file = File::create(path).map_err(FsError::io("create", path))?;
+    record!(Created(path));
     write_all_at(&file, path, 0, bytes, fps)?;
     sync_all(&file, path, fps)
 }
@@ -264,6 +303,7 @@ pub fn write_file_with(
     fill: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
 ) -> Result<(), FsError> {
     let file = File::create(path).map_err(FsError::io("create", path))?;
+    record!(Created(path));
     let mut out = ChunkedWriter {
         file: &file,
         path,
@@ -343,6 +383,7 @@ pub fn create_new(path: &Path, bytes: &[u8], fps: Failpoints) -> Result<File, Fs
         .create_new(true)
         .open(path)
         .map_err(FsError::io("create", path))?;
+    record!(Created(path));
     if !bytes.is_empty() {
         write_all_at(&file, path, 0, bytes, fps)?;
     }
@@ -357,7 +398,9 @@ pub fn create_new(path: &Path, bytes: &[u8], fps: Failpoints) -> Result<File, Fs
 /// Failpoint: `rename` (nothing renamed).
 pub fn rename(from: &Path, to: &Path, fps: Failpoints) -> Result<(), FsError> {
     check(fps.rename, "rename", to)?;
-    fs::rename(from, to).map_err(FsError::io("rename", to))
+    fs::rename(from, to).map_err(FsError::io("rename", to))?;
+    record!(Renamed { from, to });
+    Ok(())
 }
 
 /// Atomically replaces `path` with `bytes`: a temp file beside it
@@ -434,7 +477,9 @@ fn write_atomic_mode(
     drop(file);
     if result.is_err() {
         // Best effort: a leftover temp file is harmless, and removed at the next cleanup.
-        let _ = fs::remove_file(&temp);
+        if fs::remove_file(&temp).is_ok() {
+            record!(Removed(&temp));
+        }
         return result;
     }
     sync_dir(dir, fps)
@@ -465,6 +510,7 @@ fn create_temp(dir: &Path, name: &OsStr, mode: Option<u32>) -> Result<(File, Pat
         }
         match options.open(&temp) {
             Ok(file) => {
+                record!(Created(&temp));
                 if let Some(mode) = mode {
                     file.set_permissions(fs::Permissions::from_mode(mode))
                         .map_err(FsError::io("set permissions of", &temp))?;
@@ -502,7 +548,9 @@ pub fn truncate(path: &Path, len: u64, fps: Failpoints) -> Result<(), FsError> {
         .open(path)
         .map_err(FsError::io("open", path))?;
     file.set_len(len).map_err(FsError::io("truncate", path))?;
-    file.sync_all().map_err(FsError::io("fsync", path))
+    file.sync_all().map_err(FsError::io("fsync", path))?;
+    record!(SyncedFile(path));
+    Ok(())
 }
 
 /// Removes the files `names` from `dir`; the removals are durable when it returns. Names that
@@ -534,7 +582,7 @@ fn remove(
     for name in names {
         let path = dir.join(name);
         match remove_one(&path) {
-            Ok(()) => {}
+            Ok(()) => record!(Removed(&path)),
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
             Err(err) => return Err(FsError::io("remove", &path)(err)),
         }

@@ -25,4 +25,6 @@ pub(crate) mod failpoint;
 pub(crate) mod local;
 pub(crate) mod location;
 pub(crate) mod object;
+#[cfg(feature = "failpoints")]
+pub mod power_cut;
 pub(crate) mod storage_lock;

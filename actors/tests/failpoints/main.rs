@@ -2,4 +2,5 @@
 mod checkpoint;
 mod durable;
 mod engine;
+mod power_cut;
 mod wal;

@@ -325,7 +325,7 @@ impl BatchDirSink {
             fastrand::u64(..)
         ));
         // Not made durable by itself: the commit fsyncs it, renames it and fsyncs the parent.
-        fs::create_dir(&temp).map_err(FsError::io("create directory", &temp))?;
+        durable::create_dir(&temp, Failpoints::NONE)?;
         Ok(Some(StagedBatch {
             temp,
             final_dir,
