@@ -97,6 +97,8 @@ pub struct RunConfig {
     /// storage, let a few batches complete and stop it; the invariants then cover both lives
     /// (what was acknowledged before the give-up must be committed after the restart).
     pub restart_after_give_up: bool,
+    /// Checkpoint writes in flight at once. Default: [`CHAOS_MAX_CONCURRENT_CHECKPOINTS`].
+    pub max_concurrent_checkpoints: usize,
 }
 
 impl RunConfig {
@@ -110,6 +112,7 @@ impl RunConfig {
             tail_batches: 3,
             verbose: false,
             restart_after_give_up: false,
+            max_concurrent_checkpoints: CHAOS_MAX_CONCURRENT_CHECKPOINTS,
         }
     }
 }
@@ -128,7 +131,11 @@ pub struct Outcome {
     pub restarted: Option<Result<(), EngineError>>,
 }
 
-/// The engine settings a chaos run starts from: short intervals, and restart budgets large
+/// Checkpoint writes in flight at once in a chaos run ([`chaos_config`]).
+pub const CHAOS_MAX_CONCURRENT_CHECKPOINTS: usize = 3;
+
+/// The engine settings a chaos run starts from: short intervals, up to
+/// [`CHAOS_MAX_CONCURRENT_CHECKPOINTS`] checkpoint writes at once, and restart budgets large
 /// enough that repeated kills are healed rather than given up on (a workload's
 /// [`Workload::configure`] may change any of it, e.g. to spend a budget on purpose).
 pub fn chaos_config(storage: Storage, name_prefix: &str) -> EngineConfig {
@@ -142,6 +149,10 @@ pub fn chaos_config(storage: Storage, name_prefix: &str) -> EngineConfig {
     // memory bound the engine is configured with.
     c.block_store_bytes = 16 << 20;
     c.graceful_stop_timeout = Duration::from_secs(30);
+    // Checkpoints overlap (Flink's maximum concurrent checkpoints): batches are held until
+    // their checkpoint is durable, writes finish out of order, cleanup follows durability —
+    // the paths that lost records before they were fixed (docs/chaos.md, "Findings").
+    c.checkpoint_policy.max_concurrent = CHAOS_MAX_CONCURRENT_CHECKPOINTS;
     for policy in [
         &mut c.driver_policy,
         &mut c.receiver_policy,
@@ -218,6 +229,7 @@ impl<W: Workload> Runner<W> {
     ) -> Result<(Engine, JoinHandle<()>, EventSubscription, Names), EngineError> {
         let parts = self.workload.build(ctx);
         let mut config = chaos_config(self.config.storage.clone(), &self.config.name_prefix);
+        config.checkpoint_policy.max_concurrent = self.config.max_concurrent_checkpoints;
         self.workload.configure(&mut config);
         let names = config.names();
         let engine = Engine::start(config, parts.pipeline, parts.receivers).await?;

@@ -41,8 +41,7 @@ async fn storage_failing_for_a_while_at_every_edge_then_recovering() {
         (FaultClass::Stall, 2),
     ]);
     let mut schedule = Schedule::generate(seed, &config);
-    // Every edge the engine heals from fails at least once, whatever the seed drew
-    // (`wal::fsync` is left out: docs/chaos.md, "Findings").
+    // Every edge the engine heals from fails at least once, whatever the seed drew.
     let last = schedule.steps.last().map_or(Duration::ZERO, |s| s.at);
     for (i, edge) in StorageEdge::HEALING.into_iter().enumerate() {
         schedule.steps.push(weir_chaos_tests::schedule::Step {

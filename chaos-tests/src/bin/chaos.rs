@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! cargo run --release -p weir-chaos-tests --bin chaos -- --kills 1000 [--seed N] [--gap-ms 30]
-//!     [--kills-only] [--streams 2] [--verbose] [--dir DIR] [--with-wal-fsync]
+//!     [--kills-only] [--streams 2] [--verbose] [--dir DIR] [--without-wal-fsync]
+//!     [--max-concurrent-checkpoints 3]
 //! ```
 
 use std::process::ExitCode;
@@ -44,9 +45,14 @@ struct Args {
     /// Keep the engine's storage in DIR (default: a temporary directory, removed).
     #[arg(long, value_name = "DIR")]
     dir: Option<std::path::PathBuf>,
-    /// Also fail the WALs' fsyncs (left out of the default storage edges).
-    #[arg(long = "with-wal-fsync")]
-    wal_fsync: bool,
+    /// Leave the WALs' fsyncs out of the storage edges that fail (they are in by default).
+    #[arg(long = "without-wal-fsync")]
+    without_wal_fsync: bool,
+    /// Checkpoint writes in flight at once (Flink's maximum concurrent checkpoints).
+    #[arg(long = "max-concurrent-checkpoints", value_name = "N",
+          default_value_t = weir_chaos_tests::runner::CHAOS_MAX_CONCURRENT_CHECKPOINTS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_concurrent_checkpoints: usize,
 }
 
 impl Args {
@@ -58,9 +64,8 @@ impl Args {
 /// The schedule with at least `kills` kills: faults are drawn from the mix until there are.
 fn schedule(args: &Args, actors: Vec<ActorKind>) -> Schedule {
     let mut config = ScheduleConfig::kills(args.kills, args.gap(), actors);
-    if args.wal_fsync {
-        // Every storage edge, the WALs' fsyncs included (see docs/chaos.md, "Findings").
-        config.edges = weir_chaos_tests::StorageEdge::ALL.to_vec();
+    if args.without_wal_fsync {
+        config.edges = weir_chaos_tests::StorageEdge::WITHOUT_WAL_FSYNC.to_vec();
     }
     if !args.kills_only {
         config = config.with_mix(vec![
@@ -122,14 +127,18 @@ async fn run(args: Args) -> ExitCode {
     let executors = weir_chaos_tests::chaos_config(Storage::local(&dir), "").executors;
     let schedule = schedule(&args, ActorKind::all(&streams, executors));
     println!(
-        "WEIR_CHAOS_SEED={} — {} faults, mean gap {:?}, storage {}",
+        "WEIR_CHAOS_SEED={} — {} faults, mean gap {:?}, {} concurrent checkpoints, wal::fsync \
+         faults {}, storage {}",
         args.seed,
         schedule.steps.len(),
         args.gap(),
+        args.max_concurrent_checkpoints,
+        if args.without_wal_fsync { "off" } else { "on" },
         dir.display()
     );
     let mut config = RunConfig::new(Storage::local(&dir), "chaos/");
     config.verbose = args.verbose;
+    config.max_concurrent_checkpoints = args.max_concurrent_checkpoints;
     let runner = Runner::new(workload, config);
     let outcome = runner.run(&schedule).await;
     let summary = Summary::of(&outcome.history, Some(args.seed));
