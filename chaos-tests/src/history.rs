@@ -132,6 +132,10 @@ pub struct History {
     pub engine_error: Option<String>,
     /// Batches completed (with or without records).
     pub batches_completed: u64,
+    /// Checkpoints written (durable).
+    pub checkpoints_written: u64,
+    /// Checkpoint writes that failed.
+    pub checkpoints_failed: u64,
     /// Memory samples.
     pub memory: MemoryStats,
     /// Events the recorder missed because it fell behind (the checks that need every event
@@ -274,6 +278,8 @@ impl Recorder {
                 h.allocated.insert(*batch_time_ms, *records);
             }
             Event::BatchCompleted { .. } => h.batches_completed += 1,
+            Event::CheckpointWritten { .. } => h.checkpoints_written += 1,
+            Event::CheckpointFailed { .. } => h.checkpoints_failed += 1,
             Event::ActorFailed { actor, reason } => h.restarts.push(Restart {
                 actor: actor.clone(),
                 reason: reason.clone(),
@@ -422,6 +428,24 @@ mod tests {
         assert_eq!(h.restarts[0].restarted_in, None);
         r.event(&Event::ActorStarted { actor: "a".into() });
         assert!(r.history().restarts[0].restarted_in.is_some());
+    }
+
+    #[test]
+    fn checkpoint_writes_and_failures_are_counted() {
+        let r = Recorder::new();
+        for id in [1, 2] {
+            r.event(&Event::CheckpointWritten {
+                store: "s".into(),
+                id,
+                bytes: 10,
+            });
+        }
+        r.event(&Event::CheckpointFailed {
+            store: "s".into(),
+            reason: "disk full".into(),
+        });
+        let h = r.history();
+        assert_eq!((h.checkpoints_written, h.checkpoints_failed), (2, 1));
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct Summary {
     pub actor_failures: u64,
     /// Give-ups.
     pub give_ups: u64,
+    /// Checkpoints written, and checkpoint writes that failed.
+    pub checkpoints: (u64, u64),
     /// Recovery times (fault → a batch with records completed again).
     pub recovery_p50: Duration,
     /// 99th percentile.
@@ -122,6 +124,7 @@ impl Summary {
         s.replays = history.replays;
         s.actor_failures = history.restarts.len() as u64;
         s.give_ups = history.give_ups.len() as u64;
+        s.checkpoints = (history.checkpoints_written, history.checkpoints_failed);
         s.memory = (
             history.memory.baseline,
             history.memory.peak_while_down,
@@ -168,6 +171,12 @@ impl fmt::Display for Summary {
         }
         row(f, "actor failures seen", self.actor_failures.to_string())?;
         row(f, "give-ups", self.give_ups.to_string())?;
+        row(f, "checkpoints written", self.checkpoints.0.to_string())?;
+        row(
+            f,
+            "checkpoint writes failed",
+            self.checkpoints.1.to_string(),
+        )?;
         row(f, "records in", self.records_in.to_string())?;
         row(f, "records acknowledged", self.acknowledged.to_string())?;
         row(f, "records committed", self.committed.to_string())?;
