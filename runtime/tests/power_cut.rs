@@ -16,9 +16,7 @@ use std::path::Path;
 
 use weir::sinks::batch_dir::{BatchDirSink, Commit};
 use weir::sources::partitioned_log::PartitionedLog;
-use weir_actors::power_cut::{
-    Acks, PowerCut, SKIP_DIR_FSYNCS, SKIP_FILE_FSYNCS, at_every_cut, with_fsyncs_skipped,
-};
+use weir_actors::power_cut::{Acks, PowerCut, assert_fsyncs_tested, at_every_cut};
 
 // ---- the batch-directory sink ----
 
@@ -128,18 +126,8 @@ async fn the_sink_keeps_every_acknowledged_batch_at_every_power_cut() {
 }
 
 #[tokio::test]
-async fn the_sink_power_cut_test_fails_without_file_fsyncs() {
-    let verdict = with_fsyncs_skipped(sink_workload, sink_check, SKIP_FILE_FSYNCS).await;
-    assert!(verdict.is_err(), "the check passed without file fsyncs");
-}
-
-#[tokio::test]
-async fn the_sink_power_cut_test_fails_without_directory_fsyncs() {
-    let verdict = with_fsyncs_skipped(sink_workload, sink_check, SKIP_DIR_FSYNCS).await;
-    assert!(
-        verdict.is_err(),
-        "the check passed without directory fsyncs"
-    );
+async fn the_sink_power_cut_test_fails_without_fsyncs() {
+    assert_fsyncs_tested(sink_workload, sink_check).await;
 }
 
 // ---- the partitioned log ----
@@ -279,16 +267,6 @@ async fn the_partitioned_log_keeps_every_acknowledged_append_and_commit_at_every
 }
 
 #[tokio::test]
-async fn the_partitioned_log_power_cut_test_fails_without_file_fsyncs() {
-    let verdict = with_fsyncs_skipped(log_workload, log_check, SKIP_FILE_FSYNCS).await;
-    assert!(verdict.is_err(), "the check passed without file fsyncs");
-}
-
-#[tokio::test]
-async fn the_partitioned_log_power_cut_test_fails_without_directory_fsyncs() {
-    let verdict = with_fsyncs_skipped(log_workload, log_check, SKIP_DIR_FSYNCS).await;
-    assert!(
-        verdict.is_err(),
-        "the check passed without directory fsyncs"
-    );
+async fn the_partitioned_log_power_cut_test_fails_without_fsyncs() {
+    assert_fsyncs_tested(log_workload, log_check).await;
 }

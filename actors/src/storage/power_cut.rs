@@ -249,6 +249,26 @@ pub async fn with_fsyncs_skipped<T>(
     check(dir.path(), &acks, total).await
 }
 
+/// Asserts that `check` refuses what `workload` leaves on a disk that file fsyncs never
+/// reached, and on one that directory fsyncs never reached ([`with_fsyncs_skipped`]): the
+/// proof that a power-cut test tests both kinds of fsync.
+///
+/// # Panics
+///
+/// If `check` accepts either.
+pub async fn assert_fsyncs_tested<T>(
+    workload: impl AsyncFn(&Path, &PowerCut) -> Acks<T>,
+    check: impl AsyncFn(&Path, &Acks<T>, u64) -> Result<(), String>,
+) {
+    for (options, skipped) in [
+        (SKIP_FILE_FSYNCS, "file fsyncs"),
+        (SKIP_DIR_FSYNCS, "directory fsyncs"),
+    ] {
+        let verdict = with_fsyncs_skipped(&workload, &check, options).await;
+        assert!(verdict.is_err(), "the check passed without {skipped}");
+    }
+}
+
 /// No cut, and file fsyncs reach nothing.
 pub const SKIP_FILE_FSYNCS: Options = Options {
     cut_after: None,

@@ -20,9 +20,7 @@ use weir_actors::Storage;
 use weir_actors::checkpoint::{
     CheckpointConfig, CheckpointData, CheckpointId, CheckpointStore, OperatorState, StateData,
 };
-use weir_actors::power_cut::{
-    Acks, PowerCut, SKIP_DIR_FSYNCS, SKIP_FILE_FSYNCS, at_every_cut, with_fsyncs_skipped,
-};
+use weir_actors::power_cut::{Acks, PowerCut, assert_fsyncs_tested, at_every_cut};
 use weir_actors::wal::{Position, Wal, WalConfig};
 
 // ---- the WAL ----
@@ -113,18 +111,8 @@ async fn the_wal_keeps_every_acknowledged_record_at_every_power_cut() {
 }
 
 #[tokio::test]
-async fn the_wal_power_cut_test_fails_without_file_fsyncs() {
-    let verdict = with_fsyncs_skipped(wal_workload, wal_check, SKIP_FILE_FSYNCS).await;
-    assert!(verdict.is_err(), "the check passed without file fsyncs");
-}
-
-#[tokio::test]
-async fn the_wal_power_cut_test_fails_without_directory_fsyncs() {
-    let verdict = with_fsyncs_skipped(wal_workload, wal_check, SKIP_DIR_FSYNCS).await;
-    assert!(
-        verdict.is_err(),
-        "the check passed without directory fsyncs"
-    );
+async fn the_wal_power_cut_test_fails_without_fsyncs() {
+    assert_fsyncs_tested(wal_workload, wal_check).await;
 }
 
 // ---- the checkpoint store ----
@@ -252,17 +240,6 @@ async fn the_checkpoint_store_keeps_the_acknowledged_checkpoint_at_every_power_c
 }
 
 #[tokio::test]
-async fn the_checkpoint_power_cut_test_fails_without_file_fsyncs() {
-    let verdict =
-        with_fsyncs_skipped(checkpoint_workload, checkpoint_check, SKIP_FILE_FSYNCS).await;
-    assert!(verdict.is_err(), "the check passed without file fsyncs");
-}
-
-#[tokio::test]
-async fn the_checkpoint_power_cut_test_fails_without_directory_fsyncs() {
-    let verdict = with_fsyncs_skipped(checkpoint_workload, checkpoint_check, SKIP_DIR_FSYNCS).await;
-    assert!(
-        verdict.is_err(),
-        "the check passed without directory fsyncs"
-    );
+async fn the_checkpoint_power_cut_test_fails_without_fsyncs() {
+    assert_fsyncs_tested(checkpoint_workload, checkpoint_check).await;
 }
