@@ -11,12 +11,15 @@
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
+use std::time::Duration;
 
 use weir::sinks::batch_dir::{BatchDirSink, Commit};
+use weir::sources::file_stream::FileStreamOptions;
 use weir::sources::partitioned_log::PartitionedLog;
-use weir_actors::power_cut::{Acks, PowerCut, assert_fsyncs_tested, at_every_cut};
+use weir_actors::power_cut::{Acks, Options, PowerCut, assert_fsyncs_tested, at_every_cut};
 
 // ---- the batch-directory sink ----
 
@@ -269,4 +272,158 @@ async fn the_partitioned_log_keeps_every_acknowledged_append_and_commit_at_every
 #[tokio::test]
 async fn the_partitioned_log_power_cut_test_fails_without_fsyncs() {
     assert_fsyncs_tested(log_workload, log_check).await;
+}
+
+// ---- a whole job: files → word count → batch directories, cut anywhere ----
+
+/// The input files, each a few lines; the file stream takes one per batch.
+fn input_files() -> Vec<(String, String)> {
+    (0..6)
+        .map(|f| {
+            let text: String = (0..3)
+                .map(|l| format!("w{} w{} w{}\n", f % 3, l, (f * l) % 4))
+                .collect();
+            (format!("in-{f}.txt"), text)
+        })
+        .collect()
+}
+
+/// `word → count` over every input file: what the job must have counted, exactly once.
+fn expected_counts() -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for (_, text) in input_files() {
+        for word in text.split_whitespace() {
+            *counts.entry(word.to_owned()).or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// Sums the counts of every committed batch under `out` (read through the sink, so a batch
+/// without a valid commit marker fails the test).
+fn committed_counts(out: &Path) -> BTreeMap<String, u64> {
+    let sink = BatchDirSink::new(out.join("batch"));
+    let mut counts = BTreeMap::new();
+    let Ok(entries) = fs::read_dir(out) else {
+        return counts;
+    };
+    for entry in entries {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        let Some(time) = name.strip_prefix("batch-").and_then(|t| t.parse().ok()) else {
+            continue; // a batch being written
+        };
+        let batch = sink.committed(time).unwrap().expect("a committed batch");
+        for part in &batch.parts {
+            for line in fs::read_to_string(batch.dir.join(&part.name))
+                .unwrap()
+                .lines()
+            {
+                let (word, n) = line.split_once('\t').unwrap();
+                *counts.entry(word.to_owned()).or_default() += n.parse::<u64>().unwrap();
+            }
+        }
+    }
+    counts
+}
+
+fn word_count_job(
+    config: weir::StreamingConfig,
+    input: &Path,
+    out: &Path,
+) -> Result<weir::StreamingContext, weir::Error> {
+    let mut config = config.batch_interval(Duration::from_millis(50));
+    config.engine.name_prefix = format!("power-cut-{}/", fastrand::u32(..));
+    let ctx = weir::StreamingContext::new(config);
+    ctx.text_file_stream_with(input, FileStreamOptions::new().max_files_per_batch(1))
+        .uid("input")
+        .flat_map(|l: &String| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .map(|w: &String| (w.clone(), 1u64))
+        .reduce_by_key(|a, b| a + b)
+        .map(|(w, n)| format!("{w}\t{n}"))
+        .save_as_text_files(out.join("batch"));
+    Ok(ctx)
+}
+
+/// Runs the job over `root` until `done` holds of its committed output, then stops it.
+async fn run_job(root: &Path, done: impl Fn(&BTreeMap<String, u64>) -> bool) {
+    let (input, out) = (root.join("in"), root.join("out"));
+    let mut ctx = weir::StreamingContext::get_or_create(root.join("checkpoints"), {
+        let (input, out) = (input.clone(), out.clone());
+        move |config| word_count_job(config, &input, &out)
+    })
+    .await
+    .unwrap();
+    ctx.start().await.unwrap();
+    let mut events = ctx.events().unwrap();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !done(&committed_counts(&out)) {
+            while !matches!(
+                events.next().await.expect("the event feed is open").event,
+                weir::Event::BatchCompleted { .. }
+            ) {}
+        }
+    })
+    .await
+    .expect("timed out waiting for the output");
+    ctx.stop(true).await.unwrap();
+}
+
+/// A new directory with the input files in place (durable before any cut: they are there
+/// when recording starts).
+fn job_root() -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    fs::create_dir(root.path().join("in")).unwrap();
+    for (name, text) in input_files() {
+        fs::write(root.path().join("in").join(name), text).unwrap();
+    }
+    root
+}
+
+/// The job's seed: `WEIR_POWER_CUT_SEED`, or a fresh one (printed when the test fails).
+fn seed() -> u64 {
+    std::env::var("WEIR_POWER_CUT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_word_count_job_counts_every_file_exactly_once_after_a_power_cut() {
+    let expected = expected_counts();
+    let total: u64 = expected.values().sum();
+    let all_counted = |counts: &BTreeMap<String, u64>| counts.values().sum::<u64>() >= total;
+    // How many operations a whole run takes (it varies a little: the job runs on real time).
+    let ops = {
+        let root = job_root();
+        let cut = PowerCut::start(root.path(), Options::default());
+        run_job(root.path(), all_counted).await;
+        let ops = cut.ops();
+        drop(cut);
+        assert_eq!(committed_counts(&root.path().join("out")), expected);
+        ops
+    };
+    assert!(ops > 50, "the job did too little: {ops} operations");
+    let seed = seed();
+    let mut rng = fastrand::Rng::with_seed(seed);
+    for run in 0..6 {
+        // Spread over the run, each at a seeded point of its sixth.
+        let k = ops * run / 6 + rng.u64(..ops / 6);
+        let options = Options {
+            cut_after: Some(k),
+            tear: rng.bool().then(|| rng.u64(..)),
+            ..Options::default()
+        };
+        let root = job_root();
+        let cut = PowerCut::start(root.path(), options);
+        run_job(root.path(), all_counted).await;
+        cut.cut();
+        // The machine is back: the job starts again from what the disk held, and goes on
+        // until every word is counted; nothing may be counted twice.
+        run_job(root.path(), all_counted).await;
+        assert_eq!(
+            committed_counts(&root.path().join("out")),
+            expected,
+            "WEIR_POWER_CUT_SEED={seed}: cut after operation {k} of about {ops} ({options:?})"
+        );
+    }
 }
