@@ -25,7 +25,7 @@ use weir_examples::generator::{TextGenerator, drop_file};
 use weir_examples::output::{parse_count, read_output};
 
 const LIMIT: Duration = Duration::from_secs(60);
-const SECOND_TRIES: usize = 5;
+const SECOND_TRIES: usize = 10;
 
 fn word_count(tmp: &Path, stdout: Stdio, stderr: Stdio) -> Child {
     Command::new(env!("CARGO_BIN_EXE_word_count"))
