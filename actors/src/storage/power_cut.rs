@@ -102,7 +102,6 @@ struct Model {
 const TRUNCATED: u64 = u64::MAX;
 
 static RECORDING: Mutex<Option<Model>> = Mutex::new(None);
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn recording() -> MutexGuard<'static, Option<Model>> {
     RECORDING.lock().unwrap_or_else(PoisonError::into_inner)
@@ -116,18 +115,27 @@ pub(crate) fn record(op: Op<'_>) {
 }
 
 /// A recording power-cut model of one directory; see the [module docs](self). One at a time
-/// per process: a second [`PowerCut::start`] waits for the first to end.
-#[derive(Debug)]
+/// per process, and never beside a failpoint scenario: it holds a `fail::FailScenario` (which
+/// serialises them and clears every failpoint), so a failpoint another test configured cannot
+/// fire in the modelled workload, nor the workload use up another test's failures.
 pub struct PowerCut {
     root: PathBuf,
-    _one_at_a_time: MutexGuard<'static, ()>,
+    _scenario: fail::FailScenario<'static>,
+}
+
+impl std::fmt::Debug for PowerCut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PowerCut")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PowerCut {
     /// Starts modelling everything written under `root` (an existing directory; what it holds
     /// already counts as durable and is left as it is).
     pub fn start(root: &Path, options: Options) -> PowerCut {
-        let guard = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+        let scenario = fail::FailScenario::setup();
         let mut model = Model {
             root: root.to_path_buf(),
             options,
@@ -139,7 +147,7 @@ impl PowerCut {
         *recording() = Some(model);
         PowerCut {
             root: root.to_path_buf(),
-            _one_at_a_time: guard,
+            _scenario: scenario,
         }
     }
 
