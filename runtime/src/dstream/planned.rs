@@ -22,6 +22,11 @@ use super::graph::{BatchCx, Compute, GraphShared, Lifecycle};
 use super::memo::lock;
 use crate::error::{ComputeError, ComputeResult};
 
+/// The default byte budget of one batch of a planned source that reads bytes (the file
+/// stream, a direct stream): 64 MiB. A plan is checkpointed before its batch runs and a
+/// restart re-runs it, so a batch must be bounded by what it holds, not by what is waiting.
+pub(crate) const DEFAULT_MAX_BYTES_PER_BATCH: u64 = 64 * 1024 * 1024;
+
 /// What a planned source does; the node around it keeps the plans and positions.
 pub(crate) trait Planner: Send + Sync + 'static {
     type Item: Data;
