@@ -163,7 +163,8 @@ pub struct FileStreamStatsSnapshot {
     pub files: u64,
     /// Lines produced (including cut and replaced ones).
     pub lines: u64,
-    /// Bytes read.
+    /// Bytes read: of a text file, the bytes of the lines produced or skipped (a file split
+    /// over batches counts each byte once); of binary records, the bytes of its ranges.
     pub bytes: u64,
     /// Lines that were not valid UTF-8 (skipped or replaced).
     pub bad_utf8_lines: u64,

@@ -72,7 +72,10 @@
 //! `committed-<group>.offsets` (written to a temporary file, fsynced, renamed, directory
 //! fsynced). The checkpoint stays the source of truth for the application; the committed
 //! file tells other tools (or a new application) how far it got — see
-//! [`PartitionedLog::committed`].
+//! [`PartitionedLog::committed`]. A batch is bounded in bytes too (a direct stream's
+//! `max_bytes_per_batch`, 64 MiB by default): the log tells how many records fit
+//! ([`PartitionedLog::byte_prefix`]) from its sparse index and frame headers, without reading
+//! a payload, so a large backlog is read over several batches, each of which fits.
 //!
 //! Every durable step (directories, segment creation, appends, cutting torn tails, the atomic
 //! `log.meta` and committed-offsets files) goes through the engine's durable-file module
@@ -858,7 +861,9 @@ impl PartitionedLog {
             });
         }
         // The segments' spans, copied out, so that reading holds no lock.
-        let spans: Vec<(PathBuf, Vec<(u64, u64)>, u64, u64)> = {
+        /// A segment's path, index, end offset and valid length.
+        type Span = (PathBuf, Vec<(u64, u64)>, u64, u64);
+        let spans: Vec<Span> = {
             let view = lock(&self.inner.views[partition as usize]);
             view.segments
                 .iter()
