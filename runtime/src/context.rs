@@ -16,7 +16,9 @@ use crate::backpressure::{Admitted, RateConfig, RateControl};
 use crate::dstream::graph::{GraphPipeline, GraphSettings, GraphShared};
 use crate::dstream::input::ReceiverInput;
 use crate::dstream::planned::{Direct, Planned};
-use crate::dstream::{DStream, Data, OffsetSource, QueueStream, StartingOffsets, memo::lock};
+use crate::dstream::{
+    DStream, Data, DirectStreamOptions, OffsetSource, QueueStream, StartingOffsets, memo::lock,
+};
 use crate::error::{ComputeError, Error};
 use crate::sources::file_stream::{BinaryRecords, FileStream, FileStreamOptions};
 use crate::sources::socket::SocketTextReceiver;
@@ -602,9 +604,9 @@ impl StreamingContext {
     }
 
     /// A direct stream over an offset-based source: one partition per source partition, an
-    /// offset range per partition per batch (at most `max_per_partition` records, if set),
-    /// positions kept in the checkpoint under the stream's uid (set one!), committed back to
-    /// the source after each batch's output.
+    /// offset range per partition per batch (at most `max_per_partition` records, if set, and
+    /// at most 64 MiB of records per batch), positions kept in the checkpoint under the
+    /// stream's uid (set one!), committed back to the source after each batch's output.
     ///
     /// # Panics
     ///
@@ -615,6 +617,26 @@ impl StreamingContext {
         start: StartingOffsets,
         max_per_partition: Option<u64>,
     ) -> DStream<Bytes> {
+        let options = DirectStreamOptions::new();
+        let options = match max_per_partition {
+            Some(records) => options.max_per_partition(records),
+            None => options,
+        };
+        self.direct_stream_with(source, start, options)
+    }
+
+    /// [`direct_stream`](Self::direct_stream) with options: records per partition and bytes
+    /// per batch (see [`DirectStreamOptions`]).
+    ///
+    /// # Panics
+    ///
+    /// If the context has started.
+    pub fn direct_stream_with(
+        &self,
+        source: Arc<dyn OffsetSource>,
+        start: StartingOffsets,
+        options: DirectStreamOptions,
+    ) -> DStream<Bytes> {
         self.check_not_started();
         let partitions = source.partitions().max(1);
         let node = self.graph.add_node(
@@ -623,7 +645,7 @@ impl StreamingContext {
                 source,
                 partitions,
                 start,
-                max_per_partition,
+                options,
                 rate: self.rate.direct_rate().ok().flatten(),
                 rate_config: self.config.rate,
                 batch_interval: self.config.engine.batch_interval,

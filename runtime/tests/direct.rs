@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use weir::dstream::{OffsetRange, StartingOffsets};
+use weir::dstream::{DirectStreamOptions, OffsetRange, StartingOffsets};
 use weir::testing::{Collected, ManualClock, MemoryLog};
 
 /// Offset ranges each batch's output saw.
@@ -83,6 +83,51 @@ async fn a_rate_limit_caps_each_partition_per_batch() {
         out.all_sorted(),
         vec![vec!["1", "2"], vec!["3", "4"], vec!["5"], vec![]]
     );
+}
+
+/// Issue 16, item 6: a direct stream had no byte bound, so a backlog became one batch however
+/// large. A batch now holds at most `max_bytes_per_batch` of records, shared among the
+/// partitions; a record over its share is still taken alone, and every record is read once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byte_budget_bounds_each_batch_and_every_record_is_read_once() {
+    let log = MemoryLog::new("log", 2);
+    let records = |p: usize| -> Vec<String> { (0..12).map(|i| format!("p{p}-r{i:05}")).collect() };
+    for p in 0..2 {
+        let rs = records(p);
+        log.append(p, &rs.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    let huge = "h".repeat(100);
+    log.append(1, &[huge.as_str()]);
+    let out = Collected::default();
+    let (l, o) = (Arc::clone(&log), out.clone());
+    let mut clock = ManualClock::new(1000, 2, move |ctx| {
+        let options = DirectStreamOptions::new().max_bytes_per_batch(35);
+        o.collect(
+            &ctx.direct_stream_with(l.clone(), StartingOffsets::Earliest, options)
+                .map(text),
+        );
+    })
+    .unwrap();
+    clock.run(12).await.unwrap();
+    let batches = out.all_sorted();
+    let mut all: Vec<String> = batches.iter().flatten().cloned().collect();
+    for batch in &batches {
+        let bytes: usize = batch.iter().map(String::len).sum();
+        assert!(
+            bytes <= 35 || batch.contains(&huge),
+            "a batch of {bytes} bytes: {batch:?}"
+        );
+    }
+    // Records of 9 bytes: 35 bytes shared by two partitions take one record of one and two
+    // of the other; the 100-byte record goes alone in its partition.
+    assert_eq!(batches[0].len(), 3, "{batches:?}");
+    assert!(batches.iter().any(|b| b.contains(&huge) && b.len() <= 2));
+    all.sort();
+    let mut expected: Vec<String> = records(0).into_iter().chain(records(1)).collect();
+    expected.push(huge);
+    expected.sort();
+    assert_eq!(all, expected, "every record exactly once");
+    assert_eq!(log.committed().last().unwrap(), &vec![12, 13]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

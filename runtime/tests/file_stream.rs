@@ -1,6 +1,7 @@
 //! The file stream: files moved into a directory are read exactly once across restarts and
-//! crashes, the batch's file list is planned and replayed, what is remembered is bounded, and
-//! bad input (invalid UTF-8, a 100 MB line, a file that vanishes) is reported, never fatal.
+//! crashes, the batch's file list is planned and replayed (a large file as byte ranges over
+//! batches), what is remembered is bounded, and bad input (invalid UTF-8, a 100 MB line, a
+//! file that vanishes) is reported, never fatal.
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
@@ -135,6 +136,40 @@ async fn a_crashed_batch_rereads_exactly_its_planned_files_and_a_restart_reads_n
         strings(&["a1", "a2", "b1", "c1", "d1"]),
         "each line once"
     );
+}
+
+/// Issue 16, item 6: a file larger than the byte budget is read over consecutive batches, a
+/// byte range each; a batch that crashed re-reads exactly its range, the next one continues
+/// where it ended, and a restart reads nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_file_continues_exactly_across_a_crash_and_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let text: String = (1..=10).map(|i| format!("l{i:02}\n")).collect(); // 4 bytes a line
+    put(dir.path(), "a", text.as_bytes(), 0);
+    let options = FileStreamOptions::new().max_bytes_per_batch(10);
+    let (mut clock, out) = lines_of(dir.path(), options, 2);
+    clock.run(1).await.unwrap();
+    // [0, 10): the lines starting at 0, 4 and 8 (the last read past the range's end).
+    assert_eq!(out.sorted(1000), strings(&["l01", "l02", "l03"]));
+
+    clock.crash_mid_batch().unwrap(); // batch 2000 planned [10, 20), then the driver died
+    put(dir.path(), "b", b"b1\n", 1); // arrives while the driver is down
+    clock.run(1).await.unwrap();
+    assert_eq!(out.sorted(2000), strings(&["l04", "l05"]));
+    clock.run(2).await.unwrap();
+    assert_eq!(out.sorted(3000), strings(&["l06", "l07", "l08"]));
+    // The rest of `a` first, the whole budget: `b` waits for the next batch.
+    assert_eq!(out.sorted(4000), strings(&["l09", "l10"]));
+
+    clock.restart().unwrap(); // a clean restart from the checkpoint after batch 4000
+    clock.run(2).await.unwrap();
+    assert_eq!(out.sorted(5000), strings(&["b1"]));
+    assert_eq!(out.sorted(6000), Vec::<String>::new());
+    let mut all: Vec<String> = out.batches().into_values().flatten().collect();
+    all.sort();
+    let mut expected: Vec<String> = text.lines().map(str::to_owned).collect();
+    expected.insert(0, "b1".to_owned());
+    assert_eq!(all, expected, "each line once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,8 +348,11 @@ async fn a_100_mb_line_is_skipped_with_bounded_memory_and_reported() {
     let options = FileStreamOptions::new(); // 1 MiB maximum, long lines skipped
     let stats = options.stats();
     let (mut clock, out) = lines_of(dir.path(), options, 2);
-    clock.run(1).await.unwrap();
-    assert_eq!(out.sorted(1000), strings(&["after", "before", "small"]));
+    // 64 MiB per batch: the first batch reads the file's first 64 MiB, where the long line
+    // starts (and reads it to its end, keeping nothing); the second the rest, and `small`.
+    clock.run(2).await.unwrap();
+    assert_eq!(out.sorted(1000), strings(&["before"]));
+    assert_eq!(out.sorted(2000), strings(&["after", "small"]));
     let snapshot = stats.snapshot();
     assert_eq!(snapshot.long_lines, 1);
     assert_eq!(snapshot.bytes, 100 * 1024 * 1024 + 14 + 6);

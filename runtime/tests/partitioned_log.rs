@@ -88,6 +88,63 @@ fn many_records_use_the_sparse_index() {
     assert_eq!(text(&reopened.read_range(0, 4999..5000).unwrap()), ["4999"]);
 }
 
+/// Issue 16, item 6: a direct stream's batch is bounded in bytes, and the log tells how many
+/// records fit from its index and frame headers. The answer is exact (the payload bytes of
+/// whole records) across segments, inside and past the sparse index's blocks.
+#[test]
+fn byte_prefix_counts_payload_bytes_exactly_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = PartitionedLog::create(dir.path(), 2)
+        .unwrap()
+        .segment_bytes(20_000);
+    let lens: Vec<usize> = (0..6000).map(|i| (i * 37) % 23).collect();
+    let records: Vec<Vec<u8>> = lens.iter().map(|len| vec![b'r'; *len]).collect();
+    // Partition 0: one segment (the index has entries); partition 1: many small segments.
+    log.clone()
+        .segment_bytes(u64::MAX)
+        .append(0, &records)
+        .unwrap();
+    for chunk in records.chunks(500) {
+        log.append(1, chunk).unwrap();
+    }
+    assert!(segments(dir.path(), 1).len() > 3);
+    let expected = |from: u64, until: u64, max: u64| -> (u64, u64) {
+        let mut bytes = 0;
+        for offset in from..until {
+            let len = lens[offset as usize] as u64;
+            if bytes + len > max {
+                return (offset, bytes);
+            }
+            bytes += len;
+        }
+        (until, bytes)
+    };
+    let reopened = PartitionedLog::open(dir.path()).unwrap();
+    for log in [&log, &reopened] {
+        for partition in [0, 1] {
+            for (from, until) in [
+                (0, 6000),
+                (1, 6000),
+                (1023, 5000),
+                (3000, 3001),
+                (5999, 6000),
+            ] {
+                for max in [0, 5, 100, 11_000, 30_000, 70_000, u64::MAX] {
+                    assert_eq!(
+                        log.byte_prefix(partition, from..until, max).unwrap(),
+                        expected(from, until, max),
+                        "partition {partition}, {from}..{until}, max {max}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(matches!(
+        log.byte_prefix(0, 5990..6010, 100).unwrap_err(),
+        LogError::OutOfRange { latest: 6000, .. }
+    ));
+}
+
 #[test]
 fn a_torn_tail_is_cut_on_open() {
     let dir = tempfile::tempdir().unwrap();

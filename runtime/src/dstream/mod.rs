@@ -33,7 +33,9 @@ pub use graph::Partition;
 pub use map_with_state::{MapWithStateDStream, State, StateSpec};
 pub use ops::{transform_of, union_of};
 pub use output::{Batch, BatchPartition};
-pub use planned::{OffsetRange, OffsetSource, QueueStream, StartingOffsets};
+pub use planned::{
+    DirectStreamOptions, OffsetRange, OffsetSource, QueueStream, SIZE_CHUNK, StartingOffsets,
+};
 
 use crate::error::ComputeResult;
 use graph::{GraphShared, Node};

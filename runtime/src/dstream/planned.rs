@@ -22,6 +22,11 @@ use super::graph::{BatchCx, Compute, GraphShared, Lifecycle};
 use super::memo::lock;
 use crate::error::{ComputeError, ComputeResult};
 
+/// The default byte budget of one batch of a planned source that reads bytes (the file
+/// stream, a direct stream): 64 MiB. A plan is checkpointed before its batch runs and a
+/// restart re-runs it, so a batch must be bounded by what it holds, not by what is waiting.
+pub(crate) const DEFAULT_MAX_BYTES_PER_BATCH: u64 = 64 * 1024 * 1024;
+
 /// What a planned source does; the node around it keeps the plans and positions.
 pub(crate) trait Planner: Send + Sync + 'static {
     type Item: Data;
@@ -374,6 +379,43 @@ pub trait OffsetSource: Send + Sync + 'static {
     ///
     /// As for [`earliest`](Self::earliest).
     fn read(&self, partition: u32, range: Range<u64>) -> Result<Vec<Bytes>, UserError>;
+    /// Of the records `range` of `partition`, the longest run from `range.start` whose
+    /// payloads total at most `max_bytes`: one past its last record, and its bytes. A direct
+    /// stream asks this when it plans a batch, to bound the batch in bytes (see
+    /// [`DirectStreamOptions::max_bytes_per_batch`]); the answer goes into the checkpointed
+    /// plan, so it need not be the same when asked again.
+    ///
+    /// The default reads the records, at most [`SIZE_CHUNK`] at a time, and counts their
+    /// bytes: it works for every source, at the cost of reading a batch's records twice. A
+    /// source that knows its record sizes answers without reading the payloads (the
+    /// partitioned log does, from its index and frame headers).
+    ///
+    /// # Errors
+    ///
+    /// As for [`read`](Self::read).
+    fn byte_prefix(
+        &self,
+        partition: u32,
+        range: Range<u64>,
+        max_bytes: u64,
+    ) -> Result<(u64, u64), UserError> {
+        let (mut until, mut bytes) = (range.start, 0u64);
+        while until < range.end {
+            let records = self.read(partition, until..range.end.min(until + SIZE_CHUNK))?;
+            if records.is_empty() {
+                break;
+            }
+            for record in &records {
+                let len = record.len() as u64;
+                if bytes.saturating_add(len) > max_bytes {
+                    return Ok((until, bytes));
+                }
+                bytes += len;
+                until += 1;
+            }
+        }
+        Ok((until, bytes))
+    }
     /// Every batch up to one ending at `next` completed its output: commit (e.g. a consumer
     /// group's offsets). A failure is logged; the checkpoint stays the source of truth.
     ///
@@ -383,6 +425,65 @@ pub trait OffsetSource: Send + Sync + 'static {
     fn commit(&self, next: &[u64]) -> Result<(), UserError> {
         let _ = next;
         Ok(())
+    }
+}
+
+/// How many records the default [`OffsetSource::byte_prefix`] reads at a time.
+pub const SIZE_CHUNK: u64 = 256;
+
+/// How a direct stream plans its batches (see
+/// [`StreamingContext::direct_stream_with`](crate::StreamingContext::direct_stream_with)).
+///
+/// ```
+/// use weir::dstream::DirectStreamOptions;
+///
+/// let options = DirectStreamOptions::new()
+///     .max_per_partition(10_000)
+///     .max_bytes_per_batch(16 * 1024 * 1024);
+/// # let _ = options;
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirectStreamOptions {
+    max_per_partition: Option<u64>,
+    max_bytes_per_batch: u64,
+}
+
+impl Default for DirectStreamOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DirectStreamOptions {
+    /// The defaults: no limit in records, at most 64 MiB of records per batch.
+    pub fn new() -> Self {
+        DirectStreamOptions {
+            max_per_partition: None,
+            max_bytes_per_batch: DEFAULT_MAX_BYTES_PER_BATCH,
+        }
+    }
+
+    /// At most this many records per partition per batch (Spark's
+    /// `maxRatePerPartition` × the batch interval, as a count).
+    #[must_use]
+    pub fn max_per_partition(mut self, records: u64) -> Self {
+        self.max_per_partition = Some(records);
+        self
+    }
+
+    /// At most this many bytes of records per batch, all partitions together (default
+    /// 64 MiB; `u64::MAX`: no bound). A batch's plan is checkpointed before the batch runs
+    /// and a restart re-runs it, so a batch larger than the process can hold would fail on
+    /// every restart; with the bound, the records waiting are read over as many batches as
+    /// they need. The budget is shared among the partitions with records waiting, in
+    /// partition order, each taking at most an equal share of what is left; a partition
+    /// whose next record alone is over its share still takes that one record, so a stream
+    /// always makes progress (a batch then holds at most the budget plus one record per
+    /// partition).
+    #[must_use]
+    pub fn max_bytes_per_batch(mut self, bytes: u64) -> Self {
+        self.max_bytes_per_batch = bytes.max(1);
+        self
     }
 }
 
@@ -410,13 +511,47 @@ pub(crate) struct Direct {
     pub(crate) source: Arc<dyn OffsetSource>,
     pub(crate) partitions: usize,
     pub(crate) start: StartingOffsets,
-    /// At most this many records per partition per batch.
-    pub(crate) max_per_partition: Option<u64>,
+    /// At most this many records per partition, and bytes per batch.
+    pub(crate) options: DirectStreamOptions,
     /// The stream's rate from backpressure (records per second, all partitions).
     pub(crate) rate: Option<crate::sources::rate::RateHandle>,
     /// The fixed rate limits.
     pub(crate) rate_config: crate::backpressure::RateConfig,
     pub(crate) batch_interval: std::time::Duration,
+}
+
+impl Direct {
+    /// Cuts the ranges of a plan so that their records total at most the byte budget (see
+    /// [`DirectStreamOptions::max_bytes_per_batch`]).
+    fn bound_bytes(&self, plan: &mut [Range<u64>]) -> ComputeResult<()> {
+        let budget = self.options.max_bytes_per_batch;
+        if budget == u64::MAX {
+            return Ok(());
+        }
+        let mut left = budget;
+        let mut waiting = plan.iter().filter(|r| !r.is_empty()).count() as u64;
+        for (p, range) in plan.iter_mut().enumerate() {
+            if range.is_empty() {
+                continue;
+            }
+            let share = left / waiting.max(1);
+            waiting = waiting.saturating_sub(1);
+            let (until, bytes) = self
+                .source
+                .byte_prefix(p as u32, range.clone(), share)
+                .map_err(ComputeError::from)?;
+            if until <= range.start {
+                // At least one record, so that a record over the share still moves on; it
+                // spends the share (its size is not known here).
+                range.end = range.start + 1;
+                left = left.saturating_sub(share);
+            } else {
+                range.end = until.min(range.end);
+                left = left.saturating_sub(bytes);
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Planner for Direct {
@@ -466,7 +601,7 @@ impl Planner for Direct {
         );
         let mut plan = Vec::with_capacity(self.partitions);
         for (range, cap) in available.into_iter().zip(caps) {
-            let limit = match (cap, self.max_per_partition) {
+            let limit = match (cap, self.options.max_per_partition) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
@@ -476,6 +611,7 @@ impl Planner for Direct {
             };
             plan.push(range.start..until);
         }
+        self.bound_bytes(&mut plan)?;
         let next = plan.iter().map(|r| r.end).collect();
         Ok((plan, next))
     }

@@ -2,10 +2,11 @@
 //! `textFileStream`), each file processed exactly once across restarts.
 //!
 //! It is a planned source, not a receiver: when a batch is generated, the driver lists the
-//! directory and decides which files the batch reads — name, modification time and length
-//! of each. That list is part of the checkpointed plan, so a batch re-run after a crash reads
-//! the same files, and of each only the bytes it had when it was planned (data appended
-//! later is not read, by that batch or any other).
+//! directory and decides what the batch reads — of each file its name, modification time,
+//! length, and the byte range the batch takes of it. That list is part of the checkpointed
+//! plan, so a batch re-run after a crash reads the same ranges of the same files, and of each
+//! file only the bytes it had when it was first planned (data appended later is not read, by
+//! that batch or any other).
 //!
 //! # Which files
 //!
@@ -24,6 +25,25 @@
 //! the batch into partition *i* mod `parallelism`). By default the files already in the
 //! directory when the first batch is planned are processed too (Spark ignores them; set
 //! [`new_files_only`](FileStreamOptions::new_files_only) for its behaviour).
+//!
+//! # Batch size in bytes
+//!
+//! A batch reads at most [`max_bytes_per_batch`](FileStreamOptions::max_bytes_per_batch)
+//! bytes of files (64 MiB by default), so a planned batch always fits in memory, however large
+//! the files that arrive: the plan is checkpointed before the batch runs and a restart re-runs
+//! the same plan, so a batch that cannot fit would fail again on every restart. A file larger
+//! than what is left of the budget is split into byte ranges read by consecutive batches: the
+//! batch takes `[from, until)` of it and the position remembers the rest, which the next batch
+//! plans first (the rest of a file counts as one of its
+//! [`max_files_per_batch`](FileStreamOptions::max_files_per_batch)). A line belongs to the
+//! range in which it starts: a range that does not start the file skips the end of the line
+//! before it, and a range reads past its end to finish its last line — never past the length
+//! the file had when first planned, and keeping at most
+//! [`max_line_len`](FileStreamOptions::max_line_len) bytes of it — so each line is read by
+//! exactly one batch. A batch therefore holds at most the budget plus one line per range;
+//! each batch takes at least one byte (a binary-records stream: one record), so a stream
+//! always makes progress. The ranges of a batch go to the stream's partitions like its files
+//! (range *i* of the batch into partition *i* mod `parallelism`).
 //!
 //! # What is remembered (bounded)
 //!
@@ -47,7 +67,8 @@
 //!
 //! Files are streamed line by line (a 64 KiB read buffer); nothing here panics on what a file
 //! holds. Every problem is counted in [`FileStreamStats`], exactly, and its message — naming
-//! the file, the line and its byte offset — kept among its
+//! the file, the line and its byte offset (in a range that does not start the file, the line
+//! is named by its byte offset only) — kept among its
 //! [`recent_problems`](FileStreamStats::recent_problems). It is also logged as a `tracing`
 //! warning, but of each kind at most once per
 //! [`problem_log_interval`](FileStreamOptions::problem_log_interval) (10 s by default): that
@@ -68,16 +89,17 @@
 //!   ([`MissingFiles::Fail`]; the batch then fails on every retry until the file is back). A
 //!   file that is shorter than planned is read up to its end and reported; a file whose
 //!   modification time changed since it was planned is reported and read up to its planned
-//!   length. Exactly-once therefore holds for files that stay unchanged in the directory at
-//!   least until the batch that read them is complete: a re-run can only read again what is
-//!   still there. Deleting processed files after that is safe.
+//!   length. A file split over several batches is checked, and reported, by each of its
+//!   ranges. Exactly-once therefore holds for files that stay unchanged in the directory at
+//!   least until the batch that read their last range is complete: a re-run can only read
+//!   again what is still there. Deleting processed files after that is safe.
 //! - Any other I/O error (e.g. permission denied) fails the batch's job with the path and the
 //!   cause; the engine retries it.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -87,7 +109,7 @@ use serde::{Deserialize, Serialize};
 
 pub use super::socket::LongLines;
 use crate::dstream::memo::lock;
-use crate::dstream::planned::Planner;
+use crate::dstream::planned::{DEFAULT_MAX_BYTES_PER_BATCH, Planner};
 use crate::error::{ComputeError, ComputeResult};
 use crate::sources::problems::{ProblemLog, suppressed_note};
 
@@ -136,11 +158,13 @@ pub struct FileStreamStats {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FileStreamStatsSnapshot {
-    /// Files read (including those read as empty because they vanished).
+    /// Files read (including those read as empty because they vanished); a file split into
+    /// byte ranges over several batches counts once per range.
     pub files: u64,
     /// Lines produced (including cut and replaced ones).
     pub lines: u64,
-    /// Bytes read.
+    /// Bytes read: of a text file, the bytes of the lines produced or skipped (a file split
+    /// over batches counts each byte once); of binary records, the bytes of its ranges.
     pub bytes: u64,
     /// Lines that were not valid UTF-8 (skipped or replaced).
     pub bad_utf8_lines: u64,
@@ -207,6 +231,7 @@ type Filter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 ///
 /// let options = FileStreamOptions::new()
 ///     .max_files_per_batch(100)
+///     .max_bytes_per_batch(16 * 1024 * 1024)
 ///     .max_line_len(64 * 1024)
 ///     .long_lines(LongLines::Truncate)
 ///     .bad_utf8(BadUtf8::Replace)
@@ -218,6 +243,7 @@ type Filter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 #[derive(Clone)]
 pub struct FileStreamOptions {
     max_files_per_batch: Option<usize>,
+    max_bytes_per_batch: u64,
     max_line_len: usize,
     long_lines: LongLines,
     bad_utf8: BadUtf8,
@@ -233,6 +259,7 @@ impl fmt::Debug for FileStreamOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FileStreamOptions")
             .field("max_files_per_batch", &self.max_files_per_batch)
+            .field("max_bytes_per_batch", &self.max_bytes_per_batch)
             .field("max_line_len", &self.max_line_len)
             .field("long_lines", &self.long_lines)
             .field("bad_utf8", &self.bad_utf8)
@@ -252,13 +279,15 @@ impl Default for FileStreamOptions {
 }
 
 impl FileStreamOptions {
-    /// The defaults: every new file in the next batch, lines of at most 1 MiB (longer ones
-    /// skipped), invalid UTF-8 lines skipped, missing files read as empty, a 60 s remember
-    /// window, files already there at the first start processed, no filter, at most one
-    /// warning per kind of problem every 10 s.
+    /// The defaults: every new file in the next batch, at most 64 MiB of them per batch
+    /// (larger files split over batches), lines of at most 1 MiB (longer ones skipped),
+    /// invalid UTF-8 lines skipped, missing files read as empty, a 60 s remember window, files
+    /// already there at the first start processed, no filter, at most one warning per kind of
+    /// problem every 10 s.
     pub fn new() -> Self {
         FileStreamOptions {
             max_files_per_batch: None,
+            max_bytes_per_batch: DEFAULT_MAX_BYTES_PER_BATCH,
             max_line_len: 1024 * 1024,
             long_lines: LongLines::Skip,
             bad_utf8: BadUtf8::Skip,
@@ -275,6 +304,15 @@ impl FileStreamOptions {
     #[must_use]
     pub fn max_files_per_batch(mut self, files: usize) -> Self {
         self.max_files_per_batch = Some(files.max(1));
+        self
+    }
+
+    /// At most this many bytes of files per batch (at least 1; default 64 MiB): a file larger
+    /// than what is left is split into byte ranges over consecutive batches, each line read
+    /// by the batch whose range it starts in. See the [module documentation](self#batch-size-in-bytes).
+    #[must_use]
+    pub fn max_bytes_per_batch(mut self, bytes: u64) -> Self {
+        self.max_bytes_per_batch = bytes.max(1);
         self
     }
 
@@ -354,23 +392,37 @@ pub fn is_ignored_name(name: &str) -> bool {
             .any(|suffix| name.ends_with(suffix))
 }
 
-/// One file of a batch's plan.
+/// One byte range of a file in a batch's plan: the batch reads the lines that start in
+/// `[from, until)` (a binary-records stream: the records there).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct PlannedFile {
+pub(crate) struct FileRange {
     name: String,
-    /// Modification time when planned, ns since the Unix epoch.
+    /// Modification time when first planned, ns since the Unix epoch.
     mtime_ns: u64,
-    /// Length when planned: the batch reads at most this many bytes.
+    /// Length when first planned: nothing at or after it is read, by any range.
     len: u64,
+    /// The first byte of the range.
+    from: u64,
+    /// One past its last byte (at most `len`).
+    until: u64,
 }
 
-/// Where the file stream is: what it processed.
+impl FileRange {
+    fn size(&self) -> u64 {
+        self.until.saturating_sub(self.from)
+    }
+}
+
+/// Where the file stream is: what it processed, and the rest of a file it read in part.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct FilePosition {
+pub(crate) struct FileStreamPosition {
     /// Files modified before this (ns since the Unix epoch) are ignored.
     watermark_ns: u64,
-    /// Processed files at or above the watermark: name → modification time when planned.
+    /// Processed files at or above the watermark: name → modification time when planned
+    /// (a file split over batches from its first range on).
     seen: BTreeMap<String, u64>,
+    /// What is left of a file a batch planned in part; the next batch plans it first.
+    rest: Option<FileRange>,
 }
 
 pub(crate) struct FileStream {
@@ -387,8 +439,9 @@ fn mtime_ns(meta: &fs::Metadata) -> u64 {
 }
 
 impl FileStream {
-    /// The eligible files in the directory now, by (modification time, name).
-    fn list(&self) -> ComputeResult<Vec<PlannedFile>> {
+    /// The eligible files in the directory now, by (modification time, name), each as one
+    /// range covering all of it.
+    fn list(&self) -> ComputeResult<Vec<FileRange>> {
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -429,10 +482,12 @@ impl FileStream {
             if !meta.is_file() {
                 continue;
             }
-            files.push(PlannedFile {
+            files.push(FileRange {
                 name,
                 mtime_ns: mtime_ns(&meta),
                 len: meta.len(),
+                from: 0,
+                until: meta.len(),
             });
         }
         files.sort_by(|a, b| (a.mtime_ns, &a.name).cmp(&(b.mtime_ns, &b.name)));
@@ -444,7 +499,7 @@ impl FileStream {
     }
 
     /// `from` with `files` processed: the watermark advanced, names below it forgotten.
-    fn advance(&self, from: &FilePosition, files: &[PlannedFile]) -> FilePosition {
+    fn advance(&self, from: &FileStreamPosition, files: &[FileRange]) -> FileStreamPosition {
         let mut next = from.clone();
         for file in files {
             next.seen.insert(file.name.clone(), file.mtime_ns);
@@ -463,29 +518,95 @@ impl FileStream {
         next
     }
 
-    /// Reads one planned file into `out`.
-    fn read_file(&self, file: &PlannedFile, out: &mut Vec<String>) -> ComputeResult<()> {
-        let path = self.dir.join(&file.name);
-        let Some(handle) = self.open_planned(file, &path)? else {
+    /// The next batch's ranges from `from`: the rest of a file read in part first, then the
+    /// new files, within the byte budget and the file count; a file larger than what is left
+    /// of the budget is cut at a multiple of `unit` bytes from its range's start (at least one
+    /// unit per batch), its rest kept in the position.
+    fn plan_ranges(
+        &self,
+        from: &FileStreamPosition,
+        unit: u64,
+    ) -> ComputeResult<(Vec<FileRange>, FileStreamPosition)> {
+        let unit = unit.max(1);
+        let max_files = self.options.max_files_per_batch.unwrap_or(usize::MAX);
+        let continued = from.rest.clone();
+        // The rest is listed apart: its name is already among the processed ones.
+        let new_files = self
+            .list()?
+            .into_iter()
+            .filter(|f| f.mtime_ns >= from.watermark_ns && !from.seen.contains_key(&f.name));
+        let mut plan: Vec<FileRange> = Vec::new();
+        let mut started: Vec<FileRange> = Vec::new(); // new files taken, whole or in part
+        let mut rest = None;
+        let mut left = self.options.max_bytes_per_batch;
+        for (is_new, candidate) in continued
+            .into_iter()
+            .map(|r| (false, r))
+            .chain(new_files.map(|f| (true, f)))
+        {
+            if plan.len() >= max_files {
+                break;
+            }
+            let size = candidate.size();
+            let mut take = if size <= left {
+                size
+            } else {
+                left - left % unit
+            };
+            if take == 0 && size > 0 {
+                if !plan.is_empty() {
+                    break; // the budget is spent: the file waits for the next batch
+                }
+                take = unit.min(size); // at least one unit per batch, so the stream moves on
+            }
+            left = left.saturating_sub(take);
+            if is_new {
+                started.push(candidate.clone());
+            }
+            if take < size {
+                let cut = candidate.from + take;
+                rest = Some(FileRange {
+                    from: cut,
+                    ..candidate.clone()
+                });
+                plan.push(FileRange {
+                    until: cut,
+                    ..candidate
+                });
+                break;
+            }
+            plan.push(candidate);
+        }
+        let mut next = self.advance(from, &started);
+        next.rest = rest;
+        Ok((plan, next))
+    }
+
+    /// Reads the lines that start in a planned range into `out`.
+    fn read_range(&self, range: &FileRange, out: &mut Vec<String>) -> ComputeResult<()> {
+        let path = self.dir.join(&range.name);
+        // From the byte before the range: whether a line starts at `from` depends on it.
+        let start = range.from.saturating_sub(1);
+        let Some(handle) = self.open_planned(range, &path, start)? else {
             return Ok(());
         };
-        let reader = BufReader::with_capacity(64 * 1024, handle.take(file.len));
+        let reader = BufReader::with_capacity(64 * 1024, handle.take(range.len - start));
         let mut lines = LineReader {
             path: &path,
             options: &self.options,
             out,
         };
         lines
-            .read_all(reader)
+            .read_range(reader, range.from, range.until)
             .map_err(|e| ComputeError::new(format!("could not read {}: {e}", path.display())))
     }
 
-    /// Opens a planned file, applying the missing-file policy (`None`: read it as empty) and
-    /// reporting a file changed since it was planned.
-    fn open_planned(&self, file: &PlannedFile, path: &Path) -> ComputeResult<Option<File>> {
+    /// Opens a planned file at byte `at`, applying the missing-file policy (`None`: read it
+    /// as empty) and reporting a file changed since it was planned.
+    fn open_planned(&self, file: &FileRange, path: &Path, at: u64) -> ComputeResult<Option<File>> {
         let stats = &self.options.stats;
         let opened = File::open(path).and_then(|f| f.metadata().map(|m| (f, m)));
-        let (handle, meta) = match opened {
+        let (mut handle, meta) = match opened {
             Ok(opened) => opened,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return match self.options.missing_files {
@@ -545,22 +666,26 @@ impl FileStream {
             );
         }
         stats.files.fetch_add(1, Ordering::Relaxed);
+        handle
+            .seek(SeekFrom::Start(at))
+            .map_err(|e| ComputeError::new(format!("could not read {}: {e}", path.display())))?;
         Ok(Some(handle))
     }
 
-    /// Reads a planned file's bytes as records of `record_len` bytes.
+    /// Reads a planned range's bytes as records of `record_len` bytes (a range starts at a
+    /// record boundary, and only a file's last range can end with a partial record).
     fn read_records(
         &self,
-        file: &PlannedFile,
+        range: &FileRange,
         record_len: usize,
         out: &mut Vec<bytes::Bytes>,
     ) -> ComputeResult<()> {
-        let path = self.dir.join(&file.name);
-        let Some(handle) = self.open_planned(file, &path)? else {
+        let path = self.dir.join(&range.name);
+        let Some(handle) = self.open_planned(range, &path, range.from)? else {
             return Ok(());
         };
         let stats = &self.options.stats;
-        let mut reader = BufReader::with_capacity(64 * 1024, handle.take(file.len));
+        let mut reader = BufReader::with_capacity(64 * 1024, handle.take(range.size()));
         let mut record = vec![0u8; record_len];
         loop {
             let mut filled = 0;
@@ -608,14 +733,49 @@ struct LineReader<'a> {
 }
 
 impl LineReader<'_> {
-    fn read_all(&mut self, mut reader: impl BufRead) -> io::Result<()> {
+    /// Reads the lines that start in `[from, until)`: `reader` is positioned at byte
+    /// `from - 1` (at 0 when `from` is 0) and ends where the file's planned length does, so
+    /// the range's last line is read to its end, past `until` if need be.
+    fn read_range(&mut self, mut reader: impl BufRead, from: u64, until: u64) -> io::Result<()> {
         let max = self.options.max_line_len;
+        let mut offset = from.saturating_sub(1); // where the reader is, in the file
+        if from > 0 {
+            // A line starts at `from` if the byte before it ends one; otherwise the range's
+            // first line starts after the first `\n` in `[from, until - 1)`, and if there is
+            // none, no line starts in the range.
+            let mut left = until.saturating_sub(from);
+            loop {
+                if left == 0 {
+                    return Ok(());
+                }
+                let buf = match reader.fill_buf() {
+                    Ok(buf) => buf,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                if buf.is_empty() {
+                    return Ok(());
+                }
+                let window = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
+                let (used, found) = match buf[..window].iter().position(|&b| b == b'\n') {
+                    Some(i) => (i + 1, true),
+                    None => (window, false),
+                };
+                reader.consume(used);
+                offset += used as u64;
+                left -= used as u64;
+                if found {
+                    break;
+                }
+            }
+        }
+        let first = offset; // where the range's first line starts
         let mut line: Vec<u8> = Vec::new();
         let mut too_long = false;
-        let mut number: u64 = 1;
-        let mut start: u64 = 0; // byte offset of the line
-        let mut offset: u64 = 0;
-        loop {
+        // Line numbers are known only in a range that starts the file.
+        let mut number: Option<u64> = (from == 0).then_some(1);
+        let mut start: u64 = offset; // byte offset of the line
+        while start < until {
             let buf = match reader.fill_buf() {
                 Ok(buf) => buf,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -651,23 +811,36 @@ impl LineReader<'_> {
                 self.finish(&mut line, too_long, number, start, offset - start - 1);
                 line.clear();
                 too_long = false;
-                number += 1;
+                number = number.map(|n| n + 1);
                 start = offset;
             }
         }
+        // The bytes of the lines this range owns: over all the ranges of a file, its length.
         self.options
             .stats
             .bytes
-            .fetch_add(offset, Ordering::Relaxed);
+            .fetch_add(offset - first, Ordering::Relaxed);
         Ok(())
     }
 
     /// Handles one line: `bytes` are its first (at most `max_line_len` + 1) bytes, `len` its
     /// full length without the `\n`.
-    fn finish(&mut self, bytes: &mut Vec<u8>, too_long: bool, number: u64, start: u64, len: u64) {
+    /// `number` is the line's number in the file, if known.
+    fn finish(
+        &mut self,
+        bytes: &mut Vec<u8>,
+        too_long: bool,
+        number: Option<u64>,
+        start: u64,
+        len: u64,
+    ) {
         let stats = &self.options.stats;
         let max = self.options.max_line_len;
         let path = self.path.display();
+        let which = match number {
+            Some(n) => format!("line {n}"),
+            None => "a line".to_owned(),
+        };
         if too_long {
             let what = match self.options.long_lines {
                 LongLines::Truncate => "cut to its first bytes",
@@ -678,7 +851,7 @@ impl LineReader<'_> {
                 "long_line",
                 &stats.long_lines,
                 format!(
-                    "line {number} of {path} (at byte {start}) is {len} bytes long, over the \
+                    "{which} of {path} (at byte {start}) is {len} bytes long, over the \
                      maximum of {max}; it is {what}"
                 ),
             );
@@ -707,7 +880,7 @@ impl LineReader<'_> {
                             "bad_utf8",
                             &stats.bad_utf8_lines,
                             format!(
-                                "line {number} of {path} (at byte {start}) is not valid UTF-8 \
+                                "{which} of {path} (at byte {start}) is not valid UTF-8 \
                                  (invalid byte at {bad_at}); it is skipped"
                             ),
                         );
@@ -719,7 +892,7 @@ impl LineReader<'_> {
                             "bad_utf8",
                             &stats.bad_utf8_lines,
                             format!(
-                                "line {number} of {path} (at byte {start}) is not valid UTF-8 \
+                                "{which} of {path} (at byte {start}) is not valid UTF-8 \
                                  (invalid byte at {bad_at}); invalid sequences are replaced"
                             ),
                         );
@@ -735,52 +908,44 @@ impl LineReader<'_> {
 
 impl Planner for FileStream {
     type Item = String;
-    type Plan = Vec<PlannedFile>;
-    type Position = FilePosition;
+    type Plan = Vec<FileRange>;
+    type Position = FileStreamPosition;
 
     fn partitions(&self) -> usize {
         self.partitions
     }
 
-    fn initial(&self) -> ComputeResult<FilePosition> {
+    fn initial(&self) -> ComputeResult<FileStreamPosition> {
         if !self.options.new_files_only {
-            return Ok(FilePosition::default());
+            return Ok(FileStreamPosition::default());
         }
         let existing = self.list()?;
-        Ok(self.advance(&FilePosition::default(), &existing))
+        Ok(self.advance(&FileStreamPosition::default(), &existing))
     }
 
     fn plan(
         &self,
-        from: &FilePosition,
+        from: &FileStreamPosition,
         _time: u64,
-    ) -> ComputeResult<(Vec<PlannedFile>, FilePosition)> {
-        let mut files: Vec<PlannedFile> = self
-            .list()?
-            .into_iter()
-            .filter(|f| f.mtime_ns >= from.watermark_ns && !from.seen.contains_key(&f.name))
-            .collect();
-        if let Some(max) = self.options.max_files_per_batch {
-            files.truncate(max);
-        }
-        let next = self.advance(from, &files);
-        Ok((files, next))
+    ) -> ComputeResult<(Vec<FileRange>, FileStreamPosition)> {
+        self.plan_ranges(from, 1)
     }
 
-    fn read(&self, plan: &Vec<PlannedFile>, part: usize) -> ComputeResult<Vec<String>> {
+    fn read(&self, plan: &Vec<FileRange>, part: usize) -> ComputeResult<Vec<String>> {
         let mut out = Vec::new();
-        for file in plan.iter().skip(part).step_by(self.partitions.max(1)) {
-            self.read_file(file, &mut out)?;
+        for range in plan.iter().skip(part).step_by(self.partitions.max(1)) {
+            self.read_range(range, &mut out)?;
         }
         Ok(out)
     }
 }
 
 /// The file stream read as fixed-length binary records (Spark's `binaryRecordsStream`): the
-/// same files, plans and exactly-once rules as the text stream; each planned file's bytes are
-/// cut into records of `record_len` bytes (in the file's partition: "lines" in the stats count
-/// records). A file whose length is not a multiple of `record_len` has its last, partial
-/// record skipped and reported (`FileStreamStats::partial_records`).
+/// same files, plans and exactly-once rules as the text stream; each planned range's bytes are
+/// cut into records of `record_len` bytes (in the range's partition: "lines" in the stats
+/// count records). A file larger than the byte budget is split at record boundaries. A file
+/// whose length is not a multiple of `record_len` has its last, partial record skipped and
+/// reported (`FileStreamStats::partial_records`).
 pub(crate) struct BinaryRecords {
     pub(crate) files: FileStream,
     pub(crate) record_len: usize,
@@ -788,31 +953,31 @@ pub(crate) struct BinaryRecords {
 
 impl Planner for BinaryRecords {
     type Item = bytes::Bytes;
-    type Plan = Vec<PlannedFile>;
-    type Position = FilePosition;
+    type Plan = Vec<FileRange>;
+    type Position = FileStreamPosition;
 
     fn partitions(&self) -> usize {
         self.files.partitions()
     }
 
-    fn initial(&self) -> ComputeResult<FilePosition> {
+    fn initial(&self) -> ComputeResult<FileStreamPosition> {
         self.files.initial()
     }
 
     fn plan(
         &self,
-        from: &FilePosition,
-        time: u64,
-    ) -> ComputeResult<(Vec<PlannedFile>, FilePosition)> {
-        self.files.plan(from, time)
+        from: &FileStreamPosition,
+        _time: u64,
+    ) -> ComputeResult<(Vec<FileRange>, FileStreamPosition)> {
+        self.files.plan_ranges(from, self.record_len.max(1) as u64)
     }
 
-    fn read(&self, plan: &Vec<PlannedFile>, part: usize) -> ComputeResult<Vec<bytes::Bytes>> {
+    fn read(&self, plan: &Vec<FileRange>, part: usize) -> ComputeResult<Vec<bytes::Bytes>> {
         let mut out = Vec::new();
         let step = self.files.partitions.max(1);
-        for file in plan.iter().skip(part).step_by(step) {
+        for range in plan.iter().skip(part).step_by(step) {
             self.files
-                .read_records(file, self.record_len.max(1), &mut out)?;
+                .read_records(range, self.record_len.max(1), &mut out)?;
         }
         Ok(out)
     }
@@ -841,7 +1006,7 @@ mod tests {
             options,
             out: &mut out,
         }
-        .read_all(BufReader::with_capacity(4, input))
+        .read_range(BufReader::with_capacity(4, input), 0, input.len() as u64)
         .unwrap();
         out
     }
@@ -928,14 +1093,16 @@ mod tests {
             partitions: 1,
             options: FileStreamOptions::new().remember(Duration::from_secs(10)),
         };
-        let mut position = FilePosition::default();
+        let mut position = FileStreamPosition::default();
         let sec = 1_000_000_000;
         // A file per second for 1000 s: only the last 10 s of names are kept.
         for t in 0..1000u64 {
-            let file = PlannedFile {
+            let file = FileRange {
                 name: format!("f{t}"),
                 mtime_ns: t * sec,
                 len: 1,
+                from: 0,
+                until: 1,
             };
             position = stream.advance(&position, &[file]);
         }
@@ -961,6 +1128,236 @@ mod tests {
         }
         for taken in ["data.txt", "part-00000", "log", "x.tmp.txt"] {
             assert!(!is_ignored_name(taken), "{taken}");
+        }
+    }
+
+    /// A stream over `dir` with `options`, one partition.
+    fn stream(dir: &Path, options: FileStreamOptions) -> FileStream {
+        FileStream {
+            dir: dir.to_path_buf(),
+            partitions: 1,
+            options,
+        }
+    }
+
+    /// Plans batches from the start until one is empty, the position going through its
+    /// checkpoint encoding between batches (as a restart would read it); returns each plan.
+    fn drain(
+        plan: impl Fn(&FileStreamPosition) -> (Vec<FileRange>, FileStreamPosition),
+    ) -> Vec<Vec<FileRange>> {
+        let mut position = FileStreamPosition::default();
+        let mut plans = Vec::new();
+        loop {
+            let (batch, next) = plan(&position);
+            if batch.is_empty() {
+                assert_eq!(next.rest, None);
+                return plans;
+            }
+            assert!(plans.len() < 100_000, "no progress");
+            plans.push(batch);
+            position = postcard::from_bytes(&postcard::to_allocvec(&next).unwrap()).unwrap();
+        }
+    }
+
+    /// Issue 16, item 6: a file was one batch however large. Now a file larger than the byte
+    /// budget is read by consecutive batches, each taking a byte range, and every line —
+    /// long, cut, invalid, `\r\n`-ended, the last without `\n` — is read by exactly one batch,
+    /// as reading the file whole reads it.
+    #[test]
+    fn a_file_split_into_byte_ranges_yields_each_line_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = Vec::new();
+        for i in 0..40 {
+            text.extend_from_slice(format!("l{i}\n").as_bytes());
+            if i % 7 == 0 {
+                text.extend_from_slice(b"a line far over the maximum\r\n\n");
+            }
+            if i % 11 == 0 {
+                text.extend_from_slice(b"\xff\xfe\r\nab\r\n");
+            }
+        }
+        text.extend_from_slice(b"the end");
+        fs::write(dir.path().join("big.txt"), &text).unwrap();
+        let len = text.len() as u64;
+        for (long, utf8) in [
+            (LongLines::Skip, BadUtf8::Skip),
+            (LongLines::Truncate, BadUtf8::Replace),
+        ] {
+            let options = || {
+                FileStreamOptions::new()
+                    .max_line_len(6)
+                    .long_lines(long)
+                    .bad_utf8(utf8)
+            };
+            let whole_options = options().max_bytes_per_batch(u64::MAX);
+            let whole = stream(dir.path(), whole_options.clone());
+            let plans = drain(|p| whole.plan(p, 0).unwrap());
+            assert_eq!(plans.len(), 1);
+            let expected = whole.read(&plans[0], 0).unwrap();
+            let expected_stats = whole_options.stats().snapshot();
+            assert_eq!(expected_stats.bytes, len);
+            for budget in [1, 2, 3, 5, 6, 7, 13, 64, len - 1, len] {
+                let split_options = options().max_bytes_per_batch(budget);
+                let split = stream(dir.path(), split_options.clone());
+                let plans = drain(|p| split.plan(p, 0).unwrap());
+                assert_eq!(plans.len() as u64, len.div_ceil(budget), "budget {budget}");
+                let mut got = Vec::new();
+                let mut next_byte = 0;
+                for plan in &plans {
+                    assert_eq!(plan.len(), 1);
+                    let range = &plan[0];
+                    assert_eq!((range.from, range.len), (next_byte, len));
+                    assert!(range.size() <= budget && range.size() > 0);
+                    next_byte = range.until;
+                    got.extend(split.read(plan, 0).unwrap());
+                }
+                assert_eq!(next_byte, len);
+                assert_eq!(got, expected, "budget {budget}, {long:?}, {utf8:?}");
+                let stats = split_options.stats().snapshot();
+                assert_eq!(
+                    (
+                        stats.lines,
+                        stats.bad_utf8_lines,
+                        stats.long_lines,
+                        stats.bytes
+                    ),
+                    (
+                        expected_stats.lines,
+                        expected_stats.bad_utf8_lines,
+                        expected_stats.long_lines,
+                        len
+                    ),
+                    "budget {budget}"
+                );
+            }
+        }
+    }
+
+    /// Small files share a batch up to the budget; a file over what is left starts in the
+    /// batch and its rest comes first in the next (counting as one of its files), and a
+    /// re-run of a plan reads the same lines.
+    #[test]
+    fn small_files_fill_a_batch_and_the_rest_of_a_large_one_comes_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, lines: usize, mtime_s: u64| {
+            let path = dir.path().join(name);
+            let text: String = (0..lines).map(|i| format!("{name}-{i:04}\n")).collect();
+            fs::write(&path, text).unwrap();
+            let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + mtime_s);
+            File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(at)
+                .unwrap();
+        };
+        // Lines of 7 bytes ("a-0000\n").
+        write("a", 2, 0); // 14 bytes
+        write("b", 2, 1); // 14 bytes
+        write("c", 10, 2); // 70 bytes
+        write("d", 1, 3); // 7 bytes
+        let fs = stream(
+            dir.path(),
+            FileStreamOptions::new()
+                .max_bytes_per_batch(35)
+                .max_files_per_batch(2)
+                .remember(Duration::MAX),
+        );
+        let plans = drain(|p| fs.plan(p, 0).unwrap());
+        let shape: Vec<Vec<(&str, u64, u64)>> = plans
+            .iter()
+            .map(|plan| {
+                plan.iter()
+                    .map(|r| (r.name.as_str(), r.from, r.until))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                vec![("a", 0, 14), ("b", 0, 14)], // two files at most
+                vec![("c", 0, 35)],
+                vec![("c", 35, 70)],
+                vec![("d", 0, 7)],
+            ]
+        );
+        let read: Vec<Vec<String>> = plans.iter().map(|p| fs.read(p, 0).unwrap()).collect();
+        assert_eq!(
+            read[1],
+            (0..5).map(|i| format!("c-{i:04}")).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            read[2],
+            (5..10).map(|i| format!("c-{i:04}")).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            fs.read(&plans[2], 0).unwrap(),
+            read[2],
+            "a re-run reads the same"
+        );
+        // Without the file count, `d` shares the batch that finishes `c`... after `c`'s rest.
+        let fs = stream(
+            dir.path(),
+            FileStreamOptions::new()
+                .max_bytes_per_batch(40)
+                .remember(Duration::MAX),
+        );
+        let shape: Vec<Vec<(String, u64, u64)>> = drain(|p| fs.plan(p, 0).unwrap())
+            .iter()
+            .map(|plan| {
+                plan.iter()
+                    .map(|r| (r.name.clone(), r.from, r.until))
+                    .collect()
+            })
+            .collect();
+        let owned = |v: &[(&str, u64, u64)]| -> Vec<(String, u64, u64)> {
+            v.iter()
+                .map(|(n, a, b)| ((*n).to_owned(), *a, *b))
+                .collect()
+        };
+        assert_eq!(
+            shape,
+            vec![
+                owned(&[("a", 0, 14), ("b", 0, 14), ("c", 0, 12)]),
+                owned(&[("c", 12, 52)]),
+                owned(&[("c", 52, 70), ("d", 0, 7)]),
+            ]
+        );
+    }
+
+    /// A binary-records stream splits a file at record boundaries; a budget below one record
+    /// still takes one record per batch; the partial record at the end is reported once.
+    #[test]
+    fn binary_records_are_split_at_record_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = (0..32u8).collect(); // 10 records of 3 bytes, then 2 bytes
+        fs::write(dir.path().join("records.bin"), &bytes).unwrap();
+        let expected: Vec<bytes::Bytes> = bytes
+            .chunks_exact(3)
+            .map(bytes::Bytes::copy_from_slice)
+            .collect();
+        for budget in [1, 2, 3, 4, 8, 9, 31, 32, 1000] {
+            let options = FileStreamOptions::new().max_bytes_per_batch(budget);
+            let records = BinaryRecords {
+                files: stream(dir.path(), options.clone()),
+                record_len: 3,
+            };
+            let plans = drain(|p| records.plan(p, 0).unwrap());
+            let mut got = Vec::new();
+            for plan in &plans {
+                let range = &plan[0];
+                assert_eq!(range.from % 3, 0, "budget {budget}");
+                assert!(range.until == 32 || range.until % 3 == 0, "budget {budget}");
+                assert!(range.size() <= budget.max(3), "budget {budget}");
+                got.extend(records.read(plan, 0).unwrap());
+            }
+            assert_eq!(got, expected, "budget {budget}");
+            let stats = options.stats().snapshot();
+            assert_eq!(
+                (stats.lines, stats.partial_records),
+                (10, 1),
+                "budget {budget}"
+            );
         }
     }
 }

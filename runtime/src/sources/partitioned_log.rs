@@ -72,7 +72,10 @@
 //! `committed-<group>.offsets` (written to a temporary file, fsynced, renamed, directory
 //! fsynced). The checkpoint stays the source of truth for the application; the committed
 //! file tells other tools (or a new application) how far it got — see
-//! [`PartitionedLog::committed`].
+//! [`PartitionedLog::committed`]. A batch is bounded in bytes too (a direct stream's
+//! `max_bytes_per_batch`, 64 MiB by default): the log tells how many records fit
+//! ([`PartitionedLog::byte_prefix`]) from its sparse index and frame headers, without reading
+//! a payload, so a large backlog is read over several batches, each of which fits.
 //!
 //! Every durable step (directories, segment creation, appends, cutting torn tails, the atomic
 //! `log.meta` and committed-offsets files) goes through the engine's durable-file module
@@ -109,12 +112,14 @@
 //! ```
 
 mod frame;
+mod sizes;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -819,6 +824,78 @@ impl PartitionedLog {
         Ok(out)
     }
 
+    /// Of the records `range` of `partition`, the longest run from `range.start` whose
+    /// payloads total at most `max_bytes`: one past its last record, and their bytes (what a
+    /// direct stream asks to bound a batch in bytes, [`OffsetSource::byte_prefix`]). Told from
+    /// the segments' sparse index and frame headers, without reading a payload: at most about
+    /// two thousand headers per segment, whatever the range.
+    ///
+    /// # Errors
+    ///
+    /// As for [`read_range`](Self::read_range).
+    pub fn byte_prefix(
+        &self,
+        partition: u32,
+        range: Range<u64>,
+        max_bytes: u64,
+    ) -> Result<(u64, u64), LogError> {
+        self.check_partition(partition)?;
+        if range.is_empty() {
+            return Ok((range.start, 0));
+        }
+        let known = {
+            let view = lock(&self.inner.views[partition as usize]);
+            view.segments.last().map_or(0, Segment::end)
+        };
+        let end = if range.end > known {
+            self.refresh(partition, false)?
+        } else {
+            known
+        };
+        if range.end > end {
+            return Err(LogError::OutOfRange {
+                partition,
+                asked: range,
+                earliest: 0,
+                latest: end,
+            });
+        }
+        // The segments' spans, copied out, so that reading holds no lock.
+        /// A segment's path, index, end offset and valid length.
+        type Span = (PathBuf, Vec<(u64, u64)>, u64, u64);
+        let spans: Vec<Span> = {
+            let view = lock(&self.inner.views[partition as usize]);
+            view.segments
+                .iter()
+                .filter(|s| s.end() > range.start && s.base < range.end)
+                .map(|s| (s.path.clone(), s.index.clone(), s.end(), s.valid_len))
+                .collect()
+        };
+        let (mut until, mut bytes) = (range.start, 0u64);
+        for (path, index, segment_end, valid_len) in spans {
+            if until >= range.end {
+                break;
+            }
+            let file = File::open(&path).map_err(FsError::io("open", &path))?;
+            let span = sizes::SegmentSpan {
+                index: &index,
+                end: segment_end,
+                valid_len,
+            };
+            let walked = sizes::walk(span, until, range.end, max_bytes - bytes, |pos, buf| {
+                file.read_exact_at(buf, pos)
+            })
+            .map_err(FsError::io("read", &path))?
+            .map_err(|reason| LogError::Corrupt(format!("{}: {reason}", path.display())))?;
+            until = walked.until;
+            bytes += walked.bytes;
+            if walked.full {
+                break;
+            }
+        }
+        Ok((until, bytes))
+    }
+
     fn committed_path(&self) -> PathBuf {
         self.inner
             .dir
@@ -910,6 +987,14 @@ impl OffsetSource for PartitionedLog {
     }
     fn read(&self, partition: u32, range: Range<u64>) -> Result<Vec<Bytes>, UserError> {
         self.read_range(partition, range).map_err(user)
+    }
+    fn byte_prefix(
+        &self,
+        partition: u32,
+        range: Range<u64>,
+        max_bytes: u64,
+    ) -> Result<(u64, u64), UserError> {
+        PartitionedLog::byte_prefix(self, partition, range, max_bytes).map_err(user)
     }
     fn commit(&self, next: &[u64]) -> Result<(), UserError> {
         self.commit_offsets(next).map_err(user)
