@@ -557,3 +557,61 @@ async fn a_word_count_over_files_survives_a_restart_on_the_engine_without_reread
         )
     );
 }
+
+/// Copies the directory tree `from` to `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// `tests/fixtures/file-stream-v1/checkpoints` is what weir 0.1 (before byte ranges) left in
+/// the checkpoint directory of `word_count_context` over `one.txt` and `two.txt` (put as
+/// below) after a graceful stop. Its file stream's state has that release's plan and position
+/// types; it is read as today's, and neither file is read again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_stream_checkpoint_of_weir_0_1_restores_and_reads_nothing_twice() {
+    let root = tempfile::tempdir().unwrap();
+    let (input, out, checkpoints) = (
+        root.path().join("in"),
+        root.path().join("out"),
+        root.path().join("checkpoints"),
+    );
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/file-stream-v1/checkpoints"),
+        &checkpoints,
+    );
+    fs::create_dir(&input).unwrap();
+    put(&input, "one.txt", b"the cat\nthe dog\n", 0);
+    put(&input, "two.txt", b"a bird\n", 1);
+    put(&input, "three.txt", b"a fish\n", 2);
+    let (i, o) = (input.clone(), out.clone());
+    let mut ctx = weir::StreamingContext::get_or_create(&checkpoints, move |config| {
+        let mut config = config.batch_interval(Duration::from_millis(100));
+        config.engine.name_prefix = format!("fs-v1-{}/", fastrand::u32(..));
+        config.parallelism = 2;
+        word_count_context(config, &i, &o)
+    })
+    .await
+    .unwrap();
+    assert!(
+        ctx.restored().is_some(),
+        "restored from weir 0.1's checkpoint"
+    );
+    ctx.start().await.unwrap();
+    let mut events = ctx.events().unwrap();
+    until(&mut events, || !output_lines(&out).0.is_empty()).await;
+    ctx.stop(true).await.unwrap();
+    // Only three.txt: the two files the old checkpoint had read are not read again.
+    assert_eq!(
+        output_lines(&out),
+        (["a\t1", "fish\t1"].map(str::to_owned).to_vec(), 1)
+    );
+}

@@ -83,6 +83,13 @@ pub(crate) trait Lifecycle: Send + Sync {
     fn state_type(&self) -> &'static str {
         ""
     }
+    /// State of another type, `type_name`, that an earlier release checkpointed for this node,
+    /// re-encoded as today's ([`state_type`](Self::state_type)); `None` if the node never had
+    /// state of that type (the restore is then refused).
+    fn upgrade(&self, type_name: &str, bytes: &[u8]) -> Option<ComputeResult<Vec<u8>>> {
+        let _ = (type_name, bytes);
+        None
+    }
     /// Drops everything and restores `state` (`None`: a fresh start for this node).
     fn restore(&self, graph: &GraphShared, state: Option<&[u8]>) -> ComputeResult<()>;
     /// Batch `time` completed.
@@ -489,7 +496,24 @@ impl Pipeline for GraphPipeline {
             let uid = node.meta().uid();
             let state = match by_id.remove(uid.as_str()) {
                 Some(state) => {
-                    if state.type_name != lifecycle.state_type() {
+                    let bytes = state_bytes(state)?;
+                    if state.type_name == lifecycle.state_type() {
+                        Some(bytes)
+                    } else if let Some(upgraded) = lifecycle.upgrade(&state.type_name, &bytes) {
+                        let upgraded = upgraded.map_err(|e| {
+                            format!(
+                                "operator {uid:?}: reading its state of type {} from an \
+                                 earlier release: {e}",
+                                state.type_name
+                            )
+                        })?;
+                        report.push(format!(
+                            "operator {uid:?}: state of type {} from an earlier release read as {}",
+                            state.type_name,
+                            lifecycle.state_type()
+                        ));
+                        Some(upgraded)
+                    } else {
                         return Err(format!(
                             "operator {uid:?} held state of type {} in the checkpoint, but is \
                              now {}; give the changed operator a new id to start it empty",
@@ -498,7 +522,6 @@ impl Pipeline for GraphPipeline {
                         )
                         .into());
                     }
-                    Some(state_bytes(state)?)
                 }
                 None => {
                     if checkpoint.is_some() {

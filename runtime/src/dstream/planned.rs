@@ -50,6 +50,50 @@ pub(crate) trait Planner: Send + Sync + 'static {
         let _ = plan;
         Vec::new()
     }
+    /// The node's state as an earlier release checkpointed it, with plan and position types
+    /// then named `type_name` (in the sense of [`Lifecycle::state_type`]), re-encoded with
+    /// today's types ([`upgrade_state`] does the work); `None` if this planner never had such
+    /// a state.
+    fn upgrade(&self, type_name: &str, bytes: &[u8]) -> Option<ComputeResult<Vec<u8>>> {
+        let _ = (type_name, bytes);
+        None
+    }
+}
+
+/// A [`PlannedState`] with an earlier release's plan and position types.
+#[derive(Deserialize)]
+#[serde(bound = "Plan: DeserializeOwned, Position: DeserializeOwned")]
+struct OlderState<Plan, Position> {
+    as_of: Option<u64>,
+    position: Option<Position>,
+    plans: BTreeMap<u64, (Plan, Position)>,
+}
+
+/// Decodes the state of a `P` node written with the plan type `Plan` and the position type
+/// `Position` of an earlier release, converts every plan and position with `plan` and
+/// `position`, and encodes it as `P`'s state today.
+///
+/// # Errors
+///
+/// The bytes are not such a state, or the result does not encode.
+pub(crate) fn upgrade_state<P: Planner, Plan: DeserializeOwned, Position: DeserializeOwned>(
+    bytes: &[u8],
+    plan: impl Fn(Plan) -> P::Plan,
+    position: impl Fn(Position) -> P::Position,
+) -> ComputeResult<Vec<u8>> {
+    let older: OlderState<Plan, Position> = postcard::from_bytes(bytes)
+        .map_err(|e| ComputeError::new(format!("decoding an earlier release's positions: {e}")))?;
+    let state = PlannedState::<P> {
+        as_of: older.as_of,
+        position: older.position.map(&position),
+        plans: older
+            .plans
+            .into_iter()
+            .map(|(time, (p, after))| (time, (plan(p), position(after))))
+            .collect(),
+    };
+    postcard::to_allocvec(&state)
+        .map_err(|e| ComputeError::new(format!("encoding source positions: {e}")))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -163,6 +207,10 @@ impl<P: Planner> Lifecycle for Planned<P> {
 
     fn state_type(&self) -> &'static str {
         std::any::type_name::<(P::Plan, P::Position)>()
+    }
+
+    fn upgrade(&self, type_name: &str, bytes: &[u8]) -> Option<ComputeResult<Vec<u8>>> {
+        self.planner.upgrade(type_name, bytes)
     }
 
     fn restore(&self, _graph: &GraphShared, bytes: Option<&[u8]>) -> ComputeResult<()> {

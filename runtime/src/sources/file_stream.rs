@@ -109,7 +109,7 @@ use serde::{Deserialize, Serialize};
 
 pub use super::socket::LongLines;
 use crate::dstream::memo::lock;
-use crate::dstream::planned::{DEFAULT_MAX_BYTES_PER_BATCH, Planner};
+use crate::dstream::planned::{DEFAULT_MAX_BYTES_PER_BATCH, Planner, upgrade_state};
 use crate::error::{ComputeError, ComputeResult};
 use crate::sources::problems::{ProblemLog, suppressed_note};
 
@@ -423,6 +423,56 @@ pub(crate) struct FileStreamPosition {
     seen: BTreeMap<String, u64>,
     /// What is left of a file a batch planned in part; the next batch plans it first.
     rest: Option<FileRange>,
+}
+
+/// A batch plan's entry before byte ranges (weir 0.1; kept to read its checkpoints): a whole
+/// file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PlannedFile {
+    name: String,
+    /// Modification time when planned, ns since the Unix epoch.
+    mtime_ns: u64,
+    /// Length when planned: the batch reads at most this many bytes.
+    len: u64,
+}
+
+/// The position before byte ranges (weir 0.1; kept to read its checkpoints).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct FilePosition {
+    /// Files modified before this (ns since the Unix epoch) are ignored.
+    watermark_ns: u64,
+    /// Processed files at or above the watermark: name → modification time when planned.
+    seen: BTreeMap<String, u64>,
+}
+
+/// The state of a file or binary-records stream that weir 0.1 checkpointed, read as today's:
+/// each planned file is one range covering all of it (which is what that plan read, and what
+/// its re-run reads), and no file is read in part.
+fn upgrade_whole_files<P>(type_name: &str, bytes: &[u8]) -> Option<ComputeResult<Vec<u8>>>
+where
+    P: Planner<Plan = Vec<FileRange>, Position = FileStreamPosition>,
+{
+    if type_name != std::any::type_name::<(Vec<PlannedFile>, FilePosition)>() {
+        return None;
+    }
+    let plan = |files: Vec<PlannedFile>| -> Vec<FileRange> {
+        files
+            .into_iter()
+            .map(|f| FileRange {
+                name: f.name,
+                mtime_ns: f.mtime_ns,
+                len: f.len,
+                from: 0,
+                until: f.len,
+            })
+            .collect()
+    };
+    let position = |p: FilePosition| FileStreamPosition {
+        watermark_ns: p.watermark_ns,
+        seen: p.seen,
+        rest: None,
+    };
+    Some(upgrade_state::<P, _, _>(bytes, plan, position))
 }
 
 pub(crate) struct FileStream {
@@ -938,6 +988,10 @@ impl Planner for FileStream {
         }
         Ok(out)
     }
+
+    fn upgrade(&self, type_name: &str, bytes: &[u8]) -> Option<ComputeResult<Vec<u8>>> {
+        upgrade_whole_files::<Self>(type_name, bytes)
+    }
 }
 
 /// The file stream read as fixed-length binary records (Spark's `binaryRecordsStream`): the
@@ -980,6 +1034,10 @@ impl Planner for BinaryRecords {
                 .read_records(range, self.record_len.max(1), &mut out)?;
         }
         Ok(out)
+    }
+
+    fn upgrade(&self, type_name: &str, bytes: &[u8]) -> Option<ComputeResult<Vec<u8>>> {
+        upgrade_whole_files::<Self>(type_name, bytes)
     }
 }
 
