@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 
 use crate::config::is_loopback;
@@ -110,8 +110,7 @@ impl Actor for ControlEndpoint {
         args: ControlEndpointArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let addr = args.handle.local_addr().unwrap_or(args.addr);
-        let listener = TcpListener::bind(addr)
-            .await
+        let listener = listen(addr)
             .map_err(|e| format!("the control endpoint could not listen on {addr}: {e}"))?;
         let bound = listener.local_addr()?;
         args.handle.set_local_addr(bound);
@@ -172,6 +171,27 @@ impl Actor for ControlEndpoint {
         }
         Ok(())
     }
+}
+
+/// Connections the kernel completes and queues for `accept` (capped by the system's
+/// `net.core.somaxconn`). Well above the connection cap: a burst of clients — a few hundred
+/// `weir watch` or scrapers reconnecting at once — is queued and answered (served or told
+/// why not) at once, instead of overflowing the queue, where Linux leaves each overflowing
+/// client waiting for its handshake to be retried, for seconds. (`TcpListener::bind` asks
+/// for 128.)
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`], reusing the address as `TcpListener::bind`
+/// does (so a restarted endpoint binds the port its killed predecessor held).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Where the accept loop takes connections from: the listener, or a test's stand-in.
