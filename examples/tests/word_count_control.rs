@@ -189,3 +189,41 @@ async fn weir_follows_word_count_and_kills_its_receiver_only_with_the_token() {
     drop(follower);
     drop(word_count);
 }
+
+/// `--control-addr` off loopback is refused at start unless `--control-allow-remote` is given
+/// (nothing is bound: the check comes first); with it the engine goes on to listen there; and
+/// `--control-allow-remote` alone is a usage error.
+#[test]
+fn an_address_off_loopback_needs_control_allow_remote() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_word_count"))
+            .args(["--checkpoint-dir", dir.path().join("ck").to_str().unwrap()])
+            .args(["--output-dir", dir.path().join("out").to_str().unwrap()])
+            .args(["--input-dir", dir.path().join("in").to_str().unwrap()])
+            .args(["--max-batches", "1", "--quiet"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let refused = run(&["--control-addr", "0.0.0.0:0"]);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("control_allow_remote"),
+        "says what allows it: {said}"
+    );
+    assert!(!dir.path().join("ck").join("control-token").exists());
+
+    // Allowed, the start gets as far as listening: on an address of TEST-NET-1 (RFC 5737),
+    // which no interface of this machine has, so nothing is ever bound.
+    let allowed = run(&["--control-addr", "192.0.2.1:0", "--control-allow-remote"]);
+    assert_eq!(allowed.status.code(), Some(1), "{allowed:?}");
+    let said = String::from_utf8_lossy(&allowed.stderr);
+    assert!(said.contains("could not listen on 192.0.2.1"), "{said}");
+
+    let usage = run(&["--control-allow-remote"]);
+    assert_eq!(usage.status.code(), Some(2), "{usage:?}");
+    assert!(String::from_utf8_lossy(&usage.stderr).contains("--control-addr"));
+}

@@ -137,6 +137,16 @@ impl StreamingConfig {
         self
     }
 
+    /// Allows a [`control_addr`](Self::control_addr) that is not a loopback address (such as
+    /// `0.0.0.0:7070`): every connection must then present the token (written to
+    /// `<checkpoint dir>/control-token`, mode 0600) as its first line; see
+    /// `docs/operations.md`.
+    #[must_use]
+    pub fn control_allow_remote(mut self, allow: bool) -> Self {
+        self.engine.control_allow_remote = allow;
+        self
+    }
+
     /// Sets the batch interval.
     #[must_use]
     pub fn batch_interval(mut self, interval: Duration) -> Self {

@@ -73,6 +73,10 @@ struct Args {
     /// Serve the control endpoint (`weir watch`) on ADDR.
     #[arg(long, value_name = "ADDR")]
     control_addr: Option<SocketAddr>,
+    /// Allow a --control-addr that is not a loopback address; every client must then present
+    /// the token in <checkpoint-dir>/control-token (`weir … --token-file`).
+    #[arg(long, requires = "control_addr")]
+    control_allow_remote: bool,
     /// Stop gracefully after N batches have completed.
     #[arg(long, value_name = "N")]
     max_batches: Option<u64>,
@@ -120,7 +124,9 @@ async fn run(args: Args) -> Result<(), BoxError> {
             .batch_interval(Duration::from_millis(args.batch_ms))
             .receiver_wal(!args.no_receiver_wal);
         let config = match args.control_addr {
-            Some(addr) => config.control_addr(addr),
+            Some(addr) => config
+                .control_addr(addr)
+                .control_allow_remote(args.control_allow_remote),
             None => config,
         };
         let ctx = StreamingContext::new(config);
