@@ -601,14 +601,14 @@ impl FileStream {
 }
 
 /// Cuts a stream into lines, applying the bad-input policies.
-struct LineReader<'a> {
-    path: &'a Path,
-    options: &'a FileStreamOptions,
-    out: &'a mut Vec<String>,
+pub(crate) struct LineReader<'a> {
+    pub(crate) path: &'a Path,
+    pub(crate) options: &'a FileStreamOptions,
+    pub(crate) out: &'a mut Vec<String>,
 }
 
 impl LineReader<'_> {
-    fn read_all(&mut self, mut reader: impl BufRead) -> io::Result<()> {
+    pub(crate) fn read_all(&mut self, mut reader: impl BufRead) -> io::Result<()> {
         let max = self.options.max_line_len;
         let mut line: Vec<u8> = Vec::new();
         let mut too_long = false;

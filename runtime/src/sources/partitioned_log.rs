@@ -108,7 +108,7 @@
 //! # Ok(()) }
 //! ```
 
-mod frame;
+pub(crate) mod frame;
 
 use std::collections::BTreeMap;
 use std::fmt;
