@@ -27,6 +27,8 @@ mod config;
 mod engine;
 mod error;
 pub mod faults;
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
 mod ingest;
 mod messages;
 mod observe;

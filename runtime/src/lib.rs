@@ -58,6 +58,8 @@ pub mod cli;
 mod context;
 pub mod dstream;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
 pub mod sinks;
 pub mod sources;
 pub mod testing;

@@ -48,7 +48,7 @@
 //!   required.
 //! * The header's format version changes only if the framing itself changes.
 
-mod format;
+pub(crate) mod format;
 mod resolve;
 mod store;
 

@@ -101,24 +101,33 @@ pub fn read_event_log(dir: &Path) -> std::io::Result<(Vec<EventRecord>, usize)> 
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
             Err(err) => return Err(err),
         };
-        let mut reader = BufReader::new(file);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            if reader.read_until(b'\n', &mut line)? == 0 {
-                break;
-            }
-            if line.last() == Some(&b'\n') {
-                line.pop();
-            }
-            // `from_slice` checks the UTF-8 of what it decodes, so a bad byte is a skip too.
-            match serde_json::from_slice::<EventRecord>(&line) {
-                Ok(record) => records.push(record),
-                Err(_) => skipped += 1,
-            }
-        }
+        read_event_lines(BufReader::new(file), &mut records, &mut skipped)?;
     }
     Ok((records, skipped))
+}
+
+/// Reads the lines of one event-log file from `reader`: each event is added to `records`,
+/// each line that is not one (not UTF-8, not an event in JSON, cut short) counts in `skipped`.
+pub(crate) fn read_event_lines(
+    mut reader: impl BufRead,
+    records: &mut Vec<EventRecord>,
+    skipped: &mut usize,
+) -> std::io::Result<()> {
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        // `from_slice` checks the UTF-8 of what it decodes, so a bad byte is a skip too.
+        match serde_json::from_slice::<EventRecord>(&line) {
+            Ok(record) => records.push(record),
+            Err(_) => *skipped += 1,
+        }
+    }
 }
 
 #[cfg(test)]

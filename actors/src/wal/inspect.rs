@@ -47,7 +47,7 @@ impl AfterDamage {
 }
 
 /// Searches `bytes[from..]` for valid frames, following each one found to the next.
-fn search_after_damage(bytes: &[u8], from: usize) -> AfterDamage {
+pub(crate) fn search_after_damage(bytes: &[u8], from: usize) -> AfterDamage {
     let mut found = AfterDamage::default();
     let mut budget = SEARCH_BUDGET;
     let mut at = from;

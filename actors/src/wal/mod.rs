@@ -31,7 +31,7 @@
 mod config;
 mod error;
 pub mod format;
-mod inspect;
+pub(crate) mod inspect;
 mod log;
 mod reader;
 mod record;

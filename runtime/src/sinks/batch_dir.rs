@@ -86,7 +86,7 @@
 //! # Ok(()) }
 //! ```
 
-mod marker;
+pub(crate) mod marker;
 
 use std::collections::BTreeMap;
 use std::fmt::Display;

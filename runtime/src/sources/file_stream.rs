@@ -776,17 +776,22 @@ impl FileStream {
 }
 
 /// Cuts a stream into lines, applying the bad-input policies.
-struct LineReader<'a> {
-    path: &'a Path,
-    options: &'a FileStreamOptions,
-    out: &'a mut Vec<String>,
+pub(crate) struct LineReader<'a> {
+    pub(crate) path: &'a Path,
+    pub(crate) options: &'a FileStreamOptions,
+    pub(crate) out: &'a mut Vec<String>,
 }
 
 impl LineReader<'_> {
     /// Reads the lines that start in `[from, until)`: `reader` is positioned at byte
     /// `from - 1` (at 0 when `from` is 0) and ends where the file's planned length does, so
     /// the range's last line is read to its end, past `until` if need be.
-    fn read_range(&mut self, mut reader: impl BufRead, from: u64, until: u64) -> io::Result<()> {
+    pub(crate) fn read_range(
+        &mut self,
+        mut reader: impl BufRead,
+        from: u64,
+        until: u64,
+    ) -> io::Result<()> {
         let max = self.options.max_line_len;
         let mut offset = from.saturating_sub(1); // where the reader is, in the file
         if from > 0 {

@@ -111,7 +111,7 @@
 //! # Ok(()) }
 //! ```
 
-mod frame;
+pub(crate) mod frame;
 mod sizes;
 
 use std::collections::BTreeMap;

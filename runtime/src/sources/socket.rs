@@ -660,7 +660,7 @@ async fn sleep_until_or_never(deadline: Option<Instant>) {
 
 /// What the framer found.
 #[derive(Debug, PartialEq)]
-enum Framed {
+pub(crate) enum Framed {
     /// A whole, valid line (without its line ending).
     Line(Bytes),
     /// A line that is not UTF-8.
@@ -679,7 +679,7 @@ enum Framed {
 }
 
 /// Cuts a byte stream into lines, holding at most about `max` bytes of an unfinished line.
-struct LineFramer {
+pub(crate) struct LineFramer {
     buf: BytesMut,
     /// How much of `buf` is known to hold no `\n`.
     scanned: usize,
@@ -694,7 +694,7 @@ struct LineFramer {
 }
 
 impl LineFramer {
-    fn new(max: usize, policy: LongLines) -> Self {
+    pub(crate) fn new(max: usize, policy: LongLines) -> Self {
         LineFramer {
             buf: BytesMut::new(),
             scanned: 0,
@@ -706,14 +706,14 @@ impl LineFramer {
         }
     }
 
-    fn buffer_for_read(&mut self) -> &mut BytesMut {
+    pub(crate) fn buffer_for_read(&mut self) -> &mut BytesMut {
         if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
             self.buf.reserve(READ_SIZE);
         }
         &mut self.buf
     }
 
-    fn next_line(&mut self) -> Option<Framed> {
+    pub(crate) fn next_line(&mut self) -> Option<Framed> {
         loop {
             let newline = self.buf[self.scanned..]
                 .iter()
@@ -766,7 +766,7 @@ impl LineFramer {
     }
 
     /// At the end of the stream: the last line, if it had no `\n`.
-    fn finish(&mut self) -> Option<Framed> {
+    pub(crate) fn finish(&mut self) -> Option<Framed> {
         if self.discarding || self.buf.is_empty() {
             self.buf.clear();
             return None;

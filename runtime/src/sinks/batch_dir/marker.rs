@@ -36,9 +36,9 @@ pub(super) const MAX_MARKER_BYTES: u64 = 32 << 20;
 
 /// One part file as the marker lists it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Entry {
+pub(crate) struct Entry {
     /// The partition: the file is `part-<partition, at least 5 digits>`.
-    pub(super) partition: u64,
+    pub(crate) partition: u64,
     /// Its length in bytes.
     pub(super) len: u64,
     /// The CRC32C of its bytes.
@@ -52,15 +52,15 @@ pub(super) fn part_name(partition: u64) -> String {
 
 /// A decoded marker: the batch and its parts, in ascending partition order.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Marker {
+pub(crate) struct Marker {
     pub(super) batch_time_ms: u64,
-    pub(super) parts: Vec<Entry>,
+    pub(crate) parts: Vec<Entry>,
 }
 
 impl Marker {
     /// The marker's bytes. `parts` must be in ascending partition order, each once (the
     /// sink keeps them in a `BTreeMap`).
-    pub(super) fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_LEN + self.parts.len() * ENTRY_LEN + CRC_LEN);
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
@@ -81,7 +81,7 @@ impl Marker {
     }
 
     /// Decodes a marker, or says what is wrong with it (a sentence with the values).
-    pub(super) fn decode(bytes: &[u8]) -> Result<Marker, String> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Marker, String> {
         if bytes.len() < HEADER_LEN + CRC_LEN {
             return Err(format!(
                 "{} bytes, shorter than the {} of an empty marker",

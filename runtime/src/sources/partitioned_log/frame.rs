@@ -21,7 +21,7 @@ pub(super) fn frame_crc(len: [u8; 4], payload: &[u8]) -> u32 {
 }
 
 /// Appends the frame of `payload` to `buf` (the caller checked its length).
-pub(super) fn encode_frame(buf: &mut Vec<u8>, payload: &[u8]) {
+pub(crate) fn encode_frame(buf: &mut Vec<u8>, payload: &[u8]) {
     // At most MAX_RECORD_BYTES, which fits in a u32.
     let len = (payload.len() as u32).to_le_bytes();
     buf.extend_from_slice(&len);
@@ -31,7 +31,7 @@ pub(super) fn encode_frame(buf: &mut Vec<u8>, payload: &[u8]) {
 
 /// Reads one frame at the reader's position: `Ok(None)` at a clean end of file, `Err(reason)`
 /// for an incomplete or damaged frame.
-pub(super) fn read_frame(reader: &mut impl Read) -> io::Result<Result<Option<Vec<u8>>, String>> {
+pub(crate) fn read_frame(reader: &mut impl Read) -> io::Result<Result<Option<Vec<u8>>, String>> {
     let mut header = [0u8; FRAME_HEADER];
     let mut got = 0;
     while got < FRAME_HEADER {
@@ -77,7 +77,7 @@ pub(super) fn read_frame(reader: &mut impl Read) -> io::Result<Result<Option<Vec
 /// `shift(crc32c(len bytes) ^ C(q+8), e-q-8) ^ C(e)`, where `shift(c, n)` appends `n` zero
 /// bytes' worth of polynomial multiplication (zlib's `crc32_combine`). `C` is kept every
 /// [`STRIDE`] bytes and completed from there. Memory: `bytes` plus 1/16 of it.
-pub(super) fn find_valid_frame(bytes: &[u8], from: usize) -> Option<usize> {
+pub(crate) fn find_valid_frame(bytes: &[u8], from: usize) -> Option<usize> {
     let last_start = bytes.len().checked_sub(FRAME_HEADER)?;
     let prefix = PrefixCrc::new(bytes);
     let shift = Shift::new();
