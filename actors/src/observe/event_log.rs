@@ -106,8 +106,14 @@ pub fn read_event_log(dir: &Path) -> std::io::Result<(Vec<EventRecord>, usize)> 
     Ok((records, skipped))
 }
 
+/// The longest line [`read_event_log`] reads (the bound the `weir` client puts on a server's
+/// line, too); a longer one is skipped and counted without being held in memory, so a damaged
+/// or foreign file cannot make a reader allocate without bound.
+pub(crate) const MAX_EVENT_LINE_BYTES: usize = 16 << 20;
+
 /// Reads the lines of one event-log file from `reader`: each event is added to `records`,
-/// each line that is not one (not UTF-8, not an event in JSON, cut short) counts in `skipped`.
+/// each line that is not one (not UTF-8, not an event in JSON, cut short, longer than
+/// [`MAX_EVENT_LINE_BYTES`]) counts in `skipped`.
 pub(crate) fn read_event_lines(
     mut reader: impl BufRead,
     records: &mut Vec<EventRecord>,
@@ -116,16 +122,47 @@ pub(crate) fn read_event_lines(
     let mut line = Vec::new();
     loop {
         line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 {
+        let limit = MAX_EVENT_LINE_BYTES as u64 + 1;
+        if (&mut reader).take(limit).read_until(b'\n', &mut line)? == 0 {
             return Ok(());
         }
         if line.last() == Some(&b'\n') {
             line.pop();
+        } else if line.len() > MAX_EVENT_LINE_BYTES {
+            // Too long: the rest of it is passed over, not read into memory.
+            skip_line(&mut reader)?;
+            *skipped += 1;
+            line = Vec::new();
+            continue;
         }
         // `from_slice` checks the UTF-8 of what it decodes, so a bad byte is a skip too.
         match serde_json::from_slice::<EventRecord>(&line) {
             Ok(record) => records.push(record),
             Err(_) => *skipped += 1,
+        }
+    }
+}
+
+/// Consumes `reader` up to and including the next `\n` (or to its end).
+fn skip_line(reader: &mut impl BufRead) -> std::io::Result<()> {
+    loop {
+        let buf = match reader.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok(());
+        }
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(at) => {
+                reader.consume(at + 1);
+                return Ok(());
+            }
+            None => {
+                let n = buf.len();
+                reader.consume(n);
+            }
         }
     }
 }
@@ -189,6 +226,27 @@ mod tests {
         bytes.extend_from_slice(&line(4));
         fs::write(dir.path().join(LOG_FILE), &bytes).unwrap();
         assert_eq!(times(dir.path()), (vec![1, 3, 4], 3));
+    }
+
+    #[test]
+    fn a_line_over_the_bound_is_skipped_and_counted_and_the_next_ones_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = line(1);
+        // An event whose line is longer than the bound (valid JSON, so only the bound skips
+        // it), then one with no newline at all that runs to the end of the file.
+        let record = EventRecord {
+            time_ms: 2,
+            event: Event::ActorFailed {
+                actor: "a".into(),
+                reason: "r".repeat(MAX_EVENT_LINE_BYTES),
+            },
+        };
+        let long = format!("{}\n", serde_json::to_string(&record).unwrap());
+        bytes.extend_from_slice(long.as_bytes());
+        bytes.extend_from_slice(&line(3));
+        bytes.extend_from_slice(&vec![b'x'; MAX_EVENT_LINE_BYTES + 10]);
+        fs::write(dir.path().join(LOG_FILE), &bytes).unwrap();
+        assert_eq!(times(dir.path()), (vec![1, 3], 2));
     }
 
     #[test]
