@@ -40,12 +40,14 @@ use crate::wal::format::{
 use crate::wal::inspect::{AfterDamage, search_after_damage};
 
 /// A deterministic xorshift generator: how an entry point turns a few input bytes into many
-/// choices (read sizes, when a read is pending) without spending input on each.
+/// choices (read sizes, when a read is pending) without spending input on each. Shared with
+/// the runtime's fuzz module.
 #[derive(Debug)]
-struct Rng(u32);
+pub struct Rng(u32);
 
 impl Rng {
-    fn new(seed: &[u8]) -> Self {
+    /// A generator seeded from `seed` (any bytes, none included).
+    pub fn new(seed: &[u8]) -> Self {
         let mut s = 0x9E37_79B9u32;
         for &b in seed {
             s = s.rotate_left(5) ^ u32::from(b);
@@ -53,7 +55,8 @@ impl Rng {
         Rng(s | 1)
     }
 
-    fn next(&mut self) -> u32 {
+    /// The next number.
+    pub fn next_u32(&mut self) -> u32 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 17;
@@ -63,13 +66,14 @@ impl Rng {
     }
 
     /// A number in `1..=max`.
-    fn size(&mut self, max: u32) -> usize {
-        (self.next() % max + 1) as usize
+    pub fn size(&mut self, max: u32) -> usize {
+        (self.next_u32() % max + 1) as usize
     }
 }
 
-/// Splits off the first `n` bytes (fewer if the input is shorter).
-fn take(data: &[u8], n: usize) -> (&[u8], &[u8]) {
+/// Splits off the first `n` bytes (fewer if the input is shorter). Shared with the runtime's
+/// fuzz module.
+pub fn take(data: &[u8], n: usize) -> (&[u8], &[u8]) {
     data.split_at(n.min(data.len()))
 }
 
@@ -353,7 +357,7 @@ impl AsyncRead for Trickle<'_> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.rng.next().is_multiple_of(4) {
+        if self.rng.next_u32().is_multiple_of(4) {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }

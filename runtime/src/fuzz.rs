@@ -17,40 +17,7 @@ use crate::sources::file_stream::{BadUtf8, FileStreamOptions, LineReader};
 use crate::sources::partitioned_log::MAX_RECORD_BYTES;
 use crate::sources::partitioned_log::frame::{encode_frame, find_valid_frame, read_frame};
 use crate::sources::socket::{Framed, LineFramer, LongLines};
-
-/// A deterministic xorshift generator: how a few input bytes become many choices (read sizes,
-/// interrupted reads) without spending input on each.
-#[derive(Debug)]
-struct Rng(u32);
-
-impl Rng {
-    fn new(seed: &[u8]) -> Self {
-        let mut s = 0x9E37_79B9u32;
-        for &b in seed {
-            s = s.rotate_left(5) ^ u32::from(b);
-        }
-        Rng(s | 1)
-    }
-
-    fn next(&mut self) -> u32 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        self.0 = x;
-        x
-    }
-
-    /// A number in `1..=max`.
-    fn size(&mut self, max: u32) -> usize {
-        (self.next() % max + 1) as usize
-    }
-}
-
-/// Splits off the first `n` bytes (fewer if the input is shorter).
-fn take(data: &[u8], n: usize) -> (&[u8], &[u8]) {
-    data.split_at(n.min(data.len()))
-}
+use weir_actors::fuzz::{Rng, take};
 
 /// A reader that hands out its bytes in pieces of chosen sizes, now and then failing with
 /// `Interrupted` (which a reader must retry), as a file or pipe may.
@@ -75,7 +42,7 @@ impl Read for Trickle<'_> {
 impl BufRead for Trickle<'_> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         if self.window == 0 {
-            if self.rng.next().is_multiple_of(8) {
+            if self.rng.next_u32().is_multiple_of(8) {
                 return Err(io::ErrorKind::Interrupted.into());
             }
             self.window = self.rng.size(9).min(self.data.len());
@@ -373,8 +340,8 @@ pub fn text_lines(data: &[u8]) {
     // The same file split into byte ranges at two chosen points (a large file over several
     // batches): each line is read once, in the range where it starts.
     let mut cuts = [
-        u64::from(rng.next()) % (len + 1),
-        u64::from(rng.next()) % (len + 1),
+        u64::from(rng.next_u32()) % (len + 1),
+        u64::from(rng.next_u32()) % (len + 1),
     ];
     cuts.sort_unstable();
     let mut split = Vec::new();

@@ -508,6 +508,29 @@ impl PartitionedLog {
         }
     }
 
+    /// Checks that `range` of `partition` is in the log: below its end as this handle knows
+    /// it, or as the files say after a refresh (another writer may have appended).
+    fn check_in_log(&self, partition: u32, range: &Range<u64>) -> Result<(), LogError> {
+        let known = {
+            let view = lock(&self.inner.views[partition as usize]);
+            view.segments.last().map_or(0, Segment::end)
+        };
+        let end = if range.end > known {
+            self.refresh(partition, false)?
+        } else {
+            known
+        };
+        if range.end > end {
+            return Err(LogError::OutOfRange {
+                partition,
+                asked: range.clone(),
+                earliest: 0,
+                latest: end,
+            });
+        }
+        Ok(())
+    }
+
     /// Takes the partition's writer lock (blocking until other writers release it).
     fn writer_lock(&self, partition: u32) -> Result<File, LogError> {
         let path = partition_dir(&self.inner.dir, partition).join("writer.lock");
@@ -756,23 +779,7 @@ impl PartitionedLog {
         if range.is_empty() {
             return Ok(Vec::new());
         }
-        let end = {
-            let view = lock(&self.inner.views[partition as usize]);
-            view.segments.last().map_or(0, Segment::end)
-        };
-        let end = if range.end > end {
-            self.refresh(partition, false)?
-        } else {
-            end
-        };
-        if range.end > end {
-            return Err(LogError::OutOfRange {
-                partition,
-                asked: range,
-                earliest: 0,
-                latest: end,
-            });
-        }
+        self.check_in_log(partition, &range)?;
         // Where to start in which segments (copied out, so reading holds no lock).
         let plan: Vec<(PathBuf, u64, u64, u64)> = {
             let view = lock(&self.inner.views[partition as usize]);
@@ -843,23 +850,7 @@ impl PartitionedLog {
         if range.is_empty() {
             return Ok((range.start, 0));
         }
-        let known = {
-            let view = lock(&self.inner.views[partition as usize]);
-            view.segments.last().map_or(0, Segment::end)
-        };
-        let end = if range.end > known {
-            self.refresh(partition, false)?
-        } else {
-            known
-        };
-        if range.end > end {
-            return Err(LogError::OutOfRange {
-                partition,
-                asked: range,
-                earliest: 0,
-                latest: end,
-            });
-        }
+        self.check_in_log(partition, &range)?;
         // The segments' spans, copied out, so that reading holds no lock.
         /// A segment's path, index, end offset and valid length.
         type Span = (PathBuf, Vec<(u64, u64)>, u64, u64);
