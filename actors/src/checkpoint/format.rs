@@ -593,24 +593,9 @@ mod tests {
         }
     }
 
-    /// The hex bytes of the block after `marker` in `docs/architecture.md` (text before `|`).
+    /// The hex bytes of the block after `marker` in `docs/architecture.md`.
     fn doc_bytes(marker: &str) -> Vec<u8> {
-        let doc = include_str!("../../../docs/architecture.md");
-        let start = doc
-            .find(marker)
-            .unwrap_or_else(|| panic!("{marker} not in architecture.md"));
-        let block = doc[start..]
-            .split("```")
-            .nth(1)
-            .unwrap_or_else(|| panic!("no code block after {marker}"));
-        block
-            .lines()
-            .skip(1) // the info string
-            .flat_map(|line| line.split('|').next().unwrap_or("").split_whitespace())
-            .map(|hex| {
-                u8::from_str_radix(hex, 16).unwrap_or_else(|_| panic!("bad hex byte `{hex}`"))
-            })
-            .collect()
+        crate::testing::golden_bytes(include_str!("../../../docs/architecture.md"), marker)
     }
 
     #[test]

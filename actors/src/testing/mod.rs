@@ -7,9 +7,13 @@
 //! * [`ManualSupervisor`]: a receiver supervisor played by hand, to test a
 //!   [`Receiver`](crate::pipeline::Receiver) on its own — every block it hands over is yours
 //!   to answer (stored, failed, closed) when you choose, and you say when it must stop.
+//! * [`golden_bytes`]: a format's example bytes, read from the Markdown document that shows
+//!   them, for a test to compare its encoder with.
 
 mod exactly_once;
+mod golden;
 mod manual_supervisor;
 
 pub use exactly_once::{CommitLog, CommitLogPipeline, NumberedReceiver, Verdict, verify};
+pub use golden::golden_bytes;
 pub use manual_supervisor::{HandedOver, ManualSupervisor};
