@@ -21,7 +21,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir_actors::pipeline::{Receiver, ReceiverFactory};
 use weir_actors::testing::{CommitLog, CommitLogPipeline, NumberedReceiver, verify};
 use weir_actors::{Engine, EngineConfig, Event, EventSubscription, Storage};
 
@@ -166,9 +165,7 @@ async fn batches_and_checkpoints_go_on_while_hundreds_of_idle_connections_are_he
     config.control_addr = Some("127.0.0.1:0".parse().unwrap());
     let log = Arc::new(CommitLog::default());
     let receiver = NumberedReceiver::new(5, Duration::from_millis(2));
-    let generator = receiver.clone();
-    let factory: Arc<dyn ReceiverFactory> =
-        Arc::new(move || Box::new(receiver.clone()) as Box<dyn Receiver>);
+    let factory = receiver.factory();
     let pipeline = Arc::new(CommitLogPipeline::new(Arc::clone(&log), Duration::ZERO));
     let engine = Engine::start(config, pipeline, vec![(0, factory)])
         .await
@@ -223,7 +220,7 @@ async fn batches_and_checkpoints_go_on_while_hundreds_of_idle_connections_are_he
     );
     drop(holder);
     engine.stop(true).await.unwrap();
-    let verdict = verify(&generator.acknowledged(), &log);
+    let verdict = verify(&receiver.acknowledged(), &log);
     assert!(verdict.is_exactly_once(), "{verdict:?}");
 }
 

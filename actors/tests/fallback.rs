@@ -15,7 +15,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir_actors::pipeline::{Receiver, ReceiverFactory};
 use weir_actors::testing::{CommitLog, CommitLogPipeline, NumberedReceiver, verify};
 use weir_actors::{Engine, EngineConfig, Event, EventSubscription, Storage, read_event_log};
 
@@ -61,10 +60,7 @@ async fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one_exactly_once
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(CommitLog::default());
     let receiver = NumberedReceiver::new(5, Duration::from_millis(5));
-    let factory: Arc<dyn ReceiverFactory> = {
-        let receiver = receiver.clone();
-        Arc::new(move || Box::new(receiver.clone()) as Box<dyn Receiver>)
-    };
+    let factory = receiver.factory();
     let pipeline = || Arc::new(CommitLogPipeline::new(Arc::clone(&log), Duration::ZERO));
 
     let engine = Engine::start(

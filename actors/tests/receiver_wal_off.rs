@@ -15,7 +15,6 @@ use std::time::Duration;
 use weir_actors::Event;
 use weir_actors::EventSubscription;
 use weir_actors::Storage;
-use weir_actors::pipeline::{Receiver, ReceiverFactory};
 use weir_actors::testing::{CommitLog, CommitLogPipeline, NumberedReceiver, verify};
 use weir_actors::wal::{Wal, WalConfig};
 use weir_actors::{Engine, EngineConfig};
@@ -56,10 +55,7 @@ async fn start(prefix: &str) -> Run {
     let log = Arc::new(CommitLog::default());
     // Pacing, not synchronisation: about 2 000 records a second.
     let generator = NumberedReceiver::new(10, Duration::from_millis(5));
-    let factory: Arc<dyn ReceiverFactory> = {
-        let g = generator.clone();
-        Arc::new(move || Box::new(g.clone()) as Box<dyn Receiver>)
-    };
+    let factory = generator.factory();
     let engine = Engine::start(
         config,
         Arc::new(CommitLogPipeline::new(

@@ -15,7 +15,6 @@ use std::time::Duration;
 use weir_actors::Event;
 use weir_actors::EventSubscription;
 use weir_actors::Storage;
-use weir_actors::pipeline::{Receiver, ReceiverFactory};
 use weir_actors::testing::{CommitLog, CommitLogPipeline, NumberedReceiver, verify};
 use weir_actors::{Engine, EngineConfig};
 
@@ -53,10 +52,7 @@ async fn a_quick_restart_after_a_graceful_stop_does_not_regenerate_the_last_batc
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(CommitLog::default());
     let generator = NumberedReceiver::new(10, Duration::from_millis(5));
-    let factory: Arc<dyn ReceiverFactory> = {
-        let g = generator.clone();
-        Arc::new(move || Box::new(g.clone()) as Box<dyn Receiver>)
-    };
+    let factory = generator.factory();
     let pipeline = Arc::new(CommitLogPipeline::new(Arc::clone(&log), Duration::ZERO));
 
     let engine = Engine::start(

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use weir_actors::checkpoint::{CheckpointConfig, CheckpointId, CheckpointStore};
-use weir_actors::pipeline::{Receiver, ReceiverFactory};
+use weir_actors::pipeline::ReceiverFactory;
 use weir_actors::testing::{CommitLog, CommitLogPipeline, NumberedReceiver, verify};
 use weir_actors::{Engine, EngineConfig, EventSubscription, Storage, read_event_log};
 use weir_actors::{Event, EventSink};
@@ -39,11 +39,8 @@ fn engine_parts(
     receiver: &NumberedReceiver,
     log: &Arc<CommitLog>,
 ) -> (Arc<CommitLogPipeline>, Receivers) {
-    let receiver = receiver.clone();
-    let factory: Arc<dyn ReceiverFactory> =
-        Arc::new(move || Box::new(receiver.clone()) as Box<dyn Receiver>);
     let pipeline = Arc::new(CommitLogPipeline::new(Arc::clone(log), Duration::ZERO));
-    (pipeline, vec![(0, factory)])
+    (pipeline, vec![(0, receiver.factory())])
 }
 
 /// The next checkpoint restored, and the next batch with records completed after it.

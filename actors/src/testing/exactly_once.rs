@@ -16,7 +16,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::checkpoint::{CheckpointData, OperatorState};
-use crate::pipeline::{BatchInput, BoxFuture, Job, Pipeline, Receiver, ReceiverContext, UserError};
+use crate::pipeline::{
+    BatchInput, BoxFuture, Job, Pipeline, Receiver, ReceiverContext, ReceiverFactory, UserError,
+};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -49,6 +51,13 @@ impl NumberedReceiver {
     /// The numbers acknowledged so far.
     pub fn acknowledged(&self) -> BTreeSet<u64> {
         lock(&self.acked).clone()
+    }
+
+    /// A factory of receivers that are clones of this one (a restarted receiver goes on
+    /// numbering where the last one stopped, and what each acknowledges is seen here).
+    pub fn factory(&self) -> Arc<dyn ReceiverFactory> {
+        let receiver = self.clone();
+        Arc::new(move || Box::new(receiver.clone()) as Box<dyn Receiver>)
     }
 }
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir_actors::pipeline::{Receiver, ReceiverFactory};
+use weir_actors::pipeline::ReceiverFactory;
 use weir_actors::testing::{CommitLog, CommitLogPipeline, NumberedReceiver, verify};
 use weir_actors::{Engine, EngineConfig, EngineError};
 use weir_actors::{Event, Storage};
@@ -23,11 +23,8 @@ fn config(dir: &std::path::Path, prefix: &str) -> EngineConfig {
 
 fn receiver() -> (NumberedReceiver, Arc<dyn ReceiverFactory>) {
     let numbers = NumberedReceiver::new(10, Duration::from_millis(5));
-    let n = numbers.clone();
-    (
-        numbers,
-        Arc::new(move || Box::new(n.clone()) as Box<dyn Receiver>),
-    )
+    let factory = numbers.factory();
+    (numbers, factory)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
