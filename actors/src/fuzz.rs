@@ -105,19 +105,24 @@ fn build(mut ops: &[u8], mut frame: impl FnMut(&mut Vec<u8>, u64, &[u8])) -> Vec
             // A run of zeros (a preallocated or zero-filled tail).
             2 => out.resize(out.len() + len * 4, 0),
             // Damage what is there: flip a bit, or cut the end.
-            _ => {
-                if !out.is_empty() {
-                    let at = len * 31 % out.len();
-                    if len.is_multiple_of(2) {
-                        out[at] ^= 1 << (len / 2 % 8);
-                    } else {
-                        out.truncate(at);
-                    }
-                }
-            }
+            _ => damage(&mut out, len),
         }
     }
     out
+}
+
+/// Damages `bytes` as storage might, chosen by `choice`: a flipped bit (even `choice`) or a
+/// cut (odd), at a position derived from it. Shared with the runtime's fuzz module.
+pub fn damage(bytes: &mut Vec<u8>, choice: usize) {
+    if bytes.is_empty() {
+        return;
+    }
+    let at = choice * 31 % bytes.len();
+    if choice.is_multiple_of(2) {
+        bytes[at] ^= 1 << (choice / 2 % 8);
+    } else {
+        bytes.truncate(at);
+    }
 }
 
 // =========================================== WAL =========================================== //

@@ -17,7 +17,7 @@ use crate::sources::file_stream::{BadUtf8, FileStreamOptions, LineReader};
 use crate::sources::partitioned_log::MAX_RECORD_BYTES;
 use crate::sources::partitioned_log::frame::{encode_frame, find_valid_frame, read_frame};
 use crate::sources::socket::{Framed, LineFramer, LongLines};
-use weir_actors::fuzz::{Rng, take};
+use weir_actors::fuzz::{Rng, damage, take};
 
 /// A reader that hands out its bytes in pieces of chosen sizes, now and then failing with
 /// `Interrupted` (which a reader must retry), as a file or pipe may.
@@ -138,16 +138,7 @@ fn build(mut ops: &[u8]) -> Vec<u8> {
             0 => encode_frame(&mut out, arg),
             1 => out.extend_from_slice(arg),
             2 => out.resize(out.len() + len, 0),
-            _ => {
-                if !out.is_empty() {
-                    let at = len * 31 % out.len();
-                    if len.is_multiple_of(2) {
-                        out[at] ^= 1 << (len / 2 % 8);
-                    } else {
-                        out.truncate(at);
-                    }
-                }
-            }
+            _ => damage(&mut out, len),
         }
     }
     out
