@@ -116,6 +116,19 @@ pub struct EngineConfig {
     /// why in one line and closed at once, so idle clients cannot take the file descriptors
     /// the engine's own files need. At least 1. Default: 64.
     pub control_max_connections: usize,
+    /// Where the HTTP server listens (`/metrics` for Prometheus, the JSON API under
+    /// `/api/v1/`, the web dashboard at `/`); `None` (the default): no server. A loopback
+    /// address such as `127.0.0.1:4040`; any other is refused at
+    /// [`Engine::start`](crate::Engine::start) unless
+    /// [`http_allow_remote`](Self::http_allow_remote) is set. See `docs/operations.md`.
+    pub http_addr: Option<SocketAddr>,
+    /// Allows an [`http_addr`](Self::http_addr) that is not a loopback address. Then every
+    /// request must carry the token (`Authorization: Bearer <token>`), reads included, so the
+    /// storage must be a local directory (where the token is written). Default: off.
+    pub http_allow_remote: bool,
+    /// The HTTP server serves at most this many connections at once; one more is answered
+    /// `503` and closed at once. At least 1. Default: 64.
+    pub http_max_connections: usize,
     /// Settings of the layer above the engine (e.g. the runtime's parallelism and rate
     /// limits), written into every checkpoint with the engine's own (see
     /// [`settings`](Self::settings)) so that a restore can report what changed. Default: none.
@@ -157,6 +170,9 @@ impl EngineConfig {
             control_addr: None,
             control_allow_remote: false,
             control_max_connections: DEFAULT_CONTROL_MAX_CONNECTIONS,
+            http_addr: None,
+            http_allow_remote: false,
+            http_max_connections: DEFAULT_CONTROL_MAX_CONNECTIONS,
             extra_settings: BTreeMap::new(),
         }
     }
@@ -179,8 +195,8 @@ impl EngineConfig {
             .map(|dir| dir.join(CONTROL_TOKEN_FILE))
     }
 
-    /// Checks the control endpoint's settings (nothing to check without
-    /// [`control_addr`](Self::control_addr)).
+    /// Checks the control endpoint's and the HTTP server's settings (nothing to check without
+    /// [`control_addr`](Self::control_addr) and [`http_addr`](Self::http_addr)).
     ///
     /// # Errors
     ///
@@ -189,8 +205,22 @@ impl EngineConfig {
     /// [`ControlConfigError::RemoteWithoutToken`] if it is allowed but the storage is not a
     /// local directory (so there is no token to present),
     /// [`ControlConfigError::NoConnections`] if
-    /// [`control_max_connections`](Self::control_max_connections) is 0.
+    /// [`control_max_connections`](Self::control_max_connections) is 0; the `Http…` variants
+    /// for the same faults of the HTTP settings.
     pub fn validate_control(&self) -> Result<(), ControlConfigError> {
+        if let Some(addr) = self.http_addr {
+            if !is_loopback(addr) {
+                if !self.http_allow_remote {
+                    return Err(ControlConfigError::HttpNotLoopback { addr });
+                }
+                if self.storage.local_dir().is_none() {
+                    return Err(ControlConfigError::HttpRemoteWithoutToken { addr });
+                }
+            }
+            if self.http_max_connections == 0 {
+                return Err(ControlConfigError::HttpNoConnections);
+            }
+        }
         let Some(addr) = self.control_addr else {
             return Ok(());
         };
@@ -214,7 +244,7 @@ pub(crate) fn is_loopback(addr: SocketAddr) -> bool {
     addr.ip().to_canonical().is_loopback()
 }
 
-/// Why the control endpoint's settings are refused.
+/// Why the control endpoint's or the HTTP server's settings are refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ControlConfigError {
@@ -240,6 +270,28 @@ pub enum ControlConfigError {
     /// `control_max_connections` is 0.
     #[error("`control_max_connections` is 0: the control endpoint would serve no connection")]
     NoConnections,
+    /// A non-loopback `http_addr` without `http_allow_remote`.
+    #[error(
+        "the HTTP server would listen on {addr}, which is not a loopback address; set \
+         `http_allow_remote` (`--http-allow-remote`) to allow it (then every request must carry \
+         the token)"
+    )]
+    HttpNotLoopback {
+        /// The configured address.
+        addr: SocketAddr,
+    },
+    /// A non-loopback `http_addr` allowed, but no local directory to write the token to.
+    #[error(
+        "the HTTP server may listen on {addr}, which is not a loopback address, only with a \
+         token for requests to carry, and the token is written only to a local storage directory"
+    )]
+    HttpRemoteWithoutToken {
+        /// The configured address.
+        addr: SocketAddr,
+    },
+    /// `http_max_connections` is 0.
+    #[error("`http_max_connections` is 0: the HTTP server would serve no connection")]
+    HttpNoConnections,
 }
 
 impl EngineConfig {

@@ -17,7 +17,9 @@ use crate::error::EngineError;
 use crate::ingest::blocks::StreamId;
 use crate::messages::Stop;
 use crate::observe::control::tree_model::ControlHandle;
+use crate::observe::http::http_server::HttpHandle;
 use crate::observe::hub::{EventHub, EventSubscription};
+use crate::observe::metrics::EngineMetrics;
 use crate::pipeline::{Pipeline, ReceiverFactory};
 use crate::storage::storage_lock::{StorageLock, StorageLockError};
 use crate::tree::driver::DriverArgs;
@@ -32,6 +34,7 @@ pub struct Engine {
     hub: EventHub,
     outcome: Arc<Mutex<Option<EngineError>>>,
     control: ControlHandle,
+    http: HttpHandle,
 }
 
 impl Engine {
@@ -60,8 +63,10 @@ impl Engine {
         })?;
         let config = Arc::new(config);
         let hub = EventHub::default();
+        hub.metrics().set_batch_interval(config.batch_interval);
         let outcome = Arc::new(Mutex::new(None));
-        let control = ControlHandle::default();
+        let control = hub.tree().clone();
+        let http = HttpHandle::default();
         let args = RootArgs {
             config: Arc::clone(&config),
             driver: DriverArgs {
@@ -74,6 +79,7 @@ impl Engine {
             hub: hub.clone(),
             outcome: Arc::clone(&outcome),
             control: control.clone(),
+            http: http.clone(),
             lock,
         };
         match Actor::spawn(Some(config.names().root()), Root, args).await {
@@ -93,6 +99,7 @@ impl Engine {
                     hub,
                     outcome,
                     control,
+                    http,
                 })
             }
             Err(err) => Err(take(&outcome).unwrap_or_else(|| EngineError::Start(err.to_string()))),
@@ -108,6 +115,16 @@ impl Engine {
     /// [`EngineConfig::control_addr`]).
     pub fn control_addr(&self) -> Option<SocketAddr> {
         self.control.local_addr()
+    }
+
+    /// The address the HTTP server listens on (`None` without [`EngineConfig::http_addr`]).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.local_addr()
+    }
+
+    /// The engine's metrics (what `/metrics` serves), also without the HTTP server.
+    pub fn metrics(&self) -> &EngineMetrics {
+        self.hub.metrics()
     }
 
     /// Stops the engine: gracefully (receivers stop, everything received is processed and
@@ -142,6 +159,15 @@ impl Engine {
             tokio::time::timeout(timeout, ended.wait_for(|ended| *ended)).await,
             Ok(Ok(_))
         ) || *self.ended.borrow()
+    }
+
+    /// Resolves when the engine has ended, for whatever reason (a stop through the HTTP API,
+    /// giving up); [`await_termination`](Self::await_termination) then says why at once.
+    pub fn ended(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut ended = self.ended.clone();
+        async move {
+            let _ = ended.wait_for(|ended| *ended).await;
+        }
     }
 
     /// A handle that can stop this engine from another task (e.g. a signal handler).

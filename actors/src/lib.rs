@@ -45,7 +45,12 @@ pub use ingest::blocks::{Block, BlockInfo, StreamId};
 pub use observe::control::protocol as control;
 pub use observe::event::{Event, EventRecord};
 pub use observe::event_log::read_event_log;
+pub use observe::history::{
+    BatchStatus, BatchView, CheckpointOutcome, CheckpointView, History, OutputView, ReceiverView,
+    Totals, WalEvents,
+};
 pub use observe::hub::{EventHub, EventSink, EventSubscription};
+pub use observe::metrics::{EngineMetrics, SourceLag};
 pub use storage::durable;
 pub use storage::location::{Storage, StorageError};
 #[cfg(feature = "failpoints")]

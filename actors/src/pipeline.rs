@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::checkpoint::{CheckpointData, OperatorState};
 use crate::ingest::blocks::{Block, BlockInfo, StreamId};
+use crate::observe::metrics::SourceLag;
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -340,5 +341,13 @@ pub trait Pipeline: Send + Sync + 'static {
     /// be durable yet. A direct source may commit offsets here; caches may be trimmed.
     fn batch_completed(&self, batch_time_ms: u64) {
         let _ = batch_time_ms;
+    }
+
+    /// Where each partition of each offset source is: the end of the newest planned batch and
+    /// the latest offset the source reported (the `weir_source_lag_records` metric and
+    /// `/api/v1/sources`). Called when they are asked for, from any thread: answer from what
+    /// planning remembered, never by asking the source. None by default.
+    fn sources(&self) -> Vec<SourceLag> {
+        Vec::new()
     }
 }

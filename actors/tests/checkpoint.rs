@@ -316,14 +316,24 @@ async fn round_trip_preserves_every_field(mode: Mode) {
     assert_eq!(reopened.read_latest().await.unwrap().unwrap().data, data);
 
     let events = fx.take_events();
-    assert_eq!(
-        events[0],
+    match &events[0] {
         Event::CheckpointWritten {
-            store: fx.storage.describe(),
-            id: 1,
-            bytes: size,
+            store,
+            id,
+            bytes,
+            duration_ms,
+        } => {
+            assert_eq!(
+                (store.as_str(), *id, *bytes),
+                (fx.storage.describe().as_str(), 1, size)
+            );
+            assert!(
+                duration_ms.is_some(),
+                "a written checkpoint says how long it took"
+            );
         }
-    );
+        other => panic!("expected the checkpoint written, got {other:?}"),
+    }
     let restores = events
         .iter()
         .filter(|e| matches!(e, Event::CheckpointRestored { id: 1, .. }))

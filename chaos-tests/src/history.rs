@@ -438,6 +438,7 @@ mod tests {
                 store: "s".into(),
                 id,
                 bytes: 10,
+                duration_ms: None,
             });
         }
         r.event(&Event::CheckpointFailed {

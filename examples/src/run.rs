@@ -67,6 +67,8 @@ pub enum Stopped {
     Duration,
     /// The program's event handler asked to stop.
     Asked,
+    /// The engine was stopped from outside (`POST /api/v1/stop`).
+    Remote,
 }
 
 /// Starts `ctx`, hands every engine event to `on_event` (which returns `true` to stop), and
@@ -86,6 +88,19 @@ pub async fn run_until_stopped(
     let root = ctx.config().engine.names().root();
     ctx.start().await?;
     let mut events = ctx.events()?;
+    if let Some(addr) = ctx.http_addr() {
+        println!(
+            "http: listening on http://{addr} (dashboard at /, metrics at /metrics, API under /api/v1/)"
+        );
+    }
+    let ended = ctx.ended();
+    let ended = async move {
+        match ended {
+            Some(ended) => ended.await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(ended);
     let deadline = async {
         match limits.duration {
             Some(d) => tokio::time::sleep(d).await,
@@ -103,6 +118,11 @@ pub async fn run_until_stopped(
             _ = interrupt.recv() => break Stopped::Interrupted,
             _ = terminate.recv() => break Stopped::Interrupted,
             () = &mut deadline => break Stopped::Duration,
+            () = &mut ended => {
+                // Stopped from outside (the HTTP API), or it gave up: this says which.
+                ctx.await_termination().await?;
+                return Ok(Stopped::Remote);
+            }
             record = events.next() => {
                 let Some(record) = record else {
                     // The event feed closed: the engine is gone; stop reports why.

@@ -147,6 +147,25 @@ impl StreamingConfig {
         self
     }
 
+    /// Serves HTTP on `addr` (e.g. `127.0.0.1:4040`): `/metrics` for Prometheus, the JSON API
+    /// under `/api/v1/` and the web dashboard at `/`; see `docs/operations.md`. An address that
+    /// is not a loopback one is refused at start unless
+    /// [`http_allow_remote`](Self::http_allow_remote) is set.
+    #[must_use]
+    pub fn http_addr(mut self, addr: std::net::SocketAddr) -> Self {
+        self.engine.http_addr = Some(addr);
+        self
+    }
+
+    /// Allows an [`http_addr`](Self::http_addr) that is not a loopback address: every request
+    /// must then carry the token (`Authorization: Bearer <token>`, the token in
+    /// `<checkpoint dir>/control-token`), reads included.
+    #[must_use]
+    pub fn http_allow_remote(mut self, allow: bool) -> Self {
+        self.engine.http_allow_remote = allow;
+        self
+    }
+
     /// Sets the batch interval.
     #[must_use]
     pub fn batch_interval(mut self, interval: Duration) -> Self {
@@ -734,6 +753,19 @@ impl StreamingContext {
     /// without [`StreamingConfig::control_addr`].
     pub fn control_addr(&self) -> Option<std::net::SocketAddr> {
         self.engine.as_ref().and_then(Engine::control_addr)
+    }
+
+    /// Resolves when the engine has ended for whatever reason — a stop through the HTTP API,
+    /// giving up — so that a program can select on it; `None` before the context started.
+    /// [`await_termination`](Self::await_termination) then says why at once.
+    pub fn ended(&self) -> Option<impl Future<Output = ()> + Send + 'static> {
+        self.engine.as_ref().map(Engine::ended)
+    }
+
+    /// The address the HTTP server listens on: `None` before the context started, or without
+    /// [`StreamingConfig::http_addr`].
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.engine.as_ref().and_then(Engine::http_addr)
     }
 
     /// Stops: gracefully (receivers stop, everything received is processed and checkpointed)

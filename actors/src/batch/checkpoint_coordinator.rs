@@ -84,6 +84,8 @@ pub(crate) enum Asked {
     /// A batch completed: the checkpoint records it as done ("after" the batch). Skipped if the
     /// latest checkpoint is too recent, unless draining.
     AfterBatch,
+    /// An operator asked for one (`POST /api/v1/checkpoints`). Never skipped.
+    Requested,
 }
 
 /// How a checkpoint write ended.

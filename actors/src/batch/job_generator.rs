@@ -225,6 +225,9 @@ pub(crate) enum JobGeneratorMsg {
     },
     /// Internal: the minimum pause has elapsed; a waiting checkpoint may start.
     CheckpointDue,
+    /// Take a checkpoint now (an operator's request, through the HTTP API): answered with the
+    /// checkpoint time once it has started or waits for a free slot, or why not.
+    CheckpointNow(RpcReplyPort<Result<u64, String>>),
 }
 
 /// What the generator is doing.
@@ -426,6 +429,30 @@ impl Actor for JobGenerator {
                 state.pause_timer = None;
                 let actions = state.coordinator.pause_elapsed(monotonic_now());
                 execute(&myself, state, actions).await?;
+            }
+            JobGeneratorMsg::CheckpointNow(reply) => {
+                // The newest batch queued: the checkpoint lists it and every batch before it
+                // that has not completed as pending, as the one before a batch does.
+                let answer = match state.last_queued_ms {
+                    Some(t) => {
+                        let draining = state.drain.is_some();
+                        let actions = state.coordinator.checkpoint_asked(
+                            t,
+                            Asked::Requested,
+                            draining,
+                            monotonic_now(),
+                        );
+                        execute(&myself, state, actions).await?;
+                        Ok(t)
+                    }
+                    None => Err(
+                        "no batch has been generated yet; there is nothing to checkpoint"
+                            .to_owned(),
+                    ),
+                };
+                if !reply.is_closed() {
+                    let _ = reply.send(answer);
+                }
             }
             JobGeneratorMsg::StatusAfterCheckpoint(id, reply) => {
                 state.settle_waiters.push((id, reply));

@@ -57,8 +57,8 @@
 //! wall-clock time − the batch time), and [`Event::BatchCompleted`] with the timings and the
 //! record count when its last job succeeds. The executors publish [`Event::OutputStarted`] for
 //! every attempt of a job and [`Event::OutputCompleted`] for the one that succeeds, with
-//! `output` = the job id. A failed batch is logged (`tracing::error!`) and answered, but has
-//! no event of its own.
+//! `output` = the job id. A failed batch is logged (`tracing::error!`), answered, and
+//! published as [`Event::BatchFailed`].
 //!
 //! # What a crash leaves behind
 //!
@@ -695,6 +695,10 @@ impl Schedule {
     /// Answers a batch that failed definitively.
     fn fail(&self, batch: Batch, reason: String) {
         tracing::error!(batch_time_ms = batch.batch_time_ms, %reason, "batch failed");
+        self.events.emit(Event::BatchFailed {
+            batch_time_ms: batch.batch_time_ms,
+            reason: reason.clone(),
+        });
         answer(
             batch.reply,
             BatchOutcome {

@@ -668,6 +668,7 @@ impl CheckpointStore {
         data: &CheckpointData,
     ) -> Result<CheckpointId, CheckpointError> {
         let id = reservation.id;
+        let started = std::time::Instant::now();
         let bytes = data.encode().map_err(|reason| CheckpointError::Encode {
             store: self.store.clone(),
             reason,
@@ -684,6 +685,7 @@ impl CheckpointStore {
             store: self.store.clone(),
             id: id.0,
             bytes: size,
+            duration_ms: Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)),
         });
         // Published: it no longer needs the in-flight protection of its state files (it
         // protects them itself while retained).

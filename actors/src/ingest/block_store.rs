@@ -304,8 +304,7 @@ impl BlockStore {
     }
 
     /// The bytes of records in memory that count against the budget (memory-only blocks do
-    /// not).
-    #[cfg_attr(not(test), expect(dead_code, reason = "what the tests inspect"))]
+    /// not); the `weir_block_store_bytes` metric.
     pub(crate) fn bytes(&self) -> usize {
         self.lock().bytes
     }

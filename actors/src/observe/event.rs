@@ -117,6 +117,14 @@ pub enum Event {
         /// Records processed.
         records: u64,
     },
+    /// A batch failed: one of its jobs failed more often than the task attempts allow. The
+    /// driver's restart re-runs it from the last checkpoint.
+    BatchFailed {
+        /// The batch time.
+        batch_time_ms: u64,
+        /// Why, as one sentence.
+        reason: String,
+    },
     /// An output operation of a batch started.
     OutputStarted {
         /// The batch time.
@@ -175,6 +183,10 @@ pub enum Event {
         id: u64,
         /// Its size in bytes.
         bytes: u64,
+        /// How long writing it took, from encoding to durable (absent in event logs of weir
+        /// 0.1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        duration_ms: Option<u64>,
     },
     /// A checkpoint could not be read and an older one was used instead.
     CheckpointSkipped {

@@ -1,4 +1,5 @@
-//! The hub: one feed of [`Event`]s for tracing, tests, the CLI and the persisted log.
+//! The hub: one feed of [`Event`]s for tracing, tests, the CLI, the persisted log, the
+//! metrics and the HTTP API.
 //!
 //! [`EventHub`] is a broadcast channel with bounded per-subscriber buffers. Publishing never
 //! blocks and never fails: a subscriber that falls more than the capacity behind receives an
@@ -6,14 +7,21 @@
 //! plain value created by whoever builds the tree (the engine), so it outlives every actor:
 //! subscribers keep their subscription across driver restarts and event-bus restarts.
 //! Components report through an [`EventSink`], which a hub hands out ([`EventHub::sink`]).
+//!
+//! Before it is broadcast, every event updates what the hub keeps itself, under short locks
+//! and in bounded memory: the [`EngineMetrics`], the [`History`] the HTTP API shows, and the
+//! tree model of the control endpoint. So they miss no event, whoever is watching.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::broadcast;
 
 use crate::clock::now_ms;
+use crate::observe::control::tree_model::ControlHandle;
 use crate::observe::event::{Event, EventRecord};
+use crate::observe::history::History;
+use crate::observe::metrics::EngineMetrics;
 
 /// How many events a subscriber may fall behind before it gets a lag marker.
 pub(crate) const DEFAULT_CAPACITY: usize = 4096;
@@ -21,6 +29,15 @@ pub(crate) const DEFAULT_CAPACITY: usize = 4096;
 #[derive(Clone, Debug)]
 pub struct EventHub {
     tx: broadcast::Sender<EventRecord>,
+    observed: Arc<Observed>,
+}
+
+/// What the hub keeps from the events it publishes.
+#[derive(Debug, Default)]
+struct Observed {
+    metrics: Arc<EngineMetrics>,
+    history: Mutex<History>,
+    tree: ControlHandle,
 }
 
 impl Default for EventHub {
@@ -33,22 +50,48 @@ impl EventHub {
     /// A hub whose subscribers may each fall `capacity` events behind (at least 1).
     pub fn new(capacity: usize) -> Self {
         let (tx, _) = broadcast::channel(capacity.max(1));
-        EventHub { tx }
+        EventHub {
+            tx,
+            observed: Arc::default(),
+        }
     }
 
-    /// Publishes `event`, stamped with the current time. Never blocks; with no subscriber the
-    /// event is dropped.
+    /// Publishes `event`, stamped with the current time: updates the metrics, the history and
+    /// the tree model, then broadcasts it. Never blocks; with no subscriber the broadcast is
+    /// dropped.
     pub fn publish(&self, event: Event) {
-        let _ = self.tx.send(EventRecord {
+        let record = EventRecord {
             time_ms: now_ms(),
             event,
-        });
+        };
+        self.observed.metrics.observe(&record.event);
+        lock(&self.observed.history).apply(&record);
+        self.observed.tree.apply(&record);
+        let _ = self.tx.send(record);
     }
 
-    /// An [`EventSink`] that publishes here.
+    /// An [`EventSink`] that publishes here, and whose [`metrics`](EventSink::metrics) are
+    /// this hub's.
     pub fn sink(&self) -> EventSink {
         let hub = self.clone();
-        EventSink::new(move |event| hub.publish(event))
+        let mut sink = EventSink::new(move |event| hub.publish(event));
+        sink.metrics = Some(Arc::clone(&self.observed.metrics));
+        sink
+    }
+
+    /// The engine's metrics.
+    pub fn metrics(&self) -> &Arc<EngineMetrics> {
+        &self.observed.metrics
+    }
+
+    /// The recent past, from the events (locked while the guard lives: keep it short).
+    pub fn history(&self) -> MutexGuard<'_, History> {
+        lock(&self.observed.history)
+    }
+
+    /// The tree model that the control endpoint and the HTTP API show.
+    pub(crate) fn tree(&self) -> &ControlHandle {
+        &self.observed.tree
     }
 
     /// A new subscription: it sees every event published from now on.
@@ -115,6 +158,10 @@ impl EventSubscription {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn lagged(missed: u64) -> EventRecord {
     EventRecord {
         time_ms: now_ms(),
@@ -126,12 +173,24 @@ fn lagged(missed: u64) -> EventRecord {
 ///
 /// The callback runs on the reporting component's task: it must return quickly and never block.
 #[derive(Clone)]
-pub struct EventSink(Arc<dyn Fn(Event) + Send + Sync>);
+pub struct EventSink {
+    emit: Arc<dyn Fn(Event) + Send + Sync>,
+    metrics: Option<Arc<EngineMetrics>>,
+}
 
 impl EventSink {
-    /// A sink that calls `f` for every event.
+    /// A sink that calls `f` for every event (and has no metrics).
     pub fn new(f: impl Fn(Event) + Send + Sync + 'static) -> Self {
-        EventSink(Arc::new(f))
+        EventSink {
+            emit: Arc::new(f),
+            metrics: None,
+        }
+    }
+
+    /// The metrics a component updates directly (the WAL's group commits), when the sink comes
+    /// from a hub ([`EventHub::sink`]).
+    pub fn metrics(&self) -> Option<&EngineMetrics> {
+        self.metrics.as_deref()
     }
 
     /// A sink that drops every event (they are still logged through `tracing`).
@@ -141,7 +200,7 @@ impl EventSink {
 
     /// Reports one event.
     pub fn emit(&self, event: Event) {
-        (self.0)(event)
+        (self.emit)(event)
     }
 }
 

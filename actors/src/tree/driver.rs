@@ -182,6 +182,12 @@ impl Actor for Driver {
         let (receiver_wal, _) =
             Wal::open(config.storage.join("receiver-wal"), wal_config()).await?;
         let block_store = BlockStore::new(config.block_store_bytes);
+        // What a scrape reads on the spot: this run's block store, and the pipeline's sources.
+        let metrics = args.hub.metrics();
+        let probed = block_store.clone();
+        metrics.set_block_store_probe(move || probed.bytes() as u64);
+        let pipeline = Arc::clone(&args.pipeline);
+        metrics.set_source_probe(move || pipeline.sources());
         let in_flight = InFlight::default();
         let names = config.names();
         let temporary = RestartType::Temporary; // the root restarts the whole driver instead

@@ -42,6 +42,10 @@ impl Names {
     pub fn control_endpoint(&self) -> String {
         self.name("control-endpoint")
     }
+    /// `http-server`
+    pub fn http_server(&self) -> String {
+        self.name("http-server")
+    }
     /// `driver`
     pub fn driver(&self) -> String {
         self.name("driver")

@@ -7,6 +7,8 @@
 //! * `control-endpoint` — only with [`EngineConfig::control_addr`]: started before the driver
 //!   (so it sees the driver start), with a token created now and written to
 //!   `<storage>/control-token` (see [`crate::observe::control`]).
+//! * `http-server` — only with [`EngineConfig::http_addr`]: metrics, the JSON API and the
+//!   dashboard (see [`crate::observe::http`]), with the same token.
 //! * `driver` — restarted from the latest valid checkpoint after any failure, under the
 //!   engine's restart intensity and exponential backoff ([`EngineConfig::driver_policy`]).
 //!
@@ -26,6 +28,8 @@ use crate::observe::control::control_endpoint::{ControlEndpoint, ControlEndpoint
 use crate::observe::control::token::create_token;
 use crate::observe::control::tree_model::ControlHandle;
 use crate::observe::event_bus::{EventBus, EventBusArgs};
+use crate::observe::http::http_server::{HttpHandle, HttpServer, HttpServerArgs};
+use crate::observe::http::routes::Api;
 use crate::observe::hub::EventHub;
 use crate::storage::storage_lock::StorageLock;
 use crate::tree::children::{ChildSpec, Children, Decision};
@@ -50,6 +54,8 @@ pub(crate) struct RootArgs {
     pub outcome: Arc<Mutex<Option<EngineError>>>,
     /// Shared with the control endpoint (unused without one).
     pub control: ControlHandle,
+    /// Shared with the HTTP server (unused without one).
+    pub http: HttpHandle,
     /// This process's claim on the storage directory (`None` for object storage), held as
     /// long as the root lives.
     pub lock: Option<StorageLock>,
@@ -72,6 +78,45 @@ pub(crate) enum RootMsg {
     Restart(RestartChildren),
     /// Stop the engine (see [`DriverMsg::Stop`]); replies when everything is stopped.
     Stop(Stop),
+}
+
+/// The narrowed reference the HTTP server stops the engine through.
+impl From<Stop> for RootMsg {
+    fn from(stop: Stop) -> Self {
+        RootMsg::Stop(stop)
+    }
+}
+
+impl TryFrom<RootMsg> for Stop {
+    type Error = RootMsg;
+
+    fn try_from(message: RootMsg) -> Result<Self, RootMsg> {
+        match message {
+            RootMsg::Stop(stop) => Ok(stop),
+            other => Err(other),
+        }
+    }
+}
+
+/// The configuration the HTTP API shows: the engine's settings (those of the layer above
+/// included) and where it listens.
+fn effective_settings(config: &EngineConfig) -> std::collections::BTreeMap<String, String> {
+    let mut settings = config.settings();
+    let addr =
+        |a: Option<std::net::SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
+    settings.insert("storage".to_owned(), config.storage.describe());
+    settings.insert("name_prefix".to_owned(), config.name_prefix.clone());
+    settings.insert("control_addr".to_owned(), addr(config.control_addr));
+    settings.insert("http_addr".to_owned(), addr(config.http_addr));
+    settings.insert(
+        "http_max_connections".to_owned(),
+        config.http_max_connections.to_string(),
+    );
+    settings.insert(
+        "control_max_connections".to_owned(),
+        config.control_max_connections.to_string(),
+    );
+    settings
 }
 
 impl Actor for Root {
@@ -102,12 +147,17 @@ impl Actor for Root {
             EventBus,
             move || bus_args.clone(),
         ));
+        // One token for the control endpoint and the HTTP server, written once.
+        let token = match (
+            args.config.control_addr.or(args.config.http_addr),
+            args.config.storage.local_dir(),
+        ) {
+            (Some(_), Some(dir)) => Some(Arc::<str>::from(create_token(dir)?)),
+            _ => None,
+        };
         let endpoint = match args.config.control_addr {
             Some(addr) => {
-                let token = match args.config.storage.local_dir() {
-                    Some(dir) => Some(Arc::<str>::from(create_token(dir)?)),
-                    None => None,
-                };
+                let token = token.clone();
                 let endpoint_args = ControlEndpointArgs {
                     addr,
                     hub: args.hub.clone(),
@@ -127,6 +177,33 @@ impl Actor for Root {
             }
             None => None,
         };
+        let http = match args.config.http_addr {
+            Some(addr) => {
+                let http_args = HttpServerArgs {
+                    addr,
+                    handle: args.http.clone(),
+                    max_connections: args.config.http_max_connections,
+                    api: Api {
+                        hub: args.hub.clone(),
+                        names: names.clone(),
+                        name_prefix: args.config.name_prefix.clone(),
+                        token,
+                        token_for_reads: false,
+                        settings: Arc::new(effective_settings(&args.config)),
+                        batch_interval_ms: u64::try_from(args.config.batch_interval.as_millis())
+                            .unwrap_or(u64::MAX),
+                        stopper: myself.get_derived(),
+                    },
+                };
+                Some(children.add(ChildSpec::new(
+                    names.http_server(),
+                    RestartType::Permanent,
+                    HttpServer,
+                    move || http_args.clone(),
+                )))
+            }
+            None => None,
+        };
         let driver_args = args.driver.clone();
         let driver = children.add(ChildSpec::new(
             names.driver(),
@@ -139,9 +216,9 @@ impl Actor for Root {
             .start_one(&cell, 0)
             .await
             .map_err(|(n, e)| format!("{n} did not start: {e}"))?;
-        if let Some(endpoint) = endpoint {
+        for child in [endpoint, http].into_iter().flatten() {
             children
-                .start_one(&cell, endpoint)
+                .start_one(&cell, child)
                 .await
                 .map_err(|(n, e)| format!("{n} did not start: {e}"))?;
         }

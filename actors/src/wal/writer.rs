@@ -303,11 +303,13 @@ impl Writer {
         }
         let data = Bytes::from(buf);
         let written = data.len() as u64;
+        let began = Instant::now();
         let result = self
             .inner
             .segments
             .append(id, &active.file, start, data)
             .await;
+        let took = began.elapsed();
         match result {
             Ok(()) => {
                 if let Some(active) = self.active.as_mut() {
@@ -323,6 +325,16 @@ impl Writer {
                     stats.appends += handles.len() as u64;
                     stats.group_commits += 1;
                     stats.bytes += written;
+                }
+                if let Some(metrics) = self.config.events.metrics() {
+                    let segments = self.inner.meta().len();
+                    metrics.wal_group_committed(
+                        &self.inner.log,
+                        handles.len() as u64,
+                        written,
+                        took,
+                        segments,
+                    );
                 }
                 for (p, handle) in group.drain(..).zip(handles) {
                     let _ = p.reply.send(Ok(handle));

@@ -77,6 +77,14 @@ struct Args {
     /// the token in <checkpoint-dir>/control-token (`weir … --token-file`).
     #[arg(long, requires = "control_addr")]
     control_allow_remote: bool,
+    /// Serve the metrics, the JSON API and the web dashboard over HTTP on ADDR (e.g.
+    /// 127.0.0.1:4040).
+    #[arg(long, value_name = "ADDR")]
+    http_addr: Option<SocketAddr>,
+    /// Allow an --http-addr that is not a loopback address; every request must then carry the
+    /// token in <checkpoint-dir>/control-token (`Authorization: Bearer <token>`).
+    #[arg(long, requires = "http_addr")]
+    http_allow_remote: bool,
     /// Stop gracefully after N batches have completed.
     #[arg(long, value_name = "N")]
     max_batches: Option<u64>,
@@ -127,6 +135,12 @@ async fn run(args: Args) -> Result<(), BoxError> {
             Some(addr) => config
                 .control_addr(addr)
                 .control_allow_remote(args.control_allow_remote),
+            None => config,
+        };
+        let config = match args.http_addr {
+            Some(addr) => config
+                .http_addr(addr)
+                .http_allow_remote(args.http_allow_remote),
             None => config,
         };
         let ctx = StreamingContext::new(config);

@@ -23,8 +23,8 @@
 //!
 //! After a restart the endpoint binds the address it had before (also when it was configured
 //! with port 0), so clients reconnect to the same place. The tree model lives in the
-//! [`ControlHandle`], which outlives the actor. The listener, the model feed and every
-//! session are tasks owned by abort-on-drop guards in the actor's state, so a killed endpoint
+//! [`ControlHandle`], which outlives the actor (the hub feeds it every event). The listener
+//! and every session are tasks owned by abort-on-drop guards in the actor's state, so a killed endpoint
 //! leaves no listener and no session behind.
 
 use std::io::Write;
@@ -63,7 +63,7 @@ pub(crate) struct ControlEndpointArgs {
     pub(crate) name_prefix: String,
     /// The token; `None`: every command that changes anything is refused.
     pub(crate) token: Option<Arc<str>>,
-    /// Shared with the engine.
+    /// Shared with the engine; the hub's ([`EventHub::tree`]), which feeds it.
     pub(crate) handle: ControlHandle,
     /// Connections served at once at most; one more is turned away.
     pub(crate) max_connections: usize,
@@ -116,13 +116,6 @@ impl Actor for ControlEndpoint {
         args.handle.set_local_addr(bound);
         tracing::info!(%bound, "control endpoint listening");
 
-        let mut subscription = args.hub.subscribe();
-        let handle = args.handle.clone();
-        let model = AbortOnDrop(tokio::spawn(async move {
-            while let Some(record) = subscription.next().await {
-                handle.apply(&record);
-            }
-        }));
         // Off loopback, anyone on the network could connect: the token comes first.
         let admission = if is_loopback(bound) {
             Admission::Open
@@ -150,10 +143,11 @@ impl Actor for ControlEndpoint {
             listener,
             args.max_connections,
             move |stream| Arc::clone(&conn).serve(stream),
+            turn_away,
         )));
         Ok(ControlEndpointState {
             args,
-            _tasks: vec![model, accept],
+            _tasks: vec![accept],
         })
     }
 
@@ -183,7 +177,7 @@ const LISTEN_BACKLOG: u32 = 1024;
 
 /// A listener on `addr` with [`LISTEN_BACKLOG`], reusing the address as `TcpListener::bind`
 /// does (so a restarted endpoint binds the port its killed predecessor held).
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -235,14 +229,16 @@ impl AcceptBackoff {
 }
 
 /// Accepts connections for ever: serves each with `serve` while fewer than `max` are served,
-/// and turns the others away at once ([`turn_away`]). A failed accept (out of file
-/// descriptors, say) is retried after an [`AcceptBackoff`] pause, never in a hot loop;
-/// sessions go on ending meanwhile.
-pub(crate) async fn accept_loop<A, F, S>(mut acceptor: A, max: usize, serve: S)
+/// and hands the others to `refuse` (which must not wait: [`turn_away`] writes one line only if
+/// the socket takes it at once). A failed accept (out of file descriptors, say) is retried
+/// after an [`AcceptBackoff`] pause, never in a hot loop; sessions go on ending meanwhile. The
+/// HTTP server uses it too.
+pub(crate) async fn accept_loop<A, F, S, R>(mut acceptor: A, max: usize, serve: S, refuse: R)
 where
     A: Acceptor,
     F: Future<Output = ()> + Send + 'static,
     S: Fn(TcpStream) -> F + Send + 'static,
+    R: Fn(TcpStream, usize) + Send + 'static,
 {
     let mut sessions = JoinSet::new();
     let mut backoff = AcceptBackoff::default();
@@ -254,7 +250,7 @@ where
                 Ok(stream) => {
                     backoff.succeeded();
                     if sessions.len() >= max {
-                        turn_away(stream, max);
+                        refuse(stream, max);
                     } else {
                         sessions.spawn(serve(stream));
                     }
@@ -282,9 +278,16 @@ fn turn_away(stream: TcpStream, max: usize) {
              closed, try again later"
         ),
     ));
+    if let Ok(line) = encode_line(&refusal) {
+        write_now(stream, &line);
+    }
+}
+
+/// Writes `bytes` to `stream` only as far as its buffer takes them at once, then closes it.
+pub(crate) fn write_now(stream: TcpStream, bytes: &[u8]) {
     // Out of tokio's reactor, so the write is one non-blocking `write(2)`, now.
-    if let (Ok(line), Ok(stream)) = (encode_line(&refusal), stream.into_std()) {
-        let _ = (&stream).write(&line);
+    if let Ok(stream) = stream.into_std() {
+        let _ = (&stream).write(bytes);
     }
 }
 
@@ -330,47 +333,73 @@ fn carry_out(args: &ControlEndpointArgs, command: Command) -> Reply {
         }
         Some(_) => {}
     }
+    match kill_or_panic(&args.names, &args.name_prefix, &actor, kill) {
+        Ok(message) => Reply::ok(id, message),
+        Err(refusal) => Reply::refused(id, refusal.message),
+    }
+}
+
+/// Why [`kill_or_panic`] refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    /// No running actor has the name (as opposed to: not allowed).
+    pub(crate) not_found: bool,
+    /// One sentence.
+    pub(crate) message: String,
+}
+
+/// Kills `actor` or arms a panic in it — only an actor of this engine's tree under its prefix,
+/// never the root — once the caller has checked the token. What the control endpoint and the
+/// HTTP API share.
+pub(crate) fn kill_or_panic(
+    names: &Names,
+    name_prefix: &str,
+    actor: &str,
+    kill: bool,
+) -> Result<String, Refusal> {
+    let verb = if kill { "kill" } else { "panic" };
+    let refuse = |not_found: bool, message: String| Refusal { not_found, message };
     // Only under this engine's prefix: never the name as given when it lacks the prefix, which
     // could be another engine's actor, or anything else registered in the process.
-    let name = if actor.starts_with(&args.name_prefix) {
-        actor.clone()
+    let name = if actor.starts_with(name_prefix) {
+        actor.to_owned()
     } else {
-        format!("{}{actor}", args.name_prefix)
+        format!("{name_prefix}{actor}")
     };
     let Some(cell) = ractor::registry::where_is(name.clone()) else {
-        return Reply::refused(
-            id,
+        return Err(refuse(
+            true,
             format!("refused to {verb} {actor}: no running actor has that name"),
-        );
+        ));
     };
-    let root = args.names.root();
+    let root = names.root();
     if name == root {
-        return Reply::refused(
-            id,
+        return Err(refuse(
+            false,
             format!(
                 "refused to {verb} {name}: the root would take the whole engine down; stop the process instead"
             ),
-        );
+        ));
     }
     // With an empty prefix every name is "under" it: the actor must also be in this engine's
     // supervision tree.
     if !descends_from(&cell, &root) {
-        return Reply::refused(
-            id,
+        return Err(refuse(
+            false,
             format!("refused to {verb} {name}: it is not an actor of this engine"),
-        );
+        ));
     }
     if kill {
-        tracing::warn!(actor = %name, "killing an actor on request of the control endpoint");
+        tracing::warn!(actor = %name, "killing an actor on request of an operator");
         cell.kill();
-        Reply::ok(id, format!("killed {name}"))
+        Ok(format!("killed {name}"))
     } else {
-        tracing::warn!(actor = %name, "arming a panic on request of the control endpoint");
+        tracing::warn!(actor = %name, "arming a panic on request of an operator");
         crate::faults::arm_panic(
             name.clone(),
             format!("panic injected through the control endpoint into {name}"),
         );
-        Reply::ok(id, format!("{name} panics when it next handles a message"))
+        Ok(format!("{name} panics when it next handles a message"))
     }
 }
 
@@ -540,7 +569,7 @@ mod tests {
             calls: 10,
             done: Arc::clone(&done),
         };
-        let accepting = tokio::spawn(accept_loop(acceptor, 4, |_stream| async {}));
+        let accepting = tokio::spawn(accept_loop(acceptor, 4, |_stream| async {}, turn_away));
         tokio::time::timeout(Duration::from_secs(60), done.notified())
             .await
             .expect("ten accepts within a minute");

@@ -11,7 +11,6 @@ use std::time::Duration;
 use crate::config::ControlConfigError;
 use crate::observe::control::control_endpoint::{ControlEndpoint, ControlEndpointArgs, ControlMsg};
 use crate::observe::control::protocol::{MAX_LINE, PROTOCOL_VERSION, Reply, ServerMessage};
-use crate::observe::control::tree_model::ControlHandle;
 use crate::observe::hub::{DEFAULT_CAPACITY, EventHub};
 use crate::testing::CommitLogPipeline;
 use crate::{Engine, EngineConfig, EngineError, Event, Names, Storage};
@@ -57,7 +56,7 @@ async fn endpoint_with(
     tweak: impl FnOnce(&mut ControlEndpointArgs),
 ) -> Endpoint {
     let hub = EventHub::default();
-    let handle = ControlHandle::default();
+    let handle = hub.tree().clone();
     let names = Names::new(prefix);
     let mut args = ControlEndpointArgs {
         addr: "127.0.0.1:0".parse().expect("addr"),
@@ -249,7 +248,7 @@ async fn commands_are_answered_by_id_and_kill_needs_the_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_endpoint_listens_on_the_address_it_had() {
     let hub = EventHub::default();
-    let handle = ControlHandle::default();
+    let handle = hub.tree().clone();
     let args = ControlEndpointArgs {
         addr: "127.0.0.1:0".parse().expect("addr"),
         hub,

@@ -71,6 +71,7 @@ fn fixed_state() -> State {
                     store: "data/checkpoints".into(),
                     id: 7,
                     bytes: 2048,
+                    duration_ms: Some(12),
                 },
             ),
         ],

@@ -1,0 +1,1 @@
+// The dashboard script (replaced by the dashboard branch).
