@@ -94,6 +94,9 @@ impl Actor for HttpServer {
         let mut api = args.api.clone();
         // Off loopback, anyone on the network could connect: every request needs the token.
         api.token_for_reads = !is_loopback(bound);
+        let mut settings = (*api.settings).clone();
+        settings.insert("http_addr".to_owned(), bound.to_string());
+        api.settings = Arc::new(settings);
         let app = router(api);
         let accept = AbortOnDrop(tokio::spawn(accept_loop(
             listener,

@@ -123,9 +123,23 @@ fn presented_token(method: &Method, headers: &HeaderMap, query: Option<&str>) ->
     })
 }
 
-/// The token rules: commands always need the token; reads need it off loopback.
+/// The size rule (a declared body over [`MAX_BODY_BYTES`] is refused unread), then the token
+/// rules: commands always need the token; reads need it off loopback.
 async fn guard(State(api): State<Api>, request: Request, next: Next) -> Response {
-    let reading = matches!(*request.method(), Method::GET | Method::HEAD);
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return answer(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            false,
+            format!("a request body may have at most {MAX_BODY_BYTES} bytes"),
+        );
+    }
+    // Only `POST` changes anything; other methods than `GET` and `POST` get `405` below.
+    let reading = *request.method() != Method::POST;
     if reading && !api.token_for_reads {
         return next.run(request).await;
     }
