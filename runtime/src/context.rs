@@ -678,6 +678,7 @@ impl StreamingContext {
                 rate: self.rate.direct_rate().ok().flatten(),
                 rate_config: self.config.rate,
                 batch_interval: self.config.engine.batch_interval,
+                positions: std::sync::Mutex::default(),
             }),
         );
         DStream::from_node(&self.graph, node)

@@ -425,3 +425,46 @@ async fn off_loopback_it_must_be_allowed_and_then_every_request_needs_the_token(
     );
     ctx.stop(true).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offset_sources_lag_is_served_per_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = weir::testing::MemoryLog::new("log", 2);
+    let words: Vec<String> = (0..100).map(|i| format!("w{i}")).collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    log.append(0, &words);
+    log.append(1, &["a", "b", "c", "d"]);
+    let mut ctx = StreamingContext::new(config(dir.path(), "http-lag/"));
+    // Three records per partition and batch: partition 0 stays behind for a while.
+    ctx.direct_stream(
+        log.clone(),
+        weir::dstream::StartingOffsets::Earliest,
+        Some(3),
+    )
+    .uid("log")
+    .count()
+    .foreach_batch(|_| Ok(()));
+    ctx.start().await.unwrap();
+    let addr = ctx.http_addr().unwrap();
+    batch_completed(&ctx, 1).await;
+
+    let sources = get(addr, "/api/v1/sources").await.json();
+    let list = sources["sources"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{sources}");
+    for (p, latest) in [(0, 100), (1, 4)] {
+        let s = &list[p];
+        assert_eq!(s["source"], "log");
+        assert_eq!(s["partition"], p);
+        assert_eq!(s["latest"], latest);
+        let planned = s["planned"].as_u64().unwrap();
+        assert!(planned > 0 && planned <= latest, "{s}");
+        assert_eq!(s["lag"].as_u64().unwrap(), latest - planned, "{s}");
+    }
+    assert!(list[0]["lag"].as_u64().unwrap() > 0, "{sources}");
+    let metrics = get(addr, "/metrics").await.body;
+    assert!(
+        metrics.contains("weir_source_lag_records{partition=\"0\",source=\"log\"}"),
+        "{metrics}"
+    );
+    ctx.stop(true).await.unwrap();
+}

@@ -105,6 +105,10 @@ pub(crate) trait Lifecycle: Send + Sync {
         let _ = time;
         Vec::new()
     }
+    /// Where a direct source's partitions are, as of its newest plan.
+    fn sources(&self) -> Vec<weir_actors::SourceLag> {
+        Vec::new()
+    }
 }
 
 /// A node's identity.
@@ -563,6 +567,15 @@ impl Pipeline for GraphPipeline {
         }
         *lock(&self.graph.restore_report) = report;
         Ok(())
+    }
+
+    fn sources(&self) -> Vec<weir_actors::SourceLag> {
+        self.graph
+            .nodes()
+            .iter()
+            .filter_map(|node| node.lifecycle())
+            .flat_map(|lifecycle| lifecycle.sources())
+            .collect()
     }
 
     fn batch_completed(&self, batch_time_ms: u64) {

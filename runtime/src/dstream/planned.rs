@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use weir_actors::SourceLag;
 use weir_actors::pipeline::UserError;
 
 use super::Data;
@@ -48,6 +49,10 @@ pub(crate) trait Planner: Send + Sync + 'static {
     /// Offset ranges of a plan, for sinks that store offsets with their output.
     fn offset_ranges(&self, plan: &Self::Plan) -> Vec<OffsetRange> {
         let _ = plan;
+        Vec::new()
+    }
+    /// Where each partition is, as of the newest plan (for the lag metric).
+    fn sources(&self) -> Vec<SourceLag> {
         Vec::new()
     }
     /// The node's state as an earlier release checkpointed it, with plan and position types
@@ -225,6 +230,10 @@ impl<P: Planner> Lifecycle for Planned<P> {
 
     fn offset_ranges(&self, time: u64) -> Vec<OffsetRange> {
         self.ranges(time)
+    }
+
+    fn sources(&self) -> Vec<SourceLag> {
+        self.planner.sources()
     }
 
     fn completed(&self, _graph: &GraphShared, time: u64) {
@@ -566,6 +575,8 @@ pub(crate) struct Direct {
     /// The fixed rate limits.
     pub(crate) rate_config: crate::backpressure::RateConfig,
     pub(crate) batch_interval: std::time::Duration,
+    /// Each partition's planned end and latest offset, as of the newest plan.
+    pub(crate) positions: std::sync::Mutex<Vec<SourceLag>>,
 }
 
 impl Direct {
@@ -660,6 +671,17 @@ impl Planner for Direct {
             plan.push(range.start..until);
         }
         self.bound_bytes(&mut plan)?;
+        let name = self.source.name();
+        *lock(&self.positions) = plan
+            .iter()
+            .enumerate()
+            .map(|(p, range)| SourceLag {
+                source: name.clone(),
+                partition: p as u32,
+                planned: range.end,
+                latest: latest.get(p).copied().unwrap_or(range.end),
+            })
+            .collect();
         let next = plan.iter().map(|r| r.end).collect();
         Ok((plan, next))
     }
@@ -680,6 +702,9 @@ impl Planner for Direct {
             )));
         }
         Ok(records)
+    }
+    fn sources(&self) -> Vec<SourceLag> {
+        lock(&self.positions).clone()
     }
     fn commit(&self, through: &Vec<u64>) {
         if let Err(err) = self.source.commit(through) {
