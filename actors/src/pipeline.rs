@@ -343,6 +343,14 @@ pub trait Pipeline: Send + Sync + 'static {
         let _ = batch_time_ms;
     }
 
+    /// The records each source (by its id) read for batch `batch_time_ms`, asked when the batch
+    /// has completed, before [`batch_completed`](Self::batch_completed): published as
+    /// [`Event::BatchInputs`](crate::Event::BatchInputs). None by default.
+    fn batch_inputs(&self, batch_time_ms: u64) -> BTreeMap<String, u64> {
+        let _ = batch_time_ms;
+        BTreeMap::new()
+    }
+
     /// Where each partition of each offset source is: the end of the newest planned batch and
     /// the latest offset the source reported (the `weir_source_lag_records` metric and
     /// `/api/v1/sources`). Called when they are asked for, from any thread: answer from what

@@ -427,7 +427,7 @@ async fn off_loopback_it_must_be_allowed_and_then_every_request_needs_the_token(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_offset_sources_lag_is_served_per_partition() {
+async fn an_offset_sources_records_per_batch_and_lag_per_partition_are_served() {
     let dir = tempfile::tempdir().unwrap();
     let log = weir::testing::MemoryLog::new("log", 2);
     let words: Vec<String> = (0..100).map(|i| format!("w{i}")).collect();
@@ -446,7 +446,38 @@ async fn an_offset_sources_lag_is_served_per_partition() {
     .foreach_batch(|_| Ok(()));
     ctx.start().await.unwrap();
     let addr = ctx.http_addr().unwrap();
-    batch_completed(&ctx, 1).await;
+    let mut events = ctx.events().unwrap();
+    let inputs = events
+        .next_matching(
+            PATIENCE,
+            |e| matches!(e, Event::BatchInputs { records, .. } if *records > 0),
+        )
+        .await
+        .expect("a batch's inputs are published");
+    let Event::BatchInputs {
+        batch_time_ms,
+        records,
+        sources,
+    } = inputs.event
+    else {
+        unreachable!("matched above")
+    };
+    assert_eq!(
+        sources.get("log"),
+        Some(&records),
+        "counted under the source's uid"
+    );
+    assert!(records <= 6, "at most three per partition: {records}");
+    let batches = get(addr, "/api/v1/batches").await.json();
+    let batch = batches["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["batch_time_ms"] == batch_time_ms)
+        .expect("the batch is listed")
+        .clone();
+    assert_eq!(batch["records"], records, "{batch}");
+    assert_eq!(batch["sources"]["log"], records, "{batch}");
 
     let sources = get(addr, "/api/v1/sources").await.json();
     let list = sources["sources"].as_array().unwrap();
@@ -464,6 +495,10 @@ async fn an_offset_sources_lag_is_served_per_partition() {
     let metrics = get(addr, "/metrics").await.body;
     assert!(
         metrics.contains("weir_source_lag_records{partition=\"0\",source=\"log\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("weir_source_records_total{source=\"log\"}"),
         "{metrics}"
     );
     ctx.stop(true).await.unwrap();

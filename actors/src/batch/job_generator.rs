@@ -663,6 +663,14 @@ async fn complete(
     if let Some(blocks) = state.blocks_of.remove(&t) {
         state.args.block_store.remove(&blocks);
     }
+    let sources = state.args.pipeline.batch_inputs(t);
+    if !sources.is_empty() {
+        state.args.events.emit(Event::BatchInputs {
+            batch_time_ms: t,
+            records: sources.values().sum(),
+            sources,
+        });
+    }
     state.args.pipeline.batch_completed(t);
     let draining = state.drain.is_some();
     let actions =

@@ -117,6 +117,16 @@ pub enum Event {
         /// Records processed.
         records: u64,
     },
+    /// What each source read for a completed batch (published after its
+    /// [`BatchCompleted`](Event::BatchCompleted), by the job generator).
+    BatchInputs {
+        /// The batch time.
+        batch_time_ms: u64,
+        /// Records of every source together.
+        records: u64,
+        /// Records per source, by the source's id (its `uid`).
+        sources: std::collections::BTreeMap<String, u64>,
+    },
     /// A batch failed: one of its jobs failed more often than the task attempts allow. The
     /// driver's restart re-runs it from the last checkpoint.
     BatchFailed {

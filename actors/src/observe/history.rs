@@ -62,6 +62,8 @@ pub struct BatchView {
     pub processing_ms: Option<u64>,
     /// Scheduling delay plus processing time (Spark's "total delay").
     pub total_delay_ms: Option<u64>,
+    /// Records per source (by the source's id), once the batch completed.
+    pub sources: BTreeMap<String, u64>,
     /// Its output operations.
     pub outputs: Vec<OutputView>,
     /// Why it failed.
@@ -183,6 +185,7 @@ impl History {
             scheduling_delay_ms: None,
             processing_ms: None,
             total_delay_ms: None,
+            sources: BTreeMap::new(),
             outputs: Vec::new(),
             failure: None,
         })
@@ -257,6 +260,19 @@ impl History {
                 b.failure = None;
                 self.totals.batches_completed += 1;
                 self.totals.records_total += records;
+            }
+            Event::BatchInputs {
+                batch_time_ms,
+                records,
+                sources,
+            } => {
+                let b = self.batch(*batch_time_ms);
+                // A receiver's records are counted by its blocks too: the larger count is the
+                // batch's input.
+                let more = records.saturating_sub(b.records);
+                b.records += more;
+                b.sources.clone_from(sources);
+                self.totals.records_total += more;
             }
             Event::BatchFailed {
                 batch_time_ms,
@@ -481,6 +497,32 @@ mod tests {
         assert_eq!(h.totals().batches_completed, 1);
         assert_eq!(h.totals().records_total, 30);
         assert_eq!(h.events(100).len(), 5);
+    }
+
+    #[test]
+    fn a_batchs_inputs_give_its_records_per_source() {
+        let mut h = History::default();
+        h.apply(&rec(
+            1,
+            Event::BatchCompleted {
+                batch_time_ms: 1000,
+                scheduling_delay_ms: 1,
+                processing_ms: 2,
+                records: 5,
+            },
+        ));
+        h.apply(&rec(
+            2,
+            Event::BatchInputs {
+                batch_time_ms: 1000,
+                records: 12,
+                sources: BTreeMap::from([("files".to_owned(), 7), ("socket".to_owned(), 5)]),
+            },
+        ));
+        let b = &h.batches(1)[0];
+        assert_eq!(b.records, 12);
+        assert_eq!(b.sources["files"], 7);
+        assert_eq!(h.totals().records_total, 12);
     }
 
     #[test]

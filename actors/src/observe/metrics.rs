@@ -76,6 +76,7 @@ pub struct EngineMetrics {
     last_batch_time: Gauge,
     outputs_completed: IntCounter,
     output_duration: Histogram,
+    source_records: IntCounterVec,
     receiver_records: IntCounterVec,
     receiver_bytes: IntCounterVec,
     receiver_blocks: IntCounterVec,
@@ -102,6 +103,8 @@ pub struct EngineMetrics {
     block_store_bytes: IntGauge,
     events_lagged: IntCounter,
     batch_interval_s: Mutex<f64>,
+    /// The last completed batch: its time and the records its blocks held.
+    last_batch: Mutex<(u64, u64)>,
     block_store_probe: Mutex<Option<Probe<u64>>>,
     source_probe: Mutex<Option<Probe<Vec<SourceLag>>>>,
 }
@@ -225,6 +228,12 @@ impl EngineMetrics {
                 "weir_output_duration_seconds",
                 "How long an output operation took.",
                 DELAY_BUCKETS,
+            ),
+            source_records: counter_vec(
+                &r,
+                "weir_source_records_total",
+                "Records a source read for completed batches, by the source's id.",
+                &["source"],
             ),
             receiver_records: counter_vec(
                 &r,
@@ -364,6 +373,7 @@ impl EngineMetrics {
                 "Events a slow subscriber missed (its queue is bounded; the engine never waits).",
             ),
             batch_interval_s: Mutex::new(0.0),
+            last_batch: Mutex::new((0, 0)),
             block_store_probe: Mutex::new(None),
             source_probe: Mutex::new(None),
             registry: r,
@@ -463,11 +473,25 @@ impl EngineMetrics {
                     .observe(secs(*scheduling_delay_ms));
                 self.batch_total_delay
                     .observe(secs(scheduling_delay_ms.saturating_add(*processing_ms)));
-                let interval = *lock(&self.batch_interval_s);
-                if interval > 0.0 {
-                    self.input_rate.set(*records as f64 / interval);
-                }
+                *lock(&self.last_batch) = (*batch_time_ms, *records);
+                self.set_input_rate(*records);
                 self.last_batch_time.set(secs(*batch_time_ms));
+            }
+            Event::BatchInputs {
+                batch_time_ms,
+                records,
+                sources,
+            } => {
+                for (source, n) in sources {
+                    self.source_records.with_label_values(&[source]).inc_by(*n);
+                }
+                // A receiver's records are counted by its blocks too: the larger count is the
+                // batch's input.
+                let (last, counted) = *lock(&self.last_batch);
+                if last == *batch_time_ms && *records > counted {
+                    self.batch_records.inc_by(records - counted);
+                    self.set_input_rate(*records);
+                }
             }
             Event::BatchFailed { .. } => self.batches_failed.inc(),
             Event::OutputCompleted { duration_ms, .. } => {
@@ -498,6 +522,13 @@ impl EngineMetrics {
             Event::CheckpointSkipped { .. } => self.checkpoints_skipped.inc(),
             Event::Lagged { missed } => self.events_lagged.inc_by(*missed),
             _ => {}
+        }
+    }
+
+    fn set_input_rate(&self, records: u64) {
+        let interval = *lock(&self.batch_interval_s);
+        if interval > 0.0 {
+            self.input_rate.set(records as f64 / interval);
         }
     }
 

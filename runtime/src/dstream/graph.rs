@@ -61,6 +61,11 @@ pub(crate) trait Compute<T>: Send + Sync + 'static {
     fn lifecycle(&self) -> Option<&dyn Lifecycle> {
         None
     }
+    /// Whether this node reads a batch's input (a source): its records per batch are counted
+    /// (one count per computed partition, never per record) and reported as the batch's input.
+    fn is_input(&self) -> bool {
+        false
+    }
 }
 
 /// What sources with planned input and stateful nodes add to a node.
@@ -136,15 +141,24 @@ pub(crate) struct Node<T> {
     /// Inner nodes holding this operator's state (a composite operator's window): named
     /// `<uid>/<suffix>` when the operator's uid is set.
     pub(crate) helpers: Mutex<Vec<(&'static str, Arc<dyn AnyNode>)>>,
+    /// A source's records per batch and partition (a recomputed partition counts once).
+    input_counts: Mutex<BTreeMap<u64, BTreeMap<usize, u64>>>,
 }
 
 impl<T: Send + Sync + 'static> Node<T> {
     /// Partition `part` of batch `cx.time`.
     pub(crate) fn partition(&self, cx: BatchCx<'_>, part: usize) -> ComputeResult<Partition<T>> {
         self.memo.get_or_compute(cx.time, part, || {
-            self.compute.compute(cx, part).map(Arc::new).map_err(|e| {
+            let records = self.compute.compute(cx, part).map_err(|e| {
                 ComputeError(format!("{} ({}): {}", self.meta.uid(), self.meta.kind, e.0))
-            })
+            })?;
+            if self.compute.is_input() {
+                lock(&self.input_counts)
+                    .entry(cx.time)
+                    .or_default()
+                    .insert(part, records.len() as u64);
+            }
+            Ok(Arc::new(records))
         })
     }
 
@@ -196,6 +210,8 @@ pub(crate) trait AnyNode: Send + Sync {
     fn partitions(&self) -> usize;
     /// Computes (and memoises) one partition, discarding the value.
     fn force(&self, cx: BatchCx<'_>, part: usize) -> ComputeResult<()>;
+    /// A source's records in batch `time` (`None` for other nodes, or if it read nothing).
+    fn input_records(&self, time: u64) -> Option<u64>;
 }
 
 impl<T: Send + Sync + 'static> AnyNode for Node<T> {
@@ -208,6 +224,7 @@ impl<T: Send + Sync + 'static> AnyNode for Node<T> {
     fn evict_through(&self, time: u64) {
         self.memo.evict_through(time);
         self.compute.evict_through(time);
+        lock(&self.input_counts).retain(|&t, _| t > time);
     }
     fn clear(&self) {
         self.memo.clear();
@@ -217,6 +234,11 @@ impl<T: Send + Sync + 'static> AnyNode for Node<T> {
     }
     fn force(&self, cx: BatchCx<'_>, part: usize) -> ComputeResult<()> {
         self.partition(cx, part).map(|_| ())
+    }
+    fn input_records(&self, time: u64) -> Option<u64> {
+        lock(&self.input_counts)
+            .get(&time)
+            .map(|parts| parts.values().sum())
     }
 }
 
@@ -305,6 +327,7 @@ impl GraphShared {
             compute: Box::new(compute),
             memo: Memo::default(),
             helpers: Mutex::new(Vec::new()),
+            input_counts: Mutex::default(),
         });
         lock(&self.nodes).push(Arc::clone(&node) as Arc<dyn AnyNode>);
         node
@@ -567,6 +590,14 @@ impl Pipeline for GraphPipeline {
         }
         *lock(&self.graph.restore_report) = report;
         Ok(())
+    }
+
+    fn batch_inputs(&self, batch_time_ms: u64) -> BTreeMap<String, u64> {
+        self.graph
+            .nodes()
+            .iter()
+            .filter_map(|node| Some((node.meta().uid(), node.input_records(batch_time_ms)?)))
+            .collect()
     }
 
     fn sources(&self) -> Vec<weir_actors::SourceLag> {

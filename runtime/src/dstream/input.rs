@@ -18,6 +18,9 @@ pub(crate) struct ReceiverInput<T> {
 }
 
 impl<T: Data> Compute<T> for ReceiverInput<T> {
+    fn is_input(&self) -> bool {
+        true
+    }
     fn partitions(&self) -> usize {
         self.partitions
     }

@@ -146,6 +146,9 @@ impl<P: Planner> Planned<P> {
 }
 
 impl<P: Planner> Compute<P::Item> for Planned<P> {
+    fn is_input(&self) -> bool {
+        true
+    }
     fn partitions(&self) -> usize {
         self.planner.partitions()
     }
