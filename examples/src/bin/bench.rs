@@ -140,12 +140,12 @@ fn main() -> ExitCode {
 }
 
 fn plan(args: &Args) -> Result<Plan, BoxError> {
-    const PHASES: &[&str] = &["feeder", "floors", "rate", "latency", "kill"];
+    const PHASES: &[&str] = &["feeder", "floors", "rate", "latency", "kill", "http"];
     let phases: Vec<String> = if args.all {
         PHASES.iter().map(|p| (*p).to_owned()).collect()
     } else if args.phases.is_empty() {
         return Err(
-            "choose what to run: --all, or --phase PHASE (feeder, floors, rate, latency, kill)"
+            "choose what to run: --all, or --phase PHASE (feeder, floors, rate, latency, kill, http)"
                 .into(),
         );
     } else {
@@ -253,9 +253,49 @@ fn run(args: &Args) -> Result<(), BoxError> {
                 Kind::PySpark => &[false],
             };
             for &wal in wals {
-                let found = search(&launch, &plan, &pool, &scratch, kind, wal, max_rate);
+                let found = search(
+                    &launch,
+                    &plan,
+                    &pool,
+                    &scratch,
+                    kind,
+                    wal,
+                    (plan.start_rate, max_rate, 1.1),
+                );
                 report.rates.push(found);
             }
+        }
+    }
+    if has("http") {
+        // weir's word_count with its HTTP server on and scraped as Prometheus and an open
+        // dashboard would (`/metrics` and `/api/v1/batches` every second, the event stream
+        // read), against it off: the same search, finer, in this run.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut observed = launch.clone();
+        observed
+            .weir_args
+            .push(format!("--http-addr=127.0.0.1:{port}"));
+        let start = plan.start_rate.min(max_rate);
+        for (label, l) in [("off", &launch), ("on", &observed)] {
+            let found = search(
+                l,
+                &plan,
+                &pool,
+                &scratch,
+                Kind::Weir,
+                true,
+                (start, max_rate, 1.02),
+            );
+            println!(
+                "bench: http {label}: sustained {}",
+                found.sustained.as_ref().map_or_else(
+                    || "nothing".to_owned(),
+                    |s| format!("{:.0} words/s", s.rate)
+                )
+            );
+            report.http.push((label, found));
         }
     }
     if has("latency") {
@@ -444,6 +484,8 @@ struct Step {
     steady_rss_kb: Option<u64>,
     peak_rss_kb: u64,
     pass: bool,
+    /// With the HTTP server on: scrapes answered (and 1 if the event stream delivered).
+    scrapes: Option<u64>,
 }
 
 impl Step {
@@ -523,6 +565,7 @@ fn step(
     let feeder = Feeder::socket(Arc::clone(pool), Some(rate))?;
     let addr = feeder.addr.ok_or("the socket feeder has no address")?;
     let mut running = launch.start(kind, &Source::Socket(addr), batch_ms, wal, &dirs, "run")?;
+    let scraper = http_addr(launch).map(Scraper::start);
     let Some(first) = running.wait_batches(1, Duration::from_secs(120)) else {
         running.stop(Duration::from_secs(10))?;
         return Err(format!(
@@ -540,6 +583,7 @@ fn step(
     let achieved = (words1 - words0) as f64 / (t1 - t0).as_secs_f64();
     let tally: Arc<Tally> = Arc::clone(feeder.tally());
     feeder.stop()?;
+    let scrapes = scraper.map(Scraper::stop);
     // Let the batches of the window finish (bounded).
     let seen = running.batches().len();
     running.wait_batches(seen + 2, Duration::from_millis(3 * batch_ms + 5000));
@@ -579,7 +623,95 @@ fn step(
         steady_rss_kb,
         peak_rss_kb,
         pass,
+        scrapes,
     })
+}
+
+/// The `--http-addr=ADDR` among weir's extra arguments, if any.
+fn http_addr(launch: &Launch) -> Option<std::net::SocketAddr> {
+    launch
+        .weir_args
+        .iter()
+        .find_map(|a| a.strip_prefix("--http-addr="))
+        .and_then(|a| a.parse().ok())
+}
+
+/// What Prometheus and an open dashboard ask of a job: `/metrics` and `/api/v1/batches`
+/// every second, and the event stream read as it comes.
+struct Scraper {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<u64>>,
+}
+
+impl Scraper {
+    fn start(addr: std::net::SocketAddr) -> Scraper {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let poll = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut ok = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for path in ["/metrics", "/api/v1/batches"] {
+                        let answered = std::net::TcpStream::connect(addr).and_then(|mut c| {
+                            write!(
+                                c,
+                                "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+                            )?;
+                            let mut body = Vec::new();
+                            c.read_to_end(&mut body)?;
+                            Ok(body.starts_with(b"HTTP/1.1 200"))
+                        });
+                        ok += u64::from(matches!(answered, Ok(true)));
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                ok
+            })
+        };
+        let events = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut read = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut c) = std::net::TcpStream::connect(addr) else {
+                        std::thread::sleep(Duration::from_millis(200));
+                        continue;
+                    };
+                    let _ = c.set_read_timeout(Some(Duration::from_millis(500)));
+                    if write!(c, "GET /api/v1/events HTTP/1.1\r\nhost: x\r\n\r\n").is_err() {
+                        continue;
+                    }
+                    let mut buf = [0u8; 16 * 1024];
+                    while !stop.load(Ordering::Relaxed) {
+                        match c.read(&mut buf) {
+                            Ok(0) => break,
+                            Ok(n) => read += n as u64,
+                            Err(e)
+                                if e.kind() == std::io::ErrorKind::WouldBlock
+                                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+                            Err(_) => break,
+                        }
+                    }
+                }
+                (read > 0).into()
+            })
+        };
+        Scraper {
+            stop,
+            threads: vec![poll, events],
+        }
+    }
+
+    /// Stops; the scrapes answered `200`, plus 1 if the event stream delivered anything.
+    fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.threads
+            .into_iter()
+            .map(|t| t.join().unwrap_or(0))
+            .sum()
+    }
 }
 
 /// Sleeps until `t`: a measuring window of fixed length, not a wait for an event.
@@ -654,6 +786,9 @@ struct RateResult {
     steps: Vec<Result<Step, String>>,
 }
 
+/// The sustainable rate: doubling from `start` (or halving), then bisection until the bounds
+/// are within `resolution` (a ratio, e.g. 1.1) or the plan's bisection steps are spent.
+#[allow(clippy::too_many_arguments)]
 fn search(
     launch: &Launch,
     plan: &Plan,
@@ -661,7 +796,7 @@ fn search(
     scratch: &Path,
     kind: Kind,
     wal: bool,
-    max_rate: f64,
+    (start, max_rate, resolution): (f64, f64, f64),
 ) -> RateResult {
     let mut result = RateResult {
         kind,
@@ -672,9 +807,14 @@ fn search(
     };
     let try_rate = |rate: f64, result: &mut RateResult| -> bool {
         let dir = scratch.join(format!(
-            "rate-{}-{}-{rate:.0}",
+            "rate-{}-{}{}-{rate:.0}",
             slug(kind),
-            if wal { "wal" } else { "nowal" }
+            if wal { "wal" } else { "nowal" },
+            if http_addr(launch).is_some() {
+                "-http"
+            } else {
+                ""
+            }
         ));
         let r = step(
             launch,
@@ -705,7 +845,7 @@ fn search(
         pass
     };
     // Doubling (or halving, if the first rate fails), then bisection.
-    let mut rate = plan.start_rate.min(max_rate);
+    let mut rate = start.min(max_rate);
     if try_rate(rate, &mut result) {
         while rate < max_rate {
             rate = (rate * 2.0).min(max_rate);
@@ -726,7 +866,7 @@ fn search(
         else {
             break;
         };
-        if hi <= lo * 1.1 {
+        if hi <= lo * resolution {
             break;
         }
         try_rate((lo + hi) / 2.0, &mut result);
@@ -858,6 +998,8 @@ struct Report {
     rates: Vec<RateResult>,
     latency: Vec<(Kind, Result<Step, String>)>,
     kills: Vec<(Kind, bool, Result<Kill, String>)>,
+    /// The `http` phase: weir with its HTTP server off, then on and scraped.
+    http: Vec<(&'static str, RateResult)>,
 }
 
 fn ratio(a: f64, b: f64) -> String {
@@ -1076,6 +1218,43 @@ impl Report {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
+        if !self.http.is_empty() {
+            let _ = writeln!(
+                s,
+                "### HTTP server and metrics: on vs off (weir, receiver WAL on)\n\n\
+                 On: `--http-addr`, with `/metrics` and `/api/v1/batches` asked every second and \
+                 the event stream read, as Prometheus and an open dashboard do.\n\n\
+                 | HTTP server | sustained words/s | first failed | processing p95 ms | scrapes answered |\n|---|---|---|---|---|"
+            );
+            for (label, r) in &self.http {
+                let sustained = r.sustained.as_ref();
+                let _ = writeln!(
+                    s,
+                    "| {label} | {} | {} | {} | {} |",
+                    sustained.map_or_else(|| "none".to_owned(), |st| format!("{:.0}", st.rate)),
+                    r.failed
+                        .map_or_else(|| "none".to_owned(), |f| format!("{f:.0}")),
+                    sustained.map_or_else(|| "–".to_owned(), |st| st.processing.p95.to_string()),
+                    sustained
+                        .and_then(|st| st.scrapes)
+                        .map_or_else(|| "–".to_owned(), |n| n.to_string()),
+                );
+            }
+            let rate = |label: &str| {
+                self.http
+                    .iter()
+                    .find(|(l, _)| *l == label)
+                    .and_then(|(_, r)| r.sustained.as_ref().map(|st| st.rate))
+            };
+            if let (Some(off), Some(on)) = (rate("off"), rate("on")) {
+                let _ = writeln!(
+                    s,
+                    "\nOn / off: {} ({:+.1} %).\n",
+                    ratio(on, off),
+                    (on / off - 1.0) * 100.0
+                );
+            }
+        }
         s
     }
 }
