@@ -43,9 +43,10 @@ pub(super) enum Severity {
 /// The severity of `event`.
 pub(super) fn severity(event: &Event) -> Severity {
     match event {
-        Event::ActorFailed { .. } | Event::ActorGaveUp { .. } | Event::ReceiverError { .. } => {
-            Severity::Error
-        }
+        Event::ActorFailed { .. }
+        | Event::ActorGaveUp { .. }
+        | Event::ReceiverError { .. }
+        | Event::BatchFailed { .. } => Severity::Error,
         Event::ActorRestarted { .. }
         | Event::CheckpointSkipped { .. }
         | Event::CheckpointFailed { .. }
@@ -114,6 +115,22 @@ pub(super) fn describe(event: &Event) -> String {
             "batch {} completed: {records} records, delay {scheduling_delay_ms} ms, processing {processing_ms} ms",
             clock(*batch_time_ms)
         ),
+        Event::BatchInputs {
+            batch_time_ms,
+            records,
+            sources,
+        } => {
+            let each: Vec<String> = sources.iter().map(|(s, n)| format!("{s} {n}")).collect();
+            format!(
+                "batch {} read {records} records ({})",
+                clock(*batch_time_ms),
+                each.join(", ")
+            )
+        }
+        Event::BatchFailed {
+            batch_time_ms,
+            reason,
+        } => format!("batch {} failed: {reason}", clock(*batch_time_ms)),
         Event::OutputStarted {
             batch_time_ms,
             output,
@@ -144,9 +161,15 @@ pub(super) fn describe(event: &Event) -> String {
         } => format!(
             "WAL {log}: torn tail of segment {segment} cut at {offset} ({discarded_bytes} bytes: {reason})"
         ),
-        Event::CheckpointWritten { id, bytes: b, .. } => {
-            format!("checkpoint {id} written ({})", bytes(*b))
-        }
+        Event::CheckpointWritten {
+            id,
+            bytes: b,
+            duration_ms,
+            ..
+        } => match duration_ms {
+            Some(ms) => format!("checkpoint {id} written ({}) in {ms} ms", bytes(*b)),
+            None => format!("checkpoint {id} written ({})", bytes(*b)),
+        },
         Event::CheckpointSkipped { id, reason, .. } => {
             format!("checkpoint {id} skipped: {reason}")
         }
@@ -154,5 +177,30 @@ pub(super) fn describe(event: &Event) -> String {
         Event::CheckpointFailed { reason, .. } => format!("a checkpoint write failed: {reason}"),
         Event::Lagged { missed } => format!("{missed} events missed (this reader was too slow)"),
         other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batchs_inputs_and_failure_read_as_one_line_each() {
+        let inputs = Event::BatchInputs {
+            batch_time_ms: 0,
+            records: 12,
+            sources: [("files".to_owned(), 7), ("socket".to_owned(), 5)].into(),
+        };
+        let line = describe(&inputs);
+        assert!(
+            line.ends_with("read 12 records (files 7, socket 5)"),
+            "{line}"
+        );
+        let failed = Event::BatchFailed {
+            batch_time_ms: 0,
+            reason: "job out-0 failed 4 times".to_owned(),
+        };
+        assert!(describe(&failed).ends_with("failed: job out-0 failed 4 times"));
+        assert_eq!(severity(&failed), Severity::Error);
     }
 }
