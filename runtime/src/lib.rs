@@ -60,6 +60,8 @@ pub mod dstream;
 mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod sinks;
 pub mod sources;
 pub mod testing;

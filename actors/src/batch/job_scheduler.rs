@@ -531,6 +531,7 @@ impl Schedule {
                 return;
             };
             if batch.jobs.is_empty() {
+                let _span = batch_span(batch.batch_time_ms).entered();
                 mark_started(&self.events, &mut batch);
                 self.complete(batch);
                 continue;
@@ -672,7 +673,6 @@ impl Schedule {
 
     /// Answers a batch whose every job succeeded, and publishes [`Event::BatchCompleted`].
     fn complete(&self, batch: Batch) {
-        let _span = batch_span(batch.batch_time_ms).entered();
         let now = now_ms();
         let started = batch.started_ms.unwrap_or(now);
         let timings = BatchTimings {

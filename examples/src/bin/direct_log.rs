@@ -38,7 +38,7 @@ use weir::dstream::{OffsetRange, StartingOffsets};
 use weir::sources::partitioned_log::PartitionedLog;
 use weir::{Event, StreamingContext};
 use weir_examples::output::read_output;
-use weir_examples::run::{BoxError, Limits, Stopped, main_with, run_until_stopped};
+use weir_examples::run::{BoxError, CommonArgs, Limits, Stopped, main_with, run_until_stopped};
 
 /// A producer and a direct stream over the partitioned log, exactly once.
 #[derive(Parser, Debug)]
@@ -82,10 +82,14 @@ struct Args {
     /// Stop gracefully after this many seconds (default: when everything is consumed).
     #[arg(long, value_name = "SECONDS")]
     duration_secs: Option<u64>,
+    /// The flags every example has.
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 fn main() -> ExitCode {
-    main_with("direct_log", run(Args::parse()))
+    let args = Args::parse();
+    main_with("direct_log", args.common.log_format, run(args))
 }
 
 async fn run(args: Args) -> Result<(), BoxError> {

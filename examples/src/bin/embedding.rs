@@ -37,7 +37,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use weir::{Event, StreamingContext};
-use weir_examples::run::{BoxError, main_with};
+use weir_examples::run::{BoxError, CommonArgs, main_with};
 use weir_examples::text_server::TextServer;
 
 /// A service embedding weir: a word count inside, a stats endpoint outside.
@@ -62,6 +62,9 @@ struct Args {
     /// Stop gracefully after N batches have completed.
     #[arg(long, value_name = "N")]
     max_batches: Option<u64>,
+    /// The flags every example has.
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 /// What the service knows, shared by the output, the event loop and the stats endpoint.
@@ -102,7 +105,8 @@ fn lock(stats: &Shared) -> std::sync::MutexGuard<'_, Stats> {
 }
 
 fn main() -> ExitCode {
-    main_with("embedding", run(Args::parse()))
+    let args = Args::parse();
+    main_with("embedding", args.common.log_format, run(args))
 }
 
 async fn run(args: Args) -> Result<(), BoxError> {

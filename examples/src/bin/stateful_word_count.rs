@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use weir::{Event, StreamingContext};
-use weir_examples::run::{BoxError, Limits, main_with, run_until_stopped};
+use weir_examples::run::{BoxError, CommonArgs, Limits, main_with, run_until_stopped};
 use weir_examples::text_server::TextServer;
 
 /// Running word totals in checkpointed state, over a socket.
@@ -50,10 +50,14 @@ struct Args {
     /// Stop gracefully after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     duration_secs: Option<u64>,
+    /// The flags every example has.
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 fn main() -> ExitCode {
-    main_with("stateful_word_count", run(Args::parse()))
+    let args = Args::parse();
+    main_with("stateful_word_count", args.common.log_format, run(args))
 }
 
 async fn run(args: Args) -> Result<(), BoxError> {

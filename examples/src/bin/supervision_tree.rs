@@ -25,34 +25,37 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use clap::Parser;
 use weir_actors::pipeline::{Receiver, ReceiverFactory};
 use weir_actors::testing::{CommitLog, CommitLogPipeline, NumberedReceiver, verify};
 use weir_actors::{Engine, EngineConfig};
 use weir_actors::{Event, Storage};
+use weir_examples::run::CommonArgs;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The supervision tree at work: actors are killed, the tree heals itself.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Kill one actor a second for this many seconds.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    seconds: u64,
+    /// Make the pipeline fail every batch, to see the engine give up.
+    #[arg(long)]
+    fail: bool,
+    /// Serve the control endpoint (`weir watch`) on ADDR, such as 127.0.0.1:7070.
+    #[arg(long, value_name = "ADDR")]
+    control_addr: Option<std::net::SocketAddr>,
+    /// The flags every example has.
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let fail = args.iter().any(|a| a == "--fail");
-    let seconds = args
-        .iter()
-        .position(|a| a == "--seconds")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(8u64);
-    let control_addr = match args.iter().position(|a| a == "--control-addr") {
-        Some(i) => match args.get(i + 1).map(|a| a.parse::<std::net::SocketAddr>()) {
-            Some(Ok(addr)) => Some(addr),
-            _ => {
-                eprintln!(
-                    "supervision_tree: --control-addr needs an address such as 127.0.0.1:7070"
-                );
-                return ExitCode::from(2);
-            }
-        },
-        None => None,
-    };
+    let args = Args::parse();
+    let _ = weir::logging::init(args.common.log_format);
+    let (fail, seconds, control_addr) = (args.fail, args.seconds, args.control_addr);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

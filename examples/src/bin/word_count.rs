@@ -42,7 +42,7 @@ use weir::sources::file_stream::FileStreamOptions;
 use weir::sources::socket::SocketTextReceiver;
 use weir::{DStream, Event, StreamingContext};
 use weir_examples::generator::FileFeeder;
-use weir_examples::run::{BoxError, Limits, main_with, run_until_stopped};
+use weir_examples::run::{BoxError, CommonArgs, Limits, main_with, run_until_stopped};
 
 /// How many new files one batch reads at most.
 const MAX_FILES_PER_BATCH: usize = 1000;
@@ -94,11 +94,14 @@ struct Args {
     /// Do not print each batch's top words.
     #[arg(long)]
     quiet: bool,
+    /// The flags every example has.
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    main_with("word_count", run(args))
+    main_with("word_count", args.common.log_format, run(args))
 }
 
 async fn run(args: Args) -> Result<(), BoxError> {
