@@ -3,10 +3,12 @@
 //! engine's error.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
+use weir::config_file::{ConfigFileError, ConfigOverrides};
 use weir::logging::{LOG_FORMAT_VAR, LogFormat};
 use weir::{Event, StreamingContext};
 
@@ -20,6 +22,24 @@ pub struct CommonArgs {
     /// `batch_time_ms` of the batch they belong to). `RUST_LOG` filters them (default: warn).
     #[arg(long, value_name = "FORMAT", env = LOG_FORMAT_VAR, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Read the engine's and the streaming settings from this TOML file (docs/operations.md,
+    /// "Configuration file"). Precedence: a flag given explicitly, then a `WEIR_…`
+    /// environment variable, then the file, then the example's default.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl CommonArgs {
+    /// What `--config FILE` (if given) and then the `WEIR_…` environment variables set; the
+    /// example adds its explicit flags with [`ConfigOverrides::set`] and applies the lot over
+    /// its defaults.
+    ///
+    /// # Errors
+    ///
+    /// The file or a variable is invalid: one sentence naming the key and the file or variable.
+    pub fn overrides(&self) -> Result<ConfigOverrides, ConfigFileError> {
+        weir::config_file::load(self.config.as_deref())
+    }
 }
 
 /// Runs `program` on a multi-threaded tokio runtime, with `tracing` output at `warn` (or as

@@ -55,6 +55,7 @@
 pub mod backpressure;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod config_file;
 mod context;
 pub mod dstream;
 mod error;

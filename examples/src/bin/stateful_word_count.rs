@@ -38,9 +38,9 @@ struct Args {
     /// Where checkpoints and logs live.
     #[arg(long, value_name = "DIR", default_value = "weir-data/stateful")]
     checkpoint_dir: PathBuf,
-    /// The batch interval in milliseconds.
-    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
-    batch_ms: u64,
+    /// The batch interval in milliseconds (default: 1000, or `batch_interval_ms` of --config).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    batch_ms: Option<u64>,
     /// How many of the top words to print per batch.
     #[arg(long, value_name = "N", default_value_t = 5)]
     top: usize,
@@ -72,9 +72,15 @@ async fn run(args: Args) -> Result<(), BoxError> {
     };
 
     let top = args.top;
+    // Flags given explicitly win over the environment and the file (docs/operations.md).
+    let mut overrides = args.common.overrides()?;
+    if let Some(ms) = args.batch_ms {
+        overrides.set("batch_interval_ms", &ms.to_string())?;
+    }
     let ctx = StreamingContext::get_or_create(&args.checkpoint_dir, |config| {
-        let ctx =
-            StreamingContext::new(config.batch_interval(Duration::from_millis(args.batch_ms)));
+        let ctx = StreamingContext::new(
+            overrides.apply(config.batch_interval(Duration::from_millis(1000))),
+        );
         ctx.socket_text_stream(addr.clone())
             .uid("lines")
             .flat_map(|line: &String| {
