@@ -3,11 +3,13 @@
 //!
 //! Every key, its default and its environment variable are listed in `docs/operations.md`
 //! ("Configuration file"); [`KEYS`] is the same list in code, in the order the keys are
-//! applied. Durations are whole numbers of milliseconds with the unit in the key's name
-//! (`batch_interval_ms = 500`), sizes whole numbers of bytes, rates numbers of records per
-//! second or `"unlimited"`. A key in a table is named with a dot here (`checkpoint.interval_ms`
-//! is `interval_ms` in `[checkpoint]`); its environment variable is `WEIR_` and the key with
-//! the dots as `_`, upper-cased (`WEIR_CHECKPOINT_INTERVAL_MS`).
+//! applied. Keys are flat (no tables) and named as the settings a checkpoint records
+//! ([`StreamingConfig::settings`], which `weir checkpoints show` prints) and as the
+//! [`EngineConfig`](weir_actors::EngineConfig) fields they set: `checkpoint_interval_ms`,
+//! `control_addr`, `driver_policy_max_restarts`. Durations are whole numbers of milliseconds
+//! with the unit in the key's name (`batch_interval_ms = 500`), sizes whole numbers of bytes,
+//! rates numbers of records per second or `"unlimited"`. A key's environment variable is
+//! `WEIR_` and the key upper-cased (`WEIR_CHECKPOINT_INTERVAL_MS`).
 //!
 //! Precedence, highest first: a flag given explicitly ([`ConfigOverrides::set`]), the
 //! environment, the file, the program's default. [`load`] reads the file and then the
@@ -121,10 +123,10 @@ impl Value {
 
 type Apply = fn(&mut StreamingConfig, &Value);
 
-/// One configuration key: its dotted name, what it holds, and what it sets.
+/// One configuration key: its name, what it holds, and what it sets.
 #[derive(Clone, Copy)]
 pub struct Key {
-    /// The key, `table.key` for a key in a table.
+    /// The key.
     pub name: &'static str,
     /// What it holds.
     pub kind: KeyKind,
@@ -141,9 +143,9 @@ impl fmt::Debug for Key {
 }
 
 impl Key {
-    /// Its environment variable: `WEIR_` and the name with `.` as `_`, upper-cased.
+    /// Its environment variable: `WEIR_` and the name, upper-cased.
     pub fn env_var(&self) -> String {
-        format!("{ENV_PREFIX}{}", self.name.replace('.', "_").to_uppercase())
+        format!("{ENV_PREFIX}{}", self.name.to_uppercase())
     }
 }
 
@@ -225,27 +227,28 @@ pub const KEYS: &[Key] = &[
     key("min_rate_per_partition", KeyKind::PositiveNumber, |c, v| {
         c.rate.min_rate_per_partition = v.number();
     }),
-    key("backpressure.initial_rate", KeyKind::Rate, |c, v| {
+    key("backpressure_initial_rate", KeyKind::Rate, |c, v| {
         backpressure(c).initial_rate = v.rate();
     }),
-    key("backpressure.pid_proportional", KeyKind::Gain, |c, v| {
+    key("backpressure_pid_proportional", KeyKind::Gain, |c, v| {
         backpressure(c).pid.proportional = v.number();
     }),
-    key("backpressure.pid_integral", KeyKind::Gain, |c, v| {
+    key("backpressure_pid_integral", KeyKind::Gain, |c, v| {
         backpressure(c).pid.integral = v.number();
     }),
-    key("backpressure.pid_derivative", KeyKind::Gain, |c, v| {
+    key("backpressure_pid_derivative", KeyKind::Gain, |c, v| {
         backpressure(c).pid.derivative = v.number();
     }),
     key(
-        "backpressure.pid_min_rate",
+        "backpressure_pid_min_rate",
         KeyKind::PositiveNumber,
         |c, v| {
             backpressure(c).pid.min_rate = v.number();
         },
     ),
-    // Last of its table: `enabled = false` wins over the other keys, which turn it on.
-    key("backpressure.enabled", KeyKind::Bool, |c, v| {
+    // After the other backpressure keys: `backpressure = false` wins over them (each of them
+    // turns backpressure on).
+    key("backpressure", KeyKind::Bool, |c, v| {
         if v.bool() {
             backpressure(c);
         } else {
@@ -253,116 +256,112 @@ pub const KEYS: &[Key] = &[
         }
     }),
     // Checkpoints.
-    key("checkpoint.interval_ms", whole(0), |c, v| {
+    key("checkpoint_interval_ms", whole(0), |c, v| {
         c.engine.checkpoint_policy.interval = v.ms();
     }),
-    key("checkpoint.min_pause_ms", whole(0), |c, v| {
+    key("checkpoint_min_pause_ms", whole(0), |c, v| {
         c.engine.checkpoint_policy.min_pause = v.ms();
     }),
-    key("checkpoint.timeout_ms", whole(1), |c, v| {
+    key("checkpoint_timeout_ms", whole(1), |c, v| {
         c.engine.checkpoint_policy.timeout = v.ms();
     }),
-    key("checkpoint.tolerable_failures", whole32(0), |c, v| {
+    key("checkpoint_tolerable_failures", whole32(0), |c, v| {
         c.engine.checkpoint_policy.tolerable_failures = v.count32();
     }),
-    key("checkpoint.max_concurrent", whole(1), |c, v| {
+    key("checkpoint_max_concurrent", whole(1), |c, v| {
         c.engine.checkpoint_policy.max_concurrent = v.count();
     }),
-    key("checkpoint.retained", whole(1), |c, v| {
+    key("checkpoints_retained", whole(1), |c, v| {
         c.engine.checkpoints_retained = v.count();
     }),
     // The control endpoint.
-    key("control.addr", KeyKind::Addr, |c, v| {
+    key("control_addr", KeyKind::Addr, |c, v| {
         c.engine.control_addr = v.addr();
     }),
-    key("control.allow_remote", KeyKind::Bool, |c, v| {
+    key("control_allow_remote", KeyKind::Bool, |c, v| {
         c.engine.control_allow_remote = v.bool();
     }),
-    key("control.max_connections", whole(1), |c, v| {
+    key("control_max_connections", whole(1), |c, v| {
         c.engine.control_max_connections = v.count();
     }),
-    // ---- The HTTP endpoint (metrics and API): its keys go here, as `[http]`:
-    // ---- `http.addr` (KeyKind::Addr) and `http.allow_remote` (KeyKind::Bool).
+    // ---- The HTTP endpoint (metrics and API): its keys go here, beside the control
+    // ---- endpoint's: `http_addr` (KeyKind::Addr) and `http_allow_remote` (KeyKind::Bool).
     //
-    // Restart policies: `[restart.driver]`, `[restart.receiver]`, `[restart.executor]`.
-    key("restart.driver.max_restarts", whole32(0), |c, v| {
+    // Restart policies (EngineConfig's `driver_policy`, `receiver_policy`, `executor_policy`).
+    key("driver_policy_max_restarts", whole32(0), |c, v| {
         c.engine.driver_policy.intensity.max_restarts = v.count32();
     }),
-    key("restart.driver.period_ms", whole(1), |c, v| {
+    key("driver_policy_period_ms", whole(1), |c, v| {
         c.engine.driver_policy.intensity.period = v.ms();
     }),
-    key("restart.driver.backoff_initial_ms", whole(0), |c, v| {
+    key("driver_policy_backoff_initial_ms", whole(0), |c, v| {
         c.engine.driver_policy.backoff.initial = v.ms();
     }),
-    key("restart.driver.backoff_max_ms", whole(0), |c, v| {
+    key("driver_policy_backoff_max_ms", whole(0), |c, v| {
         c.engine.driver_policy.backoff.max = v.ms();
     }),
-    key("restart.driver.backoff_multiplier", whole32(1), |c, v| {
+    key("driver_policy_backoff_multiplier", whole32(1), |c, v| {
         c.engine.driver_policy.backoff.multiplier = v.count32();
     }),
-    key(
-        "restart.driver.backoff_jitter",
-        KeyKind::Fraction,
-        |c, v| {
-            c.engine.driver_policy.backoff.jitter = v.number();
-        },
-    ),
-    key("restart.driver.backoff_reset_after_ms", whole(0), |c, v| {
+    key("driver_policy_backoff_jitter", KeyKind::Fraction, |c, v| {
+        c.engine.driver_policy.backoff.jitter = v.number();
+    }),
+    key("driver_policy_backoff_reset_after_ms", whole(0), |c, v| {
         c.engine.driver_policy.backoff.reset_after = v.ms();
     }),
-    key("restart.receiver.max_restarts", whole32(0), |c, v| {
+    key("receiver_policy_max_restarts", whole32(0), |c, v| {
         c.engine.receiver_policy.intensity.max_restarts = v.count32();
     }),
-    key("restart.receiver.period_ms", whole(1), |c, v| {
+    key("receiver_policy_period_ms", whole(1), |c, v| {
         c.engine.receiver_policy.intensity.period = v.ms();
     }),
-    key("restart.receiver.backoff_initial_ms", whole(0), |c, v| {
+    key("receiver_policy_backoff_initial_ms", whole(0), |c, v| {
         c.engine.receiver_policy.backoff.initial = v.ms();
     }),
-    key("restart.receiver.backoff_max_ms", whole(0), |c, v| {
+    key("receiver_policy_backoff_max_ms", whole(0), |c, v| {
         c.engine.receiver_policy.backoff.max = v.ms();
     }),
-    key("restart.receiver.backoff_multiplier", whole32(1), |c, v| {
+    key("receiver_policy_backoff_multiplier", whole32(1), |c, v| {
         c.engine.receiver_policy.backoff.multiplier = v.count32();
     }),
     key(
-        "restart.receiver.backoff_jitter",
+        "receiver_policy_backoff_jitter",
         KeyKind::Fraction,
         |c, v| {
             c.engine.receiver_policy.backoff.jitter = v.number();
         },
     ),
     key(
-        "restart.receiver.backoff_reset_after_ms",
+        "receiver_policy_backoff_reset_after_ms",
         whole(0),
         |c, v| {
             c.engine.receiver_policy.backoff.reset_after = v.ms();
         },
     ),
-    key("restart.executor.max_restarts", whole32(0), |c, v| {
+    key("executor_policy_max_restarts", whole32(0), |c, v| {
         c.engine.executor_policy.intensity.max_restarts = v.count32();
     }),
-    key("restart.executor.period_ms", whole(1), |c, v| {
+    key("executor_policy_period_ms", whole(1), |c, v| {
         c.engine.executor_policy.intensity.period = v.ms();
     }),
-    key("restart.executor.backoff_initial_ms", whole(0), |c, v| {
+    key("executor_policy_backoff_initial_ms", whole(0), |c, v| {
         c.engine.executor_policy.backoff.initial = v.ms();
     }),
-    key("restart.executor.backoff_max_ms", whole(0), |c, v| {
+    key("executor_policy_backoff_max_ms", whole(0), |c, v| {
         c.engine.executor_policy.backoff.max = v.ms();
     }),
-    key("restart.executor.backoff_multiplier", whole32(1), |c, v| {
+    key("executor_policy_backoff_multiplier", whole32(1), |c, v| {
         c.engine.executor_policy.backoff.multiplier = v.count32();
     }),
     key(
-        "restart.executor.backoff_jitter",
+        "executor_policy_backoff_jitter",
         KeyKind::Fraction,
         |c, v| {
             c.engine.executor_policy.backoff.jitter = v.number();
         },
     ),
     key(
-        "restart.executor.backoff_reset_after_ms",
+        "executor_policy_backoff_reset_after_ms",
         whole(0),
         |c, v| {
             c.engine.executor_policy.backoff.reset_after = v.ms();
@@ -418,7 +417,7 @@ pub enum ConfigFileError {
     UnknownKey {
         /// The file.
         file: String,
-        /// The key, dotted.
+        /// The key.
         key: String,
         /// A known key with a similar name.
         suggestion: Option<String>,
@@ -428,7 +427,7 @@ pub enum ConfigFileError {
     BadValue {
         /// Where it came from.
         origin: Origin,
-        /// The key, dotted.
+        /// The key.
         key: String,
         /// The value as written (TOML syntax in a file, quoted from the environment).
         value: String,
@@ -504,46 +503,29 @@ impl ConfigOverrides {
             }
         })?;
         let mut out = ConfigOverrides::default();
-        out.read_table(&table, "", file)?;
+        out.read_table(&table, file)?;
         Ok(out)
     }
 
-    fn read_table(
-        &mut self,
-        table: &toml::Table,
-        prefix: &str,
-        file: &str,
-    ) -> Result<(), ConfigFileError> {
+    fn read_table(&mut self, table: &toml::Table, file: &str) -> Result<(), ConfigFileError> {
         for (name, value) in table {
-            let dotted = format!("{prefix}{name}");
-            if let Some(index) = KEYS.iter().position(|k| k.name == dotted) {
-                let parsed = from_toml(KEYS[index].kind, value).map_err(|problem| {
-                    ConfigFileError::BadValue {
-                        origin: Origin::File(file.to_owned()),
-                        key: dotted.clone(),
-                        value: value.to_string(),
-                        problem,
-                    }
-                })?;
-                self.values
-                    .insert(index, (parsed, Origin::File(file.to_owned())));
-            } else if is_table(&dotted) {
-                let toml::Value::Table(inner) = value else {
-                    return Err(ConfigFileError::BadValue {
-                        origin: Origin::File(file.to_owned()),
-                        key: dotted.clone(),
-                        value: value.to_string(),
-                        problem: format!("is not a table (write `[{dotted}]` and its keys)"),
-                    });
-                };
-                self.read_table(inner, &format!("{dotted}."), file)?;
-            } else {
+            let Some(index) = KEYS.iter().position(|k| k.name == name) else {
                 return Err(ConfigFileError::UnknownKey {
                     file: file.to_owned(),
-                    suggestion: closest(&dotted),
-                    key: dotted,
+                    suggestion: closest(name),
+                    key: name.clone(),
                 });
-            }
+            };
+            let parsed = from_toml(KEYS[index].kind, value).map_err(|problem| {
+                ConfigFileError::BadValue {
+                    origin: Origin::File(file.to_owned()),
+                    key: name.clone(),
+                    value: value.to_string(),
+                    problem,
+                }
+            })?;
+            self.values
+                .insert(index, (parsed, Origin::File(file.to_owned())));
         }
         Ok(())
     }
@@ -670,30 +652,14 @@ impl StreamingConfig {
     }
 }
 
-/// Whether `dotted` names a table some keys are in (`checkpoint`, `restart.driver`, ...).
-fn is_table(dotted: &str) -> bool {
-    let prefix = format!("{dotted}.");
-    KEYS.iter().any(|k| k.name.starts_with(&prefix))
-}
-
-/// The known key or table closest to `name`, if it is close.
+/// The known key closest to `name`, if it is close.
 fn closest(name: &str) -> Option<String> {
-    let mut candidates: Vec<String> = KEYS.iter().map(|k| k.name.to_owned()).collect();
-    for k in KEYS {
-        let mut parts: Vec<&str> = k.name.split('.').collect();
-        parts.pop();
-        while !parts.is_empty() {
-            candidates.push(parts.join("."));
-            parts.pop();
-        }
-    }
     let limit = (name.len() / 3).max(2);
-    candidates
-        .into_iter()
-        .map(|c| (edit_distance(name, &c), c))
+    KEYS.iter()
+        .map(|k| (edit_distance(name, k.name), k.name))
         .filter(|(d, _)| *d <= limit)
         .min()
-        .map(|(_, c)| c)
+        .map(|(_, name)| name.to_owned())
 }
 
 /// Levenshtein distance, in characters.

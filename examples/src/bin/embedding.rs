@@ -135,7 +135,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
     }
     if fail {
         // Give up soon.
-        overrides.set("restart.driver.max_restarts", "2")?;
+        overrides.set("driver_policy_max_restarts", "2")?;
     }
     let mut ctx = StreamingContext::get_or_create(&args.checkpoint_dir, |config| {
         let config = overrides.apply(config.batch_interval(Duration::from_millis(500)));

@@ -61,7 +61,7 @@ fn main() -> ExitCode {
     // Flags given explicitly win over the environment and the file (docs/operations.md).
     let overrides = args.common.overrides().and_then(|mut overrides| {
         if let Some(addr) = args.control_addr {
-            overrides.set("control.addr", &addr.to_string())?;
+            overrides.set("control_addr", &addr.to_string())?;
         }
         Ok(overrides)
     });

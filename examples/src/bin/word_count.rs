@@ -117,10 +117,10 @@ async fn run(args: Args) -> Result<(), BoxError> {
         overrides.set("receiver_wal", "false")?;
     }
     if let Some(addr) = args.control_addr {
-        overrides.set("control.addr", &addr.to_string())?;
+        overrides.set("control_addr", &addr.to_string())?;
     }
     if args.control_allow_remote {
-        overrides.set("control.allow_remote", "true")?;
+        overrides.set("control_allow_remote", "true")?;
     }
     let configure =
         |config: StreamingConfig| overrides.apply(config.batch_interval(DEFAULT_BATCH_INTERVAL));

@@ -19,12 +19,9 @@ fn env(vars: &[(&str, &str)]) -> Result<ConfigOverrides, ConfigFileError> {
     ConfigOverrides::from_env_vars(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
 }
 
-/// `key = value` as a TOML document (in its table, if it has one).
+/// `key = value` as a TOML document.
 fn toml_line(key: &str, value: &str) -> String {
-    match key.rsplit_once('.') {
-        Some((table, name)) => format!("[{table}]\n{name} = {value}\n"),
-        None => format!("{key} = {value}\n"),
-    }
+    format!("{key} = {value}\n")
 }
 
 /// A value of `kind` that no default has, as TOML and as an environment variable's text.
@@ -81,7 +78,7 @@ fn every_key_has_its_own_environment_variable() {
     let names: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
     let checkpoint = KEYS
         .iter()
-        .find(|k| k.name == "checkpoint.interval_ms")
+        .find(|k| k.name == "checkpoint_interval_ms")
         .unwrap();
     assert_eq!(checkpoint.env_var(), "WEIR_CHECKPOINT_INTERVAL_MS");
     assert!(names.contains(&"batch_interval_ms"));
@@ -110,42 +107,30 @@ seed = 42
 receiver_max_rate = 1000
 max_rate_per_partition = 250.5
 min_rate_per_partition = 2
-
-[backpressure]
-enabled = true
-initial_rate = "unlimited"
-pid_proportional = 0.9
-pid_integral = 0.1
-pid_derivative = 0.05
-pid_min_rate = 10
-
-[checkpoint]
-interval_ms = 2000
-min_pause_ms = 100
-timeout_ms = 30000
-tolerable_failures = 1
-max_concurrent = 1
-retained = 4
-
-[control]
-addr = "0.0.0.0:7070"
-allow_remote = true
-max_connections = 8
-
-[restart.driver]
-max_restarts = 9
-period_ms = 120000
-backoff_initial_ms = 50
-backoff_max_ms = 5000
-backoff_multiplier = 3
-backoff_jitter = 0.1
-backoff_reset_after_ms = 30000
-
-[restart.receiver]
-max_restarts = 2
-
-[restart.executor]
-backoff_jitter = 0
+backpressure = true
+backpressure_initial_rate = "unlimited"
+backpressure_pid_proportional = 0.9
+backpressure_pid_integral = 0.1
+backpressure_pid_derivative = 0.05
+backpressure_pid_min_rate = 10
+checkpoint_interval_ms = 2000
+checkpoint_min_pause_ms = 100
+checkpoint_timeout_ms = 30000
+checkpoint_tolerable_failures = 1
+checkpoint_max_concurrent = 1
+checkpoints_retained = 4
+control_addr = "0.0.0.0:7070"
+control_allow_remote = true
+control_max_connections = 8
+driver_policy_max_restarts = 9
+driver_policy_period_ms = 120000
+driver_policy_backoff_initial_ms = 50
+driver_policy_backoff_max_ms = 5000
+driver_policy_backoff_multiplier = 3
+driver_policy_backoff_jitter = 0.1
+driver_policy_backoff_reset_after_ms = 30000
+receiver_policy_max_restarts = 2
+executor_policy_backoff_jitter = 0
 "#,
     )
     .unwrap();
@@ -210,11 +195,11 @@ backoff_jitter = 0
 
 #[test]
 fn backpressure_keys_turn_it_on_and_enabled_false_wins() {
-    let on = file("[backpressure]\npid_min_rate = 5\n")
+    let on = file("backpressure_pid_min_rate = 5\n")
         .unwrap()
         .apply(defaults());
     assert_eq!(on.rate.backpressure.unwrap().pid.min_rate, 5.0);
-    let off = file("[backpressure]\npid_min_rate = 5\nenabled = false\n")
+    let off = file("backpressure = false\nbackpressure_pid_min_rate = 5\n")
         .unwrap()
         .apply(defaults());
     assert_eq!(off.rate.backpressure, None);
@@ -273,7 +258,7 @@ fn the_graceful_stop_timeout_follows_the_batch_interval_unless_set() {
 fn from_toml_file_reads_the_file_then_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("weir.toml");
-    std::fs::write(&path, "executors = 2\n[checkpoint]\nretained = 3\n").unwrap();
+    std::fs::write(&path, "executors = 2\ncheckpoints_retained = 3\n").unwrap();
     let c = StreamingConfig::from_toml_file(&path, Storage::memory()).unwrap();
     assert_eq!(c.engine.executors, 2);
     assert_eq!(c.engine.checkpoints_retained, 3);
@@ -298,21 +283,18 @@ fn an_unknown_key_names_the_file_and_the_closest_key() {
         "weir.toml: unknown key `batch_intervall_ms` (did you mean `batch_interval_ms`?)"
     );
     assert_eq!(
-        error(file("[checkpoint]\nintervall_ms = 5\n")),
-        "weir.toml: unknown key `checkpoint.intervall_ms` (did you mean \
-         `checkpoint.interval_ms`?)"
+        error(file("checkpoint_intervall_ms = 5\n")),
+        "weir.toml: unknown key `checkpoint_intervall_ms` (did you mean \
+         `checkpoint_interval_ms`?)"
     );
+    // Keys are flat: a table is an unknown key too.
     assert_eq!(
-        error(file("[chekpoint]\ninterval_ms = 5\n")),
-        "weir.toml: unknown key `chekpoint` (did you mean `checkpoint`?)"
+        error(file("[checkpoint]\ninterval_ms = 5\n")),
+        "weir.toml: unknown key `checkpoint`"
     );
     assert_eq!(
         error(file("completely_different = 1\n")),
         "weir.toml: unknown key `completely_different`"
-    );
-    assert_eq!(
-        error(file("checkpoint = 5\n")),
-        "weir.toml: `checkpoint` = 5 is not a table (write `[checkpoint]` and its keys)"
     );
 }
 
@@ -344,13 +326,13 @@ fn a_bad_value_names_the_key_the_file_and_what_is_wrong() {
             "weir.toml: `receiver_max_rate` = 0 is not a number above zero or \"unlimited\"",
         ),
         (
-            "[control]\naddr = \"localhost\"\n",
-            "weir.toml: `control.addr` = \"localhost\" is not a socket address such as \
+            "control_addr = \"localhost\"\n",
+            "weir.toml: `control_addr` = \"localhost\" is not a socket address such as \
              \"127.0.0.1:7070\"",
         ),
         (
-            "[restart.driver]\nbackoff_jitter = 1.5\n",
-            "weir.toml: `restart.driver.backoff_jitter` = 1.5 is not a number from 0 to 1",
+            "driver_policy_backoff_jitter = 1.5\n",
+            "weir.toml: `driver_policy_backoff_jitter` = 1.5 is not a number from 0 to 1",
         ),
         (
             "name_prefix = 3\n",
@@ -400,4 +382,21 @@ fn a_flag_for_an_unknown_key_or_with_a_bad_value_is_refused() {
         "`executors`: \"-1\" is not a whole number of at least 1"
     );
     assert!(overrides.is_empty());
+}
+
+#[test]
+fn what_a_checkpoint_records_is_named_as_the_keys_that_set_it() {
+    // So `weir checkpoints show` prints names an operator can put in the file.
+    let mut config = defaults();
+    config.rate.backpressure = Some(crate::backpressure::BackpressureConfig::default());
+    for name in config.settings().keys() {
+        // The PID gains are recorded together, as one value.
+        if name == "backpressure_pid" {
+            continue;
+        }
+        assert!(
+            KEYS.iter().any(|k| k.name == name),
+            "the checkpoint records `{name}`, which is no configuration key"
+        );
+    }
 }
