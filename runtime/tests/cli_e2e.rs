@@ -285,7 +285,10 @@ async fn events_kill_and_the_offline_commands_against_a_real_engine() {
     assert!(out.contains("batch interval   100 ms"), "{out}");
     assert!(out.contains("pending batches"), "{out}");
     // The effective configuration, as `key = value` lines named as the configuration file's.
-    assert!(out.contains("(the configuration it was written with)"), "{out}");
+    assert!(
+        out.contains("(the configuration it was written with)"),
+        "{out}"
+    );
     for line in [
         "    batch_interval_ms = 100",
         "    block_interval_ms = 20",

@@ -400,3 +400,29 @@ fn what_a_checkpoint_records_is_named_as_the_keys_that_set_it() {
         );
     }
 }
+
+/// docs/operations.md, read at test time (it is not part of the published crate).
+fn operations_md() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/operations.md");
+    std::fs::read_to_string(path).unwrap()
+}
+
+#[test]
+fn the_operations_guide_lists_every_key_with_its_variable_and_its_example_file_loads() {
+    let doc = operations_md();
+    for key in KEYS {
+        let row = format!("| `{}` |", key.name);
+        let line = doc
+            .lines()
+            .find(|l| l.starts_with(&row))
+            .unwrap_or_else(|| panic!("docs/operations.md has no row for `{}`", key.name));
+        assert!(
+            line.contains(&format!("`{}`", key.env_var())),
+            "{line}: not its variable"
+        );
+    }
+    let start = doc.find("```toml\n# weir.toml\n").unwrap() + "```toml\n".len();
+    let end = start + doc[start..].find("```").unwrap();
+    let example = file(&doc[start..end]).unwrap();
+    assert!(!example.is_empty());
+}
