@@ -1,5 +1,6 @@
-//! The configuration file: a [`StreamingConfig`] (the [`EngineConfig`] inside it included)
-//! from a TOML file, with `WEIR_…` environment variables over it and explicit flags over both.
+//! The configuration file: a [`StreamingConfig`] (the
+//! [`EngineConfig`](weir_actors::EngineConfig) inside it included) from a TOML file, with
+//! `WEIR_…` environment variables over it and explicit flags over both.
 //!
 //! Every key, its default and its environment variable are listed in `docs/operations.md`
 //! ("Configuration file"); [`KEYS`] is the same list in code, in the order the keys are
