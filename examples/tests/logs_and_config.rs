@@ -99,7 +99,7 @@ fn config_file_sets_the_engine_and_the_environment_then_flags_win_over_it() {
     let file = dir.path().join("weir.toml");
     std::fs::write(
         &file,
-        "batch_interval_ms = 150\nexecutors = 3\nparallelism = 2\n\n[checkpoint]\nretained = 3\n",
+        "batch_interval_ms = 150\nexecutors = 3\nparallelism = 2\ncheckpoints_retained = 3\n",
     )
     .unwrap();
     let config = file.to_str().unwrap();
