@@ -3,28 +3,53 @@
 //! engine's error.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
+use weir::config_file::{ConfigFileError, ConfigOverrides};
+use weir::logging::{LOG_FORMAT_VAR, LogFormat};
 use weir::{Event, StreamingContext};
 
 /// An error from an example, printed as one sentence before a non-zero exit.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The flags every example shares (`#[command(flatten)]` them into its `Args`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct CommonArgs {
+    /// How log lines are written to stderr: `text`, or `json` (one object a line, with the
+    /// `batch_time_ms` of the batch they belong to). `RUST_LOG` filters them (default: warn).
+    #[arg(long, value_name = "FORMAT", env = LOG_FORMAT_VAR, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Read the engine's and the streaming settings from this TOML file (docs/operations.md,
+    /// "Configuration file"). Precedence: a flag given explicitly, then a `WEIR_…`
+    /// environment variable, then the file, then the example's default.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl CommonArgs {
+    /// What `--config FILE` (if given) and then the `WEIR_…` environment variables set; the
+    /// example adds its explicit flags with [`ConfigOverrides::set`] and applies the lot over
+    /// its defaults.
+    ///
+    /// # Errors
+    ///
+    /// The file or a variable is invalid: one sentence naming the key and the file or variable.
+    pub fn overrides(&self) -> Result<ConfigOverrides, ConfigFileError> {
+        weir::config_file::load(self.config.as_deref())
+    }
+}
+
 /// Runs `program` on a multi-threaded tokio runtime, with `tracing` output at `warn` (or as
-/// `RUST_LOG` says) on stderr; an error is printed as `<name>: <error>` and the process exits
-/// with status 1.
-pub fn main_with<F>(name: &str, program: F) -> ExitCode
+/// `RUST_LOG` says) on stderr in `log_format` (see [`weir::logging`]); an error is printed as
+/// `<name>: <error>` and the process exits with status 1.
+pub fn main_with<F>(name: &str, log_format: LogFormat, program: F) -> ExitCode
 where
     F: Future<Output = Result<(), BoxError>>,
 {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = weir::logging::init(log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -55,11 +55,14 @@
 pub mod backpressure;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod config_file;
 mod context;
 pub mod dstream;
 mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod sinks;
 pub mod sources;
 pub mod testing;

@@ -284,6 +284,20 @@ async fn events_kill_and_the_offline_commands_against_a_real_engine() {
     assert!(out.starts_with("checkpoint "), "{out}");
     assert!(out.contains("batch interval   100 ms"), "{out}");
     assert!(out.contains("pending batches"), "{out}");
+    // The effective configuration, as `key = value` lines named as the configuration file's.
+    assert!(
+        out.contains("(the configuration it was written with)"),
+        "{out}"
+    );
+    for line in [
+        "    batch_interval_ms = 100",
+        "    block_interval_ms = 20",
+        "    executors = 2",
+        "    parallelism = 2",
+        "    receiver_restart_delay_ms = 50",
+    ] {
+        assert!(out.lines().any(|l| l == line), "no `{line}` in:\n{out}");
+    }
     let missing = weir(&["checkpoints", "show", &data, "999999"]).await;
     assert_eq!(missing.status.code(), Some(1));
     assert!(text(&missing.stderr).contains("there is no checkpoint 999999"));

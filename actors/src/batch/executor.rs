@@ -37,7 +37,9 @@ use std::panic::AssertUnwindSafe;
 use futures::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::time::Instant;
+use tracing::Instrument;
 
+use crate::batch::span::batch_span;
 use crate::observe::event::Event;
 use crate::observe::hub::EventSink;
 use crate::pipeline::{Job, JobContext};
@@ -101,7 +103,9 @@ impl Actor for Executor {
         match message {
             ExecutorMsg::Run(job, mut ctx, reply) => {
                 ctx.executor.clone_from(&state.name);
-                let result = state.run(&job, ctx).await;
+                // The job — the user's code included — runs inside its batch's span.
+                let span = batch_span(ctx.batch_time_ms);
+                let result = state.run(&job, ctx).instrument(span).await;
                 if !reply.is_closed() {
                     let _ = reply.send(result);
                 }

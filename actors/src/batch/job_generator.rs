@@ -74,11 +74,13 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::batch::checkpoint_coordinator::{
     Asked, CheckpointAction, CheckpointCoordinator, StartedWrite, WriteOutcome,
 };
 use crate::batch::job_scheduler::{BatchJobs, BatchOutcome, JobSchedulerMsg};
+use crate::batch::span::batch_span;
 use crate::checkpoint::{CheckpointData, CheckpointId, CheckpointStore, OperatorState};
 use crate::clock::now_ms;
 use crate::config::CheckpointPolicy;
@@ -415,7 +417,8 @@ impl Actor for JobGenerator {
                 generate_ready(&myself, state).await?;
             }
             JobGeneratorMsg::BatchDone(outcome) => {
-                complete(&myself, state, outcome).await?;
+                let span = batch_span(outcome.batch_time_ms);
+                complete(&myself, state, outcome).instrument(span).await?;
                 generate_ready(&myself, state).await?;
             }
             JobGeneratorMsg::CheckpointDone { id, outcome } => {
@@ -458,10 +461,12 @@ impl Actor for JobGenerator {
                 state.settle_waiters.push((id, reply));
             }
             JobGeneratorMsg::BatchLost(t) => {
-                tracing::warn!(
-                    batch_time_ms = t,
-                    "the job scheduler went away during a batch"
-                );
+                batch_span(t).in_scope(|| {
+                    tracing::warn!(
+                        batch_time_ms = t,
+                        "the job scheduler went away during a batch"
+                    );
+                });
             }
             JobGeneratorMsg::Drain(reply) => {
                 if let Some(timer) = state.timer.take() {
@@ -521,7 +526,7 @@ async fn generate_ready(
         let Some(t) = state.queue.pop_front() else {
             break;
         };
-        generate(myself, state, t).await?;
+        generate(myself, state, t).instrument(batch_span(t)).await?;
     }
     Ok(())
 }
@@ -620,6 +625,7 @@ fn submit(
     batch: BatchJobs,
 ) -> Result<(), ActorProcessingErr> {
     let t = batch.batch_time_ms;
+    let _span = batch_span(t).entered();
     let scheduler = peer::<JobSchedulerMsg>(&names.job_scheduler())?;
     let me = myself.clone();
     // Sent from the handler, not from the task below: batches released together must reach
@@ -635,13 +641,16 @@ fn submit(
         return Ok(());
     }
     // The scheduler answers when the batch is done; wait for it off the generator's mailbox.
-    tokio::spawn(async move {
-        let message = match answer.await {
-            Ok(outcome) => JobGeneratorMsg::BatchDone(outcome),
-            Err(_) => JobGeneratorMsg::BatchLost(t),
-        };
-        let _ = me.cast(message);
-    });
+    tokio::spawn(
+        async move {
+            let message = match answer.await {
+                Ok(outcome) => JobGeneratorMsg::BatchDone(outcome),
+                Err(_) => JobGeneratorMsg::BatchLost(t),
+            };
+            let _ = me.cast(message);
+        }
+        .instrument(batch_span(t)),
+    );
     Ok(())
 }
 

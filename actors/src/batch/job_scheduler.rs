@@ -76,8 +76,10 @@ use std::ops::Bound;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use crate::batch::executor::{Executor, ExecutorArgs, ExecutorMsg};
+use crate::batch::span::batch_span;
 use crate::clock::now_ms;
 use crate::config::{DEFAULT_MAX_BATCHES_IN_FLIGHT, DEFAULT_MAX_TASK_ATTEMPTS, default_executors};
 use crate::messages::RestartChildren;
@@ -351,7 +353,8 @@ impl JobSchedulerState {
                 continue; // `assign` only picks available executors
             };
             let scheduler = myself.clone();
-            tokio::spawn(run_on(executor, assignment, scheduler));
+            let span = batch_span(assignment.ctx.batch_time_ms);
+            tokio::spawn(run_on(executor, assignment, scheduler).instrument(span));
         }
     }
 }
@@ -485,6 +488,8 @@ impl Schedule {
 
     /// Queues a batch, and starts it if a slot is free.
     fn submit(&mut self, batch: BatchJobs, reply: RpcReplyPort<BatchOutcome>) {
+        let span = batch_span(batch.batch_time_ms);
+        let guard = span.enter();
         let seq = self.next_batch;
         self.next_batch += 1;
         tracing::debug!(
@@ -514,6 +519,7 @@ impl Schedule {
                 reply,
             },
         ));
+        drop(guard);
         self.admit();
     }
 
@@ -525,6 +531,7 @@ impl Schedule {
                 return;
             };
             if batch.jobs.is_empty() {
+                let _span = batch_span(batch.batch_time_ms).entered();
                 mark_started(&self.events, &mut batch);
                 self.complete(batch);
                 continue;
@@ -580,6 +587,7 @@ impl Schedule {
     /// Records `task` (of a running batch) as running on `executor`.
     fn start_task(&mut self, task: TaskKey, executor: usize) -> Option<Assignment> {
         let batch = self.running.get_mut(&task.batch)?;
+        let _span = batch_span(batch.batch_time_ms).entered();
         let dispatch = self.next_dispatch;
         self.next_dispatch += 1;
         self.pending.remove(&task);
@@ -616,6 +624,8 @@ impl Schedule {
             );
             return;
         };
+        // The batch's completion or failure below is logged inside its span too.
+        let _span = batch_span(batch.batch_time_ms).entered();
         let slot = &mut batch.jobs[task.job];
         let executor_name = &self.executor_names[executor];
         match attempt {

@@ -14,6 +14,7 @@ pub(crate) mod checkpoint_coordinator;
 pub(crate) mod executor;
 pub(crate) mod job_generator;
 pub(crate) mod job_scheduler;
+pub(crate) mod span;
 
 #[cfg(test)]
 mod tests;

@@ -106,6 +106,11 @@ struct Args {
     /// names them.
     #[arg(long = "weir-arg", value_name = "ARG", allow_hyphen_values = true)]
     weir_args: Vec<String>,
+    /// How the bench's own log lines are written to stderr: `text` or `json` (`RUST_LOG`
+    /// filters them; default: warn). The runs' `word_count` inherit `WEIR_LOG_FORMAT`.
+    #[arg(long, value_name = "FORMAT", env = weir::logging::LOG_FORMAT_VAR,
+          default_value_t = weir::logging::LogFormat::Text)]
+    log_format: weir::logging::LogFormat,
 }
 
 /// The effective settings.
@@ -130,6 +135,7 @@ struct Plan {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let _ = weir::logging::init(args.log_format);
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -23,6 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use clap::Parser;
+use weir::logging::{LOG_FORMAT_VAR, LogFormat};
 use weir_actors::checkpoint::{CheckpointConfig, CheckpointData, CheckpointStore, SourceOffset};
 use weir_actors::wal::{Position, Wal, WalConfig, format};
 use weir_actors::{Event, EventSink, Storage};
@@ -33,16 +35,28 @@ const KILL_AFTER_CHECKPOINTS: usize = 3;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The durable core, end to end: write, crash mid-write, recover.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Where the log and the checkpoints live.
+    #[arg(long, value_name = "DIR", default_value = "weir-data/crash-recovery")]
+    dir: PathBuf,
+    /// Internal: be the writer that the parent kills, writing into DIR.
+    #[arg(long, value_name = "DIR", hide = true)]
+    child: Option<PathBuf>,
+    /// How log lines are written to stderr: `text` or `json` (`RUST_LOG` filters them;
+    /// default: warn). This example runs no engine, so it takes no `--config`.
+    #[arg(long, value_name = "FORMAT", env = LOG_FORMAT_VAR, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.as_slice() {
-        [flag, dir] if flag == "--child" => child(PathBuf::from(dir)),
-        [flag, dir] if flag == "--dir" => parent(PathBuf::from(dir)),
-        [] => parent(PathBuf::from("weir-data/crash-recovery")),
-        _ => {
-            eprintln!("usage: crash_recovery [--dir DIR]");
-            return ExitCode::from(2);
-        }
+    let args = Args::parse();
+    let _ = weir::logging::init(args.log_format);
+    let result = match args.child {
+        Some(dir) => child(dir),
+        None => parent(args.dir),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -38,7 +38,7 @@ use weir::dstream::{OffsetRange, StartingOffsets};
 use weir::sources::partitioned_log::PartitionedLog;
 use weir::{Event, StreamingContext};
 use weir_examples::output::read_output;
-use weir_examples::run::{BoxError, Limits, Stopped, main_with, run_until_stopped};
+use weir_examples::run::{BoxError, CommonArgs, Limits, Stopped, main_with, run_until_stopped};
 
 /// A producer and a direct stream over the partitioned log, exactly once.
 #[derive(Parser, Debug)]
@@ -73,19 +73,23 @@ struct Args {
     /// At most this many records per partition per batch.
     #[arg(long, value_name = "N")]
     max_per_partition: Option<u64>,
-    /// The batch interval in milliseconds.
-    #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
-    batch_ms: u64,
+    /// The batch interval in milliseconds (default: 500, or `batch_interval_ms` of --config).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    batch_ms: Option<u64>,
     /// Do not produce: only consume what is in the log.
     #[arg(long)]
     no_producer: bool,
     /// Stop gracefully after this many seconds (default: when everything is consumed).
     #[arg(long, value_name = "SECONDS")]
     duration_secs: Option<u64>,
+    /// The flags every example has.
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 fn main() -> ExitCode {
-    main_with("direct_log", run(Args::parse()))
+    let args = Args::parse();
+    main_with("direct_log", args.common.log_format, run(args))
 }
 
 async fn run(args: Args) -> Result<(), BoxError> {
@@ -111,9 +115,15 @@ async fn run(args: Args) -> Result<(), BoxError> {
     });
 
     let max_per_partition = args.max_per_partition;
+    // Flags given explicitly win over the environment and the file (docs/operations.md).
+    let mut overrides = args.common.overrides()?;
+    if let Some(ms) = args.batch_ms {
+        overrides.set("batch_interval_ms", &ms.to_string())?;
+    }
     let ctx = StreamingContext::get_or_create(&args.checkpoint_dir, |config| {
-        let ctx =
-            StreamingContext::new(config.batch_interval(Duration::from_millis(args.batch_ms)));
+        let ctx = StreamingContext::new(
+            overrides.apply(config.batch_interval(Duration::from_millis(500))),
+        );
         let records = ctx
             .direct_stream(
                 Arc::new(log.clone()),

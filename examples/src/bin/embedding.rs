@@ -37,7 +37,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use weir::{Event, StreamingContext};
-use weir_examples::run::{BoxError, main_with};
+use weir_examples::run::{BoxError, CommonArgs, main_with};
 use weir_examples::text_server::TextServer;
 
 /// A service embedding weir: a word count inside, a stats endpoint outside.
@@ -50,9 +50,9 @@ struct Args {
     /// Where checkpoints and logs live.
     #[arg(long, value_name = "DIR", default_value = "weir-data/embedding")]
     checkpoint_dir: PathBuf,
-    /// The batch interval in milliseconds.
-    #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
-    batch_ms: u64,
+    /// The batch interval in milliseconds (default: 500, or `batch_interval_ms` of --config).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    batch_ms: Option<u64>,
     /// Kill an executor after N completed batches (once), to see the alerts and the healing.
     #[arg(long, value_name = "N")]
     chaos_after: Option<u64>,
@@ -62,6 +62,9 @@ struct Args {
     /// Stop gracefully after N batches have completed.
     #[arg(long, value_name = "N")]
     max_batches: Option<u64>,
+    /// The flags every example has.
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 /// What the service knows, shared by the output, the event loop and the stats endpoint.
@@ -102,7 +105,8 @@ fn lock(stats: &Shared) -> std::sync::MutexGuard<'_, Stats> {
 }
 
 fn main() -> ExitCode {
-    main_with("embedding", run(Args::parse()))
+    let args = Args::parse();
+    main_with("embedding", args.common.log_format, run(args))
 }
 
 async fn run(args: Args) -> Result<(), BoxError> {
@@ -124,11 +128,17 @@ async fn run(args: Args) -> Result<(), BoxError> {
     // 1. Build.
     let text = TextServer::start(5, Duration::from_millis(50), fastrand::u64(..)).await?;
     let (published, fail) = (Arc::clone(&stats), args.fail);
+    // Flags given explicitly win over the environment and the file (docs/operations.md).
+    let mut overrides = args.common.overrides()?;
+    if let Some(ms) = args.batch_ms {
+        overrides.set("batch_interval_ms", &ms.to_string())?;
+    }
+    if fail {
+        // Give up soon.
+        overrides.set("driver_policy_max_restarts", "2")?;
+    }
     let mut ctx = StreamingContext::get_or_create(&args.checkpoint_dir, |config| {
-        let mut config = config.batch_interval(Duration::from_millis(args.batch_ms));
-        if fail {
-            config.engine.driver_policy.intensity.max_restarts = 2;
-        }
+        let config = overrides.apply(config.batch_interval(Duration::from_millis(500)));
         let ctx = StreamingContext::new(config);
         ctx.socket_text_stream(text.addr().to_string())
             .uid("lines")
@@ -165,7 +175,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
     })
     .await?;
     let names = ctx.config().engine.names();
-    let interval_ms = args.batch_ms;
+    let interval_ms = ctx.config().engine.batch_interval.as_millis() as u64;
 
     // 2. Start and subscribe.
     ctx.start().await?;

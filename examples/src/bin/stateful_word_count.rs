@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use weir::{Event, StreamingContext};
-use weir_examples::run::{BoxError, Limits, main_with, run_until_stopped};
+use weir_examples::run::{BoxError, CommonArgs, Limits, main_with, run_until_stopped};
 use weir_examples::text_server::TextServer;
 
 /// Running word totals in checkpointed state, over a socket.
@@ -38,9 +38,9 @@ struct Args {
     /// Where checkpoints and logs live.
     #[arg(long, value_name = "DIR", default_value = "weir-data/stateful")]
     checkpoint_dir: PathBuf,
-    /// The batch interval in milliseconds.
-    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
-    batch_ms: u64,
+    /// The batch interval in milliseconds (default: 1000, or `batch_interval_ms` of --config).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    batch_ms: Option<u64>,
     /// How many of the top words to print per batch.
     #[arg(long, value_name = "N", default_value_t = 5)]
     top: usize,
@@ -50,10 +50,14 @@ struct Args {
     /// Stop gracefully after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     duration_secs: Option<u64>,
+    /// The flags every example has.
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 fn main() -> ExitCode {
-    main_with("stateful_word_count", run(Args::parse()))
+    let args = Args::parse();
+    main_with("stateful_word_count", args.common.log_format, run(args))
 }
 
 async fn run(args: Args) -> Result<(), BoxError> {
@@ -68,9 +72,15 @@ async fn run(args: Args) -> Result<(), BoxError> {
     };
 
     let top = args.top;
+    // Flags given explicitly win over the environment and the file (docs/operations.md).
+    let mut overrides = args.common.overrides()?;
+    if let Some(ms) = args.batch_ms {
+        overrides.set("batch_interval_ms", &ms.to_string())?;
+    }
     let ctx = StreamingContext::get_or_create(&args.checkpoint_dir, |config| {
-        let ctx =
-            StreamingContext::new(config.batch_interval(Duration::from_millis(args.batch_ms)));
+        let ctx = StreamingContext::new(
+            overrides.apply(config.batch_interval(Duration::from_millis(1000))),
+        );
         ctx.socket_text_stream(addr.clone())
             .uid("lines")
             .flat_map(|line: &String| {

@@ -25,33 +25,52 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use clap::Parser;
+use weir::StreamingConfig;
+use weir::config_file::ConfigOverrides;
 use weir_actors::pipeline::{Receiver, ReceiverFactory};
 use weir_actors::testing::{CommitLog, CommitLogPipeline, NumberedReceiver, verify};
 use weir_actors::{Engine, EngineConfig};
 use weir_actors::{Event, Storage};
+use weir_examples::run::CommonArgs;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The supervision tree at work: actors are killed, the tree heals itself.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Kill one actor a second for this many seconds.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    seconds: u64,
+    /// Make the pipeline fail every batch, to see the engine give up.
+    #[arg(long)]
+    fail: bool,
+    /// Serve the control endpoint (`weir watch`) on ADDR, such as 127.0.0.1:7070.
+    #[arg(long, value_name = "ADDR")]
+    control_addr: Option<std::net::SocketAddr>,
+    /// The flags every example has.
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let fail = args.iter().any(|a| a == "--fail");
-    let seconds = args
-        .iter()
-        .position(|a| a == "--seconds")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(8u64);
-    let control_addr = match args.iter().position(|a| a == "--control-addr") {
-        Some(i) => match args.get(i + 1).map(|a| a.parse::<std::net::SocketAddr>()) {
-            Some(Ok(addr)) => Some(addr),
-            _ => {
-                eprintln!(
-                    "supervision_tree: --control-addr needs an address such as 127.0.0.1:7070"
-                );
-                return ExitCode::from(2);
-            }
-        },
-        None => None,
+    let args = Args::parse();
+    let _ = weir::logging::init(args.common.log_format);
+    let (fail, seconds) = (args.fail, args.seconds);
+    // Flags given explicitly win over the environment and the file (docs/operations.md).
+    let overrides = args.common.overrides().and_then(|mut overrides| {
+        if let Some(addr) = args.control_addr {
+            overrides.set("control_addr", &addr.to_string())?;
+        }
+        Ok(overrides)
+    });
+    let overrides = match overrides {
+        Ok(overrides) => overrides,
+        Err(err) => {
+            eprintln!("supervision_tree: {err}");
+            return ExitCode::FAILURE;
+        }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -63,7 +82,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(fail, seconds, control_addr)) {
+    match runtime.block_on(run(fail, seconds, &overrides)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(err) => {
@@ -73,11 +92,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(
-    fail: bool,
-    seconds: u64,
-    control_addr: Option<std::net::SocketAddr>,
-) -> Result<bool, BoxError> {
+async fn run(fail: bool, seconds: u64, overrides: &ConfigOverrides) -> Result<bool, BoxError> {
     let dir = std::path::PathBuf::from("weir-data/supervision");
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
@@ -87,7 +102,14 @@ async fn run(
     config.block_interval = Duration::from_millis(50);
     config.receiver_restart_delay = Duration::from_millis(500);
     config.driver_policy.intensity.max_restarts = if fail { 3 } else { 20 };
-    config.control_addr = control_addr;
+    // The file's and the environment's engine settings over the example's; the streaming
+    // settings (parallelism, rates) do not apply to an engine without a streaming context.
+    let config = overrides
+        .apply(StreamingConfig {
+            engine: config,
+            ..StreamingConfig::new(Storage::local(&dir))
+        })
+        .engine;
     let names = config.names();
     let numbers = NumberedReceiver::new(100, Duration::from_millis(10));
     let log = Arc::new(CommitLog::default());

@@ -40,12 +40,15 @@ use std::time::Duration;
 use clap::Parser;
 use weir::sources::file_stream::FileStreamOptions;
 use weir::sources::socket::SocketTextReceiver;
-use weir::{DStream, Event, StreamingContext};
+use weir::{DStream, Event, StreamingConfig, StreamingContext};
 use weir_examples::generator::FileFeeder;
-use weir_examples::run::{BoxError, Limits, main_with, run_until_stopped};
+use weir_examples::run::{BoxError, CommonArgs, Limits, main_with, run_until_stopped};
 
 /// How many new files one batch reads at most.
 const MAX_FILES_PER_BATCH: usize = 1000;
+
+/// The batch interval unless a flag, the environment or `--config` says otherwise.
+const DEFAULT_BATCH_INTERVAL: Duration = Duration::from_millis(1000);
 
 /// Exactly-once word count over a directory of text files or a socket.
 #[derive(Parser, Debug)]
@@ -64,9 +67,9 @@ struct Args {
     /// Where the batch directories are written.
     #[arg(long, value_name = "DIR", default_value = "weir-data/output")]
     output_dir: PathBuf,
-    /// The batch interval in milliseconds.
-    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
-    batch_ms: u64,
+    /// The batch interval in milliseconds (default: 1000, or `batch_interval_ms` of --config).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    batch_ms: Option<u64>,
     /// Write running totals (kept in checkpointed state) instead of per-batch counts.
     #[arg(long)]
     running: bool,
@@ -102,14 +105,43 @@ struct Args {
     /// Do not print each batch's top words.
     #[arg(long)]
     quiet: bool,
+    /// The flags every example has.
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    main_with("word_count", run(args))
+    main_with("word_count", args.common.log_format, run(args))
 }
 
 async fn run(args: Args) -> Result<(), BoxError> {
+    // Flags given explicitly win over the environment and the file (docs/operations.md).
+    let mut overrides = args.common.overrides()?;
+    if let Some(ms) = args.batch_ms {
+        overrides.set("batch_interval_ms", &ms.to_string())?;
+    }
+    if args.no_receiver_wal {
+        overrides.set("receiver_wal", "false")?;
+    }
+    if let Some(addr) = args.control_addr {
+        overrides.set("control_addr", &addr.to_string())?;
+    }
+    if args.control_allow_remote {
+        overrides.set("control_allow_remote", "true")?;
+    }
+    if let Some(addr) = args.http_addr {
+        overrides.set("http_addr", &addr.to_string())?;
+    }
+    if args.http_allow_remote {
+        overrides.set("http_allow_remote", "true")?;
+    }
+    let configure =
+        |config: StreamingConfig| overrides.apply(config.batch_interval(DEFAULT_BATCH_INTERVAL));
+    let batch_ms = configure(StreamingConfig::local(&args.checkpoint_dir))
+        .engine
+        .batch_interval
+        .as_millis() as u64;
     let demo = args.input_dir.is_none() && args.socket.is_none();
     let input_dir = args
         .input_dir
@@ -118,7 +150,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let feeder = demo.then(|| {
         FileFeeder::start(
             input_dir.clone(),
-            Duration::from_millis(args.batch_ms.max(3) / 3),
+            Duration::from_millis(batch_ms.max(3) / 3),
             20,
             fastrand::u64(..),
         )
@@ -128,22 +160,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
     }
 
     let ctx = StreamingContext::get_or_create(&args.checkpoint_dir, |config| {
-        let config = config
-            .batch_interval(Duration::from_millis(args.batch_ms))
-            .receiver_wal(!args.no_receiver_wal);
-        let config = match args.control_addr {
-            Some(addr) => config
-                .control_addr(addr)
-                .control_allow_remote(args.control_allow_remote),
-            None => config,
-        };
-        let config = match args.http_addr {
-            Some(addr) => config
-                .http_addr(addr)
-                .http_allow_remote(args.http_allow_remote),
-            None => config,
-        };
-        let ctx = StreamingContext::new(config);
+        let ctx = StreamingContext::new(configure(config));
         match &args.socket {
             None => {
                 let lines = ctx
@@ -191,7 +208,9 @@ async fn run(args: Args) -> Result<(), BoxError> {
         "word_count: counts go to {}/batch-<time>/part-*; watch with `weir events --dir {}`{}",
         args.output_dir.display(),
         args.checkpoint_dir.display(),
-        args.control_addr
+        ctx.config()
+            .engine
+            .control_addr
             .map(|a| format!(
                 " or `weir watch --addr {a} --token-file {}/control-token`",
                 args.checkpoint_dir.display()

@@ -27,6 +27,11 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// How log lines are written to stderr: `text` or `json` (one object a line). Nothing is
+    /// logged unless `RUST_LOG` asks (e.g. `RUST_LOG=debug`).
+    #[arg(long, global = true, value_name = "FORMAT", env = crate::logging::LOG_FORMAT_VAR,
+          default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
 }
 
 /// The commands.

@@ -156,7 +156,12 @@ pub(super) fn show(dir: &Path, id: Option<u64>) -> anyhow::Result<()> {
             format!(": {}", pending.join(", "))
         }
     );
-    println!("  settings         {}", data.settings.len());
+    // The effective configuration of the process that wrote it, named as the keys of a
+    // configuration file (`weir::config_file`).
+    println!(
+        "  settings         {} (the configuration it was written with)",
+        data.settings.len()
+    );
     for (key, value) in &data.settings {
         println!("    {key} = {value}");
     }

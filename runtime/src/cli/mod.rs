@@ -29,6 +29,9 @@ pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
             return ExitCode::from(code);
         }
     };
+    // Off unless RUST_LOG asks: `weir watch` draws the whole screen, and the offline
+    // commands print their findings on stdout.
+    let _ = crate::logging::init_with_default(cli.log_format, "off");
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

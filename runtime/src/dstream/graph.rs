@@ -405,8 +405,11 @@ pub(crate) fn blocking_job(
         id,
         run: Arc::new(move |_ctx| -> BoxFuture<'static, Result<(), UserError>> {
             let work = Arc::clone(&work);
+            // The engine runs the job inside its batch's `tracing` span; the blocking thread
+            // enters it too, so what the user's closures log carries `batch_time_ms`.
+            let span = tracing::Span::current();
             Box::pin(async move {
-                match tokio::task::spawn_blocking(move || work()).await {
+                match tokio::task::spawn_blocking(move || span.in_scope(|| work())).await {
                     Ok(result) => result.map_err(|e| Box::new(e) as UserError),
                     Err(join) if join.is_panic() => {
                         Err(format!("panicked: {}", panic_message(join.into_panic())).into())
