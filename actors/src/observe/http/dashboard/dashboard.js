@@ -218,7 +218,8 @@
 
   function tickUptime() {
     if (!overview) return;
-    setText('ov-uptime', fmtDuration(Math.max(0, Date.now() + clockSkew - overview.started_ms)));
+    const ms = Math.max(0, Date.now() + clockSkew - overview.started_ms);
+    setText('ov-uptime', ms < 60000 ? Math.floor(ms / 1000) + ' s' : fmtDuration(ms));
   }
 
   // ------------------------------------------------------------------ charts -------- //
@@ -327,7 +328,7 @@
     for (let i = 0; i <= xTicks; i++) {
       const t = x0 + ((x1 - x0) * i) / xTicks;
       const anchor = i === 0 ? 'start' : i === xTicks ? 'end' : 'middle';
-      parts.push(svg('text', { class: 'axis-label', x: sx(t), y: H - 6, 'text-anchor': anchor }, fmtTime(t)));
+      parts.push(svg('text', { class: 'axis-label', x: sx(t), y: H - 6, 'text-anchor': anchor }, fmtTime(t, (x1 - x0) / xTicks < 1000)));
     }
     parts.push(svg('line', { class: 'axis-line', x1: MARGIN.left, x2: W - MARGIN.right, y1: sy(0), y2: sy(0) }));
 
@@ -643,7 +644,11 @@
       el('span', { class: 'event-details mono' }, eventDetails(ev)));
   }
 
+  // block_stored comes once per block and receiver: it would push everything else out.
+  const shownInLog = (ev) => ev.kind !== 'block_stored';
+
   function addEvent(ev) {
+    if (!shownInLog(ev)) return;
     const key = eventKey(ev);
     if (eventKeys.has(key)) return;
     eventKeys.add(key);
@@ -659,10 +664,11 @@
   // Replaces the log with the server's recent events (after a reconnect or while polling).
   async function loadRecentEvents() {
     try {
-      const res = await fetch(API + 'events/recent?limit=' + EVENT_ROWS, { cache: 'no-store' });
+      const res = await fetch(API + 'events/recent?limit=' + EVENT_ROWS * 10, { cache: 'no-store' });
       if (!res.ok) throw new Error('HTTP ' + res.status);
       const data = await res.json();
-      const events = Array.isArray(data.events) ? data.events : [];
+      // Oldest first; most of them may be block_stored, hence the larger limit.
+      const events = (Array.isArray(data.events) ? data.events : []).filter(shownInLog).slice(-EVENT_ROWS);
       const keep = eventLog.filter((ev) => !events.some((x) => eventKey(x) === eventKey(ev)) &&
         (events.length === 0 || ev.time_ms >= events[events.length - 1].time_ms));
       eventLog = [];
@@ -680,7 +686,7 @@
   // Which resources an event invalidates.
   function onEvent(ev) {
     const kind = String(ev.kind || '');
-    if (kind !== 'block_stored') addEvent(ev);
+    addEvent(ev);
     if (kind === 'lagged') {
       refreshAll();
       return;
