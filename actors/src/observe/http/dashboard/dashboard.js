@@ -21,6 +21,24 @@
 
   const $ = (id) => document.getElementById(id);
 
+  // Off loopback the server wants the control token on every request; a browser's
+  // EventSource sets no headers, so the page passes it on as `?token=`, taken from its own
+  // address (`http://host:port/?token=...`).
+  const TOKEN = new URLSearchParams(location.search).get('token');
+
+  function apiUrl(path) {
+    if (!TOKEN) return API + path;
+    return API + path + (path.includes('?') ? '&' : '?') + 'token=' + encodeURIComponent(TOKEN);
+  }
+
+  function httpError(res) {
+    if (res.status === 401) {
+      return new Error('HTTP 401: this server needs the control token; open the page as ' +
+        '/?token=<the contents of <checkpoint-dir>/control-token>');
+    }
+    return new Error('HTTP ' + res.status);
+  }
+
   // ------------------------------------------------------------------ formatting ---- //
 
   const intFormat = new Intl.NumberFormat('en-US');
@@ -140,7 +158,7 @@
   // One API resource: `request()` asks for a fetch; requests that arrive while one is in
   // flight, or within MIN_GAP_MS of the last, are coalesced into one later fetch. `apply`
   // gets the parsed JSON only when its text changed.
-  function resource(name, path, apply) {
+  function resource(name, path, apply, optional) {
     const r = { name, inflight: false, pending: false, last: 0, timer: null, body: null };
     r.request = function () {
       if (r.inflight) {
@@ -157,11 +175,11 @@
       r.pending = false;
       r.last = Date.now();
       try {
-        const res = await fetch(API + (typeof path === 'function' ? path() : path), {
+        const res = await fetch(apiUrl(path), {
           cache: 'no-store',
           headers: { Accept: 'application/json' },
         });
-        if (!res.ok) throw new Error('HTTP ' + res.status);
+        if (!res.ok) throw httpError(res);
         const body = await res.text();
         clearFetchError();
         setText('last-update', 'updated ' + fmtTime(Date.now()));
@@ -170,7 +188,7 @@
           apply(JSON.parse(body));
         }
       } catch (err) {
-        showFetchError(name, err);
+        if (!optional) showFetchError(name, err);
       } finally {
         r.inflight = false;
         if (r.pending) r.request();
@@ -185,6 +203,7 @@
     checkpoints: resource('checkpoints', 'checkpoints', renderCheckpoints),
     tree: resource('tree', 'tree', renderTree),
     receivers: resource('receivers', 'receivers', renderReceivers),
+    sources: resource('sources', 'sources', renderSources, true),
     wal: resource('wal', 'wal', renderWal),
     config: resource('config', 'config', renderConfig),
   };
@@ -582,6 +601,19 @@
     replaceChildren($('receiver-rows'), rows.length ? rows : [emptyRow(7, 'no receiver (file streams read without one)')]);
   }
 
+  // Sources read without a receiver (files, partitioned logs): what the latest batch planned
+  // up to, the newest offset seen, and the lag between them. Hidden when there is none.
+  function renderSources(data) {
+    const list = Array.isArray(data.sources) ? data.sources : [];
+    $('sources-block').hidden = list.length === 0;
+    replaceChildren($('source-rows'), list.map((s) => el('tr', null,
+      el('td', { class: 'mono' }, s.source),
+      el('td', { class: 'num' }, s.partition == null ? '–' : String(s.partition)),
+      el('td', { class: 'num' }, fmtInt(s.planned)),
+      el('td', { class: 'num' }, fmtInt(s.latest)),
+      el('td', { class: 'num' + (s.lag > 0 ? ' warn' : '') }, fmtInt(s.lag)))));
+  }
+
   function renderWal(w) {
     const tiles = [
       ['Appends', fmtInt(w.appends)],
@@ -664,8 +696,8 @@
   // Replaces the log with the server's recent events (after a reconnect or while polling).
   async function loadRecentEvents() {
     try {
-      const res = await fetch(API + 'events/recent?limit=' + EVENT_ROWS * 10, { cache: 'no-store' });
-      if (!res.ok) throw new Error('HTTP ' + res.status);
+      const res = await fetch(apiUrl('events/recent?limit=' + EVENT_ROWS * 10), { cache: 'no-store' });
+      if (!res.ok) throw httpError(res);
       const data = await res.json();
       // Oldest first; most of them may be block_stored, hence the larger limit.
       const events = (Array.isArray(data.events) ? data.events : []).filter(shownInLog).slice(-EVENT_ROWS);
@@ -695,6 +727,7 @@
       R.batches.request();
       R.overview.request();
     }
+    if (kind === 'batch_generated' || kind === 'batch_completed') R.sources.request();
     if (kind.startsWith('checkpoint_')) {
       R.checkpoints.request();
       R.overview.request();
@@ -740,7 +773,7 @@
       startPolling();
       return;
     }
-    source = new EventSource(API + 'events');
+    source = new EventSource(apiUrl('events'));
     source.onopen = () => {
       setBadge('live');
       stopPolling();
