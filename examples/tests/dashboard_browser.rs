@@ -151,7 +151,11 @@ fn start_word_count(socket: SocketAddr, dir: &Path) -> (Reaped, SocketAddr) {
             panic!("word_count never said where it listens; it said:\n{said:#?}");
         };
         if let Some(rest) = line.strip_prefix("http: listening on http://") {
-            let addr = rest.trim().trim_end_matches('/').parse().unwrap();
+            // `http: listening on http://ADDR (dashboard at /, ...)`
+            let addr = rest.split_whitespace().next().unwrap_or("");
+            let addr = addr.trim_end_matches('/').parse().unwrap_or_else(|e| {
+                panic!("`{line}` names no address: {e}");
+            });
             return (child, addr);
         }
         said.push(line);
@@ -195,6 +199,7 @@ fn a_browser_sees_one_point_per_batch_and_the_tree_update_after_a_kill() {
             done.stdout, done.stderr
         )
     });
+    println!("the browser saw: {seen}");
     assert!(
         done.status.success() && seen.get("error").is_none(),
         "the browser script failed ({}): {:#}\nstderr:\n{}",
@@ -223,6 +228,7 @@ fn a_browser_sees_one_point_per_batch_and_the_tree_update_after_a_kill() {
     assert_eq!(seen["kill"]["status"], 200, "{seen:#}");
     assert_eq!(seen["kill"]["body"]["ok"], true, "{seen:#}");
     assert_eq!(seen["restarts_after"], 1, "{seen:#}");
+    assert!(seen["running_again_after_ms"].is_u64(), "{seen:#}");
     assert_eq!(seen["not_reloaded"], true, "{seen:#}");
     assert_eq!(seen["failure_in_event_log"], true, "{seen:#}");
     assert_eq!(seen["badge_before"], "live", "{seen:#}");

@@ -8,7 +8,7 @@
 // point per completed batch that /api/v1/batches lists, checks the supervision tree shows
 // receiver-0 with 0 restarts, opens a batch's detail, kills receiver-0 through
 // POST /api/v1/actors/receiver-0/kill with the token, and waits until the same page (never
-// reloaded) shows data-restarts="1" for it. Then it saves a full-page screenshot and prints
+// reloaded) shows data-restarts="1" for it, then the actor running again. Then it saves a full-page screenshot and prints
 // one JSON line of what it saw; on a failure the line has "error" (and a screenshot is still
 // taken) and the exit code is 1. Every wait is bounded.
 import { createRequire } from 'node:module';
@@ -151,6 +151,9 @@ try {
   await page.waitForSelector(`[data-actor="${actor}"][data-restarts="1"]`);
   seen.restart_shown_after_ms = Date.now() - killedAt;
   seen.restarts_after = await restartsShown(page);
+  // ... and then the actor running again (its supervisor restarts it after a backoff).
+  await page.waitForSelector(`[data-actor="${actor}"][data-restarts="1"][data-state="running"]`);
+  seen.running_again_after_ms = Date.now() - killedAt;
   seen.not_reloaded = await page.evaluate(() => window.__weirNotReloaded === true);
   await page.waitForSelector(`#event-log li[data-kind="actor_failed"]`);
   seen.failure_in_event_log = true;

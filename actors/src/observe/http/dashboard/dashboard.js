@@ -273,6 +273,20 @@
     return { top, ticks };
   }
 
+  // Round times from x0 to x1, at most `count` of them, a "nice" step apart (1 s, 5 s, 1 min,
+  // ...), in local time.
+  const TIME_STEPS = [100, 200, 250, 500, 1000, 2000, 5000, 10000, 15000, 30000, 60000, 120000,
+    300000, 600000, 900000, 1800000, 3600000, 7200000, 10800000, 21600000, 43200000, 86400000];
+
+  function timeTicks(x0, x1, count) {
+    const want = (x1 - x0) / count;
+    const step = TIME_STEPS.find((s) => s >= want) || TIME_STEPS[TIME_STEPS.length - 1];
+    const offset = step >= 3600000 ? new Date(x0).getTimezoneOffset() * 60000 : 0;
+    const ticks = [];
+    for (let t = Math.ceil((x0 - offset) / step) * step + offset; t <= x1; t += step) ticks.push(t);
+    return { step, ticks };
+  }
+
   function chartWidth(node) {
     const w = node.parentNode ? node.parentNode.clientWidth : 0;
     return Math.max(160, Math.floor(w) - 2);
@@ -296,9 +310,11 @@
     if (completed.length === 0) {
       x0 = Date.now() - 60000;
       x1 = Date.now();
-    } else if (x0 === x1) {
-      x0 -= interval || 1000;
-      x1 += interval || 1000;
+    } else {
+      // Half an interval on each side, so the first and last dots are not cut.
+      const margin = Math.max((interval || 1000) / 2, (x1 - x0) * 0.01);
+      x0 -= margin;
+      x1 += margin;
     }
     for (const metric of METRICS) {
       const points = [];
@@ -343,11 +359,12 @@
       parts.push(svg('line', { class: 'grid-line', x1: MARGIN.left, x2: W - MARGIN.right, y1: y, y2: y }));
       parts.push(svg('text', { class: 'axis-label', x: MARGIN.left - 6, y: y + 3.5, 'text-anchor': 'end' }, axisLabel(v, metric)));
     }
-    const xTicks = Math.max(2, Math.min(6, Math.floor(iw / 110)));
-    for (let i = 0; i <= xTicks; i++) {
-      const t = x0 + ((x1 - x0) * i) / xTicks;
-      const anchor = i === 0 ? 'start' : i === xTicks ? 'end' : 'middle';
-      parts.push(svg('text', { class: 'axis-label', x: sx(t), y: H - 6, 'text-anchor': anchor }, fmtTime(t, (x1 - x0) / xTicks < 1000)));
+    const { step, ticks: xTicks } = timeTicks(x0, x1, Math.max(2, Math.floor(iw / 90)));
+    for (const t of xTicks) {
+      const x = sx(t);
+      const anchor = x - MARGIN.left < 30 ? 'start' : W - MARGIN.right - x < 30 ? 'end' : 'middle';
+      parts.push(svg('line', { class: 'tick', x1: x, x2: x, y1: sy(0), y2: sy(0) + 4 }));
+      parts.push(svg('text', { class: 'axis-label', x, y: H - 6, 'text-anchor': anchor }, fmtTime(t, step < 1000)));
     }
     parts.push(svg('line', { class: 'axis-line', x1: MARGIN.left, x2: W - MARGIN.right, y1: sy(0), y2: sy(0) }));
 
