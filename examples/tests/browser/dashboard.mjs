@@ -165,6 +165,7 @@ try {
   if (page) {
     try {
       mkdirSync(dirname(args.screenshot), { recursive: true });
+      await page.evaluate(() => window.scrollTo(0, 0)); // the sticky tabs at the top
       await page.screenshot({ path: args.screenshot, fullPage: true });
       seen.screenshot = args.screenshot;
     } catch (err) {
