@@ -231,6 +231,7 @@ fn a_browser_sees_one_point_per_batch_and_the_tree_update_after_a_kill() {
     assert!(seen["running_again_after_ms"].is_u64(), "{seen:#}");
     assert_eq!(seen["not_reloaded"], true, "{seen:#}");
     assert_eq!(seen["failure_in_event_log"], true, "{seen:#}");
+    assert_eq!(seen["restart_in_event_log"], true, "{seen:#}");
     assert_eq!(seen["badge_before"], "live", "{seen:#}");
     // A batch's detail lists its outputs.
     assert!(seen["detail_outputs"].as_u64().unwrap() >= 1, "{seen:#}");
