@@ -233,8 +233,12 @@ fn a_browser_sees_one_point_per_batch_and_the_tree_update_after_a_kill() {
     assert_eq!(seen["failure_in_event_log"], true, "{seen:#}");
     assert_eq!(seen["restart_in_event_log"], true, "{seen:#}");
     assert_eq!(seen["badge_before"], "live", "{seen:#}");
-    // A batch's detail lists its outputs.
+    // A batch's detail lists its outputs and what its source read.
     assert!(seen["detail_outputs"].as_u64().unwrap() >= 1, "{seen:#}");
+    assert_eq!(
+        seen["detail_sources"][0][0], "input-socket",
+        "word_count's source, by its uid: {seen:#}"
+    );
     // The page ran without a script error.
     assert_eq!(seen["page_errors"], serde_json::json!([]), "{seen:#}");
     assert_eq!(seen["console_errors"], serde_json::json!([]), "{seen:#}");

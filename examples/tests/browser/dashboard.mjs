@@ -130,11 +130,19 @@ try {
   seen.restarts_before = await restartsShown(page);
   seen.tree_actors = await page.$$eval('[data-actor]', (rows) => rows.length);
 
-  // A click on the newest completed batch opens its detail with its outputs.
-  await page.click('#batch-rows tr[data-batch]:has(.state-completed)');
+  // A click on the newest completed batch that read records opens its detail: its outputs
+  // and its records per source.
+  await page.waitForFunction(() => [...document.querySelectorAll('#batch-rows tr[data-batch]')]
+    .some((row) => row.querySelector('.state-completed') && row.cells[2].textContent !== '0'));
+  const batch = await page.evaluate(() => [...document.querySelectorAll('#batch-rows tr[data-batch]')]
+    .find((row) => row.querySelector('.state-completed') && row.cells[2].textContent !== '0')
+    .getAttribute('data-batch'));
+  await page.click(`#batch-rows tr[data-batch="${batch}"]`);
   await page.waitForSelector('#batch-detail:not([hidden])');
   seen.detail_title = await page.textContent('#detail-title');
   seen.detail_outputs = await page.$$eval('#detail-outputs tr:not(.empty)', (rows) => rows.length);
+  seen.detail_sources = await page.$$eval('#detail-sources tr:not(.empty)', (rows) =>
+    rows.map((row) => [...row.cells].slice(0, 2).map((cell) => cell.textContent)));
 
   // Kill the actor through the API, with the token; the same page must show the restart.
   // The event log keeps only its last 50 lines, which a few batches fill, so the events it

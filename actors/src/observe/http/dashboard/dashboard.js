@@ -542,6 +542,16 @@
       ['Total delay', fmtDuration(b.total_delay_ms)],
     ];
     replaceChildren($('detail-fields'), fields.flatMap(([k, v]) => [el('dt', null, k), el('dd', null, v)]));
+    const sources = b.sources && typeof b.sources === 'object' ? Object.entries(b.sources) : [];
+    const most = Math.max(1, ...sources.map(([, n]) => n || 0));
+    replaceChildren($('detail-sources'), sources.length
+      ? sources.map(([source, n]) => el('tr', null,
+        el('td', { class: 'mono' }, source),
+        el('td', { class: 'num' }, fmtInt(n)),
+        el('td', { class: 'bar-col' }, el('span', {
+          class: 'bar', style: 'width:' + Math.max(n ? 2 : 0, (100 * n) / most).toFixed(0) + '%',
+        }))))
+      : [emptyRow(3, b.status === 'completed' ? 'no source reported' : 'known once the batch completes')]);
     const outs = Array.isArray(b.outputs) ? b.outputs : [];
     const longest = Math.max(1, ...outs.map((o) => o.duration_ms || 0));
     replaceChildren($('detail-outputs'), outs.length
