@@ -104,7 +104,7 @@ pub struct CheckpointView {
 /// One receiver, as the API shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReceiverView {
-    /// The receiver supervisor that stores its blocks (or the receiver itself, before any).
+    /// The receiver (its supervisor's name until the receiver's start is seen).
     pub actor: String,
     /// Its stream.
     pub stream: u32,
@@ -362,7 +362,10 @@ impl History {
                 },
             ),
             Event::ReceiverStarted { actor, stream } => {
-                self.receiver(actor, *stream).state = "running".to_owned();
+                let r = self.receiver(actor, *stream);
+                // The receiver's own name (block events name its supervisor).
+                r.actor.clone_from(actor);
+                r.state = "running".to_owned();
             }
             Event::ReceiverStopped { actor, stream, .. } => {
                 self.receiver(actor, *stream).state = "stopped".to_owned();
@@ -379,7 +382,6 @@ impl History {
                 bytes,
             } => {
                 let r = self.receiver(actor, *stream);
-                r.actor.clone_from(actor);
                 r.records += records;
                 r.bytes += bytes;
                 r.blocks += 1;

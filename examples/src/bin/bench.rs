@@ -303,6 +303,40 @@ fn run(args: &Args) -> Result<(), BoxError> {
             );
             report.http.push((label, found));
         }
+        // The search's bounds move by a few percent from run to run (the top steps fail when
+        // the feeder cannot deliver against weir's backpressure), so also compare the cost
+        // directly: the same fixed rate, just below both sustained rates, alternating off and
+        // on, three times each.
+        let sustained: Vec<f64> = report
+            .http
+            .iter()
+            .filter_map(|(_, r)| r.sustained.as_ref().map(|s| s.rate))
+            .collect();
+        if sustained.len() == 2 {
+            let rate = 0.85 * sustained.iter().copied().fold(f64::INFINITY, f64::min);
+            for round in 0..3 {
+                for (label, l) in [("off", &launch), ("on", &observed)] {
+                    let dir = scratch.join(format!("http-fixed-{label}-{round}"));
+                    let r = step(
+                        l,
+                        Kind::Weir,
+                        true,
+                        rate,
+                        plan.batch_ms,
+                        (plan.warmup_secs, plan.step_secs),
+                        &dir,
+                        &pool,
+                    );
+                    match &r {
+                        Ok(s) => println!("bench: http {label} at {rate:.0}: {}", s.summary()),
+                        Err(e) => println!("bench: http {label} at {rate:.0}: failed: {e}"),
+                    }
+                    if let Ok(s) = r {
+                        report.http_fixed.push((label, s));
+                    }
+                }
+            }
+        }
     }
     if has("latency") {
         for &kind in &plan.systems {
@@ -1006,6 +1040,8 @@ struct Report {
     kills: Vec<(Kind, bool, Result<Kill, String>)>,
     /// The `http` phase: weir with its HTTP server off, then on and scraped.
     http: Vec<(&'static str, RateResult)>,
+    /// The `http` phase's fixed-rate steps, off and on alternating.
+    http_fixed: Vec<(&'static str, Step)>,
 }
 
 fn ratio(a: f64, b: f64) -> String {
@@ -1255,10 +1291,44 @@ impl Report {
             if let (Some(off), Some(on)) = (rate("off"), rate("on")) {
                 let _ = writeln!(
                     s,
-                    "\nOn / off: {} ({:+.1} %).\n",
+                    "\nSustained, on / off: {} ({:+.1} %).\n",
                     ratio(on, off),
                     (on / off - 1.0) * 100.0
                 );
+            }
+            if !self.http_fixed.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "At one fixed rate, off and on alternating:\n\n                     | HTTP server | rate words/s | delivered | processing p50 ms | p95 ms | passed | scrapes |\n|---|---|---|---|---|---|---|"
+                );
+                for (label, st) in &self.http_fixed {
+                    let _ = writeln!(
+                        s,
+                        "| {label} | {:.0} | {:.0} | {} | {} | {} | {} |",
+                        st.rate,
+                        st.achieved,
+                        st.processing.p50,
+                        st.processing.p95,
+                        if st.pass { "yes" } else { "no" },
+                        st.scrapes.map_or_else(|| "–".to_owned(), |n| n.to_string())
+                    );
+                }
+                let mean = |label: &str| {
+                    let v: Vec<f64> = self
+                        .http_fixed
+                        .iter()
+                        .filter(|(l, _)| *l == label)
+                        .map(|(_, st)| st.processing.p50 as f64)
+                        .collect();
+                    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+                };
+                if let (Some(off), Some(on)) = (mean("off"), mean("on")) {
+                    let _ = writeln!(
+                        s,
+                        "\nMean processing p50: off {off:.0} ms, on {on:.0} ms ({:+.1} %).\n",
+                        (on / off - 1.0) * 100.0
+                    );
+                }
             }
         }
         s
