@@ -1299,7 +1299,7 @@ impl Report {
             if !self.http_fixed.is_empty() {
                 let _ = writeln!(
                     s,
-                    "At one fixed rate, off and on alternating:\n\n                     | HTTP server | rate words/s | delivered | processing p50 ms | p95 ms | passed | scrapes |\n|---|---|---|---|---|---|---|"
+                    "At one fixed rate, off and on alternating:\n\n| HTTP server | rate words/s | delivered | processing p50 ms | p95 ms | passed | scrapes |\n|---|---|---|---|---|---|---|"
                 );
                 for (label, st) in &self.http_fixed {
                     let _ = writeln!(
