@@ -1,24 +1,31 @@
 #!/usr/bin/env bash
 # Installs Debian's `prometheus` package (the server and `promtool`) for the Prometheus test
 # (examples/tests/prometheus.rs), unless both are already on PATH. Idempotent, and safe to run
-# from several tests at once (one install at a time, under a lock). Needs root and Debian's
-# package registry; prints the paths of the two binaries as its last lines.
+# from several tests at once (one install at a time, under a lock). Needs Debian's
+# package registry (as root, or sudo without a password); prints the paths of the two
+# binaries as its last lines.
 set -euo pipefail
 
 lock="${TMPDIR:-/tmp}/weir-install-prometheus.lock"
 exec 9>"$lock"
 flock 9
 
+# As root, or through sudo without a password (the browser test's setup does the same).
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi
+}
+
 if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
-    export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get install -y --no-install-recommends prometheus >/dev/null 2>&1; then
-        apt-get update >/dev/null
-        apt-get install -y --no-install-recommends prometheus >/dev/null
+    if ! as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends prometheus >/dev/null 2>&1; then
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update >/dev/null
+        as_root env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y --no-install-recommends prometheus >/dev/null
     fi
     # The package starts a system service; the tests run their own server on a port of
     # their own, so stop it where a service manager runs it (in a container nothing does).
     if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-        systemctl stop prometheus >/dev/null 2>&1 || true
+        as_root systemctl stop prometheus >/dev/null 2>&1 || true
     fi
 fi
 echo "PROMETHEUS=$(command -v prometheus)"
