@@ -18,11 +18,14 @@
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use weir_examples::text_server::TextServer;
+
+mod common;
+use common::Reaped;
 
 /// How long `word_count` may take to start serving.
 const START_WAIT: Duration = Duration::from_secs(60);
@@ -42,16 +45,6 @@ fn target_dir() -> PathBuf {
 /// `examples/tests/browser`.
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-/// Kills and reaps the child when dropped, so a failed assertion leaves nothing running.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// What a finished command left.

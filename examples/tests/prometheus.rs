@@ -11,33 +11,18 @@
 )]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use weir_examples::text_server::TextServer;
 
+mod common;
+use common::{Reaped, free_addr, weir_binary};
+
 /// Every wait here is bounded by this.
 const WAIT: Duration = Duration::from_secs(90);
-
-/// Kills and reaps the child when dropped, so a failed assertion leaves nothing running.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A free loopback port (taken by the OS for a moment, then released).
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 /// The paths of `prometheus` and `promtool`, installed first if missing.
 fn prometheus_tools() -> (PathBuf, PathBuf) {
@@ -56,24 +41,6 @@ fn prometheus_tools() -> (PathBuf, PathBuf) {
             .unwrap_or_else(|| panic!("no {key} in {text}"))
     };
     (path("PROMETHEUS="), path("PROMTOOL="))
-}
-
-/// The `weir` binary, next to `word_count` (built if it is not there yet).
-fn weir_binary() -> PathBuf {
-    let word_count = PathBuf::from(env!("CARGO_BIN_EXE_word_count"));
-    let weir = word_count
-        .parent()
-        .unwrap()
-        .join(format!("weir{}", std::env::consts::EXE_SUFFIX));
-    if !weir.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "weir-streaming", "--bin", "weir"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building the weir binary failed");
-    }
-    weir
 }
 
 /// `GET path` on `addr`; the body, or `None` if nothing answers (yet).

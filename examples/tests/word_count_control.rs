@@ -11,50 +11,18 @@
 )]
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use weir_examples::text_server::TextServer;
 
+mod common;
+use common::{Reaped, free_addr, weir_binary};
+
 const WAIT: Duration = Duration::from_secs(60);
-
-/// The `weir` binary, built if it is not there yet.
-fn weir_binary() -> PathBuf {
-    let word_count = PathBuf::from(env!("CARGO_BIN_EXE_word_count"));
-    let dir = word_count.parent().unwrap();
-    let weir = dir.join(format!("weir{}", std::env::consts::EXE_SUFFIX));
-    if !weir.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "weir-streaming", "--bin", "weir"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building the weir binary failed");
-    }
-    assert!(weir.exists(), "no weir binary at {}", weir.display());
-    weir
-}
-
-/// A free loopback port (taken by the OS for a moment, then released).
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// Kills and reaps the child when dropped, so a failed assertion leaves nothing running.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `weir events --addr A --json`, its lines arriving on a channel.
 fn follow(weir: &Path, addr: SocketAddr) -> (Reaped, mpsc::Receiver<serde_json::Value>) {
