@@ -101,6 +101,25 @@ pub struct CheckpointView {
     pub reason: Option<String>,
 }
 
+impl CheckpointView {
+    /// A checkpoint event at `time_ms`, without size or duration.
+    fn new(
+        time_ms: u64,
+        outcome: CheckpointOutcome,
+        id: Option<u64>,
+        reason: Option<&String>,
+    ) -> Self {
+        CheckpointView {
+            id,
+            time_ms,
+            duration_ms: None,
+            bytes: None,
+            outcome,
+            reason: reason.cloned(),
+        }
+    }
+}
+
 /// One receiver, as the API shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReceiverView {
@@ -217,11 +236,6 @@ impl History {
             })
     }
 
-    fn checkpoint(&mut self, time_ms: u64, view: CheckpointView) {
-        self.checkpoints
-            .push_back(CheckpointView { time_ms, ..view });
-    }
-
     /// Takes in one event.
     pub fn apply(&mut self, record: &EventRecord) {
         let at = record.time_ms;
@@ -316,50 +330,20 @@ impl History {
                 ..
             } => {
                 self.totals.last_checkpoint_id = Some(*id);
-                self.checkpoint(
-                    at,
-                    CheckpointView {
-                        id: Some(*id),
-                        time_ms: at,
-                        duration_ms: *duration_ms,
-                        bytes: Some(*bytes),
-                        outcome: CheckpointOutcome::Written,
-                        reason: None,
-                    },
-                );
+                self.checkpoints.push_back(CheckpointView {
+                    duration_ms: *duration_ms,
+                    bytes: Some(*bytes),
+                    ..CheckpointView::new(at, CheckpointOutcome::Written, Some(*id), None)
+                });
             }
-            Event::CheckpointFailed { reason, .. } => self.checkpoint(
-                at,
-                CheckpointView {
-                    id: None,
-                    time_ms: at,
-                    duration_ms: None,
-                    bytes: None,
-                    outcome: CheckpointOutcome::Failed,
-                    reason: Some(reason.clone()),
-                },
+            Event::CheckpointFailed { reason, .. } => self.checkpoints.push_back(
+                CheckpointView::new(at, CheckpointOutcome::Failed, None, Some(reason)),
             ),
-            Event::CheckpointRestored { id, .. } => self.checkpoint(
-                at,
-                CheckpointView {
-                    id: Some(*id),
-                    time_ms: at,
-                    duration_ms: None,
-                    bytes: None,
-                    outcome: CheckpointOutcome::Restored,
-                    reason: None,
-                },
+            Event::CheckpointRestored { id, .. } => self.checkpoints.push_back(
+                CheckpointView::new(at, CheckpointOutcome::Restored, Some(*id), None),
             ),
-            Event::CheckpointSkipped { id, reason, .. } => self.checkpoint(
-                at,
-                CheckpointView {
-                    id: Some(*id),
-                    time_ms: at,
-                    duration_ms: None,
-                    bytes: None,
-                    outcome: CheckpointOutcome::Skipped,
-                    reason: Some(reason.clone()),
-                },
+            Event::CheckpointSkipped { id, reason, .. } => self.checkpoints.push_back(
+                CheckpointView::new(at, CheckpointOutcome::Skipped, Some(*id), Some(reason)),
             ),
             Event::ReceiverStarted { actor, stream } => {
                 let r = self.receiver(actor, *stream);
