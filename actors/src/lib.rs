@@ -55,6 +55,8 @@ pub use storage::durable;
 pub use storage::location::{Storage, StorageError};
 #[cfg(feature = "failpoints")]
 pub use storage::power_cut;
+#[cfg(feature = "s3")]
+pub use storage::s3::{S3Options, S3UrlError};
 pub use storage::storage_lock::{StorageLock, StorageLockError};
 pub use tree::names::Names;
 pub use tree::restart_policy::{Backoff, Intensity, RestartPolicy, Strategy};

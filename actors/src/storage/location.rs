@@ -73,7 +73,16 @@ impl Storage {
     pub fn describe(&self) -> String {
         match self {
             Storage::Local(dir) => dir.display().to_string(),
-            Storage::Object { op, prefix } => format!("{}://{prefix}", op.info().scheme()),
+            Storage::Object { op, prefix } => {
+                let info = op.info();
+                let scheme = info.scheme().to_string();
+                // An S3 operator's name is its bucket: `s3://bucket/prefix`, as users write it.
+                if scheme == "s3" && !info.name().is_empty() {
+                    format!("s3://{}/{prefix}", info.name())
+                } else {
+                    format!("{scheme}://{prefix}")
+                }
+            }
         }
     }
 }
