@@ -302,7 +302,7 @@ fn run(args: &Args) -> Result<(), BoxError> {
         // Searches alternate off/on, on/off, ... (so a drift of the machine over the run
         // weighs on both alike); the report compares their medians.
         let pair = |round: usize| {
-            if round % 2 == 0 {
+            if round.is_multiple_of(2) {
                 [("off", &launch), ("on", &observed)]
             } else {
                 [("on", &observed), ("off", &launch)]
