@@ -405,6 +405,20 @@ mod tests {
     }
 
     #[test]
+    fn a_location_is_an_s3_url_or_else_a_directory() {
+        match Storage::from_location("s3://b/jobs/x?endpoint=http://127.0.0.1:1") {
+            Ok(Storage::Object { prefix, .. }) => assert_eq!(prefix, "jobs/x/"),
+            other => panic!("an s3:// location is object storage: {other:?}"),
+        }
+        assert!(matches!(
+            Storage::from_location("weir-data/s3:/x"),
+            Ok(Storage::Local(_))
+        ));
+        let err = Storage::from_location("s3://").unwrap_err();
+        assert!(err.to_string().contains("names no bucket"), "{err}");
+    }
+
+    #[test]
     fn the_storage_is_under_the_normalized_prefix() {
         let storage = Storage::s3(
             &S3Options::new("b")
