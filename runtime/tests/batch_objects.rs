@@ -36,7 +36,11 @@ async fn counts_land_as_committed_objects(storage: Storage) {
         .to_vec();
     assert_eq!(part, b"a\t1\nb\t2\n");
     let sink = BatchObjectSink::new(&storage, "batch").unwrap();
-    let committed = sink.committed(1000).await.unwrap().expect("batch 1000 committed");
+    let committed = sink
+        .committed(1000)
+        .await
+        .unwrap()
+        .expect("batch 1000 committed");
     assert_eq!(committed.parts.len(), 1);
     // The empty batch wrote nothing at all.
     assert!(sink.committed(2000).await.unwrap().is_none());
