@@ -52,7 +52,8 @@ pub use observe::history::{
 pub use observe::hub::{EventHub, EventSink, EventSubscription};
 pub use observe::metrics::{EngineMetrics, SourceLag};
 pub use storage::durable;
-pub use storage::location::{LocationError, Storage, StorageError};
+pub use storage::locate::LocationError;
+pub use storage::location::{Storage, StorageError};
 #[cfg(feature = "failpoints")]
 pub use storage::power_cut;
 #[cfg(feature = "s3")]

@@ -24,6 +24,7 @@
 pub mod durable;
 pub(crate) mod failpoint;
 pub(crate) mod local;
+pub(crate) mod locate;
 pub(crate) mod location;
 pub(crate) mod object;
 #[cfg(feature = "failpoints")]
