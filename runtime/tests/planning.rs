@@ -316,13 +316,13 @@ async fn a_source_that_hangs_leaves_checkpoints_the_api_and_a_graceful_stop_answ
     // An operator's checkpoint is taken, and the API answers, while the look-up hangs (the
     // batches before it completed and were checkpointed a second ago: the checkpoint
     // written now is the one asked for).
+    // (A generator blocked in the look-up would not answer: the route gives up after its
+    // command timeout and answers 503.)
     let mut checkpoints = ctx.events().unwrap();
-    let asked = Instant::now();
     let (status, body) = request(addr, "POST", "/api/v1/checkpoints", Some(token.trim())).await;
     assert_eq!(status, 202, "{body}");
     let (status, body) = request(addr, "GET", "/api/v1/overview", None).await;
     assert_eq!(status, 200, "{body}");
-    assert!(asked.elapsed() < timeout, "the API waited for the source");
     checkpoints
         .next_matching(PATIENCE, |e| matches!(e, Event::CheckpointWritten { .. }))
         .await
@@ -347,13 +347,12 @@ async fn a_source_that_hangs_leaves_checkpoints_the_api_and_a_graceful_stop_answ
     );
 
     // A graceful stop completes: the attempt in flight ends at its timeout, nothing retries.
+    // (Were it waiting for the source, only the graceful stop timeout — a minute here —
+    // would end it.)
     let stopping = Instant::now();
     ctx.stop(true).await.unwrap();
     let took = stopping.elapsed();
-    assert!(
-        took < timeout + Duration::from_secs(5),
-        "the stop took {took:?}"
-    );
+    assert!(took < timeout * 10, "the stop took {took:?}");
     assert!(seen.lock().unwrap().keys().all(|&t| t < batch));
     // The abandoned call returns when the broker does; its answer is not used.
     source.open();
