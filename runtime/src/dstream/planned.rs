@@ -613,8 +613,10 @@ pub enum StartingOffsets {
     /// [`Batch::offset_ranges`](super::Batch::offset_ranges)). Start such an application
     /// without a checkpoint (`StreamingContext::new`, or a fresh checkpoint directory) so
     /// that the store is the only source of truth. An offset below the partition's earliest
-    /// starts at the earliest; one past its latest waits for records there. The start fails
-    /// if the list does not have one offset per partition.
+    /// starts at the earliest; one past its latest waits for records there. If the list does
+    /// not have one offset per partition, planning the first batch fails, naming the source
+    /// and the counts (under the engine: a `PlanningFailed` event, retried until the job is
+    /// stopped and fixed; under `ManualClock`: the batch's error).
     Given(Vec<u64>),
 }
 
