@@ -6,7 +6,8 @@
 //! many attempts), and a graceful stop completes; the next start runs the batches that could
 //! not be planned, so every record is output once. A source that fails three times and then
 //! recovers gets three `PlanningFailed` events with a doubling backoff, and its records are
-//! output once each, in contiguous offset ranges, batch after batch.
+//! output once each, in contiguous offset ranges, batch after batch. A job generator killed
+//! while its look-up hangs is restarted without a second blocked call, and loses nothing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
@@ -434,4 +435,65 @@ async fn a_source_failing_three_times_is_retried_and_every_record_is_read_once()
         90,
         "the offsets committed are the end of the last batch"
     );
+}
+
+/// The job generator is killed while its plan hangs: the driver restarts from the checkpoint,
+/// and the source is not called again while the dead incarnation's look-up is still blocked
+/// (the new incarnation's attempts wait for it and fail, saying so). When the source answers,
+/// every record is output once. (That the late answer itself is dropped, because the source
+/// was restored since the look-up began, is `planned.rs`'s unit test: here it would plan the
+/// same range as a new attempt.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_of_a_killed_generator_is_not_used_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let timeout = Duration::from_millis(500);
+    let source = FlakySource::new(2);
+    let seen: Seen = Arc::default();
+    let mut expected = source.append("a", 20);
+    let config = configured(
+        StreamingConfig::local(dir.path()),
+        "planning-restart-",
+        timeout,
+    );
+    let mut ctx = build(config, &source, &seen).unwrap();
+    ctx.start().await.unwrap();
+    let mut events = ctx.events().unwrap();
+    output_has(&mut events, &seen, 20).await;
+
+    let _open_at_the_end = OpenOnDrop(Arc::clone(&source));
+    source.close();
+    tokio::time::timeout(PATIENCE, source.blocked.notified())
+        .await
+        .expect("planning asked the source");
+    expected.extend(source.append("b", 10));
+    let addr = ctx.http_addr().unwrap();
+    let token = std::fs::read_to_string(dir.path().join("control-token")).unwrap();
+    let (status, body) = request(
+        addr,
+        "POST",
+        "/api/v1/actors/job-generator/kill",
+        Some(token.trim()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    events
+        .next_matching(PATIENCE, |e| matches!(e, Event::CheckpointRestored { .. }))
+        .await
+        .expect("the driver restarts from the checkpoint");
+    // The new incarnation finds the dead one's look-up still blocked, and waits for it.
+    let waited = "an earlier look-up has not answered yet, 500 ms later (the planning timeout)";
+    events
+        .next_matching(
+            PATIENCE,
+            |e| matches!(e, Event::PlanningFailed { cause, .. } if cause == waited),
+        )
+        .await
+        .expect("the new incarnation's attempt waits for the old look-up");
+    assert_eq!(source.most_blocked(), 1, "the source was called again");
+
+    source.open();
+    output_has(&mut events, &seen, 30).await;
+    ctx.stop(true).await.unwrap();
+    expected.sort();
+    assert_eq!(records_once(&seen), expected, "every record exactly once");
 }
