@@ -38,6 +38,12 @@ pub(crate) const DEFAULT_RECEIVER_RESTART_DELAY: Duration = Duration::from_secs(
 pub(crate) const DEFAULT_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Consecutive failed checkpoints tolerated by default: 3.
 pub(crate) const DEFAULT_TOLERABLE_CHECKPOINT_FAILURES: u32 = 3;
+/// An attempt to plan a batch is abandoned after this long by default: 10 s.
+pub(crate) const DEFAULT_PLANNING_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first retry of a failed planning attempt waits this long by default: 100 ms.
+pub(crate) const DEFAULT_PLANNING_RETRY_INITIAL: Duration = Duration::from_millis(100);
+/// Retries of a failed planning attempt wait at most this long by default: 5 s.
+pub(crate) const DEFAULT_PLANNING_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// The control endpoint's token file, in the storage directory.
 pub(crate) const CONTROL_TOKEN_FILE: &str = "control-token";
@@ -85,6 +91,9 @@ pub struct EngineConfig {
     pub checkpoint_policy: CheckpointPolicy,
     /// Checkpoints kept. Default: 10.
     pub checkpoints_retained: usize,
+    /// How long planning a batch may take (a direct source's offset look-ups), and how a
+    /// failed attempt is retried. Default: 10 s; 100 ms doubling to 5 s.
+    pub planning: PlanningPolicy,
     /// Restore from this checkpoint instead of the latest valid one (Flink's `run -s`), once:
     /// the first driver to start re-publishes it as the newest checkpoint, and a driver
     /// restarted after a failure resumes from the latest valid checkpoint as usual — never
@@ -153,6 +162,7 @@ impl EngineConfig {
             max_pending_batches: DEFAULT_MAX_PENDING_BATCHES,
             checkpoint_policy: CheckpointPolicy::default(),
             checkpoints_retained: DEFAULT_CHECKPOINTS_RETAINED,
+            planning: PlanningPolicy::default(),
             restore_from: None,
             driver_policy: RestartPolicy {
                 strategy: Strategy::OneForOne,
@@ -354,6 +364,51 @@ impl EngineConfig {
     }
 }
 
+/// How the job generator plans batches: each batch's planning
+/// ([`Pipeline::prepare`](crate::pipeline::Pipeline::prepare) — a direct source asking its
+/// broker for offsets) runs off the generator's handler and is abandoned after `timeout`; a
+/// failed or abandoned attempt is an [`Event::PlanningFailed`](crate::Event::PlanningFailed)
+/// and is tried again after a backoff that starts at `retry_initial` and doubles up to
+/// `retry_max`, until it succeeds or the engine stops. The batch is never skipped nor planned
+/// empty, and the batches after it wait: batches are planned in time order, one at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlanningPolicy {
+    /// An attempt that has not answered after this long fails (its look-up is abandoned).
+    /// Default: 10 s. Zero is taken as 1 ms.
+    pub timeout: Duration,
+    /// The wait before the first retry. Default: 100 ms. Zero is taken as 1 ms.
+    pub retry_initial: Duration,
+    /// The longest wait between retries: the wait doubles after each failure up to this.
+    /// Default: 5 s. Below `retry_initial`, `retry_initial` is used.
+    pub retry_max: Duration,
+}
+
+impl Default for PlanningPolicy {
+    fn default() -> Self {
+        PlanningPolicy {
+            timeout: DEFAULT_PLANNING_TIMEOUT,
+            retry_initial: DEFAULT_PLANNING_RETRY_INITIAL,
+            retry_max: DEFAULT_PLANNING_RETRY_MAX,
+        }
+    }
+}
+
+impl PlanningPolicy {
+    /// The timeout of one attempt (at least 1 ms).
+    pub fn attempt_timeout(&self) -> Duration {
+        self.timeout.max(Duration::from_millis(1))
+    }
+
+    /// The wait after the `failures`-th consecutive failed attempt of a batch (1 for the
+    /// first): `retry_initial × 2^(failures - 1)`, at most `retry_max`.
+    pub fn retry_delay(&self, failures: u32) -> Duration {
+        let initial = self.retry_initial.max(Duration::from_millis(1));
+        let max = self.retry_max.max(initial);
+        let doublings = failures.saturating_sub(1).min(31);
+        initial.saturating_mul(1 << doublings).min(max)
+    }
+}
+
 /// Flink's checkpoint controls, for the driver's checkpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CheckpointPolicy {
@@ -438,5 +493,28 @@ impl CheckpointPolicy {
             return Err(CheckpointPolicyError::ZeroTimeout);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn planning_retries_double_from_the_initial_wait_up_to_the_maximum() {
+        let policy = PlanningPolicy::default();
+        let waits: Vec<u64> = (1..=8)
+            .map(|failures| policy.retry_delay(failures).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        assert_eq!(policy.retry_delay(u32::MAX), Duration::from_secs(5));
+        let odd = PlanningPolicy {
+            timeout: Duration::ZERO,
+            retry_initial: Duration::ZERO,
+            retry_max: Duration::ZERO,
+        };
+        assert_eq!(odd.attempt_timeout(), Duration::from_millis(1));
+        assert_eq!(odd.retry_delay(1), Duration::from_millis(1));
+        assert_eq!(odd.retry_delay(9), Duration::from_millis(1));
     }
 }

@@ -38,7 +38,9 @@ pub mod testing;
 mod tree;
 pub mod wal;
 
-pub use config::{CheckpointPolicy, CheckpointPolicyError, ControlConfigError, EngineConfig};
+pub use config::{
+    CheckpointPolicy, CheckpointPolicyError, ControlConfigError, EngineConfig, PlanningPolicy,
+};
 pub use engine::{Engine, EngineStopper};
 pub use error::EngineError;
 pub use ingest::blocks::{Block, BlockInfo, StreamId};

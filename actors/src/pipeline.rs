@@ -302,16 +302,78 @@ impl fmt::Debug for Job {
     }
 }
 
+/// Why preparing a batch ([`Pipeline::prepare`]) failed: which source, and why, each in a few
+/// words. The job generator publishes it as an
+/// [`Event::PlanningFailed`](crate::Event::PlanningFailed) and tries again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanningError {
+    /// The source whose look-up failed (a direct stream's source name, or the operator's id).
+    pub source: String,
+    /// Why, as one sentence (the source's error, or that it did not answer in time).
+    pub cause: String,
+}
+
+impl PlanningError {
+    /// `source` failed because of `cause`.
+    pub fn new(source: impl Into<String>, cause: impl Into<String>) -> Self {
+        PlanningError {
+            source: source.into(),
+            cause: cause.into(),
+        }
+    }
+}
+
+impl fmt::Display for PlanningError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.source, self.cause)
+    }
+}
+
+impl std::error::Error for PlanningError {}
+
 /// What the engine runs every batch.
 pub trait Pipeline: Send + Sync + 'static {
     /// A fingerprint of the graph, stored in checkpoints to report an incompatible change.
     fn fingerprint(&self) -> u64;
 
-    /// The jobs of the batch `input`. A batch re-run after a restart gets the same input.
+    /// Prepares batch `batch_time_ms` before its [`jobs`](Self::jobs) are asked for: whatever
+    /// planning the batch needs that may wait on the outside world — a direct source asking a
+    /// broker for its offsets, a file stream listing a directory — happens here, off the job
+    /// generator's handler. The job generator polls the future once in its handler (it must
+    /// never block: a slow look-up belongs on the blocking pool, or is awaited), then awaits it
+    /// in a task of its own and goes on answering its other messages meanwhile.
+    ///
+    /// Batches are prepared one at a time, in batch order, each until it succeeds: `jobs` is
+    /// asked for a batch only once its `prepare` returned `Ok`, and the next batch is prepared
+    /// only after that. A failed attempt is tried again after a backoff (see
+    /// [`PlanningPolicy`](crate::PlanningPolicy)); an attempt may be abandoned (its future
+    /// dropped) when it takes too long or the engine stops, and what it still does must then
+    /// be harmless: leave the batch planned as a later attempt would, or not at all.
+    ///
+    /// The future should resolve within `timeout` of this call, reporting a look-up still
+    /// waiting then as the error of the source it waits on; the job generator abandons it a
+    /// little later in any case. Nothing to prepare by default.
     ///
     /// # Errors
     ///
-    /// The batch cannot be planned; the job generator reports it and the batch fails.
+    /// A source could not be asked, failed, or did not answer within `timeout`.
+    fn prepare(
+        &self,
+        batch_time_ms: u64,
+        timeout: std::time::Duration,
+    ) -> BoxFuture<'static, Result<(), PlanningError>> {
+        let _ = (batch_time_ms, timeout);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// The jobs of the batch `input`, once [`prepare`](Self::prepare) succeeded for it: cheap
+    /// and synchronous (it runs in the job generator's handler). A batch re-run after a restart
+    /// gets the same input.
+    ///
+    /// # Errors
+    ///
+    /// The batch cannot be planned; the job generator reports it and the batch fails (the
+    /// driver restarts from the last checkpoint).
     fn jobs(&self, input: &BatchInput) -> Result<Vec<Job>, UserError>;
 
     /// The operator state to checkpoint: the state as of the end of batch

@@ -5,6 +5,8 @@
 //! fixed at the first start and kept across restarts in the checkpoint — and for every batch
 //! time, in order:
 //!
+//! 0. plans it ([`Pipeline::prepare`]: a direct source's offset look-ups), off its handler,
+//!    with a timeout, retried after a failure — see "Planning" below;
 //! 1. asks the `received-block-tracker` to allocate the batch's blocks (durable, idempotent for
 //!    a batch that was already allocated);
 //! 2. builds the batch's input from the [`BlockStore`] (blocks shared by `Arc`; a block no
@@ -25,6 +27,36 @@
 //! times wait as plain times, so a slow pipeline or a long outage never loads more than that
 //! many batches' data into memory. On a restart it re-runs the pending batches of the restored
 //! checkpoint first, then the batches missed while it was down, then resumes the timer.
+//!
+//! # Planning: off the handler, one batch at a time, in order
+//!
+//! A batch's planning may wait on the outside world (a Kafka broker that is slow, down or
+//! stopped), so it never runs in the handler. The batch at the front of the queue is planned
+//! by [`Pipeline::prepare`]: its future is polled once in the handler (ready at once for a
+//! pipeline with nothing to plan, so such a batch is generated right away), otherwise it runs
+//! in a task the generator owns, abandoned after the [`PlanningPolicy`]'s timeout, and its
+//! answer comes back as a [`JobGeneratorMsg::Planned`]. Meanwhile the generator answers
+//! everything else — checkpoint requests, status queries, ticks (queued behind the batch),
+//! completed batches, a drain.
+//!
+//! * **Order.** Only the front of the queue is planned, and it stays in the queue (so the
+//!   checkpoints taken meanwhile list it as pending) until its plan succeeded and it is
+//!   generated; the next batch is planned only after that. So batches are generated in time
+//!   order, each once.
+//! * **Failure.** A failed or timed-out attempt is an [`Event::PlanningFailed`] (the source,
+//!   the cause, the attempt, the wait), logged and counted; the same batch is planned again
+//!   after a backoff ([`PlanningPolicy::retry_delay`]), until it succeeds or the generator
+//!   stops. It is never skipped, nor planned empty.
+//! * **Stale answers.** Every attempt has a sequence number; an answer or a retry timer
+//!   carrying another one than the attempt in hand is ignored. An abandoned attempt's task is
+//!   aborted (its future dropped) and its blocking look-up, if any, finishes on its own: what
+//!   it leaves behind is the pipeline's to make harmless (see [`Pipeline::prepare`]). A
+//!   restarted generator is a new actor: answers meant for its predecessor never reach it.
+//! * **Stop.** A drain lets the attempt in flight finish (within its timeout) but retries
+//!   nothing: if it fails, nothing more is generated and the drain completes once the
+//!   generated batches have. The next start runs the batches not generated: every checkpoint
+//!   lists the queue as pending, and a batch queued after the latest checkpoint is later than
+//!   its time, so a restore queues it again as missed.
 //!
 //! # Checkpoints: the coordinator decides, the generator executes
 //!
@@ -72,6 +104,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -83,14 +116,14 @@ use crate::batch::job_scheduler::{BatchJobs, BatchOutcome, JobSchedulerMsg};
 use crate::batch::span::batch_span;
 use crate::checkpoint::{CheckpointData, CheckpointId, CheckpointStore, OperatorState};
 use crate::clock::now_ms;
-use crate::config::CheckpointPolicy;
+use crate::config::{CheckpointPolicy, PlanningPolicy};
 use crate::ingest::block_store::{BlockStore, BlockStoreError};
 use crate::ingest::blocks::BlockInfo;
 use crate::ingest::in_flight::{InFlight, WalFloor, clean_receiver_wal};
 use crate::ingest::received_block_tracker::ReceivedBlockTrackerMsg;
 use crate::observe::event::Event;
 use crate::observe::hub::EventSink;
-use crate::pipeline::{BatchInput, Pipeline};
+use crate::pipeline::{BatchInput, Pipeline, PlanningError};
 use crate::tree::names::{Names, peer};
 use crate::wal::Wal;
 
@@ -118,6 +151,8 @@ pub(crate) struct JobGeneratorArgs {
     pub max_pending_batches: usize,
     /// Checkpoint controls.
     pub checkpoint_policy: CheckpointPolicy,
+    /// How long planning a batch may take, and how a failed attempt is retried.
+    pub planning: PlanningPolicy,
     /// How many checkpoints the store keeps: nothing any of the newest that many needs is
     /// cleaned, so a restore may fall back to any of them.
     pub checkpoints_retained: usize,
@@ -164,7 +199,18 @@ pub(crate) struct JobGeneratorState {
     /// When checkpoints start, and what their ends allow (see [`CheckpointCoordinator`]).
     coordinator: CheckpointCoordinator,
     /// The checkpoint writes in flight, by id, each aborted when dropped.
-    writes: BTreeMap<CheckpointId, WriteTask>,
+    writes: BTreeMap<CheckpointId, OwnedTask<()>>,
+    /// The planning of the batch at the front of the queue: in flight, or waiting to be
+    /// retried. Nothing else is generated meanwhile.
+    planning: Option<Planning>,
+    /// Failed planning attempts of the batch at the front of the queue (0 once it is
+    /// generated).
+    planning_failures: u32,
+    /// The number of the last planning attempt started: answers of any other are stale.
+    planning_seq: u64,
+    /// Set when a planning attempt failed while draining: nothing more is generated by this
+    /// run, and the batches still queued stay listed as pending in the final checkpoint.
+    planning_abandoned: bool,
     /// Fires [`JobGeneratorMsg::CheckpointDue`] when the minimum pause has elapsed.
     pause_timer: Option<TimerHandle>,
     /// Status requests waiting for a checkpoint to settle.
@@ -175,15 +221,29 @@ pub(crate) struct JobGeneratorState {
 
 type TimerHandle = JoinHandle<Result<(), ractor::MessagingErr<JobGeneratorMsg>>>;
 
-/// The task that writes a checkpoint, aborted when this is dropped (the generator stopped or
-/// was killed): a stopped generator's snapshot must not land after its successor started.
+/// A task the generator owns, aborted when this is dropped (the generator stopped or was
+/// killed, or the task's work is no longer wanted): a stopped generator's snapshot must not
+/// land after its successor started, nor an abandoned plan's answer arrive.
 #[derive(Debug)]
-struct WriteTask(JoinHandle<()>);
+struct OwnedTask<T>(JoinHandle<T>);
 
-impl Drop for WriteTask {
+impl<T> Drop for OwnedTask<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// The planning of one batch, the front of the queue.
+#[derive(Debug)]
+struct Planning {
+    /// The batch.
+    time_ms: u64,
+    /// The attempt's number (see `planning_seq`).
+    seq: u64,
+    /// Its task in flight (awaiting the pipeline's answer), or the timer of its retry.
+    _task: OwnedTask<()>,
+    /// Whether it waits to be retried (else it is in flight).
+    waiting: bool,
 }
 
 /// Messages of the job generator.
@@ -230,7 +290,25 @@ pub(crate) enum JobGeneratorMsg {
     /// Take a checkpoint now (an operator's request, through the HTTP API): answered with the
     /// checkpoint time once it has started or waits for a free slot, or why not.
     CheckpointNow(RpcReplyPort<Result<u64, String>>),
+    /// Internal: a planning attempt ended (sent by the task that awaited it).
+    Planned {
+        /// The batch.
+        time_ms: u64,
+        /// The attempt's number: an answer of another attempt than the one in hand is stale.
+        seq: u64,
+        /// Planned, or why not.
+        result: Result<(), PlanningError>,
+    },
+    /// Internal: the wait after a failed planning attempt elapsed; plan the batch again.
+    RetryPlanning {
+        /// The failed attempt's number.
+        seq: u64,
+    },
 }
+
+/// How long after an attempt's timeout the generator abandons a pipeline that did not answer
+/// within it (a [`Pipeline::prepare`] that honours its timeout reports the source itself).
+const PLANNING_GRACE: Duration = Duration::from_secs(1);
 
 /// What the generator is doing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -249,6 +327,10 @@ pub(crate) struct GeneratorStatus {
     pub latest_checkpoint: Option<CheckpointId>,
     /// Checkpoint failures since the last success.
     pub failed_checkpoints: u32,
+    /// The batch being planned (in flight or waiting to be retried), if any.
+    pub planning: Option<u64>,
+    /// Failed planning attempts of the batch being planned.
+    pub planning_failures: u32,
 }
 
 fn align_up(t: u64, zero: u64, interval: u64) -> u64 {
@@ -292,6 +374,8 @@ impl JobGeneratorState {
             checkpoint_waiting: self.coordinator.is_waiting(),
             latest_checkpoint: self.coordinator.latest_durable(),
             failed_checkpoints: self.coordinator.consecutive_failures(),
+            planning: self.planning.as_ref().map(|p| p.time_ms),
+            planning_failures: self.planning_failures,
         }
     }
 
@@ -349,6 +433,10 @@ impl Actor for JobGenerator {
                 None,
             ),
             writes: BTreeMap::new(),
+            planning: None,
+            planning_failures: 0,
+            planning_seq: 0,
+            planning_abandoned: false,
             pause_timer: None,
             settle_waiters: Vec::new(),
             timer: None,
@@ -457,6 +545,38 @@ impl Actor for JobGenerator {
                     let _ = reply.send(answer);
                 }
             }
+            JobGeneratorMsg::Planned {
+                time_ms,
+                seq,
+                result,
+            } => {
+                if !state
+                    .planning
+                    .as_ref()
+                    .is_some_and(|p| p.seq == seq && p.time_ms == time_ms && !p.waiting)
+                {
+                    tracing::debug!(batch_time_ms = time_ms, seq, "a stale planning answer");
+                } else {
+                    state.planning = None;
+                    match result {
+                        Ok(()) => {
+                            generate_planned(&myself, state, time_ms).await?;
+                            generate_ready(&myself, state).await?;
+                        }
+                        Err(error) => planning_failed(&myself, state, time_ms, seq, &error),
+                    }
+                }
+            }
+            JobGeneratorMsg::RetryPlanning { seq } => {
+                if state
+                    .planning
+                    .as_ref()
+                    .is_some_and(|p| p.seq == seq && p.waiting)
+                {
+                    state.planning = None;
+                    generate_ready(&myself, state).await?;
+                }
+            }
             JobGeneratorMsg::StatusAfterCheckpoint(id, reply) => {
                 state.settle_waiters.push((id, reply));
             }
@@ -476,6 +596,10 @@ impl Actor for JobGenerator {
                 state.queue.push_back(last);
                 state.last_queued_ms = Some(last);
                 state.drain = Some(reply);
+                if state.planning.as_ref().is_some_and(|p| p.waiting) {
+                    // A batch whose planning failed is not retried once the engine stops.
+                    abandon_planning(state);
+                }
                 generate_ready(&myself, state).await?;
             }
             JobGeneratorMsg::Status(reply) => {
@@ -501,8 +625,10 @@ impl Actor for JobGenerator {
             timer.abort();
         }
         // Abandon the writes in flight (dropping them aborts their tasks): a stopped
-        // generator's snapshot must not land after its successor started.
+        // generator's snapshot must not land after its successor started. The same for the
+        // planning in flight: its answer has nobody to go to.
         state.writes.clear();
+        state.planning = None;
         Ok(())
     }
 }
@@ -517,18 +643,151 @@ fn schedule_next_tick(myself: &ActorRef<JobGeneratorMsg>, state: &mut JobGenerat
     state.timer = Some(myself.send_after(delay, move || JobGeneratorMsg::Tick(next)));
 }
 
-/// Generates queued batches while fewer than `max_pending_batches` are pending.
+/// Generates queued batches while fewer than `max_pending_batches` are pending, each once
+/// its planning succeeded; returns when the queue is empty, enough batches are pending, or
+/// the front batch's planning is in flight or waits for a retry (its answer resumes it).
 async fn generate_ready(
     myself: &ActorRef<JobGeneratorMsg>,
     state: &mut JobGeneratorState,
 ) -> Result<(), ActorProcessingErr> {
-    while state.pending.len() < state.args.max_pending_batches.max(1) {
-        let Some(t) = state.queue.pop_front() else {
+    while !state.planning_abandoned
+        && state.planning.is_none()
+        && state.pending.len() < state.args.max_pending_batches.max(1)
+    {
+        let Some(&t) = state.queue.front() else {
             break;
         };
-        generate(myself, state, t).instrument(batch_span(t)).await?;
+        if !start_planning(myself, state, t) {
+            break;
+        }
+        generate_planned(myself, state, t).await?;
     }
     Ok(())
+}
+
+/// Starts planning the batch `t` (the front of the queue): `true` if it is planned already
+/// (the pipeline answered at once), else its answer or its failure's retry comes as a message.
+fn start_planning(
+    myself: &ActorRef<JobGeneratorMsg>,
+    state: &mut JobGeneratorState,
+    t: u64,
+) -> bool {
+    state.planning_seq += 1;
+    let seq = state.planning_seq;
+    let timeout = state.args.planning.attempt_timeout();
+    let deadline = tokio::time::Instant::now() + timeout + PLANNING_GRACE;
+    let mut plan = {
+        let _span = batch_span(t).entered();
+        state.args.pipeline.prepare(t, timeout)
+    };
+    // Ready at once when there is nothing to wait for: no task, no message.
+    match (&mut plan).now_or_never() {
+        Some(Ok(())) => return true,
+        Some(Err(error)) => {
+            planning_failed(myself, state, t, seq, &error);
+            return false;
+        }
+        None => {}
+    }
+    let me = myself.clone();
+    let task = tokio::spawn(
+        async move {
+            let result = match tokio::time::timeout_at(deadline, plan).await {
+                Ok(result) => result,
+                // The pipeline's future is dropped here: it did not answer within its timeout.
+                Err(_) => Err(PlanningError::new(
+                    "the pipeline",
+                    format!("planning did not answer within {} ms", timeout.as_millis()),
+                )),
+            };
+            let _ = me.cast(JobGeneratorMsg::Planned {
+                time_ms: t,
+                seq,
+                result,
+            });
+        }
+        .instrument(batch_span(t)),
+    );
+    state.planning = Some(Planning {
+        time_ms: t,
+        seq,
+        _task: OwnedTask(task),
+        waiting: false,
+    });
+    false
+}
+
+/// Planning attempt `seq` of batch `t` failed: reported, and retried after the backoff — or,
+/// while draining, not retried (see [`abandon_planning`]).
+fn planning_failed(
+    myself: &ActorRef<JobGeneratorMsg>,
+    state: &mut JobGeneratorState,
+    t: u64,
+    seq: u64,
+    error: &PlanningError,
+) {
+    state.planning_failures = state.planning_failures.saturating_add(1);
+    let attempt = state.planning_failures;
+    let draining = state.drain.is_some();
+    let retry = (!draining).then(|| state.args.planning.retry_delay(attempt));
+    let retry_in_ms = retry.map(|d| d.as_millis() as u64);
+    batch_span(t).in_scope(|| {
+        tracing::warn!(batch_time_ms = t, source = %error.source, cause = %error.cause, attempt,
+            retry_in_ms, "planning the batch failed");
+    });
+    state.args.events.emit(Event::PlanningFailed {
+        batch_time_ms: t,
+        source: error.source.clone(),
+        cause: error.cause.clone(),
+        attempt,
+        retry_in_ms,
+    });
+    match retry {
+        Some(delay) => {
+            let me = myself.clone();
+            let timer = tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = me.cast(JobGeneratorMsg::RetryPlanning { seq });
+            });
+            state.planning = Some(Planning {
+                time_ms: t,
+                seq,
+                _task: OwnedTask(timer),
+                waiting: true,
+            });
+        }
+        None => abandon_planning(state),
+    }
+}
+
+/// While draining, after a failed planning attempt: the batches not generated yet are not
+/// generated by this run. They stay queued, so any checkpoint still written lists them as
+/// pending; the next start runs them (see "Planning" in the module docs) — never a batch
+/// skipped, nor one whose late plan the pipeline kept left out.
+fn abandon_planning(state: &mut JobGeneratorState) {
+    state.planning = None;
+    state.planning_abandoned = true;
+    let queued: Vec<u64> = state.queue.iter().copied().collect();
+    tracing::warn!(
+        ?queued,
+        "stopping with batches that could not be planned; \
+        the final checkpoint lists them as pending, and the next start runs them"
+    );
+}
+
+/// The front batch `t` is planned: it leaves the queue and is generated.
+async fn generate_planned(
+    myself: &ActorRef<JobGeneratorMsg>,
+    state: &mut JobGeneratorState,
+    t: u64,
+) -> Result<(), ActorProcessingErr> {
+    if state.queue.front() != Some(&t) {
+        tracing::debug!(batch_time_ms = t, "a plan for a batch no longer queued");
+        return Ok(());
+    }
+    state.queue.pop_front();
+    state.planning_failures = 0;
+    generate(myself, state, t).instrument(batch_span(t)).await
 }
 
 async fn generate(
@@ -787,7 +1046,7 @@ fn start_write(
             };
         let _ = me.cast(JobGeneratorMsg::CheckpointDone { id, outcome });
     });
-    state.writes.insert(id, WriteTask(task));
+    state.writes.insert(id, OwnedTask(task));
     let write = StartedWrite {
         id,
         cleanup_before: state.oldest_needed(),
@@ -852,10 +1111,17 @@ async fn finish_drain(
     myself: &ActorRef<JobGeneratorMsg>,
     state: &mut JobGeneratorState,
 ) -> Result<(), ActorProcessingErr> {
-    if state.drain.is_none() || !state.queue.is_empty() || !state.pending.is_empty() {
+    let queued = !state.queue.is_empty() && !state.planning_abandoned;
+    if state.drain.is_none() || queued || !state.pending.is_empty() {
         return Ok(());
     }
-    let final_time_ms = state.last_generated_ms.unwrap_or(state.args.zero_time_ms);
+    // Nothing generated by this run (its planning was abandoned): the restored checkpoint's
+    // time, so that the next start queues the batch times this one did (and never those
+    // since the zero time again).
+    let final_time_ms = state
+        .last_generated_ms
+        .or(state.args.restored.as_ref().map(|r| r.checkpoint_time_ms))
+        .unwrap_or(state.args.zero_time_ms);
     let actions = state.coordinator.drain_idle(final_time_ms, monotonic_now());
     execute(myself, state, actions).await
 }

@@ -1,9 +1,9 @@
 //! Typed events: every lifecycle and supervision step of the engine.
 //!
 //! An actor started, failed, was restarted or given up on; a receiver started or stopped; a
-//! block stored; a batch generated, started, completed; an output committed; a checkpoint
-//! written, skipped, restored; a WAL segment rolled, cleaned, or a torn tail cut — each is an
-//! [`Event`]. Components take an [`EventSink`](super::hub::EventSink) and call it
+//! block stored; a batch's planning failed; a batch generated, started, completed; an output
+//! committed; a checkpoint written, skipped, restored; a WAL segment rolled, cleaned, or a torn
+//! tail cut — each is an [`Event`]. Components take an [`EventSink`](super::hub::EventSink) and call it
 //! synchronously; a sink never blocks (the [`EventHub`](super::hub::EventHub) behind it drops
 //! events for a slow subscriber and tells it how many, instead of waiting). Components also log
 //! through `tracing`.
@@ -98,6 +98,27 @@ pub enum Event {
         blocks: u64,
         /// Records in them.
         records: u64,
+    },
+    /// Planning a batch failed: a source it reads (a direct stream asking its broker for
+    /// offsets, a file stream listing its directory) failed or did not answer within the
+    /// planning timeout. The batch is not generated — never skipped, never planned empty —
+    /// and neither is any later one until it is; planning is tried again after
+    /// `retry_in_ms`. The job generator keeps answering checkpoints, stops and queries
+    /// meanwhile.
+    PlanningFailed {
+        /// The batch time.
+        batch_time_ms: u64,
+        /// The source whose look-up failed: a direct stream's source name, or the operator's
+        /// id.
+        source: String,
+        /// Why, as one sentence.
+        cause: String,
+        /// Failed attempts at planning this batch, this one included (1 for the first).
+        attempt: u32,
+        /// When planning is tried again; absent when it is not, because the engine is
+        /// stopping (the batch is planned again by the next start).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_in_ms: Option<u64>,
     },
     /// A batch's jobs started running.
     BatchStarted {

@@ -68,6 +68,7 @@ pub struct EngineMetrics {
     registry: Registry,
     batches_completed: IntCounter,
     batches_failed: IntCounter,
+    planning_failures: IntCounterVec,
     batch_records: IntCounter,
     batch_processing: Histogram,
     batch_scheduling_delay: Histogram,
@@ -184,6 +185,12 @@ impl EngineMetrics {
                 &r,
                 "weir_batches_failed_total",
                 "Batches that failed after their jobs' retries.",
+            ),
+            planning_failures: counter_vec(
+                &r,
+                "weir_planning_failures_total",
+                "Failed attempts at planning a batch, by the source that failed or timed out.",
+                &["source"],
             ),
             batch_records: counter(
                 &r,
@@ -494,6 +501,9 @@ impl EngineMetrics {
                 }
             }
             Event::BatchFailed { .. } => self.batches_failed.inc(),
+            Event::PlanningFailed { source, .. } => {
+                self.planning_failures.with_label_values(&[source]).inc();
+            }
             Event::OutputCompleted { duration_ms, .. } => {
                 self.outputs_completed.inc();
                 self.output_duration.observe(secs(*duration_ms));
@@ -603,6 +613,13 @@ mod tests {
             records: 7,
             bytes: 70,
         });
+        m.observe(&Event::PlanningFailed {
+            batch_time_ms: 3_000,
+            source: "orders".into(),
+            cause: "no answer within 10000 ms".into(),
+            attempt: 1,
+            retry_in_ms: Some(100),
+        });
         m.wal_group_committed("wal", 7, 90, Duration::from_micros(300), 2);
         m.set_block_store_probe(|| 4096);
         let text = m.encode();
@@ -629,6 +646,10 @@ mod tests {
                 "weir_receiver_records_total{receiver=\"receiver-supervisor-0\",stream=\"0\"}"
             ),
             Some(7.0)
+        );
+        assert_eq!(
+            value(&text, "weir_planning_failures_total{source=\"orders\"}"),
+            Some(1.0)
         );
         assert_eq!(value(&text, "weir_wal_appends_total"), Some(7.0));
         assert_eq!(value(&text, "weir_wal_segments{log=\"wal\"}"), Some(2.0));

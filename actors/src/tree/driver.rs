@@ -247,6 +247,7 @@ impl Actor for Driver {
             zero_time_ms,
             max_pending_batches: config.max_pending_batches,
             checkpoint_policy: config.checkpoint_policy,
+            planning: config.planning,
             checkpoints_retained: config.checkpoints_retained,
             settings: config.settings(),
             block_store,

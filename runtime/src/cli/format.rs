@@ -51,6 +51,7 @@ pub(super) fn severity(event: &Event) -> Severity {
         | Event::CheckpointSkipped { .. }
         | Event::CheckpointFailed { .. }
         | Event::WalTornTailCut { .. }
+        | Event::PlanningFailed { .. }
         | Event::Lagged { .. } => Severity::Warning,
         _ => Severity::Info,
     }
@@ -176,6 +177,22 @@ pub(super) fn describe(event: &Event) -> String {
         Event::CheckpointRestored { id, .. } => format!("checkpoint {id} restored"),
         Event::CheckpointFailed { reason, .. } => format!("a checkpoint write failed: {reason}"),
         Event::Lagged { missed } => format!("{missed} events missed (this reader was too slow)"),
+        Event::PlanningFailed {
+            batch_time_ms,
+            source,
+            cause,
+            attempt,
+            retry_in_ms,
+        } => {
+            let next = match retry_in_ms {
+                Some(ms) => format!("retried in {ms} ms"),
+                None => "not retried: stopping".to_owned(),
+            };
+            format!(
+                "planning batch {} failed (attempt {attempt}): {source}: {cause}; {next}",
+                clock(*batch_time_ms)
+            )
+        }
         other => format!("{other:?}"),
     }
 }
@@ -202,5 +219,22 @@ mod tests {
         };
         assert!(describe(&failed).ends_with("failed: job out-0 failed 4 times"));
         assert_eq!(severity(&failed), Severity::Error);
+    }
+
+    #[test]
+    fn a_planning_failure_names_the_source_the_cause_and_the_retry() {
+        let failed = Event::PlanningFailed {
+            batch_time_ms: 0,
+            source: "orders".to_owned(),
+            cause: "no answer within 10000 ms (the planning timeout)".to_owned(),
+            attempt: 2,
+            retry_in_ms: Some(200),
+        };
+        assert_eq!(
+            describe(&failed),
+            "planning batch 00:00:00.000 failed (attempt 2): orders: no answer within 10000 ms \
+             (the planning timeout); retried in 200 ms"
+        );
+        assert_eq!(severity(&failed), Severity::Warning);
     }
 }

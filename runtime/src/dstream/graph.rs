@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 
 use weir_actors::StreamId;
 use weir_actors::checkpoint::{CheckpointData, OperatorState};
-use weir_actors::pipeline::{BatchInput, BoxFuture, Job, Pipeline, ReceiverFactory, UserError};
+use weir_actors::pipeline::{
+    BatchInput, BoxFuture, Job, Pipeline, PlanningError, ReceiverFactory, UserError,
+};
 
 use super::memo::{Memo, lock};
 use crate::error::{ComputeError, ComputeResult};
@@ -74,6 +76,17 @@ pub(crate) trait Lifecycle: Send + Sync {
     fn plan(&self, graph: &GraphShared, time: u64) -> ComputeResult<()> {
         let _ = (graph, time);
         Ok(())
+    }
+    /// Whether [`plan`](Self::plan) asks a source (may be slow or hang): it then runs in
+    /// [`Pipeline::prepare`], on the blocking pool under the planning timeout, and must be
+    /// idempotent per batch (the batch's `jobs` plans it again: a no-op). Otherwise it runs
+    /// in `jobs`, in the job generator's handler, and must be cheap.
+    fn plans_input(&self) -> bool {
+        false
+    }
+    /// The name a planning failure gives (a direct stream's source); the node's id if `None`.
+    fn source_name(&self) -> Option<String> {
+        None
     }
     /// The node's state to checkpoint, as of `completed_through` (see [`Pipeline::snapshot`]).
     fn snapshot(
@@ -141,6 +154,9 @@ pub(crate) struct Node<T> {
     /// Inner nodes holding this operator's state (a composite operator's window): named
     /// `<uid>/<suffix>` when the operator's uid is set.
     pub(crate) helpers: Mutex<Vec<(&'static str, Arc<dyn AnyNode>)>>,
+    /// One permit: held by this node's planning while it runs on the blocking pool, so that
+    /// a source that hangs holds one blocking thread, not one per retry.
+    plan_slot: Arc<tokio::sync::Semaphore>,
     /// A source's records per batch and partition (a recomputed partition counts once).
     input_counts: Mutex<BTreeMap<u64, BTreeMap<usize, u64>>>,
 }
@@ -212,6 +228,8 @@ pub(crate) trait AnyNode: Send + Sync {
     fn force(&self, cx: BatchCx<'_>, part: usize) -> ComputeResult<()>;
     /// A source's records in batch `time` (`None` for other nodes, or if it read nothing).
     fn input_records(&self, time: u64) -> Option<u64>;
+    /// Held while this node plans on the blocking pool (see [`Node`]'s `plan_slot`).
+    fn plan_slot(&self) -> Arc<tokio::sync::Semaphore>;
 }
 
 impl<T: Send + Sync + 'static> AnyNode for Node<T> {
@@ -239,6 +257,9 @@ impl<T: Send + Sync + 'static> AnyNode for Node<T> {
         lock(&self.input_counts)
             .get(&time)
             .map(|parts| parts.values().sum())
+    }
+    fn plan_slot(&self) -> Arc<tokio::sync::Semaphore> {
+        Arc::clone(&self.plan_slot)
     }
 }
 
@@ -328,6 +349,7 @@ impl GraphShared {
             memo: Memo::default(),
             helpers: Mutex::new(Vec::new()),
             input_counts: Mutex::default(),
+            plan_slot: Arc::new(tokio::sync::Semaphore::new(1)),
         });
         lock(&self.nodes).push(Arc::clone(&node) as Arc<dyn AnyNode>);
         node
@@ -421,6 +443,62 @@ pub(crate) fn blocking_job(
     }
 }
 
+/// Plans batch `time` of a source node on the blocking pool, by `deadline` (the attempt's
+/// `timeout` after it began, shared by its sources): at most one
+/// planning of the node runs at a time (an attempt abandoned while its source hangs keeps its
+/// thread and its slot until the source answers; the next attempt waits for the slot, then
+/// finds the batch planned or plans it).
+async fn plan_node(
+    graph: &Arc<GraphShared>,
+    node: Arc<dyn AnyNode>,
+    time: u64,
+    deadline: tokio::time::Instant,
+    timeout: std::time::Duration,
+) -> Result<(), PlanningError> {
+    let source = node
+        .lifecycle()
+        .and_then(|l| l.source_name())
+        .unwrap_or_else(|| node.meta().uid());
+    let timeout_ms = timeout.as_millis();
+    let slot = node.plan_slot();
+    let permit = match tokio::time::timeout_at(deadline, slot.acquire_owned()).await {
+        Ok(Ok(permit)) => permit,
+        Ok(Err(closed)) => return Err(PlanningError::new(source, closed.to_string())),
+        Err(_) => {
+            return Err(PlanningError::new(
+                source,
+                format!(
+                    "an earlier look-up has not answered yet, {timeout_ms} ms later (the planning \
+                     timeout)"
+                ),
+            ));
+        }
+    };
+    let graph = Arc::clone(graph);
+    let span = tracing::Span::current();
+    let look_up = tokio::task::spawn_blocking(move || {
+        let _slot = permit;
+        span.in_scope(|| match node.lifecycle() {
+            Some(lifecycle) => lifecycle.plan(&graph, time),
+            None => Ok(()),
+        })
+    });
+    match tokio::time::timeout_at(deadline, look_up).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(error))) => Err(PlanningError::new(source, error.0)),
+        Ok(Err(join)) if join.is_panic() => Err(PlanningError::new(
+            source,
+            format!("planning panicked: {}", panic_message(join.into_panic())),
+        )),
+        Ok(Err(join)) => Err(PlanningError::new(source, join.to_string())),
+        // The blocking call goes on on its thread; its plan is kept if it is still wanted.
+        Err(_) => Err(PlanningError::new(
+            source,
+            format!("no answer within {timeout_ms} ms (the planning timeout)"),
+        )),
+    }
+}
+
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     payload
         .downcast_ref::<&str>()
@@ -446,6 +524,30 @@ impl Pipeline for GraphPipeline {
         }
         self.graph.output_count().hash(&mut hasher);
         hasher.finish()
+    }
+
+    fn prepare(
+        &self,
+        batch_time_ms: u64,
+        timeout: std::time::Duration,
+    ) -> BoxFuture<'static, Result<(), PlanningError>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let planners: Vec<Arc<dyn AnyNode>> = self
+            .graph
+            .nodes()
+            .into_iter()
+            .filter(|node| node.lifecycle().is_some_and(|l| l.plans_input()))
+            .collect();
+        if planners.is_empty() {
+            return Box::pin(std::future::ready(Ok(())));
+        }
+        let graph = Arc::clone(&self.graph);
+        Box::pin(async move {
+            for node in planners {
+                plan_node(&graph, node, batch_time_ms, deadline, timeout).await?;
+            }
+            Ok(())
+        })
     }
 
     fn jobs(&self, input: &BatchInput) -> Result<Vec<Job>, UserError> {

@@ -7,9 +7,18 @@
 //! position as of the last completed batch, and the job generator makes the checkpoint that
 //! lists a batch as pending durable before the batch runs. So a batch re-run after a crash
 //! reads exactly what it read the first time, and its idempotent output is the same.
+//!
+//! Planning asks the source (a broker's offsets, a directory listing), which may be slow or
+//! hang: the graph runs it on the blocking pool under the planning timeout
+//! ([`GraphPipeline::prepare`](super::graph::GraphPipeline)), and [`Planned`] asks its planner
+//! without holding its state's lock, so snapshots and reads never wait for a source. A plan
+//! is kept only if none was kept for its batch meanwhile and the node was not restored since
+//! its look-ups began: an abandoned attempt that answers late either leaves the plan a later
+//! attempt would have made from the same position, or nothing.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -35,6 +44,10 @@ pub(crate) trait Planner: Send + Sync + 'static {
     type Position: Clone + Send + Sync + Serialize + DeserializeOwned + 'static;
 
     fn partitions(&self) -> usize;
+    /// The source's name, for planning failures; the operator's id if `None`.
+    fn name(&self) -> Option<String> {
+        None
+    }
     /// Where a first start begins.
     fn initial(&self) -> ComputeResult<Self::Position>;
     /// What batch `time` reads from `from`, and where the next batch starts.
@@ -125,6 +138,9 @@ impl<P: Planner> Default for PlannedState<P> {
 pub(crate) struct Planned<P: Planner> {
     pub(crate) planner: P,
     state: Mutex<PlannedState<P>>,
+    /// Restores so far, changed under the state's lock: a plan whose look-ups began before a
+    /// restore is dropped.
+    restores: AtomicU64,
 }
 
 impl<P: Planner> Planned<P> {
@@ -132,6 +148,7 @@ impl<P: Planner> Planned<P> {
         Planned {
             planner,
             state: Mutex::new(PlannedState::default()),
+            restores: AtomicU64::new(0),
         }
     }
 
@@ -168,26 +185,48 @@ impl<P: Planner> Compute<P::Item> for Planned<P> {
 }
 
 impl<P: Planner> Lifecycle for Planned<P> {
+    fn plans_input(&self) -> bool {
+        true
+    }
+
+    fn source_name(&self) -> Option<String> {
+        self.planner.name()
+    }
+
     fn plan(&self, graph: &GraphShared, time: u64) -> ComputeResult<()> {
         let _ = graph;
-        let mut state = lock(&self.state);
-        if state.plans.contains_key(&time) {
-            return Ok(()); // planned before a restart: the same input again
-        }
-        if state.as_of.is_some_and(|as_of| time <= as_of) {
-            return Err(ComputeError::new(format!(
-                "batch {time} is already complete; it cannot be planned again"
-            )));
-        }
-        let from = match state.plans.range(..time).next_back() {
-            Some((_, (_, after))) => after.clone(),
-            None => match &state.position {
-                Some(position) => position.clone(),
-                None => self.planner.initial()?,
-            },
+        let (from, restores) = {
+            let state = lock(&self.state);
+            if state.plans.contains_key(&time) {
+                return Ok(()); // planned before a restart, or by an earlier attempt
+            }
+            if state.as_of.is_some_and(|as_of| time <= as_of) {
+                return Err(ComputeError::new(format!(
+                    "batch {time} is already complete; it cannot be planned again"
+                )));
+            }
+            let from = match state.plans.range(..time).next_back() {
+                Some((_, (_, after))) => Some(after.clone()),
+                None => state.position.clone(),
+            };
+            (from, self.restores.load(Ordering::SeqCst))
+        };
+        // The source is asked without the lock: a snapshot (taken in the job generator's
+        // handler) or a batch's read never waits for a slow source.
+        let from = match from {
+            Some(from) => from,
+            None => self.planner.initial()?,
         };
         let planned = self.planner.plan(&from, time)?;
-        state.plans.insert(time, planned);
+        let mut state = lock(&self.state);
+        if self.restores.load(Ordering::SeqCst) != restores {
+            return Err(ComputeError::new(format!(
+                "the source was restored while batch {time} was being planned; the plan is dropped"
+            )));
+        }
+        // A plan kept meanwhile (an abandoned attempt that answered late) stays: it was made
+        // from the same position, and a batch's plan never changes once kept.
+        state.plans.entry(time).or_insert(planned);
         Ok(())
     }
 
@@ -227,7 +266,9 @@ impl<P: Planner> Lifecycle for Planned<P> {
                 .map_err(|e| ComputeError::new(format!("decoding source positions: {e}")))?,
             None => PlannedState::default(),
         };
-        *lock(&self.state) = restored;
+        let mut state = lock(&self.state);
+        *state = restored;
+        self.restores.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
@@ -423,9 +464,19 @@ pub trait OffsetSource: Send + Sync + 'static {
     fn partitions(&self) -> usize;
     /// The first available offset of each partition.
     ///
+    /// Planning calls it, [`latest`](Self::latest) and [`byte_prefix`](Self::byte_prefix) on
+    /// the blocking pool, never on an actor's thread, so they may block (a network call with a
+    /// timeout of its own); a call that outlasts the planning timeout
+    /// ([`PlanningPolicy`](weir_actors::PlanningPolicy)) is abandoned — it finishes on its own
+    /// thread and, for a source that never answers, keeps that thread: at most one such call
+    /// per source at a time, later attempts wait for it (within their own timeout) instead of
+    /// calling again.
+    ///
     /// # Errors
     ///
-    /// The source cannot be reached; the batch fails and is retried after a driver restart.
+    /// The source cannot be reached: that planning attempt fails (an
+    /// [`Event::PlanningFailed`](weir_actors::Event::PlanningFailed) naming this source's
+    /// [`name`](Self::name) and the error) and the batch is planned again after a backoff.
     fn earliest(&self) -> Result<Vec<u64>, UserError>;
     /// One past the last available offset of each partition.
     ///
@@ -562,8 +613,10 @@ pub enum StartingOffsets {
     /// [`Batch::offset_ranges`](super::Batch::offset_ranges)). Start such an application
     /// without a checkpoint (`StreamingContext::new`, or a fresh checkpoint directory) so
     /// that the store is the only source of truth. An offset below the partition's earliest
-    /// starts at the earliest; one past its latest waits for records there. The start fails
-    /// if the list does not have one offset per partition.
+    /// starts at the earliest; one past its latest waits for records there. If the list does
+    /// not have one offset per partition, planning the first batch fails, naming the source
+    /// and the counts (under the engine: a `PlanningFailed` event, retried until the job is
+    /// stopped and fixed; under `ManualClock`: the batch's error).
     Given(Vec<u64>),
 }
 
@@ -623,6 +676,9 @@ impl Planner for Direct {
 
     fn partitions(&self) -> usize {
         self.partitions
+    }
+    fn name(&self) -> Option<String> {
+        Some(self.source.name())
     }
     fn initial(&self) -> ComputeResult<Vec<u64>> {
         match &self.start {
@@ -724,5 +780,131 @@ impl Planner for Direct {
                 until: r.end,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "test code: a failed unwrap is a failed test"
+    )]
+
+    use std::sync::atomic::AtomicU64;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::dstream::graph::GraphSettings;
+
+    /// Plans each batch as the next number of a counter (taken when the look-up starts); the
+    /// first call stops inside the look-up (telling `entered`) until the test sends on their `release`.
+    struct Held {
+        next: AtomicU64,
+        hold: Mutex<Vec<(mpsc::Sender<()>, mpsc::Receiver<()>)>>,
+    }
+
+    impl Planner for Held {
+        type Item = u64;
+        type Plan = u64;
+        type Position = u64;
+
+        fn partitions(&self) -> usize {
+            1
+        }
+        fn initial(&self) -> ComputeResult<u64> {
+            Ok(0)
+        }
+        fn plan(&self, from: &u64, _time: u64) -> ComputeResult<(u64, u64)> {
+            let plan = self.next.fetch_add(1, Ordering::SeqCst);
+            let held = lock(&self.hold).pop();
+            if let Some((entered, release)) = held {
+                entered.send(()).unwrap();
+                release.recv_timeout(Duration::from_secs(60)).unwrap();
+            }
+            Ok((plan, from + 1))
+        }
+        fn read(&self, plan: &u64, _part: usize) -> ComputeResult<Vec<u64>> {
+            Ok(vec![*plan])
+        }
+    }
+
+    /// A node whose first look-up stops; returns it, the graph, and the means to wait for the
+    /// look-up to start and to let it answer.
+    fn held_node() -> (
+        Arc<Planned<Held>>,
+        Arc<GraphShared>,
+        mpsc::Receiver<()>,
+        mpsc::Sender<()>,
+    ) {
+        let (entered_tx, entered) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel();
+        let node = Arc::new(Planned::new(Held {
+            next: AtomicU64::new(100),
+            hold: Mutex::new(vec![(entered_tx, release_rx)]),
+        }));
+        let graph = Arc::new(GraphShared::new(GraphSettings {
+            batch_interval_ms: 1000,
+            parallelism: 1,
+            allow_unmatched_state: false,
+        }));
+        (node, graph, entered, release)
+    }
+
+    fn plan_of(node: &Planned<Held>, time: u64) -> Option<u64> {
+        lock(&node.state).plans.get(&time).map(|(plan, _)| *plan)
+    }
+
+    /// A look-up that hangs holds no lock: a snapshot and another attempt go on; when the
+    /// abandoned look-up answers late, the plan kept first stays.
+    #[test]
+    fn a_late_plan_never_replaces_the_kept_one_and_a_look_up_holds_no_lock() {
+        let (node, graph, entered, release) = held_node();
+        let abandoned = {
+            let (node, graph) = (Arc::clone(&node), Arc::clone(&graph));
+            std::thread::spawn(move || node.plan(&graph, 1000))
+        };
+        entered.recv_timeout(Duration::from_secs(60)).unwrap();
+        // A snapshot, then the retry (planned as 101), from a thread of their own: had the
+        // look-up kept the lock, they would wait for it, and the test would time out here.
+        let (done_tx, done) = mpsc::channel();
+        {
+            let (node, graph) = (Arc::clone(&node), Arc::clone(&graph));
+            std::thread::spawn(move || {
+                let snapshot = node.snapshot(&graph, None).map(|s| s.is_some());
+                let retry = node.plan(&graph, 1000);
+                done_tx.send((snapshot, retry)).unwrap();
+            });
+        }
+        let (snapshot, retry) = done
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a snapshot and a retry while the look-up hangs");
+        assert!(snapshot.unwrap());
+        retry.unwrap();
+        assert_eq!(plan_of(&node, 1000), Some(101));
+        release.send(()).unwrap();
+        abandoned.join().unwrap().unwrap(); // answered 100: dropped
+        assert_eq!(plan_of(&node, 1000), Some(101));
+        node.plan(&graph, 2000).unwrap();
+        assert_eq!(plan_of(&node, 2000), Some(102));
+    }
+
+    /// A look-up that began before a restore answers after it: its plan is dropped, and the
+    /// restored node plans the batch afresh.
+    #[test]
+    fn a_plan_that_answers_after_a_restore_is_dropped() {
+        let (node, graph, entered, release) = held_node();
+        let abandoned = {
+            let (node, graph) = (Arc::clone(&node), Arc::clone(&graph));
+            std::thread::spawn(move || node.plan(&graph, 1000))
+        };
+        entered.recv_timeout(Duration::from_secs(60)).unwrap();
+        node.restore(&graph, None).unwrap();
+        release.send(()).unwrap();
+        let late = abandoned.join().unwrap();
+        assert!(late.is_err(), "{late:?}");
+        assert_eq!(plan_of(&node, 1000), None);
+        node.plan(&graph, 1000).unwrap();
+        assert_eq!(plan_of(&node, 1000), Some(101));
     }
 }

@@ -453,6 +453,7 @@ impl Harness {
                 zero_time_ms: now_ms() / interval_ms * interval_ms,
                 max_pending_batches: setup.max_pending_batches,
                 checkpoint_policy: setup.policy,
+                planning: crate::config::PlanningPolicy::default(),
                 checkpoints_retained: 1,
                 settings: BTreeMap::new(),
                 block_store: BlockStore::new(1 << 20),
