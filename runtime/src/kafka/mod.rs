@@ -5,5 +5,8 @@
 //! all over rdkafka (librdkafka, built from source and linked statically). Planning never
 //! blocks an actor: every broker call runs off the actors' threads, with a timeout.
 //!
-//! For now it is empty: the `kafka` feature builds the client (docs/kafka.md, "The client in
-//! the build").
+//! For now it holds [`testing`], the Kafka-protocol test broker every Kafka test starts (Unix:
+//! it drives the broker with signals). This file is wiring only.
+
+#[cfg(unix)]
+pub mod testing;
