@@ -8,21 +8,24 @@
 # (one build at a time, under a lock). Needs crates.io and the C compiler build-essential
 # brings (libsql compiles SQLite); prints the binary's path as its last line, `TANSU=…`.
 #
-# The build is the slow part (minutes, see docs/kafka.md); the test broker need not be fully
-# optimised, so it is built at opt-level 1, without debug info and with more codegen units.
+# The build is the slow part (minutes, see docs/kafka.md); a test broker need not be fully
+# optimised. Measured: Rust at opt-level 0 with SQLite's C at -O3 builds in half the CPU time
+# of opt-level 1 and serves the conformance test nearly as fast (the broker's time goes to
+# SQLite); all at opt-level 0 makes that test 2.5 times slower.
 set -euo pipefail
 
 version="0.6.0"
 features="libsql"
 # Release-profile settings for the broker's build only (cargo reads them from the
-# environment); part of the cache key.
-export CARGO_PROFILE_RELEASE_OPT_LEVEL=1
+# environment, and the per-package one from --config); part of the cache key.
+export CARGO_PROFILE_RELEASE_OPT_LEVEL=0
 export CARGO_PROFILE_RELEASE_DEBUG=0
 export CARGO_PROFILE_RELEASE_LTO=off
-export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=64
+export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256
 export CARGO_PROFILE_RELEASE_INCREMENTAL=false
 export CARGO_PROFILE_RELEASE_STRIP=debuginfo
-settings="o${CARGO_PROFILE_RELEASE_OPT_LEVEL}-cgu${CARGO_PROFILE_RELEASE_CODEGEN_UNITS}"
+sqlite_opt=3
+settings="o${CARGO_PROFILE_RELEASE_OPT_LEVEL}-sqlite${sqlite_opt}-cgu${CARGO_PROFILE_RELEASE_CODEGEN_UNITS}"
 
 workspace="$(cd "$(dirname "$0")/../../.." && pwd)"
 target="${CARGO_TARGET_DIR:-${workspace}/target}"
@@ -45,6 +48,7 @@ if [ ! -x "$binary" ]; then
     # The build directory is kept until the install succeeds, so an interrupted build resumes.
     cargo install tansu --locked --version "=${version}" \
         --no-default-features --features "${features}" \
+        --config "profile.release.package.libsql-ffi.opt-level=${sqlite_opt}" \
         --root "$cache" --target-dir "${cache}/build" >&2
     rm -rf "${cache}/build"
     echo "install-tansu: built in $(( $(date +%s) - start )) s" >&2
