@@ -616,3 +616,37 @@ fn offsets_for_times() {
     );
     assert_eq!(past, Offset::Offset(0), "past the last record");
 }
+
+/// A broker that exits at once is reported as not ready, with its exit status and its log
+/// file named; a binary that does not exist, with its path.
+#[test]
+fn harness_reports_a_broker_that_cannot_start() {
+    let err = TestBroker::start_with(std::path::Path::new("/bin/false")).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        matches!(err, weir::kafka::testing::BrokerError::NotReady(_)),
+        "{message}"
+    );
+    assert!(message.contains("exited with"), "{message}");
+    // The log it names is kept for the post-mortem.
+    let log = named_log(&message);
+    assert!(log.is_file(), "{} is gone: {message}", log.display());
+    std::fs::remove_dir_all(log.parent().unwrap()).unwrap();
+
+    let missing = std::path::Path::new("/nonexistent/tansu");
+    let message = TestBroker::start_with(missing).unwrap_err().to_string();
+    assert!(message.contains("/nonexistent/tansu"), "{message}");
+    std::fs::remove_dir_all(named_log(&message).parent().unwrap()).unwrap();
+}
+
+/// The log file a harness error names (`broker log: PATH` up to `;` or `)`).
+fn named_log(message: &str) -> std::path::PathBuf {
+    let log = message
+        .split("broker log: ")
+        .nth(1)
+        .and_then(|rest| rest.split([';', ')']).next())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| panic!("no log named in: {message}"));
+    assert!(log.ends_with("broker.log"), "{message}");
+    log
+}

@@ -8,8 +8,8 @@
 //! naming the broker's log file; the broker process never outlives its `TestBroker` (stopped
 //! with SIGTERM, then SIGKILL, on [`TestBroker::stop`] and on drop); a restart keeps the port
 //! and the storage, so clients reconnect to the same address and find the same topics and
-//! offsets. When a test panics, the temp dir (storage and log) is kept for the post-mortem and
-//! its path printed.
+//! offsets. When a test panics, or the broker does not start, the temp dir (storage and log)
+//! is kept for the post-mortem and its path printed.
 //!
 //! Every call here blocks the calling thread (process management and bounded waits); from
 //! async code call it inside `tokio::task::spawn_blocking`, or accept a short block in a test.
@@ -186,15 +186,18 @@ impl TestBroker {
                 what: "finding a free port on 127.0.0.1".into(),
                 source,
             })?;
-            broker.spawn()?;
-            match broker.wait_ready() {
+            let started = broker.spawn().and_then(|()| broker.wait_ready());
+            match started {
                 Ok(()) => return Ok(broker),
-                Err(err @ BrokerError::NotReady(_)) if attempt < 3 && broker.child.is_none() => {
-                    drop(err);
+                Err(BrokerError::NotReady(_)) if attempt < 3 && broker.child.is_none() => {}
+                Err(err) => {
+                    // The error names the log: keep it for the post-mortem.
+                    broker.keep_dir();
+                    return Err(err);
                 }
-                Err(err) => return Err(err),
             }
         }
+        broker.keep_dir();
         Err(BrokerError::State("the broker did not start".into()))
     }
 
@@ -446,6 +449,17 @@ impl TestBroker {
         Err(not_ready(self, cause))
     }
 
+    /// Keeps the temp dir (storage and log) after this broker is dropped, and says where.
+    fn keep_dir(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            let kept = dir.keep();
+            eprintln!(
+                "test broker: kept its storage and log for the post-mortem in {}",
+                kept.display()
+            );
+        }
+    }
+
     /// The directory holding the storage and the log.
     fn work_dir(&self) -> &Path {
         self.dir.as_ref().map_or(Path::new(""), |dir| dir.path())
@@ -503,14 +517,8 @@ impl TestBroker {
 impl Drop for TestBroker {
     fn drop(&mut self) {
         let _ = self.stop();
-        if std::thread::panicking()
-            && let Some(dir) = self.dir.take()
-        {
-            let kept = dir.keep();
-            eprintln!(
-                "test broker: kept its storage and log for the post-mortem in {}",
-                kept.display()
-            );
+        if std::thread::panicking() {
+            self.keep_dir();
         }
     }
 }
