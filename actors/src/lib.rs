@@ -52,9 +52,11 @@ pub use observe::history::{
 pub use observe::hub::{EventHub, EventSink, EventSubscription};
 pub use observe::metrics::{EngineMetrics, SourceLag};
 pub use storage::durable;
-pub use storage::location::{Storage, StorageError};
+pub use storage::location::{LocationError, Storage, StorageError};
 #[cfg(feature = "failpoints")]
 pub use storage::power_cut;
+#[cfg(feature = "s3")]
+pub use storage::s3::{S3Options, S3UrlError};
 pub use storage::storage_lock::{StorageLock, StorageLockError};
 pub use tree::names::Names;
 pub use tree::restart_policy::{Backoff, Intensity, RestartPolicy, Strategy};

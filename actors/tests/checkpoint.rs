@@ -1,9 +1,10 @@
 //! The checkpoint store, from outside.
 //!
 //! Every store test runs against three storage modes — a local directory, opendal's memory
-//! service, and opendal's `fs` service used as an object store — through the `all_modes!`
-//! macro, which turns `async fn name(mode: Mode)` into the tests `name::local`,
-//! `name::memory` and `name::object_fs`. Damage is done to the raw bytes: with `std::fs`
+//! service, and opendal's `fs` service used as an object store — and, with the `s3` feature, a
+//! fourth: S3 on moto's server (a fresh bucket per test), through the `all_modes!` macro, which
+//! turns `async fn name(mode: Mode)` into the tests `name::local`, `name::memory`,
+//! `name::object_fs` and `name::s3`. Damage is done to the raw bytes: with `std::fs`
 //! locally, by overwriting the object through the operator in object modes.
 //!
 //! The format tests at the end check the versioning rule of `docs/architecture.md`: an older
@@ -38,6 +39,8 @@ enum Mode {
     Local,
     Memory,
     ObjectFs,
+    #[cfg(feature = "s3")]
+    S3,
 }
 
 /// One store location in one mode, with raw access to its bytes and a record of events.
@@ -68,6 +71,10 @@ impl Fixture {
                 dirs.push(temp);
                 Storage::object(op)
             }
+            #[cfg(feature = "s3")]
+            Mode::S3 => weir_actors::testing::MotoServer::shared()
+                .and_then(|server| server.fresh())
+                .unwrap_or_else(|e| panic!("moto's S3 server: {e}")),
         };
         Fixture {
             // A sub-location, so prefixes and nested directories are exercised.
@@ -187,7 +194,7 @@ enum Damage {
     Garbage,
 }
 
-/// Generates `mod $name { local, memory, object_fs }` tests calling `async fn $name(Mode)`.
+/// Generates `mod $name { local, memory, object_fs, s3 }` tests (`s3` with the feature) calling `async fn $name(Mode)`.
 macro_rules! all_modes {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
@@ -206,6 +213,12 @@ macro_rules! all_modes {
             #[tokio::test]
             async fn object_fs() {
                 super::$name(Mode::ObjectFs).await
+            }
+
+            #[cfg(feature = "s3")]
+            #[tokio::test]
+            async fn s3() {
+                super::$name(Mode::S3).await
             }
         }
     )*};

@@ -164,6 +164,12 @@ impl ModeOf for Memory {
 impl ModeOf for ObjectFs {
     const MODE: Mode = Mode::ObjectFs;
 }
+#[cfg(feature = "s3")]
+struct S3;
+#[cfg(feature = "s3")]
+impl ModeOf for S3 {
+    const MODE: Mode = Mode::S3;
+}
 
 /// The system under test: a log and the runtime of the "process" that has it open.
 struct Sut {
@@ -317,4 +323,12 @@ prop_state_machine! {
 
     #[test]
     fn log_matches_the_model_object_fs(sequential 1..=30 => WalTest<ObjectFs>);
+}
+
+#[cfg(feature = "s3")]
+prop_state_machine! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn log_matches_the_model_s3(sequential 1..=30 => WalTest<S3>);
 }

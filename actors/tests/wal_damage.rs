@@ -514,6 +514,12 @@ async fn missing_middle_chunk_cuts_the_newest_segment_and_is_corrupt_in_a_sealed
     missing_middle_chunk(Mode::ObjectFs).await;
 }
 
+#[cfg(feature = "s3")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_middle_chunk_cuts_the_newest_segment_and_is_corrupt_in_a_sealed_one_s3() {
+    missing_middle_chunk(Mode::S3).await;
+}
+
 // ================================= crafted numbers ================================= //
 
 /// A segment named (and headed) `u64::MAX` leaves no id for the next segment: recovery refuses

@@ -155,6 +155,8 @@ pub struct ProcessChaos {
     pub program: PathBuf,
     /// Its arguments (the same for every life).
     pub args: Vec<OsString>,
+    /// Environment variables set for every life, beside the test's own.
+    pub env: Vec<(OsString, OsString)>,
     /// Where `life-<n>.stdout` and `life-<n>.stderr` go.
     pub logs: PathBuf,
     /// The stdout line prefix a life prints once it runs.
@@ -176,6 +178,7 @@ impl ProcessChaos {
         let mut stdout_log = log("stdout")?;
         let mut child = Command::new(&self.program)
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log("stderr")?)
@@ -302,8 +305,16 @@ pub fn example_binary(package: &str, bin: &str) -> Result<PathBuf, ProcessError>
     command
         .args(["build", "--quiet", "-p", package, "--bin", bin])
         // The features this package builds weir-actors with (and `--all-features` of the
-        // workspace does): the build shares their artifacts instead of making new ones.
-        .args(["--features", "weir-actors/failpoints"])
+        // workspace does): the build shares their artifacts instead of making new ones. With
+        // `s3`, the examples take `s3://` locations too.
+        .args([
+            "--features",
+            if cfg!(feature = "s3") {
+                "weir-actors/failpoints,weir-actors/s3"
+            } else {
+                "weir-actors/failpoints"
+            },
+        ])
         .env("CARGO_TARGET_DIR", target_dir);
     if release {
         command.arg("--release");

@@ -7,6 +7,9 @@
 //!   `r-<n>` records to a partitioned log read by a direct stream; every record must be in the
 //!   output exactly once (checked here, and by the program itself before it exits 0).
 //!
+//! With the `s3` feature, the log source's test runs a second time with its checkpoints and
+//! WAL on moto's S3 server (`--checkpoint-dir s3://…`).
+//!
 //! The binaries are built by the test with the cargo that runs it
 //! (`weir_chaos_tests::process::example_binary`). Replay with `WEIR_CHAOS_SEED=<seed>`.
 
@@ -73,9 +76,37 @@ fn report(what: &str, seed: u64, lives: &[Life]) {
 
 #[test]
 fn the_log_source_is_exactly_once_across_kill_9() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let checkpoint = tmp.path().join("checkpoint");
+    log_source_across_kill_9(&tmp, checkpoint.into(), Vec::new());
+}
+
+/// The same, with the checkpoints and the WAL on moto's S3 server (a fresh bucket): every
+/// life's driver restores from S3.
+#[cfg(feature = "s3")]
+#[test]
+fn the_log_source_is_exactly_once_across_kill_9_with_checkpoints_on_s3() {
+    let server = weir_actors::testing::MotoServer::shared()
+        .unwrap_or_else(|e| panic!("moto's S3 server: {e}"));
+    let options = server.fresh_bucket().expect("a bucket");
+    let url = format!("{}checkpoint?endpoint={}", options.url(), server.endpoint());
+    let env = vec![
+        ("AWS_ACCESS_KEY_ID".into(), "weir-test".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "weir-test-secret".into()),
+    ];
+    let tmp = tempfile::tempdir().expect("tempdir");
+    log_source_across_kill_9(&tmp, url.into(), env);
+}
+
+/// `direct_log` killed `KILLS` times and run to the end, with its checkpoints at `checkpoint`
+/// (a directory or an `s3://` URL): every record of the log in the output exactly once.
+fn log_source_across_kill_9(
+    tmp: &tempfile::TempDir,
+    checkpoint: std::ffi::OsString,
+    env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+) {
     let seed = seed_from_env();
     let direct_log = example_binary("weir-examples", "direct_log").expect("build direct_log");
-    let tmp = tempfile::tempdir().expect("tempdir");
     let (output, logs) = (tmp.path().join("output"), tmp.path().join("logs"));
     fs::create_dir_all(&logs).expect("logs dir");
     // Production (RECORDS at 1,000 a second) outlasts the killed lives (about 0.5 s each), so
@@ -87,7 +118,7 @@ fn the_log_source_is_exactly_once_across_kill_9() {
             "--log-dir".into(),
             tmp.path().join("log").into(),
             "--checkpoint-dir".into(),
-            tmp.path().join("checkpoint").into(),
+            checkpoint,
             "--output-dir".into(),
             output.clone().into(),
             "--records".into(),
@@ -100,6 +131,7 @@ fn the_log_source_is_exactly_once_across_kill_9() {
             "150".into(),
         ],
         logs,
+        env,
         ready: "running;".to_owned(),
         ready_within: Duration::from_secs(60),
     };
@@ -218,6 +250,7 @@ fn the_file_source_is_exactly_once_across_kill_9() {
             "--quiet".into(),
         ],
         logs,
+        env: Vec::new(),
         ready: "running;".to_owned(),
         ready_within: Duration::from_secs(60),
     };

@@ -11,6 +11,10 @@
 //!   earlier one).
 //!
 //! The seed is printed; set `WEIR_CHAOS_SEED` to replay a schedule.
+//!
+//! With the `s3` feature the same rounds run on moto's S3-compatible server (a fresh bucket,
+//! the writer given an `s3://` URL): the objects outlive the killed writer in the server, as
+//! they would in S3, and a group commit is one write-once object.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
@@ -29,9 +33,15 @@ const ROUND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs one writer process until it has acknowledged `acks_wanted` records, then kills it with
 /// SIGKILL. Returns every record it acknowledged.
-fn run_and_kill(dir: &std::path::Path, round: u32, acks_wanted: usize) -> BTreeSet<RecordId> {
+fn run_and_kill(
+    dir: &str,
+    env: &[(&str, &str)],
+    round: u32,
+    acks_wanted: usize,
+) -> BTreeSet<RecordId> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_wal_writer"))
         .arg(dir)
+        .envs(env.iter().copied())
         .arg(round.to_string())
         .arg(WRITERS.to_string())
         .stdout(Stdio::piped())
@@ -76,21 +86,43 @@ fn run_and_kill(dir: &std::path::Path, round: u32, acks_wanted: usize) -> BTreeS
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_survive_repeated_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_str().expect("a UTF-8 temp dir").to_owned();
+    kill_rounds(&path, &[], Storage::local(dir.path())).await;
+}
+
+#[cfg(feature = "s3")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_records_survive_repeated_kill_9_on_s3() {
+    let server = weir_actors::testing::MotoServer::shared()
+        .unwrap_or_else(|e| panic!("moto's S3 server: {e}"));
+    let options = server.fresh_bucket().expect("a bucket");
+    let url = format!("{}wal?endpoint={}", options.url(), server.endpoint());
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "weir-test"),
+        ("AWS_SECRET_ACCESS_KEY", "weir-test-secret"),
+    ];
+    let storage = Storage::s3(&options).expect("S3 storage").join("wal");
+    kill_rounds(&url, &env, storage).await;
+}
+
+/// `ROUNDS` rounds of: a writer on `location` killed after a random number of acks, then the
+/// log opened here (on `storage`, the same place) and checked.
+async fn kill_rounds(location: &str, env: &[(&str, &str)], storage: Storage) {
     let seed = std::env::var("WEIR_CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(Rng::fresh_seed);
     println!("WEIR_CHAOS_SEED={seed}");
     let mut rng = Rng::new(seed);
-    let dir = tempfile::tempdir().expect("tempdir");
     let mut all_acked = BTreeSet::new();
     let mut torn_tails = 0;
     for round in 0..ROUNDS {
         let wanted = rng.range(50, 1500) as usize;
-        let acked = tokio::task::block_in_place(|| run_and_kill(dir.path(), round, wanted));
+        let acked = tokio::task::block_in_place(|| run_and_kill(location, env, round, wanted));
         all_acked.extend(acked);
 
-        let (wal, report) = Wal::open(Storage::local(dir.path()), WalConfig::default())
+        let (wal, report) = Wal::open(storage.clone(), WalConfig::default())
             .await
             .expect("the log opens after kill -9");
         torn_tails += report.torn_tails.len();

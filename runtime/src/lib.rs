@@ -75,7 +75,9 @@ pub use error::{ComputeError, Error};
 pub use weir_actors::EngineError;
 pub use weir_actors::pipeline::UserError;
 
-pub use weir_actors::{Event, EventSink, Storage, StorageError, checkpoint, wal};
+pub use weir_actors::{Event, EventSink, LocationError, Storage, StorageError, checkpoint, wal};
+#[cfg(feature = "s3")]
+pub use weir_actors::{S3Options, S3UrlError};
 
 /// The README's Rust examples, compiled as doc-tests so they cannot rot.
 #[cfg(doctest)]

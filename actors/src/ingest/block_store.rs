@@ -24,6 +24,13 @@
 //! without it and logs what was lost. That is the trade the switch makes: at-most-once input
 //! for receivers, for the cost of the WAL.
 //!
+//! Memory-only blocks are bounded all the same, by admission rather than eviction: before a
+//! receiver's blocks are handed to its supervisor, [`BlockStore::wait_for_room`] waits while
+//! the memory-only bytes are at the budget, until cleaned-up batches free some. The waiting
+//! receiver's `store` does not return, it reads no more, and its sender is pushed back (over
+//! TCP, for a socket). The bound is the budget plus what was admitted before the bytes were
+//! counted: at most one forwarded batch of blocks per receiver.
+//!
 //! What a crash leaves behind: nothing — the store is memory only.
 
 use std::collections::{BTreeMap, HashMap};
@@ -32,6 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use tokio::sync::Notify;
 
 use crate::config::DEFAULT_BLOCK_STORE_BYTES;
 use crate::ingest::blocks::{Block, BlockInfo, StreamId, decode_records};
@@ -108,6 +116,8 @@ pub(crate) enum BlockStoreError {
 #[derive(Clone, Debug)]
 pub(crate) struct BlockStore {
     inner: Arc<Mutex<Inner>>,
+    /// Woken whenever memory-only blocks leave the store.
+    freed: Arc<Notify>,
 }
 
 type Key = (StreamId, RecordHandle);
@@ -117,6 +127,8 @@ struct Entry {
     block: Block,
     /// What the block counts against the budget (0 for a memory-only block).
     bytes: usize,
+    /// A memory-only block's bytes (0 for a block the WAL holds).
+    memory_only: usize,
     /// Its place in the eviction order; `None` for a memory-only block, which is never
     /// evicted.
     seq: Option<u64>,
@@ -126,6 +138,8 @@ struct Entry {
 struct Inner {
     max_bytes: usize,
     bytes: usize,
+    /// The bytes of the memory-only blocks held (outside `bytes`).
+    memory_only: usize,
     next_seq: u64,
     blocks: HashMap<Key, Entry>,
     /// Insertion order, oldest first: the eviction order.
@@ -139,6 +153,7 @@ impl Inner {
                 self.order.remove(&seq);
             }
             self.bytes -= entry.bytes;
+            self.memory_only -= entry.memory_only;
         }
     }
 }
@@ -163,9 +178,11 @@ impl BlockStore {
     /// An empty store that keeps at most `max_bytes` of records.
     pub(crate) fn new(max_bytes: usize) -> Self {
         BlockStore {
+            freed: Arc::new(Notify::new()),
             inner: Arc::new(Mutex::new(Inner {
                 max_bytes,
                 bytes: 0,
+                memory_only: 0,
                 next_seq: 0,
                 blocks: HashMap::new(),
                 order: BTreeMap::new(),
@@ -187,11 +204,13 @@ impl BlockStore {
         let mut inner = self.lock();
         inner.remove(&key);
         if is_memory_only(&block.info.handle) {
+            inner.memory_only += bytes;
             inner.blocks.insert(
                 key,
                 Entry {
                     block,
                     bytes: 0,
+                    memory_only: bytes,
                     seq: None,
                 },
             );
@@ -208,6 +227,7 @@ impl BlockStore {
             };
             if let Some(entry) = inner.blocks.remove(&oldest) {
                 inner.bytes -= entry.bytes;
+                inner.memory_only -= entry.memory_only;
             }
         }
         let seq = inner.next_seq;
@@ -219,6 +239,7 @@ impl BlockStore {
             Entry {
                 block,
                 bytes,
+                memory_only: 0,
                 seq: Some(seq),
             },
         );
@@ -286,10 +307,47 @@ impl BlockStore {
 
     /// Drops these blocks from memory (those not in it are ignored).
     pub(crate) fn remove(&self, blocks: &[BlockInfo]) {
-        let mut inner = self.lock();
-        for info in blocks {
-            inner.remove(&key(info));
+        let freed = {
+            let mut inner = self.lock();
+            let before = inner.memory_only;
+            for info in blocks {
+                inner.remove(&key(info));
+            }
+            inner.memory_only < before
+        };
+        if freed {
+            self.freed.notify_waiters();
         }
+    }
+
+    /// Waits until `bytes` more of memory-only blocks fit in the budget — at once if they
+    /// do, or if no memory-only block is held (a block larger than the whole budget is let
+    /// through alone rather than never). See the module documentation.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is reserved.
+    pub(crate) async fn wait_for_room(&self, bytes: usize) {
+        loop {
+            // Registered before the check, so a removal between the check and the wait wakes
+            // it.
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            {
+                let inner = self.lock();
+                if inner.memory_only == 0 || inner.memory_only + bytes <= inner.max_bytes {
+                    return;
+                }
+            }
+            freed.await;
+        }
+    }
+
+    /// The bytes of the memory-only blocks held (receiver WAL off): what
+    /// [`wait_for_room`](Self::wait_for_room) bounds.
+    pub(crate) fn memory_only_bytes(&self) -> usize {
+        self.lock().memory_only
     }
 
     /// How many blocks are in memory.
@@ -303,8 +361,9 @@ impl BlockStore {
         self.len() == 0
     }
 
-    /// The bytes of records in memory that count against the budget (memory-only blocks do
-    /// not); the `weir_block_store_bytes` metric.
+    /// The bytes of records in memory that count against the eviction budget (memory-only
+    /// blocks do not: see [`memory_only_bytes`](Self::memory_only_bytes)); with those, the
+    /// `weir_block_store_bytes` metric.
     pub(crate) fn bytes(&self) -> usize {
         self.lock().bytes
     }
@@ -430,6 +489,58 @@ mod tests {
             Err(BlockStoreError::Lost { stream: 2, .. })
         ));
         assert!(store.get(&info(0, 9, 3, 9)).is_some());
+    }
+
+    fn memory_only_block(records: usize, len: usize) -> Block {
+        let recs: Vec<Bytes> = (0..records).map(|_| Bytes::from(vec![b'm'; len])).collect();
+        Block {
+            info: BlockInfo {
+                stream: 3,
+                handle: memory_handle((records * len) as u32),
+                records: records as u64,
+                stored_ms: 1,
+            },
+            records: Arc::from(recs),
+        }
+    }
+
+    #[tokio::test]
+    async fn memory_only_blocks_wait_for_room_in_the_budget_until_blocks_are_removed() {
+        let store = BlockStore::new(100);
+        // Room at once while they fit.
+        store.wait_for_room(60).await;
+        let first = memory_only_block(6, 10);
+        store.insert(first.clone());
+        assert_eq!(store.memory_only_bytes(), 60);
+        store.wait_for_room(40).await;
+        let second = memory_only_block(4, 10);
+        store.insert(second.clone());
+        assert_eq!(store.memory_only_bytes(), 100);
+        // Full: the next block waits …
+        let waiting = {
+            let store = store.clone();
+            tokio::spawn(async move { store.wait_for_room(50).await })
+        };
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiting.is_finished(), "admitted over the budget");
+        // … through a removal that frees too little (60 + 50 > 100) …
+        store.remove(&[second.info]);
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiting.is_finished(), "admitted with 60 + 50 over 100");
+        // … until enough is removed.
+        store.remove(&[first.info]);
+        waiting.await.unwrap();
+        assert_eq!(store.memory_only_bytes(), 0);
+        // A block larger than the whole budget passes when nothing memory-only is held.
+        let empty = BlockStore::new(10);
+        empty.wait_for_room(1000).await;
+        // WAL-backed blocks never count here.
+        empty.insert(block(0, 1, 3, 1));
+        assert_eq!(empty.memory_only_bytes(), 0);
     }
 
     #[tokio::test]

@@ -279,7 +279,10 @@ impl Actor for ReceiverSupervisor {
             ReceiverActor,
             move || receiver_args.clone(),
         ));
-        let forwarder = tokio::spawn(forward(requests, myself.clone()));
+        // With the receiver WAL off, the block store holds the only copy of each block: the
+        // forwarder admits blocks only while they fit its budget (see block_store.rs).
+        let gate = args.wal.is_none().then(|| args.block_store.clone());
+        let forwarder = tokio::spawn(forward(requests, myself.clone(), gate));
         if let Err((child, err)) = children.start_all(&myself.get_cell()).await {
             forwarder.abort();
             return Err(format!("{child} did not start: {err}").into());
@@ -468,14 +471,26 @@ async fn finish(myself: &ActorRef<ReceiverSupervisorMsg>, state: &mut ReceiverSu
 /// Moves `store` calls from the receiver's channel to the actor, one batch at a time.
 ///
 /// It waits for each batch to be handled before taking the next, so the channel's bound is
-/// the bound on waiting calls. It ends when the actor is gone (a cast fails) or every sender
-/// is dropped (the actor's state, with the receiver's context, is gone).
+/// the bound on waiting calls. With a `gate` (the block store, when the receiver WAL is off)
+/// it first waits until the batch's bytes fit the store's budget for memory-only blocks: the
+/// receiver's calls wait meanwhile, and the receiver is pushed back. It ends when the actor
+/// is gone (a cast fails; `post_stop` aborts it too) or every sender is dropped (the actor's
+/// state, with the receiver's context, is gone).
 async fn forward(
     mut requests: mpsc::Receiver<StoreRequest>,
     myself: ActorRef<ReceiverSupervisorMsg>,
+    gate: Option<BlockStore>,
 ) {
     let mut batch = Vec::new();
     while requests.recv_many(&mut batch, STORE_BATCH_MAX).await > 0 {
+        if let Some(store) = &gate {
+            let bytes: usize = batch
+                .iter()
+                .flat_map(|r| r.records.iter())
+                .map(Bytes::len)
+                .sum();
+            store.wait_for_room(bytes).await;
+        }
         let (handled, wait) = ractor::concurrency::oneshot();
         let msg = ReceiverSupervisorMsg::Store(std::mem::take(&mut batch), handled.into());
         if myself.cast(msg).is_err() {

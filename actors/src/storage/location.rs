@@ -49,6 +49,29 @@ impl Storage {
         }
     }
 
+    /// The storage a command-line location names: an `s3://BUCKET/PREFIX?…` URL (with the
+    /// `s3` feature; see `S3Options::from_url`, credentials from the AWS environment), or
+    /// else a local directory.
+    ///
+    /// # Errors
+    ///
+    /// [`LocationError`]: an `s3://` URL in a build without S3 support, or one that is
+    /// malformed.
+    pub fn from_location(location: &str) -> Result<Self, LocationError> {
+        if !location.starts_with("s3://") {
+            return Ok(Storage::local(location));
+        }
+        #[cfg(feature = "s3")]
+        {
+            let options = super::s3::S3Options::from_url(location)?;
+            Ok(Storage::s3(&options)?)
+        }
+        #[cfg(not(feature = "s3"))]
+        Err(LocationError::NoS3Support {
+            location: location.to_owned(),
+        })
+    }
+
     /// The storage for the sub-directory `child` (e.g. `"wal"`, `"checkpoints"`).
     pub fn join(&self, child: &str) -> Self {
         let child = child.trim_matches('/');
@@ -73,7 +96,16 @@ impl Storage {
     pub fn describe(&self) -> String {
         match self {
             Storage::Local(dir) => dir.display().to_string(),
-            Storage::Object { op, prefix } => format!("{}://{prefix}", op.info().scheme()),
+            Storage::Object { op, prefix } => {
+                let info = op.info();
+                let scheme = info.scheme().to_string();
+                // An S3 operator's name is its bucket: `s3://bucket/prefix`, as users write it.
+                if scheme == "s3" && !info.name().is_empty() {
+                    format!("s3://{}/{prefix}", info.name())
+                } else {
+                    format!("{scheme}://{prefix}")
+                }
+            }
         }
     }
 }
@@ -82,6 +114,28 @@ impl fmt::Debug for Storage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.describe())
     }
+}
+
+/// Why a location ([`Storage::from_location`]) names no usable storage.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LocationError {
+    /// An `s3://` location in a build without the `s3` feature.
+    #[error(
+        "{location:?} is an S3 location, but this build of weir has no S3 support (build it \
+         with the `s3` cargo feature)"
+    )]
+    NoS3Support {
+        /// The location given.
+        location: String,
+    },
+    /// A malformed `s3://` URL.
+    #[cfg(feature = "s3")]
+    #[error(transparent)]
+    S3Url(#[from] super::s3::S3UrlError),
+    /// opendal refused the S3 configuration.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
 }
 
 /// An I/O failure of the underlying storage, with the operation and the path it concerned.
@@ -192,5 +246,24 @@ where
             path: path.display().to_string(),
             reason: join.to_string(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(not(feature = "s3"))]
+    #[test]
+    fn an_s3_location_without_the_feature_says_how_to_get_it() {
+        let err = Storage::from_location("s3://bucket/prefix").unwrap_err();
+        assert!(matches!(err, LocationError::NoS3Support { .. }));
+        assert!(err.to_string().contains("`s3` cargo feature"), "{err}");
+    }
+
+    #[test]
+    fn any_other_location_is_a_local_directory() {
+        let storage = Storage::from_location("weir-data/checkpoint").unwrap();
+        assert_eq!(storage.local_dir(), Some(Path::new("weir-data/checkpoint")));
     }
 }

@@ -9,7 +9,8 @@
 //!   path around opendal (see `docs/architecture.md`, "Storage").
 //! * [`Storage::Object`] — any opendal [`Operator`] (S3, GCS, Azure, the in-memory service, or
 //!   opendal's own `fs` service). Only whole-object writes are used: no append, no rename.
-//!   Durability is "the write call returned".
+//!   Durability is "the write call returned". With the `s3` feature, `Storage::s3` builds one
+//!   for S3 or an S3-compatible server from weir's own `S3Options` (`s3` module).
 //!
 //! Both shapes offer the same operations to the components; the components choose their
 //! on-storage layout per shape (one appended file per WAL segment locally, one write-once
@@ -27,4 +28,6 @@ pub(crate) mod location;
 pub(crate) mod object;
 #[cfg(feature = "failpoints")]
 pub mod power_cut;
+#[cfg(feature = "s3")]
+pub(crate) mod s3;
 pub(crate) mod storage_lock;

@@ -4,6 +4,10 @@
 //! the name is free), read, read a range, list a prefix, delete. A completed write is durable;
 //! an object write is atomic (readers see all of it or none of it) on S3, GCS, Azure and the
 //! memory service, and on opendal's `fs` service when it is given an `atomic_write_dir`.
+//!
+//! A write-once object that is found already there with exactly the bytes being written counts
+//! as written: that is what a retried request looks like when its first attempt landed and
+//! only the answer was lost (see [`ObjectDir::write_once`]).
 
 use opendal::{Buffer, Operator};
 
@@ -94,12 +98,35 @@ impl ObjectDir {
                 failpoint,
             });
         }
-        self.op
-            .write_with(&path, bytes)
+        match self
+            .op
+            .write_with(&path, bytes.clone())
             .if_not_exists(true)
             .await
-            .map(|_| ())
-            .map_err(obj_err("write", &path))
+        {
+            Ok(_) => Ok(()),
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    opendal::ErrorKind::ConditionNotMatch | opendal::ErrorKind::AlreadyExists
+                ) =>
+            {
+                // A real conflict looks like this, and so does a retried write whose first
+                // attempt landed but whose answer was lost (the retry finds the name taken
+                // — by itself). The object's bytes tell them apart: the same bytes mean the
+                // write happened, exactly once.
+                match self.op.read(&path).await {
+                    Ok(existing) if existing.to_bytes() == bytes.to_bytes() => {
+                        tracing::debug!(path = %path,
+                            "a write-once object is already there with the same bytes: \
+                             an earlier attempt of this write landed");
+                        Ok(())
+                    }
+                    _ => Err(obj_err("write", &path)(err)),
+                }
+            }
+            Err(err) => Err(obj_err("write", &path)(err)),
+        }
     }
 
     /// Writes `name`, replacing any object of that name in one atomic put.

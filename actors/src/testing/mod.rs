@@ -9,11 +9,17 @@
 //!   to answer (stored, failed, closed) when you choose, and you say when it must stop.
 //! * [`golden_bytes`]: a format's example bytes, read from the Markdown document that shows
 //!   them, for a test to compare its encoder with.
+//! * `MotoServer` (with the `s3` feature): moto's S3-compatible server on 127.0.0.1, installed
+//!   by the repository's script, and a fresh bucket per test.
 
 mod exactly_once;
 mod golden;
 mod manual_supervisor;
+#[cfg(feature = "s3")]
+mod moto;
 
 pub use exactly_once::{CommitLog, CommitLogPipeline, NumberedReceiver, Verdict, verify};
 pub use golden::golden_bytes;
 pub use manual_supervisor::{HandedOver, ManualSupervisor};
+#[cfg(feature = "s3")]
+pub use moto::MotoServer;

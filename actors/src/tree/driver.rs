@@ -185,7 +185,7 @@ impl Actor for Driver {
         // What a scrape reads on the spot: this run's block store, and the pipeline's sources.
         let metrics = args.hub.metrics();
         let probed = block_store.clone();
-        metrics.set_block_store_probe(move || probed.bytes() as u64);
+        metrics.set_block_store_probe(move || (probed.bytes() + probed.memory_only_bytes()) as u64);
         let pipeline = Arc::clone(&args.pipeline);
         metrics.set_source_probe(move || pipeline.sources());
         let in_flight = InFlight::default();

@@ -29,10 +29,17 @@ pub enum Mode {
     Memory,
     /// `Storage::object` over opendal's `fs` service with an atomic write dir (object layout).
     ObjectFs,
+    /// `Storage::s3` on moto's S3-compatible server (object layout), a fresh bucket per store.
+    #[cfg(feature = "s3")]
+    S3,
 }
 
 /// Every mode, for loops.
+#[cfg(not(feature = "s3"))]
 pub const MODES: [Mode; 3] = [Mode::Local, Mode::Memory, Mode::ObjectFs];
+/// Every mode, for loops.
+#[cfg(feature = "s3")]
+pub const MODES: [Mode; 4] = [Mode::Local, Mode::Memory, Mode::ObjectFs, Mode::S3];
 
 /// A fresh, empty place to keep a log in one mode, plus raw access to what is stored there.
 ///
@@ -74,6 +81,14 @@ fn parse_chunk_name(name: &str) -> Option<(u64, u64)> {
     (id.len() == 20 && start.len() == 20).then_some((id.parse().ok()?, start.parse().ok()?))
 }
 
+/// A fresh bucket on the test process's moto server.
+#[cfg(feature = "s3")]
+pub fn s3_storage() -> Storage {
+    weir_actors::testing::MotoServer::shared()
+        .and_then(|server| server.fresh())
+        .unwrap_or_else(|e| panic!("moto's S3 server: {e}"))
+}
+
 impl Store {
     /// A fresh store in `mode`.
     pub fn new(mode: Mode) -> Store {
@@ -93,6 +108,8 @@ impl Store {
                     .atomic_write_dir(atomic.to_str().unwrap());
                 (Storage::object(Operator::new(builder).unwrap()), Some(root))
             }
+            #[cfg(feature = "s3")]
+            Mode::S3 => (s3_storage(), None),
         };
         Store {
             mode,

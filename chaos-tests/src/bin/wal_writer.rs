@@ -2,7 +2,9 @@
 //! printing `ACK <round> <writer> <seq>` on stdout after each append is acknowledged.
 //!
 //! It is the victim of `tests/wal_kill9.rs`, which kills it with `SIGKILL` at random moments.
-//! Usage: `wal_writer <dir> <round> <writers>`.
+//! Usage: `wal_writer <dir> <round> <writers>`; with the `s3` feature, `<dir>` may be an
+//! `s3://BUCKET/PREFIX?endpoint=…` URL (credentials from `AWS_ACCESS_KEY_ID` and
+//! `AWS_SECRET_ACCESS_KEY`).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -43,8 +45,18 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(dir: String, round: u32, writers: u32) -> Result<(), weir_actors::wal::WalError> {
-    let (wal, report) = Wal::open(Storage::local(dir), WalConfig::default()).await?;
+/// The storage `dir` names: a local directory, or (with the `s3` feature) an `s3://` URL.
+fn storage(dir: String) -> Result<Storage, String> {
+    #[cfg(feature = "s3")]
+    if dir.starts_with("s3://") {
+        let options = weir_actors::S3Options::from_url(&dir).map_err(|e| e.to_string())?;
+        return Storage::s3(&options).map_err(|e| e.to_string());
+    }
+    Ok(Storage::local(dir))
+}
+
+async fn run(dir: String, round: u32, writers: u32) -> Result<(), Box<dyn std::error::Error>> {
+    let (wal, report) = Wal::open(storage(dir)?, WalConfig::default()).await?;
     eprintln!(
         "wal_writer: recovered {} records; torn tails {:?}",
         report.records, report.torn_tails

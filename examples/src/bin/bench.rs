@@ -95,6 +95,14 @@ struct Args {
     /// Seconds of input before and after the kill in the kill phase.
     #[arg(long)]
     kill_secs: Option<f64>,
+    /// The `http` phase: how many pairs of searches (off and on) and, at least three, of
+    /// fixed-rate steps it runs (default 3, 1 with --quick).
+    #[arg(long)]
+    http_rounds: Option<usize>,
+    /// The `http` phase: skip the searches and run only the fixed-rate steps, at this rate
+    /// (words/s).
+    #[arg(long)]
+    http_fixed_rate: Option<f64>,
     /// Where Spark is installed and runs happen (default: target/bench).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
@@ -127,6 +135,8 @@ struct Plan {
     warmup_secs: f64,
     bisect_steps: u32,
     kill_secs: f64,
+    http_rounds: usize,
+    http_fixed_rate: Option<f64>,
     cache: PathBuf,
     report: PathBuf,
     quick: bool,
@@ -206,6 +216,11 @@ fn plan(args: &Args) -> Result<Plan, BoxError> {
             .unwrap_or(if args.quick { 10.0 } else { 15.0 }),
         bisect_steps: args.bisect_steps.unwrap_or(if args.quick { 1 } else { 3 }),
         kill_secs: args.kill_secs.unwrap_or(if args.quick { 3.0 } else { 6.0 }),
+        http_rounds: args
+            .http_rounds
+            .unwrap_or(if args.quick { 1 } else { 3 })
+            .max(1),
+        http_fixed_rate: args.http_fixed_rate,
         weir_args: args.weir_args.clone(),
         cache,
         report,
@@ -284,38 +299,57 @@ fn run(args: &Args) -> Result<(), BoxError> {
             .weir_args
             .push(format!("--http-addr=127.0.0.1:{port}"));
         let start = plan.start_rate.min(max_rate);
-        for (label, l) in [("off", &launch), ("on", &observed)] {
-            let found = search(
-                l,
-                &plan,
-                &pool,
-                &scratch,
-                Kind::Weir,
-                true,
-                (start, max_rate, 1.02),
-            );
-            println!(
-                "bench: http {label}: sustained {}",
-                found.sustained.as_ref().map_or_else(
-                    || "nothing".to_owned(),
-                    |s| format!("{:.0} words/s", s.rate)
-                )
-            );
-            report.http.push((label, found));
+        // Searches alternate off/on, on/off, ... (so a drift of the machine over the run
+        // weighs on both alike); the report compares their medians.
+        let pair = |round: usize| {
+            if round.is_multiple_of(2) {
+                [("off", &launch), ("on", &observed)]
+            } else {
+                [("on", &observed), ("off", &launch)]
+            }
+        };
+        let searches = if plan.http_fixed_rate.is_some() {
+            0
+        } else {
+            plan.http_rounds
+        };
+        for round in 0..searches {
+            for (label, l) in pair(round) {
+                let found = search(
+                    l,
+                    &plan,
+                    &pool,
+                    &scratch,
+                    Kind::Weir,
+                    true,
+                    (start, max_rate, 1.02),
+                );
+                println!(
+                    "bench: http {label} (round {}): sustained {}",
+                    round + 1,
+                    found.sustained.as_ref().map_or_else(
+                        || "nothing".to_owned(),
+                        |s| format!("{:.0} words/s", s.rate)
+                    )
+                );
+                report.http.push((label, found));
+            }
         }
-        // The search's bounds move by a few percent from run to run (the top steps fail when
-        // the feeder cannot deliver against weir's backpressure), so also compare the cost
-        // directly: the same fixed rate, just below both sustained rates, alternating off and
-        // on, three times each.
-        let sustained: Vec<f64> = report
+        // The search's bounds move by several percent from run to run (a step passes or
+        // fails on the slowest batch or two of its window), so also compare the cost directly:
+        // the same fixed rate, below every sustained rate, off and on alternating, with the
+        // CPU time weir used per word and the processing time per batch.
+        let lowest = report
             .http
             .iter()
             .filter_map(|(_, r)| r.sustained.as_ref().map(|s| s.rate))
-            .collect();
-        if sustained.len() == 2 {
-            let rate = 0.85 * sustained.iter().copied().fold(f64::INFINITY, f64::min);
-            for round in 0..3 {
-                for (label, l) in [("off", &launch), ("on", &observed)] {
+            .fold(f64::INFINITY, f64::min);
+        if let Some(rate) = plan
+            .http_fixed_rate
+            .or(lowest.is_finite().then_some(0.85 * lowest))
+        {
+            for round in 0..plan.http_rounds.max(3) {
+                for (label, l) in pair(round) {
                     let dir = scratch.join(format!("http-fixed-{label}-{round}"));
                     let r = step(
                         l,
@@ -526,12 +560,15 @@ struct Step {
     pass: bool,
     /// With the HTTP server on: scrapes answered (and 1 if the event stream delivered).
     scrapes: Option<u64>,
+    /// CPU seconds (user + system, the whole process tree) the system used per million
+    /// words delivered in the window.
+    cpu_s_per_mword: Option<f64>,
 }
 
 impl Step {
     fn summary(&self) -> String {
         format!(
-            "rate {:.0} (delivered {:.0}) words/s: start-up {} ms, {}/{} batches, {}, e2e {}, RSS steady {} peak {} → {}",
+            "rate {:.0} (delivered {:.0}) words/s: start-up {} ms, {}/{} batches, {}, e2e {}, CPU {} s/M words, RSS steady {} peak {} → {}",
             self.rate,
             self.achieved,
             self.startup_ms,
@@ -552,6 +589,8 @@ impl Step {
                 || "n/a".to_owned(),
                 |q| format!("p50 {} p99 {} ms", q.p50, q.p99)
             ),
+            self.cpu_s_per_mword
+                .map_or_else(|| "n/a".to_owned(), |c| format!("{c:.4}")),
             self.steady_rss_kb.map_or_else(|| "n/a".to_owned(), mib),
             mib(self.peak_rss_kb),
             if self.pass {
@@ -617,10 +656,24 @@ fn step(
     let startup_ms = (first - running.spawned).as_millis() as u64;
     let warmup = Duration::from_secs_f64(warmup_secs).max(Duration::from_millis(3 * batch_ms));
     sleep_until(first + warmup);
-    let (t0, w0, words0) = (Instant::now(), wall_ms(), feeder.tally().words());
+    let (t0, w0, words0, cpu0) = (
+        Instant::now(),
+        wall_ms(),
+        feeder.tally().words(),
+        running.cpu_secs(),
+    );
     sleep_until(t0 + Duration::from_secs_f64(secs));
-    let (t1, w1, words1) = (Instant::now(), wall_ms(), feeder.tally().words());
+    let (t1, w1, words1, cpu1) = (
+        Instant::now(),
+        wall_ms(),
+        feeder.tally().words(),
+        running.cpu_secs(),
+    );
     let achieved = (words1 - words0) as f64 / (t1 - t0).as_secs_f64();
+    let cpu_s_per_mword = match (cpu0, cpu1) {
+        (Some(a), Some(b)) if words1 > words0 => Some((b - a) / ((words1 - words0) as f64 / 1e6)),
+        _ => None,
+    };
     let tally: Arc<Tally> = Arc::clone(feeder.tally());
     feeder.stop()?;
     let scrapes = scraper.map(Scraper::stop);
@@ -646,6 +699,7 @@ fn step(
     let scheduling = quantiles(steady.iter().map(|b| b.scheduling_ms).collect());
     let last_scheduling_ms = steady.last().map(|b| b.scheduling_ms);
     let e2e = end_to_end(&tally, &all, &dirs.output, words0, words1);
+    dirs.discard_data();
     let pass = achieved >= 0.95 * rate
         && steady.len() + 1 >= expected_batches
         && processing.p95 < batch_ms
@@ -664,6 +718,7 @@ fn step(
         peak_rss_kb,
         pass,
         scrapes,
+        cpu_s_per_mword,
     })
 }
 
@@ -1044,6 +1099,17 @@ struct Report {
     http_fixed: Vec<(&'static str, Step)>,
 }
 
+/// The median of `v` (the mean of the middle two for an even count); none if empty.
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
 fn ratio(a: f64, b: f64) -> String {
     if b > 0.0 && a.is_finite() {
         format!("{:.2}×", a / b)
@@ -1053,6 +1119,125 @@ fn ratio(a: f64, b: f64) -> String {
 }
 
 impl Report {
+    /// The `http` phase's section: every search, the medians, the fixed-rate pairs.
+    fn write_http(&self, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "### HTTP server and metrics: on vs off (weir, receiver WAL on)\n\n\
+             On: `--http-addr`, with `/metrics` and `/api/v1/batches` asked every second and \
+             the event stream read, as Prometheus and an open dashboard do. Searches in the \
+             order run.\n\n\
+             | HTTP server | sustained words/s | first failed | processing p95 ms | CPU s per M words | scrapes answered |\n|---|---|---|---|---|---|"
+        );
+        let cpu = |st: &Step| {
+            st.cpu_s_per_mword
+                .map_or_else(|| "–".to_owned(), |c| format!("{c:.4}"))
+        };
+        for (label, r) in &self.http {
+            let sustained = r.sustained.as_ref();
+            let _ = writeln!(
+                s,
+                "| {label} | {} | {} | {} | {} | {} |",
+                sustained.map_or_else(|| "none".to_owned(), |st| format!("{:.0}", st.rate)),
+                r.failed
+                    .map_or_else(|| "none".to_owned(), |f| format!("{f:.0}")),
+                sustained.map_or_else(|| "–".to_owned(), |st| st.processing.p95.to_string()),
+                sustained.map_or_else(|| "–".to_owned(), cpu),
+                sustained
+                    .and_then(|st| st.scrapes)
+                    .map_or_else(|| "–".to_owned(), |n| n.to_string()),
+            );
+        }
+        let median_rate = |label: &str| {
+            median(
+                self.http
+                    .iter()
+                    .filter(|(l, _)| *l == label)
+                    .filter_map(|(_, r)| r.sustained.as_ref().map(|st| st.rate))
+                    .collect(),
+            )
+        };
+        if let (Some(off), Some(on)) = (median_rate("off"), median_rate("on")) {
+            let _ = writeln!(
+                s,
+                "\nMedian sustained: off {off:.0}, on {on:.0} words/s; on / off {} ({:+.1} %).",
+                ratio(on, off),
+                (on / off - 1.0) * 100.0
+            );
+            // How finely the search can tell two rates apart here: the spread of the same
+            // configuration's searches.
+            let offs: Vec<f64> = self
+                .http
+                .iter()
+                .filter(|(l, _)| *l == "off")
+                .filter_map(|(_, r)| r.sustained.as_ref().map(|st| st.rate))
+                .collect();
+            if offs.len() > 1 {
+                let (lo, hi) = offs.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), r| {
+                    (lo.min(*r), hi.max(*r))
+                });
+                let _ = writeln!(
+                    s,
+                    "The searches of the same configuration (off) alone spread from {lo:.0} to \
+                     {hi:.0} words/s ({:.1} % of the lower): the search's resolution on this \
+                     machine.",
+                    (hi / lo - 1.0) * 100.0
+                );
+            }
+            s.push('\n');
+        }
+        if self.http_fixed.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "At one fixed rate, off and on alternating:\n\n| HTTP server | rate words/s | delivered | processing p50 ms | p95 ms | CPU s per M words | passed | scrapes |\n|---|---|---|---|---|---|---|---|"
+        );
+        for (label, st) in &self.http_fixed {
+            let _ = writeln!(
+                s,
+                "| {label} | {:.0} | {:.0} | {} | {} | {} | {} | {} |",
+                st.rate,
+                st.achieved,
+                st.processing.p50,
+                st.processing.p95,
+                cpu(st),
+                if st.pass { "yes" } else { "no" },
+                st.scrapes.map_or_else(|| "–".to_owned(), |n| n.to_string())
+            );
+        }
+        // Medians: a step can be an outlier (the first of a run starts on a cold page cache).
+        let middle = |label: &str, f: &dyn Fn(&Step) -> Option<f64>| {
+            median(
+                self.http_fixed
+                    .iter()
+                    .filter(|(l, _)| *l == label)
+                    .filter_map(|(_, st)| f(st))
+                    .collect(),
+            )
+        };
+        let p50 = |st: &Step| Some(st.processing.p50 as f64);
+        let cpu_per = |st: &Step| st.cpu_s_per_mword;
+        if let (Some(off), Some(on)) = (middle("off", &p50), middle("on", &p50)) {
+            let _ = writeln!(
+                s,
+                "\nMedian processing p50: off {off:.0} ms, on {on:.0} ms ({:+.1} %).",
+                (on / off - 1.0) * 100.0
+            );
+        }
+        if let (Some(off), Some(on)) = (middle("off", &cpu_per), middle("on", &cpu_per)) {
+            let _ = writeln!(
+                s,
+                "Median CPU per million words: off {off:.4} s, on {on:.4} s ({:+.1} %). With both \
+                 cores busy at the top rate, CPU per word is what bounds the sustainable rate: \
+                 on / off estimated at {} ({:+.1} %).\n",
+                (on / off - 1.0) * 100.0,
+                ratio(off, on),
+                (off / on - 1.0) * 100.0
+            );
+        }
+    }
+
     fn sustained(&self, kind: Kind, wal: bool) -> Option<&Step> {
         self.rates
             .iter()
@@ -1260,76 +1445,8 @@ impl Report {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
-        if !self.http.is_empty() {
-            let _ = writeln!(
-                s,
-                "### HTTP server and metrics: on vs off (weir, receiver WAL on)\n\n\
-                 On: `--http-addr`, with `/metrics` and `/api/v1/batches` asked every second and \
-                 the event stream read, as Prometheus and an open dashboard do.\n\n\
-                 | HTTP server | sustained words/s | first failed | processing p95 ms | scrapes answered |\n|---|---|---|---|---|"
-            );
-            for (label, r) in &self.http {
-                let sustained = r.sustained.as_ref();
-                let _ = writeln!(
-                    s,
-                    "| {label} | {} | {} | {} | {} |",
-                    sustained.map_or_else(|| "none".to_owned(), |st| format!("{:.0}", st.rate)),
-                    r.failed
-                        .map_or_else(|| "none".to_owned(), |f| format!("{f:.0}")),
-                    sustained.map_or_else(|| "–".to_owned(), |st| st.processing.p95.to_string()),
-                    sustained
-                        .and_then(|st| st.scrapes)
-                        .map_or_else(|| "–".to_owned(), |n| n.to_string()),
-                );
-            }
-            let rate = |label: &str| {
-                self.http
-                    .iter()
-                    .find(|(l, _)| *l == label)
-                    .and_then(|(_, r)| r.sustained.as_ref().map(|st| st.rate))
-            };
-            if let (Some(off), Some(on)) = (rate("off"), rate("on")) {
-                let _ = writeln!(
-                    s,
-                    "\nSustained, on / off: {} ({:+.1} %).\n",
-                    ratio(on, off),
-                    (on / off - 1.0) * 100.0
-                );
-            }
-            if !self.http_fixed.is_empty() {
-                let _ = writeln!(
-                    s,
-                    "At one fixed rate, off and on alternating:\n\n| HTTP server | rate words/s | delivered | processing p50 ms | p95 ms | passed | scrapes |\n|---|---|---|---|---|---|---|"
-                );
-                for (label, st) in &self.http_fixed {
-                    let _ = writeln!(
-                        s,
-                        "| {label} | {:.0} | {:.0} | {} | {} | {} | {} |",
-                        st.rate,
-                        st.achieved,
-                        st.processing.p50,
-                        st.processing.p95,
-                        if st.pass { "yes" } else { "no" },
-                        st.scrapes.map_or_else(|| "–".to_owned(), |n| n.to_string())
-                    );
-                }
-                let mean = |label: &str| {
-                    let v: Vec<f64> = self
-                        .http_fixed
-                        .iter()
-                        .filter(|(l, _)| *l == label)
-                        .map(|(_, st)| st.processing.p50 as f64)
-                        .collect();
-                    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-                };
-                if let (Some(off), Some(on)) = (mean("off"), mean("on")) {
-                    let _ = writeln!(
-                        s,
-                        "\nMean processing p50: off {off:.0} ms, on {on:.0} ms ({:+.1} %).\n",
-                        (on / off - 1.0) * 100.0
-                    );
-                }
-            }
+        if !self.http.is_empty() || !self.http_fixed.is_empty() {
+            self.write_http(&mut s);
         }
         s
     }
@@ -1338,6 +1455,13 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn median_is_the_middle_or_the_mean_of_the_middle_two() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(Vec::new()), None);
+    }
 
     #[test]
     fn quantiles_pick_the_nearest_rank() {

@@ -36,7 +36,7 @@ use bytes::Bytes;
 use clap::Parser;
 use weir::dstream::{OffsetRange, StartingOffsets};
 use weir::sources::partitioned_log::PartitionedLog;
-use weir::{Event, StreamingContext};
+use weir::{Event, Storage, StreamingContext};
 use weir_examples::output::read_output;
 use weir_examples::run::{BoxError, CommonArgs, Limits, Stopped, main_with, run_until_stopped};
 
@@ -47,13 +47,14 @@ struct Args {
     /// Where the log lives.
     #[arg(long, value_name = "DIR", default_value = "weir-data/direct-log/log")]
     log_dir: PathBuf,
-    /// Where checkpoints live.
+    /// Where checkpoints live: a directory, or (built with weir's `s3` feature)
+    /// `s3://BUCKET/PREFIX?endpoint=URL` with credentials from the AWS environment.
     #[arg(
         long,
-        value_name = "DIR",
+        value_name = "DIR|S3-URL",
         default_value = "weir-data/direct-log/checkpoint"
     )]
-    checkpoint_dir: PathBuf,
+    checkpoint_dir: String,
     /// Where the batch directories are written.
     #[arg(
         long,
@@ -120,7 +121,8 @@ async fn run(args: Args) -> Result<(), BoxError> {
     if let Some(ms) = args.batch_ms {
         overrides.set("batch_interval_ms", &ms.to_string())?;
     }
-    let ctx = StreamingContext::get_or_create(&args.checkpoint_dir, |config| {
+    let storage = Storage::from_location(&args.checkpoint_dir)?;
+    let ctx = StreamingContext::get_or_create_in(storage, |config| {
         let ctx = StreamingContext::new(
             overrides.apply(config.batch_interval(Duration::from_millis(500))),
         );

@@ -40,7 +40,7 @@ use std::time::Duration;
 use clap::Parser;
 use weir::sources::file_stream::FileStreamOptions;
 use weir::sources::socket::SocketTextReceiver;
-use weir::{DStream, Event, StreamingConfig, StreamingContext};
+use weir::{DStream, Event, Storage, StreamingConfig, StreamingContext};
 use weir_examples::generator::FileFeeder;
 use weir_examples::run::{BoxError, CommonArgs, Limits, main_with, run_until_stopped};
 
@@ -61,9 +61,15 @@ struct Args {
     /// Count the lines a TCP server at HOST:PORT sends (no replay after a crash).
     #[arg(long, value_name = "HOST:PORT")]
     socket: Option<String>,
-    /// Where checkpoints, logs and the file manifest live.
-    #[arg(long, value_name = "DIR", default_value = "weir-data/checkpoint")]
-    checkpoint_dir: PathBuf,
+    /// Where checkpoints, logs and the file manifest live: a directory, or (built with weir's
+    /// `s3` feature) `s3://BUCKET/PREFIX?endpoint=URL` with credentials from the AWS
+    /// environment (then there is no event log and no control token file).
+    #[arg(
+        long,
+        value_name = "DIR|S3-URL",
+        default_value = "weir-data/checkpoint"
+    )]
+    checkpoint_dir: String,
     /// Where the batch directories are written.
     #[arg(long, value_name = "DIR", default_value = "weir-data/output")]
     output_dir: PathBuf,
@@ -138,7 +144,8 @@ async fn run(args: Args) -> Result<(), BoxError> {
     }
     let configure =
         |config: StreamingConfig| overrides.apply(config.batch_interval(DEFAULT_BATCH_INTERVAL));
-    let batch_ms = configure(StreamingConfig::local(&args.checkpoint_dir))
+    let storage = Storage::from_location(&args.checkpoint_dir)?;
+    let batch_ms = configure(StreamingConfig::new(storage.clone()))
         .engine
         .batch_interval
         .as_millis() as u64;
@@ -159,7 +166,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
         std::fs::create_dir_all(&input_dir)?;
     }
 
-    let ctx = StreamingContext::get_or_create(&args.checkpoint_dir, |config| {
+    let ctx = StreamingContext::get_or_create_in(storage, |config| {
         let ctx = StreamingContext::new(configure(config));
         match &args.socket {
             None => {
@@ -207,13 +214,13 @@ async fn run(args: Args) -> Result<(), BoxError> {
     println!(
         "word_count: counts go to {}/batch-<time>/part-*; watch with `weir events --dir {}`{}",
         args.output_dir.display(),
-        args.checkpoint_dir.display(),
+        args.checkpoint_dir,
         ctx.config()
             .engine
             .control_addr
             .map(|a| format!(
                 " or `weir watch --addr {a} --token-file {}/control-token`",
-                args.checkpoint_dir.display()
+                args.checkpoint_dir
             ))
             .unwrap_or_default()
     );

@@ -244,6 +244,43 @@ impl<T: Data + fmt::Display> DStream<T> {
         );
     }
 
+    /// [`save_as_text_files`](Self::save_as_text_files) on any [`Storage`](crate::Storage):
+    /// in a local directory as there (`<dir>/<name>-<batch_time_ms>/`), or on object storage
+    /// (S3, …) as the objects `<name>-<batch_time_ms>/part-NNNNN` committed, exactly once, by
+    /// a write-once marker (see [`crate::sinks::batch_objects`]).
+    ///
+    /// # Errors
+    ///
+    /// [`SinkError::BadPrefix`](crate::sinks::batch_dir::SinkError::BadPrefix) if `name` is
+    /// empty or holds a `/`.
+    pub fn save_as_text_files_in(
+        &self,
+        storage: &crate::Storage,
+        name: &str,
+    ) -> Result<(), crate::sinks::batch_dir::SinkError> {
+        use crate::sinks::batch_dir::{Commit, SinkError};
+        if name.is_empty() || name.contains('/') {
+            return Err(SinkError::BadPrefix(name.into()));
+        }
+        if let crate::Storage::Local(dir) = storage {
+            self.save_as_text_files(dir.join(name));
+            return Ok(());
+        }
+        let sink = crate::sinks::batch_objects::BatchObjectSink::new(storage, name)?;
+        self.foreach_batch(move |batch| {
+            let parts: Vec<&[T]> = batch.partitions.iter().map(|p| p.as_slice()).collect();
+            // Output closures run on tokio's blocking pool, where blocking on the runtime's
+            // handle is allowed.
+            let commit = tokio::runtime::Handle::current()
+                .block_on(sink.write_batch(batch.time_ms, &parts))?;
+            if let Commit::AlreadyCommitted(dir) = commit {
+                tracing::info!(dir = %dir.display(), "batch already committed; skipped");
+            }
+            Ok(())
+        });
+        Ok(())
+    }
+
     /// [`save_as_text_files`](Self::save_as_text_files) through a configured sink (e.g.
     /// [`sort_lines(false)`](crate::sinks::batch_dir::BatchDirSink::sort_lines)).
     pub fn save_as_text_files_with(&self, sink: crate::sinks::batch_dir::BatchDirSink) {

@@ -143,6 +143,9 @@ pub enum SinkError {
     /// A file system operation failed.
     #[error(transparent)]
     Fs(#[from] FsError),
+    /// An object store operation failed (the [object sink](super::batch_objects)).
+    #[error(transparent)]
+    Storage(#[from] weir_actors::StorageError),
 }
 
 /// A committed batch directory, its marker checked against its part files.

@@ -97,6 +97,14 @@ impl RunDirs {
         fs::create_dir_all(&dirs.logs)?;
         Ok(dirs)
     }
+
+    /// Removes what a measured run wrote (its checkpoints, WAL and output: gigabytes at the
+    /// top rates), keeping its logs. A search runs dozens of steps; without this the bench
+    /// filled the disk.
+    pub(crate) fn discard_data(&self) {
+        let _ = fs::remove_dir_all(&self.checkpoint);
+        let _ = fs::remove_dir_all(&self.output);
+    }
 }
 
 /// One completed batch as the system reported it.
@@ -340,6 +348,16 @@ impl Running {
         self.peak_kb
     }
 
+    /// CPU time (user + system, all threads) the process tree has used so far, in seconds,
+    /// from `/proc/PID/stat` (clock ticks of `getconf CLK_TCK`, 100 on Linux).
+    pub(crate) fn cpu_secs(&self) -> Option<f64> {
+        let ticks: u64 = tree(self.child.id())
+            .iter()
+            .filter_map(|p| cpu_ticks(*p))
+            .sum();
+        (ticks > 0).then(|| ticks as f64 / clock_ticks_per_sec())
+    }
+
     /// Median sampled RSS (KiB) of the samples taken after `since`.
     pub(crate) fn rss_median_kb(&self, since: Instant) -> Option<u64> {
         let mut v: Vec<u64> = self
@@ -513,6 +531,31 @@ fn status_kb(pid: u32, field: &str) -> Option<u64> {
     let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = text.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `utime + stime` of `pid` (fields 14 and 15 of `/proc/PID/stat`), in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the `(comm)` start at field 3 (state): utime is the 12th of them.
+    let mut after = stat[stat.rfind(')')? + 1..].split_whitespace().skip(11);
+    let utime: u64 = after.next()?.parse().ok()?;
+    let stime: u64 = after.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// `getconf CLK_TCK` (asked once), or Linux's 100 if it cannot be asked.
+fn clock_ticks_per_sec() -> f64 {
+    static TCK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TCK.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .filter(|t| *t > 0.0)
+            .unwrap_or(100.0)
+    })
 }
 
 /// `pid` and its descendants (from `/proc/*/stat`).

@@ -32,7 +32,7 @@ const CRC_LEN: usize = 4;
 
 /// The largest marker a reader accepts (a million partitions fit): anything longer is not a
 /// marker, and is not read whole into memory.
-pub(super) const MAX_MARKER_BYTES: u64 = 32 << 20;
+pub(crate) const MAX_MARKER_BYTES: u64 = 32 << 20;
 
 /// One part file as the marker lists it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,20 +40,20 @@ pub(crate) struct Entry {
     /// The partition: the file is `part-<partition, at least 5 digits>`.
     pub(crate) partition: u64,
     /// Its length in bytes.
-    pub(super) len: u64,
+    pub(crate) len: u64,
     /// The CRC32C of its bytes.
-    pub(super) crc32c: u32,
+    pub(crate) crc32c: u32,
 }
 
 /// The name of partition `partition`'s part file.
-pub(super) fn part_name(partition: u64) -> String {
+pub(crate) fn part_name(partition: u64) -> String {
     format!("part-{partition:05}")
 }
 
 /// A decoded marker: the batch and its parts, in ascending partition order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Marker {
-    pub(super) batch_time_ms: u64,
+    pub(crate) batch_time_ms: u64,
     pub(crate) parts: Vec<Entry>,
 }
 
