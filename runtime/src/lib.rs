@@ -61,6 +61,8 @@ pub mod dstream;
 mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "logging")]
 pub mod logging;
 pub mod sinks;
