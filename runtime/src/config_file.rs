@@ -218,6 +218,16 @@ pub const KEYS: &[Key] = &[
         c.engine.name_prefix = v.text()
     }),
     key("seed", whole(0), |c, v| c.engine.seed = v.whole()),
+    // Planning a batch's source look-ups (direct and file streams).
+    key("planning_timeout_ms", whole(1), |c, v| {
+        c.engine.planning.timeout = v.ms();
+    }),
+    key("planning_retry_initial_ms", whole(1), |c, v| {
+        c.engine.planning.retry_initial = v.ms();
+    }),
+    key("planning_retry_max_ms", whole(1), |c, v| {
+        c.engine.planning.retry_max = v.ms();
+    }),
     // Rates and backpressure.
     key("receiver_max_rate", KeyKind::Rate, |c, v| {
         c.rate.receiver_max_rate = v.rate();

@@ -104,6 +104,9 @@ allow_unmatched_state = true
 receiver_restart_delay_ms = 250
 name_prefix = "job-a-"
 seed = 42
+planning_timeout_ms = 2500
+planning_retry_initial_ms = 20
+planning_retry_max_ms = 800
 receiver_max_rate = 1000
 max_rate_per_partition = 250.5
 min_rate_per_partition = 2
@@ -152,6 +155,9 @@ executor_policy_backoff_jitter = 0
     assert_eq!(e.receiver_restart_delay, Duration::from_millis(250));
     assert_eq!(e.name_prefix, "job-a-");
     assert_eq!(e.seed, 42);
+    assert_eq!(e.planning.timeout, Duration::from_millis(2500));
+    assert_eq!(e.planning.retry_initial, Duration::from_millis(20));
+    assert_eq!(e.planning.retry_max, Duration::from_millis(800));
     assert_eq!(c.rate.receiver_max_rate, Some(1000.0));
     assert_eq!(c.rate.max_rate_per_partition, Some(250.5));
     assert_eq!(c.rate.min_rate_per_partition, 2.0);
