@@ -24,6 +24,9 @@ pub(crate) const DEFAULT_BLOCK_INTERVAL: Duration = Duration::from_millis(200);
 pub(crate) const DEFAULT_MAX_BLOCK_BYTES: usize = 4 << 20;
 /// Received blocks kept in memory by default: 256 MiB.
 pub(crate) const DEFAULT_BLOCK_STORE_BYTES: usize = 256 << 20;
+/// The bytes of received blocks one batch takes of a stream by default: 64 MiB (the byte cap of
+/// the other sources' batches).
+pub(crate) const DEFAULT_RECEIVER_BATCH_MAX_BYTES: u64 = 64 << 20;
 /// Batches running at once by default: 1 (batches complete in order).
 pub(crate) const DEFAULT_MAX_BATCHES_IN_FLIGHT: usize = 1;
 /// Attempts per task before its batch fails, by default: 4.
@@ -70,6 +73,10 @@ pub struct EngineConfig {
     pub max_block_bytes: usize,
     /// Received blocks kept in memory (older ones are read back from the WAL). Default: 256 MiB.
     pub block_store_bytes: usize,
+    /// The most bytes of received blocks one batch takes of each stream (at least one block);
+    /// a backlog is spread over the next batches instead of becoming one batch. The final
+    /// batch of a graceful stop takes everything. Default: 64 MiB.
+    pub receiver_batch_max_bytes: u64,
     /// Whether receivers write every block to the receiver WAL before acknowledging it —
     /// Spark's `spark.streaming.receiver.writeAheadLog.enable`, but on by default. Off, a block
     /// is acknowledged once it is in memory and known to the tracker: no WAL write or fsync,
@@ -155,6 +162,7 @@ impl EngineConfig {
             block_interval: DEFAULT_BLOCK_INTERVAL,
             max_block_bytes: DEFAULT_MAX_BLOCK_BYTES,
             block_store_bytes: DEFAULT_BLOCK_STORE_BYTES,
+            receiver_batch_max_bytes: DEFAULT_RECEIVER_BATCH_MAX_BYTES,
             receiver_wal: true,
             executors: default_executors(),
             max_batches_in_flight: DEFAULT_MAX_BATCHES_IN_FLIGHT,

@@ -188,6 +188,9 @@ pub const KEYS: &[Key] = &[
     key("block_store_bytes", whole(0), |c, v| {
         c.engine.block_store_bytes = v.count();
     }),
+    key("receiver_batch_max_bytes", whole(1), |c, v| {
+        c.engine.receiver_batch_max_bytes = v.whole();
+    }),
     key("receiver_wal", KeyKind::Bool, |c, v| {
         c.engine.receiver_wal = v.bool();
     }),

@@ -149,6 +149,9 @@ pub(crate) struct JobGeneratorArgs {
     pub zero_time_ms: u64,
     /// At most this many batches generated and not yet complete.
     pub max_pending_batches: usize,
+    /// The most bytes of received blocks a batch takes of each stream
+    /// ([`EngineConfig::receiver_batch_max_bytes`](crate::config::EngineConfig::receiver_batch_max_bytes)).
+    pub receiver_batch_max_bytes: u64,
     /// Checkpoint controls.
     pub checkpoint_policy: CheckpointPolicy,
     /// How long planning a batch may take, and how a failed attempt is retried.
@@ -797,7 +800,18 @@ async fn generate(
 ) -> Result<(), ActorProcessingErr> {
     let names = state.args.names.clone();
     let tracker = peer::<ReceivedBlockTrackerMsg>(&names.received_block_tracker())?;
-    let allocation = ractor::call!(tracker, ReceivedBlockTrackerMsg::AllocateBatch, t)??;
+    // A batch takes at most `receiver_batch_max_bytes` of each stream, so a backlog (input
+    // that outran processing) is spread over the next batches rather than read into memory
+    // at once; the final batch of a drain takes everything, so a graceful stop leaves nothing
+    // acknowledged behind.
+    let allocation = if state.drain.is_some() {
+        ractor::call!(tracker, ReceivedBlockTrackerMsg::AllocateBatch, t)??
+    } else {
+        let cap = state.args.receiver_batch_max_bytes;
+        ractor::call!(tracker, |reply| ReceivedBlockTrackerMsg::AllocateBatchUpTo(
+            t, cap, reply
+        ))??
+    };
     let mut input = BatchInput {
         batch_time_ms: t,
         blocks: BTreeMap::new(),

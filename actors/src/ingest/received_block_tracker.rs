@@ -7,7 +7,10 @@
 //! ([`ReceivedBlockTrackerMsg::CleanupBefore`]). This is Spark
 //! Streaming's `ReceivedBlockTracker`, with its rules:
 //!
-//! * Allocating batch `t` takes every unallocated block of every stream, in arrival order.
+//! * Allocating batch `t` takes every unallocated block of every stream, in arrival order —
+//!   or, as the job generator asks it (`AllocateBatchUpTo`), of each stream its oldest
+//!   blocks up to a byte cap (at least one), leaving the rest for the next batches, so that a
+//!   batch generated late does not take a whole backlog into memory at once.
 //! * Allocating a time at or before the last allocated one is refused
 //!   ([`TrackerError::BatchTooOld`]) — unless it *is* a live allocated time: then the call is
 //!   idempotent and returns the existing allocation, because a restarted job generator asks
@@ -289,15 +292,28 @@ impl BlockTrackerState {
             .collect()
     }
 
-    /// What allocating batch `batch_time_ms` means now.
+    /// Every unallocated block: [`decide_allocation_up_to`](Self::decide_allocation_up_to)
+    /// without a cap (the tests' allocation).
+    #[cfg(test)]
+    pub(crate) fn decide_allocation(
+        &self,
+        batch_time_ms: u64,
+    ) -> Result<AllocationDecision, TrackerError> {
+        self.decide_allocation_up_to(batch_time_ms, u64::MAX)
+    }
+
+    /// What allocating batch `batch_time_ms` means now, taking of each stream only its oldest
+    /// blocks up to `max_bytes` (their WAL record lengths; always at least one block, so a
+    /// backlog drains): the rest stay unallocated, in order, for the next batches.
     ///
     /// # Errors
     ///
     /// [`TrackerError::BatchTooOld`] when the time is at or before the last allocated batch
     /// time and is not a live allocation.
-    pub(crate) fn decide_allocation(
+    pub(crate) fn decide_allocation_up_to(
         &self,
         batch_time_ms: u64,
+        max_bytes: u64,
     ) -> Result<AllocationDecision, TrackerError> {
         if let Some(existing) = self.allocations.get(&batch_time_ms) {
             return Ok(AllocationDecision::Existing(existing.clone()));
@@ -309,7 +325,18 @@ impl BlockTrackerState {
             }),
             _ => Ok(AllocationDecision::New(TrackerEvent::BatchAllocated {
                 batch_time_ms,
-                blocks: self.unallocated.values().flatten().copied().collect(),
+                blocks: self
+                    .unallocated
+                    .values()
+                    .flat_map(|queue| {
+                        let mut bytes = 0u64;
+                        queue.iter().enumerate().take_while(move |(i, b)| {
+                            bytes = bytes.saturating_add(u64::from(b.handle.length));
+                            *i == 0 || bytes <= max_bytes
+                        })
+                    })
+                    .map(|(_, b)| *b)
+                    .collect(),
             })),
         }
     }
@@ -509,6 +536,14 @@ pub(crate) enum ReceivedBlockTrackerMsg {
     /// Allocates every unallocated block to the batch at this time (ms since the Unix epoch),
     /// or returns the batch's existing allocation.
     AllocateBatch(u64, RpcReplyPort<Result<BatchAllocation, TrackerError>>),
+    /// As `AllocateBatch`, taking of each stream only its oldest blocks up to this many bytes
+    /// (at least one): the job generator's allocation, so that a batch generated late does
+    /// not take the whole backlog at once.
+    AllocateBatchUpTo(
+        u64,
+        u64,
+        RpcReplyPort<Result<BatchAllocation, TrackerError>>,
+    ),
     /// The live allocation of the batch at this time, if any.
     #[cfg_attr(
         not(test),
@@ -572,8 +607,15 @@ impl ReceivedBlockTrackerState {
         Ok(())
     }
 
-    async fn allocate(&mut self, batch_time_ms: u64) -> Result<BatchAllocation, TrackerError> {
-        match self.tracker.decide_allocation(batch_time_ms)? {
+    async fn allocate(
+        &mut self,
+        batch_time_ms: u64,
+        max_bytes: u64,
+    ) -> Result<BatchAllocation, TrackerError> {
+        match self
+            .tracker
+            .decide_allocation_up_to(batch_time_ms, max_bytes)?
+        {
             AllocationDecision::Existing(allocation) => {
                 tracing::debug!(batch_time_ms, "batch already allocated; returning it again");
                 Ok(allocation)
@@ -708,7 +750,13 @@ impl Actor for ReceivedBlockTracker {
                 fatal
             }
             ReceivedBlockTrackerMsg::AllocateBatch(batch_time_ms, reply) => {
-                let result = state.allocate(batch_time_ms).await;
+                let result = state.allocate(batch_time_ms, u64::MAX).await;
+                let fatal = fatal(&result);
+                answer(reply, result);
+                fatal
+            }
+            ReceivedBlockTrackerMsg::AllocateBatchUpTo(batch_time_ms, max_bytes, reply) => {
+                let result = state.allocate(batch_time_ms, max_bytes).await;
                 let fatal = fatal(&result);
                 answer(reply, result);
                 fatal
@@ -798,6 +846,40 @@ mod tests {
                 Ok(state.allocation(t).cloned().unwrap_or_default())
             }
         }
+    }
+
+    #[test]
+    fn a_capped_allocation_takes_the_oldest_blocks_of_each_stream_and_leaves_the_rest_in_order() {
+        let sized = |stream: StreamId, id: u64, length: u32| BlockInfo {
+            handle: RecordHandle {
+                segment: 1,
+                offset: 100 * u64::from(stream) + id,
+                length,
+            },
+            ..block(stream, id)
+        };
+        let mut state = BlockTrackerState::default();
+        let s0: Vec<BlockInfo> = (0..3).map(|i| sized(0, i, 10)).collect();
+        let s1 = vec![sized(1, 0, 50), sized(1, 1, 5)];
+        add(&mut state, &s0);
+        add(&mut state, &s1);
+        let mut take = |t: u64| match state.decide_allocation_up_to(t, 25).unwrap() {
+            AllocationDecision::New(event) => {
+                state.apply(&event);
+                state.allocation(t).cloned().unwrap_or_default()
+            }
+            AllocationDecision::Existing(a) => a,
+        };
+        // Stream 0: 10 + 10 fit 25, the third would not; stream 1: its first block alone is
+        // over the cap, and is taken all the same (a backlog always drains).
+        let first = take(1000);
+        assert_eq!(first.blocks[&0], s0[..2].to_vec());
+        assert_eq!(first.blocks[&1], s1[..1].to_vec());
+        // The rest, in order, for the next batch.
+        let second = take(2000);
+        assert_eq!(second.blocks[&0], s0[2..].to_vec());
+        assert_eq!(second.blocks[&1], s1[1..].to_vec());
+        assert_eq!(take(3000).block_count(), 0);
     }
 
     #[test]

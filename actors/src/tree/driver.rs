@@ -246,6 +246,7 @@ impl Actor for Driver {
             batch_interval: config.batch_interval,
             zero_time_ms,
             max_pending_batches: config.max_pending_batches,
+            receiver_batch_max_bytes: config.receiver_batch_max_bytes,
             checkpoint_policy: config.checkpoint_policy,
             planning: config.planning,
             checkpoints_retained: config.checkpoints_retained,

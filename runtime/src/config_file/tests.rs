@@ -105,6 +105,7 @@ receiver_restart_delay_ms = 250
 name_prefix = "job-a-"
 seed = 42
 planning_timeout_ms = 2500
+receiver_batch_max_bytes = 1048576
 planning_retry_initial_ms = 20
 planning_retry_max_ms = 800
 receiver_max_rate = 1000
@@ -156,6 +157,7 @@ executor_policy_backoff_jitter = 0
     assert_eq!(e.name_prefix, "job-a-");
     assert_eq!(e.seed, 42);
     assert_eq!(e.planning.timeout, Duration::from_millis(2500));
+    assert_eq!(e.receiver_batch_max_bytes, 1 << 20);
     assert_eq!(e.planning.retry_initial, Duration::from_millis(20));
     assert_eq!(e.planning.retry_max, Duration::from_millis(800));
     assert_eq!(c.rate.receiver_max_rate, Some(1000.0));

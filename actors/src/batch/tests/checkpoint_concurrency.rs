@@ -452,6 +452,7 @@ impl Harness {
                 batch_interval: INTERVAL,
                 zero_time_ms: now_ms() / interval_ms * interval_ms,
                 max_pending_batches: setup.max_pending_batches,
+                receiver_batch_max_bytes: u64::MAX,
                 checkpoint_policy: setup.policy,
                 planning: crate::config::PlanningPolicy::default(),
                 checkpoints_retained: 1,

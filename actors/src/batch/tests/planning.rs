@@ -292,6 +292,7 @@ impl Harness {
                 batch_interval: INTERVAL,
                 zero_time_ms: now_ms() / interval_ms * interval_ms,
                 max_pending_batches: 4,
+                receiver_batch_max_bytes: u64::MAX,
                 checkpoint_policy: CheckpointPolicy {
                     timeout: Duration::from_secs(24 * 3600),
                     ..CheckpointPolicy::default()
