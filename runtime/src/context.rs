@@ -11,7 +11,6 @@ use weir_actors::checkpoint::{CheckpointConfig, CheckpointId, CheckpointStore};
 use weir_actors::pipeline::{Pipeline, Receiver, ReceiverFactory};
 use weir_actors::{Engine, EngineConfig, StorageLock, StorageLockError};
 
-use crate::Storage;
 use crate::backpressure::{Admitted, RateConfig, RateControl};
 use crate::dstream::graph::{GraphPipeline, GraphSettings, GraphShared};
 use crate::dstream::input::ReceiverInput;
@@ -22,6 +21,7 @@ use crate::dstream::{
 use crate::error::{ComputeError, Error};
 use crate::sources::file_stream::{BinaryRecords, FileStream, FileStreamOptions};
 use crate::sources::socket::SocketTextReceiver;
+use crate::{Storage, Str};
 
 /// How a streaming context runs. `StreamingConfig::new(storage)` has Spark's defaults; the
 /// engine's settings (batch interval, block interval, executors, checkpoint policy, restart
@@ -425,7 +425,7 @@ impl StreamingContext {
     /// # Panics
     ///
     /// If the context has started.
-    pub fn socket_text_stream(&self, addr: impl Into<String>) -> DStream<String> {
+    pub fn socket_text_stream(&self, addr: impl Into<String>) -> DStream<Str> {
         self.socket_text_stream_with(SocketTextReceiver::new(addr))
     }
 
@@ -435,15 +435,15 @@ impl StreamingContext {
     /// # Panics
     ///
     /// If the context has started.
-    pub fn socket_text_stream_with(&self, receiver: SocketTextReceiver) -> DStream<String> {
+    pub fn socket_text_stream_with(&self, receiver: SocketTextReceiver) -> DStream<Str> {
         self.text_receiver_stream(move || Box::new(receiver.clone()) as Box<dyn Receiver>)
     }
 
     /// A stream of text lines from a receiver that stores UTF-8 lines.
-    fn text_receiver_stream(&self, factory: impl ReceiverFactory) -> DStream<String> {
+    fn text_receiver_stream(&self, factory: impl ReceiverFactory) -> DStream<Str> {
         self.receiver_stream_decoded(factory, |record| {
-            std::str::from_utf8(record)
-                .map(str::to_owned)
+            // A view of the stored block: no copy per line.
+            Str::from_utf8(record.clone())
                 .map_err(|e| format!("a stored record is not UTF-8: {e}").into())
         })
     }
@@ -536,7 +536,7 @@ impl StreamingContext {
     /// # Panics
     ///
     /// If the context has started.
-    pub fn text_file_stream(&self, dir: impl AsRef<Path>) -> DStream<String> {
+    pub fn text_file_stream(&self, dir: impl AsRef<Path>) -> DStream<Str> {
         self.text_file_stream_with(dir, FileStreamOptions::new())
     }
 
@@ -550,7 +550,7 @@ impl StreamingContext {
         &self,
         dir: impl AsRef<Path>,
         options: FileStreamOptions,
-    ) -> DStream<String> {
+    ) -> DStream<Str> {
         self.check_not_started();
         let node = self.graph.add_node(
             "text_file_stream",

@@ -371,7 +371,7 @@ fn read_file_range(
         until,
     )
     .expect("a slice cannot fail");
-    out
+    out.into_iter().map(String::from).collect()
 }
 
 /// What the file stream must produce from `stream`, by its documentation: the lines of

@@ -18,23 +18,23 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
 //! use weir::dstream::QueueStream;
-//! use weir::{Storage, StreamingConfig, StreamingContext};
+//! use weir::{Storage, Str, StreamingConfig, StreamingContext};
 //!
 //! // Storage::memory() for the example; StreamingContext::get_or_create(dir, ..) in a service.
 //! let config = StreamingConfig::new(Storage::memory()).batch_interval(Duration::from_millis(50));
 //! let mut ctx = StreamingContext::new(config);
 //! let lines = QueueStream::new(true, 1);
-//! lines.push(vec!["the cat".to_owned(), "the dog".to_owned()]);
+//! lines.push(vec![Str::from("the cat"), Str::from("the dog")]);
 //!
 //! let (tx, rx) = std::sync::mpsc::channel();
 //! ctx.queue_stream(&lines)
-//!     .flat_map(|line: &String| line.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
-//!     .map(|word: &String| (word.clone(), 1u64))
+//!     .flat_map(|line: &Str| line.words()) // views of the line: no copy per word
+//!     .map(|word: &Str| (word.clone(), 1u64))
 //!     .reduce_by_key(|a, b| a + b)
 //!     .foreach_batch(move |batch| {
 //!         // Outputs get the batch's identity (`batch.time_ms`): commit idempotently under it.
 //!         if !batch.is_empty() {
-//!             let mut counts: Vec<(String, u64)> = batch.iter().cloned().collect();
+//!             let mut counts: Vec<(Str, u64)> = batch.iter().cloned().collect();
 //!             counts.sort();
 //!             let _ = tx.send(counts);
 //!         }
@@ -42,7 +42,7 @@
 //!     });
 //! ctx.start().await?;
 //! let counts = tokio::task::spawn_blocking(move || rx.recv()).await??;
-//! assert_eq!(counts, [("cat".into(), 1), ("dog".into(), 1), ("the".into(), 2)]);
+//! assert_eq!(counts, [(Str::from("cat"), 1), (Str::from("dog"), 1), (Str::from("the"), 2)]);
 //! ctx.stop(true).await?;
 //! # Ok(()) }
 //! ```
@@ -68,10 +68,12 @@ pub mod logging;
 pub mod sinks;
 pub mod sources;
 pub mod testing;
+pub mod text;
 
 pub use context::{RestoreInfo, StreamingConfig, StreamingContext};
 pub use dstream::DStream;
 pub use error::{ComputeError, Error};
+pub use text::Str;
 pub use weir_actors::EngineError;
 pub use weir_actors::pipeline::UserError;
 

@@ -45,7 +45,11 @@ fn lines_of(
     let out = Collected::default();
     let (d, o) = (dir.to_path_buf(), out.clone());
     let clock = ManualClock::new(1000, parallelism, move |ctx| {
-        o.collect(&ctx.text_file_stream_with(&d, options.clone()).uid("files"));
+        o.collect(
+            &ctx.text_file_stream_with(&d, options.clone())
+                .uid("files")
+                .map(|line: &weir::Str| line.to_string()),
+        );
     })
     .unwrap();
     (clock, out)
@@ -496,7 +500,7 @@ fn word_count_context(
     let ctx = weir::StreamingContext::new(config);
     ctx.text_file_stream(input)
         .uid("input")
-        .flat_map(|l: &String| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .flat_map(|l: &weir::Str| l.words())
         .map(|w| (w.clone(), 1u64))
         .reduce_by_key(|a, b| a + b)
         .map(|(w, n)| format!("{w}\t{n}"))

@@ -596,3 +596,82 @@ async fn reducers_compute_the_map_side_in_parallel() {
     );
     assert_eq!(*together.lock().unwrap(), vec![true, true]);
 }
+
+/// Counts calls of the closures it wraps.
+#[derive(Clone, Default)]
+struct Calls(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Calls {
+    fn hit(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A chain of maps, filters and flat_maps into a shuffle runs as one loop (nothing between
+/// them is kept), and still calls each function exactly once per element: the map side of the
+/// shuffle visits the chain once per partition and batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_into_a_shuffle_calls_each_function_once_per_element() {
+    let input = strs(&[&["a b", "b c c", "", "d"], &["e e e", "a"]]);
+    let (lines, kept, words) = (Calls::default(), Calls::default(), Calls::default());
+    let (l, k, w) = (lines.clone(), kept.clone(), words.clone());
+    let out = run1(input, move |d| {
+        let (l, k, w) = (l.clone(), k.clone(), w.clone());
+        d.map(move |line: &String| {
+            l.hit();
+            weir::Str::from(line.as_str())
+        })
+        .filter(move |line: &weir::Str| {
+            k.hit();
+            !line.is_empty()
+        })
+        .flat_map(|line: &weir::Str| line.words())
+        .map(move |word: &weir::Str| {
+            w.hit();
+            (word.to_string(), 1u64)
+        })
+        .reduce_by_key(|a, b| a + b)
+    })
+    .await;
+    assert_eq!(
+        out,
+        vec![
+            vec![(s("a"), 1), (s("b"), 2), (s("c"), 2), (s("d"), 1)],
+            vec![(s("a"), 1), (s("e"), 3)],
+        ]
+    );
+    assert_eq!(lines.get(), 6, "one call per line");
+    assert_eq!(kept.get(), 6, "one call per line");
+    assert_eq!(words.get(), 10, "one call per word");
+}
+
+/// A stream read by two operators is computed once per batch and shared by both (memoised),
+/// not once per reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_with_two_readers_is_computed_once() {
+    let input = strs(&[&["a", "b", "a"], &["c"]]);
+    let calls = Calls::default();
+    let c = calls.clone();
+    let out = run1(input, move |d| {
+        let c = c.clone();
+        let pairs = d.map(move |w: &String| {
+            c.hit();
+            (w.clone(), 1u64)
+        });
+        let counts = pairs.reduce_by_key(|a, b| a + b);
+        let all = pairs.count().map(|n: &u64| (s("all"), *n));
+        counts.union(&all)
+    })
+    .await;
+    assert_eq!(
+        out,
+        vec![
+            vec![(s("a"), 2), (s("all"), 3), (s("b"), 1)],
+            vec![(s("all"), 1), (s("c"), 1)],
+        ]
+    );
+    assert_eq!(calls.get(), 4, "one call per element, not one per reader");
+}

@@ -336,8 +336,8 @@ fn word_count_job(
     let ctx = weir::StreamingContext::new(config);
     ctx.text_file_stream_with(input, FileStreamOptions::new().max_files_per_batch(1))
         .uid("input")
-        .flat_map(|l: &String| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
-        .map(|w: &String| (w.clone(), 1u64))
+        .flat_map(|l: &weir::Str| l.words())
+        .map(|w: &weir::Str| (w.clone(), 1u64))
         .reduce_by_key(|a, b| a + b)
         .map(|(w, n)| format!("{w}\t{n}"))
         .save_as_text_files(out.join("batch"));

@@ -36,7 +36,7 @@ use clap::Parser;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use weir::{Event, StreamingContext};
+use weir::{Event, Str, StreamingContext};
 use weir_examples::run::{BoxError, CommonArgs, main_with};
 use weir_examples::text_server::TextServer;
 
@@ -142,11 +142,8 @@ async fn run(args: Args) -> Result<(), BoxError> {
         let ctx = StreamingContext::new(config);
         ctx.socket_text_stream(text.addr().to_string())
             .uid("lines")
-            .flat_map(|line: &String| {
-                line.split_whitespace()
-                    .map(|w| (w.to_owned(), 1u64))
-                    .collect::<Vec<_>>()
-            })
+            .flat_map(|line: &Str| line.words())
+            .map(|word: &Str| (word.clone(), 1u64))
             .reduce_by_key(|a, b| a + b)
             .uid("counts")
             .foreach_batch(move |batch| {
@@ -167,7 +164,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
                     .iter()
                     .max_by_key(|(w, n)| (*n, std::cmp::Reverse(w.clone())))
                 {
-                    stats.top_word.clone_from(word);
+                    stats.top_word = word.to_string();
                 }
                 Ok(())
             });

@@ -23,7 +23,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use weir::{Event, StreamingContext};
+use weir::{Event, Str, StreamingContext};
 use weir_examples::run::{BoxError, CommonArgs, Limits, main_with, run_until_stopped};
 use weir_examples::text_server::TextServer;
 
@@ -83,11 +83,12 @@ async fn run(args: Args) -> Result<(), BoxError> {
         );
         ctx.socket_text_stream(addr.clone())
             .uid("lines")
-            .flat_map(|line: &String| {
-                line.split_whitespace()
-                    .map(|w| (w.to_owned(), 1u64))
-                    .collect::<Vec<_>>()
-            })
+            .flat_map(|line: &Str| line.words())
+            .map(|word: &Str| (word.clone(), 1u64))
+            .reduce_by_key(|a, b| a + b)
+            // The state outlives the batch: its keys get buffers of their own (a `Str` would
+            // keep the received block it views alive). One copy per distinct word and batch.
+            .map(|(word, n): &(Str, u64)| (word.to_string(), *n))
             .update_state_by_key(|new: &[u64], total: Option<u64>| {
                 Some(total.unwrap_or(0) + new.iter().sum::<u64>())
             })

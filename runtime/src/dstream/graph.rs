@@ -1,8 +1,11 @@
 //! The streaming graph: its nodes, its outputs, and the [`Pipeline`] the engine runs.
 //!
-//! A [`DStream`](super::DStream) is a handle on a node. Every node computes each partition of
-//! each batch through a memo ([`super::memo`]), so the output jobs of a batch — one per output
-//! and partition, run in parallel on the executor workers — share the work. The graph is built
+//! A [`DStream`](super::DStream) is a handle on a node. A node computes each partition of each
+//! batch through a memo ([`super::memo`]), so the output jobs of a batch — one per output and
+//! partition, run in parallel on the executor workers — share the work; except a map, flat_map
+//! or filter whose one reader only visits its elements (another such operator, or a shuffle's
+//! map side): it streams its elements into that reader as they are computed, so a chain of
+//! them runs as one loop and nothing between them is materialised (`Node::visit`). The graph is built
 //! by user code before the context starts, and built again from the current code at every
 //! start; only data (operator state, source positions and plans) crosses a restart, matched by
 //! each node's stable id.
@@ -62,6 +65,19 @@ pub(crate) trait Compute<T>: Send + Sync + 'static {
     /// Extra behaviour of sources and stateful nodes.
     fn lifecycle(&self) -> Option<&dyn Lifecycle> {
         None
+    }
+    /// Whether [`visit`](Self::visit) computes the partition element by element, without
+    /// materialising it (maps, flat_maps, filters).
+    fn can_stream(&self) -> bool {
+        false
+    }
+    /// Calls `f` with each element of partition `part` of batch `cx.time`, computed on the fly
+    /// (only called when [`can_stream`](Self::can_stream) is true; the default materialises).
+    fn visit(&self, cx: BatchCx<'_>, part: usize, f: &mut dyn FnMut(&T)) -> ComputeResult<()> {
+        for item in &self.compute(cx, part)? {
+            f(item);
+        }
+        Ok(())
     }
     /// Whether this node reads a batch's input (a source): its records per batch are counted
     /// (one count per computed partition, never per record) and reported as the batch's input.
@@ -159,9 +175,57 @@ pub(crate) struct Node<T> {
     plan_slot: Arc<tokio::sync::Semaphore>,
     /// A source's records per batch and partition (a recomputed partition counts once).
     input_counts: Mutex<BTreeMap<u64, BTreeMap<usize, u64>>>,
+    /// How many operators read this node ([`consumed`](Node::consumed)), and how many of them
+    /// only [`visit`](Node::visit) its elements one at a time.
+    consumers: AtomicUsize,
+    visitors: AtomicUsize,
 }
 
 impl<T: Send + Sync + 'static> Node<T> {
+    /// The handle an operator reading whole partitions of this node keeps: every reader of a
+    /// node takes its handle through this or [`visited`](Self::visited), so that the node
+    /// knows whether its partitions must be memoised.
+    pub(crate) fn consumed(self: &Arc<Self>) -> Arc<Self> {
+        self.consumers.fetch_add(1, Ordering::SeqCst);
+        Arc::clone(self)
+    }
+
+    /// The handle an operator that only [`visit`](Self::visit)s this node's elements keeps.
+    pub(crate) fn visited(self: &Arc<Self>) -> Arc<Self> {
+        self.visitors.fetch_add(1, Ordering::SeqCst);
+        self.consumed()
+    }
+
+    /// Whether this node is computed element by element into its one reader, which only
+    /// visits it: a chain of maps, flat_maps and filters feeding a shuffle or another such
+    /// operator is then one loop, and no partition of it is materialised or memoised (Spark
+    /// pipelines narrow transformations within a stage the same way). A node read by more
+    /// than one operator is memoised, so that its work is shared.
+    fn streams(&self) -> bool {
+        self.compute.can_stream()
+            && self.consumers.load(Ordering::SeqCst) == 1
+            && self.visitors.load(Ordering::SeqCst) == 1
+    }
+
+    /// Calls `f` with each element of partition `part` of batch `cx.time`, in order: from the
+    /// memoised partition, or computed on the fly if the node [streams](Self::streams).
+    pub(crate) fn visit(
+        &self,
+        cx: BatchCx<'_>,
+        part: usize,
+        f: &mut dyn FnMut(&T),
+    ) -> ComputeResult<()> {
+        if self.streams() {
+            return self.compute.visit(cx, part, f).map_err(|e| {
+                ComputeError(format!("{} ({}): {}", self.meta.uid(), self.meta.kind, e.0))
+            });
+        }
+        for item in self.partition(cx, part)?.iter() {
+            f(item);
+        }
+        Ok(())
+    }
+
     /// Partition `part` of batch `cx.time`.
     pub(crate) fn partition(&self, cx: BatchCx<'_>, part: usize) -> ComputeResult<Partition<T>> {
         self.memo.get_or_compute(cx.time, part, || {
@@ -349,6 +413,8 @@ impl GraphShared {
             memo: Memo::default(),
             helpers: Mutex::new(Vec::new()),
             input_counts: Mutex::default(),
+            consumers: AtomicUsize::new(0),
+            visitors: AtomicUsize::new(0),
             plan_slot: Arc::new(tokio::sync::Semaphore::new(1)),
         });
         lock(&self.nodes).push(Arc::clone(&node) as Arc<dyn AnyNode>);

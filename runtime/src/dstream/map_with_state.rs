@@ -497,7 +497,7 @@ where
                 .map(|(k, s)| (k.clone(), (s.clone(), None))),
         );
         let core = Arc::new(Core {
-            input: input.node,
+            input: input.node.consumed(),
             func: spec.func,
             timeout_ms: spec
                 .timeout

@@ -27,6 +27,87 @@ impl<T: Data, U: Data> Compute<U> for Narrow<T, U> {
     }
 }
 
+/// What one element becomes under a map, flat_map or filter: given by value (to materialise
+/// a partition) or by reference (to stream it into the next operator).
+trait ElementOp<T, U>: Send + Sync {
+    fn each(&self, item: &T, out: &mut dyn FnMut(U));
+    fn each_ref(&self, item: &T, out: &mut dyn FnMut(&U));
+}
+
+struct MapOp<F>(F);
+
+impl<T, U, F: Fn(&T) -> U + Send + Sync> ElementOp<T, U> for MapOp<F> {
+    fn each(&self, item: &T, out: &mut dyn FnMut(U)) {
+        out((self.0)(item));
+    }
+    fn each_ref(&self, item: &T, out: &mut dyn FnMut(&U)) {
+        out(&(self.0)(item));
+    }
+}
+
+struct FlatMapOp<F>(F);
+
+impl<T, U, I, F> ElementOp<T, U> for FlatMapOp<F>
+where
+    F: Fn(&T) -> I + Send + Sync,
+    I: IntoIterator<Item = U>,
+{
+    fn each(&self, item: &T, out: &mut dyn FnMut(U)) {
+        (self.0)(item).into_iter().for_each(out);
+    }
+    fn each_ref(&self, item: &T, out: &mut dyn FnMut(&U)) {
+        for u in (self.0)(item) {
+            out(&u);
+        }
+    }
+}
+
+struct FilterOp<F>(F);
+
+impl<T: Clone, F: Fn(&T) -> bool + Send + Sync> ElementOp<T, T> for FilterOp<F> {
+    fn each(&self, item: &T, out: &mut dyn FnMut(T)) {
+        if (self.0)(item) {
+            out(item.clone());
+        }
+    }
+    fn each_ref(&self, item: &T, out: &mut dyn FnMut(&T)) {
+        if (self.0)(item) {
+            out(item);
+        }
+    }
+}
+
+/// A map, flat_map or filter: computed element by element from its parent's elements
+/// (visited, so a chain of them is one loop), and streamed into its reader when it has just
+/// one that only visits it (see `Node::visit`).
+struct Elementwise<T, U> {
+    parent: Arc<Node<T>>,
+    op: Box<dyn ElementOp<T, U>>,
+}
+
+impl<T: Data, U: Data> Compute<U> for Elementwise<T, U> {
+    fn partitions(&self) -> usize {
+        self.parent.partitions()
+    }
+    fn compute(&self, cx: BatchCx<'_>, part: usize) -> ComputeResult<Vec<U>> {
+        let mut out = Vec::new();
+        self.parent.visit(cx, part, &mut |item| {
+            self.op.each(item, &mut |u| out.push(u))
+        })?;
+        Ok(out)
+    }
+    fn can_stream(&self) -> bool {
+        true
+    }
+    fn visit(&self, cx: BatchCx<'_>, part: usize, f: &mut dyn FnMut(&U)) -> ComputeResult<()> {
+        self.parent
+            .visit(cx, part, &mut |item| self.op.each_ref(item, &mut *f))
+    }
+    fn active(&self, time: u64) -> bool {
+        self.parent.active(time)
+    }
+}
+
 struct Union<T> {
     parents: Vec<Arc<Node<T>>>,
 }
@@ -237,7 +318,7 @@ pub fn transform_of<T: Data, U: Data>(
     first.derive(
         "transform",
         WholeBatchOfMany {
-            parents: streams.iter().map(|s| Arc::clone(&s.node)).collect(),
+            parents: streams.iter().map(|s| s.node.consumed()).collect(),
             partitions: first.partitions().max(1),
             f: Box::new(move |time, batches| f(time, batches).map_err(ComputeError::from)),
             result: Memo::default(),
@@ -254,32 +335,48 @@ impl<T: Data> DStream<T> {
         self.derive(
             kind,
             Narrow {
-                parent: Arc::clone(&self.node),
+                parent: self.node.consumed(),
                 f: Box::new(f),
             },
         )
     }
 
+    fn elementwise<U: Data>(
+        &self,
+        kind: &'static str,
+        op: impl ElementOp<T, U> + 'static,
+    ) -> DStream<U> {
+        self.derive(
+            kind,
+            Elementwise {
+                parent: self.node.visited(),
+                op: Box::new(op),
+            },
+        )
+    }
+
     /// Each element mapped by `f`.
+    ///
+    /// Maps, flat_maps and filters feeding one shuffle (`reduce_by_key`, ...) or one another
+    /// run as one loop over the input, without materialising what each step produces.
     pub fn map<U: Data>(&self, f: impl Fn(&T) -> U + Send + Sync + 'static) -> DStream<U> {
-        self.narrow("map", move |part| Ok(part.iter().map(&f).collect()))
+        self.elementwise("map", MapOp(f))
     }
 
     /// Each element mapped to any number of elements.
+    ///
+    /// Over text, [`Str::words`](crate::Str::words) splits without copying:
+    /// `lines.flat_map(|line: &Str| line.words())`.
     pub fn flat_map<U: Data, I>(&self, f: impl Fn(&T) -> I + Send + Sync + 'static) -> DStream<U>
     where
-        I: IntoIterator<Item = U>,
+        I: IntoIterator<Item = U> + 'static,
     {
-        self.narrow("flat_map", move |part| {
-            Ok(part.iter().flat_map(&f).collect())
-        })
+        self.elementwise("flat_map", FlatMapOp(f))
     }
 
     /// The elements for which `f` is true.
     pub fn filter(&self, f: impl Fn(&T) -> bool + Send + Sync + 'static) -> DStream<T> {
-        self.narrow("filter", move |part| {
-            Ok(part.iter().filter(|x| f(x)).cloned().collect())
-        })
+        self.elementwise("filter", FilterOp(f))
     }
 
     /// Each partition mapped as a whole by `f` (which may fail: the job fails and is retried).
@@ -307,7 +404,7 @@ impl<T: Data> DStream<T> {
         self.derive(
             "repartition",
             Repartition {
-                parent: Arc::clone(&self.node),
+                parent: self.node.consumed(),
                 partitions: partitions.max(1),
             },
         )
@@ -372,8 +469,8 @@ impl<T: Data> DStream<T> {
         self.derive(
             "transform_with",
             WholeBatchWith {
-                left: Arc::clone(&self.node),
-                right: Arc::clone(&other.node),
+                left: self.node.consumed(),
+                right: other.node.consumed(),
                 partitions: self.partitions().max(1),
                 f: Box::new(move |time, left, right| {
                     f(time, left, right).map_err(ComputeError::from)
@@ -392,7 +489,7 @@ impl<T: Data> DStream<T> {
         self.derive(
             kind,
             WholeBatch {
-                parent: Arc::clone(&self.node),
+                parent: self.node.consumed(),
                 partitions: partitions.max(1),
                 f: Box::new(f),
                 result: Memo::default(),
@@ -434,7 +531,7 @@ pub fn union_of<'a, T: Data>(streams: impl IntoIterator<Item = &'a DStream<T>>) 
     first.derive(
         "union",
         Union {
-            parents: streams.iter().map(|s| Arc::clone(&s.node)).collect(),
+            parents: streams.iter().map(|s| s.node.consumed()).collect(),
         },
     )
 }

@@ -79,7 +79,7 @@ impl<T: Data> Output for OutputOp<T> {
         for part in 0..self.node.partitions() {
             let (graph, node, op) = (
                 Arc::clone(graph),
-                Arc::clone(&self.node),
+                self.node.consumed(),
                 Arc::clone(&self.op),
             );
             jobs.push(blocking_job(
@@ -109,7 +109,7 @@ impl<T: Data> Output for OutputOp<T> {
         if matches!(self.op.as_ref(), Op::Batch(_)) {
             let (graph, node, op) = (
                 Arc::clone(graph),
-                Arc::clone(&self.node),
+                self.node.consumed(),
                 Arc::clone(&self.op),
             );
             jobs.push(blocking_job(
@@ -143,7 +143,7 @@ impl<T: Data> DStream<T> {
         let index = self.graph.output_count();
         self.graph.add_output(Arc::new(OutputOp {
             index,
-            node: Arc::clone(&self.node),
+            node: self.node.consumed(),
             op: Arc::new(op),
         }));
     }

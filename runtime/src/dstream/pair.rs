@@ -27,16 +27,15 @@ pub(crate) struct Combine<K, V, C> {
 impl<K: Key, V: Data, C: Data> Combine<K, V, C> {
     fn buckets(&self, cx: BatchCx<'_>, q: usize) -> ComputeResult<Buckets<K, C>> {
         self.map_side.get_or_compute(cx.time, q, || {
-            let input = self.parent.partition(cx, q)?;
+            // Visited: a chain of maps before the shuffle runs inside this loop.
             let mut combined: StableMap<K, C> = StableMap::default();
-            for (k, v) in input.iter() {
-                match combined.get_mut(k) {
+            self.parent
+                .visit(cx, q, &mut |(k, v)| match combined.get_mut(k) {
                     Some(c) => (self.merge_value)(c, v),
                     None => {
                         combined.insert(k.clone(), (self.create)(v));
                     }
-                }
-            }
+                })?;
             let mut buckets: Vec<Vec<(K, C)>> = (0..self.partitions).map(|_| Vec::new()).collect();
             for (k, c) in combined {
                 buckets[partition_of(&k, self.partitions)].push((k, c));
@@ -149,7 +148,7 @@ impl<K: Key, V: Data> DStream<(K, V)> {
         self.derive(
             kind,
             Combine {
-                parent: Arc::clone(&self.node),
+                parent: self.node.visited(),
                 partitions: partitions.max(1),
                 create: Box::new(create),
                 merge_value: Box::new(merge_value),
@@ -232,8 +231,8 @@ impl<K: Key, V: Data> DStream<(K, V)> {
         self.derive(
             "cogroup",
             CoGroup {
-                left: left.node,
-                right: right.node,
+                left: left.node.consumed(),
+                right: right.node.consumed(),
             },
         )
     }

@@ -290,7 +290,7 @@ where
         self.derive(
             "update_state_by_key",
             UpdateStateByKey {
-                input: input.node,
+                input: input.node.consumed(),
                 update: Box::new(update),
                 state: Versions::new(partitions),
             },

@@ -556,7 +556,7 @@ impl<T: Data + Serialize + DeserializeOwned> DStream<T> {
             "window",
             Window {
                 source: Source {
-                    parent: Arc::clone(&self.node),
+                    parent: self.node.consumed(),
                     retained: Retained::new(self.partitions(), span, windowing.interval),
                 },
                 windowing,
@@ -775,7 +775,7 @@ where
             op,
             InvWindow {
                 source: Source {
-                    parent: Arc::clone(&reduced.node),
+                    parent: reduced.node.consumed(),
                     retained: Retained::new(partitions.max(1), span, windowing.interval),
                 },
                 windowing,

@@ -112,6 +112,7 @@ use crate::dstream::memo::lock;
 use crate::dstream::planned::{DEFAULT_MAX_BYTES_PER_BATCH, Planner, upgrade_state};
 use crate::error::{ComputeError, ComputeResult};
 use crate::sources::problems::{ProblemLog, suppressed_note};
+use crate::text::Str;
 
 /// What to do with a line that is not valid UTF-8.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -633,7 +634,7 @@ impl FileStream {
     }
 
     /// Reads the lines that start in a planned range into `out`.
-    fn read_range(&self, range: &FileRange, out: &mut Vec<String>) -> ComputeResult<()> {
+    fn read_range(&self, range: &FileRange, out: &mut Vec<Str>) -> ComputeResult<()> {
         let path = self.dir.join(&range.name);
         // From the byte before the range: whether a line starts at `from` depends on it.
         let start = range.from.saturating_sub(1);
@@ -779,7 +780,7 @@ impl FileStream {
 pub(crate) struct LineReader<'a> {
     pub(crate) path: &'a Path,
     pub(crate) options: &'a FileStreamOptions,
-    pub(crate) out: &'a mut Vec<String>,
+    pub(crate) out: &'a mut Vec<Str>,
 }
 
 impl LineReader<'_> {
@@ -957,12 +958,12 @@ impl LineReader<'_> {
             }
         };
         stats.lines.fetch_add(1, Ordering::Relaxed);
-        self.out.push(text);
+        self.out.push(Str::from(text));
     }
 }
 
 impl Planner for FileStream {
-    type Item = String;
+    type Item = Str;
     type Plan = Vec<FileRange>;
     type Position = FileStreamPosition;
 
@@ -986,7 +987,7 @@ impl Planner for FileStream {
         self.plan_ranges(from, 1)
     }
 
-    fn read(&self, plan: &Vec<FileRange>, part: usize) -> ComputeResult<Vec<String>> {
+    fn read(&self, plan: &Vec<FileRange>, part: usize) -> ComputeResult<Vec<Str>> {
         let mut out = Vec::new();
         for range in plan.iter().skip(part).step_by(self.partitions.max(1)) {
             self.read_range(range, &mut out)?;
@@ -1062,7 +1063,7 @@ mod tests {
     use super::*;
     use crate::sources::problems::capture::Warnings;
 
-    fn lines(input: &[u8], options: &FileStreamOptions) -> Vec<String> {
+    fn lines(input: &[u8], options: &FileStreamOptions) -> Vec<Str> {
         let mut out = Vec::new();
         LineReader {
             path: Path::new("test"),
@@ -1078,7 +1079,7 @@ mod tests {
     fn lines_are_split_at_newlines_without_carriage_returns() {
         let o = FileStreamOptions::new();
         assert_eq!(lines(b"a\r\nbb\n\nccc", &o), vec!["a", "bb", "", "ccc"]);
-        assert_eq!(lines(b"", &o), Vec::<String>::new());
+        assert_eq!(lines(b"", &o), Vec::<Str>::new());
         assert_eq!(o.stats().snapshot().bytes, 10);
     }
 
@@ -1344,7 +1345,7 @@ mod tests {
                 vec![("d", 0, 7)],
             ]
         );
-        let read: Vec<Vec<String>> = plans.iter().map(|p| fs.read(p, 0).unwrap()).collect();
+        let read: Vec<Vec<Str>> = plans.iter().map(|p| fs.read(p, 0).unwrap()).collect();
         assert_eq!(
             read[1],
             (0..5).map(|i| format!("c-{i:04}")).collect::<Vec<_>>()

@@ -1,0 +1,491 @@
+//! [`Str`]: text that is cheap to clone, slice and compare, without copying what it was cut
+//! from.
+//!
+//! The text sources hand out their lines as `Str`s: a line of a received block is a view of
+//! that block's bytes, and the words of a line ([`Str::words`]) are cut from it. Text of at
+//! most [`INLINE_MAX`] bytes — most words — is held inline, in the `Str` itself: cloning it
+//! copies those bytes and touches nothing shared, comparing it reads no other memory (a hash
+//! table of words stays in its own cache lines), and it keeps no buffer alive. Longer text is
+//! a view of the shared buffer (`Bytes`): cloning or slicing it bumps that buffer's count and
+//! copies nothing. So the textbook word count — split lines into words, pair each with 1,
+//! `reduce_by_key` — allocates per distinct word at most, never per word.
+//!
+//! A long `Str` keeps the whole buffer it views alive. Per-batch results release it with the
+//! batch; a long `Str` kept longer (as a key of checkpointed state, in a cache of your own)
+//! should be [`detach`](Str::detach)ed first. State restored from a checkpoint is always
+//! detached.
+
+use std::borrow::Borrow;
+use std::cmp::Ordering;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::ops::Deref;
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Text of at most this many bytes is held inline in a [`Str`].
+pub const INLINE_MAX: usize = 23;
+
+/// Immutable UTF-8 text: short text inline, longer text a view of a shared buffer (`Bytes`).
+/// Cheap to clone and to slice; hashed, compared and ordered exactly as the `str` it holds (so
+/// a `HashMap<Str, _>` can be looked up with a `&str`).
+#[derive(Clone)]
+pub struct Str(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    /// At most [`INLINE_MAX`] bytes, held in place.
+    Inline(Inline),
+    /// More than [`INLINE_MAX`] bytes: a view of a shared buffer.
+    Shared(ByteString),
+}
+
+/// Text of at most [`INLINE_MAX`] bytes, in place.
+#[derive(Clone, Copy)]
+struct Inline {
+    len: u8,
+    bytes: [u8; INLINE_MAX],
+}
+
+impl Inline {
+    /// `text`, which is at most [`INLINE_MAX`] bytes long (callers never pass longer text;
+    /// it would be cut, at a character boundary, so the invariant below still holds).
+    fn new(text: &str) -> Inline {
+        let mut len = text.len().min(INLINE_MAX);
+        while !text.is_char_boundary(len) {
+            len -= 1;
+        }
+        let mut bytes = [0; INLINE_MAX];
+        bytes[..len].copy_from_slice(&text.as_bytes()[..len]);
+        Inline {
+            len: len as u8,
+            bytes,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        let bytes = &self.bytes[..usize::from(self.len).min(INLINE_MAX)];
+        // SAFETY: `bytes[..len]` is valid UTF-8: `Inline::new` copies a prefix of a `&str`
+        // that ends at a character boundary, `Str::cut` the bytes between two character
+        // boundaries of a `&str` (and what follows them, past `len`), and `Str::new` makes the
+        // empty text; nothing else builds or changes an `Inline`.
+        unsafe { std::str::from_utf8_unchecked(bytes) }
+    }
+}
+
+/// `text` (at most [`INLINE_MAX`] bytes) held inline.
+fn inline(text: &str) -> Repr {
+    debug_assert!(text.len() <= INLINE_MAX);
+    Repr::Inline(Inline::new(text))
+}
+
+impl Str {
+    /// The empty text.
+    pub const fn new() -> Self {
+        Str(Repr::Inline(Inline {
+            len: 0,
+            bytes: [0; INLINE_MAX],
+        }))
+    }
+
+    /// Text of a `'static` string, without copying it (or inline, if short).
+    pub fn from_static(text: &'static str) -> Self {
+        if text.len() <= INLINE_MAX {
+            Str(inline(text))
+        } else {
+            Str(Repr::Shared(ByteString::from_static(text)))
+        }
+    }
+
+    /// `bytes` as text: copied inline if short, else sharing them.
+    ///
+    /// # Errors
+    ///
+    /// The bytes are not valid UTF-8.
+    pub fn from_utf8(bytes: Bytes) -> Result<Self, std::str::Utf8Error> {
+        if bytes.len() <= INLINE_MAX {
+            let text = std::str::from_utf8(&bytes)?;
+            return Ok(Str(inline(text)));
+        }
+        ByteString::try_from(bytes).map(|text| Str(Repr::Shared(text)))
+    }
+
+    /// The text as a `str`.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            Repr::Inline(text) => text.as_str(),
+            Repr::Shared(text) => text,
+        }
+    }
+
+    /// Whether the text is a view of a shared buffer (it is longer than [`INLINE_MAX`]), which
+    /// it keeps alive.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.0, Repr::Shared(_))
+    }
+
+    /// The part of this text that `part` is (a `&str` borrowed from it, e.g. found by
+    /// `split`): inline if short, else sharing the bytes.
+    ///
+    /// # Panics
+    ///
+    /// If `part` is not within this text's bytes.
+    pub fn slice_ref(&self, part: &str) -> Str {
+        if part.len() <= INLINE_MAX {
+            let (start, end) = (self.as_ptr() as usize, self.as_ptr() as usize + self.len());
+            let at = part.as_ptr() as usize;
+            assert!(
+                start <= at && at + part.len() <= end,
+                "slice_ref: the part is not within the text"
+            );
+            return Str(inline(part));
+        }
+        match &self.0 {
+            Repr::Shared(text) => Str(Repr::Shared(text.slice_ref(part))),
+            // Inline text is short: so is any part of it.
+            Repr::Inline(_) => Str::from(part),
+        }
+    }
+
+    /// Bytes `start..end` of the text (character boundaries, `start <= end <= len`).
+    fn cut(&self, start: usize, end: usize) -> Str {
+        let text = self.as_str();
+        if end - start <= INLINE_MAX {
+            let len = end - start;
+            let mut bytes = [0; INLINE_MAX];
+            match text.as_bytes().get(start..start + INLINE_MAX) {
+                // A fixed-size copy (a couple of vector moves, not a call to memcpy): what
+                // follows the word is copied too, and ignored.
+                Some(window) => bytes.copy_from_slice(window),
+                None => bytes[..len].copy_from_slice(&text.as_bytes()[start..end]),
+            }
+            return Str(Repr::Inline(Inline {
+                len: len as u8,
+                bytes,
+            }));
+        }
+        match &self.0 {
+            Repr::Shared(shared) => Str(Repr::Shared(shared.slice_ref(&text[start..end]))),
+            Repr::Inline(_) => Str::from(&text[start..end]),
+        }
+    }
+
+    /// The words of the text — what `str::split_whitespace` finds — each cut from it (see
+    /// [`slice_ref`](Self::slice_ref)). The iterator owns a clone of the text, so a closure
+    /// may return it (`flat_map(|line: &Str| line.words())`).
+    pub fn words(&self) -> Words {
+        Words {
+            text: self.clone(),
+            at: 0,
+        }
+    }
+
+    /// The pieces of the text between occurrences of `separator` (as `str::split`), each cut
+    /// from it.
+    pub fn split_on(&self, separator: char) -> Vec<Str> {
+        self.as_str()
+            .split(separator)
+            .map(|piece| self.slice_ref(piece))
+            .collect()
+    }
+
+    /// The same text without a view of a shared buffer: a long text is copied into a buffer of
+    /// its own (one allocation of its length), so that it no longer keeps the buffer it was
+    /// cut from alive; a short one is already inline.
+    pub fn detach(&self) -> Str {
+        match &self.0 {
+            Repr::Inline(_) => self.clone(),
+            Repr::Shared(text) => Str(Repr::Shared(ByteString::from(&**text))),
+        }
+    }
+}
+
+impl Default for Str {
+    fn default() -> Self {
+        Str::new()
+    }
+}
+
+/// The words of a [`Str`], from [`Str::words`].
+#[derive(Clone, Debug)]
+pub struct Words {
+    text: Str,
+    /// Where the search for the next word starts.
+    at: usize,
+}
+
+impl Iterator for Words {
+    type Item = Str;
+
+    fn next(&mut self) -> Option<Str> {
+        let text = self.text.as_str();
+        let start = skip(text, self.at, true)?;
+        let end = skip(text, start, false).unwrap_or(text.len());
+        self.at = end;
+        Some(self.text.cut(start, end))
+    }
+}
+
+/// From byte `at` (a character boundary) of `text`, the first character that is whitespace
+/// (`whitespace` false) or is not (`whitespace` true), as `char::is_whitespace` says: its byte
+/// index, or `None` at the end. ASCII is decided byte by byte; other characters are decoded.
+fn skip(text: &str, mut at: usize, whitespace: bool) -> Option<usize> {
+    let bytes = text.as_bytes();
+    while let Some(&byte) = bytes.get(at) {
+        let (is_space, len) = if byte.is_ascii() {
+            // char::is_whitespace for ASCII: \t \n \x0B \x0C \r and space.
+            (matches!(byte, b'\t'..=b'\r' | b' '), 1)
+        } else {
+            let c = text.get(at..).and_then(|rest| rest.chars().next())?;
+            (c.is_whitespace(), c.len_utf8())
+        };
+        if is_space != whitespace {
+            return Some(at);
+        }
+        at += len;
+    }
+    None
+}
+
+impl std::iter::FusedIterator for Words {}
+
+impl Deref for Str {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Str {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<[u8]> for Str {
+    fn as_ref(&self) -> &[u8] {
+        self.as_str().as_bytes()
+    }
+}
+
+impl Borrow<str> for Str {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl Hash for Str {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialEq for Str {
+    fn eq(&self, other: &Str) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Str {}
+
+impl PartialOrd for Str {
+    fn partial_cmp(&self, other: &Str) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Str {
+    fn cmp(&self, other: &Str) -> Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl PartialEq<str> for Str {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Str {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for Str {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<Str> for &str {
+    fn eq(&self, other: &Str) -> bool {
+        *self == other.as_str()
+    }
+}
+
+impl PartialEq<Str> for String {
+    fn eq(&self, other: &Str) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl From<String> for Str {
+    /// Inline if short (the string is dropped), else takes the string's buffer (no copy).
+    fn from(text: String) -> Self {
+        if text.len() <= INLINE_MAX {
+            Str(inline(&text))
+        } else {
+            Str(Repr::Shared(ByteString::from(text)))
+        }
+    }
+}
+
+impl From<&str> for Str {
+    /// Copies the text.
+    fn from(text: &str) -> Self {
+        if text.len() <= INLINE_MAX {
+            Str(inline(text))
+        } else {
+            Str(Repr::Shared(ByteString::from(text)))
+        }
+    }
+}
+
+impl From<Str> for String {
+    fn from(text: Str) -> Self {
+        text.as_str().to_owned()
+    }
+}
+
+impl fmt::Debug for Str {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Str {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self.as_str(), f)
+    }
+}
+
+impl Serialize for Str {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Str {
+    /// Inline or into a buffer of its own (restored state never pins a block).
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Str::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::hash::{BuildHasher, RandomState};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Whether `text` lies within `block`'s bytes.
+    fn within(text: &str, block: &Bytes) -> bool {
+        let (start, end) = (
+            block.as_ptr() as usize,
+            block.as_ptr() as usize + block.len(),
+        );
+        let at = text.as_ptr() as usize;
+        start <= at && at + text.len() <= end
+    }
+
+    #[test]
+    fn short_words_are_inline_and_long_ones_views_of_the_line() {
+        let long = "abcdefghijklmnopqrstuvwxyz"; // 26 bytes: more than INLINE_MAX
+        let block = Bytes::from(format!("  one\ttwo  {long}\u{3000}vier\n"));
+        let line = Str::from_utf8(block.clone()).expect("utf-8");
+        assert!(line.is_shared() && within(&line, &block));
+        let words: Vec<Str> = line.words().collect();
+        assert_eq!(words, ["one", "two", long, "vier"]);
+        for word in &words {
+            assert_eq!(word.is_shared(), word.len() > INLINE_MAX, "{word:?}");
+            assert_eq!(within(word, &block), word.is_shared(), "{word:?}");
+        }
+        assert_eq!(Str::from_static(" \t ").words().count(), 0);
+        assert_eq!(Str::new().words().next(), None);
+        assert!(
+            std::mem::size_of::<Str>() <= 40,
+            "{}",
+            std::mem::size_of::<Str>()
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "not within the text")]
+    fn slice_ref_refuses_a_foreign_part() {
+        let _ = Str::from("one two").slice_ref("one");
+    }
+
+    #[test]
+    fn hashes_and_compares_as_str() {
+        let state = RandomState::new();
+        let word = Str::from("grüße");
+        let long = Str::from("grüße aus einer sehr langen zeile");
+        assert!(long.is_shared());
+        assert_eq!(
+            state.hash_one(&long),
+            state.hash_one("grüße aus einer sehr langen zeile")
+        );
+        assert_eq!(state.hash_one(&word), state.hash_one("grüße"));
+        let mut counts: HashMap<Str, u64> = HashMap::new();
+        *counts.entry(word.clone()).or_default() += 2;
+        assert_eq!(counts.get("grüße"), Some(&2));
+        let long = "b".repeat(INLINE_MAX + 1);
+        let mut sorted = vec![Str::from("b"), Str::from(long.as_str()), Str::from("a")];
+        sorted.sort();
+        assert_eq!(sorted, ["a", "b", long.as_str()]);
+        assert_eq!(word, "grüße");
+        assert_eq!(String::from(word.clone()), "grüße");
+    }
+
+    #[test]
+    fn not_utf8_is_refused() {
+        assert!(Str::from_utf8(Bytes::from_static(b"\xff\xfe")).is_err());
+    }
+
+    #[test]
+    fn detach_copies_and_serde_round_trips() {
+        let long = "a-word-longer-than-the-inline-limit";
+        let block = Bytes::from(format!("alpha {long}"));
+        let line = Str::from_utf8(block.clone()).expect("utf-8");
+        let word = line.words().nth(1).expect("two words");
+        assert!(word.is_shared() && within(&word, &block));
+        let own = word.detach();
+        assert_eq!(own, word);
+        assert!(!within(&own, &block), "a detached text is a copy");
+        let bytes = postcard::to_allocvec(&word).expect("encode");
+        assert_eq!(bytes, postcard::to_allocvec(long).expect("encode"));
+        let back: Str = postcard::from_bytes(&bytes).expect("decode");
+        assert_eq!(back, long);
+        assert!(!within(&back, &block));
+    }
+
+    proptest! {
+        /// `words` finds exactly what `split_whitespace` finds, on any text.
+        #[test]
+        fn words_match_split_whitespace(
+            text in "(\\PC|[ \t\n\r\u{0B}\u{0C}\u{1C}\u{85}\u{a0}\u{1680}\u{2028}\u{3000}])*",
+        ) {
+            let line = Str::from(text.as_str());
+            let ours: Vec<Str> = line.words().collect();
+            let std: Vec<&str> = text.split_whitespace().collect();
+            prop_assert_eq!(ours, std);
+        }
+    }
+}
