@@ -14,8 +14,11 @@
 //! cargo run --release -p weir-examples --bin word_count -- --socket 127.0.0.1:9999
 //! ```
 //!
-//! Each batch's lines are split with `str::split_whitespace` and counted per word (with
-//! `--running`: running totals kept in checkpointed state by `update_state_by_key`). Every
+//! Each batch's lines are split into words (`Str::words`, what `str::split_whitespace` finds)
+//! and counted per word by the ordinary DStream program — `flat_map` to words, `(word, 1)`,
+//! `reduce_by_key` — which the engine runs without a copy or a pair per word (with
+//! `--running`: running totals kept in checkpointed state by `update_state_by_key`).
+//! `--program` selects variants for comparisons (docs/benchmarks.md). Every
 //! batch with output is written to `OUTPUT/batch-<batch_time_ms>/` atomically — the
 //! directory appears complete or not at all — as `part-*` files of sorted `word<TAB>count`
 //! lines, and a batch re-run after a crash never writes a second copy.
@@ -40,7 +43,7 @@ use std::time::Duration;
 use clap::Parser;
 use weir::sources::file_stream::FileStreamOptions;
 use weir::sources::socket::SocketTextReceiver;
-use weir::{DStream, Event, Storage, StreamingConfig, StreamingContext};
+use weir::{DStream, Event, Storage, Str, StreamingConfig, StreamingContext};
 use weir_examples::generator::FileFeeder;
 use weir_examples::run::{BoxError, CommonArgs, Limits, main_with, run_until_stopped};
 
@@ -104,10 +107,10 @@ struct Args {
     /// faster, but a crash loses the lines the process held. Only for `--socket`.
     #[arg(long, requires = "socket")]
     no_receiver_wal: bool,
-    /// Count the textbook way, as the Spark jobs do: a `(word, 1)` pair (an owned `String`)
-    /// per word, then `reduce_by_key`. Slower; for comparisons.
-    #[arg(long)]
-    pair_per_word: bool,
+    /// How the words are counted: `textbook` (the default) is the ordinary DStream program;
+    /// the others are for comparisons (docs/benchmarks.md).
+    #[arg(long, value_enum, default_value_t = Program::Textbook)]
+    program: Program,
     /// Do not print each batch's top words.
     #[arg(long)]
     quiet: bool,
@@ -178,11 +181,11 @@ async fn run(args: Args) -> Result<(), BoxError> {
                     .uid("input-files");
                 count_and_save(&lines, &args);
             }
-            // The lines as the receiver stored them (`Bytes` sharing the received block,
-            // valid UTF-8): no copy into a `String` per line.
+            // The lines as the receiver stored them (`Str`s sharing the received block):
+            // no copy per line.
             Some(addr) => {
                 let lines = ctx
-                    .receiver_stream(SocketTextReceiver::new(addr.clone()))
+                    .socket_text_stream_with(SocketTextReceiver::new(addr.clone()))
                     .uid("input-socket");
                 count_and_save(&lines, &args);
             }
@@ -245,15 +248,41 @@ async fn run(args: Args) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// The ways `--program` counts words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Program {
+    /// The textbook program: `flat_map` each line to its words, pair each with 1,
+    /// `reduce_by_key`. The lines and words are `Str`s, views of the received bytes (no copy
+    /// per word), and the engine combines the pairs per partition before the shuffle, inside
+    /// the loop that splits the lines (no pair per word is kept).
+    Textbook,
+    /// Each partition's words counted by hand first, in a `HashMap<&str, u64>` of words
+    /// borrowed from the lines, then merged across partitions by `reduce_by_key`.
+    HandCombined,
+    /// The textbook program as Spark's Java jobs write it: an owned `String` per word.
+    OwnedWords,
+}
+
 /// Counts the words of `lines` and saves each batch's counts (printing its top words unless
 /// `--quiet`).
-fn count_and_save<T>(lines: &DStream<T>, args: &Args)
+fn count_and_save(lines: &DStream<Str>, args: &Args) {
+    match (args.program, args.running) {
+        (Program::Textbook, false) => save(&textbook(lines), args),
+        (Program::HandCombined, false) => save(&hand_combined(lines), args),
+        (Program::OwnedWords, false) => save(&owned_words(lines), args),
+        (Program::Textbook, true) => save(&running(&textbook(lines)), args),
+        (Program::HandCombined, true) => save(&running(&hand_combined(lines)), args),
+        (Program::OwnedWords, true) => save(&running(&owned_words(lines)), args),
+    }
+}
+
+/// Saves each batch's counts, printing its top words unless `--quiet`.
+fn save<K>(counts: &DStream<(K, u64)>, args: &Args)
 where
-    T: weir::dstream::Data + AsRef<[u8]>,
+    K: weir::dstream::Key + std::fmt::Display + Ord,
 {
-    let counts = count_words(lines, args.running, args.pair_per_word);
     if !args.quiet {
-        print_top(&counts, 5);
+        print_top(counts, 5);
     }
     // Atomic `batch-<time>/part-*` directories, sorted lines, replays skipped.
     counts
@@ -261,69 +290,73 @@ where
         .save_as_text_files(args.output_dir.join("batch"));
 }
 
-/// Words per batch (or running totals), `(word, count)`.
-///
-/// Each partition's lines are counted first, with words borrowed from the lines (one
-/// `String` per distinct word and partition, none per word), then the partial counts are
-/// merged by key across partitions. That is Spark's map-side combine, written so that the
-/// hot loop allocates nothing: per-record allocation, not the engine, bounded this example's
-/// rate before (docs/benchmarks.md).
-///
-/// With `pair_per_word`, the textbook program instead: one `(String, 1)` pair per word (what
-/// Spark's `flatMap` + `mapToPair` produce), all merged by `reduce_by_key`.
-fn count_words<T>(lines: &DStream<T>, running: bool, pair_per_word: bool) -> DStream<(String, u64)>
-where
-    T: weir::dstream::Data + AsRef<[u8]>,
-{
-    let pairs = if pair_per_word {
-        lines.map_partitions(|lines: &[T]| {
-            let mut pairs = Vec::new();
-            for line in lines {
-                let line = utf8(line)?;
-                pairs.extend(line.split_whitespace().map(|w| (w.to_owned(), 1u64)));
-            }
-            Ok(pairs)
-        })
-    } else {
-        lines.map_partitions(|lines: &[T]| {
+/// Words per batch: the textbook program (see [`Program::Textbook`]).
+fn textbook(lines: &DStream<Str>) -> DStream<(Str, u64)> {
+    lines
+        .flat_map(|line: &Str| line.words())
+        .map(|word: &Str| (word.clone(), 1u64))
+        .reduce_by_key(|a, b| a + b)
+        .uid("counts")
+}
+
+/// Words per batch, each partition's counted by hand first (see [`Program::HandCombined`]).
+fn hand_combined(lines: &DStream<Str>) -> DStream<(Str, u64)> {
+    lines
+        .map_partitions(|lines: &[Str]| {
             let mut counts: HashMap<&str, u64> = HashMap::new();
             for line in lines {
-                let line = utf8(line)?;
                 for word in line.split_whitespace() {
                     *counts.entry(word).or_insert(0) += 1;
                 }
             }
             Ok(counts
                 .into_iter()
-                .map(|(word, count)| (word.to_owned(), count))
+                .map(|(word, count)| (Str::from(word), count))
                 .collect())
         })
-    }
-    .uid("words");
-    if running {
-        pairs
-            .update_state_by_key(|new: &[u64], total: Option<u64>| {
-                Some(total.unwrap_or(0) + new.iter().sum::<u64>())
-            })
-            .uid("running-totals")
-    } else {
-        pairs.reduce_by_key(|a, b| a + b).uid("counts")
-    }
+        .uid("words")
+        .reduce_by_key(|a, b| a + b)
+        .uid("counts")
 }
 
-/// A line as text, or the job's error.
-fn utf8<T: AsRef<[u8]>>(line: &T) -> Result<&str, String> {
-    std::str::from_utf8(line.as_ref()).map_err(|e| format!("a line is not UTF-8: {e}"))
+/// Words per batch with an owned `String` per word (see [`Program::OwnedWords`]).
+fn owned_words(lines: &DStream<Str>) -> DStream<(String, u64)> {
+    lines
+        .flat_map(|line: &Str| {
+            line.split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .map(|word: &String| (word.clone(), 1u64))
+        .reduce_by_key(|a, b| a + b)
+        .uid("counts")
+}
+
+/// Running totals of a batch's counts, kept in checkpointed state. The state's words are
+/// `String`s of their own: a `Str` kept across batches would keep the bytes it views alive.
+fn running<K>(counts: &DStream<(K, u64)>) -> DStream<(String, u64)>
+where
+    K: weir::dstream::Key + std::fmt::Display,
+{
+    counts
+        .map(|(word, n): &(K, u64)| (word.to_string(), *n))
+        .update_state_by_key(|new: &[u64], total: Option<u64>| {
+            Some(total.unwrap_or(0) + new.iter().sum::<u64>())
+        })
+        .uid("running-totals")
 }
 
 /// Prints each non-empty batch's `n` most frequent words (at least once: a re-run prints
 /// again).
-fn print_top(counts: &DStream<(String, u64)>, n: usize) {
+fn print_top<K>(counts: &DStream<(K, u64)>, n: usize)
+where
+    K: weir::dstream::Key + std::fmt::Display + Ord,
+{
     counts.foreach_batch(move |batch| {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut all: Vec<&(String, u64)> = batch.iter().collect();
+        let mut all: Vec<&(K, u64)> = batch.iter().collect();
         all.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         let total: u64 = all.iter().map(|(_, c)| c).sum();
         let top: Vec<String> = all
