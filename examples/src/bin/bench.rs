@@ -110,7 +110,7 @@ struct Args {
     #[arg(long)]
     report: Option<PathBuf>,
     /// An extra argument for weir's `word_count` (repeatable), e.g.
-    /// `--weir-arg=--pair-per-word` to run the textbook program the Spark jobs run; the report
+    /// `--weir-arg=--program=owned-words` to build a `String` per word as the Spark jobs do; the report
     /// names them.
     #[arg(long = "weir-arg", value_name = "ARG", allow_hyphen_values = true)]
     weir_args: Vec<String>,
