@@ -8,7 +8,8 @@
 //! offsets are the end of the last batch; a topic created while running that matches the
 //! pattern is read from its earliest offset; a restarted broker and a paused (SIGSTOP) one —
 //! planning fails naming the source, the job keeps answering and recovers; the out-of-range
-//! policy (fail, or reset with a report) on a topic deleted and recreated.
+//! policy (fail, or reset with a report) on positions a broker does not have; every starting
+//! position; the byte budget.
 
 #![allow(
     clippy::unwrap_used,
@@ -538,4 +539,125 @@ async fn out_of_range_positions_fail_or_reset_as_the_policy_says() {
         BTreeSet::from([(topic.clone(), 0, 20, Some(0)), (topic, 1, 20, Some(0))]),
         "{resets:?}"
     );
+}
+
+/// Runs one batch of a stream over `topic` with `options` under `ManualClock`: its values.
+async fn one_batch(options: KafkaDirectOptions) -> Vec<String> {
+    let seen: Seen = Arc::default();
+    let s = Arc::clone(&seen);
+    let mut clock = ManualClock::new(1000, 1, move |ctx| {
+        let s = Arc::clone(&s);
+        ctx.kafka_direct_stream(options.clone())
+            .uid("kafka")
+            .foreach_batch(move |batch| {
+                let values = batch
+                    .iter()
+                    .map(|r| r.value_str().unwrap().to_owned())
+                    .collect();
+                note(&s, batch.time_ms, batch.offset_ranges.clone(), values);
+                Ok(())
+            });
+    })
+    .unwrap();
+    clock.run(1).await.unwrap();
+    let batch = seen.lock().unwrap().remove(&1000);
+    batch.expect("batch 1000 ran").1
+}
+
+/// Each starting position: earliest, latest, the group's committed offsets (committed by an
+/// independent consumer; a partition without one falls back to earliest), given offsets, and
+/// by timestamp (the first record at or after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starting_offsets_earliest_latest_committed_given_and_by_timestamp() {
+    use weir::kafka::{CommittedFallback, KafkaStartingOffsets};
+    let broker = TestBroker::start().unwrap();
+    let topic = "kd-start";
+    broker.create_topic(topic, 2).unwrap();
+    produce(&broker, topic, 0..40, 2); // partition 0: v0, v2, …; partition 1: v1, v3, …
+    let base = || options(&broker, &[topic]).group_id("kd-start-group");
+
+    assert_eq!(one_batch(base()).await, expected(0..40));
+    let latest = base().starting_offsets(KafkaStartingOffsets::Latest);
+    assert_eq!(one_batch(latest).await, Vec::<String>::new());
+
+    // The runs above committed their ends to their group (20 and 20).
+    assert_eq!(
+        committed(&broker, "kd-start-group", topic, 2),
+        vec![Offset::Offset(20); 2]
+    );
+    // Another group committed offset 15 of partition 0 only: partition 1 falls back to
+    // earliest.
+    let committer: BaseConsumer = broker
+        .client_config()
+        .set("group.id", "kd-start-other")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(15))
+        .unwrap();
+    committer
+        .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+        .unwrap();
+    let committed = base()
+        .group_id("kd-start-other")
+        .starting_offsets(KafkaStartingOffsets::Committed(CommittedFallback::Earliest));
+    let mut want: Vec<String> = (30..40)
+        .step_by(2)
+        .chain((1..40).step_by(2))
+        .map(|i| format!("v{i}"))
+        .collect();
+    want.sort();
+    assert_eq!(one_batch(committed).await, want);
+
+    let given = base().starting_offsets(KafkaStartingOffsets::Given(BTreeMap::from([
+        ((topic.to_owned(), 0), 19),
+        ((topic.to_owned(), 1), 18),
+    ])));
+    assert_eq!(one_batch(given).await, expected(37..40));
+
+    // Record i was created at BASE_TS + i: from BASE_TS + 33, v33 … v39 (and v34 … on
+    // partition 0).
+    let by_time = base().starting_offsets(KafkaStartingOffsets::Timestamp(BASE_TS + 33));
+    assert_eq!(one_batch(by_time).await, expected(33..40));
+}
+
+/// A byte budget bounds every batch (planning counts with the average record size read so
+/// far), and every record is still read once, in contiguous ranges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byte_budget_bounds_each_batch_and_every_record_is_read_once() {
+    let broker = TestBroker::start().unwrap();
+    let topic = "kd-bytes";
+    broker.create_topic(topic, 2).unwrap();
+    produce(&broker, topic, 1000..1200, 2); // key k1xxx, value v1xxx: 10 bytes a record
+    let seen: Seen = Arc::default();
+    let (s, o) = (
+        Arc::clone(&seen),
+        options(&broker, &[topic]).max_bytes_per_batch(200),
+    );
+    let mut clock = ManualClock::new(1000, 2, move |ctx| {
+        let s = Arc::clone(&s);
+        ctx.kafka_direct_stream(o.clone())
+            .uid("kafka")
+            .foreach_batch(move |batch| {
+                let values = batch
+                    .iter()
+                    .map(|r| r.value_str().unwrap().to_owned())
+                    .collect();
+                note(&s, batch.time_ms, batch.offset_ranges.clone(), values);
+                Ok(())
+            });
+    })
+    .unwrap();
+    clock.run(10).await.unwrap();
+    let sizes: Vec<usize> = seen
+        .lock()
+        .unwrap()
+        .values()
+        .map(|(_, v)| v.len())
+        .collect();
+    assert_eq!(sizes, vec![20; 10], "200 bytes of 10-byte records a batch");
+    let (mut values, _) = values_once(&seen);
+    values.sort();
+    assert_eq!(values, expected(1000..1200));
 }
