@@ -661,3 +661,56 @@ async fn a_byte_budget_bounds_each_batch_and_every_record_is_read_once() {
     values.sort();
     assert_eq!(values, expected(1000..1200));
 }
+
+/// A planned range whose last offsets do not exist when it is read (as transaction markers
+/// and compacted records do not): the read stops at the partition's end and delivers fewer
+/// records, at once, instead of waiting for offsets that never come. The gap is made with a
+/// second broker: the batch is planned against one (offsets 30..40), the driver crashes, and
+/// the re-run reads from another whose partition ends at 35.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_with_missing_offsets_delivers_fewer_records_without_waiting() {
+    let (first_broker, second_broker) =
+        (TestBroker::start().unwrap(), TestBroker::start().unwrap());
+    let topic = "kd-gap";
+    first_broker.create_topic(topic, 1).unwrap();
+    produce(&first_broker, topic, 0..30, 1);
+    second_broker.create_topic(topic, 1).unwrap();
+    produce(&second_broker, topic, 100..135, 1); // offsets 0..35
+    let bootstrap = Arc::new(Mutex::new(first_broker.bootstrap()));
+    let seen: Seen = Arc::default();
+    let (s, b) = (Arc::clone(&seen), Arc::clone(&bootstrap));
+    let mut clock = ManualClock::new(1000, 1, move |ctx| {
+        let s = Arc::clone(&s);
+        let options = KafkaDirectOptions::topics(b.lock().unwrap().clone(), [topic])
+            .request_timeout(Duration::from_millis(1500))
+            .read_timeout(Duration::from_secs(30));
+        ctx.kafka_direct_stream(options)
+            .uid("kafka")
+            .foreach_batch(move |batch| {
+                let values = batch
+                    .iter()
+                    .map(|r| r.value_str().unwrap().to_owned())
+                    .collect();
+                note(&s, batch.time_ms, batch.offset_ranges.clone(), values);
+                Ok(())
+            });
+    })
+    .unwrap();
+    clock.run(1).await.unwrap();
+    assert_eq!(count(&seen), 30);
+
+    produce(&first_broker, topic, 30..40, 1);
+    *bootstrap.lock().unwrap() = second_broker.bootstrap(); // for the rebuilt graph
+    clock.crash_mid_batch().unwrap(); // batch 2000 planned on the first broker: 30..40
+    let started = Instant::now();
+    clock.run(1).await.unwrap(); // read from the second: offsets 35..40 do not exist
+    let took = started.elapsed();
+    let batch = seen.lock().unwrap()[&2000].clone();
+    let ranges: Vec<(u64, u64)> = batch.0.iter().map(|r| (r.from, r.until)).collect();
+    assert_eq!(ranges, vec![(30, 40)], "the planned range");
+    assert_eq!(batch.1, expected(130..135), "the five records that exist");
+    assert!(
+        took < Duration::from_secs(10),
+        "the read waited for missing offsets: {took:?}"
+    );
+}

@@ -39,7 +39,8 @@ use crate::sources::rate::RateHandle;
 /// Which topics a direct stream reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KafkaTopics {
-    /// These topics (each must exist: planning fails naming a missing one).
+    /// These topics. With [`OffsetResetPolicy::Fail`] each must exist (planning fails naming
+    /// a missing one); with a reset policy a missing topic is read once it exists.
     Names(Vec<String>),
     /// Every topic whose name matches this regular expression (the `regex` crate's syntax,
     /// matched anywhere in the name unless anchored with `^…$`), including topics created
@@ -591,12 +592,11 @@ impl KafkaDirect {
     }
 
     /// Reads `ranges` (distinct partition numbers, so that an end-of-partition is
-    /// unambiguous) with `reader`, at most `limit` records of each; appends to `out`.
+    /// unambiguous) with `reader`; appends to `out`.
     fn read_round(
         &self,
         reader: &BaseConsumer,
         ranges: &[&KafkaRange],
-        limit: Option<u64>,
         out: &mut Vec<KafkaRecord>,
     ) -> ComputeResult<()> {
         let mut tpl = TopicPartitionList::new();
@@ -652,7 +652,7 @@ impl KafkaDirect {
                         out.push(builder.record(topic, &message));
                         *taken += 1;
                     }
-                    if offset + 1 >= range.until || limit.is_some_and(|l| *taken >= l) {
+                    if offset + 1 >= range.until {
                         open.remove(&p);
                     }
                 }
@@ -695,11 +695,7 @@ impl KafkaDirect {
     }
 
     /// Reads `ranges` with one consumer, in rounds of distinct partition numbers.
-    fn read_ranges(
-        &self,
-        ranges: &[&KafkaRange],
-        limit: Option<u64>,
-    ) -> ComputeResult<Vec<KafkaRecord>> {
+    fn read_ranges(&self, ranges: &[&KafkaRange]) -> ComputeResult<Vec<KafkaRecord>> {
         let mut rounds: Vec<Vec<&KafkaRange>> = Vec::new();
         for r in ranges {
             match rounds
@@ -714,7 +710,7 @@ impl KafkaDirect {
         let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0).min(1 << 20));
         let reader = self.take_reader()?;
         for round in &rounds {
-            self.read_round(&reader, round, limit, &mut out)?;
+            self.read_round(&reader, round, &mut out)?;
         }
         self.give_back(reader);
         let bytes: u64 = out.iter().map(KafkaRecord::size).sum();
@@ -742,7 +738,7 @@ impl KafkaDirect {
                     until: range.end.min(range.start + crate::dstream::SIZE_CHUNK),
                     task: 0,
                 };
-                self.read_ranges(&[&sample], None)?;
+                self.read_ranges(&[&sample])?;
                 self.average_size().unwrap_or(1)
             }
         };
@@ -969,7 +965,7 @@ impl Planner for KafkaDirect {
         if mine.is_empty() {
             return Ok(Vec::new());
         }
-        self.read_ranges(&mine, None)
+        self.read_ranges(&mine)
     }
 
     fn commit(&self, through: &KafkaPositions) {
