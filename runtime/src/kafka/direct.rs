@@ -414,6 +414,18 @@ pub(crate) struct KafkaPlan {
     ranges: Vec<KafkaRange>,
 }
 
+impl KafkaPlan {
+    /// The non-empty ranges task `part` of `tasks` reads. A plan restored into a stream with
+    /// fewer tasks than it was dealt to (the parallelism changed) deals the extra tasks'
+    /// ranges again, modulo, so every range is read by exactly one task.
+    fn ranges_of(&self, part: usize, tasks: usize) -> Vec<&KafkaRange> {
+        self.ranges
+            .iter()
+            .filter(|r| r.task as usize % tasks.max(1) == part && r.from < r.until)
+            .collect()
+    }
+}
+
 /// Where the next batch starts, by `(topic, partition)`: every partition known so far.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct KafkaPositions(BTreeMap<(String, i32), u64>);
@@ -957,11 +969,7 @@ impl Planner for KafkaDirect {
     }
 
     fn read(&self, plan: &KafkaPlan, part: usize) -> ComputeResult<Vec<KafkaRecord>> {
-        let mine: Vec<&KafkaRange> = plan
-            .ranges
-            .iter()
-            .filter(|r| r.task as usize == part && r.from < r.until)
-            .collect();
+        let mine = plan.ranges_of(part, self.tasks);
         if mine.is_empty() {
             return Ok(Vec::new());
         }
@@ -1067,6 +1075,33 @@ mod tests {
             .starting_offsets(KafkaStartingOffsets::Committed(CommittedFallback::Fail));
         assert!(committed.validate().unwrap_err().contains("group id"));
         assert!(committed.group_id("g").validate().is_ok());
+    }
+
+    #[test]
+    fn a_plan_dealt_to_more_tasks_than_there_are_now_is_read_once() {
+        let range = |partition, task| KafkaRange {
+            topic: "t".into(),
+            partition,
+            from: 0,
+            until: 1,
+            task,
+        };
+        let plan = KafkaPlan {
+            ranges: (0..4).map(|p| range(p, p as u32)).collect(),
+        };
+        let read = |tasks: usize| -> Vec<Vec<i32>> {
+            (0..tasks)
+                .map(|part| {
+                    plan.ranges_of(part, tasks)
+                        .iter()
+                        .map(|r| r.partition)
+                        .collect()
+                })
+                .collect()
+        };
+        assert_eq!(read(4), vec![vec![0], vec![1], vec![2], vec![3]]);
+        assert_eq!(read(2), vec![vec![0, 2], vec![1, 3]]);
+        assert_eq!(read(1), vec![vec![0, 1, 2, 3]]);
     }
 
     #[test]
