@@ -714,3 +714,52 @@ async fn a_range_with_missing_offsets_delivers_fewer_records_without_waiting() {
         "the read waited for missing offsets: {took:?}"
     );
 }
+
+/// The rate limits of the context cap the stream as they cap every direct stream: with
+/// `max_rate_per_partition` 7/s and a 1 s batch, 7 records per partition per batch, and
+/// `max_per_partition` lowers it further for the stream that sets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_and_the_per_partition_cap_bound_each_batch() {
+    let broker = TestBroker::start().unwrap();
+    let topic = "kd-rate";
+    broker.create_topic(topic, 2).unwrap();
+    produce(&broker, topic, 0..40, 2);
+    for (cap, per_batch) in [(None, vec![14, 14, 12]), (Some(5), vec![10, 10, 10, 10])] {
+        let seen: Seen = Arc::default();
+        let mut o = options(&broker, &[topic]);
+        if let Some(cap) = cap {
+            o = o.max_per_partition(cap);
+        }
+        let s = Arc::clone(&seen);
+        let mut clock = ManualClock::with_config(
+            1000,
+            2,
+            |config| config.rate.max_rate_per_partition = Some(7.0),
+            move |ctx| {
+                let s = Arc::clone(&s);
+                ctx.kafka_direct_stream(o.clone())
+                    .uid("kafka")
+                    .foreach_batch(move |batch| {
+                        let values = batch
+                            .iter()
+                            .map(|r| r.value_str().unwrap().to_owned())
+                            .collect();
+                        note(&s, batch.time_ms, batch.offset_ranges.clone(), values);
+                        Ok(())
+                    });
+            },
+        )
+        .unwrap();
+        clock.run(per_batch.len()).await.unwrap();
+        let sizes: Vec<usize> = seen
+            .lock()
+            .unwrap()
+            .values()
+            .map(|(_, v)| v.len())
+            .collect();
+        assert_eq!(sizes, per_batch, "cap {cap:?}");
+        let (mut values, _) = values_once(&seen);
+        values.sort();
+        assert_eq!(values, expected(0..40));
+    }
+}
