@@ -763,3 +763,93 @@ async fn the_rate_limit_and_the_per_partition_cap_bound_each_batch() {
         assert_eq!(values, expected(0..40));
     }
 }
+
+/// A partition the checkpoint holds a position for is gone from the broker (its topic was
+/// deleted): with `fail`, planning fails naming it; with `latest`, it is dropped with a
+/// report and the other topics go on. (Shown with a second broker that lacks the topic:
+/// deleting a topic on tansu crashes librdkafka, docs/kafka.md.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_topic_fails_or_is_dropped_as_the_policy_says() {
+    let (first_broker, second_broker) =
+        (TestBroker::start().unwrap(), TestBroker::start().unwrap());
+    for broker in [&first_broker, &second_broker] {
+        broker.create_topic("kd-del-a", 1).unwrap();
+        produce(broker, "kd-del-a", 0..10, 1);
+    }
+    first_broker.create_topic("kd-del-b", 1).unwrap();
+    produce(&first_broker, "kd-del-b", 10..20, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let seen: Seen = Arc::default();
+    let resets: Arc<Mutex<Vec<weir::kafka::KafkaReset>>> = Arc::default();
+    let build = |broker: &TestBroker, prefix: &'static str, policy: OffsetResetPolicy| {
+        let resets = Arc::clone(&resets);
+        let (seen, options) = (
+            Arc::clone(&seen),
+            KafkaDirectOptions::pattern(broker.bootstrap(), "^kd-del-")
+                .name("del")
+                .request_timeout(Duration::from_millis(1500))
+                .on_out_of_range(policy)
+                .on_reset(move |r| resets.lock().unwrap().push(r.clone())),
+        );
+        move |config: StreamingConfig| Ok(job(configured(config, prefix), options, &seen))
+    };
+    let mut ctx = StreamingContext::get_or_create(
+        dir.path(),
+        build(&first_broker, "kd-del-1", OffsetResetPolicy::Fail),
+    )
+    .await
+    .unwrap();
+    ctx.start().await.unwrap();
+    let mut events = ctx.events().unwrap();
+    output_has(&mut events, &seen, 20).await;
+    ctx.stop(true).await.unwrap();
+
+    let mut ctx = StreamingContext::get_or_create(
+        dir.path(),
+        build(&second_broker, "kd-del-2", OffsetResetPolicy::Fail),
+    )
+    .await
+    .unwrap();
+    ctx.start().await.unwrap();
+    let mut events = ctx.events().unwrap();
+    let failed = events
+        .next_matching(PATIENCE, |e| matches!(e, Event::PlanningFailed { .. }))
+        .await
+        .expect("planning fails: a partition is gone");
+    let Event::PlanningFailed { cause, .. } = failed.event else {
+        unreachable!()
+    };
+    assert!(
+        cause.contains(
+            "topic kd-del-b partition 0 (next offset 10) is not in the broker's metadata"
+        ),
+        "{cause}"
+    );
+    ctx.stop(false).await.unwrap();
+
+    let mut ctx = StreamingContext::get_or_create(
+        dir.path(),
+        build(&second_broker, "kd-del-3", OffsetResetPolicy::Latest),
+    )
+    .await
+    .unwrap();
+    ctx.start().await.unwrap();
+    let mut events = ctx.events().unwrap();
+    produce(&second_broker, "kd-del-a", 20..25, 1);
+    output_has(&mut events, &seen, 25).await;
+    ctx.stop(true).await.unwrap();
+    let (mut values, ends) = values_once(&seen);
+    values.sort();
+    assert_eq!(values, expected(0..25));
+    assert_eq!(ends.get(&("kd-del-a".to_owned(), 0)), Some(&15));
+    let resets: BTreeSet<(String, i32, u64, Option<u64>)> = resets
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| (r.topic.clone(), r.partition, r.from, r.to))
+        .collect();
+    assert_eq!(
+        resets,
+        BTreeSet::from([("kd-del-b".to_owned(), 0, 10, None)])
+    );
+}
