@@ -8,8 +8,9 @@
 //! offsets are the end of the last batch; a topic created while running that matches the
 //! pattern is read from its earliest offset; a restarted broker and a paused (SIGSTOP) one —
 //! planning fails naming the source, the job keeps answering and recovers; the out-of-range
-//! policy (fail, or reset with a report) on positions a broker does not have; every starting
-//! position; the byte budget.
+//! policy (fail, or reset with a report) on positions a broker does not have and on a topic
+//! that is gone; a range whose last offsets do not exist is read without waiting; every
+//! starting position; the byte budget, the rate limit and the per-partition cap.
 
 #![allow(
     clippy::unwrap_used,
