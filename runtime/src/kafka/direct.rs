@@ -1,15 +1,15 @@
 //! The Kafka direct stream (Spark's `createDirectStream`, Flink's `KafkaSource`): a planned
-//! source ([`Planner`]) whose plan for a batch is an offset range `[from, until)` per Kafka
-//! partition, assigned to one of a fixed number of reading tasks.
+//! source (a `Planner` of `dstream/planned.rs`) whose plan for a batch is an offset range
+//! `[from, until)` per Kafka partition, assigned to one of a fixed number of reading tasks.
 //!
 //! Invariants it keeps: a batch's ranges are in the checkpoint before the batch runs (the
-//! [`Planned`](crate::dstream::planned) node around it does that), and a re-run reads exactly
-//! them — a reading task assigns its consumer exactly its partitions at `from` (no group
-//! subscription) and stops each at `until`, so offsets that do not exist (transaction markers,
-//! compacted records) make a range deliver fewer records, never a wait. Every broker call runs
-//! off the actors' threads with a timeout: planning on the blocking pool, reads in the batch's
-//! tasks, commits on a thread of the stream's own. The set of partitions is looked up at every
-//! plan: partitions and topics that appear (matching the topics or the pattern) are read from
+//! `Planned` node around it does that), and a re-run reads exactly them — a reading task
+//! assigns its consumer exactly its partitions at `from` (no group subscription) and stops
+//! each at `until`, so offsets that do not exist (transaction markers, compacted records)
+//! make a range deliver fewer records, never a wait. Every broker call runs off the actors'
+//! threads with a timeout: planning on the blocking pool, reads in the batch's tasks, commits
+//! on a thread of the stream's own. The set of partitions is looked up at every plan:
+//! partitions and topics that appear (matching the topics or the pattern) are read from
 //! their earliest offset; a position the broker no longer has (retention, a deleted or
 //! recreated topic) is never skipped silently — [`OffsetResetPolicy`] decides.
 
@@ -61,10 +61,12 @@ pub enum KafkaStartingOffsets {
     /// committed offset starts as the fallback says.
     Committed(CommittedFallback),
     /// From these offsets, by `(topic, partition)` — offsets kept in the application's own
-    /// store; a partition not listed starts at its earliest.
+    /// store; a partition not listed starts at its earliest. An offset outside its
+    /// partition's records is handled by the [`OffsetResetPolicy`], as a checkpoint's is.
     Given(BTreeMap<(String, i32), u64>),
     /// From the first record whose timestamp is at or after this one (ms since the Unix
-    /// epoch); a partition without such a record starts at its end.
+    /// epoch); a partition without such a record starts at its end (as Kafka answers it:
+    /// the test broker, tansu, answers offset 0 instead — docs/kafka.md).
     Timestamp(i64),
 }
 
