@@ -10,7 +10,8 @@
 //! planning fails naming the source, the job keeps answering and recovers; the out-of-range
 //! policy (fail, or reset with a report) on positions a broker does not have and on a topic
 //! that is gone; a range whose last offsets do not exist is read without waiting; every
-//! starting position; the byte budget, the rate limit and the per-partition cap.
+//! starting position; the byte budget, the rate limit and the per-partition cap;
+//! `read_committed` by default.
 
 #![allow(
     clippy::unwrap_used,
@@ -853,4 +854,38 @@ async fn a_deleted_topic_fails_or_is_dropped_as_the_policy_says() {
         resets,
         BTreeSet::from([("kd-del-b".to_owned(), 0, 10, None)])
     );
+}
+
+/// `read_committed` is the default: records of a transaction that is still open (on this
+/// broker, every transaction: it cannot end one) are not read, and the records before them
+/// are; `isolation.level=read_uncommitted`, set through the options, reads them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_committed_by_default_and_overridable() {
+    let broker = TestBroker::start().unwrap();
+    let topic = "kd-txn";
+    broker.create_topic(topic, 1).unwrap();
+    produce(&broker, topic, 0..10, 1);
+    let transactional: BaseProducer = broker
+        .client_config()
+        .set("transactional.id", "kd-txn-open")
+        .create()
+        .unwrap();
+    transactional.init_transactions(PATIENCE).unwrap();
+    transactional.begin_transaction().unwrap();
+    for i in 10..15 {
+        let value = format!("v{i}");
+        transactional
+            .send(BaseRecord::<(), _>::to(topic).payload(&value).partition(0))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    transactional.flush(PATIENCE).unwrap();
+
+    assert_eq!(
+        one_batch(options(&broker, &[topic])).await,
+        expected(0..10),
+        "read_committed: the open transaction's records are not read"
+    );
+    let uncommitted = options(&broker, &[topic]).set("isolation.level", "read_uncommitted");
+    assert_eq!(one_batch(uncommitted).await, expected(0..15));
 }
