@@ -684,6 +684,38 @@ impl StreamingContext {
         DStream::from_node(&self.graph, node)
     }
 
+    /// A Kafka direct stream (Spark's `createDirectStream`, Flink's `KafkaSource`): each batch
+    /// reads an offset range of every partition of the topics (or of the topics matching the
+    /// pattern, found again at every batch), planned and checkpointed before the batch runs,
+    /// read by [`KafkaDirectOptions::tasks`](crate::kafka::KafkaDirectOptions::tasks) tasks,
+    /// committed to the consumer group after the batch's outputs complete. See
+    /// docs/kafka.md, "The direct stream". Invalid options make [`start`](Self::start) fail.
+    ///
+    /// # Panics
+    ///
+    /// If the context has started.
+    #[cfg(feature = "kafka")]
+    pub fn kafka_direct_stream(
+        &self,
+        options: crate::kafka::KafkaDirectOptions,
+    ) -> DStream<crate::kafka::KafkaRecord> {
+        self.check_not_started();
+        if let Err(why) = options.validate() {
+            self.graph.invalidate(why);
+        }
+        let planner = crate::kafka::direct::KafkaDirect::new(
+            options,
+            self.graph.parallelism(),
+            self.rate.direct_rate().ok().flatten(),
+            self.config.rate,
+            self.config.engine.batch_interval,
+        );
+        let node = self
+            .graph
+            .add_node("kafka_direct_stream", Planned::new(planner));
+        DStream::from_node(&self.graph, node)
+    }
+
     /// Starts the engine: receivers start, the batch clock starts (from the checkpoint's
     /// alignment when restoring).
     ///

@@ -635,38 +635,58 @@ pub(crate) struct Direct {
     pub(crate) positions: std::sync::Mutex<Vec<SourceLag>>,
 }
 
-impl Direct {
-    /// Cuts the ranges of a plan so that their records total at most the byte budget (see
-    /// [`DirectStreamOptions::max_bytes_per_batch`]).
-    fn bound_bytes(&self, plan: &mut [Range<u64>]) -> ComputeResult<()> {
-        let budget = self.options.max_bytes_per_batch;
-        if budget == u64::MAX {
-            return Ok(());
-        }
-        let mut left = budget;
-        let mut waiting = plan.iter().filter(|r| !r.is_empty()).count() as u64;
-        for (p, range) in plan.iter_mut().enumerate() {
-            if range.is_empty() {
-                continue;
-            }
-            let share = left / waiting.max(1);
-            waiting = waiting.saturating_sub(1);
-            let (until, bytes) = self
-                .source
-                .byte_prefix(p as u32, range.clone(), share)
-                .map_err(ComputeError::from)?;
-            if until <= range.start {
-                // At least one record, so that a record over the share still moves on; it
-                // spends the share (its size is not known here).
-                range.end = range.start + 1;
-                left = left.saturating_sub(share);
-            } else {
-                range.end = until.min(range.end);
-                left = left.saturating_sub(bytes);
-            }
-        }
-        Ok(())
+/// Cuts the `available` ranges of a direct stream (one per partition, from its position to
+/// its latest offset) to what one batch reads: the rate controller's and the fixed
+/// per-partition caps, `options`' records per partition, then its byte budget (see
+/// [`DirectStreamOptions::max_bytes_per_batch`]), with `byte_prefix(index, range, share)`
+/// answering as [`OffsetSource::byte_prefix`] does for the partition at `index`. Every direct
+/// stream plans through it (the offset sources' and Kafka's).
+pub(crate) fn cap_ranges(
+    available: Vec<Range<u64>>,
+    options: &DirectStreamOptions,
+    rate_config: &crate::backpressure::RateConfig,
+    rate: Option<f64>,
+    batch_interval: std::time::Duration,
+    mut byte_prefix: impl FnMut(usize, Range<u64>, u64) -> ComputeResult<(u64, u64)>,
+) -> ComputeResult<Vec<Range<u64>>> {
+    let lags: Vec<u64> = available.iter().map(|r| r.end - r.start).collect();
+    let caps = crate::backpressure::per_partition_caps(rate_config, rate, &lags, batch_interval);
+    let mut plan = Vec::with_capacity(available.len());
+    for (range, cap) in available.into_iter().zip(caps) {
+        let limit = match (cap, options.max_per_partition) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let until = match limit {
+            Some(max) => range.end.min(range.start.saturating_add(max)),
+            None => range.end,
+        };
+        plan.push(range.start..until);
     }
+    let budget = options.max_bytes_per_batch;
+    if budget == u64::MAX {
+        return Ok(plan);
+    }
+    let mut left = budget;
+    let mut waiting = plan.iter().filter(|r| !r.is_empty()).count() as u64;
+    for (p, range) in plan.iter_mut().enumerate() {
+        if range.is_empty() {
+            continue;
+        }
+        let share = left / waiting.max(1);
+        waiting = waiting.saturating_sub(1);
+        let (until, bytes) = byte_prefix(p, range.clone(), share)?;
+        if until <= range.start {
+            // At least one record, so that a record over the share still moves on; it
+            // spends the share (its size is not known here).
+            range.end = range.start + 1;
+            left = left.saturating_sub(share);
+        } else {
+            range.end = until.min(range.end);
+            left = left.saturating_sub(bytes);
+        }
+    }
+    Ok(plan)
 }
 
 impl Planner for Direct {
@@ -710,26 +730,18 @@ impl Planner for Direct {
                 start..latest.get(p).copied().unwrap_or(start).max(start)
             })
             .collect();
-        let lags: Vec<u64> = available.iter().map(|r| r.end - r.start).collect();
-        let caps = crate::backpressure::per_partition_caps(
+        let plan = cap_ranges(
+            available,
+            &self.options,
             &self.rate_config,
             self.rate.as_ref().map(|r| r.get()),
-            &lags,
             self.batch_interval,
-        );
-        let mut plan = Vec::with_capacity(self.partitions);
-        for (range, cap) in available.into_iter().zip(caps) {
-            let limit = match (cap, self.options.max_per_partition) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            let until = match limit {
-                Some(max) => range.end.min(range.start.saturating_add(max)),
-                None => range.end,
-            };
-            plan.push(range.start..until);
-        }
-        self.bound_bytes(&mut plan)?;
+            |p, range, share| {
+                self.source
+                    .byte_prefix(p as u32, range, share)
+                    .map_err(ComputeError::from)
+            },
+        )?;
         let name = self.source.name();
         *lock(&self.positions) = plan
             .iter()
