@@ -8,6 +8,7 @@
 //! For now it holds [`testing`], the Kafka-protocol test broker every Kafka test starts (Unix:
 //! it drives the broker with signals). This file is wiring only.
 
+pub mod receiver;
 pub mod sink;
 #[cfg(unix)]
 pub mod testing;
