@@ -302,6 +302,51 @@ async fn a_second_member_takes_partitions_over_and_no_record_is_lost_or_doubled(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_read_but_not_stored_when_revoked_are_read_again_not_lost() {
+    let broker = TestBroker::start().unwrap();
+    broker.create_topic("revoked", 4).unwrap();
+    produce(&broker, "revoked", 4, 0..200);
+    // The first member holds what it reads in its buffer (no block is due for a minute).
+    let holding = options(&broker, "g4", "revoked")
+        .block_records(10_000)
+        .block_interval(Duration::from_secs(60));
+    let first_stats = holding.stats();
+    let first = run(holding, |_| true);
+    timeout(WAIT, first_stats.wait_until_read(200))
+        .await
+        .expect("the first member reads every record");
+    assert!(first.stored.borrow().is_empty(), "nothing stored yet");
+    // A second member joins: the first loses partitions with their records unstored.
+    let second_options = options(&broker, "g4", "revoked");
+    let second_stats = second_options.stats();
+    let mut second = run(second_options, |_| true);
+    let mut b = second_stats.watch_assignment();
+    timeout(WAIT, b.wait_for(|tps| !tps.is_empty()))
+        .await
+        .expect("the group rebalances over both members")
+        .unwrap();
+    let theirs = 50 * second_stats.assignment().len();
+    second.wait_stored(theirs).await;
+    // The first member reads its own partitions again from the (empty) committed position:
+    // 200 before, then the records of the partitions it kept.
+    let mine = 50 * first_stats.assignment().len();
+    timeout(WAIT, first_stats.wait_until_read(200 + mine as u64))
+        .await
+        .expect("the first member reads its partitions again");
+    assert!(
+        first_stats.dropped_on_revoke() > 0,
+        "the revoked records were dropped"
+    );
+    let (r1, mut all) = first.stop().await;
+    let (r2, stored_second) = second.stop().await;
+    r1.unwrap();
+    r2.unwrap();
+    all.extend(stored_second);
+    assert_eq!(counts(&all), each_once(0..200));
+    assert_eq!(committed(&broker, "g4", "revoked", 4), [Some(50); 4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_restarted_with_get_or_create_counts_each_record_once() {
     use weir::{StreamingConfig, StreamingContext};
     let broker = TestBroker::start().unwrap();

@@ -60,6 +60,8 @@ pub struct KafkaReceiverStats {
     assignment: watch::Sender<Vec<(String, i32)>>,
     rebalances: AtomicU64,
     dropped_on_revoke: AtomicU64,
+    read: AtomicU64,
+    progress: tokio::sync::Notify,
 }
 
 impl Default for KafkaReceiverStats {
@@ -68,6 +70,8 @@ impl Default for KafkaReceiverStats {
             assignment: watch::Sender::new(Vec::new()),
             rebalances: AtomicU64::new(0),
             dropped_on_revoke: AtomicU64::new(0),
+            read: AtomicU64::new(0),
+            progress: tokio::sync::Notify::new(),
         }
     }
 }
@@ -89,6 +93,27 @@ impl KafkaReceiverStats {
     #[must_use]
     pub fn rebalances(&self) -> u64 {
         self.rebalances.load(Ordering::Relaxed)
+    }
+
+    /// Records read from Kafka (stored or not yet, dropped on a revocation or not).
+    #[must_use]
+    pub fn records_read(&self) -> u64 {
+        self.read.load(Ordering::Acquire)
+    }
+
+    /// Waits until at least `n` records were read ([`records_read`](Self::records_read)).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only watches.
+    pub async fn wait_until_read(&self, n: u64) {
+        loop {
+            let progressed = self.progress.notified();
+            if self.records_read() >= n {
+                return;
+            }
+            progressed.await;
+        }
     }
 
     /// Records read from partitions revoked before they were stored, dropped (their new
@@ -321,6 +346,8 @@ impl KafkaReceiver {
                             value: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
                         });
                         deadline.get_or_insert_with(|| Instant::now() + options.block_interval);
+                        options.stats.read.fetch_add(1, Ordering::Release);
+                        options.stats.progress.notify_waiters();
                         buffer.len() >= options.block_records
                     }
                     Err(e) => {

@@ -291,7 +291,7 @@ impl KafkaSink {
         batch_time_ms: u64,
         records: Vec<KafkaRecordOut>,
     ) -> Result<KafkaWrite, KafkaSinkError> {
-        let producer = self.producer(state)?.clone();
+        let producer = self.producer(state, batch_time_ms)?.clone();
         let partitions = self.partition_count(&producer)?;
         let mut groups: Groups = BTreeMap::new();
         for record in records {
@@ -392,7 +392,11 @@ impl KafkaSink {
 
     /// The producer, created on first use (transactional: with `init_transactions`, which
     /// fences an earlier producer of the same `transactional.id`).
-    fn producer<'s>(&self, state: &'s mut State) -> Result<&'s FutureProducer, KafkaSinkError> {
+    fn producer<'s>(
+        &self,
+        state: &'s mut State,
+        batch_time_ms: u64,
+    ) -> Result<&'s FutureProducer, KafkaSinkError> {
         if state.producer.is_none() {
             let mut config = self.client_config();
             config
@@ -412,7 +416,7 @@ impl KafkaSink {
             if transactional {
                 producer
                     .init_transactions(self.options.timeout)
-                    .map_err(|source| self.txn_error("init_transactions", 0, source))?;
+                    .map_err(|source| self.txn_error("init_transactions", batch_time_ms, source))?;
             }
             state.producer = Some(producer);
         }
