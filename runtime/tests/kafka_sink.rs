@@ -336,6 +336,67 @@ async fn a_batch_run_again_after_a_dead_attempt_writes_each_record_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_the_sink_itself_delivered_in_part_is_completed_by_the_rerun() {
+    let broker = TestBroker::start().unwrap();
+    broker.create_topic("partly", 2).unwrap();
+    // Four small records and two over the first sink's message size limit, on both
+    // partitions: the first attempt delivers the small ones and fails the batch.
+    let big = "x".repeat(3000);
+    let records: Vec<KafkaRecordOut> = (0..6)
+        .map(|i| {
+            let value = if i % 3 == 2 {
+                format!("{big}{i}")
+            } else {
+                format!("v{i}")
+            };
+            KafkaRecordOut::value(value).partition(i % 2)
+        })
+        .collect();
+    let limited = KafkaSink::builder(broker.bootstrap(), "partly")
+        .writer_id("partly")
+        .client_option("message.max.bytes", "1000")
+        .build()
+        .unwrap();
+    let err =
+        tokio::task::block_in_place(|| limited.write_batch(1000, records.clone())).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            KafkaSinkError::Delivery {
+                batch_time_ms: 1000,
+                failed: 1,
+                records: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("to partly/"), "{err}");
+    assert_eq!(read_all(&broker, "partly", 2, "read_uncommitted").len(), 4);
+
+    // The job restarted without the limit (a new sink) runs the batch again.
+    let sink = KafkaSink::builder(broker.bootstrap(), "partly")
+        .writer_id("partly")
+        .build()
+        .unwrap();
+    let done = tokio::task::block_in_place(|| sink.write_batch(1000, records.clone())).unwrap();
+    assert_eq!(
+        (done.written, done.found, done.skipped),
+        (2, 4, 0),
+        "{done:?}"
+    );
+    let read = read_all(&broker, "partly", 2, "read_uncommitted");
+    let mut got: Vec<String> = read.iter().map(|r| r.value.clone()).collect();
+    got.sort();
+    let mut expected: Vec<String> = records
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap())
+        .collect();
+    expected.sort();
+    assert_eq!(got, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completed_batches_replayed_by_a_restarted_job_write_nothing() {
     let broker = TestBroker::start().unwrap();
     broker.create_topic("replayed", 3).unwrap();
