@@ -5,7 +5,8 @@
 //! headers, some of them, with gaps); a replay of completed batches by a restarted job writes
 //! nothing; another writer and a changed partition count are refused with errors naming the
 //! partition and offset; at-least-once writes everything, again on a re-run; the transactional
-//! mode reports the broker's missing `EndTxn` as one clear error.
+//! mode reports the broker's missing `EndTxn` as one clear error; and a Kafka-to-Kafka word
+//! count on the real engine, restarted with `get_or_create`, writes each count once.
 
 #![allow(
     clippy::unwrap_used,
@@ -637,4 +638,126 @@ async fn transactional_mode_reports_the_brokers_missing_end_txn_as_one_clear_err
         read_all(&broker, "txn-out", 2, "read_uncommitted").len(),
         10
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_to_kafka_job_on_the_engine_writes_each_count_once_across_a_restart() {
+    use weir::kafka::receiver::KafkaReceiverOptions;
+    use weir::{StreamingConfig, StreamingContext};
+    let broker = TestBroker::start().unwrap();
+    broker.create_topic("words-in", 2).unwrap();
+    broker.create_topic("counts-out", 3).unwrap();
+    let producer: BaseProducer = broker.client_config().create().unwrap();
+    let produce = |range: std::ops::Range<usize>| {
+        for i in range {
+            let word = format!("w{}", i % 7);
+            producer
+                .send(BaseRecord::<(), _>::to("words-in").payload(&word))
+                .unwrap();
+        }
+        producer.flush(WAIT).unwrap();
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let bootstrap = broker.bootstrap();
+    let build = |prefix: &'static str| {
+        let bootstrap = bootstrap.clone();
+        move |mut config: StreamingConfig| {
+            config = config.batch_interval(Duration::from_millis(200));
+            config.engine.name_prefix = prefix.to_owned();
+            config.engine.executors = 2;
+            config.parallelism = 2;
+            let ctx = StreamingContext::new(config);
+            let sink = KafkaSink::builder(bootstrap.clone(), "counts-out")
+                .writer_id("engine-word-count")
+                .build()
+                .unwrap();
+            ctx.receiver_stream(
+                KafkaReceiverOptions::new(bootstrap.clone(), "engine-wc", ["words-in"])
+                    .block_interval(Duration::from_millis(50)),
+            )
+            .map(|b| (String::from_utf8(b.to_vec()).unwrap(), 1u64))
+            .reduce_by_key(|a, b| a + b)
+            .write_to_kafka(sink, |(w, n): &(String, u64)| {
+                KafkaRecordOut::keyed(w.as_bytes(), n.to_string())
+            });
+            Ok(ctx)
+        }
+    };
+    // The sum of the counts written so far (read back independently).
+    let total = || -> u64 {
+        read_all(&broker, "counts-out", 3, "read_uncommitted")
+            .iter()
+            .map(|r| r.value.parse::<u64>().unwrap())
+            .sum()
+    };
+
+    produce(0..140);
+    let mut first = StreamingContext::get_or_create(dir.path(), build("kafka-e2e-1/"))
+        .await
+        .unwrap();
+    first.start().await.unwrap();
+    let mut events = first.events().unwrap();
+    // Batches complete until the 140 words are counted.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while total() < 140 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "counted {} of 140",
+            total()
+        );
+        events
+            .next_matching(WAIT, |e| {
+                matches!(e, weir_actors::Event::BatchCompleted { .. })
+            })
+            .await
+            .expect("batches complete");
+    }
+    first.stop(true).await.unwrap();
+
+    produce(140..210);
+    let mut second = StreamingContext::get_or_create(dir.path(), build("kafka-e2e-2/"))
+        .await
+        .unwrap();
+    second.start().await.unwrap();
+    let mut events = second.events().unwrap();
+    while total() < 210 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "counted {} of 210",
+            total()
+        );
+        events
+            .next_matching(WAIT, |e| {
+                matches!(e, weir_actors::Event::BatchCompleted { .. })
+            })
+            .await
+            .expect("batches complete");
+    }
+    second.stop(true).await.unwrap();
+
+    // Every word counted once in all: per word, the counts over all batches add up to how
+    // often it was produced; and every record carries a distinct (batch, partition, index).
+    let read = read_all(&broker, "counts-out", 3, "read_uncommitted");
+    let mut per_word: BTreeMap<String, u64> = BTreeMap::new();
+    let mut stamps = BTreeSet::new();
+    for r in &read {
+        *per_word.entry(r.key.clone()).or_insert(0) += r.value.parse::<u64>().unwrap();
+        assert!(
+            stamps.insert((
+                r.header("weir.batch").to_owned(),
+                r.partition,
+                r.header("weir.index").to_owned()
+            )),
+            "a stamp twice: {r:?}"
+        );
+    }
+    let expected: BTreeMap<String, u64> = (0..7)
+        .map(|w| {
+            (
+                format!("w{w}"),
+                (0..210).filter(|i| i % 7 == w).count() as u64,
+            )
+        })
+        .collect();
+    assert_eq!(per_word, expected);
 }
