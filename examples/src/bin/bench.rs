@@ -35,6 +35,8 @@ mod feeder;
 mod floors;
 #[path = "bench/system.rs"]
 mod system;
+#[path = "bench/workload.rs"]
+mod workload;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -57,9 +59,16 @@ struct Args {
     /// Run every phase against every system (installs Spark on first use).
     #[arg(long)]
     all: bool,
-    /// Run only these phases (feeder, floors, rate, latency, kill); repeatable.
+    /// Run only these phases (feeder, floors, rate, latency, kill, http, workloads);
+    /// repeatable. `workloads` runs the compute floor and the sustainable-rate search of
+    /// every system on each `--workload` (default: a spread of them) and reports one table.
     #[arg(long = "phase", value_name = "PHASE")]
     phases: Vec<String>,
+    /// The text fed (see bench/workload.rs): `classic`, or e.g.
+    /// `vocab=100000,len=3-12,line=1-20,dist=zipf:1.1,text=utf8`. Repeatable: the
+    /// `workloads` phase runs each; the other phases use the first (default `classic`).
+    #[arg(long = "workload", value_name = "SPEC")]
+    workloads: Vec<workload::Workload>,
     /// Leave out these systems (weir, spark-java, pyspark); repeatable.
     #[arg(long = "skip", value_name = "SYSTEM")]
     skip: Vec<String>,
@@ -141,6 +150,10 @@ struct Plan {
     report: PathBuf,
     quick: bool,
     weir_args: Vec<String>,
+    /// The workload of every phase but `workloads`.
+    workload: workload::Workload,
+    /// The workloads of the `workloads` phase.
+    workloads: Vec<workload::Workload>,
 }
 
 fn main() -> ExitCode {
@@ -156,12 +169,20 @@ fn main() -> ExitCode {
 }
 
 fn plan(args: &Args) -> Result<Plan, BoxError> {
-    const PHASES: &[&str] = &["feeder", "floors", "rate", "latency", "kill", "http"];
+    const PHASES: &[&str] = &[
+        "feeder",
+        "floors",
+        "rate",
+        "latency",
+        "kill",
+        "http",
+        "workloads",
+    ];
     let phases: Vec<String> = if args.all {
         PHASES.iter().map(|p| (*p).to_owned()).collect()
     } else if args.phases.is_empty() {
         return Err(
-            "choose what to run: --all, or --phase PHASE (feeder, floors, rate, latency, kill, http)"
+            "choose what to run: --all, or --phase PHASE (feeder, floors, rate, latency, kill, http, workloads)"
                 .into(),
         );
     } else {
@@ -225,6 +246,12 @@ fn plan(args: &Args) -> Result<Plan, BoxError> {
         cache,
         report,
         quick: args.quick,
+        workload: args.workloads.first().cloned().unwrap_or_default(),
+        workloads: if args.workloads.is_empty() {
+            workload::spread()
+        } else {
+            args.workloads.clone()
+        },
     })
 }
 
@@ -234,7 +261,8 @@ fn run(args: &Args) -> Result<(), BoxError> {
     let launch = setup(&plan)?;
     let machine = describe_machine();
     println!("bench: machine\n{machine}");
-    let pool = Arc::new(Pool::new(7));
+    let pool = Arc::new(Pool::new(&plan.workload, 7));
+    println!("bench: workload {}", plan.workload);
     let scratch = plan.cache.join("runs");
     let mut report = Report::default();
     let has = |p: &str| plan.phases.iter().any(|x| x == p);
@@ -285,6 +313,43 @@ fn run(args: &Args) -> Result<(), BoxError> {
                 );
                 report.rates.push(found);
             }
+        }
+    }
+    if has("workloads") {
+        for w in &plan.workloads {
+            let pool = Arc::new(Pool::new(w, 7));
+            let ceiling = feeder::ceiling(&pool, secs, &scratch)?;
+            let compute = floors::compute(&pool, if plan.quick { 1.0 } else { 2.0 });
+            println!(
+                "bench: workload {w}: {:.2} bytes/word, compute floor {:.0} words/s, feeder ceiling {:.0} words/s",
+                pool.bytes_per_word(),
+                compute.words_per_s,
+                ceiling.socket_words_per_s
+            );
+            let max_rate = plan.max_rate.unwrap_or(ceiling.socket_words_per_s * 0.9);
+            let mut rates = Vec::new();
+            for &kind in &plan.systems {
+                if kind == Kind::PySpark {
+                    continue; // far below the others; its row would say nothing new
+                }
+                for wal in [false, true] {
+                    rates.push(search(
+                        &launch,
+                        &plan,
+                        &pool,
+                        &scratch,
+                        kind,
+                        wal,
+                        (plan.start_rate.min(max_rate), max_rate, 1.1),
+                    ));
+                }
+            }
+            report.workloads.push(WorkloadRow {
+                workload: w.clone(),
+                bytes_per_word: pool.bytes_per_word(),
+                compute,
+                rates,
+            });
         }
     }
     if has("http") {
@@ -1034,7 +1099,7 @@ fn kill_test(
     sleep_until(restarted.unwrap_or_else(Instant::now) + Duration::from_secs_f64(plan.kill_secs));
     let tally = Arc::clone(feeder.tally());
     feeder.stop()?;
-    let sent_counts = tally.counts();
+    let sent_counts = tally.counts(pool);
     let sent: u64 = sent_counts.values().sum();
     // Drain: until the output holds every word, or stops growing for 3 batches (bounded).
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -1085,8 +1150,19 @@ fn kill_test(
     })
 }
 
+/// One workload of the `workloads` phase: its floor and every system's sustainable rate.
+#[derive(Debug)]
+struct WorkloadRow {
+    workload: workload::Workload,
+    bytes_per_word: f64,
+    compute: floors::ComputeFloor,
+    rates: Vec<RateResult>,
+}
+
 #[derive(Debug, Default)]
 struct Report {
+    /// The `workloads` phase.
+    workloads: Vec<WorkloadRow>,
     ceiling: Option<feeder::Ceiling>,
     compute: Option<floors::ComputeFloor>,
     wal: Vec<floors::WalFloor>,
@@ -1119,6 +1195,72 @@ fn ratio(a: f64, b: f64) -> String {
 }
 
 impl Report {
+    /// The `workloads` phase's section: one row per workload.
+    fn write_workloads(&self, s: &mut String, plan: &Plan) {
+        if self.workloads.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "### Workloads: sustainable rate (socket source, {} ms batches), words/s\n\n\
+             The compute floor is one thread counting the same text with `split_whitespace` and a \
+             `HashMap` hashed by foldhash (weir's hash). Ratios: weir over Spark (Java), same \
+             receiver WAL setting; weir over the floor.\n\n\
+             | workload | bytes/word | floor | weir WAL off | weir WAL on | Spark Java off | Spark Java on | weir/Spark off | weir/Spark on | weir off/floor | weir on/floor |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            plan.batch_ms
+        );
+        for row in &self.workloads {
+            let rate = |kind: Kind, wal: bool| {
+                row.rates
+                    .iter()
+                    .find(|r| r.kind == kind && r.wal == wal)
+                    .and_then(|r| r.sustained.as_ref())
+                    .map(|st| st.rate)
+            };
+            let show = |v: Option<f64>| v.map_or_else(|| "none".to_owned(), |v| format!("{v:.0}"));
+            let over = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                (Some(a), Some(b)) => ratio(a, b),
+                _ => "n/a".to_owned(),
+            };
+            let floor = Some(row.compute.words_per_s);
+            let _ = writeln!(
+                s,
+                "| `{}` | {:.2} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                row.workload,
+                row.bytes_per_word,
+                row.compute.words_per_s,
+                show(rate(Kind::Weir, false)),
+                show(rate(Kind::Weir, true)),
+                show(rate(Kind::SparkJava, false)),
+                show(rate(Kind::SparkJava, true)),
+                over(rate(Kind::Weir, false), rate(Kind::SparkJava, false)),
+                over(rate(Kind::Weir, true), rate(Kind::SparkJava, true)),
+                over(rate(Kind::Weir, false), floor),
+                over(rate(Kind::Weir, true), floor),
+            );
+        }
+        let _ = writeln!(s, "\nEvery step:\n\n```text");
+        for row in &self.workloads {
+            for r in &row.rates {
+                for st in &r.steps {
+                    let _ = match st {
+                        Ok(st) => writeln!(
+                            s,
+                            "{} {} WAL {}: {}",
+                            row.workload,
+                            r.kind,
+                            if r.wal { "on" } else { "off" },
+                            st.summary()
+                        ),
+                        Err(e) => writeln!(s, "{} {}: {e}", row.workload, r.kind),
+                    };
+                }
+            }
+        }
+        s.push_str("```\n\n");
+    }
+
     /// The `http` phase's section: every search, the medians, the fixed-rate pairs.
     fn write_http(&self, s: &mut String) {
         let _ = writeln!(
@@ -1448,6 +1590,7 @@ impl Report {
         if !self.http.is_empty() || !self.http_fixed.is_empty() {
             self.write_http(&mut s);
         }
+        self.write_workloads(&mut s, plan);
         s
     }
 }

@@ -1,4 +1,5 @@
-//! The feeder: text from the fixed vocabulary of `weir_examples::generator::WORDS`, sent over
+//! The feeder: a workload's text (`workload.rs`; by default the fixed vocabulary of
+//! `weir_examples::generator::WORDS`), sent over
 //! TCP (the bench listens on 127.0.0.1, the system under test connects like to `nc -lk`) or
 //! dropped into a directory (a hidden temp file written, then renamed), at a set rate in
 //! words/s or as fast as possible.
@@ -18,7 +19,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use weir_examples::generator::{TextGenerator, WORDS};
+use weir_examples::generator::TextGenerator;
+
+use crate::workload::{Lines, Workload};
 
 /// Lines per pre-generated chunk.
 const CHUNK_LINES: usize = 64;
@@ -43,8 +46,9 @@ pub(crate) struct Chunk {
     pub(crate) bytes: Vec<u8>,
     /// Words in it.
     pub(crate) words: u64,
-    /// Count of each vocabulary word (indexed like `WORDS`).
-    pub(crate) counts: Vec<u32>,
+    /// How often each vocabulary word it holds occurs: (index in the vocabulary, count),
+    /// by index.
+    pub(crate) counts: Vec<(u32, u32)>,
 }
 
 /// The pre-generated text.
@@ -52,34 +56,71 @@ pub(crate) struct Chunk {
 pub(crate) struct Pool {
     /// The chunks, sent in order, cyclically.
     pub(crate) chunks: Vec<Chunk>,
-    index: HashMap<&'static str, usize>,
+    /// The vocabulary, by index.
+    words: Vec<String>,
+    index: HashMap<String, u32>,
 }
 
+/// The most text a pool holds (a large vocabulary wants a large pool, so that its words
+/// occur; this bounds the bench's memory).
+const MAX_POOL_BYTES: usize = 64 << 20;
+
 impl Pool {
-    /// A pool fixed by `seed`.
-    pub(crate) fn new(seed: u64) -> Self {
-        let index: HashMap<&'static str, usize> =
-            WORDS.iter().enumerate().map(|(i, w)| (*w, i)).collect();
-        let mut generator = TextGenerator::new(seed);
-        let chunks = (0..POOL_CHUNKS)
-            .map(|_| {
-                let text = generator.text(CHUNK_LINES);
-                let mut counts = vec![0u32; WORDS.len()];
-                let mut words = 0u64;
-                for w in text.split_whitespace() {
-                    if let Some(i) = index.get(w) {
-                        counts[*i] += 1;
-                    }
-                    words += 1;
-                }
-                Chunk {
-                    bytes: text.into_bytes(),
-                    words,
-                    counts,
-                }
-            })
+    /// The pool of `workload`'s text, fixed by `seed`: at least [`POOL_CHUNKS`] chunks, and
+    /// enough for about two occurrences of each vocabulary word, up to [`MAX_POOL_BYTES`].
+    pub(crate) fn new(workload: &Workload, seed: u64) -> Self {
+        let mut lines = Lines::new(workload, seed);
+        let words: Vec<String> = lines.words().to_vec();
+        let index: HashMap<String, u32> = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.clone(), i as u32))
             .collect();
-        Pool { chunks, index }
+        // The classic workload is the issue-7 text, byte for byte (tabs and double spaces
+        // now and then), so that results stay comparable.
+        let mut classic = workload.is_classic().then(|| TextGenerator::new(seed));
+        let mut scratch = vec![0u32; words.len()];
+        let mut chunks = Vec::new();
+        let (mut total_words, mut total_bytes) = (0usize, 0usize);
+        while chunks.len() < POOL_CHUNKS
+            || (total_words < 2 * words.len() && total_bytes < MAX_POOL_BYTES)
+        {
+            let mut text = String::new();
+            let mut seen = Vec::new();
+            match &mut classic {
+                Some(generator) => {
+                    text = generator.text(CHUNK_LINES);
+                    seen.extend(
+                        text.split_whitespace()
+                            .filter_map(|w| index.get(w).copied()),
+                    );
+                }
+                None => {
+                    for _ in 0..CHUNK_LINES {
+                        lines.line(&mut text, &mut seen);
+                        text.push('\n');
+                    }
+                }
+            }
+            let chunk_words = text.split_whitespace().count();
+            total_words += chunk_words;
+            total_bytes += text.len();
+            chunks.push(Chunk {
+                bytes: text.into_bytes(),
+                words: chunk_words as u64,
+                counts: sparse(&seen, &mut scratch),
+            });
+        }
+        Pool {
+            chunks,
+            words,
+            index,
+        }
+    }
+
+    /// The vocabulary, by index.
+    pub(crate) fn words(&self) -> &[String] {
+        &self.words
     }
 
     /// Mean bytes per word of the text.
@@ -90,21 +131,40 @@ impl Pool {
     }
 
     /// Counts of the whole lines in `prefix` (a chunk cut short).
-    fn count_whole_lines(&self, prefix: &[u8]) -> (u64, Vec<u32>) {
+    fn count_whole_lines(&self, prefix: &[u8]) -> (u64, Vec<(u32, u32)>) {
         let end = prefix
             .iter()
             .rposition(|b| *b == b'\n')
             .map_or(0, |i| i + 1);
-        let mut counts = vec![0u32; WORDS.len()];
+        let mut seen = Vec::new();
         let mut words = 0;
         for w in String::from_utf8_lossy(&prefix[..end]).split_whitespace() {
             if let Some(i) = self.index.get(w) {
-                counts[*i] += 1;
+                seen.push(*i);
             }
             words += 1;
         }
-        (words, counts)
+        let mut scratch = vec![0u32; self.words.len()];
+        (words, sparse(&seen, &mut scratch))
     }
+}
+
+/// The (index, count) pairs of the indices in `seen`, by index; `scratch` (one counter per
+/// vocabulary word, all zero) is left all zero.
+fn sparse(seen: &[u32], scratch: &mut [u32]) -> Vec<(u32, u32)> {
+    let mut distinct = Vec::new();
+    for &i in seen {
+        let c = &mut scratch[i as usize];
+        if *c == 0 {
+            distinct.push(i);
+        }
+        *c += 1;
+    }
+    distinct.sort_unstable();
+    distinct
+        .into_iter()
+        .map(|i| (i, std::mem::take(&mut scratch[i as usize])))
+        .collect()
 }
 
 /// What a feeder has delivered: per-word counts, and (wall ms, cumulative words) samples at
@@ -117,17 +177,19 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
-    fn new() -> Self {
+    fn new(vocabulary: usize) -> Self {
         Tally {
-            counts: WORDS.iter().map(|_| AtomicU64::new(0)).collect(),
+            counts: (0..vocabulary).map(|_| AtomicU64::new(0)).collect(),
             words: AtomicU64::new(0),
             curve: Mutex::new(Vec::new()),
         }
     }
 
-    fn add(&self, words: u64, counts: &[u32]) {
-        for (total, c) in self.counts.iter().zip(counts) {
-            total.fetch_add(u64::from(*c), Ordering::Relaxed);
+    fn add(&self, words: u64, counts: &[(u32, u32)]) {
+        for (i, c) in counts {
+            if let Some(total) = self.counts.get(*i as usize) {
+                total.fetch_add(u64::from(*c), Ordering::Relaxed);
+            }
         }
         let cumulative = self.words.fetch_add(words, Ordering::Relaxed) + words;
         let now = wall_ms();
@@ -143,12 +205,12 @@ impl Tally {
         self.words.load(Ordering::Relaxed)
     }
 
-    /// Delivered count per vocabulary word.
-    pub(crate) fn counts(&self) -> HashMap<String, u64> {
-        WORDS
+    /// Delivered count per vocabulary word of `pool`.
+    pub(crate) fn counts(&self, pool: &Pool) -> HashMap<String, u64> {
+        pool.words()
             .iter()
             .zip(&self.counts)
-            .map(|(w, c)| ((*w).to_owned(), c.load(Ordering::Relaxed)))
+            .map(|(w, c)| (w.clone(), c.load(Ordering::Relaxed)))
             .collect()
     }
 
@@ -215,7 +277,7 @@ impl Feeder {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
-        let tally = Arc::new(Tally::new());
+        let tally = Arc::new(Tally::new(pool.words().len()));
         let (s, t) = (Arc::clone(&stop), Arc::clone(&tally));
         let thread = std::thread::Builder::new()
             .name("bench-feeder".into())
@@ -232,7 +294,7 @@ impl Feeder {
     pub(crate) fn dir(pool: Arc<Pool>, rate: Option<f64>, dir: PathBuf) -> io::Result<Feeder> {
         fs::create_dir_all(&dir)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let tally = Arc::new(Tally::new());
+        let tally = Arc::new(Tally::new(pool.words().len()));
         let (s, t) = (Arc::clone(&stop), Arc::clone(&tally));
         let thread = std::thread::Builder::new()
             .name("bench-feeder".into())
@@ -340,9 +402,10 @@ fn dir_loop(
     let pacer = Pacer::new(rate, 0);
     let mut pending_words = 0u64;
     let mut buf = Vec::with_capacity(MAX_FILE_BYTES);
-    let mut counts = vec![0u32; WORDS.len()];
+    // The chunks in the file being written, counted once it is renamed into place.
+    let mut in_file: Vec<usize> = Vec::new();
     let mut opened = Instant::now();
-    let flush = |buf: &mut Vec<u8>, counts: &mut Vec<u32>, words: &mut u64, seq: &mut u64| {
+    let flush = |buf: &mut Vec<u8>, in_file: &mut Vec<usize>, words: &mut u64, seq: &mut u64| {
         if buf.is_empty() {
             return Ok::<(), io::Error>(());
         }
@@ -350,28 +413,28 @@ fn dir_loop(
         let tmp = dir.join(format!(".{name}.tmp"));
         fs::write(&tmp, &buf)?;
         fs::rename(&tmp, dir.join(&name))?;
-        tally.add(*words, counts);
+        for chunk in in_file.drain(..) {
+            let chunk = &pool.chunks[chunk];
+            tally.add(chunk.words, &chunk.counts);
+        }
         *seq += 1;
         buf.clear();
-        counts.iter_mut().for_each(|c| *c = 0);
         *words = 0;
         Ok(())
     };
     while !stop.load(Ordering::SeqCst) {
         pacer.wait(tally.words() + pending_words);
         let chunk = &pool.chunks[next];
+        in_file.push(next);
         next = (next + 1) % pool.chunks.len();
         buf.extend_from_slice(&chunk.bytes);
-        for (c, n) in counts.iter_mut().zip(&chunk.counts) {
-            *c += n;
-        }
         pending_words += chunk.words;
         if opened.elapsed() >= FILE_EVERY || buf.len() >= MAX_FILE_BYTES {
-            flush(&mut buf, &mut counts, &mut pending_words, &mut seq)?;
+            flush(&mut buf, &mut in_file, &mut pending_words, &mut seq)?;
             opened = Instant::now();
         }
     }
-    flush(&mut buf, &mut counts, &mut pending_words, &mut seq)
+    flush(&mut buf, &mut in_file, &mut pending_words, &mut seq)
 }
 
 /// The feeder's own ceiling: words/s it delivers as fast as possible, for `secs`.
@@ -427,30 +490,50 @@ mod tests {
 
     #[test]
     fn a_pool_chunk_counts_what_its_text_holds() {
-        let pool = Pool::new(3);
-        let chunk = &pool.chunks[5];
-        let text = String::from_utf8_lossy(&chunk.bytes);
-        assert_eq!(chunk.words, text.split_whitespace().count() as u64);
-        let the = WORDS
-            .iter()
-            .position(|w| *w == "the")
-            .expect("in the vocabulary");
-        assert_eq!(
-            u64::from(chunk.counts[the]),
-            text.split_whitespace().filter(|w| *w == "the").count() as u64
-        );
-        assert!(text.ends_with('\n'), "chunks are whole lines");
-        let cut = &chunk.bytes[..chunk.bytes.len() / 2];
-        let (words, _) = pool.count_whole_lines(cut);
-        assert!(
-            words < chunk.words,
-            "half a chunk holds fewer whole-line words"
-        );
+        for spec in [
+            "classic",
+            "vocab=300,len=2-5,line=1-20,dist=zipf:1.0,text=utf8",
+        ] {
+            let pool = Pool::new(&spec.parse().expect("spec"), 3);
+            let chunk = &pool.chunks[5];
+            let text = String::from_utf8_lossy(&chunk.bytes);
+            assert_eq!(chunk.words, text.split_whitespace().count() as u64);
+            let mut expected: HashMap<&str, u32> = HashMap::new();
+            for w in text.split_whitespace() {
+                *expected.entry(w).or_default() += 1;
+            }
+            let counted: HashMap<&str, u32> = chunk
+                .counts
+                .iter()
+                .map(|(i, c)| (pool.words()[*i as usize].as_str(), *c))
+                .collect();
+            assert_eq!(counted, expected, "{spec}");
+            assert!(text.ends_with('\n'), "chunks are whole lines");
+            let cut = &chunk.bytes[..chunk.bytes.len() / 2];
+            let (words, _) = pool.count_whole_lines(cut);
+            assert!(
+                words < chunk.words,
+                "half a chunk holds fewer whole-line words"
+            );
+        }
+    }
+
+    #[test]
+    fn a_large_vocabulary_gets_a_pool_where_its_words_occur() {
+        let pool = Pool::new(&"vocab=100000".parse().expect("spec"), 1);
+        let words: u64 = pool.chunks.iter().map(|c| c.words).sum();
+        assert!(words >= 200_000, "{words}");
+        let mut distinct = std::collections::HashSet::new();
+        for chunk in &pool.chunks {
+            distinct.extend(chunk.counts.iter().map(|(i, _)| *i));
+        }
+        // Two draws per word on average: most words occur.
+        assert!(distinct.len() > 80_000, "{}", distinct.len());
     }
 
     #[test]
     fn a_socket_client_receives_exactly_what_the_tally_counts() {
-        let pool = Arc::new(Pool::new(11));
+        let pool = Arc::new(Pool::new(&Workload::default(), 11));
         let feeder = Feeder::socket(Arc::clone(&pool), None).expect("feeder");
         let addr = feeder.addr.expect("address");
         let (enough_tx, enough_rx) = mpsc::channel();
@@ -480,8 +563,11 @@ mod tests {
         let tally = Arc::clone(feeder.tally());
         feeder.stop().expect("stop");
         let received = client.join().expect("client");
-        let sent: HashMap<String, u64> =
-            tally.counts().into_iter().filter(|(_, c)| *c > 0).collect();
+        let sent: HashMap<String, u64> = tally
+            .counts(&pool)
+            .into_iter()
+            .filter(|(_, c)| *c > 0)
+            .collect();
         assert!(tally.words() > 30_000);
         assert_eq!(received, sent, "every delivered word counted once");
         let curve = tally.curve();

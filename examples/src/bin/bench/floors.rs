@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use crate::feeder::Pool;
 
-/// The compute floor: words/s and MB/s of `split_whitespace` + `HashMap` counting over the
+/// The compute floor: words/s and MB/s of `split_whitespace` + `HashMap` (foldhash) counting
+/// over the
 /// pool's text (as one buffer, repeated for at least `secs`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ComputeFloor {
@@ -32,7 +33,9 @@ pub(crate) fn compute(pool: &Pool, secs: f64) -> ComputeFloor {
     let start = Instant::now();
     let (mut words, mut bytes) = (0u64, 0u64);
     while start.elapsed() < window {
-        let mut counts: HashMap<&str, u64> = HashMap::new();
+        // weir's hash (foldhash, fixed seed), so the floor differs from weir's program only
+        // in what weir adds, not in the hash function.
+        let mut counts: HashMap<&str, u64, foldhash::fast::FixedState> = HashMap::default();
         for line in text.lines() {
             for w in line.split_whitespace() {
                 *counts.entry(w).or_insert(0) += 1;
