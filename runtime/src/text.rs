@@ -52,6 +52,7 @@ struct Inline {
 impl Inline {
     /// `text`, which is at most [`INLINE_MAX`] bytes long (callers never pass longer text;
     /// it would be cut, at a character boundary, so the invariant below still holds).
+    #[inline]
     fn new(text: &str) -> Inline {
         let mut len = text.len().min(INLINE_MAX);
         while !text.is_char_boundary(len) {
@@ -65,6 +66,7 @@ impl Inline {
         }
     }
 
+    #[inline]
     fn as_str(&self) -> &str {
         let bytes = &self.bytes[..usize::from(self.len).min(INLINE_MAX)];
         // SAFETY: `bytes[..len]` is valid UTF-8: `Inline::new` copies a prefix of a `&str`
@@ -76,6 +78,7 @@ impl Inline {
 }
 
 /// `text` (at most [`INLINE_MAX`] bytes) held inline.
+#[inline]
 fn inline(text: &str) -> Repr {
     debug_assert!(text.len() <= INLINE_MAX);
     Repr::Inline(Inline::new(text))
@@ -113,6 +116,7 @@ impl Str {
     }
 
     /// The text as a `str`.
+    #[inline]
     pub fn as_str(&self) -> &str {
         match &self.0 {
             Repr::Inline(text) => text.as_str(),
@@ -150,6 +154,7 @@ impl Str {
     }
 
     /// Bytes `start..end` of the text (character boundaries, `start <= end <= len`).
+    #[inline]
     fn cut(&self, start: usize, end: usize) -> Str {
         let text = self.as_str();
         if end - start <= INLINE_MAX {
@@ -175,6 +180,7 @@ impl Str {
     /// The words of the text — what `str::split_whitespace` finds — each cut from it (see
     /// [`slice_ref`](Self::slice_ref)). The iterator owns a clone of the text, so a closure
     /// may return it (`flat_map(|line: &Str| line.words())`).
+    #[inline]
     pub fn words(&self) -> Words {
         Words {
             text: self.clone(),
@@ -219,6 +225,7 @@ pub struct Words {
 impl Iterator for Words {
     type Item = Str;
 
+    #[inline]
     fn next(&mut self) -> Option<Str> {
         let text = self.text.as_str();
         let start = skip(text, self.at, true)?;
@@ -231,6 +238,7 @@ impl Iterator for Words {
 /// From byte `at` (a character boundary) of `text`, the first character that is whitespace
 /// (`whitespace` false) or is not (`whitespace` true), as `char::is_whitespace` says: its byte
 /// index, or `None` at the end. ASCII is decided byte by byte; other characters are decoded.
+#[inline]
 fn skip(text: &str, mut at: usize, whitespace: bool) -> Option<usize> {
     let bytes = text.as_bytes();
     while let Some(&byte) = bytes.get(at) {
@@ -254,6 +262,7 @@ impl std::iter::FusedIterator for Words {}
 impl Deref for Str {
     type Target = str;
 
+    #[inline]
     fn deref(&self) -> &str {
         self.as_str()
     }
@@ -272,18 +281,21 @@ impl AsRef<[u8]> for Str {
 }
 
 impl Borrow<str> for Str {
+    #[inline]
     fn borrow(&self) -> &str {
         self.as_str()
     }
 }
 
 impl Hash for Str {
+    #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.as_str().hash(state);
     }
 }
 
 impl PartialEq for Str {
+    #[inline]
     fn eq(&self, other: &Str) -> bool {
         self.as_str() == other.as_str()
     }
