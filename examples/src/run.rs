@@ -50,7 +50,21 @@ where
     F: Future<Output = Result<(), BoxError>>,
 {
     let _ = weir::logging::init(log_format);
+    // Thread names by role, so that per-thread CPU (the bench's per-stage report, `top -H`)
+    // shows where the time goes: tokio starts its workers first, when the runtime is built,
+    // and every later thread is the blocking pool's (the batch jobs, planning).
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    let started = std::sync::atomic::AtomicUsize::new(0);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name_fn(move || {
+            let n = started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n < workers {
+                format!("weir-worker-{n}")
+            } else {
+                "weir-blocking".to_owned()
+            }
+        })
         .enable_all()
         .build()
     {

@@ -628,12 +628,61 @@ struct Step {
     /// CPU seconds (user + system, the whole process tree) the system used per million
     /// words delivered in the window.
     cpu_s_per_mword: Option<f64>,
+    /// weir only: where the CPU went in the window, by thread group.
+    stages: Option<Stages>,
+}
+
+/// CPU used per second of the window (1.0 = one core busy), by weir's thread groups, which
+/// `weir_examples::run::main_with` names: `weir-worker` (the tokio workers: the actors —
+/// receivers framing and storing lines, trackers, the job generator — and async I/O),
+/// `weir-blocking` (the blocking pool: the batch jobs — map side, shuffle, output — and
+/// planning), `weir-wal-writer` (the WAL's writer and syncer), and the rest. `busiest` is the
+/// busiest single thread, which shows a serial stage: near 1.0 it is one core's worth.
+#[derive(Clone, Copy, Debug, Default)]
+struct Stages {
+    workers: f64,
+    blocking: f64,
+    wal: f64,
+    other: f64,
+    busiest: f64,
+}
+
+impl Stages {
+    /// The groups' CPU between two samples of `Running::thread_cpu`, over `secs` of wall time.
+    fn between(before: &[(u32, String, f64)], after: &[(u32, String, f64)], secs: f64) -> Self {
+        let mut st = Stages::default();
+        for (tid, name, cpu) in after {
+            let was = before
+                .iter()
+                .find(|(t, _, _)| t == tid)
+                .map_or(0.0, |(_, _, c)| *c);
+            let used = (cpu - was).max(0.0) / secs.max(1e-9);
+            st.busiest = st.busiest.max(used);
+            if name.starts_with("weir-worker") {
+                st.workers += used;
+            } else if name.starts_with("weir-blocking") {
+                st.blocking += used;
+            } else if name.starts_with("weir-wal") {
+                st.wal += used;
+            } else {
+                st.other += used;
+            }
+        }
+        st
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "cores: workers {:.2} blocking {:.2} wal {:.2} other {:.2}, busiest thread {:.2}",
+            self.workers, self.blocking, self.wal, self.other, self.busiest
+        )
+    }
 }
 
 impl Step {
     fn summary(&self) -> String {
         format!(
-            "rate {:.0} (delivered {:.0}) words/s: start-up {} ms, {}/{} batches, {}, e2e {}, CPU {} s/M words, RSS steady {} peak {} → {}",
+            "rate {:.0} (delivered {:.0}) words/s: start-up {} ms, {}/{} batches, {}, e2e {}, CPU {} s/M words{}, RSS steady {} peak {} → {}",
             self.rate,
             self.achieved,
             self.startup_ms,
@@ -656,6 +705,8 @@ impl Step {
             ),
             self.cpu_s_per_mword
                 .map_or_else(|| "n/a".to_owned(), |c| format!("{c:.4}")),
+            self.stages
+                .map_or_else(String::new, |st| format!(" ({})", st.summary())),
             self.steady_rss_kb.map_or_else(|| "n/a".to_owned(), mib),
             mib(self.peak_rss_kb),
             if self.pass {
@@ -727,6 +778,7 @@ fn step(
         feeder.tally().words(),
         running.cpu_secs(),
     );
+    let threads0 = running.thread_cpu();
     sleep_until(t0 + Duration::from_secs_f64(secs));
     let (t1, w1, words1, cpu1) = (
         Instant::now(),
@@ -734,6 +786,8 @@ fn step(
         feeder.tally().words(),
         running.cpu_secs(),
     );
+    let stages = (kind == Kind::Weir)
+        .then(|| Stages::between(&threads0, &running.thread_cpu(), (t1 - t0).as_secs_f64()));
     let achieved = (words1 - words0) as f64 / (t1 - t0).as_secs_f64();
     let cpu_s_per_mword = match (cpu0, cpu1) {
         (Some(a), Some(b)) if words1 > words0 => Some((b - a) / ((words1 - words0) as f64 / 1e6)),
@@ -784,6 +838,7 @@ fn step(
         pass,
         scrapes,
         cpu_s_per_mword,
+        stages,
     })
 }
 
@@ -1449,14 +1504,14 @@ impl Report {
             );
             let _ = writeln!(
                 s,
-                "| system | receiver WAL | sustained words/s | first failed | processing p95 ms | steady RSS | weir/this | this/compute floor |\n|---|---|---:|---:|---:|---:|---:|---:|"
+                "| system | receiver WAL | sustained words/s | first failed | processing p95 ms | steady RSS | weir/this | this/compute floor | cores used: workers / jobs / WAL (busiest thread) |\n|---|---|---:|---:|---:|---:|---:|---:|---|"
             );
             let weir = self.sustained(Kind::Weir, true).map(|s| s.rate);
             for r in &self.rates {
                 let rate = r.sustained.as_ref().map(|s| s.rate);
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     r.kind,
                     if r.wal { "on" } else { "off" },
                     rate.map_or_else(|| "none".to_owned(), |v| format!("{v:.0}")),
@@ -1476,7 +1531,14 @@ impl Report {
                     match (rate, &self.compute) {
                         (Some(t), Some(c)) => format!("{:.0}%", 100.0 * t / c.words_per_s),
                         _ => "n/a".to_owned(),
-                    }
+                    },
+                    r.sustained.as_ref().and_then(|st| st.stages).map_or_else(
+                        String::new,
+                        |st| format!(
+                            "{:.2} / {:.2} / {:.2} ({:.2})",
+                            st.workers, st.blocking, st.wal, st.busiest
+                        )
+                    ),
                 );
             }
             s.push('\n');

@@ -358,6 +358,26 @@ impl Running {
         (ticks > 0).then(|| ticks as f64 / clock_ticks_per_sec())
     }
 
+    /// CPU seconds (user + system) each thread of the process (not its descendants) has used
+    /// so far: (thread id, thread name, seconds), from `/proc/PID/task/TID/stat`.
+    pub(crate) fn thread_cpu(&self) -> Vec<(u32, String, f64)> {
+        let pid = self.child.id();
+        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+            return Vec::new();
+        };
+        tasks
+            .filter_map(|t| {
+                let tid: u32 = t.ok()?.file_name().to_str()?.parse().ok()?;
+                let stat = fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+                let name = stat.get(stat.find('(')? + 1..stat.rfind(')')?)?.to_owned();
+                let mut after = stat[stat.rfind(')')? + 1..].split_whitespace().skip(11);
+                let utime: u64 = after.next()?.parse().ok()?;
+                let stime: u64 = after.next()?.parse().ok()?;
+                Some((tid, name, (utime + stime) as f64 / clock_ticks_per_sec()))
+            })
+            .collect()
+    }
+
     /// Median sampled RSS (KiB) of the samples taken after `since`.
     pub(crate) fn rss_median_kb(&self, since: Instant) -> Option<u64> {
         let mut v: Vec<u64> = self
