@@ -1,0 +1,313 @@
+//! The state backends: the same stateful pipelines give the same results on each backend,
+//! across restarts; the disk backend keeps resident memory bounded while its state grows.
+//!
+//! `state_throughput` (ignored: a measurement, not a check) times a stateful run on a
+//! backend, for comparing backends and builds: `cargo test --release --test state_backend
+//! -- --ignored --nocapture`.
+
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use weir::StreamingConfig;
+use weir::dstream::{DiskStateOptions, QueueStream, State, StateBackend, StateSpec};
+use weir::testing::{Collected, ManualClock};
+
+const INTERVAL: u64 = 1000;
+
+/// The running count per key; returns the count so far.
+fn running_count(_: &u64, value: Option<&u64>, state: &mut State<u64>) -> u64 {
+    let sum = value.copied().unwrap_or(0) + state.get().copied().unwrap_or(0);
+    state.update(sum);
+    sum
+}
+
+/// Times `batches` batches of `map_with_state`, `update_state_by_key` and
+/// `reduce_by_key_and_window_inv` over `keys` keys, `touched` of them per batch.
+async fn throughput(keys: u64, touched: u64, batches: usize) -> Duration {
+    let queue = QueueStream::new(true, 2);
+    queue.push((0..keys).collect());
+    for b in 0..batches as u64 {
+        queue.push(
+            (0..touched)
+                .map(|i| (i * 7919 + b * 104_729) % keys)
+                .collect(),
+        );
+    }
+    let counts = Collected::default();
+    let (q, c) = (queue.clone(), counts.clone());
+    let mut clock = ManualClock::new(INTERVAL, 2, move |ctx| {
+        let pairs = ctx.queue_stream(&q).map(|k: &u64| (*k, 1u64));
+        let mapped = pairs
+            .map_with_state(StateSpec::function(running_count))
+            .uid("mapped");
+        mapped.foreach_batch(|_| Ok(()));
+        let totals = pairs
+            .update_state_by_key(|vs: &[u64], s: Option<u64>| {
+                Some(s.unwrap_or(0) + vs.len() as u64)
+            })
+            .uid("totals");
+        c.collect(&totals.count());
+        let s = Duration::from_secs;
+        pairs
+            .reduce_by_key_and_window_inv(|a, b| a + b, |a, b| a - b, s(3), s(1))
+            .uid("window")
+            .foreach_batch(|_| Ok(()));
+    })
+    .unwrap();
+    let started = Instant::now();
+    clock.run(batches + 1).await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(counts.batch((batches as u64 + 1) * INTERVAL), vec![keys]);
+    elapsed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run with --release -- --ignored --nocapture"]
+async fn state_throughput() {
+    let elapsed = throughput(200_000, 2_000, 20).await;
+    println!("state_throughput: 200000 keys, 21 batches: {elapsed:?}");
+}
+
+/// Which backend each segment of a run uses.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Backend {
+    Memory,
+    Disk,
+}
+
+impl Backend {
+    fn config(self, dir: &Path) -> StateBackend {
+        match self {
+            Backend::Memory => StateBackend::Memory,
+            // A small cache: reads go to the file.
+            Backend::Disk => StateBackend::Disk(DiskStateOptions::new(dir).cache_bytes(1 << 20)),
+        }
+    }
+}
+
+/// How a segment of a run ends.
+#[derive(Clone, Copy, Debug)]
+enum End {
+    /// A driver restart after the segment's batches.
+    Restart,
+    /// A crash in the middle of the next batch (re-run after the restart).
+    Crash,
+}
+
+/// Per batch, sorted: `map_with_state`'s output and state, `update_state_by_key`'s state, and
+/// the filtered incremental window's.
+type Outputs = Vec<(
+    Vec<(String, i64)>,
+    Vec<(String, i64)>,
+    Vec<(String, i64)>,
+    Vec<(String, i64)>,
+)>;
+
+const WORDS: &[&str] = &["a", "b", "c", "d", "e", "f", "g"];
+
+/// Batch `b`'s words: a changing mix, some words absent for a while (timeouts, window exits).
+fn words(b: u64) -> Vec<String> {
+    (0..(b % 5 + 1) * 3)
+        .map(|i| WORDS[((i * i + b * 3) % (2 + b % 6)) as usize].to_owned())
+        .collect()
+}
+
+const BATCHES: u64 = 14;
+
+/// Runs the stateful pipeline for [`BATCHES`] batches in segments `(batches, backend, end)`
+/// (the last segment's end is ignored), with the state files under `dir`.
+async fn stateful(dir: &Path, segments: &[(u64, Backend, End)]) -> Outputs {
+    let queue = QueueStream::new(true, 2);
+    for b in 0..BATCHES {
+        queue.push(words(b));
+    }
+    let mapped = Collected::default();
+    let (snapshots, totals, windows) = (
+        Collected::default(),
+        Collected::default(),
+        Collected::default(),
+    );
+    let (q, m, s, t, w) = (
+        queue.clone(),
+        mapped.clone(),
+        snapshots.clone(),
+        totals.clone(),
+        windows.clone(),
+    );
+    let build = move |ctx: &weir::StreamingContext| {
+        let pairs = ctx
+            .queue_stream(&q)
+            .uid("input")
+            .map(|w: &String| (w.clone(), 1i64));
+        let spec = StateSpec::function(|_: &String, one: Option<&i64>, n: &mut State<i64>| {
+            let count = n.get().copied().unwrap_or(0) + one.copied().unwrap_or(0);
+            if !n.is_timing_out() {
+                n.update(count);
+            }
+            count
+        })
+        .initial_state([("z".to_owned(), 100)])
+        .timeout(Duration::from_millis(3 * INTERVAL));
+        let counts = pairs.map_with_state(spec).uid("counts");
+        m.collect(&counts.map(|c: &i64| ("out".to_owned(), *c)));
+        s.collect(&counts.state_snapshots());
+        // Every key's total, removed when it reaches a multiple of 4 (then starts again).
+        let total = pairs
+            .update_state_by_key(|vs: &[i64], s: Option<i64>| {
+                let total = s.unwrap_or(0) + vs.iter().sum::<i64>();
+                (total % 4 != 0).then_some(total)
+            })
+            .uid("totals");
+        t.collect(&total);
+        let s3 = Duration::from_millis(3 * INTERVAL);
+        let window = pairs
+            .reduce_by_key_and_window_inv_filtered(
+                |a, b| a + b,
+                |a, b| a - b,
+                s3,
+                Duration::from_millis(INTERVAL),
+                |_, c| *c != 0,
+            )
+            .uid("window");
+        w.collect(&window);
+    };
+    let (_, first, _) = segments[0];
+    let dir_owned = dir.to_owned();
+    let mut clock = ManualClock::with_config(
+        INTERVAL,
+        2,
+        |c: &mut StreamingConfig| c.state_backend = first.config(&dir_owned),
+        build,
+    )
+    .unwrap();
+    for (i, &(batches, backend, end)) in segments.iter().enumerate() {
+        clock.run(batches as usize).await.unwrap();
+        // One file per stateful operator while the disk backend runs, none otherwise.
+        let files = state_files(dir).len();
+        match backend {
+            Backend::Disk => assert_eq!(files, 3, "segment {i}"),
+            Backend::Memory => assert_eq!(files, 0, "segment {i}"),
+        }
+        let Some(&(_, next, _)) = segments.get(i + 1) else {
+            break;
+        };
+        let config = |c: &mut StreamingConfig| c.state_backend = next.config(dir);
+        match end {
+            End::Restart => clock.restart_with_config(config).unwrap(),
+            End::Crash => {
+                // The crash restarts with the same configuration; then switch as asked.
+                clock.crash_mid_batch().unwrap();
+                clock.restart_with_config(config).unwrap();
+            }
+        }
+    }
+    let ran: u64 = segments.iter().map(|(b, _, _)| b).sum();
+    assert_eq!(ran, BATCHES);
+    (1..=BATCHES)
+        .map(|b| {
+            let t = b * INTERVAL;
+            (
+                mapped.sorted(t),
+                snapshots.sorted(t),
+                totals.sorted(t),
+                windows.sorted(t),
+            )
+        })
+        .collect()
+}
+
+fn state_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("weir-state-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disk_backend_computes_what_the_memory_backend_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = stateful(dir.path(), &[(BATCHES, Backend::Memory, End::Restart)]).await;
+    // Something happens: keys come, time out, are removed, leave the window.
+    assert!(expected.iter().any(|(m, ..)| m.len() > 3));
+    assert!(expected.windows(2).any(|w| w[1].2.len() < w[0].2.len()));
+    let disk = stateful(dir.path(), &[(BATCHES, Backend::Disk, End::Restart)]).await;
+    assert_eq!(disk, expected);
+    assert_eq!(
+        state_files(dir.path()),
+        Vec::<String>::new(),
+        "deleted on drop"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disk_backend_continues_exactly_across_restarts_and_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = stateful(dir.path(), &[(BATCHES, Backend::Memory, End::Restart)]).await;
+    let disk = Backend::Disk;
+    let interrupted = stateful(
+        dir.path(),
+        &[
+            (4, disk, End::Restart),
+            (3, disk, End::Crash),
+            (5, disk, End::Crash),
+            (2, disk, End::Restart),
+        ],
+    )
+    .await;
+    assert_eq!(interrupted, expected);
+    assert_eq!(state_files(dir.path()), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_of_one_backend_restores_with_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = stateful(dir.path(), &[(BATCHES, Backend::Memory, End::Restart)]).await;
+    let switched = stateful(
+        dir.path(),
+        &[
+            (3, Backend::Memory, End::Restart),
+            (4, Backend::Disk, End::Crash),
+            (3, Backend::Memory, End::Crash),
+            (4, Backend::Disk, End::Restart),
+        ],
+    )
+    .await;
+    assert_eq!(switched, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_state_directory_fails_the_batch_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the directory should be.
+    let blocked = dir.path().join("not-a-dir");
+    std::fs::write(&blocked, b"x").unwrap();
+    let queue = QueueStream::new(true, 1);
+    queue.push(vec![("a".to_owned(), 1i64)]);
+    let q = queue.clone();
+    let result = ManualClock::with_config(
+        INTERVAL,
+        1,
+        |c| c.state_backend = StateBackend::Disk(DiskStateOptions::new(&blocked)),
+        move |ctx| {
+            ctx.queue_stream(&q)
+                .update_state_by_key(|vs: &[i64], s: Option<i64>| {
+                    Some(s.unwrap_or(0) + vs.iter().sum::<i64>())
+                })
+                .foreach_batch(|_| Ok(()));
+        },
+    );
+    let error = match result {
+        Ok(mut clock) => clock.run(1).await.unwrap_err().to_string(),
+        Err(e) => e.to_string(),
+    };
+    assert!(error.contains("state directory"), "{error}");
+    assert!(error.contains("not-a-dir"), "{error}");
+}
