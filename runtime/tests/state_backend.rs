@@ -311,3 +311,120 @@ async fn an_unusable_state_directory_fails_the_batch_with_the_reason() {
     assert!(error.contains("state directory"), "{error}");
     assert!(error.contains("not-a-dir"), "{error}");
 }
+/// Keys added per batch by the memory runs.
+const GROW_KEYS: u64 = 200_000;
+/// Batches of the memory runs: the state grows to `GROW_KEYS × GROW_BATCHES` keys.
+const GROW_BATCHES: u64 = 10;
+/// The disk backend's cache in the memory runs.
+const GROW_CACHE: usize = 8 << 20;
+
+/// This process's peak resident memory (`VmHWM`), in bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kb * 1024
+}
+
+/// The child process of [`the_disk_backend_holds_far_less_in_memory`]: grows a
+/// `map_with_state` to 2 M keys on the real engine (checkpoints rare, as in production with a
+/// checkpoint interval), with the backend named by `WEIR_GROW_BACKEND`, and prints its peak
+/// resident memory. Does nothing when run on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by the_disk_backend_holds_far_less_in_memory in a child process"]
+async fn grow_state_child() {
+    let Ok(backend) = std::env::var("WEIR_GROW_BACKEND") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StreamingConfig::local(dir.path().join("checkpoints"))
+        .batch_interval(Duration::from_millis(20));
+    config.engine.executors = 2;
+    config.parallelism = 2;
+    // The first checkpoint, then none for an hour: memory holds what the backend keeps.
+    config.engine.checkpoint_policy.interval = Duration::from_secs(3600);
+    config.state_backend = match backend.as_str() {
+        "disk" => StateBackend::Disk(
+            DiskStateOptions::new(dir.path().join("state")).cache_bytes(GROW_CACHE),
+        ),
+        _ => StateBackend::Memory,
+    };
+    let mut ctx = weir::StreamingContext::new(config);
+    let queue = QueueStream::new(true, 1);
+    for b in 0..GROW_BATCHES {
+        queue.push(vec![b]);
+    }
+    let (sender, mut batches) = tokio::sync::mpsc::unbounded_channel();
+    ctx.queue_stream(&queue)
+        .flat_map(|b: &u64| (b * GROW_KEYS..(b + 1) * GROW_KEYS).map(|k| (k, 1u64)))
+        .map_with_state(StateSpec::function(running_count))
+        .uid("grow")
+        .count()
+        .foreach_batch(move |b| {
+            let _ = sender.send(b.iter().sum::<u64>());
+            Ok(())
+        });
+    ctx.start().await.unwrap();
+    let mut keys = 0;
+    while keys < GROW_KEYS * GROW_BATCHES {
+        keys += tokio::time::timeout(Duration::from_secs(300), batches.recv())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    println!("peak_rss_bytes={}", peak_rss());
+    ctx.stop(false).await.unwrap();
+}
+
+/// Runs [`grow_state_child`] with `backend` in a child process: its peak resident memory.
+fn grow_state(backend: &str) -> u64 {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["grow_state_child", "--exact", "--ignored", "--nocapture"])
+        .env("WEIR_GROW_BACKEND", backend)
+        // glibc's per-thread arenas keep what the blocking pool's threads freed; with many
+        // arenas they, not the state, decide the peak of both runs.
+        .env("MALLOC_ARENA_MAX", "2")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{backend}: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("peak_rss_bytes="))
+        .unwrap_or_else(|| panic!("{backend}: no peak in {stdout}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The same growing state in memory and on disk, each in its own process: the disk backend's
+/// peak resident memory is under two thirds of the memory backend's (measured: 234 MiB
+/// against 519 MiB). Not yet a fixed bound: the disk run's memory still creeps up with the
+/// state (see docs/operations.md), more slowly than the memory run's.
+#[test]
+fn the_disk_backend_holds_far_less_in_memory() {
+    let disk = grow_state("disk");
+    let memory = grow_state("memory");
+    println!(
+        "2 M keys: peak resident memory {} MiB on disk, {} MiB in memory",
+        disk >> 20,
+        memory >> 20
+    );
+    assert!(
+        disk * 3 < memory * 2,
+        "the disk backend peaked at {} MiB, the memory backend at {} MiB",
+        disk >> 20,
+        memory >> 20
+    );
+}

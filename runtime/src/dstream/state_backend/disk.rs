@@ -5,10 +5,10 @@
 //! the base on disk: a key's state is the first layer's that has the key (a `None` there: the
 //! key was removed), or the base's. A batch that replaces a whole partition
 //! (`update_state_by_key`, which updates every key every batch) makes a layer that hides
-//! everything below it. When a checkpoint is taken as of batch `t`, the layers of `t`'s
-//! versions are written into the B-tree in one transaction ("folded"), and `t` becomes the
-//! base: memory holds only the layers of the batches since the last checkpoint, and the
-//! B-tree's page cache, whose size is set.
+//! everything below it. When batch `t` completes (one batch in flight) or a checkpoint is taken
+//! as of `t`, the layers of `t`'s versions are written into the B-tree ("folded", in
+//! transactions of at most `FOLD_CHUNK` changes), and `t` becomes the base: memory holds only
+//! the layers of the batches not folded yet, and the B-tree's page cache, whose size is set.
 //!
 //! Keys in the B-tree are the partition (4 bytes, big-endian) then the key's `postcard`
 //! bytes; values are the state's `postcard` bytes — the bytes of the checkpoint encoding, so
@@ -18,11 +18,11 @@
 //! changed; the B-tree changes only by a fold through a batch `t`, after which only versions
 //! of batches at or after `t` are read, and for those the fold wrote exactly the layers they
 //! read first (a key not in their layers was not changed since the old base, and the fold did
-//! not change it either). Readers read a committed snapshot of the B-tree (redb's MVCC), never
-//! a fold half-done.
+//! not change it either) — also while a fold is half-done, as those layers are read first.
+//! Readers read committed snapshots of the B-tree (redb's MVCC).
 //!
-//! The file is a working copy, not a checkpoint: written without `fsync` (but every 16th
-//! fold, so that the B-tree reuses the pages it frees), rebuilt from the checkpoint at every
+//! The file is a working copy, not a checkpoint: written without `fsync` (but one
+//! commit in 16, so that the B-tree reuses the pages it frees), rebuilt from the checkpoint at every
 //! start, and deleted when the operator is dropped.
 //!
 //! [redb]: https://docs.rs/redb
