@@ -24,8 +24,9 @@ fn running_count(_: &u64, value: Option<&u64>, state: &mut State<u64>) -> u64 {
 }
 
 /// Times `batches` batches of `map_with_state`, `update_state_by_key` and
-/// `reduce_by_key_and_window_inv` over `keys` keys, `touched` of them per batch.
-async fn throughput(keys: u64, touched: u64, batches: usize) -> Duration {
+/// `reduce_by_key_and_window_inv` over `keys` keys, `touched` of them per batch, on `backend`
+/// (the manual clock snapshots every batch, as a checkpoint after every batch would).
+async fn throughput(backend: StateBackend, keys: u64, touched: u64, batches: usize) -> Duration {
     let queue = QueueStream::new(true, 2);
     queue.push((0..keys).collect());
     for b in 0..batches as u64 {
@@ -37,24 +38,29 @@ async fn throughput(keys: u64, touched: u64, batches: usize) -> Duration {
     }
     let counts = Collected::default();
     let (q, c) = (queue.clone(), counts.clone());
-    let mut clock = ManualClock::new(INTERVAL, 2, move |ctx| {
-        let pairs = ctx.queue_stream(&q).map(|k: &u64| (*k, 1u64));
-        let mapped = pairs
-            .map_with_state(StateSpec::function(running_count))
-            .uid("mapped");
-        mapped.foreach_batch(|_| Ok(()));
-        let totals = pairs
-            .update_state_by_key(|vs: &[u64], s: Option<u64>| {
-                Some(s.unwrap_or(0) + vs.len() as u64)
-            })
-            .uid("totals");
-        c.collect(&totals.count());
-        let s = Duration::from_secs;
-        pairs
-            .reduce_by_key_and_window_inv(|a, b| a + b, |a, b| a - b, s(3), s(1))
-            .uid("window")
-            .foreach_batch(|_| Ok(()));
-    })
+    let mut clock = ManualClock::with_config(
+        INTERVAL,
+        2,
+        |c| c.state_backend = backend,
+        move |ctx| {
+            let pairs = ctx.queue_stream(&q).map(|k: &u64| (*k, 1u64));
+            let mapped = pairs
+                .map_with_state(StateSpec::function(running_count))
+                .uid("mapped");
+            mapped.foreach_batch(|_| Ok(()));
+            let totals = pairs
+                .update_state_by_key(|vs: &[u64], s: Option<u64>| {
+                    Some(s.unwrap_or(0) + vs.len() as u64)
+                })
+                .uid("totals");
+            c.collect(&totals.count());
+            let s = Duration::from_secs;
+            pairs
+                .reduce_by_key_and_window_inv(|a, b| a + b, |a, b| a - b, s(3), s(1))
+                .uid("window")
+                .foreach_batch(|_| Ok(()));
+        },
+    )
     .unwrap();
     let started = Instant::now();
     clock.run(batches + 1).await.unwrap();
@@ -66,8 +72,15 @@ async fn throughput(keys: u64, touched: u64, batches: usize) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: run with --release -- --ignored --nocapture"]
 async fn state_throughput() {
-    let elapsed = throughput(200_000, 2_000, 20).await;
-    println!("state_throughput: 200000 keys, 21 batches: {elapsed:?}");
+    let dir = tempfile::tempdir().unwrap();
+    for backend in [
+        StateBackend::Memory,
+        StateBackend::Disk(DiskStateOptions::new(dir.path())),
+    ] {
+        let name = backend.name();
+        let elapsed = throughput(backend, 200_000, 2_000, 20).await;
+        println!("state_throughput: {name}: 200000 keys, 21 batches: {elapsed:?}");
+    }
 }
 
 /// Which backend each segment of a run uses.
