@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use crate::StreamingConfig;
 use crate::backpressure::BackpressureConfig;
+use crate::dstream::{DiskStateOptions, StateBackend};
 
 /// The prefix of every environment variable that sets a key.
 pub const ENV_PREFIX: &str = "WEIR_";
@@ -64,6 +65,8 @@ pub enum KeyKind {
     Addr,
     /// Any text.
     Text,
+    /// One of these words.
+    OneOf(&'static [&'static str]),
 }
 
 /// A parsed value.
@@ -269,6 +272,25 @@ pub const KEYS: &[Key] = &[
             c.rate.backpressure = None;
         }
     }),
+    // The state backend. `state_dir` and `state_cache_bytes` select the disk backend;
+    // `state_backend`, applied after them, wins (`"memory"` turns it off again).
+    key("state_dir", KeyKind::Text, |c, v| {
+        disk_state(c, |o| o.dir = v.text().into());
+    }),
+    key("state_cache_bytes", whole(1), |c, v| {
+        disk_state(c, |o| o.cache_bytes = v.count());
+    }),
+    key(
+        "state_backend",
+        KeyKind::OneOf(&["memory", "disk"]),
+        |c, v| {
+            if v.text() == "disk" {
+                disk_state(c, |_| {});
+            } else {
+                c.state_backend = StateBackend::Memory;
+            }
+        },
+    ),
     // Checkpoints.
     key("checkpoint_interval_ms", whole(0), |c, v| {
         c.engine.checkpoint_policy.interval = v.ms();
@@ -391,6 +413,16 @@ pub const KEYS: &[Key] = &[
 ];
 
 /// The backpressure settings, turned on with their defaults if they were off.
+/// Selects the disk backend (with its defaults if it was not selected), changed by `change`.
+fn disk_state(config: &mut StreamingConfig, change: impl FnOnce(&mut DiskStateOptions)) {
+    let mut options = match &config.state_backend {
+        StateBackend::Disk(options) => options.clone(),
+        StateBackend::Memory => DiskStateOptions::default(),
+    };
+    change(&mut options);
+    config.state_backend = StateBackend::Disk(options);
+}
+
 fn backpressure(config: &mut StreamingConfig) -> &mut BackpressureConfig {
     config
         .rate
@@ -719,6 +751,10 @@ fn problem(kind: KeyKind) -> String {
         KeyKind::Fraction => "is not a number from 0 to 1".to_owned(),
         KeyKind::Addr => "is not a socket address such as \"127.0.0.1:7070\"".to_owned(),
         KeyKind::Text => "is not a string".to_owned(),
+        KeyKind::OneOf(words) => {
+            let words: Vec<String> = words.iter().map(|w| format!("\"{w}\"")).collect();
+            format!("is not one of {}", words.join(", "))
+        }
     }
 }
 
@@ -740,6 +776,9 @@ fn from_toml(kind: KeyKind, value: &toml::Value) -> Result<Value, String> {
         (KeyKind::Rate, toml::Value::String(s)) if s == "unlimited" => Some(Value::Rate(None)),
         (KeyKind::Addr, toml::Value::String(s)) => s.parse().ok().map(Value::Addr),
         (KeyKind::Text, toml::Value::String(s)) => Some(Value::Text(s.clone())),
+        (KeyKind::OneOf(words), toml::Value::String(s)) if words.contains(&s.as_str()) => {
+            Some(Value::Text(s.clone()))
+        }
         _ => None,
     };
     parsed
@@ -763,6 +802,7 @@ fn from_text(kind: KeyKind, text: &str) -> Result<Value, String> {
         }
         KeyKind::Addr => text.parse().ok().map(Value::Addr),
         KeyKind::Text => Some(Value::Text(text.to_owned())),
+        KeyKind::OneOf(words) => words.contains(&text).then(|| Value::Text(text.to_owned())),
     };
     parsed
         .and_then(|v| check(kind, v))

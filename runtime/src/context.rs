@@ -16,7 +16,8 @@ use crate::dstream::graph::{GraphPipeline, GraphSettings, GraphShared};
 use crate::dstream::input::ReceiverInput;
 use crate::dstream::planned::{Direct, Planned};
 use crate::dstream::{
-    DStream, Data, DirectStreamOptions, OffsetSource, QueueStream, StartingOffsets, memo::lock,
+    DStream, Data, DirectStreamOptions, OffsetSource, QueueStream, StartingOffsets, StateBackend,
+    memo::lock,
 };
 use crate::error::{ComputeError, Error};
 use crate::sources::file_stream::{BinaryRecords, FileStream, FileStreamOptions};
@@ -36,6 +37,11 @@ pub struct StreamingConfig {
     /// On restore, drop the state of operators that no longer exist instead of refusing to
     /// start. Default: false.
     pub allow_unmatched_state: bool,
+    /// Where the stateful operators (`update_state_by_key`, `map_with_state`, the incremental
+    /// windows) keep their per-key state: in memory, or on local disk for state larger than
+    /// memory. Default: [`StateBackend::Memory`]. Checkpoints do not depend on it: a
+    /// checkpoint taken with one backend restores with the other.
+    pub state_backend: StateBackend,
     /// Rate limits of the sources, and backpressure. Default: no limit, no backpressure.
     pub rate: RateConfig,
     /// Spark's `spark.streaming.stopGracefullyOnShutdown`: when true, [`start`] installs a
@@ -58,6 +64,7 @@ impl StreamingConfig {
             parallelism: engine.executors,
             engine,
             allow_unmatched_state: false,
+            state_backend: StateBackend::Memory,
             rate: RateConfig::default(),
             stop_gracefully_on_shutdown: false,
         }
@@ -100,6 +107,10 @@ impl StreamingConfig {
                     "off"
                 }
                 .to_owned(),
+            ),
+            (
+                "state_backend".to_owned(),
+                self.state_backend.name().to_owned(),
             ),
             (
                 "stop_gracefully_on_shutdown".to_owned(),
@@ -249,6 +260,8 @@ impl StreamingContext {
             batch_interval_ms: (config.engine.batch_interval.as_millis() as u64).max(1),
             parallelism: config.parallelism.max(1),
             allow_unmatched_state: config.allow_unmatched_state,
+            state_backend: config.state_backend.clone(),
+            in_order: config.engine.max_batches_in_flight <= 1,
         }));
         StreamingContext {
             rate: Arc::new(RateControl::new(config.rate)),

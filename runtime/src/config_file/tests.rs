@@ -34,6 +34,10 @@ fn sample(kind: KeyKind) -> (String, String) {
         KeyKind::Fraction => ("0.55".into(), "0.55".into()),
         KeyKind::Addr => ("\"127.0.0.1:7171\"".into(), "127.0.0.1:7171".into()),
         KeyKind::Text => ("\"x-\"".into(), "x-".into()),
+        KeyKind::OneOf(words) => {
+            let last = words.last().copied().unwrap_or_default();
+            (format!("\"{last}\""), last.to_owned())
+        }
     };
     (toml, text)
 }

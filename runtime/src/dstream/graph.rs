@@ -339,6 +339,11 @@ pub(crate) struct GraphSettings {
     pub(crate) batch_interval_ms: u64,
     pub(crate) parallelism: usize,
     pub(crate) allow_unmatched_state: bool,
+    /// Where stateful operators keep their state.
+    pub(crate) state_backend: crate::dstream::StateBackend,
+    /// Whether batches complete in order (one in flight): every checkpoint's state is then as
+    /// of the last completed batch, and a backend may fold each batch as it completes.
+    pub(crate) in_order: bool,
 }
 
 /// The graph, shared by every DStream handle, the pipeline and the jobs.

@@ -26,7 +26,8 @@ use serde::de::DeserializeOwned;
 
 use super::graph::{BatchCx, Compute, GraphShared, Lifecycle, Node};
 use super::memo::Memo;
-use super::state::{StatePart, Versions};
+use super::state::Versions;
+use super::state_backend::part::{Next, StatePart};
 use super::{DStream, Data, Key, StableMap};
 use crate::error::{ComputeError, ComputeResult};
 
@@ -227,7 +228,7 @@ where
         cx: BatchCx<'_>,
         part: usize,
         previous: &StatePart<K, Entry<S>>,
-    ) -> ComputeResult<StatePart<K, Entry<S>>> {
+    ) -> ComputeResult<Next<K, Entry<S>>> {
         let t = cx.time;
         let input = if self.input.active(t) {
             self.input.partition(cx, part)?
@@ -237,44 +238,68 @@ where
         if input.is_empty() && self.timeout_ms.is_none() {
             self.mapped
                 .get_or_compute(t, part, || Ok(Arc::new(Vec::new())))?;
-            return Ok(Arc::clone(previous));
+            return Ok(Next::Same);
         }
-        let mut next: StableMap<K, Entry<S>> = previous.as_ref().clone();
+        // What this batch changed: `Some` the key's new state, `None` removed.
+        let mut changes: StableMap<K, Option<Entry<S>>> = StableMap::default();
         let mut out = Vec::new();
+        let mut reader = previous.reader();
         for (k, vs) in input.iter() {
             for v in vs {
-                let mut state = State::wrap(next.get(k).map(|(s, _)| s.clone()));
+                let current = match changes.get(k) {
+                    Some(changed) => changed.as_ref().map(|(s, _)| s.clone()),
+                    None => reader.get(k)?.map(|(s, _)| s),
+                };
+                let mut state = State::wrap(current);
                 let mapped = (self.func)(t, k, Some(v), &mut state);
                 Self::misused(&state, t)?;
                 if state.removed {
-                    next.remove(k);
+                    changes.insert(k.clone(), None);
                 } else if state.updated
                     && let Some(s) = state.value
                 {
-                    next.insert(k.clone(), (s, Some(t)));
+                    changes.insert(k.clone(), Some((s, Some(t))));
                 }
                 out.extend(mapped);
             }
         }
+        drop(reader);
         if let Some(timeout) = self.timeout_ms {
             let threshold = t.saturating_sub(timeout);
+            // Keys with the initial state count as updated in the first batch.
             let mut idle = Vec::new();
-            for (k, (_, updated)) in next.iter_mut() {
-                if *updated.get_or_insert(t) < threshold {
-                    idle.push(k.clone());
+            let mut stamped = Vec::new();
+            previous.for_each(|k, (s, updated)| {
+                if changes.contains_key(k) {
+                    return Ok(());
+                }
+                match updated {
+                    None => stamped.push((k.clone(), s.clone())),
+                    Some(u) if *u < threshold => idle.push((k.clone(), s.clone())),
+                    Some(_) => {}
+                }
+                Ok(())
+            })?;
+            for (k, s) in stamped {
+                changes.insert(k, Some((s, Some(t))));
+            }
+            for (k, changed) in &mut changes {
+                if let Some((s, updated)) = changed
+                    && *updated.get_or_insert(t) < threshold
+                {
+                    idle.push((k.clone(), s.clone()));
                 }
             }
-            for k in idle {
-                if let Some((s, _)) = next.remove(&k) {
-                    let mut state = State::timing_out(s);
-                    let mapped = (self.func)(t, &k, None, &mut state);
-                    Self::misused(&state, t)?;
-                    out.extend(mapped);
-                }
+            for (k, s) in idle {
+                changes.insert(k.clone(), None);
+                let mut state = State::timing_out(s);
+                let mapped = (self.func)(t, &k, None, &mut state);
+                Self::misused(&state, t)?;
+                out.extend(mapped);
             }
         }
         self.mapped.get_or_compute(t, part, || Ok(Arc::new(out)))?;
-        Ok(Arc::new(next))
+        Ok(Next::Changes(changes))
     }
 }
 
@@ -334,19 +359,19 @@ where
         self.0.mapped.clear();
         match bytes {
             Some(_) => self.0.state.restore(bytes),
-            None => {
-                self.0.state.seed(
-                    self.0
-                        .initial
-                        .iter()
-                        .map(|(k, s)| (k.clone(), (s.clone(), None))),
-                );
-                Ok(())
-            }
+            None => self.0.state.seed(
+                self.0
+                    .initial
+                    .iter()
+                    .map(|(k, s)| (k.clone(), (s.clone(), None))),
+            ),
         }
     }
     fn maintained(&self) -> bool {
         true
+    }
+    fn completed(&self, _: &GraphShared, time: u64) {
+        self.0.state.completed(time);
     }
 }
 
@@ -365,10 +390,7 @@ where
     }
     fn compute(&self, cx: BatchCx<'_>, part: usize) -> ComputeResult<Vec<(K, S)>> {
         let state = self.0.state_at(cx, part)?;
-        Ok(state
-            .iter()
-            .map(|(k, (s, _))| (k.clone(), s.clone()))
-            .collect())
+        state.collect(|k, (s, _)| (k.clone(), s.clone()))
     }
 }
 
@@ -490,12 +512,15 @@ where
     {
         let partitions = spec.partitions.unwrap_or_else(|| self.graph.parallelism());
         let input = self.group_by_key_into(partitions);
-        let state = Versions::new(partitions);
-        state.seed(
+        let state = Versions::new(&self.graph, partitions);
+        if let Err(e) = state.seed(
             spec.initial
                 .iter()
                 .map(|(k, s)| (k.clone(), (s.clone(), None))),
-        );
+        ) {
+            self.graph
+                .invalidate(format!("map_with_state: its initial state: {e}"));
+        }
         let core = Arc::new(Core {
             input: input.node.consumed(),
             func: spec.func,

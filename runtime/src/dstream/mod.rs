@@ -27,6 +27,7 @@ mod output;
 mod pair;
 pub(crate) mod planned;
 mod state;
+pub(crate) mod state_backend;
 mod window;
 
 pub use graph::Partition;
@@ -36,6 +37,7 @@ pub use output::{Batch, BatchPartition};
 pub use planned::{
     DirectStreamOptions, OffsetRange, OffsetSource, QueueStream, SIZE_CHUNK, StartingOffsets,
 };
+pub use state_backend::{DiskStateOptions, StateBackend};
 
 use crate::error::ComputeResult;
 use graph::{GraphShared, Node};

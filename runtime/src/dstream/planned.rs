@@ -859,6 +859,8 @@ mod tests {
             batch_interval_ms: 1000,
             parallelism: 1,
             allow_unmatched_state: false,
+            state_backend: crate::dstream::StateBackend::Memory,
+            in_order: true,
         }));
         (node, graph, entered, release)
     }

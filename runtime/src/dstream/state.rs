@@ -13,43 +13,33 @@ use serde::de::DeserializeOwned;
 
 use super::graph::{BatchCx, Compute, GraphShared, Lifecycle, Node};
 use super::memo::{Memo, lock};
-use super::{DStream, Data, Key, StableMap, partition_of};
+use super::state_backend::part::{Next, StatePart, Store};
+use super::{DStream, Data, Key, StableMap};
 use crate::error::{ComputeError, ComputeResult};
 
-/// A key's state after one batch.
-pub(crate) type StatePart<K, S> = Arc<StableMap<K, S>>;
-
-/// Computes a partition's state after a batch from the state before it (an operator whose
-/// state does not change in a batch returns the same `Arc`).
+/// Computes what a batch changes in a partition's state, from the state before it.
 pub(crate) type Step<'a, K, S> =
-    dyn Fn(BatchCx<'_>, &StatePart<K, S>) -> ComputeResult<StatePart<K, S>> + 'a;
+    dyn Fn(BatchCx<'_>, &StatePart<K, S>) -> ComputeResult<Next<K, S>> + 'a;
 
 /// The state before the first batch this run computes.
 pub(crate) struct Base<K, S> {
     /// The batch the state is as of (`None`: before any batch).
     pub(crate) as_of: Option<u64>,
-    pub(crate) parts: Vec<StatePart<K, S>>,
-    /// The encoded form, once computed.
+    /// Its partitions (`None`: not made yet — the backend failed; every batch fails).
+    pub(crate) parts: Option<Vec<StatePart<K, S>>>,
+    /// The encoded form, once computed (kept only if the backend says so).
     pub(crate) encoded: Option<Vec<u8>>,
 }
 
-impl<K, S> Base<K, S> {
-    pub(crate) fn empty(partitions: usize) -> Self {
-        Base {
-            as_of: None,
-            parts: (0..partitions)
-                .map(|_| Arc::new(StableMap::default()))
-                .collect(),
-            encoded: None,
-        }
-    }
-}
-
-/// Versioned per-key state: the machinery shared by the stateful operators.
+/// Versioned per-key state: the machinery shared by the stateful operators. Where each
+/// version lives is the operator's backend's business ([`Store`]).
 pub(crate) struct Versions<K, S> {
     pub(crate) partitions: usize,
     pub(crate) versions: Memo<StatePart<K, S>>,
     pub(crate) base: Mutex<Base<K, S>>,
+    store: Store,
+    /// Whether to fold each batch as it completes (see [`completed`](Self::completed)).
+    eager: bool,
 }
 
 impl<K, S> Versions<K, S>
@@ -57,11 +47,23 @@ where
     K: Key + Serialize + DeserializeOwned,
     S: Data + Serialize + DeserializeOwned,
 {
-    pub(crate) fn new(partitions: usize) -> Self {
+    /// Empty state in `partitions` partitions, kept by the graph's state backend.
+    pub(crate) fn new(graph: &GraphShared, partitions: usize) -> Self {
+        let store = Store::new(&graph.settings.state_backend, partitions);
+        let parts = store.empty(partitions);
+        if let Err(e) = &parts {
+            graph.invalidate(format!("the state backend: {e}"));
+        }
         Versions {
             partitions,
             versions: Memo::default(),
-            base: Mutex::new(Base::empty(partitions)),
+            base: Mutex::new(Base {
+                as_of: None,
+                parts: parts.ok(),
+                encoded: None,
+            }),
+            eager: graph.settings.in_order && store.folds_eagerly(),
+            store,
         }
     }
 
@@ -75,8 +77,17 @@ where
     ) -> ComputeResult<StatePart<K, S>> {
         self.versions.get_or_compute(cx.time, part, || {
             let previous = self.before(cx, part, step)?;
-            step(cx, &previous)
+            let next = step(cx, &previous)?;
+            self.store.next(&previous, cx.time, next)
         })
+    }
+
+    fn base_part(base: &Base<K, S>, part: usize) -> ComputeResult<StatePart<K, S>> {
+        base.parts
+            .as_ref()
+            .and_then(|parts| parts.get(part))
+            .cloned()
+            .ok_or_else(|| ComputeError::new("the state backend could not be opened"))
     }
 
     /// The state of partition `part` before batch `cx.time`.
@@ -93,7 +104,7 @@ where
         let base = lock(&self.base);
         match base.as_of {
             // The first batch after the base (or the very first batch).
-            None => Ok(Arc::clone(&base.parts[part])),
+            None => Self::base_part(&base, part),
             Some(as_of) if as_of >= previous => {
                 if as_of > previous {
                     return Err(ComputeError::new(format!(
@@ -101,7 +112,7 @@ where
                         cx.time
                     )));
                 }
-                Ok(Arc::clone(&base.parts[part]))
+                Self::base_part(&base, part)
             }
             // A batch in between has not been computed by this run yet: compute it first.
             Some(_) => {
@@ -115,69 +126,100 @@ where
         }
     }
 
+    /// Makes the versions after batch `through` the base, and forgets older versions.
+    fn fold(&self, base: &mut Base<K, S>, through: u64) -> ComputeResult<()> {
+        let mut parts = Vec::with_capacity(self.partitions);
+        for part in 0..self.partitions {
+            parts.push(self.versions.get(through, part).ok_or_else(|| {
+                ComputeError::new(format!(
+                    "the state after batch {through} (partition {part}) is not in memory"
+                ))
+            })?);
+        }
+        let parts = self.store.fold(through, parts)?;
+        *base = Base {
+            as_of: Some(through),
+            parts: Some(parts),
+            encoded: None,
+        };
+        self.versions.evict_through(through);
+        Ok(())
+    }
+
+    /// Batch `time` completed. With batches completing in order, every later checkpoint is as
+    /// of `time` or later, so a backend that keeps only the base out of memory (the disk
+    /// backend) folds it now: memory then holds the versions of the batches in flight only,
+    /// however rarely checkpoints are taken.
+    pub(crate) fn completed(&self, time: u64) {
+        if !self.eager {
+            return;
+        }
+        let mut base = lock(&self.base);
+        if base.as_of.is_some_and(|as_of| as_of >= time) {
+            return;
+        }
+        if let Err(e) = self.fold(&mut base, time) {
+            // The versions stay in memory; the next checkpoint folds them (or fails).
+            tracing::warn!("folding the state of batch {time} into the state backend: {e}");
+        }
+    }
+
     /// Encodes the state as of `completed_through`, and forgets older versions.
     pub(crate) fn snapshot(&self, completed_through: Option<u64>) -> ComputeResult<Vec<u8>> {
         let mut base = lock(&self.base);
-        if let Some(through) = completed_through
-            && base.as_of.is_none_or(|as_of| as_of < through)
-        {
-            let mut parts = Vec::with_capacity(self.partitions);
-            for part in 0..self.partitions {
-                parts.push(self.versions.get(through, part).ok_or_else(|| {
-                    ComputeError::new(format!(
-                        "the state after batch {through} (partition {part}) is not in memory"
-                    ))
-                })?);
+        if let Some(through) = completed_through {
+            match base.as_of {
+                Some(as_of) if as_of > through && self.eager => {
+                    return Err(ComputeError::new(format!(
+                        "the state as of batch {through} is no longer kept (it is as of batch \
+                         {as_of}); batches completed out of order"
+                    )));
+                }
+                Some(as_of) if as_of >= through => {}
+                _ => self.fold(&mut base, through)?,
             }
-            *base = Base {
-                as_of: Some(through),
-                parts,
-                encoded: None,
-            };
-            self.versions.evict_through(through);
         }
         if let Some(encoded) = &base.encoded {
             return Ok(encoded.clone());
         }
-        let entries: Vec<(&K, &S)> = base.parts.iter().flat_map(|p| p.iter()).collect();
-        let encoded = postcard::to_allocvec(&(base.as_of, entries))
-            .map_err(|e| ComputeError::new(format!("encoding state: {e}")))?;
-        base.encoded = Some(encoded.clone());
+        let parts = base
+            .parts
+            .as_deref()
+            .ok_or_else(|| ComputeError::new("the state backend could not be opened"))?;
+        let encoded = self.store.encode(base.as_of, parts)?;
+        if self.store.caches_encoding() {
+            base.encoded = Some(encoded.clone());
+        }
         Ok(encoded)
     }
 
     /// Replaces everything with the decoded state (or an empty one).
     pub(crate) fn restore(&self, bytes: Option<&[u8]>) -> ComputeResult<()> {
         self.versions.clear();
-        let mut base = Base::empty(self.partitions);
-        if let Some(bytes) = bytes {
-            let (as_of, entries): (Option<u64>, Vec<(K, S)>) = postcard::from_bytes(bytes)
-                .map_err(|e| ComputeError::new(format!("decoding state: {e}")))?;
-            let mut parts: Vec<StableMap<K, S>> =
-                (0..self.partitions).map(|_| StableMap::default()).collect();
-            for (k, s) in entries {
-                parts[partition_of(&k, self.partitions)].insert(k, s);
-            }
-            base.as_of = as_of;
-            base.parts = parts.into_iter().map(Arc::new).collect();
-        }
-        *lock(&self.base) = base;
+        let mut base = lock(&self.base);
+        let (as_of, parts) = match bytes {
+            Some(bytes) => self.store.decode(self.partitions, bytes)?,
+            None => (None, self.store.empty(self.partitions)?),
+        };
+        *base = Base {
+            as_of,
+            parts: Some(parts),
+            encoded: None,
+        };
         Ok(())
     }
 
     /// Replaces the state before the first batch with `entries` (an initial state).
-    pub(crate) fn seed(&self, entries: impl IntoIterator<Item = (K, S)>) {
+    pub(crate) fn seed(&self, entries: impl IntoIterator<Item = (K, S)>) -> ComputeResult<()> {
         self.versions.clear();
-        let mut parts: Vec<StableMap<K, S>> =
-            (0..self.partitions).map(|_| StableMap::default()).collect();
-        for (k, s) in entries {
-            parts[partition_of(&k, self.partitions)].insert(k, s);
-        }
-        *lock(&self.base) = Base {
+        let mut base = lock(&self.base);
+        let parts = self.store.seed(self.partitions, entries)?;
+        *base = Base {
             as_of: None,
-            parts: parts.into_iter().map(Arc::new).collect(),
+            parts: Some(parts),
             encoded: None,
         };
+        Ok(())
     }
 }
 
@@ -200,8 +242,8 @@ where
         &self,
         cx: BatchCx<'_>,
         part: usize,
-        previous: &StableMap<K, S>,
-    ) -> ComputeResult<StableMap<K, S>> {
+        previous: &StatePart<K, S>,
+    ) -> ComputeResult<Next<K, S>> {
         let input = if self.input.active(cx.time) {
             self.input.partition(cx, part)?
         } else {
@@ -209,20 +251,23 @@ where
         };
         let mut next = StableMap::default();
         let mut touched: StableMap<&K, ()> = StableMap::default();
+        let mut reader = previous.reader();
         for (k, vs) in input.iter() {
             touched.insert(k, ());
-            if let Some(s) = (self.update)(vs, previous.get(k).cloned()) {
+            if let Some(s) = (self.update)(vs, reader.get(k)?) {
                 next.insert(k.clone(), s);
             }
         }
-        for (k, s) in previous {
+        drop(reader);
+        previous.for_each(|k, s| {
             if !touched.contains_key(k)
                 && let Some(s) = (self.update)(&[], Some(s.clone()))
             {
                 next.insert(k.clone(), s);
             }
-        }
-        Ok(next)
+            Ok(())
+        })?;
+        Ok(Next::Replace(next))
     }
 }
 
@@ -236,10 +281,10 @@ where
         self.state.partitions
     }
     fn compute(&self, cx: BatchCx<'_>, part: usize) -> ComputeResult<Vec<(K, S)>> {
-        let state = self.state.at(cx, part, &|cx, previous| {
-            self.step(cx, part, previous).map(Arc::new)
-        })?;
-        Ok(state.iter().map(|(k, s)| (k.clone(), s.clone())).collect())
+        let state = self
+            .state
+            .at(cx, part, &|cx, previous| self.step(cx, part, previous))?;
+        state.collect(|k, s| (k.clone(), s.clone()))
     }
     fn lifecycle(&self) -> Option<&dyn Lifecycle> {
         Some(self)
@@ -263,6 +308,9 @@ where
     }
     fn maintained(&self) -> bool {
         true
+    }
+    fn completed(&self, _: &GraphShared, time: u64) {
+        self.state.completed(time);
     }
 }
 
@@ -292,7 +340,7 @@ where
             UpdateStateByKey {
                 input: input.node.consumed(),
                 update: Box::new(update),
-                state: Versions::new(partitions),
+                state: Versions::new(&self.graph, partitions),
             },
         )
     }

@@ -32,7 +32,8 @@ use serde::de::DeserializeOwned;
 
 use super::graph::{BatchCx, Compute, GraphShared, Lifecycle, Node, Partition};
 use super::memo::lock;
-use super::state::{StatePart, Versions};
+use super::state::Versions;
+use super::state_backend::part::{Next, StatePart};
 use super::{DStream, Data, Key, StableMap};
 use crate::error::{ComputeError, ComputeResult};
 
@@ -384,9 +385,9 @@ where
         cx: BatchCx<'_>,
         part: usize,
         previous: &StatePart<K, V>,
-    ) -> ComputeResult<StatePart<K, V>> {
+    ) -> ComputeResult<Next<K, V>> {
         if !self.windowing.active(self.source.retained.first(), cx.time) {
-            return Ok(Arc::clone(previous));
+            return Ok(Next::Same);
         }
         let (t, len, slide) = (cx.time, self.windowing.len, self.windowing.slide);
         // The previous window is (t − slide − len, t − slide], the current one (t − len, t].
@@ -399,26 +400,30 @@ where
         )?;
         let mut entering = self.reduced(cx, part, before.max(t.saturating_sub(len)), t)?;
         let keep = |k: &K, v: &V| self.filter.as_ref().is_none_or(|f| f(k, v));
-        let mut next: StableMap<K, V> = StableMap::default();
-        for (k, v) in previous.iter() {
-            let mut v = v.clone();
-            if let Some(old) = leaving.get(k) {
-                v = (self.inverse)(&v, old);
-            }
-            if let Some(new) = entering.remove(k) {
-                v = (self.reduce)(&v, &new);
-            }
-            if keep(k, &v) {
-                next.insert(k.clone(), v);
+        // Only keys with values leaving or entering change (the others were kept by the
+        // filter before, with the same value).
+        let mut changes: StableMap<K, Option<V>> = StableMap::default();
+        let mut previous = previous.reader();
+        for (k, old) in leaving {
+            if let Some(v) = previous.get(&k)? {
+                let mut v = (self.inverse)(&v, &old);
+                if let Some(new) = entering.remove(&k) {
+                    v = (self.reduce)(&v, &new);
+                }
+                let kept = keep(&k, &v);
+                changes.insert(k, kept.then_some(v));
             }
         }
         // Keys not in the previous window (or dropped by the filter) start from what enters.
-        for (k, v) in entering {
-            if keep(&k, &v) {
-                next.insert(k, v);
-            }
+        for (k, new) in entering {
+            let v = match previous.get(&k)? {
+                Some(v) => (self.reduce)(&v, &new),
+                None => new,
+            };
+            let kept = keep(&k, &v);
+            changes.insert(k, kept.then_some(v));
         }
-        Ok(Arc::new(next))
+        Ok(Next::Changes(changes))
     }
 }
 
@@ -439,7 +444,7 @@ where
         if !self.active(cx.time) {
             return Ok(Vec::new());
         }
-        Ok(state.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        state.collect(|k, v| (k.clone(), v.clone()))
     }
     fn active(&self, time: u64) -> bool {
         self.windowing.active(self.source.retained.first(), time)
@@ -484,6 +489,9 @@ where
                 self.source.retained.restore(None)
             }
         }
+    }
+    fn completed(&self, _: &GraphShared, time: u64) {
+        self.state.completed(time);
     }
     fn maintained(&self) -> bool {
         true
@@ -782,7 +790,7 @@ where
                 reduce: Box::new(move |a, b| f(a, b)),
                 inverse: Box::new(inverse),
                 filter,
-                state: Versions::new(partitions.max(1)),
+                state: Versions::new(&reduced.graph, partitions.max(1)),
             },
         )
     }

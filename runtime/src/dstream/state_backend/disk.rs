@@ -1,0 +1,490 @@
+//! The disk backend: one operator's state as of its last checkpoint in an embedded on-disk
+//! B-tree ([redb]), and the changes of each later batch in memory, as layers over it.
+//!
+//! A version of a partition is the layers of the batches since the base, newest first, over
+//! the base on disk: a key's state is the first layer's that has the key (a `None` there: the
+//! key was removed), or the base's. A batch that replaces a whole partition
+//! (`update_state_by_key`, which updates every key every batch) makes a layer that hides
+//! everything below it. When batch `t` completes (one batch in flight) or a checkpoint is taken
+//! as of `t`, the layers of `t`'s versions are written into the B-tree ("folded", in
+//! transactions of at most `FOLD_CHUNK` changes), and `t` becomes the base: memory holds only
+//! the layers of the batches not folded yet, and the B-tree's page cache, whose size is set.
+//!
+//! Keys in the B-tree are the partition (4 bytes, big-endian) then the key's `postcard`
+//! bytes; values are the state's `postcard` bytes — the bytes of the checkpoint encoding, so
+//! encoding a checkpoint and loading one copy bytes without decoding states.
+//!
+//! Invariant: a version reads the same state for as long as it is read. Layers are never
+//! changed; the B-tree changes only by a fold through a batch `t`, after which only versions
+//! of batches at or after `t` are read, and for those the fold wrote exactly the layers they
+//! read first (a key not in their layers was not changed since the old base, and the fold did
+//! not change it either) — also while a fold is half-done, as those layers are read first.
+//! Readers read committed snapshots of the B-tree (redb's MVCC).
+//!
+//! The file is a working copy, not a checkpoint: written without `fsync` (but one
+//! commit in 16, so that the B-tree reuses the pages it frees), rebuilt from the checkpoint at every
+//! start, and deleted when the operator is dropped.
+//!
+//! [redb]: https://docs.rs/redb
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{TableDefinition, WriteTransaction};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::config::DiskStateOptions;
+use super::part::{Decoded, Entries, Next, StatePart, decoding, encoding};
+use crate::dstream::memo::lock;
+use crate::dstream::{Data, Key, StableMap, partition_of};
+use crate::error::{ComputeError, ComputeResult};
+
+/// The B-tree's table, open in a read transaction.
+pub(crate) type DiskTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
+
+const TABLE: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("state");
+
+/// Every how many commits one is written durably (so that the B-tree reuses the pages it
+/// freed: it does only after a durable commit).
+const DURABLE_EVERY: u64 = 16;
+
+/// The most changes one transaction of a fold writes.
+const FOLD_CHUNK: usize = 1024;
+
+/// No fold yet (since the last load).
+const NOT_FOLDED: u64 = u64::MAX;
+
+/// Numbers the state files of this process.
+static FILES: AtomicU64 = AtomicU64::new(0);
+
+fn store_error(e: impl std::fmt::Display) -> ComputeError {
+    ComputeError::new(format!("the disk state store: {e}"))
+}
+
+/// One operator's state file.
+pub(crate) struct DiskStore {
+    options: DiskStateOptions,
+    partitions: usize,
+    path: PathBuf,
+    /// Opened at first use.
+    db: Mutex<Option<Arc<Database>>>,
+    /// The batch the B-tree is as of ([`NOT_FOLDED`]: the state loaded, no batch folded since).
+    folded: AtomicU64,
+    /// Commits so far (see [`DURABLE_EVERY`]).
+    folds: AtomicU64,
+}
+
+impl std::fmt::Debug for DiskStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskStore")
+            .field("path", &self.path)
+            .field("partitions", &self.partitions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for DiskStore {
+    fn drop(&mut self) {
+        let opened = lock(&self.db).take();
+        if opened.is_some() {
+            drop(opened);
+            if let Err(e) = std::fs::remove_file(&self.path) {
+                tracing::warn!("removing the state file {}: {e}", self.path.display());
+            }
+        }
+    }
+}
+
+/// The first bytes of partition `part`'s keys: big-endian, so that a partition's keys are one
+/// range of the B-tree, in partition order.
+#[allow(
+    clippy::big_endian_bytes,
+    reason = "the byte order is the key order of the B-tree"
+)]
+fn prefix(part: usize) -> [u8; 4] {
+    u32::try_from(part).unwrap_or(u32::MAX).to_be_bytes()
+}
+
+impl DiskStore {
+    pub(crate) fn new(options: DiskStateOptions, partitions: usize) -> Self {
+        let n = FILES.fetch_add(1, Ordering::Relaxed);
+        let path = options
+            .dir
+            .join(format!("weir-state-{}-{n}.redb", std::process::id()));
+        DiskStore {
+            options,
+            partitions: partitions.max(1),
+            path,
+            db: Mutex::new(None),
+            folded: AtomicU64::new(NOT_FOLDED),
+            folds: AtomicU64::new(0),
+        }
+    }
+
+    fn db(&self) -> ComputeResult<Arc<Database>> {
+        let mut db = lock(&self.db);
+        if let Some(db) = db.as_ref() {
+            return Ok(Arc::clone(db));
+        }
+        std::fs::create_dir_all(&self.options.dir).map_err(|e| {
+            store_error(format!(
+                "creating the state directory {}: {e}",
+                self.options.dir.display()
+            ))
+        })?;
+        let opened = Database::builder()
+            .set_cache_size(self.options.cache_bytes)
+            .create(&self.path)
+            .map_err(|e| store_error(format!("creating {}: {e}", self.path.display())))?;
+        let opened = Arc::new(opened);
+        *db = Some(Arc::clone(&opened));
+        Ok(opened)
+    }
+
+    fn write(&self, durable: bool) -> ComputeResult<WriteTransaction> {
+        let mut txn = self.db()?.begin_write().map_err(store_error)?;
+        let durability = if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        txn.set_durability(durability).map_err(store_error)?;
+        Ok(txn)
+    }
+
+    /// The layers of a version still to read: those after the last fold.
+    fn unfolded(&self, time: u64) -> bool {
+        let folded = self.folded.load(Ordering::Acquire);
+        folded == NOT_FOLDED || time > folded
+    }
+
+    fn base<K, S>(self: &Arc<Self>) -> Vec<StatePart<K, S>> {
+        (0..self.partitions)
+            .map(|part| {
+                StatePart::Disk(Arc::new(DiskPart {
+                    store: Arc::clone(self),
+                    part,
+                    layers: Vec::new(),
+                }))
+            })
+            .collect()
+    }
+
+    /// Replaces everything with `entries`.
+    pub(crate) fn seed<K, S>(
+        self: &Arc<Self>,
+        entries: impl IntoIterator<Item = (K, S)>,
+    ) -> ComputeResult<Vec<StatePart<K, S>>>
+    where
+        K: Key + Serialize + DeserializeOwned,
+        S: Data + Serialize + DeserializeOwned,
+    {
+        let txn = self.write(false)?;
+        txn.delete_table(TABLE).map_err(store_error)?;
+        {
+            let mut table = txn.open_table(TABLE).map_err(store_error)?;
+            for (k, s) in entries {
+                let mut key = prefix(partition_of(&k, self.partitions)).to_vec();
+                key = postcard::to_extend(&k, key).map_err(encoding)?;
+                let state = postcard::to_allocvec(&s).map_err(encoding)?;
+                table
+                    .insert(key.as_slice(), state.as_slice())
+                    .map_err(store_error)?;
+            }
+        }
+        txn.commit().map_err(store_error)?;
+        self.folded.store(NOT_FOLDED, Ordering::Release);
+        Ok(self.base())
+    }
+
+    /// Replaces everything with the checkpoint encoding `bytes`, entry by entry.
+    pub(crate) fn load<K, S>(self: &Arc<Self>, bytes: &[u8]) -> ComputeResult<Decoded<K, S>>
+    where
+        K: Key + Serialize + DeserializeOwned,
+        S: Data + Serialize + DeserializeOwned,
+    {
+        let (as_of, mut entries) = Entries::<K, S>::open(bytes)?;
+        let txn = self.write(false)?;
+        txn.delete_table(TABLE).map_err(store_error)?;
+        {
+            let mut table = txn.open_table(TABLE).map_err(store_error)?;
+            while let Some(entry) = entries.next_raw() {
+                let (k, _, key_bytes, state) = entry?;
+                let mut key = prefix(partition_of(&k, self.partitions)).to_vec();
+                key.extend_from_slice(key_bytes);
+                table.insert(key.as_slice(), state).map_err(store_error)?;
+            }
+        }
+        txn.commit().map_err(store_error)?;
+        self.folded.store(NOT_FOLDED, Ordering::Release);
+        Ok((as_of, self.base()))
+    }
+
+    /// `previous` changed by `next` in batch `time`.
+    pub(crate) fn next<K: Key, S: Data>(
+        &self,
+        previous: &Arc<DiskPart<K, S>>,
+        time: u64,
+        next: Next<K, S>,
+    ) -> StatePart<K, S> {
+        let layer = match next {
+            Next::Same => return StatePart::Disk(Arc::clone(previous)),
+            Next::Changes(changes) if changes.is_empty() => {
+                return StatePart::Disk(Arc::clone(previous));
+            }
+            Next::Changes(entries) => Layer {
+                time,
+                replace: false,
+                entries,
+            },
+            Next::Replace(map) => Layer {
+                time,
+                replace: true,
+                entries: map.into_iter().map(|(k, s)| (k, Some(s))).collect(),
+            },
+        };
+        let mut layers = Vec::with_capacity(previous.layers.len() + 1);
+        let replace = layer.replace;
+        layers.push(Arc::new(layer));
+        if !replace {
+            layers.extend(
+                previous
+                    .layers
+                    .iter()
+                    .filter(|l| self.unfolded(l.time))
+                    .cloned(),
+            );
+        }
+        StatePart::Disk(Arc::new(DiskPart {
+            store: Arc::clone(&previous.store),
+            part: previous.part,
+            layers,
+        }))
+    }
+
+    /// Writes the layers of `parts`, the versions after batch `through`, into the B-tree.
+    ///
+    /// In transactions of at most [`FOLD_CHUNK`] changes: a B-tree transaction keeps every
+    /// page it changes in memory until it commits, and changes spread over the keys touch
+    /// most pages, so one transaction for a whole batch would hold most of the tree. Readers
+    /// never see a fold half-done: every version read during the fold reads the folded
+    /// layers first (they are trimmed only after the fold, by the versions made after it).
+    pub(crate) fn fold<K, S>(
+        self: &Arc<Self>,
+        through: u64,
+        parts: Vec<StatePart<K, S>>,
+    ) -> ComputeResult<Vec<StatePart<K, S>>>
+    where
+        K: Key + Serialize + DeserializeOwned,
+        S: Data + Serialize + DeserializeOwned,
+    {
+        let mut chunk: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        for part in &parts {
+            let StatePart::Disk(p) = part else {
+                return Err(ComputeError::new(
+                    "a state version of one backend was given to another",
+                ));
+            };
+            // The layers not written yet, oldest first, from the newest that replaces all.
+            let mut layers: Vec<&Layer<K, S>> = Vec::new();
+            for layer in p.layers.iter().filter(|l| self.unfolded(l.time)) {
+                layers.push(layer);
+                if layer.replace {
+                    break;
+                }
+            }
+            layers.reverse();
+            if layers.first().is_some_and(|l| l.replace) {
+                self.clear_partition(p.part)?;
+            }
+            let lo = prefix(p.part);
+            for layer in layers {
+                for (k, s) in &layer.entries {
+                    let key = postcard::to_extend(k, lo.to_vec()).map_err(encoding)?;
+                    let state = match s {
+                        Some(s) => Some(postcard::to_allocvec(s).map_err(encoding)?),
+                        None => None,
+                    };
+                    chunk.push((key, state));
+                    if chunk.len() >= FOLD_CHUNK {
+                        self.apply(&mut chunk)?;
+                    }
+                }
+            }
+        }
+        self.apply(&mut chunk)?;
+        self.folded.store(through, Ordering::Release);
+        Ok(self.base())
+    }
+
+    /// Writes `chunk` in one transaction, and empties it.
+    fn apply(&self, chunk: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>) -> ComputeResult<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let txn = self.write(self.next_durable())?;
+        {
+            let mut table = txn.open_table(TABLE).map_err(store_error)?;
+            for (key, state) in chunk.drain(..) {
+                match state {
+                    Some(state) => {
+                        table
+                            .insert(key.as_slice(), state.as_slice())
+                            .map_err(store_error)?;
+                    }
+                    None => {
+                        table.remove(key.as_slice()).map_err(store_error)?;
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(store_error)
+    }
+
+    /// Removes every key of partition `part`, [`FOLD_CHUNK`] keys per transaction.
+    fn clear_partition(&self, part: usize) -> ComputeResult<()> {
+        let (lo, hi) = (prefix(part), prefix(part + 1));
+        loop {
+            let txn = self.write(self.next_durable())?;
+            let removed = {
+                let mut table = txn.open_table(TABLE).map_err(store_error)?;
+                let mut keys = Vec::new();
+                for entry in table
+                    .range(lo.as_slice()..hi.as_slice())
+                    .map_err(store_error)?
+                    .take(FOLD_CHUNK)
+                {
+                    keys.push(entry.map_err(store_error)?.0.value().to_vec());
+                }
+                for key in &keys {
+                    table.remove(key.as_slice()).map_err(store_error)?;
+                }
+                keys.len()
+            };
+            txn.commit().map_err(store_error)?;
+            if removed < FOLD_CHUNK {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Whether the next commit is to be durable (one in [`DURABLE_EVERY`]).
+    fn next_durable(&self) -> bool {
+        self.folds.fetch_add(1, Ordering::Relaxed) % DURABLE_EVERY == DURABLE_EVERY - 1
+    }
+
+    /// The checkpoint encoding of the B-tree, as of `as_of`.
+    pub(crate) fn encode(&self, as_of: Option<u64>) -> ComputeResult<Vec<u8>> {
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(store_error)?;
+        let table = txn.open_table(TABLE).map_err(store_error)?;
+        let len = table.len().map_err(store_error)?;
+        let mut out = postcard::to_allocvec(&(as_of, len)).map_err(encoding)?;
+        for entry in table.iter().map_err(store_error)? {
+            let (key, state) = entry.map_err(store_error)?;
+            out.extend_from_slice(key.value().get(4..).unwrap_or_default());
+            out.extend_from_slice(state.value());
+        }
+        Ok(out)
+    }
+}
+
+/// What one batch changed in a partition.
+struct Layer<K, S> {
+    time: u64,
+    /// Whether this is the whole partition (nothing below it is read).
+    replace: bool,
+    entries: StableMap<K, Option<S>>,
+}
+
+/// One version of one partition: layers over the base on disk.
+pub(crate) struct DiskPart<K, S> {
+    store: Arc<DiskStore>,
+    part: usize,
+    /// Newest first.
+    layers: Vec<Arc<Layer<K, S>>>,
+}
+
+impl<K, S> DiskPart<K, S>
+where
+    K: Key + Serialize + DeserializeOwned,
+    S: Data + Serialize + DeserializeOwned,
+{
+    /// The state of `key`, reading the B-tree through `table` (opened if `None`).
+    pub(crate) fn get_with(
+        &self,
+        key: &K,
+        table: &mut Option<DiskTable>,
+    ) -> ComputeResult<Option<S>> {
+        for layer in &self.layers {
+            if let Some(s) = layer.entries.get(key) {
+                return Ok(s.clone());
+            }
+            if layer.replace {
+                return Ok(None);
+            }
+        }
+        let mut bytes = prefix(self.part).to_vec();
+        bytes = postcard::to_extend(key, bytes).map_err(encoding)?;
+        let table = match table {
+            Some(table) => table,
+            None => {
+                let db = self.store.db()?;
+                let txn = db.begin_read().map_err(store_error)?;
+                table.insert(txn.open_table(TABLE).map_err(store_error)?)
+            }
+        };
+        match table.get(bytes.as_slice()).map_err(store_error)? {
+            Some(state) => postcard::from_bytes(state.value())
+                .map(Some)
+                .map_err(decoding),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn for_each(
+        &self,
+        f: &mut dyn FnMut(&K, &S) -> ComputeResult<()>,
+    ) -> ComputeResult<()> {
+        // What the layers say of each key they hold (the newest layer's word).
+        let mut overlay: StableMap<&K, Option<&S>> = StableMap::default();
+        let mut replaced = false;
+        for layer in &self.layers {
+            for (k, s) in &layer.entries {
+                overlay.entry(k).or_insert(s.as_ref());
+            }
+            if layer.replace {
+                replaced = true;
+                break;
+            }
+        }
+        if !replaced {
+            let db = self.store.db()?;
+            let txn = db.begin_read().map_err(store_error)?;
+            let table = txn.open_table(TABLE).map_err(store_error)?;
+            let (lo, hi) = (prefix(self.part), prefix(self.part + 1));
+            for entry in table
+                .range(lo.as_slice()..hi.as_slice())
+                .map_err(store_error)?
+            {
+                let (key, state) = entry.map_err(store_error)?;
+                let k: K = postcard::from_bytes(key.value().get(4..).unwrap_or_default())
+                    .map_err(decoding)?;
+                if overlay.contains_key(&k) {
+                    continue;
+                }
+                let s: S = postcard::from_bytes(state.value()).map_err(decoding)?;
+                f(&k, &s)?;
+            }
+        }
+        for (k, s) in overlay {
+            if let Some(s) = s {
+                f(k, s)?;
+            }
+        }
+        Ok(())
+    }
+}

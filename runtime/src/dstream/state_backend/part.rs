@@ -1,0 +1,313 @@
+//! The interface between the stateful operators and the state backends: a [`StatePart`] is one
+//! version of one partition's state (what a batch's step reads), a [`Next`] what the step
+//! changes in it, and a [`Store`] one operator's backend, which turns a version and its changes
+//! into the next version, folds the versions of a checkpointed batch into its base, and
+//! encodes and decodes the checkpointed state.
+//!
+//! Invariant: a [`StatePart`] never changes once made (a later batch makes a new one), so a
+//! batch recomputed, or read by several jobs, always sees the same state; and the encoding
+//! of a checkpoint does not depend on the backend — `postcard` of `(as_of, [(key, state)])`,
+//! the format of every release before backends existed.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::config::StateBackend;
+use super::disk::{DiskPart, DiskStore, DiskTable};
+use super::memory;
+use crate::dstream::{Data, Key, StableMap};
+use crate::error::{ComputeError, ComputeResult};
+
+/// One version of one partition's state.
+pub(crate) enum StatePart<K, S> {
+    /// Every key's state, in memory.
+    Memory(Arc<StableMap<K, S>>),
+    /// The changes since the checkpointed base, over the base on disk.
+    Disk(Arc<DiskPart<K, S>>),
+}
+
+impl<K, S> Clone for StatePart<K, S> {
+    fn clone(&self) -> Self {
+        match self {
+            StatePart::Memory(m) => StatePart::Memory(Arc::clone(m)),
+            StatePart::Disk(d) => StatePart::Disk(Arc::clone(d)),
+        }
+    }
+}
+
+/// A decoded state: the batch it is as of, and its partitions.
+pub(crate) type Decoded<K, S> = (Option<u64>, Vec<StatePart<K, S>>);
+
+/// An entry of an encoded state: its key and state, and their bytes.
+pub(crate) type RawEntry<'a, K, S> = (K, S, &'a [u8], &'a [u8]);
+
+/// What a batch changed in a partition's state.
+pub(crate) enum Next<K, S> {
+    /// Nothing.
+    Same,
+    /// These keys: `Some` their new state, `None` removed.
+    Changes(StableMap<K, Option<S>>),
+    /// Everything: this is the whole new state.
+    Replace(StableMap<K, S>),
+}
+
+impl<K, S> StatePart<K, S>
+where
+    K: Key + Serialize + DeserializeOwned,
+    S: Data + Serialize + DeserializeOwned,
+{
+    /// A reader of this version, for many [`get`](Reader::get)s (the disk backend reads one
+    /// snapshot of its B-tree for all of them).
+    pub(crate) fn reader(&self) -> Reader<'_, K, S> {
+        match self {
+            StatePart::Memory(m) => Reader::Memory(m),
+            StatePart::Disk(d) => Reader::Disk(d, None),
+        }
+    }
+
+    /// Calls `f` with every key and its state (in no particular order, but the same for the
+    /// same version).
+    pub(crate) fn for_each(
+        &self,
+        mut f: impl FnMut(&K, &S) -> ComputeResult<()>,
+    ) -> ComputeResult<()> {
+        match self {
+            StatePart::Memory(m) => m.iter().try_for_each(|(k, s)| f(k, s)),
+            StatePart::Disk(d) => d.for_each(&mut f),
+        }
+    }
+
+    /// `f` of every key and its state.
+    pub(crate) fn collect<T>(&self, mut f: impl FnMut(&K, &S) -> T) -> ComputeResult<Vec<T>> {
+        match self {
+            StatePart::Memory(m) => Ok(m.iter().map(|(k, s)| f(k, s)).collect()),
+            StatePart::Disk(_) => {
+                let mut out = Vec::new();
+                self.for_each(|k, s| {
+                    out.push(f(k, s));
+                    Ok(())
+                })?;
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// Reads keys of one version (see [`StatePart::reader`]).
+pub(crate) enum Reader<'a, K, S> {
+    Memory(&'a StableMap<K, S>),
+    /// The version, and the B-tree's table once opened.
+    Disk(&'a DiskPart<K, S>, Option<DiskTable>),
+}
+
+impl<K, S> Reader<'_, K, S>
+where
+    K: Key + Serialize + DeserializeOwned,
+    S: Data + Serialize + DeserializeOwned,
+{
+    /// The state of `key`.
+    pub(crate) fn get(&mut self, key: &K) -> ComputeResult<Option<S>> {
+        match self {
+            Reader::Memory(m) => Ok(m.get(key).cloned()),
+            Reader::Disk(d, table) => d.get_with(key, table),
+        }
+    }
+}
+
+/// One stateful operator's backend.
+pub(crate) enum Store {
+    Memory,
+    Disk(Arc<DiskStore>),
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Store::Memory => f.write_str("Store::Memory"),
+            Store::Disk(d) => f.debug_tuple("Store::Disk").field(d).finish(),
+        }
+    }
+}
+
+impl Store {
+    /// The backend `backend` for one operator with `partitions` partitions.
+    pub(crate) fn new(backend: &StateBackend, partitions: usize) -> Self {
+        match backend {
+            StateBackend::Memory => Store::Memory,
+            StateBackend::Disk(options) => {
+                Store::Disk(Arc::new(DiskStore::new(options.clone(), partitions)))
+            }
+        }
+    }
+
+    /// Whether versions are folded as soon as their batch completes (the disk backend: what
+    /// is folded leaves memory).
+    pub(crate) fn folds_eagerly(&self) -> bool {
+        matches!(self, Store::Disk(_))
+    }
+
+    /// Whether the encoded state may be kept in memory between checkpoints (it is as large as
+    /// the state: not with the disk backend).
+    pub(crate) fn caches_encoding(&self) -> bool {
+        matches!(self, Store::Memory)
+    }
+
+    /// `partitions` empty partitions.
+    pub(crate) fn empty<K, S>(&self, partitions: usize) -> ComputeResult<Vec<StatePart<K, S>>>
+    where
+        K: Key + Serialize + DeserializeOwned,
+        S: Data + Serialize + DeserializeOwned,
+    {
+        self.seed(partitions, std::iter::empty())
+    }
+
+    /// The partitions holding `entries` (each in its key's partition).
+    pub(crate) fn seed<K, S>(
+        &self,
+        partitions: usize,
+        entries: impl IntoIterator<Item = (K, S)>,
+    ) -> ComputeResult<Vec<StatePart<K, S>>>
+    where
+        K: Key + Serialize + DeserializeOwned,
+        S: Data + Serialize + DeserializeOwned,
+    {
+        match self {
+            Store::Memory => Ok(memory::seed(partitions, entries)),
+            Store::Disk(d) => d.seed(entries),
+        }
+    }
+
+    /// The version after batch `time`: `previous` changed by `next`.
+    pub(crate) fn next<K, S>(
+        &self,
+        previous: &StatePart<K, S>,
+        time: u64,
+        next: Next<K, S>,
+    ) -> ComputeResult<StatePart<K, S>>
+    where
+        K: Key + Serialize + DeserializeOwned,
+        S: Data + Serialize + DeserializeOwned,
+    {
+        match (self, previous) {
+            (Store::Memory, StatePart::Memory(m)) => Ok(memory::next(m, next)),
+            (Store::Disk(d), StatePart::Disk(p)) => Ok(d.next(p, time, next)),
+            _ => Err(mixed()),
+        }
+    }
+
+    /// Makes `parts`, the versions after batch `through`, the base: the versions before it
+    /// are no longer read. Returns the base's partitions.
+    pub(crate) fn fold<K, S>(
+        &self,
+        through: u64,
+        parts: Vec<StatePart<K, S>>,
+    ) -> ComputeResult<Vec<StatePart<K, S>>>
+    where
+        K: Key + Serialize + DeserializeOwned,
+        S: Data + Serialize + DeserializeOwned,
+    {
+        match self {
+            Store::Memory => Ok(parts),
+            Store::Disk(d) => d.fold(through, parts),
+        }
+    }
+
+    /// The checkpoint encoding of the base `parts`, as of `as_of`.
+    pub(crate) fn encode<K, S>(
+        &self,
+        as_of: Option<u64>,
+        parts: &[StatePart<K, S>],
+    ) -> ComputeResult<Vec<u8>>
+    where
+        K: Key + Serialize + DeserializeOwned,
+        S: Data + Serialize + DeserializeOwned,
+    {
+        match self {
+            Store::Memory => memory::encode(as_of, parts),
+            Store::Disk(d) => d.encode(as_of),
+        }
+    }
+
+    /// The base decoded from a checkpoint's `bytes`: as of which batch, and its partitions.
+    pub(crate) fn decode<K, S>(
+        &self,
+        partitions: usize,
+        bytes: &[u8],
+    ) -> ComputeResult<Decoded<K, S>>
+    where
+        K: Key + Serialize + DeserializeOwned,
+        S: Data + Serialize + DeserializeOwned,
+    {
+        match self {
+            Store::Memory => memory::decode(partitions, bytes),
+            Store::Disk(d) => d.load(bytes),
+        }
+    }
+}
+
+fn mixed() -> ComputeError {
+    ComputeError::new("a state version of one backend was given to another")
+}
+
+/// The entries of an encoded state, decoded one at a time (so a state larger than memory
+/// never is in memory whole).
+pub(crate) struct Entries<'a, K, S> {
+    rest: &'a [u8],
+    left: u64,
+    _types: std::marker::PhantomData<fn() -> (K, S)>,
+}
+
+impl<'a, K: DeserializeOwned, S: DeserializeOwned> Entries<'a, K, S> {
+    /// The batch the state is as of, and its entries.
+    pub(crate) fn open(bytes: &'a [u8]) -> ComputeResult<(Option<u64>, Self)> {
+        let (as_of, rest): (Option<u64>, _) = postcard::take_from_bytes(bytes).map_err(decoding)?;
+        // A sequence's length is a varint, as a `u64` is.
+        let (left, rest): (u64, _) = postcard::take_from_bytes(rest).map_err(decoding)?;
+        Ok((
+            as_of,
+            Entries {
+                rest,
+                left,
+                _types: std::marker::PhantomData,
+            },
+        ))
+    }
+
+    /// The next entry's key and state, with the bytes of its key.
+    pub(crate) fn next_raw(&mut self) -> Option<ComputeResult<RawEntry<'a, K, S>>> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let start = self.rest;
+        let entry = (|| {
+            let (k, after_key): (K, _) = postcard::take_from_bytes(start).map_err(decoding)?;
+            let key_bytes = &start[..start.len() - after_key.len()];
+            let (s, rest): (S, _) = postcard::take_from_bytes(after_key).map_err(decoding)?;
+            let state_bytes = &after_key[..after_key.len() - rest.len()];
+            self.rest = rest;
+            Ok((k, s, key_bytes, state_bytes))
+        })();
+        if entry.is_err() {
+            self.left = 0;
+        }
+        Some(entry)
+    }
+}
+
+impl<K: DeserializeOwned, S: DeserializeOwned> Iterator for Entries<'_, K, S> {
+    type Item = ComputeResult<(K, S)>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_raw().map(|r| r.map(|(k, s, _, _)| (k, s)))
+    }
+}
+
+pub(crate) fn decoding(e: postcard::Error) -> ComputeError {
+    ComputeError::new(format!("decoding state: {e}"))
+}
+
+pub(crate) fn encoding(e: postcard::Error) -> ComputeError {
+    ComputeError::new(format!("encoding state: {e}"))
+}

@@ -1,0 +1,443 @@
+//! The state backends: the same stateful pipelines give the same results on each backend,
+//! across restarts; the disk backend keeps resident memory bounded while its state grows.
+//!
+//! `state_throughput` (ignored: a measurement, not a check) times a stateful run on a
+//! backend, for comparing backends and builds: `cargo test --release --test state_backend
+//! -- --ignored --nocapture`.
+
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use weir::StreamingConfig;
+use weir::dstream::{DiskStateOptions, QueueStream, State, StateBackend, StateSpec};
+use weir::testing::{Collected, ManualClock};
+
+const INTERVAL: u64 = 1000;
+
+/// The running count per key; returns the count so far.
+fn running_count(_: &u64, value: Option<&u64>, state: &mut State<u64>) -> u64 {
+    let sum = value.copied().unwrap_or(0) + state.get().copied().unwrap_or(0);
+    state.update(sum);
+    sum
+}
+
+/// Times `batches` batches of `map_with_state`, `update_state_by_key` and
+/// `reduce_by_key_and_window_inv` over `keys` keys, `touched` of them per batch, on `backend`
+/// (the manual clock snapshots every batch, as a checkpoint after every batch would).
+async fn throughput(backend: StateBackend, keys: u64, touched: u64, batches: usize) -> Duration {
+    let queue = QueueStream::new(true, 2);
+    queue.push((0..keys).collect());
+    for b in 0..batches as u64 {
+        queue.push(
+            (0..touched)
+                .map(|i| (i * 7919 + b * 104_729) % keys)
+                .collect(),
+        );
+    }
+    let counts = Collected::default();
+    let (q, c) = (queue.clone(), counts.clone());
+    let mut clock = ManualClock::with_config(
+        INTERVAL,
+        2,
+        |c| c.state_backend = backend,
+        move |ctx| {
+            let pairs = ctx.queue_stream(&q).map(|k: &u64| (*k, 1u64));
+            let mapped = pairs
+                .map_with_state(StateSpec::function(running_count))
+                .uid("mapped");
+            mapped.foreach_batch(|_| Ok(()));
+            let totals = pairs
+                .update_state_by_key(|vs: &[u64], s: Option<u64>| {
+                    Some(s.unwrap_or(0) + vs.len() as u64)
+                })
+                .uid("totals");
+            c.collect(&totals.count());
+            let s = Duration::from_secs;
+            pairs
+                .reduce_by_key_and_window_inv(|a, b| a + b, |a, b| a - b, s(3), s(1))
+                .uid("window")
+                .foreach_batch(|_| Ok(()));
+        },
+    )
+    .unwrap();
+    let started = Instant::now();
+    clock.run(batches + 1).await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(counts.batch((batches as u64 + 1) * INTERVAL), vec![keys]);
+    elapsed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run with --release -- --ignored --nocapture"]
+async fn state_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    for backend in [
+        StateBackend::Memory,
+        StateBackend::Disk(DiskStateOptions::new(dir.path())),
+    ] {
+        let name = backend.name();
+        let elapsed = throughput(backend, 200_000, 2_000, 20).await;
+        println!("state_throughput: {name}: 200000 keys, 21 batches: {elapsed:?}");
+    }
+}
+
+/// Which backend each segment of a run uses.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Backend {
+    Memory,
+    Disk,
+}
+
+impl Backend {
+    fn config(self, dir: &Path) -> StateBackend {
+        match self {
+            Backend::Memory => StateBackend::Memory,
+            // A small cache: reads go to the file.
+            Backend::Disk => StateBackend::Disk(DiskStateOptions::new(dir).cache_bytes(1 << 20)),
+        }
+    }
+}
+
+/// How a segment of a run ends.
+#[derive(Clone, Copy, Debug)]
+enum End {
+    /// A driver restart after the segment's batches.
+    Restart,
+    /// A crash in the middle of the next batch (re-run after the restart).
+    Crash,
+}
+
+/// Per batch, sorted: `map_with_state`'s output and state, `update_state_by_key`'s state, and
+/// the filtered incremental window's.
+type Outputs = Vec<(
+    Vec<(String, i64)>,
+    Vec<(String, i64)>,
+    Vec<(String, i64)>,
+    Vec<(String, i64)>,
+)>;
+
+const WORDS: &[&str] = &["a", "b", "c", "d", "e", "f", "g"];
+
+/// Batch `b`'s words: a changing mix, some words absent for a while (timeouts, window exits).
+fn words(b: u64) -> Vec<String> {
+    (0..(b % 5 + 1) * 3)
+        .map(|i| WORDS[((i * i + b * 3) % (2 + b % 6)) as usize].to_owned())
+        .collect()
+}
+
+const BATCHES: u64 = 14;
+
+/// Runs the stateful pipeline for [`BATCHES`] batches in segments `(batches, backend, end)`
+/// (the last segment's end is ignored), with the state files under `dir`.
+async fn stateful(dir: &Path, segments: &[(u64, Backend, End)]) -> Outputs {
+    let queue = QueueStream::new(true, 2);
+    for b in 0..BATCHES {
+        queue.push(words(b));
+    }
+    let mapped = Collected::default();
+    let (snapshots, totals, windows) = (
+        Collected::default(),
+        Collected::default(),
+        Collected::default(),
+    );
+    let (q, m, s, t, w) = (
+        queue.clone(),
+        mapped.clone(),
+        snapshots.clone(),
+        totals.clone(),
+        windows.clone(),
+    );
+    let build = move |ctx: &weir::StreamingContext| {
+        let pairs = ctx
+            .queue_stream(&q)
+            .uid("input")
+            .map(|w: &String| (w.clone(), 1i64));
+        let spec = StateSpec::function(|_: &String, one: Option<&i64>, n: &mut State<i64>| {
+            let count = n.get().copied().unwrap_or(0) + one.copied().unwrap_or(0);
+            if !n.is_timing_out() {
+                n.update(count);
+            }
+            count
+        })
+        .initial_state([("z".to_owned(), 100)])
+        .timeout(Duration::from_millis(3 * INTERVAL));
+        let counts = pairs.map_with_state(spec).uid("counts");
+        m.collect(&counts.map(|c: &i64| ("out".to_owned(), *c)));
+        s.collect(&counts.state_snapshots());
+        // Every key's total, removed when it reaches a multiple of 4 (then starts again).
+        let total = pairs
+            .update_state_by_key(|vs: &[i64], s: Option<i64>| {
+                let total = s.unwrap_or(0) + vs.iter().sum::<i64>();
+                (total % 4 != 0).then_some(total)
+            })
+            .uid("totals");
+        t.collect(&total);
+        let s3 = Duration::from_millis(3 * INTERVAL);
+        let window = pairs
+            .reduce_by_key_and_window_inv_filtered(
+                |a, b| a + b,
+                |a, b| a - b,
+                s3,
+                Duration::from_millis(INTERVAL),
+                |_, c| *c != 0,
+            )
+            .uid("window");
+        w.collect(&window);
+    };
+    let (_, first, _) = segments[0];
+    let dir_owned = dir.to_owned();
+    let mut clock = ManualClock::with_config(
+        INTERVAL,
+        2,
+        |c: &mut StreamingConfig| c.state_backend = first.config(&dir_owned),
+        build,
+    )
+    .unwrap();
+    for (i, &(batches, backend, end)) in segments.iter().enumerate() {
+        clock.run(batches as usize).await.unwrap();
+        // One file per stateful operator while the disk backend runs, none otherwise.
+        let files = state_files(dir).len();
+        match backend {
+            Backend::Disk => assert_eq!(files, 3, "segment {i}"),
+            Backend::Memory => assert_eq!(files, 0, "segment {i}"),
+        }
+        let Some(&(_, next, _)) = segments.get(i + 1) else {
+            break;
+        };
+        let config = |c: &mut StreamingConfig| c.state_backend = next.config(dir);
+        match end {
+            End::Restart => clock.restart_with_config(config).unwrap(),
+            End::Crash => {
+                // The crash restarts with the same configuration; then switch as asked.
+                clock.crash_mid_batch().unwrap();
+                clock.restart_with_config(config).unwrap();
+            }
+        }
+    }
+    let ran: u64 = segments.iter().map(|(b, _, _)| b).sum();
+    assert_eq!(ran, BATCHES);
+    (1..=BATCHES)
+        .map(|b| {
+            let t = b * INTERVAL;
+            (
+                mapped.sorted(t),
+                snapshots.sorted(t),
+                totals.sorted(t),
+                windows.sorted(t),
+            )
+        })
+        .collect()
+}
+
+fn state_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("weir-state-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disk_backend_computes_what_the_memory_backend_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = stateful(dir.path(), &[(BATCHES, Backend::Memory, End::Restart)]).await;
+    // Something happens: keys come, time out, are removed, leave the window.
+    assert!(expected.iter().any(|(m, ..)| m.len() > 3));
+    assert!(expected.windows(2).any(|w| w[1].2.len() < w[0].2.len()));
+    let disk = stateful(dir.path(), &[(BATCHES, Backend::Disk, End::Restart)]).await;
+    assert_eq!(disk, expected);
+    assert_eq!(
+        state_files(dir.path()),
+        Vec::<String>::new(),
+        "deleted on drop"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disk_backend_continues_exactly_across_restarts_and_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = stateful(dir.path(), &[(BATCHES, Backend::Memory, End::Restart)]).await;
+    let disk = Backend::Disk;
+    let interrupted = stateful(
+        dir.path(),
+        &[
+            (4, disk, End::Restart),
+            (3, disk, End::Crash),
+            (5, disk, End::Crash),
+            (2, disk, End::Restart),
+        ],
+    )
+    .await;
+    assert_eq!(interrupted, expected);
+    assert_eq!(state_files(dir.path()), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_of_one_backend_restores_with_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = stateful(dir.path(), &[(BATCHES, Backend::Memory, End::Restart)]).await;
+    let switched = stateful(
+        dir.path(),
+        &[
+            (3, Backend::Memory, End::Restart),
+            (4, Backend::Disk, End::Crash),
+            (3, Backend::Memory, End::Crash),
+            (4, Backend::Disk, End::Restart),
+        ],
+    )
+    .await;
+    assert_eq!(switched, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_state_directory_fails_the_batch_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the directory should be.
+    let blocked = dir.path().join("not-a-dir");
+    std::fs::write(&blocked, b"x").unwrap();
+    let queue = QueueStream::new(true, 1);
+    queue.push(vec![("a".to_owned(), 1i64)]);
+    let q = queue.clone();
+    let result = ManualClock::with_config(
+        INTERVAL,
+        1,
+        |c| c.state_backend = StateBackend::Disk(DiskStateOptions::new(&blocked)),
+        move |ctx| {
+            ctx.queue_stream(&q)
+                .update_state_by_key(|vs: &[i64], s: Option<i64>| {
+                    Some(s.unwrap_or(0) + vs.iter().sum::<i64>())
+                })
+                .foreach_batch(|_| Ok(()));
+        },
+    );
+    let error = match result {
+        Ok(mut clock) => clock.run(1).await.unwrap_err().to_string(),
+        Err(e) => e.to_string(),
+    };
+    assert!(error.contains("state directory"), "{error}");
+    assert!(error.contains("not-a-dir"), "{error}");
+}
+/// Keys added per batch by the memory runs.
+const GROW_KEYS: u64 = 200_000;
+/// Batches of the memory runs: the state grows to `GROW_KEYS × GROW_BATCHES` keys.
+const GROW_BATCHES: u64 = 10;
+/// The disk backend's cache in the memory runs.
+const GROW_CACHE: usize = 8 << 20;
+
+/// This process's peak resident memory (`VmHWM`), in bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kb * 1024
+}
+
+/// The child process of [`the_disk_backend_holds_far_less_in_memory`]: grows a
+/// `map_with_state` to 2 M keys on the real engine (checkpoints rare, as in production with a
+/// checkpoint interval), with the backend named by `WEIR_GROW_BACKEND`, and prints its peak
+/// resident memory. Does nothing when run on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by the_disk_backend_holds_far_less_in_memory in a child process"]
+async fn grow_state_child() {
+    let Ok(backend) = std::env::var("WEIR_GROW_BACKEND") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StreamingConfig::local(dir.path().join("checkpoints"))
+        .batch_interval(Duration::from_millis(20));
+    config.engine.executors = 2;
+    config.parallelism = 2;
+    // The first checkpoint, then none for an hour: memory holds what the backend keeps.
+    config.engine.checkpoint_policy.interval = Duration::from_secs(3600);
+    config.state_backend = match backend.as_str() {
+        "disk" => StateBackend::Disk(
+            DiskStateOptions::new(dir.path().join("state")).cache_bytes(GROW_CACHE),
+        ),
+        _ => StateBackend::Memory,
+    };
+    let mut ctx = weir::StreamingContext::new(config);
+    let queue = QueueStream::new(true, 1);
+    for b in 0..GROW_BATCHES {
+        queue.push(vec![b]);
+    }
+    let (sender, mut batches) = tokio::sync::mpsc::unbounded_channel();
+    ctx.queue_stream(&queue)
+        .flat_map(|b: &u64| (b * GROW_KEYS..(b + 1) * GROW_KEYS).map(|k| (k, 1u64)))
+        .map_with_state(StateSpec::function(running_count))
+        .uid("grow")
+        .count()
+        .foreach_batch(move |b| {
+            let _ = sender.send(b.iter().sum::<u64>());
+            Ok(())
+        });
+    ctx.start().await.unwrap();
+    let mut keys = 0;
+    while keys < GROW_KEYS * GROW_BATCHES {
+        keys += tokio::time::timeout(Duration::from_secs(300), batches.recv())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    println!("peak_rss_bytes={}", peak_rss());
+    ctx.stop(false).await.unwrap();
+}
+
+/// Runs [`grow_state_child`] with `backend` in a child process: its peak resident memory.
+fn grow_state(backend: &str) -> u64 {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["grow_state_child", "--exact", "--ignored", "--nocapture"])
+        .env("WEIR_GROW_BACKEND", backend)
+        // glibc's per-thread arenas keep what the blocking pool's threads freed; with many
+        // arenas they, not the state, decide the peak of both runs.
+        .env("MALLOC_ARENA_MAX", "2")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{backend}: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("peak_rss_bytes="))
+        .unwrap_or_else(|| panic!("{backend}: no peak in {stdout}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The same growing state in memory and on disk, each in its own process: the disk backend's
+/// peak resident memory is under two thirds of the memory backend's (measured: 234 MiB
+/// against 519 MiB). Not yet a fixed bound: the disk run's memory still creeps up with the
+/// state (see docs/operations.md), more slowly than the memory run's.
+#[test]
+fn the_disk_backend_holds_far_less_in_memory() {
+    let disk = grow_state("disk");
+    let memory = grow_state("memory");
+    println!(
+        "2 M keys: peak resident memory {} MiB on disk, {} MiB in memory",
+        disk >> 20,
+        memory >> 20
+    );
+    assert!(
+        disk * 3 < memory * 2,
+        "the disk backend peaked at {} MiB, the memory backend at {} MiB",
+        disk >> 20,
+        memory >> 20
+    );
+}
