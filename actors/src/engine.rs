@@ -111,6 +111,13 @@ impl Engine {
         self.hub.subscribe()
     }
 
+    /// A sink that publishes into the engine's events, for what the engine's pipeline reports
+    /// itself (a source's [`Event::SourceReset`](crate::Event::SourceReset)): subscribers, the
+    /// event log, the metrics and the HTTP API see it like the engine's own events.
+    pub fn event_sink(&self) -> crate::observe::hub::EventSink {
+        self.hub.sink()
+    }
+
     /// The address the control endpoint listens on (`None` without
     /// [`EngineConfig::control_addr`]).
     pub fn control_addr(&self) -> Option<SocketAddr> {

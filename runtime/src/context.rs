@@ -722,6 +722,7 @@ impl StreamingContext {
             self.rate.direct_rate().ok().flatten(),
             self.config.rate,
             self.config.engine.batch_interval,
+            self.graph.events.clone(),
         );
         let node = self
             .graph
@@ -767,6 +768,7 @@ impl StreamingContext {
             None
         };
         let engine = Engine::start(engine_config, pipeline, receivers).await?;
+        self.graph.events.attach(engine.event_sink());
         if let Some(signals) = signals {
             let stopper = engine.stopper();
             self.signal_task = Some(tokio::spawn(async move {

@@ -541,6 +541,21 @@ async fn out_of_range_positions_fail_or_reset_as_the_policy_says() {
         BTreeSet::from([(topic.clone(), 0, 20, Some(0)), (topic, 1, 20, Some(0))]),
         "{resets:?}"
     );
+    // Each reset is an engine event too (in the event log, the metrics, the HTTP API).
+    let log = std::fs::read_to_string(dir.path().join("events").join("events.jsonl")).unwrap();
+    for partition in ["kd-range/0", "kd-range/1"] {
+        assert!(
+            log.lines().any(|l| l.contains("\"kind\":\"source_reset\"")
+                && l.contains(&format!("\"partition\":\"{partition}\""))
+                && l.contains("\"from\":20")
+                && l.contains("\"to\":0")),
+            "no source_reset event for {partition} in the event log:\n{}",
+            log.lines()
+                .filter(|l| l.contains("reset") || l.contains("planning"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
 }
 
 /// Runs one batch of a stream over `topic` with `options` under `ManualClock`: its values.

@@ -120,6 +120,25 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_in_ms: Option<u64>,
     },
+    /// A direct source moved its position because the source no longer had it: the offsets
+    /// it would have read next were deleted (a Kafka partition's retention), or the partition
+    /// itself is gone. Reported when the source's policy says to reset rather than fail
+    /// (`OffsetResetPolicy` of the Kafka direct stream); the records between `from` and `to`
+    /// are not read. Planning may be retried, so the same reset can be reported more than
+    /// once.
+    SourceReset {
+        /// The source's name.
+        source: String,
+        /// The partition, as the source names it (Kafka: `topic/partition`).
+        partition: String,
+        /// The offset the source would have read next.
+        from: u64,
+        /// Where it continues; absent when the partition no longer exists and is dropped.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<u64>,
+        /// Why, as one sentence.
+        reason: String,
+    },
     /// A batch's jobs started running.
     BatchStarted {
         /// The batch time.

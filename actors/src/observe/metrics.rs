@@ -69,6 +69,7 @@ pub struct EngineMetrics {
     batches_completed: IntCounter,
     batches_failed: IntCounter,
     planning_failures: IntCounterVec,
+    source_resets: IntCounterVec,
     batch_records: IntCounter,
     batch_processing: Histogram,
     batch_scheduling_delay: Histogram,
@@ -190,6 +191,13 @@ impl EngineMetrics {
                 &r,
                 "weir_planning_failures_total",
                 "Failed attempts at planning a batch, by the source that failed or timed out.",
+                &["source"],
+            ),
+            source_resets: counter_vec(
+                &r,
+                "weir_source_resets_total",
+                "Positions a direct source moved because the source no longer had them \
+                 (deleted offsets, a deleted partition), by source.",
                 &["source"],
             ),
             batch_records: counter(
@@ -501,6 +509,9 @@ impl EngineMetrics {
                 }
             }
             Event::BatchFailed { .. } => self.batches_failed.inc(),
+            Event::SourceReset { source, .. } => {
+                self.source_resets.with_label_values(&[source]).inc();
+            }
             Event::PlanningFailed { source, .. } => {
                 self.planning_failures.with_label_values(&[source]).inc();
             }
@@ -620,6 +631,13 @@ mod tests {
             attempt: 1,
             retry_in_ms: Some(100),
         });
+        m.observe(&Event::SourceReset {
+            source: "orders".into(),
+            partition: "orders/3".into(),
+            from: 10,
+            to: Some(500),
+            reason: "offset 10 is out of range".into(),
+        });
         m.wal_group_committed("wal", 7, 90, Duration::from_micros(300), 2);
         m.set_block_store_probe(|| 4096);
         let text = m.encode();
@@ -649,6 +667,10 @@ mod tests {
         );
         assert_eq!(
             value(&text, "weir_planning_failures_total{source=\"orders\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&text, "weir_source_resets_total{source=\"orders\"}"),
             Some(1.0)
         );
         assert_eq!(value(&text, "weir_wal_appends_total"), Some(7.0));

@@ -346,8 +346,52 @@ pub(crate) struct GraphSettings {
     pub(crate) in_order: bool,
 }
 
+/// Where the graph's nodes report events of their own (a direct source's
+/// [`SourceReset`](weir_actors::Event::SourceReset)): the engine's events once the context has
+/// started; what is reported before (at most [`EventSlot::PENDING_MAX`]) is published then.
+#[derive(Clone, Default)]
+pub(crate) struct EventSlot(Arc<Mutex<SlotState>>);
+
+#[derive(Default)]
+struct SlotState {
+    sink: Option<weir_actors::EventSink>,
+    pending: Vec<weir_actors::Event>,
+}
+
+impl EventSlot {
+    /// Events kept until the engine starts; later ones are dropped (they are logged too).
+    pub(crate) const PENDING_MAX: usize = 1000;
+
+    /// Reports `event`.
+    pub(crate) fn emit(&self, event: weir_actors::Event) {
+        let mut slot = lock(&self.0);
+        match &slot.sink {
+            Some(sink) => sink.emit(event),
+            None if slot.pending.len() < Self::PENDING_MAX => slot.pending.push(event),
+            None => {}
+        }
+    }
+
+    /// From now on, events go to `sink`; those kept so far first.
+    pub(crate) fn attach(&self, sink: weir_actors::EventSink) {
+        let mut slot = lock(&self.0);
+        for event in std::mem::take(&mut slot.pending) {
+            sink.emit(event);
+        }
+        slot.sink = Some(sink);
+    }
+}
+
+impl std::fmt::Debug for EventSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventSlot")
+    }
+}
+
 /// The graph, shared by every DStream handle, the pipeline and the jobs.
 pub(crate) struct GraphShared {
+    /// Where nodes report events of their own.
+    pub(crate) events: EventSlot,
     pub(crate) settings: GraphSettings,
     nodes: Mutex<Vec<Arc<dyn AnyNode>>>,
     outputs: Mutex<Vec<Arc<dyn Output>>>,
@@ -375,6 +419,7 @@ impl std::fmt::Debug for GraphShared {
 impl GraphShared {
     pub(crate) fn new(settings: GraphSettings) -> Self {
         GraphShared {
+            events: EventSlot::default(),
             settings,
             nodes: Mutex::new(Vec::new()),
             outputs: Mutex::new(Vec::new()),

@@ -30,6 +30,7 @@ use weir_actors::SourceLag;
 
 use crate::backpressure::RateConfig;
 use crate::dstream::DirectStreamOptions;
+use crate::dstream::graph::EventSlot;
 use crate::dstream::memo::lock;
 use crate::dstream::planned::{OffsetRange, Planner, cap_ranges};
 use crate::error::{ComputeError, ComputeResult};
@@ -93,11 +94,14 @@ pub enum OffsetResetPolicy {
     /// batches until an operator decides (the default: nothing is skipped unless asked).
     #[default]
     Fail,
-    /// Continue from the partition's earliest offset (a deleted partition is dropped), with a
-    /// warning and a [`KafkaReset`] to the options' `on_reset` callback.
+    /// Continue from the partition's earliest offset (a deleted partition is dropped), with an
+    /// event ([`Event::SourceReset`](weir_actors::Event::SourceReset), counted in
+    /// `weir_source_resets_total`), a warning and a [`KafkaReset`] to the options' `on_reset`
+    /// callback.
     Earliest,
-    /// Continue from the partition's end (a deleted partition is dropped), with a warning and
-    /// a [`KafkaReset`] to the options' `on_reset` callback.
+    /// Continue from the partition's end (a deleted partition is dropped), with an event
+    /// ([`Event::SourceReset`](weir_actors::Event::SourceReset)), a warning and a
+    /// [`KafkaReset`] to the options' `on_reset` callback.
     Latest,
 }
 
@@ -454,6 +458,8 @@ pub(crate) struct KafkaDirect {
     lags: Mutex<Vec<SourceLag>>,
     /// Positions to commit, to the committer thread (started at the first commit).
     committer: Mutex<Option<Committer>>,
+    /// Where resets are reported as events.
+    events: EventSlot,
 }
 
 impl fmt::Debug for KafkaDirect {
@@ -474,6 +480,7 @@ impl KafkaDirect {
         rate: Option<RateHandle>,
         rate_config: RateConfig,
         batch_interval: Duration,
+        events: EventSlot,
     ) -> Self {
         let pattern = match &options.topics {
             KafkaTopics::Pattern(p) => regex::Regex::new(p).ok(),
@@ -493,6 +500,7 @@ impl KafkaDirect {
             read_records: AtomicU64::new(0),
             lags: Mutex::new(Vec::new()),
             committer: Mutex::new(None),
+            events,
         }
     }
 
@@ -576,6 +584,13 @@ impl KafkaDirect {
 
     fn report(&self, reset: &KafkaReset) {
         tracing::warn!(source = %self.name, "{reset}");
+        self.events.emit(weir_actors::Event::SourceReset {
+            source: reset.source.clone(),
+            partition: format!("{}/{}", reset.topic, reset.partition),
+            from: reset.from,
+            to: reset.to,
+            reason: reset.to_string(),
+        });
         if let Some(callback) = &self.options.on_reset {
             callback(reset);
         }
