@@ -358,6 +358,10 @@ struct SlotState {
     pending: Vec<weir_actors::Event>,
 }
 
+#[cfg_attr(
+    not(feature = "kafka"),
+    allow(dead_code, reason = "only the Kafka direct stream reports events of its own yet")
+)]
 impl EventSlot {
     /// Events kept until the engine starts; later ones are dropped (they are logged too).
     pub(crate) const PENDING_MAX: usize = 1000;
