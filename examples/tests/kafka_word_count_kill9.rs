@@ -1,0 +1,429 @@
+//! Process-level exactly-once from Kafka to Kafka: `kafka_word_count` is killed with `kill -9`
+//! at ten seeded moments while an independent producer (rdkafka, none of weir's code) writes
+//! lines into a 4-partition input topic of a real Kafka-protocol broker (tansu, started by the
+//! test on 127.0.0.1), started again with the same arguments after each kill, and finally
+//! stopped gracefully once its consumer group has committed the end of the input. The output
+//! topic, read back by an independent consumer, must equal an independent count of the words
+//! produced: 0 lost, 0 duplicated.
+//!
+//! Why the output can be summed. Each output record is one word's count in one batch: key =
+//! the word, value = the count, header `weir.batch` = the batch time. A batch's input is the
+//! offset ranges planned into the checkpoint before it runs — the ranges of consecutive
+//! batches are contiguous and disjoint, and a batch re-run after a kill reads exactly its
+//! ranges again — so its counts are a function of its batch time. If the sink writes each
+//! batch's counts exactly once, then (batch time, word) appears at most once in the topic and
+//! the sum of the values per word over all batches is how often the word was produced. A lost
+//! batch (or record) makes a sum too small; a batch written twice, or part of one, shows as a
+//! (batch time, word) twice and a sum too large. Both are checked, and every record's
+//! (partition, batch, index) stamp is checked to be unique too.
+//!
+//! The kill moments come from a seed printed at the start (`WEIR_KILL9_SEED=<seed>` repeats a
+//! run): a quarter of the lives are killed during start-up and recovery (before they print
+//! `running;`), the rest 0 to 2 s after it.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use weir::kafka::testing::TestBroker;
+
+const KILLS: usize = 10;
+const INPUT: &str = "lines";
+const INPUT_PARTITIONS: i32 = 4;
+const OUTPUT: &str = "word-counts";
+const OUTPUT_PARTITIONS: i32 = 3;
+const GROUP: &str = "kwc-kill9";
+const WORDS: [&str; 12] = [
+    "weir", "stream", "batch", "actor", "kill", "restart", "kafka", "offset", "topic", "exactly",
+    "once", "river",
+];
+/// The whole test's bound: it fails rather than run longer.
+const TEST_LIMIT: Duration = Duration::from_secs(170);
+
+/// One life of the program: the child and its stdout lines (copied to its log as they come).
+struct Life {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+/// How many batches with words life `n` printed (it prints one line per non-empty batch it
+/// computed, before writing it).
+fn batches_printed(tmp: &Path, n: usize) -> usize {
+    fs::read_to_string(tmp.join("logs").join(format!("life-{n:02}.stdout")))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("batch "))
+        .count()
+}
+
+fn spawn(binary: &Path, broker: &TestBroker, tmp: &Path, n: usize) -> Life {
+    let logs = tmp.join("logs");
+    let mut stdout_log = File::create(logs.join(format!("life-{n:02}.stdout"))).unwrap();
+    let mut child = Command::new(binary)
+        .args(["--bootstrap", &broker.bootstrap()])
+        .args(["--input-topic", INPUT, "--output-topic", OUTPUT])
+        .args(["--group", GROUP, "--batch-ms", "200"])
+        .arg("--checkpoint-dir")
+        .arg(tmp.join("checkpoint"))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(File::create(logs.join(format!("life-{n:02}.stderr"))).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = writeln!(stdout_log, "{line}");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Life { child, lines }
+}
+
+impl Life {
+    /// Waits (at most `limit`) for a stdout line starting with `marker`.
+    fn wait_for_line(&self, marker: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(marker) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// Waits (at most `limit`) for the process to exit: its stdout closes, then it is reaped.
+    fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match self.lines.recv_timeout(left) {
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => return None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        self.child.wait().ok()
+    }
+}
+
+fn logs_of(tmp: &Path) -> String {
+    let mut names: Vec<PathBuf> = fs::read_dir(tmp.join("logs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|p| {
+            let text = fs::read_to_string(p).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            format!("== {}\n{}\n", p.display(), tail.join("\n"))
+        })
+        .collect()
+}
+
+/// The producer: lines of 1 to 8 words from [`WORDS`], keyless (spread over the partitions
+/// by the client), about 300 a second in small bursts, until `stop`. Returns the count of
+/// every word in a line whose delivery the broker acknowledged, and the number of lines.
+fn produce(broker: &TestBroker, seed: u64, stop: &AtomicBool) -> (BTreeMap<String, u64>, u64) {
+    let producer: BaseProducer = broker
+        .client_config()
+        .set("linger.ms", "20")
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    let mut rng = fastrand::Rng::with_seed(seed ^ 0x11e5);
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    let mut lines = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        for _ in 0..rng.usize(5..25) {
+            let words: Vec<&str> = (0..rng.usize(1..=8))
+                .map(|_| WORDS[rng.usize(..WORDS.len())])
+                .collect();
+            let line = words.join(" ");
+            producer
+                .send(BaseRecord::<(), _>::to(INPUT).payload(&line))
+                .unwrap();
+            for w in words {
+                *expected.entry(w.to_owned()).or_insert(0) += 1;
+            }
+            lines += 1;
+        }
+        producer.poll(Duration::ZERO);
+        // Pacing of the producer (lines arrive over the lives), not synchronisation.
+        std::thread::sleep(Duration::from_millis(rng.u64(20..80)));
+    }
+    // Every line acknowledged (an idempotent producer: none written twice by its retries).
+    producer.flush(Duration::from_secs(30)).unwrap();
+    (expected, lines)
+}
+
+fn partitions(topic: &str, n: i32, offset: Offset) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..n {
+        tpl.add_partition_offset(topic, p, offset).unwrap();
+    }
+    tpl
+}
+
+/// The input's high watermarks and the group's committed offsets, per partition.
+fn positions(broker: &TestBroker) -> (Vec<i64>, Vec<i64>) {
+    let consumer: BaseConsumer = broker
+        .client_config()
+        .set("group.id", GROUP)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let ends = (0..INPUT_PARTITIONS)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(INPUT, p, Duration::from_secs(10))
+                .unwrap()
+                .1
+        })
+        .collect();
+    let committed = consumer
+        .committed_offsets(
+            partitions(INPUT, INPUT_PARTITIONS, Offset::Invalid),
+            Duration::from_secs(10),
+        )
+        .unwrap()
+        .elements()
+        .iter()
+        .map(|e| e.offset().to_raw().unwrap_or(-1))
+        .collect();
+    (ends, committed)
+}
+
+/// One record of the output topic.
+#[derive(Debug)]
+struct Count {
+    partition: i32,
+    word: String,
+    count: u64,
+    batch: u64,
+    index: u64,
+}
+
+/// Every record of the output topic, read from the start with an independent assign()ed
+/// consumer, until each partition's end.
+fn read_output(broker: &TestBroker) -> Vec<Count> {
+    let consumer: BaseConsumer = broker
+        .client_config()
+        .set("group.id", "kwc-kill9-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    consumer
+        .assign(&partitions(OUTPUT, OUTPUT_PARTITIONS, Offset::Beginning))
+        .unwrap();
+    let mut open: BTreeSet<i32> = (0..OUTPUT_PARTITIONS).collect();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !open.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "reading {OUTPUT}: partitions {open:?} never ended"
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                open.remove(&p);
+            }
+            Some(Err(e)) => panic!("reading {OUTPUT}: {e}"),
+            Some(Ok(m)) => {
+                let text = |b: Option<&[u8]>| String::from_utf8(b.unwrap().to_vec()).unwrap();
+                let header = |name: &str| -> u64 {
+                    let headers = m.headers().expect("the sink's headers");
+                    let h = headers
+                        .iter()
+                        .find(|h| h.key == name)
+                        .unwrap_or_else(|| panic!("no header {name}"));
+                    text(h.value).parse().unwrap()
+                };
+                out.push(Count {
+                    partition: m.partition(),
+                    word: text(m.key()),
+                    count: text(m.payload()).parse().unwrap(),
+                    batch: header("weir.batch"),
+                    index: header("weir.index"),
+                });
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn kafka_word_count_is_exactly_once_across_kill_9() {
+    let started = Instant::now();
+    let binary = Path::new(env!("CARGO_BIN_EXE_kafka_word_count"));
+    let seed = std::env::var("WEIR_KILL9_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    println!("seed {seed} (set WEIR_KILL9_SEED={seed} to repeat)");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let broker = Arc::new(TestBroker::start().unwrap());
+    broker.create_topic(INPUT, INPUT_PARTITIONS).unwrap();
+    broker.create_topic(OUTPUT, OUTPUT_PARTITIONS).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir_all(tmp.path().join("logs")).unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (broker, stop) = (Arc::clone(&broker), Arc::clone(&stop));
+        std::thread::spawn(move || produce(&broker, seed, &stop))
+    };
+
+    let mut during_recovery = 0;
+    for n in 0..KILLS {
+        let mut life = spawn(binary, &broker, tmp.path(), n);
+        // The fault: kill -9 during start-up and recovery, or while it runs.
+        let ready = if rng.usize(..4) == 0 {
+            during_recovery += 1;
+            std::thread::sleep(Duration::from_millis(rng.u64(50..800)));
+            false
+        } else {
+            assert!(
+                life.wait_for_line("running;", Duration::from_secs(30)),
+                "seed {seed}: life {n} did not start running:\n{}",
+                logs_of(tmp.path())
+            );
+            std::thread::sleep(Duration::from_millis(rng.u64(..2000)));
+            true
+        };
+        let early = life.child.try_wait().unwrap();
+        assert!(
+            early.is_none(),
+            "seed {seed}: life {n} exited by itself ({early:?}) before it was killed:\n{}",
+            logs_of(tmp.path())
+        );
+        life.child.kill().unwrap(); // SIGKILL
+        let status = life.child.wait().unwrap();
+        assert_eq!(status.signal(), Some(9), "life {n} ended by SIGKILL");
+        println!(
+            "life {n}: killed {} after {} batch(es) with words ({:.1} s into the test)",
+            if ready {
+                "while running"
+            } else {
+                "during recovery"
+            },
+            batches_printed(tmp.path(), n),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    stop.store(true, Ordering::SeqCst);
+    let (expected, lines) = producer.join().unwrap();
+    let total: u64 = expected.values().sum();
+    // The producer's count is the broker's: every acknowledged line is in the input once.
+    let (ends, _) = positions(&broker);
+    assert_eq!(ends.iter().sum::<i64>() as u64, lines, "lines in the input");
+
+    // The last life reads the rest; the group's committed offsets (read independently) reach
+    // the input's ends once the batches up to the end have completed, outputs included.
+    let mut last = spawn(binary, &broker, tmp.path(), KILLS);
+    assert!(
+        last.wait_for_line("running;", Duration::from_secs(30)),
+        "seed {seed}: the last life did not start running:\n{}",
+        logs_of(tmp.path())
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, committed) = positions(&broker);
+        if committed == ends {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && last.child.try_wait().unwrap().is_none(),
+            "seed {seed}: the group committed {committed:?} of the input's ends {ends:?}:\n{}",
+            logs_of(tmp.path())
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A graceful stop (SIGINT) exits 0.
+    let pid = last.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = last.wait_exit(Duration::from_secs(30)).unwrap_or_else(|| {
+        let _ = last.child.kill();
+        panic!(
+            "seed {seed}: the last life did not stop on SIGINT:\n{}",
+            logs_of(tmp.path())
+        )
+    });
+    assert!(
+        status.success(),
+        "seed {seed}: the last life exited with {status:?}:\n{}",
+        logs_of(tmp.path())
+    );
+
+    let output = read_output(&broker);
+    let mut per_word: BTreeMap<String, u64> = BTreeMap::new();
+    let mut batch_words = BTreeSet::new();
+    let mut stamps = BTreeSet::new();
+    for c in &output {
+        assert!(c.count > 0, "a zero count: {c:?}");
+        *per_word.entry(c.word.clone()).or_insert(0) += c.count;
+        assert!(
+            batch_words.insert((c.batch, c.word.clone())),
+            "seed {seed}: batch {} counted {:?} twice: {c:?}",
+            c.batch,
+            c.word
+        );
+        assert!(
+            stamps.insert((c.partition, c.batch, c.index)),
+            "seed {seed}: the stamp (partition, batch, index) twice: {c:?}"
+        );
+    }
+    let batches: BTreeSet<u64> = output.iter().map(|c| c.batch).collect();
+    assert_eq!(
+        per_word, expected,
+        "seed {seed}: the summed output differs from the independent count of the input"
+    );
+    assert!(
+        started.elapsed() < TEST_LIMIT,
+        "the test took {:?}",
+        started.elapsed()
+    );
+    println!(
+        "{total} words in {lines} lines over {INPUT_PARTITIONS} partitions; {} output records from {} batches; {KILLS} kills ({during_recovery} during recovery): exactly once, in {:.1} s",
+        output.len(),
+        batches.len(),
+        started.elapsed().as_secs_f64()
+    );
+}
