@@ -19,10 +19,11 @@
 //!
 //! The kill moments come from a seed printed at the start (`WEIR_KILL9_SEED=<seed>` repeats a
 //! run): a quarter of the lives are killed during start-up and recovery (before they print
-//! `running;`), a quarter 0 to 80 ms after the program printed a batch's line (as the batch's
-//! outputs start: the kill lands while the sink writes the batch or before its checkpoint), the
-//! rest 0 to 2 s after `running;`. The sink's debug log says how many re-run batches found
-//! records their dead attempt had written, and how many skipped a completed batch's.
+//! `running;`), half 0 to 30 ms after the output topic grew (an independent client polls its
+//! high watermarks: the kill lands while the sink writes a batch or before the batch's
+//! checkpoint), the others 0 to 2 s after `running;`. The sink's debug log says how many
+//! re-run batches found records their dead attempt had written, and how many skipped a
+//! completed batch's.
 
 #![allow(
     clippy::unwrap_used,
@@ -263,6 +264,35 @@ fn positions(client: &ClientConfig) -> Result<(Vec<i64>, Vec<i64>), KafkaError> 
     Ok((ends, committed))
 }
 
+/// The output topic's records (the sum of its high watermarks); `None` if the broker did not
+/// answer in time.
+fn output_size(watcher: &BaseConsumer) -> Option<i64> {
+    let mut sum = 0;
+    for p in 0..OUTPUT_PARTITIONS {
+        sum += watcher
+            .fetch_watermarks(OUTPUT, p, Duration::from_secs(2))
+            .ok()?
+            .1;
+    }
+    Some(sum)
+}
+
+/// Waits (at most `limit`, polling) until the output topic holds more records than now.
+fn output_grows(watcher: &BaseConsumer, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let Some(before) = output_size(watcher) else {
+        return false;
+    };
+    while Instant::now() < deadline {
+        if output_size(watcher).is_some_and(|now| now > before) {
+            return true;
+        }
+        // Polling another process's progress through the broker: there is no event to await.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
 /// One record of the output topic.
 #[derive(Debug)]
 struct Count {
@@ -346,13 +376,14 @@ fn kafka_word_count_is_exactly_once_across_kill_9() {
         std::thread::spawn(move || produce(&client, seed, &stop))
     };
 
+    let watcher: BaseConsumer = broker.client_config().create().unwrap();
     let (mut during_recovery, mut after_batch) = (0, 0);
     for n in 0..KILLS {
         let mut life = spawn(binary, &broker, tmp.path(), n);
-        // The fault: kill -9 during start-up and recovery; or 0 to 80 ms after the program
-        // printed a batch's line, which it does as the batch's outputs start (so the kill
-        // lands while the sink writes the batch, or between its write and the checkpoint); or
-        // at any moment while it runs.
+        // The fault: kill -9 during start-up and recovery; or 0 to 30 ms after the output
+        // topic grew (an independent client watching its high watermarks), so the kill lands
+        // while the sink writes a batch or between its write and the checkpoint; or at any
+        // moment while it runs.
         let when = match rng.usize(..4) {
             0 => {
                 during_recovery += 1;
@@ -365,11 +396,9 @@ fn kafka_word_count_is_exactly_once_across_kill_9() {
                     "seed {seed}: life {n} did not start running:\n{}",
                     logs_of(tmp.path())
                 );
-                if mode == 1
-                    && life.wait_for_line("batch ", within(started, Duration::from_secs(10)))
-                {
+                if mode < 3 && output_grows(&watcher, within(started, Duration::from_secs(10))) {
                     after_batch += 1;
-                    std::thread::sleep(Duration::from_millis(rng.u64(..80)));
+                    std::thread::sleep(Duration::from_millis(rng.u64(..30)));
                     "as a batch is written"
                 } else {
                     std::thread::sleep(Duration::from_millis(rng.u64(..2000)));
