@@ -391,11 +391,13 @@ fn kafka_word_count_is_exactly_once_across_kill_9() {
                 "during recovery"
             }
             mode => {
-                assert!(
-                    life.wait_for_line("running;", within(started, Duration::from_secs(30))),
-                    "seed {seed}: life {n} did not start running:\n{}",
-                    logs_of(tmp.path())
-                );
+                if !life.wait_for_line("running;", within(started, Duration::from_secs(30))) {
+                    panic!(
+                        "seed {seed}: life {n} did not start running (exit: {:?}):\n{}",
+                        life.child.try_wait(),
+                        logs_of(tmp.path())
+                    );
+                }
                 if mode < 3 && output_grows(&watcher, within(started, Duration::from_secs(10))) {
                     after_batch += 1;
                     std::thread::sleep(Duration::from_millis(rng.u64(..30)));
@@ -432,11 +434,13 @@ fn kafka_word_count_is_exactly_once_across_kill_9() {
     // The last life reads the rest; the group's committed offsets (read independently) reach
     // the input's ends once the batches up to the end have completed, outputs included.
     let mut last = spawn(binary, &broker, tmp.path(), KILLS);
-    assert!(
-        last.wait_for_line("running;", within(started, Duration::from_secs(30))),
-        "seed {seed}: the last life did not start running:\n{}",
-        logs_of(tmp.path())
-    );
+    if !last.wait_for_line("running;", within(started, Duration::from_secs(30))) {
+        panic!(
+            "seed {seed}: the last life did not start running (exit: {:?}):\n{}",
+            last.child.try_wait(),
+            logs_of(tmp.path())
+        );
+    }
     let deadline = Instant::now() + within(started, Duration::from_secs(60));
     loop {
         // The broker may not answer in time on loaded cores: then ask again.

@@ -11,7 +11,9 @@
 //!     [--group kafka-word-count] [--batch-ms 1000] [--max-batches N] [--http-addr ADDR]
 //! ```
 //! Missing topics are created (`--partitions`, default 3). With no broker answering within a
-//! few seconds it says so and how to start one, and exits with status 1.
+//! few seconds it says so and how to start one, and exits with status 1. `--demo-rate N` also
+//! produces N generated lines a second into the input topic, for a demo without a Kafka client
+//! of your own.
 //!
 //! The program is the textbook one. The input is the Kafka direct stream
 //! (`StreamingContext::kafka_direct_stream`): each batch reads an offset range of every
@@ -33,6 +35,8 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
@@ -40,16 +44,19 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use weir::kafka::sink::{KafkaRecordOut, KafkaSink, KafkaSinkMode};
 use weir::kafka::{CommittedFallback, KafkaDirectOptions, KafkaRecord, KafkaStartingOffsets};
 use weir::{DStream, Event, Storage, Str, StreamingConfig, StreamingContext};
+use weir_examples::generator::TextGenerator;
 use weir_examples::run::{BoxError, CommonArgs, Limits, main_with, run_until_stopped};
 
 /// The batch interval unless a flag, the environment or `--config` says otherwise.
 const DEFAULT_BATCH_INTERVAL: Duration = Duration::from_millis(1000);
 
-/// How long the broker has to answer before the program gives up on it.
-const BROKER_WAIT: Duration = Duration::from_secs(3);
+/// How long the broker has to answer before the program gives up on it (a loaded test broker
+/// can take a few seconds to answer a metadata request).
+const BROKER_WAIT: Duration = Duration::from_secs(5);
 
 /// Exactly-once word count from a Kafka topic to a Kafka topic.
 #[derive(Parser, Debug)]
@@ -94,6 +101,10 @@ struct Args {
     /// Stop gracefully after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     duration_secs: Option<u64>,
+    /// Also produce this many generated lines a second into the input topic (a demo that needs
+    /// no Kafka client of your own).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    demo_rate: Option<u32>,
     /// Do not print a line per batch.
     #[arg(long)]
     quiet: bool,
@@ -163,11 +174,30 @@ async fn run(args: Args) -> Result<(), BoxError> {
         args.checkpoint_dir
     );
 
+    let stop_demo = Arc::new(AtomicBool::new(false));
+    let demo = match args.demo_rate {
+        Some(rate) => {
+            println!(
+                "kafka_word_count: demo — producing {rate} generated lines a second into {}",
+                args.input_topic
+            );
+            let producer: BaseProducer = ClientConfig::new()
+                .set("bootstrap.servers", &args.bootstrap)
+                .set("linger.ms", "20")
+                .create()?;
+            let (topic, stop) = (args.input_topic.clone(), Arc::clone(&stop_demo));
+            Some(std::thread::spawn(move || {
+                produce_demo(&producer, &topic, rate, &stop)
+            }))
+        }
+        None => None,
+    };
+
     let limits = Limits {
         max_batches: args.max_batches,
         duration: args.duration_secs.map(Duration::from_secs),
     };
-    let stopped = run_until_stopped(ctx, limits, |event| {
+    let outcome = run_until_stopped(ctx, limits, |event| {
         if let Event::PlanningFailed {
             batch_time_ms,
             source,
@@ -181,7 +211,13 @@ async fn run(args: Args) -> Result<(), BoxError> {
         }
         false
     })
-    .await?;
+    .await;
+    stop_demo.store(true, Ordering::SeqCst);
+    if let Some(demo) = demo {
+        let lines = demo.join().map_err(|_| "the demo producer panicked")??;
+        println!("kafka_word_count: the demo produced {lines} lines");
+    }
+    let stopped = outcome?;
     println!("kafka_word_count: stopped ({stopped:?}); every completed batch is checkpointed");
     Ok(())
 }
@@ -214,6 +250,33 @@ fn print_batches(counts: &DStream<(Str, u64)>) {
         }
         Ok(())
     });
+}
+
+/// Produces `rate` generated lines a second into `topic` until `stop`, then waits (at most
+/// 10 s) for their deliveries; how many lines it produced.
+fn produce_demo(
+    producer: &BaseProducer,
+    topic: &str,
+    rate: u32,
+    stop: &AtomicBool,
+) -> Result<u64, BoxError> {
+    let mut text = TextGenerator::new(fastrand::u64(..));
+    let per_tick = u64::from(rate.div_ceil(10));
+    let mut produced = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        for _ in 0..per_tick {
+            let line = text.text(1);
+            producer
+                .send(BaseRecord::<(), _>::to(topic).payload(line.trim_end()))
+                .map_err(|(err, _)| format!("producing a demo line: {err}"))?;
+            produced += 1;
+        }
+        producer.poll(Duration::ZERO);
+        // The demo's pace: a tenth of the rate every 100 ms.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    producer.flush(Duration::from_secs(10))?;
+    Ok(produced)
 }
 
 /// Checks that a broker answers at `--bootstrap` within [`BROKER_WAIT`], and creates the input
