@@ -20,7 +20,8 @@
 //!
 //! then the **Kafka word count** (`--wc-rounds` rounds): lines → words → counts per batch →
 //! the exactly-once Kafka sink into a fresh output topic, timed the same way; the output
-//! topic is read back and its counts must add up to the words produced.
+//! topic is read back and its counts must add up to the words produced; and then the floor
+//! once more, which shows whether the broker itself got slower over the run.
 //!
 //! Each measurement also reports the CPU time of this process (`/proc/self/stat`) and of the
 //! broker (`/proc/<pid>/stat`, when the bench started it) per record. The machine may be
