@@ -661,6 +661,20 @@ fn row(s: &mut String, what: &str, runs: &[Run]) {
     );
 }
 
+/// Removes the contexts' directories of this run: a stopped engine may still write its last
+/// checkpoint after the round removed its directory, so they are removed again at the end.
+fn remove_run_dirs() {
+    let prefix = format!("kafka-bench-{}-", std::process::id());
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -738,6 +752,8 @@ async fn run(args: &Args) -> Result<String, BoxError> {
     } else {
         None
     };
+
+    remove_run_dirs();
 
     let mut s = String::new();
     let _ = writeln!(s, "## Kafka benchmark\n");
