@@ -360,7 +360,10 @@ struct SlotState {
 
 #[cfg_attr(
     not(feature = "kafka"),
-    allow(dead_code, reason = "only the Kafka direct stream reports events of its own yet")
+    allow(
+        dead_code,
+        reason = "only the Kafka direct stream reports events of its own yet"
+    )
 )]
 impl EventSlot {
     /// Events kept until the engine starts; later ones are dropped (they are logged too).
