@@ -36,13 +36,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
+
+use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use weir::kafka::sink::{KafkaRecordOut, KafkaSink, KafkaSinkMode};
-use weir::kafka::testing::TestBroker;
+use weir::kafka::testing::{TestBroker, group_positions, read_topic};
 use weir::kafka::{KafkaDirectOptions, KafkaRecord};
 use weir::{StreamingConfig, StreamingContext};
 use weir_actors::{Event, EventSubscription};
@@ -88,41 +87,11 @@ fn produce(client: &ClientConfig, stop: &AtomicBool) -> u64 {
     n
 }
 
-fn partitions(topic: &str, n: i32, offset: Offset) -> TopicPartitionList {
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..n {
-        tpl.add_partition_offset(topic, p, offset).unwrap();
-    }
-    tpl
-}
-
 /// The input's high watermarks and the group's committed offsets, per partition (an
 /// independent client). The broker may be slow to answer on loaded cores: a failed request is
 /// an error, for the caller to ask again.
 fn positions(client: &ClientConfig) -> Result<(Vec<i64>, Vec<i64>), KafkaError> {
-    let consumer: BaseConsumer = client
-        .clone()
-        .set("group.id", GROUP)
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let mut ends = Vec::new();
-    for p in 0..INPUT_PARTITIONS {
-        ends.push(
-            consumer
-                .fetch_watermarks(INPUT, p, Duration::from_secs(10))?
-                .1,
-        );
-    }
-    let committed = consumer
-        .committed_offsets(
-            partitions(INPUT, INPUT_PARTITIONS, Offset::Invalid),
-            Duration::from_secs(10),
-        )?
-        .elements()
-        .iter()
-        .map(|e| e.offset().to_raw().unwrap_or(-1))
-        .collect();
-    Ok((ends, committed))
+    group_positions(client, GROUP, INPUT, INPUT_PARTITIONS)
 }
 
 /// One output record: (partition, key, count, batch, index).
@@ -130,45 +99,28 @@ type Out = (i32, String, u64, u64, u64);
 
 /// Every record of the output topic, read from the start until each partition's end.
 fn read_output(client: &ClientConfig) -> Vec<Out> {
-    let consumer: BaseConsumer = client
-        .clone()
-        .set("group.id", "kafka-chaos-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create()
-        .unwrap();
-    consumer
-        .assign(&partitions(OUTPUT, OUTPUT_PARTITIONS, Offset::Beginning))
-        .unwrap();
-    let mut open: BTreeSet<i32> = (0..OUTPUT_PARTITIONS).collect();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !open.is_empty() {
-        assert!(Instant::now() < deadline, "partitions {open:?} never ended");
-        match consumer.poll(Duration::from_millis(200)) {
-            None => {}
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                open.remove(&p);
-            }
-            Some(Err(e)) => panic!("reading {OUTPUT}: {e}"),
-            Some(Ok(m)) => {
-                let text = |b: Option<&[u8]>| String::from_utf8(b.unwrap().to_vec()).unwrap();
-                let header = |name: &str| -> u64 {
-                    let headers = m.headers().expect("the sink's headers");
-                    let h = headers.iter().find(|h| h.key == name).unwrap();
-                    text(h.value).parse().unwrap()
-                };
-                out.push((
-                    m.partition(),
-                    text(m.key()),
-                    text(m.payload()).parse().unwrap(),
-                    header("weir.batch"),
-                    header("weir.index"),
-                ));
-            }
-        }
-    }
-    out
+    let read = read_topic(
+        client,
+        OUTPUT,
+        OUTPUT_PARTITIONS,
+        "read_committed",
+        Duration::from_secs(60),
+    );
+    read.unwrap()
+        .into_iter()
+        .map(|r| {
+            let header = |name: &str| -> u64 {
+                r.header(name).expect("the sink's headers").parse().unwrap()
+            };
+            (
+                r.partition,
+                r.key.clone(),
+                r.value.parse().unwrap(),
+                header("weir.batch"),
+                header("weir.index"),
+            )
+        })
+        .collect()
 }
 
 fn job(config: StreamingConfig, bootstrap: &str) -> Result<StreamingContext, weir::Error> {

@@ -15,91 +15,27 @@
 )]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 use weir::dstream::QueueStream;
 use weir::kafka::sink::{KafkaRecordOut, KafkaSink, KafkaSinkError, KafkaSinkMode};
-use weir::kafka::testing::TestBroker;
+use weir::kafka::testing::{ReadRecord as Read, TestBroker, read_topic};
 use weir::testing::ManualClock;
 
 /// Every wait in these tests is bounded by this.
 const WAIT: Duration = Duration::from_secs(60);
 
-/// A record read back: partition, offset, key, value, headers.
-#[derive(Clone, Debug)]
-struct Read {
-    partition: i32,
-    offset: i64,
-    key: String,
-    value: String,
-    headers: BTreeMap<String, String>,
-}
-
-impl Read {
-    fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map_or("", String::as_str)
-    }
-}
-
 /// Every record of `topic` (`partitions` partitions), read from the start with an
 /// independent assign()ed consumer at `isolation`, until each partition's end.
 fn read_all(broker: &TestBroker, topic: &str, partitions: i32, isolation: &str) -> Vec<Read> {
-    let consumer: BaseConsumer = broker
-        .client_config()
-        .set("group.id", "kafka-sink-test-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", isolation)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut open: BTreeSet<i32> = (0..partitions).collect();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + WAIT;
-    while !open.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "reading {topic}: partitions {open:?} never ended"
-        );
-        match consumer.poll(Duration::from_millis(200)) {
-            None => {}
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                open.remove(&p);
-            }
-            Some(Err(e)) => panic!("reading {topic}: {e}"),
-            Some(Ok(m)) => {
-                let text =
-                    |b: Option<&[u8]>| String::from_utf8(b.unwrap_or_default().to_vec()).unwrap();
-                let headers = m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| (h.key.to_owned(), text(h.value)))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.push(Read {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: text(m.key()),
-                    value: text(m.payload()),
-                    headers,
-                });
-            }
-        }
-    }
-    out.sort_by_key(|r| (r.partition, r.offset));
-    out
+    read_topic(&broker.client_config(), topic, partitions, isolation, WAIT).unwrap()
+}
+
+/// A header's value, empty if the record has none.
+fn header<'a>(r: &'a Read, name: &str) -> &'a str {
+    r.header(name).unwrap_or_default()
 }
 
 /// `(batch, key, value)` of every record, as a multiset.
@@ -107,7 +43,7 @@ fn multiset(records: &[Read]) -> BTreeMap<(String, String, String), usize> {
     let mut out = BTreeMap::new();
     for r in records {
         *out.entry((
-            r.header("weir.batch").to_owned(),
+            header(r, "weir.batch").to_owned(),
             r.key.clone(),
             r.value.clone(),
         ))
@@ -183,14 +119,14 @@ async fn a_jobs_output_read_back_is_exactly_the_expected_multiset() {
     for r in &read {
         by_key.entry(&r.key).or_default().insert(r.partition);
         shares
-            .entry((r.header("weir.batch").to_owned(), r.partition))
+            .entry((header(r, "weir.batch").to_owned(), r.partition))
             .or_default()
             .push((
-                r.header("weir.index").parse().unwrap(),
-                r.header("weir.count").parse().unwrap(),
+                header(r, "weir.index").parse().unwrap(),
+                header(r, "weir.count").parse().unwrap(),
             ));
-        assert_eq!(r.header("weir.writer"), "word-count");
-        assert_eq!(r.header("weir.partitions"), "3");
+        assert_eq!(header(r, "weir.writer"), "word-count");
+        assert_eq!(header(r, "weir.partitions"), "3");
     }
     assert!(by_key.values().all(|ps| ps.len() == 1), "{by_key:?}");
     let used: BTreeSet<i32> = read.iter().map(|r| r.partition).collect();
@@ -330,8 +266,8 @@ async fn a_batch_run_again_after_a_dead_attempt_writes_each_record_once() {
     // The dead attempt's records stay where they were; the rest follow them.
     let p0: Vec<(&str, &str)> = read
         .iter()
-        .filter(|r| r.partition == 0 && r.header("weir.batch") == "2000")
-        .map(|r| (r.value.as_str(), r.header("weir.index")))
+        .filter(|r| r.partition == 0 && header(r, "weir.batch") == "2000")
+        .map(|r| (r.value.as_str(), header(r, "weir.index")))
         .collect();
     assert_eq!(p0, [("ee", "1"), ("gggg", "3"), ("dd", "0"), ("ff", "2")]);
 }
@@ -618,7 +554,7 @@ async fn transactional_mode_reports_the_brokers_missing_end_txn_as_one_clear_err
     let sent = read_all(&broker, "txn-out", 2, "read_uncommitted");
     assert_eq!(sent.len(), 10);
     assert!(
-        sent.iter().all(|r| r.header("weir.batch") == "1000"),
+        sent.iter().all(|r| header(r, "weir.batch") == "1000"),
         "{sent:?}"
     );
     // The error is sticky: the engine's retry fails at once with the same sentence, sending
@@ -744,9 +680,9 @@ async fn a_kafka_to_kafka_job_on_the_engine_writes_each_count_once_across_a_rest
         *per_word.entry(r.key.clone()).or_insert(0) += r.value.parse::<u64>().unwrap();
         assert!(
             stamps.insert((
-                r.header("weir.batch").to_owned(),
+                header(r, "weir.batch").to_owned(),
                 r.partition,
-                r.header("weir.index").to_owned()
+                header(r, "weir.index").to_owned()
             )),
             "a stamp twice: {r:?}"
         );

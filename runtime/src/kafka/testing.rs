@@ -24,6 +24,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -40,6 +41,8 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
 
 /// How long [`TestBroker::start`] and [`TestBroker::restart`] wait for the broker to answer.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -98,6 +101,158 @@ pub enum BrokerError {
     /// a signal to a process that is not running).
     #[error("{0}")]
     State(String),
+}
+
+/// A record read back by [`read_topic`]: where it is, and its key, value and headers as text
+/// (lossy UTF-8; an absent key or value is empty).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadRecord {
+    /// The partition.
+    pub partition: i32,
+    /// The offset.
+    pub offset: i64,
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: String,
+    /// The headers, by name (the last of a repeated name).
+    pub headers: BTreeMap<String, String>,
+}
+
+impl ReadRecord {
+    /// The value of header `name`, if the record has it.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+/// Partitions `0..partitions` of `topic`, each at `offset`.
+///
+/// # Errors
+///
+/// The client library refuses the list (a negative partition count gives an empty one).
+pub fn partition_list(
+    topic: &str,
+    partitions: i32,
+    offset: Offset,
+) -> Result<TopicPartitionList, KafkaError> {
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition_offset(topic, p, offset)?;
+    }
+    Ok(list)
+}
+
+/// Every record of partitions `0..partitions` of `topic`, from the beginning to each
+/// partition's end as of reading, in (partition, offset) order: read by a consumer of `client`
+/// `assign()`ed to them (no group subscription, nothing committed) at `isolation`
+/// (`read_committed` or `read_uncommitted`) — rdkafka alone, none of weir's code, so that a
+/// test checks weir's output with an independent client.
+///
+/// # Errors
+///
+/// The consumer cannot be made, a fetch fails, or a partition has not ended after `limit`
+/// ([`BrokerError::State`], naming the partitions).
+pub fn read_topic(
+    client: &ClientConfig,
+    topic: &str,
+    partitions: i32,
+    isolation: &str,
+    limit: Duration,
+) -> Result<Vec<ReadRecord>, BrokerError> {
+    let kafka = |what: &str, source| BrokerError::Kafka {
+        what: format!("reading {topic}: {what}"),
+        source,
+    };
+    let consumer: BaseConsumer = client
+        .clone()
+        .set("group.id", "weir-test-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", isolation)
+        .create()
+        .map_err(|e| kafka("creating the consumer", e))?;
+    let list = partition_list(topic, partitions, Offset::Beginning)
+        .map_err(|e| kafka("listing the partitions", e))?;
+    consumer
+        .assign(&list)
+        .map_err(|e| kafka("assigning the partitions", e))?;
+    let mut open: BTreeSet<i32> = (0..partitions).collect();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + limit;
+    while !open.is_empty() {
+        if Instant::now() >= deadline {
+            return Err(BrokerError::State(format!(
+                "reading {topic}: partitions {open:?} did not end within {limit:?}"
+            )));
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                open.remove(&p);
+            }
+            Some(Err(e)) => return Err(kafka("fetching", e)),
+            Some(Ok(m)) => {
+                let text =
+                    |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).into_owned();
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_owned(), text(h.value)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(ReadRecord {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: text(m.key()),
+                    value: text(m.payload()),
+                    headers,
+                });
+            }
+        }
+    }
+    out.sort_by_key(|r| (r.partition, r.offset));
+    Ok(out)
+}
+
+/// Of partitions `0..partitions` of `topic`: each one's high watermark, and `group`'s
+/// committed offset for it (-1 where it has none), asked by a consumer of `client` that
+/// joins nothing and commits nothing.
+///
+/// # Errors
+///
+/// The broker did not answer within 10 s (a loaded test broker may not: ask again).
+pub fn group_positions(
+    client: &ClientConfig,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<(Vec<i64>, Vec<i64>), KafkaError> {
+    let consumer: BaseConsumer = client
+        .clone()
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut ends = Vec::new();
+    for p in 0..partitions {
+        ends.push(
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))?
+                .1,
+        );
+    }
+    let committed = consumer
+        .committed_offsets(
+            partition_list(topic, partitions, Offset::Invalid)?,
+            Duration::from_secs(10),
+        )?
+        .elements()
+        .iter()
+        .map(|e| e.offset().to_raw().unwrap_or(-1))
+        .collect();
+    Ok((ends, committed))
 }
 
 /// The tansu binary: [`TANSU_ENV`] if set, else the install script's (which builds it on
