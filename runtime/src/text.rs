@@ -137,20 +137,13 @@ impl Str {
     ///
     /// If `part` is not within this text's bytes.
     pub fn slice_ref(&self, part: &str) -> Str {
-        if part.len() <= INLINE_MAX {
-            let (start, end) = (self.as_ptr() as usize, self.as_ptr() as usize + self.len());
-            let at = part.as_ptr() as usize;
-            assert!(
-                start <= at && at + part.len() <= end,
-                "slice_ref: the part is not within the text"
-            );
-            return Str(inline(part));
-        }
-        match &self.0 {
-            Repr::Shared(text) => Str(Repr::Shared(text.slice_ref(part))),
-            // Inline text is short: so is any part of it.
-            Repr::Inline(_) => Str::from(part),
-        }
+        let start = (part.as_ptr() as usize).wrapping_sub(self.as_ptr() as usize);
+        assert!(
+            start <= self.len() && part.len() <= self.len() - start,
+            "slice_ref: the part is not within the text"
+        );
+        // A `&str` within the text starts and ends at character boundaries.
+        self.cut(start, start + part.len())
     }
 
     /// Bytes `start..end` of the text (character boundaries, `start <= end <= len`).
@@ -173,6 +166,7 @@ impl Str {
         }
         match &self.0 {
             Repr::Shared(shared) => Str(Repr::Shared(shared.slice_ref(&text[start..end]))),
+            // Inline text is short: so is any part of it.
             Repr::Inline(_) => Str::from(&text[start..end]),
         }
     }
@@ -442,6 +436,12 @@ mod tests {
     #[should_panic(expected = "not within the text")]
     fn slice_ref_refuses_a_foreign_part() {
         let _ = Str::from("one two").slice_ref("one");
+    }
+
+    #[test]
+    #[should_panic(expected = "not within the text")]
+    fn slice_ref_refuses_a_long_foreign_part_of_short_text() {
+        let _ = Str::from("one two").slice_ref("a part longer than the inline limit");
     }
 
     #[test]
