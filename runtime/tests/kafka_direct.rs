@@ -473,25 +473,19 @@ async fn out_of_range_positions_fail_or_reset_as_the_policy_says() {
         );
         move |config: StreamingConfig| Ok(job(configured(config, prefix), options, &seen))
     };
-    let mut ctx = StreamingContext::get_or_create(
+    let (ctx, mut events) = started(
         dir.path(),
         build(&first_broker, "kd-range-1", OffsetResetPolicy::Fail),
     )
-    .await
-    .unwrap();
-    ctx.start().await.unwrap();
-    let mut events = ctx.events().unwrap();
+    .await;
     output_has(&mut events, &seen, 40).await;
     ctx.stop(true).await.unwrap();
 
-    let mut ctx = StreamingContext::get_or_create(
+    let (ctx, mut events) = started(
         dir.path(),
         build(&second_broker, "kd-range-2", OffsetResetPolicy::Fail),
     )
-    .await
-    .unwrap();
-    ctx.start().await.unwrap();
-    let mut events = ctx.events().unwrap();
+    .await;
     let failed = events
         .next_matching(PATIENCE, |e| matches!(e, Event::PlanningFailed { .. }))
         .await
@@ -509,14 +503,11 @@ async fn out_of_range_positions_fail_or_reset_as_the_policy_says() {
     assert!(resets.lock().unwrap().is_empty(), "fail resets nothing");
     ctx.stop(false).await.unwrap();
 
-    let mut ctx = StreamingContext::get_or_create(
+    let (ctx, mut events) = started(
         dir.path(),
         build(&second_broker, "kd-range-3", OffsetResetPolicy::Earliest),
     )
-    .await
-    .unwrap();
-    ctx.start().await.unwrap();
-    let mut events = ctx.events().unwrap();
+    .await;
     output_has(&mut events, &seen, 46).await;
     ctx.stop(true).await.unwrap();
     let mut values: Vec<String> = seen
@@ -556,6 +547,18 @@ async fn out_of_range_positions_fail_or_reset_as_the_policy_says() {
                 .join("\n")
         );
     }
+}
+
+/// The context `build` makes — or restores from `dir` — started, and a subscription to its
+/// events.
+async fn started(
+    dir: &std::path::Path,
+    build: impl FnOnce(StreamingConfig) -> Result<StreamingContext, weir::Error>,
+) -> (StreamingContext, weir_actors::EventSubscription) {
+    let mut ctx = StreamingContext::get_or_create(dir, build).await.unwrap();
+    ctx.start().await.unwrap();
+    let events = ctx.events().unwrap();
+    (ctx, events)
 }
 
 /// Runs one batch of a stream over `topic` with `options` under `ManualClock`: its values.
@@ -810,25 +813,19 @@ async fn a_deleted_topic_fails_or_is_dropped_as_the_policy_says() {
         );
         move |config: StreamingConfig| Ok(job(configured(config, prefix), options, &seen))
     };
-    let mut ctx = StreamingContext::get_or_create(
+    let (ctx, mut events) = started(
         dir.path(),
         build(&first_broker, "kd-del-1", OffsetResetPolicy::Fail),
     )
-    .await
-    .unwrap();
-    ctx.start().await.unwrap();
-    let mut events = ctx.events().unwrap();
+    .await;
     output_has(&mut events, &seen, 20).await;
     ctx.stop(true).await.unwrap();
 
-    let mut ctx = StreamingContext::get_or_create(
+    let (ctx, mut events) = started(
         dir.path(),
         build(&second_broker, "kd-del-2", OffsetResetPolicy::Fail),
     )
-    .await
-    .unwrap();
-    ctx.start().await.unwrap();
-    let mut events = ctx.events().unwrap();
+    .await;
     let failed = events
         .next_matching(PATIENCE, |e| matches!(e, Event::PlanningFailed { .. }))
         .await
@@ -844,14 +841,11 @@ async fn a_deleted_topic_fails_or_is_dropped_as_the_policy_says() {
     );
     ctx.stop(false).await.unwrap();
 
-    let mut ctx = StreamingContext::get_or_create(
+    let (ctx, mut events) = started(
         dir.path(),
         build(&second_broker, "kd-del-3", OffsetResetPolicy::Latest),
     )
-    .await
-    .unwrap();
-    ctx.start().await.unwrap();
-    let mut events = ctx.events().unwrap();
+    .await;
     produce(&second_broker, "kd-del-a", 20..25, 1);
     output_has(&mut events, &seen, 25).await;
     ctx.stop(true).await.unwrap();
