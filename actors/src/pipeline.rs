@@ -26,7 +26,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::checkpoint::{CheckpointData, OperatorState};
+use crate::checkpoint::{CheckpointData, CheckpointId, OperatorState, StateUpload};
 use crate::ingest::blocks::{Block, BlockInfo, StreamId};
 use crate::observe::metrics::SourceLag;
 
@@ -331,6 +331,21 @@ impl fmt::Display for PlanningError {
 
 impl std::error::Error for PlanningError {}
 
+/// A pipeline's snapshot for one checkpoint ([`Pipeline::snapshot_for`]): operator state, and
+/// the state files still to write for it (incremental checkpoints).
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Operator state, keyed by operator id; a [`StateData::Chain`](crate::checkpoint::StateData::Chain)
+    /// lists the files written by earlier checkpoints that this one references too.
+    pub states: Vec<OperatorState>,
+    /// Files to write before the checkpoint, each appended to its operator's chain.
+    pub uploads: Vec<StateUpload>,
+}
+
+/// The state files a restored checkpoint references, by name, read and verified
+/// ([`CheckpointStore::read_state_files`](crate::checkpoint::CheckpointStore::read_state_files)).
+pub type StateFiles = BTreeMap<String, Vec<u8>>;
+
 /// What the engine runs every batch.
 pub trait Pipeline: Send + Sync + 'static {
     /// A fingerprint of the graph, stored in checkpoints to report an incompatible change.
@@ -389,6 +404,55 @@ pub trait Pipeline: Send + Sync + 'static {
     ///
     /// The state cannot be serialised; the checkpoint fails (and is retried).
     fn snapshot(&self, completed_through_ms: Option<u64>) -> Result<Vec<OperatorState>, UserError>;
+
+    /// The snapshot for checkpoint `checkpoint`, as [`snapshot`](Self::snapshot) describes,
+    /// possibly referencing state files of earlier checkpoints and asking for new ones
+    /// (incremental checkpoints). Every call is followed by one
+    /// [`checkpoint_ended`](Self::checkpoint_ended) for the same id, unless the engine stops
+    /// first (the next start then [`restore`](Self::restore)s). By default, `snapshot`, with
+    /// nothing to upload.
+    ///
+    /// A chain may only reference files of a checkpoint that
+    /// [`checkpoint_ended`](Self::checkpoint_ended) reported written, and only while no
+    /// other checkpoint write is in flight: retention may delete files that only an older
+    /// checkpoint references.
+    ///
+    /// # Errors
+    ///
+    /// As [`snapshot`](Self::snapshot).
+    fn snapshot_for(
+        &self,
+        checkpoint: CheckpointId,
+        completed_through_ms: Option<u64>,
+    ) -> Result<Snapshot, UserError> {
+        let _ = checkpoint;
+        Ok(Snapshot {
+            states: self.snapshot(completed_through_ms)?,
+            uploads: Vec::new(),
+        })
+    }
+
+    /// The write of checkpoint `checkpoint` ended: `Some` with what was written (its chains
+    /// name the files written for it) once it is durable, `None` if it failed. Called in the
+    /// job generator's handler, before any later snapshot is taken. Nothing by default.
+    fn checkpoint_ended(&self, checkpoint: CheckpointId, written: Option<&CheckpointData>) {
+        let _ = (checkpoint, written);
+    }
+
+    /// [`restore`](Self::restore), with the state files the checkpoint references (read and
+    /// verified). By default `restore`, which cannot use state files.
+    ///
+    /// # Errors
+    ///
+    /// As [`restore`](Self::restore).
+    fn restore_with_files(
+        &self,
+        checkpoint: Option<&CheckpointData>,
+        files: &StateFiles,
+    ) -> Result<(), UserError> {
+        let _ = files;
+        self.restore(checkpoint)
+    }
 
     /// Resets the pipeline to the state of `checkpoint` (matching operator state by id), or to
     /// its initial state when there is none. Called at every start of the driver, before any

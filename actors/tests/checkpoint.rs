@@ -928,11 +928,12 @@ fn unknown_optional_section_is_ignored() {
 fn unknown_critical_section_is_refused() {
     let data = full(1_700_000_000_000);
     let mut sections = current_layout_sections(&data);
-    sections.push((0x8009, enc(&7u64)));
+    // 0x8009 is known (operator state with chains); 0x80ff is not.
+    sections.push((0x80ff, enc(&7u64)));
     let err = CheckpointData::decode(&frame(1, &sections)).unwrap_err();
-    assert_eq!(err, FormatError::UnknownCriticalSection { tag: 0x8009 });
+    assert_eq!(err, FormatError::UnknownCriticalSection { tag: 0x80ff });
     assert!(
-        err.to_string().contains("section 0x8009 is critical"),
+        err.to_string().contains("section 0x80ff is critical"),
         "{err}"
     );
 }

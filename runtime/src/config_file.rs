@@ -292,6 +292,12 @@ pub const KEYS: &[Key] = &[
         },
     ),
     // Checkpoints.
+    key("incremental_checkpoints", KeyKind::Bool, |c, v| {
+        c.incremental_checkpoints = v.bool();
+    }),
+    key("state_inline_max_bytes", whole(0), |c, v| {
+        c.state_inline_max_bytes = v.count();
+    }),
     key("checkpoint_interval_ms", whole(0), |c, v| {
         c.engine.checkpoint_policy.interval = v.ms();
     }),

@@ -42,6 +42,18 @@ pub struct StreamingConfig {
     /// memory. Default: [`StateBackend::Memory`]. Checkpoints do not depend on it: a
     /// checkpoint taken with one backend restores with the other.
     pub state_backend: StateBackend,
+    /// Incremental checkpoints: a stateful operator's state larger than 64 KiB is written
+    /// as state files next to the checkpoint rather than inside it, and `map_with_state`
+    /// writes only the keys changed since the last checkpoint (a delta over a base; a new
+    /// base once the deltas outgrow it). Off: every checkpoint holds every operator's whole
+    /// state inline. Either way a checkpoint restores whatever this setting is now.
+    /// Default: true (the configuration file's `incremental_checkpoints` key).
+    pub incremental_checkpoints: bool,
+    /// With [`incremental_checkpoints`](Self::incremental_checkpoints), an operator's state
+    /// of at most this many bytes stays inline in the checkpoint; larger state goes into state
+    /// files (Flink's `state.storage.fs.memory-threshold`). Default: 64 KiB (the
+    /// configuration file's `state_inline_max_bytes` key).
+    pub state_inline_max_bytes: usize,
     /// Rate limits of the sources, and backpressure. Default: no limit, no backpressure.
     pub rate: RateConfig,
     /// Spark's `spark.streaming.stopGracefullyOnShutdown`: when true, [`start`] installs a
@@ -65,6 +77,8 @@ impl StreamingConfig {
             engine,
             allow_unmatched_state: false,
             state_backend: StateBackend::Memory,
+            incremental_checkpoints: true,
+            state_inline_max_bytes: crate::dstream::graph::INLINE_MAX,
             rate: RateConfig::default(),
             stop_gracefully_on_shutdown: false,
         }
@@ -115,6 +129,14 @@ impl StreamingConfig {
             (
                 "stop_gracefully_on_shutdown".to_owned(),
                 self.stop_gracefully_on_shutdown.to_string(),
+            ),
+            (
+                "incremental_checkpoints".to_owned(),
+                self.incremental_checkpoints.to_string(),
+            ),
+            (
+                "state_inline_max_bytes".to_owned(),
+                self.state_inline_max_bytes.to_string(),
             ),
         ]);
         if let Some(bp) = &rates.backpressure {
@@ -262,6 +284,8 @@ impl StreamingContext {
             allow_unmatched_state: config.allow_unmatched_state,
             state_backend: config.state_backend.clone(),
             in_order: config.engine.max_batches_in_flight <= 1,
+            incremental_checkpoints: config.incremental_checkpoints,
+            state_inline_max_bytes: config.state_inline_max_bytes,
         }));
         StreamingContext {
             rate: Arc::new(RateControl::new(config.rate)),

@@ -35,8 +35,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use weir_actors::checkpoint::CheckpointData;
-use weir_actors::pipeline::{BatchInput, JobContext, Pipeline};
+use weir_actors::checkpoint::{CheckpointData, CheckpointStore};
+use weir_actors::pipeline::{BatchInput, JobContext, Pipeline, StateFiles};
 
 use crate::UserError;
 use crate::dstream::memo::lock;
@@ -118,6 +118,9 @@ pub struct ManualClock {
     context: StreamingContext,
     next_batch: u64,
     last_checkpoint: Option<CheckpointData>,
+    /// Where snapshots are written as checkpoints, if anywhere (see
+    /// [`ManualClock::checkpoint_to`]).
+    store: Option<Arc<CheckpointStore>>,
 }
 
 impl std::fmt::Debug for ManualClock {
@@ -154,6 +157,7 @@ impl ManualClock {
             context,
             next_batch: interval_ms,
             last_checkpoint: None,
+            store: None,
         })
     }
 
@@ -233,19 +237,8 @@ impl ManualClock {
                 result.map_err(|e| Error::State(format!("batch {time}: {e}")))?;
             }
             pipeline.batch_completed(time);
-            let state = pipeline
-                .snapshot(Some(time))
+            self.checkpoint(time, Vec::new(), Some(time))
                 .map_err(|e| Error::State(format!("snapshot after batch {time}: {e}")))?;
-            self.last_checkpoint = Some(CheckpointData {
-                checkpoint_time_ms: time,
-                pending_batches: Vec::new(),
-                batch_interval_ms: self.interval_ms,
-                zero_time_ms: 0,
-                settings: BTreeMap::new(),
-                source_offsets: Vec::new(),
-                operator_state: state,
-                graph_fingerprint: pipeline.fingerprint(),
-            });
             self.next_batch += self.interval_ms;
         }
         Ok(())
@@ -269,20 +262,68 @@ impl ManualClock {
             })
             .map_err(|e| Error::State(format!("batch {time}: {e}")))?;
         let completed = self.last_checkpoint.as_ref().map(|c| c.checkpoint_time_ms);
-        let state = pipeline
-            .snapshot(completed)
+        self.checkpoint(time, vec![time], completed)
             .map_err(|e| Error::State(format!("snapshot before batch {time}: {e}")))?;
-        self.last_checkpoint = Some(CheckpointData {
+        self.restart()
+    }
+
+    /// From now on, writes every snapshot as a checkpoint into `store` — incrementally if the
+    /// configuration says so ([`StreamingConfig::incremental_checkpoints`]), with the state
+    /// files the snapshot asks for, as the engine does — and restores from what it wrote,
+    /// reading the state files back from `store`. Needs a multi-thread tokio runtime.
+    pub fn checkpoint_to(&mut self, store: Arc<CheckpointStore>) {
+        self.store = Some(store);
+    }
+
+    /// The last checkpoint taken (written into the store, if one is set).
+    pub fn last_checkpoint(&self) -> Option<&CheckpointData> {
+        self.last_checkpoint.as_ref()
+    }
+
+    /// Takes the snapshot as of `completed` for a checkpoint at `time` listing `pending`.
+    fn checkpoint(
+        &mut self,
+        time: u64,
+        pending: Vec<u64>,
+        completed: Option<u64>,
+    ) -> Result<(), UserError> {
+        let pipeline = self.context.pipeline();
+        let data = |operator_state| CheckpointData {
             checkpoint_time_ms: time,
-            pending_batches: vec![time],
+            pending_batches: pending,
             batch_interval_ms: self.interval_ms,
             zero_time_ms: 0,
             settings: BTreeMap::new(),
             source_offsets: Vec::new(),
-            operator_state: state,
+            operator_state,
             graph_fingerprint: pipeline.fingerprint(),
+        };
+        let Some(store) = &self.store else {
+            self.last_checkpoint = Some(data(pipeline.snapshot(completed)?));
+            return Ok(());
+        };
+        let reservation = store.reserve()?;
+        let id = reservation.id();
+        let snapshot = pipeline.snapshot_for(id, completed)?;
+        let data = data(snapshot.states);
+        let written = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(store.write_reserved_with_uploads(
+                reservation,
+                data,
+                snapshot.uploads,
+            ))
         });
-        self.restart()
+        match written {
+            Ok((_, written)) => {
+                pipeline.checkpoint_ended(id, Some(&written));
+                self.last_checkpoint = Some(written);
+                Ok(())
+            }
+            Err(e) => {
+                pipeline.checkpoint_ended(id, None);
+                Err(e.into())
+            }
+        }
     }
 
     /// Rebuilds the graph from the same code and restores it from the last snapshot (taken
@@ -321,9 +362,16 @@ impl ManualClock {
     ) -> Result<(), Error> {
         self.context =
             Self::build_configured(self.interval_ms, self.parallelism, &self.build, configure);
+        let files = match (&self.store, &self.last_checkpoint) {
+            (Some(store), Some(data)) => tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(store.read_state_files(data))
+            })
+            .map_err(|e| Error::Incompatible(e.to_string()))?,
+            _ => StateFiles::new(),
+        };
         self.context
             .pipeline()
-            .restore(self.last_checkpoint.as_ref())
+            .restore_with_files(self.last_checkpoint.as_ref(), &files)
             .map_err(|e| Error::Incompatible(e.to_string()))
     }
 }

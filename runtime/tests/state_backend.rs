@@ -1,5 +1,6 @@
 //! The state backends: the same stateful pipelines give the same results on each backend,
-//! across restarts; the disk backend keeps resident memory bounded while its state grows.
+//! across restarts, with full or incremental checkpoints; the disk backend keeps resident
+//! memory bounded while its state grows.
 //!
 //! `state_throughput` (ignored: a measurement, not a check) times a stateful run on a
 //! backend, for comparing backends and builds: `cargo test --release --test state_backend
@@ -8,11 +9,13 @@
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use weir::StreamingConfig;
+use weir::checkpoint::{CheckpointConfig, CheckpointData, CheckpointStore, StateData};
 use weir::dstream::{DiskStateOptions, QueueStream, State, StateBackend, StateSpec};
 use weir::testing::{Collected, ManualClock};
+use weir::{Storage, StreamingConfig};
 
 const INTERVAL: u64 = 1000;
 
@@ -130,8 +133,34 @@ fn words(b: u64) -> Vec<String> {
 const BATCHES: u64 = 14;
 
 /// Runs the stateful pipeline for [`BATCHES`] batches in segments `(batches, backend, end)`
-/// (the last segment's end is ignored), with the state files under `dir`.
+/// (the last segment's end is ignored), with the state files under `dir`; checkpoints are
+/// full snapshots, kept in memory.
 async fn stateful(dir: &Path, segments: &[(u64, Backend, End)]) -> Outputs {
+    stateful_in(dir, segments, None).await
+}
+
+/// The chains of the `map_with_state` operators `counts` (few keys, all changing) and `wide`
+/// (many keys, few changing) seen after each segment.
+#[derive(Debug, Default)]
+struct Chains {
+    counts: Vec<Vec<String>>,
+    wide: Vec<Vec<String>>,
+}
+
+/// [`stateful`], with every checkpoint written into a checkpoint store under `dir`
+/// incrementally if `chains` is given: every operator's state in state files (no inline
+/// threshold), `map_with_state`'s as a base and deltas; restarts restore from the store.
+async fn stateful_in(
+    dir: &Path,
+    segments: &[(u64, Backend, End)],
+    mut chains: Option<&mut Chains>,
+) -> Outputs {
+    let incremental = chains.is_some();
+    let configure = move |c: &mut StreamingConfig, backend: Backend, dir: &Path| {
+        c.state_backend = backend.config(dir);
+        c.incremental_checkpoints = incremental;
+        c.state_inline_max_bytes = 0;
+    };
     let queue = QueueStream::new(true, 2);
     for b in 0..BATCHES {
         queue.push(words(b));
@@ -164,7 +193,20 @@ async fn stateful(dir: &Path, segments: &[(u64, Backend, End)]) -> Outputs {
         .initial_state([("z".to_owned(), 100)])
         .timeout(Duration::from_millis(3 * INTERVAL));
         let counts = pairs.map_with_state(spec).uid("counts");
-        m.collect(&counts.map(|c: &i64| ("out".to_owned(), *c)));
+        // Many keys, few changed per batch, none timing out: its incremental checkpoints
+        // are deltas over a base.
+        let wide = StateSpec::function(|_: &String, one: Option<&i64>, n: &mut State<i64>| {
+            let count = n.get().copied().unwrap_or(0) + one.copied().unwrap_or(0);
+            n.update(count);
+            count
+        })
+        .initial_state((0..300).map(|i| (format!("k{i:03}"), i)));
+        let wide = pairs.map_with_state(wide).uid("wide");
+        m.collect(
+            &counts
+                .map(|c: &i64| ("out".to_owned(), *c))
+                .union(&wide.map(|c: &i64| ("wide".to_owned(), *c))),
+        );
         s.collect(&counts.state_snapshots());
         // Every key's total, removed when it reaches a multiple of 4 (then starts again).
         let total = pairs
@@ -191,22 +233,42 @@ async fn stateful(dir: &Path, segments: &[(u64, Backend, End)]) -> Outputs {
     let mut clock = ManualClock::with_config(
         INTERVAL,
         2,
-        |c: &mut StreamingConfig| c.state_backend = first.config(&dir_owned),
+        |c: &mut StreamingConfig| configure(c, first, &dir_owned),
         build,
     )
     .unwrap();
+    let store = if incremental {
+        let store = CheckpointStore::open(
+            Storage::local(dir.join("checkpoints")),
+            CheckpointConfig::default().with_retain(3),
+        )
+        .await
+        .unwrap();
+        Some(Arc::new(store))
+    } else {
+        None
+    };
+    if let Some(store) = &store {
+        clock.checkpoint_to(Arc::clone(store));
+    }
     for (i, &(batches, backend, end)) in segments.iter().enumerate() {
         clock.run(batches as usize).await.unwrap();
+        if let (Some(store), Some(chains)) = (&store, chains.as_deref_mut()) {
+            let last = clock.last_checkpoint().unwrap();
+            chains.counts.push(chain_of(last, "counts"));
+            chains.wide.push(chain_of(last, "wide"));
+            assert_state_files_are_referenced(store, dir).await;
+        }
         // One file per stateful operator while the disk backend runs, none otherwise.
         let files = state_files(dir).len();
         match backend {
-            Backend::Disk => assert_eq!(files, 3, "segment {i}"),
+            Backend::Disk => assert_eq!(files, 4, "segment {i}"),
             Backend::Memory => assert_eq!(files, 0, "segment {i}"),
         }
         let Some(&(_, next, _)) = segments.get(i + 1) else {
             break;
         };
-        let config = |c: &mut StreamingConfig| c.state_backend = next.config(dir);
+        let config = |c: &mut StreamingConfig| configure(c, next, dir);
         match end {
             End::Restart => clock.restart_with_config(config).unwrap(),
             End::Crash => {
@@ -229,6 +291,34 @@ async fn stateful(dir: &Path, segments: &[(u64, Backend, End)]) -> Outputs {
             )
         })
         .collect()
+}
+
+/// The names of the state files of `operator`'s chain in `data` (empty if not a chain).
+fn chain_of(data: &CheckpointData, operator: &str) -> Vec<String> {
+    data.operator_state
+        .iter()
+        .filter(|s| s.operator_id == operator)
+        .flat_map(|s| match &s.data {
+            StateData::Chain(files) => files.iter().map(|f| f.name.clone()).collect(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+/// The store's `state/` directory holds exactly the files its retained checkpoints reference.
+async fn assert_state_files_are_referenced(store: &CheckpointStore, dir: &Path) {
+    let mut referenced = std::collections::BTreeSet::new();
+    for info in store.list().await.unwrap() {
+        let data = store.read(info.id).await.unwrap();
+        referenced.extend(data.state_files().map(|f| f.name.clone()));
+    }
+    let present: std::collections::BTreeSet<String> =
+        std::fs::read_dir(dir.join("checkpoints/state"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+    assert_eq!(present, referenced, "state files vs. retained references");
+    assert!(!present.is_empty());
 }
 
 fn state_files(dir: &Path) -> Vec<String> {
@@ -294,6 +384,56 @@ async fn a_checkpoint_of_one_backend_restores_with_the_other() {
     )
     .await;
     assert_eq!(switched, expected);
+}
+
+/// Incremental checkpoints (every state in files, `map_with_state` as a base and deltas)
+/// give the results of full checkpoints, on both backends, restored from several points of
+/// a chain — after deltas, and after a new base — across restarts and crashes; the store
+/// keeps exactly the state files its retained checkpoints reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_checkpoints_restore_exactly_on_both_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = stateful(dir.path(), &[(BATCHES, Backend::Memory, End::Restart)]).await;
+    let (memory, disk) = (Backend::Memory, Backend::Disk);
+    for segments in [
+        [
+            (4, memory, End::Restart),
+            (3, memory, End::Crash),
+            (5, memory, End::Crash),
+            (2, memory, End::Restart),
+        ],
+        [
+            (3, disk, End::Crash),
+            (4, disk, End::Restart),
+            (5, disk, End::Crash),
+            (2, disk, End::Restart),
+        ],
+        [
+            (2, memory, End::Crash),
+            (5, disk, End::Restart),
+            (4, memory, End::Crash),
+            (3, disk, End::Restart),
+        ],
+    ] {
+        let run = tempfile::tempdir().unwrap();
+        let mut chains = Chains::default();
+        let incremental = stateful_in(run.path(), &segments, Some(&mut chains)).await;
+        assert_eq!(incremental, expected, "{segments:?}");
+        // Restored from chains with deltas (`wide`), and from new bases (`counts`, whose
+        // deltas soon outgrow its small base).
+        assert!(
+            chains.wide.iter().filter(|c| c.len() >= 2).count() >= 2,
+            "deltas were written: {:?}",
+            chains.wide
+        );
+        let bases: std::collections::BTreeSet<&String> =
+            chains.counts.iter().filter_map(|c| c.first()).collect();
+        assert!(
+            bases.len() >= 2,
+            "a new base was written: {:?}",
+            chains.counts
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,8 +66,11 @@
 //! every rule). The generator tells it the facts as they happen and executes the
 //! [`CheckpointAction`]s it returns, in order:
 //!
-//! * **Start a write.** The snapshot ([`Pipeline::snapshot`]) is taken, and the id reserved in
-//!   the store ([`CheckpointStore::reserve`]), in the generator's handler when the write starts;
+//! * **Start a write.** The id is reserved in the store ([`CheckpointStore::reserve`]) and the
+//!   snapshot ([`Pipeline::snapshot_for`]) taken for it, in the generator's handler when the
+//!   write starts; the state files the snapshot asks for are written by the write's task,
+//!   before the checkpoint, and the pipeline hears how the write ended
+//!   ([`Pipeline::checkpoint_ended`]) before any later snapshot;
 //!   so ids follow the snapshots, and a slow older write that lands after a newer one never
 //!   becomes the latest for a restore (the store prefers the largest valid id, and its
 //!   retention keeps the largest ids). The write itself runs in a task the generator owns, so
@@ -287,6 +290,8 @@ pub(crate) enum JobGeneratorMsg {
         id: CheckpointId,
         /// Durable, failed or timed out.
         outcome: WriteOutcome,
+        /// What was written, if durable (its chains name the state files written for it).
+        written: Option<Box<CheckpointData>>,
     },
     /// Internal: the minimum pause has elapsed; a waiting checkpoint may start.
     CheckpointDue,
@@ -512,10 +517,16 @@ impl Actor for JobGenerator {
                 complete(&myself, state, outcome).instrument(span).await?;
                 generate_ready(&myself, state).await?;
             }
-            JobGeneratorMsg::CheckpointDone { id, outcome } => {
+            JobGeneratorMsg::CheckpointDone {
+                id,
+                outcome,
+                written,
+            } => {
                 if state.writes.remove(&id).is_none() {
                     tracing::debug!(%id, "the end of a checkpoint write not in flight");
                 }
+                // Before any later snapshot: an incremental one builds on what was written.
+                state.args.pipeline.checkpoint_ended(id, written.as_deref());
                 let actions = state.coordinator.write_ended(id, outcome, monotonic_now());
                 execute(&myself, state, actions).await?;
             }
@@ -1025,20 +1036,21 @@ fn start_write(
     time_ms: u64,
 ) -> Vec<CheckpointAction> {
     let held_through = state.held.keys().next_back().copied();
-    let snapshot = state
-        .args
-        .pipeline
-        .snapshot(state.completed_through())
-        .map_err(|err| format!("snapshotting the pipeline's state: {err}"))
-        .map(|operator_state| state.checkpoint_data(time_ms, operator_state));
     let store = Arc::clone(&state.args.checkpoints);
-    let reservation = snapshot.and_then(|data| {
-        store
-            .reserve()
-            .map(|reservation| (reservation, data))
-            .map_err(|err| err.to_string())
+    // The id first: an incremental snapshot is taken for it (a failed snapshot burns it).
+    let reservation = store.reserve().map_err(|err| err.to_string());
+    let prepared = reservation.and_then(|reservation| {
+        state
+            .args
+            .pipeline
+            .snapshot_for(reservation.id(), state.completed_through())
+            .map_err(|err| format!("snapshotting the pipeline's state: {err}"))
+            .map(|snapshot| {
+                let data = state.checkpoint_data(time_ms, snapshot.states);
+                (reservation, (data, snapshot.uploads))
+            })
     });
-    let (reservation, data) = match reservation {
+    let (reservation, (data, uploads)) = match prepared {
         Ok(ready) => ready,
         // Nothing to write: it counts as a failed checkpoint, and what it was for runs.
         Err(failure) => {
@@ -1051,14 +1063,18 @@ fn start_write(
     let timeout = state.args.checkpoint_policy.timeout;
     let me = myself.clone();
     let task = tokio::spawn(async move {
-        let outcome =
-            match tokio::time::timeout(timeout, store.write_reserved(reservation, &data)).await {
-                Ok(Ok(_)) => WriteOutcome::Durable,
-                Ok(Err(err)) => WriteOutcome::Failed(err.to_string()),
-                // The write future is dropped here: whatever it would still do is not success.
-                Err(_) => WriteOutcome::TimedOut,
-            };
-        let _ = me.cast(JobGeneratorMsg::CheckpointDone { id, outcome });
+        let write = store.write_reserved_with_uploads(reservation, data, uploads);
+        let (outcome, written) = match tokio::time::timeout(timeout, write).await {
+            Ok(Ok((_, written))) => (WriteOutcome::Durable, Some(Box::new(written))),
+            Ok(Err(err)) => (WriteOutcome::Failed(err.to_string()), None),
+            // The write future is dropped here: whatever it would still do is not success.
+            Err(_) => (WriteOutcome::TimedOut, None),
+        };
+        let _ = me.cast(JobGeneratorMsg::CheckpointDone {
+            id,
+            outcome,
+            written,
+        });
     });
     state.writes.insert(id, OwnedTask(task));
     let write = StartedWrite {

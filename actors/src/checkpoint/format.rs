@@ -256,6 +256,11 @@ pub(crate) mod tag {
     pub(crate) const OPERATOR_STATE: u16 = 7;
     /// `graph_fingerprint: u64`.
     pub(crate) const GRAPH_FINGERPRINT: u16 = 8;
+    /// `operator_state: Vec<OperatorState>` whose [`StateData`](super::StateData) may be a
+    /// [`Chain`](super::StateData::Chain): the type of tag 7 with a third variant, so a new,
+    /// critical tag (a reader that does not know chains must not restore without the state).
+    /// Written instead of tag 7 only when some state is a chain; the two never appear together.
+    pub(crate) const OPERATOR_STATE_CHAINED: u16 = 0x8009;
 }
 
 /// Everything a checkpoint holds: data only, never code.
@@ -308,14 +313,21 @@ pub struct OperatorState {
 
 /// Where an operator's state bytes live.
 ///
-/// This enum is part of section 7's type: a new variant would change that type, so it would
-/// come with a new tag (see the versioning rule in [`crate::checkpoint`]).
+/// This enum is part of section 7's type. [`StateData::Chain`] was added later, so a
+/// checkpoint holding a chain stores its operator state under the critical tag `0x8009`
+/// instead (see the versioning rule in [`crate::checkpoint`]); the first two variants keep
+/// their encoding, so tag 7 still decodes as this type.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StateData {
     /// The bytes, inside the checkpoint.
     Inline(Vec<u8>),
     /// A state file next to the checkpoint (for large state).
     File(StateFileRef),
+    /// State files to apply in order: a base, then deltas, each holding what changed since
+    /// the one before (incremental checkpoints). Files are shared: later checkpoints reference
+    /// the same base and deltas and add their own. Only the pipeline knows what a file means;
+    /// the store reads, verifies and garbage-collects them.
+    Chain(Vec<StateFileRef>),
 }
 
 impl Default for StateData {
@@ -407,7 +419,11 @@ impl CheckpointData {
             section(tag::ZERO_TIME_MS, &self.zero_time_ms)?,
             section(tag::SETTINGS, &self.settings)?,
             section(tag::SOURCE_OFFSETS, &self.source_offsets)?,
-            section(tag::OPERATOR_STATE, &self.operator_state)?,
+            if self.has_chain() {
+                section(tag::OPERATOR_STATE_CHAINED, &self.operator_state)?
+            } else {
+                section(tag::OPERATOR_STATE, &self.operator_state)?
+            },
             section(tag::GRAPH_FINGERPRINT, &self.graph_fingerprint)?,
         ];
         Ok(frame(CHECKPOINT_FRAME, &encode_sections(&sections)?))
@@ -439,6 +455,16 @@ impl CheckpointData {
                 });
             }
         };
+        let operator_state = match (take(tag::OPERATOR_STATE), take(tag::OPERATOR_STATE_CHAINED)) {
+            (Some(_), Some(_)) => {
+                return Err(FormatError::BadSection {
+                    tag: tag::OPERATOR_STATE_CHAINED,
+                    detail: "operator state appears under both tag 7 and tag 0x8009".to_owned(),
+                });
+            }
+            (None, Some(bytes)) => field(tag::OPERATOR_STATE_CHAINED, &bytes)?,
+            (plain, None) => opt(tag::OPERATOR_STATE, plain)?,
+        };
         let data = CheckpointData {
             checkpoint_time_ms,
             pending_batches: opt(tag::PENDING_BATCHES, take(tag::PENDING_BATCHES))?,
@@ -446,7 +472,7 @@ impl CheckpointData {
             zero_time_ms: opt(tag::ZERO_TIME_MS, take(tag::ZERO_TIME_MS))?,
             settings: opt(tag::SETTINGS, take(tag::SETTINGS))?,
             source_offsets: opt(tag::SOURCE_OFFSETS, take(tag::SOURCE_OFFSETS))?,
-            operator_state: opt(tag::OPERATOR_STATE, take(tag::OPERATOR_STATE))?,
+            operator_state,
             graph_fingerprint: opt(tag::GRAPH_FINGERPRINT, take(tag::GRAPH_FINGERPRINT))?,
         };
         // What is left is unknown to this build.
@@ -456,12 +482,20 @@ impl CheckpointData {
         Ok(data)
     }
 
-    /// The state files this checkpoint references.
+    /// The state files this checkpoint references (a chain's in order).
     pub fn state_files(&self) -> impl Iterator<Item = &StateFileRef> {
-        self.operator_state.iter().filter_map(|op| match &op.data {
-            StateData::File(file) => Some(file),
-            StateData::Inline(_) => None,
+        self.operator_state.iter().flat_map(|op| match &op.data {
+            StateData::File(file) => std::slice::from_ref(file),
+            StateData::Chain(files) => files.as_slice(),
+            StateData::Inline(_) => &[],
         })
+    }
+
+    /// Whether some operator's state is a [`StateData::Chain`] (stored under tag `0x8009`).
+    pub fn has_chain(&self) -> bool {
+        self.operator_state
+            .iter()
+            .any(|op| matches!(op.data, StateData::Chain(_)))
     }
 }
 

@@ -59,5 +59,5 @@ pub use format::{
 };
 pub use store::{
     CheckpointConfig, CheckpointError, CheckpointInfo, CheckpointStore, DEFAULT_RETAIN,
-    Reservation, Restored,
+    Reservation, Restored, StateUpload,
 };

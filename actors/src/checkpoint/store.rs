@@ -16,8 +16,8 @@ use opendal::{Buffer, Operator};
 use tokio::sync::Mutex;
 
 use super::format::{
-    CheckpointData, CheckpointId, FormatError, StateFileName, StateFileRef, decode_state_file,
-    encode_state_file,
+    CheckpointData, CheckpointId, FormatError, StateData, StateFileName, StateFileRef,
+    decode_state_file, encode_state_file,
 };
 use super::resolve::{Decision, Observation, resolve};
 use crate::observe::event::Event;
@@ -33,6 +33,26 @@ pub(crate) const STATE_DIR: &str = "state";
 
 /// How many checkpoints a store keeps unless told otherwise.
 pub const DEFAULT_RETAIN: usize = 10;
+
+/// A state file to write with a checkpoint
+/// ([`CheckpointStore::write_reserved_with_uploads`]): its reference is appended to the
+/// [`StateData::Chain`] of the operator with the same id.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StateUpload {
+    /// The operator whose chain the file joins.
+    pub operator_id: String,
+    /// The file's bytes (its payload).
+    pub bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for StateUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateUpload")
+            .field("operator_id", &self.operator_id)
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
+}
 
 /// How a [`CheckpointStore`] behaves.
 #[derive(Clone, Debug)]
@@ -223,6 +243,17 @@ pub enum CheckpointError {
         expected_crc32c: u32,
         /// The checksum of the bytes in the file.
         found_crc32c: u32,
+    },
+    /// A state file to upload names an operator whose state is not a chain.
+    #[error(
+        "a state file was to be written for operator {operator_id:?} in `{store}`, but its \
+         state in the checkpoint is not a chain of state files"
+    )]
+    NoChainFor {
+        /// Where the checkpoints live.
+        store: String,
+        /// The operator id of the upload.
+        operator_id: String,
     },
     /// A reference names something that is not a state file name of this store.
     #[error("`{name}` is not a valid state file name for `{store}`")]
@@ -459,6 +490,8 @@ fn ids_of(names: Vec<String>) -> Vec<CheckpointId> {
 struct Inner {
     /// The state files each checkpoint references, for the checkpoints read or written so far.
     refs: BTreeMap<CheckpointId, BTreeSet<String>>,
+    /// Checkpoints retention never deletes, whatever their age (see [`CheckpointStore::pin`]).
+    pinned: BTreeSet<CheckpointId>,
 }
 
 /// The ids given out, behind a short lock that is never held across an `.await`.
@@ -575,6 +608,7 @@ impl CheckpointStore {
             events: config.events,
             inner: Mutex::new(Inner {
                 refs: BTreeMap::new(),
+                pinned: BTreeSet::new(),
             }),
             ids: Arc::new(std::sync::Mutex::new(Ids {
                 next: next_id,
@@ -736,9 +770,20 @@ impl CheckpointStore {
     /// Deletes checkpoints beyond `retain`, then state files that are unreferenced and older
     /// than the oldest retained checkpoint.
     async fn apply_retention(&self, inner: &mut Inner) -> Result<(), CheckpointError> {
-        let mut retained = ids_of(self.backend.list(Area::Checkpoints).await?);
-        let excess = retained.len().saturating_sub(self.retain);
-        let doomed: Vec<CheckpointId> = retained.drain(..excess).collect();
+        let present = ids_of(self.backend.list(Area::Checkpoints).await?);
+        // The newest `retain`, and every pinned one (pinned ones do not count against
+        // `retain`).
+        let unpinned: Vec<CheckpointId> = present
+            .iter()
+            .copied()
+            .filter(|id| !inner.pinned.contains(id))
+            .collect();
+        let excess = unpinned.len().saturating_sub(self.retain);
+        let doomed: Vec<CheckpointId> = unpinned[..excess].to_vec();
+        let retained: Vec<CheckpointId> = present
+            .into_iter()
+            .filter(|id| doomed.binary_search(id).is_err())
+            .collect();
         if !doomed.is_empty() {
             let names = doomed.iter().map(|id| id.file_name()).collect();
             self.backend.remove(Area::Checkpoints, names).await?;
@@ -747,7 +792,13 @@ impl CheckpointStore {
         inner
             .refs
             .retain(|id, _| retained.binary_search(id).is_ok());
-        let Some(&oldest) = retained.first() else {
+        // Pinned checkpoints keep what they reference, but do not hold back the collection
+        // of files older than the oldest checkpoint kept by `retain`.
+        let Some(&oldest) = retained
+            .iter()
+            .find(|id| !inner.pinned.contains(id))
+            .or(retained.first())
+        else {
             return Ok(());
         };
 
@@ -927,6 +978,90 @@ impl CheckpointStore {
         });
     }
 
+    /// Pins checkpoint `id`: retention never deletes it, nor the state files it references,
+    /// until [`unpin`](Self::unpin). Pinned checkpoints do not count against
+    /// [`retain`](CheckpointConfig::retain). The hook for savepoints (kept in memory only: a
+    /// new store has nothing pinned).
+    pub async fn pin(&self, id: CheckpointId) {
+        self.inner.lock().await.pinned.insert(id);
+    }
+
+    /// Lets retention treat checkpoint `id` as any other again.
+    pub async fn unpin(&self, id: CheckpointId) {
+        self.inner.lock().await.pinned.remove(&id);
+    }
+
+    /// Writes the state files `uploads` asks for, puts their references into `data`, then
+    /// writes `data` as the checkpoint `reservation` names (as
+    /// [`write_reserved`](Self::write_reserved)); returns the id and the checkpoint as written.
+    ///
+    /// Each upload's file is appended to the [`StateData::Chain`] of the operator state with
+    /// the same id (which must exist and be a chain). The files embed the reservation's id, so
+    /// retention keeps them while the write is in flight; if the write fails they are
+    /// unreferenced, and deleted by retention once older than the oldest retained checkpoint
+    /// (as are files of a write interrupted by a crash).
+    ///
+    /// # Errors
+    ///
+    /// As [`write_reserved`](Self::write_reserved); [`CheckpointError::NoChainFor`] if an
+    /// upload names an operator without a chain.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`write_reserved`](Self::write_reserved); files written before the drop are
+    /// unreferenced and collected later.
+    pub async fn write_reserved_with_uploads(
+        &self,
+        reservation: Reservation,
+        mut data: CheckpointData,
+        uploads: Vec<StateUpload>,
+    ) -> Result<(CheckpointId, CheckpointData), CheckpointError> {
+        for upload in uploads {
+            let Some(chain) = data.operator_state.iter_mut().find_map(|op| {
+                match (&mut op.data, op.operator_id == upload.operator_id) {
+                    (StateData::Chain(files), true) => Some(files),
+                    _ => None,
+                }
+            }) else {
+                return Err(CheckpointError::NoChainFor {
+                    store: self.store.clone(),
+                    operator_id: upload.operator_id,
+                });
+            };
+            let file = self
+                .write_state_file_named(reservation.id, &upload.operator_id, &upload.bytes)
+                .await?;
+            chain.push(file);
+        }
+        let id = self.write_reserved(reservation, &data).await?;
+        Ok((id, data))
+    }
+
+    /// Reads every state file `data` references, verified as by
+    /// [`read_state_file`](Self::read_state_file): what a restore of `data` needs, and nothing
+    /// else. By name.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_state_file`](Self::read_state_file).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn read_state_files(
+        &self,
+        data: &CheckpointData,
+    ) -> Result<BTreeMap<String, Vec<u8>>, CheckpointError> {
+        let mut files = BTreeMap::new();
+        for file in data.state_files() {
+            if !files.contains_key(&file.name) {
+                let bytes = self.read_state_file(file).await?;
+                files.insert(file.name.clone(), bytes);
+            }
+        }
+        Ok(files)
+    }
+
     /// Writes `bytes`, the state of `operator_id`, as a new state file and returns the
     /// reference to put in the next checkpoint's [`StateData::File`](super::StateData::File).
     ///
@@ -949,6 +1084,17 @@ impl CheckpointStore {
         bytes: &[u8],
     ) -> Result<StateFileRef, CheckpointError> {
         let next = CheckpointId(lock_ids(&self.ids).next.unwrap_or(u64::MAX));
+        self.write_state_file_named(next, operator_id, bytes).await
+    }
+
+    /// Writes a state file whose name embeds `id`.
+    async fn write_state_file_named(
+        &self,
+        id: CheckpointId,
+        operator_id: &str,
+        bytes: &[u8],
+    ) -> Result<StateFileRef, CheckpointError> {
+        let next = id;
         let seq = self.state_seq.fetch_add(1, Ordering::SeqCst);
         let name = StateFileName::new(next, seq, operator_id).build();
         self.backend

@@ -189,6 +189,19 @@ pub(super) fn show(dir: &Path, id: Option<u64>) -> anyhow::Result<()> {
                     f.crc32c
                 )
             }
+            StateData::Chain(files) => {
+                let missing = files
+                    .iter()
+                    .filter(|f| !state_dir.join(&f.name).is_file())
+                    .count();
+                let total: u64 = files.iter().map(|f| f.len).sum();
+                format!(
+                    "{} in a chain of {} state files (a base and {} deltas; {missing} missing)",
+                    bytes(total),
+                    files.len(),
+                    files.len().saturating_sub(1)
+                )
+            }
         };
         println!("    {}  {}  {place}", op.operator_id, op.type_name);
     }

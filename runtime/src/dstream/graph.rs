@@ -16,12 +16,16 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use weir_actors::StreamId;
-use weir_actors::checkpoint::{CheckpointData, OperatorState};
+use weir_actors::checkpoint::{
+    CheckpointData, CheckpointId, OperatorState, StateData, StateFileRef, StateUpload,
+};
 use weir_actors::pipeline::{
-    BatchInput, BoxFuture, Job, Pipeline, PlanningError, ReceiverFactory, UserError,
+    BatchInput, BoxFuture, Job, Pipeline, PlanningError, ReceiverFactory, Snapshot, StateFiles,
+    UserError,
 };
 
 use super::memo::{Memo, lock};
+use super::state::Piece;
 use crate::error::{ComputeError, ComputeResult};
 
 /// One partition of one batch of a stream: shared, never copied between jobs.
@@ -112,6 +116,41 @@ pub(crate) trait Lifecycle: Send + Sync {
     ) -> ComputeResult<Option<Vec<u8>>> {
         let _ = (graph, completed_through);
         Ok(None)
+    }
+    /// The node's snapshot for checkpoint `id` (incremental checkpoints): by default the
+    /// whole state, as [`snapshot`](Self::snapshot).
+    fn snapshot_piece(
+        &self,
+        graph: &GraphShared,
+        completed_through: Option<u64>,
+        id: CheckpointId,
+    ) -> ComputeResult<Option<Piece>> {
+        let _ = id;
+        Ok(self.snapshot(graph, completed_through)?.map(Piece::Full))
+    }
+    /// The write of checkpoint `id` ended: `Some` with the node's chain in it (empty if its
+    /// state was not a chain) if written, `None` if it failed.
+    fn checkpoint_ended(&self, id: CheckpointId, written: Option<&[StateFileRef]>) {
+        let _ = (id, written);
+    }
+    /// Drops everything and restores a chain: `base` (what [`restore`](Self::restore) reads)
+    /// then `deltas` in order; `chain` names the files. Only nodes that write deltas accept
+    /// any.
+    fn restore_chain(
+        &self,
+        graph: &GraphShared,
+        base: &[u8],
+        deltas: &[&[u8]],
+        chain: &[StateFileRef],
+    ) -> ComputeResult<()> {
+        let _ = chain;
+        if deltas.is_empty() {
+            self.restore(graph, Some(base))
+        } else {
+            Err(ComputeError::new(
+                "the checkpoint holds state deltas for an operator that does not write any",
+            ))
+        }
     }
     /// The name of the state's type, checked on restore.
     fn state_type(&self) -> &'static str {
@@ -344,6 +383,10 @@ pub(crate) struct GraphSettings {
     /// Whether batches complete in order (one in flight): every checkpoint's state is then as
     /// of the last completed batch, and a backend may fold each batch as it completes.
     pub(crate) in_order: bool,
+    /// Whether large state goes into state files, and `map_with_state` writes deltas.
+    pub(crate) incremental_checkpoints: bool,
+    /// With incremental checkpoints, state of at most this many bytes stays inline.
+    pub(crate) state_inline_max_bytes: usize,
 }
 
 /// Where the graph's nodes report events of their own (a direct source's
@@ -639,6 +682,41 @@ pub(crate) struct GraphPipeline {
 /// Header of every operator state the runtime writes.
 const STATE_FORMAT: &str = "weir-runtime/1";
 
+/// The header of a delta state file (a base file starts with [`STATE_FORMAT`], as inline
+/// state does).
+const DELTA_FORMAT: &str = "weir-delta/1";
+
+/// With incremental checkpoints, state larger than this goes into a state file (a chain's
+/// base) by default; smaller state stays inline in the checkpoint.
+pub(crate) const INLINE_MAX: usize = 64 << 10;
+
+/// `header`, a 0 byte, then `bytes`.
+fn with_header(header: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut data = Vec::with_capacity(header.len() + 1 + bytes.len());
+    data.extend_from_slice(header.as_bytes());
+    data.push(0);
+    data.extend_from_slice(bytes);
+    data
+}
+
+/// The bytes after `header` and its 0 byte.
+fn strip_header<'a>(header: &str, data: &'a [u8]) -> Option<&'a [u8]> {
+    data.strip_prefix(header.as_bytes())
+        .and_then(|rest| rest.strip_prefix(&[0]))
+}
+
+/// A node's state read from a checkpoint, to restore.
+enum Restoring {
+    /// Its whole state.
+    Whole(Vec<u8>),
+    /// A base and deltas (each without its header), and the files they came from.
+    Chain {
+        base: Vec<u8>,
+        deltas: Vec<Vec<u8>>,
+        files: Vec<StateFileRef>,
+    },
+}
+
 impl Pipeline for GraphPipeline {
     fn fingerprint(&self) -> u64 {
         let mut hasher = std::hash::DefaultHasher::new();
@@ -729,8 +807,92 @@ impl Pipeline for GraphPipeline {
         Ok(states)
     }
 
+    fn snapshot_for(
+        &self,
+        checkpoint: CheckpointId,
+        completed_through_ms: Option<u64>,
+    ) -> Result<Snapshot, UserError> {
+        if !self.graph.settings.incremental_checkpoints {
+            return Ok(Snapshot {
+                states: self.snapshot(completed_through_ms)?,
+                uploads: Vec::new(),
+            });
+        }
+        let snapshot = self.snapshot_pieces(checkpoint, completed_through_ms);
+        if snapshot.is_err() {
+            // No write follows: nodes that took their snapshot hear it ended, failed.
+            self.checkpoint_ended(checkpoint, None);
+        }
+        snapshot
+    }
+
+    fn checkpoint_ended(&self, checkpoint: CheckpointId, written: Option<&CheckpointData>) {
+        for node in self.graph.nodes() {
+            let Some(lifecycle) = node.lifecycle() else {
+                continue;
+            };
+            let chain = written.map(|data| {
+                let uid = node.meta().uid();
+                data.operator_state
+                    .iter()
+                    .find(|s| s.operator_id == uid)
+                    .map_or(&[][..], |s| match &s.data {
+                        StateData::Chain(files) => files.as_slice(),
+                        _ => &[],
+                    })
+            });
+            lifecycle.checkpoint_ended(checkpoint, chain);
+        }
+    }
+
+    fn restore_with_files(
+        &self,
+        checkpoint: Option<&CheckpointData>,
+        files: &StateFiles,
+    ) -> Result<(), UserError> {
+        self.restore_from(checkpoint, files)
+    }
+
     fn restore(&self, checkpoint: Option<&CheckpointData>) -> Result<(), UserError> {
+        self.restore_from(checkpoint, &StateFiles::new())
+    }
+    fn batch_inputs(&self, batch_time_ms: u64) -> BTreeMap<String, u64> {
+        self.graph
+            .nodes()
+            .iter()
+            .filter_map(|node| Some((node.meta().uid(), node.input_records(batch_time_ms)?)))
+            .collect()
+    }
+
+    fn sources(&self) -> Vec<weir_actors::SourceLag> {
+        self.graph
+            .nodes()
+            .iter()
+            .filter_map(|node| node.lifecycle())
+            .flat_map(|lifecycle| lifecycle.sources())
+            .collect()
+    }
+
+    fn batch_completed(&self, batch_time_ms: u64) {
+        lock(&self.graph.inputs).retain(|&t, _| t > batch_time_ms);
+        for node in self.graph.nodes() {
+            node.evict_through(batch_time_ms);
+            if let Some(lifecycle) = node.lifecycle() {
+                lifecycle.completed(&self.graph, batch_time_ms);
+            }
+        }
+    }
+}
+
+impl GraphPipeline {
+    /// Resets every node to its state in `checkpoint` (inline, or in `files`).
+    fn restore_from(
+        &self,
+        checkpoint: Option<&CheckpointData>,
+        files: &StateFiles,
+    ) -> Result<(), UserError> {
         lock(&self.graph.inputs).clear();
+
         let mut by_id: BTreeMap<&str, &OperatorState> = checkpoint
             .map(|c| {
                 c.operator_state
@@ -751,10 +913,25 @@ impl Pipeline for GraphPipeline {
             let uid = node.meta().uid();
             let state = match by_id.remove(uid.as_str()) {
                 Some(state) => {
-                    let bytes = state_bytes(state)?;
-                    if state.type_name == lifecycle.state_type() {
-                        Some(bytes)
-                    } else if let Some(upgraded) = lifecycle.upgrade(&state.type_name, &bytes) {
+                    let read = read_state(state, files)?;
+                    let bytes = match read {
+                        read if state.type_name == lifecycle.state_type() => {
+                            matched.push((Arc::clone(node), Some(read)));
+                            continue;
+                        }
+                        Restoring::Whole(bytes) => bytes,
+                        Restoring::Chain { base, deltas, .. } if deltas.is_empty() => base,
+                        Restoring::Chain { .. } => {
+                            return Err(format!(
+                                "operator {uid:?} held state of type {} in the checkpoint, but \
+                                 is now {}; state written as deltas cannot be upgraded",
+                                state.type_name,
+                                lifecycle.state_type()
+                            )
+                            .into());
+                        }
+                    };
+                    if let Some(upgraded) = lifecycle.upgrade(&state.type_name, &bytes) {
                         let upgraded = upgraded.map_err(|e| {
                             format!(
                                 "operator {uid:?}: reading its state of type {} from an \
@@ -767,7 +944,7 @@ impl Pipeline for GraphPipeline {
                             state.type_name,
                             lifecycle.state_type()
                         ));
-                        Some(upgraded)
+                        Some(Restoring::Whole(upgraded))
                     } else {
                         return Err(format!(
                             "operator {uid:?} held state of type {} in the checkpoint, but is \
@@ -808,9 +985,19 @@ impl Pipeline for GraphPipeline {
         }
         for (node, state) in matched {
             if let Some(lifecycle) = node.lifecycle() {
-                lifecycle
-                    .restore(&self.graph, state.as_deref())
-                    .map_err(|e| format!("restoring {:?}: {e}", node.meta().uid()))?;
+                let restored = match state {
+                    None => lifecycle.restore(&self.graph, None),
+                    Some(Restoring::Whole(bytes)) => lifecycle.restore(&self.graph, Some(&bytes)),
+                    Some(Restoring::Chain {
+                        base,
+                        deltas,
+                        files,
+                    }) => {
+                        let deltas: Vec<&[u8]> = deltas.iter().map(Vec::as_slice).collect();
+                        lifecycle.restore_chain(&self.graph, &base, &deltas, &files)
+                    }
+                };
+                restored.map_err(|e| format!("restoring {:?}: {e}", node.meta().uid()))?;
             }
         }
         for line in &report {
@@ -820,55 +1007,94 @@ impl Pipeline for GraphPipeline {
         Ok(())
     }
 
-    fn batch_inputs(&self, batch_time_ms: u64) -> BTreeMap<String, u64> {
-        self.graph
-            .nodes()
-            .iter()
-            .filter_map(|node| Some((node.meta().uid(), node.input_records(batch_time_ms)?)))
-            .collect()
-    }
-
-    fn sources(&self) -> Vec<weir_actors::SourceLag> {
-        self.graph
-            .nodes()
-            .iter()
-            .filter_map(|node| node.lifecycle())
-            .flat_map(|lifecycle| lifecycle.sources())
-            .collect()
-    }
-
-    fn batch_completed(&self, batch_time_ms: u64) {
-        lock(&self.graph.inputs).retain(|&t, _| t > batch_time_ms);
+    /// The snapshot for `checkpoint` with incremental checkpoints: large state in state
+    /// files, `map_with_state` as deltas.
+    fn snapshot_pieces(
+        &self,
+        checkpoint: CheckpointId,
+        completed_through_ms: Option<u64>,
+    ) -> Result<Snapshot, UserError> {
+        let mut snapshot = Snapshot::default();
         for node in self.graph.nodes() {
-            node.evict_through(batch_time_ms);
-            if let Some(lifecycle) = node.lifecycle() {
-                lifecycle.completed(&self.graph, batch_time_ms);
+            let Some(lifecycle) = node.lifecycle() else {
+                continue;
+            };
+            let Some(piece) =
+                lifecycle.snapshot_piece(&self.graph, completed_through_ms, checkpoint)?
+            else {
+                continue;
+            };
+            let operator_id = node.meta().uid();
+            let (data, upload) = match piece {
+                Piece::Full(bytes) => {
+                    let data = with_header(STATE_FORMAT, &bytes);
+                    if data.len() > self.graph.settings.state_inline_max_bytes {
+                        (StateData::Chain(Vec::new()), Some(data))
+                    } else {
+                        (StateData::Inline(data), None)
+                    }
+                }
+                Piece::Delta { keep, delta } => (
+                    StateData::Chain(keep),
+                    Some(with_header(DELTA_FORMAT, &delta)),
+                ),
+            };
+            if let Some(bytes) = upload {
+                snapshot.uploads.push(StateUpload {
+                    operator_id: operator_id.clone(),
+                    bytes,
+                });
             }
+            snapshot.states.push(OperatorState {
+                operator_id,
+                type_name: lifecycle.state_type().to_owned(),
+                data,
+            });
         }
+        Ok(snapshot)
     }
 }
 
-fn state_bytes(state: &OperatorState) -> Result<Vec<u8>, UserError> {
-    let data = match &state.data {
-        weir_actors::checkpoint::StateData::Inline(data) => data.as_slice(),
-        other => {
-            return Err(format!(
-                "operator {:?}: state stored as {other:?} is not supported by this runtime",
-                state.operator_id
+/// The state of `state`: inline, or read from `files` (a chain: its base and deltas, each
+/// checked for its header).
+fn read_state(state: &OperatorState, files: &StateFiles) -> Result<Restoring, UserError> {
+    let id = &state.operator_id;
+    let not_in = |format: &str| format!("operator {id:?}: state is not in format {format}");
+    let file = |f: &StateFileRef| {
+        files.get(&f.name).ok_or_else(|| {
+            format!(
+                "operator {id:?}: state file `{}` was not read with the checkpoint",
+                f.name
             )
-            .into());
-        }
+        })
     };
-    let header = STATE_FORMAT.as_bytes();
-    match data
-        .strip_prefix(header)
-        .and_then(|rest| rest.strip_prefix(&[0]))
-    {
-        Some(rest) => Ok(rest.to_vec()),
-        None => Err(format!(
-            "operator {:?}: state is not in format {STATE_FORMAT}",
-            state.operator_id
-        )
-        .into()),
+    match &state.data {
+        StateData::Inline(data) => match strip_header(STATE_FORMAT, data) {
+            Some(rest) => Ok(Restoring::Whole(rest.to_vec())),
+            None => Err(not_in(STATE_FORMAT).into()),
+        },
+        StateData::File(f) => match strip_header(STATE_FORMAT, file(f)?) {
+            Some(rest) => Ok(Restoring::Whole(rest.to_vec())),
+            None => Err(not_in(STATE_FORMAT).into()),
+        },
+        StateData::Chain(chain) => {
+            let Some((first, rest)) = chain.split_first() else {
+                return Err(format!("operator {id:?}: its chain of state files is empty").into());
+            };
+            let base = strip_header(STATE_FORMAT, file(first)?)
+                .ok_or_else(|| not_in(STATE_FORMAT))?
+                .to_vec();
+            let mut deltas = Vec::with_capacity(rest.len());
+            for f in rest {
+                let delta =
+                    strip_header(DELTA_FORMAT, file(f)?).ok_or_else(|| not_in(DELTA_FORMAT))?;
+                deltas.push(delta.to_vec());
+            }
+            Ok(Restoring::Chain {
+                base,
+                deltas,
+                files: chain.clone(),
+            })
+        }
     }
 }

@@ -26,10 +26,11 @@ use serde::de::DeserializeOwned;
 
 use super::graph::{BatchCx, Compute, GraphShared, Lifecycle, Node};
 use super::memo::Memo;
-use super::state::Versions;
+use super::state::{Piece, Versions};
 use super::state_backend::part::{Next, StatePart};
 use super::{DStream, Data, Key, StableMap};
 use crate::error::{ComputeError, ComputeResult};
+use weir_actors::checkpoint::{CheckpointId, StateFileRef};
 
 /// A key's state as the mapping function of [`DStream::map_with_state`] sees it (Spark's
 /// `State`): read it, update it, remove it.
@@ -352,6 +353,27 @@ where
     fn snapshot(&self, _: &GraphShared, through: Option<u64>) -> ComputeResult<Option<Vec<u8>>> {
         self.0.state.snapshot(through).map(Some)
     }
+    fn snapshot_piece(
+        &self,
+        _: &GraphShared,
+        through: Option<u64>,
+        id: CheckpointId,
+    ) -> ComputeResult<Option<Piece>> {
+        self.0.state.snapshot_piece(through, id).map(Some)
+    }
+    fn checkpoint_ended(&self, id: CheckpointId, written: Option<&[StateFileRef]>) {
+        self.0.state.checkpoint_ended(id, written);
+    }
+    fn restore_chain(
+        &self,
+        _: &GraphShared,
+        base: &[u8],
+        deltas: &[&[u8]],
+        chain: &[StateFileRef],
+    ) -> ComputeResult<()> {
+        self.0.mapped.clear();
+        self.0.state.restore_chain(base, deltas, chain)
+    }
     fn state_type(&self) -> &'static str {
         std::any::type_name::<(K, Entry<S>)>()
     }
@@ -512,7 +534,7 @@ where
     {
         let partitions = spec.partitions.unwrap_or_else(|| self.graph.parallelism());
         let input = self.group_by_key_into(partitions);
-        let state = Versions::new(&self.graph, partitions);
+        let state = Versions::with_incremental(&self.graph, partitions, true);
         if let Err(e) = state.seed(
             spec.initial
                 .iter()

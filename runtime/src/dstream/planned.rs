@@ -861,6 +861,8 @@ mod tests {
             allow_unmatched_state: false,
             state_backend: crate::dstream::StateBackend::Memory,
             in_order: true,
+            incremental_checkpoints: false,
+            state_inline_max_bytes: 0,
         }));
         (node, graph, entered, release)
     }

@@ -5,16 +5,30 @@
 //! partition's state depends only on the same partition's input). Versions are kept until a
 //! checkpoint as of a later batch has been snapshotted, so a checkpoint always carries the
 //! state as of its completed batches even while later batches run.
+//!
+//! # Incremental checkpoints
+//!
+//! An operator whose batches change some keys (not all: `map_with_state`) can checkpoint as a
+//! chain of state files: a base (the whole state) and deltas, each holding the keys changed
+//! or removed since the chain's last written checkpoint with their state as of the snapshot
+//! ([`Piece::Delta`]). Invariant: a delta covers every key changed since the newest
+//! checkpoint heard written ([`Versions::checkpoint_ended`]) — the keys of every snapshot
+//! since, whether its write failed or is in flight — so a failed write never leaves a gap, and
+//! a chain only ever references files of a written checkpoint. While another snapshot's write
+//! is in flight, or the chain outgrows its base ([`MAX_DELTAS`], or deltas larger than the
+//! base), the snapshot is a new base instead (compaction).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use weir_actors::checkpoint::{CheckpointId, StateFileRef};
 
 use super::graph::{BatchCx, Compute, GraphShared, Lifecycle, Node};
 use super::memo::{Memo, lock};
 use super::state_backend::part::{Next, StatePart, Store};
-use super::{DStream, Data, Key, StableMap};
+use super::{DStream, Data, Key, StableMap, partition_of};
 use crate::error::{ComputeError, ComputeResult};
 
 /// Computes what a batch changes in a partition's state, from the state before it.
@@ -31,6 +45,49 @@ pub(crate) struct Base<K, S> {
     pub(crate) encoded: Option<Vec<u8>>,
 }
 
+/// The most deltas a chain has: the next snapshot after that many is a new base.
+pub(crate) const MAX_DELTAS: usize = 16;
+
+/// What an operator's snapshot for one checkpoint holds.
+#[derive(Debug)]
+pub(crate) enum Piece {
+    /// The whole state, in the encoding [`restore`](Versions::restore) reads.
+    Full(Vec<u8>),
+    /// The chain of the newest written checkpoint, and one more delta for it.
+    Delta {
+        /// The files of that chain, base first.
+        keep: Vec<StateFileRef>,
+        /// The delta: `postcard` of `(as_of, [(key, Option<state>)])`.
+        delta: Vec<u8>,
+    },
+}
+
+/// What incremental checkpoints of one operator remember (see the module docs).
+struct Incremental<K> {
+    /// Keys changed by each batch not yet snapshotted.
+    changed: BTreeMap<u64, Vec<K>>,
+    /// Keys each snapshot since the newest written checkpoint covered (beyond the previous).
+    epochs: BTreeMap<CheckpointId, Vec<K>>,
+    /// Snapshots whose write has not ended.
+    in_flight: BTreeSet<CheckpointId>,
+    /// The newest checkpoint heard written (`CheckpointId(0)`: the restored one).
+    written: Option<CheckpointId>,
+    /// Its chain for this operator (empty: its state is not a chain).
+    chain: Vec<StateFileRef>,
+}
+
+impl<K> Default for Incremental<K> {
+    fn default() -> Self {
+        Incremental {
+            changed: BTreeMap::new(),
+            epochs: BTreeMap::new(),
+            in_flight: BTreeSet::new(),
+            written: None,
+            chain: Vec::new(),
+        }
+    }
+}
+
 /// Versioned per-key state: the machinery shared by the stateful operators. Where each
 /// version lives is the operator's backend's business ([`Store`]).
 pub(crate) struct Versions<K, S> {
@@ -40,6 +97,8 @@ pub(crate) struct Versions<K, S> {
     store: Store,
     /// Whether to fold each batch as it completes (see [`completed`](Self::completed)).
     eager: bool,
+    /// Incremental checkpoints, if the operator and the context use them.
+    incremental: Option<Mutex<Incremental<K>>>,
 }
 
 impl<K, S> Versions<K, S>
@@ -47,8 +106,20 @@ where
     K: Key + Serialize + DeserializeOwned,
     S: Data + Serialize + DeserializeOwned,
 {
-    /// Empty state in `partitions` partitions, kept by the graph's state backend.
+    /// Empty state in `partitions` partitions, kept by the graph's state backend, checkpointed
+    /// in full.
     pub(crate) fn new(graph: &GraphShared, partitions: usize) -> Self {
+        Self::with_incremental(graph, partitions, false)
+    }
+
+    /// Empty state in `partitions` partitions, kept by the graph's state backend; checkpointed
+    /// incrementally if `incremental` and the context's setting say so. The operator's steps
+    /// must then never answer [`Next::Replace`].
+    pub(crate) fn with_incremental(
+        graph: &GraphShared,
+        partitions: usize,
+        incremental: bool,
+    ) -> Self {
         let store = Store::new(&graph.settings.state_backend, partitions);
         let parts = store.empty(partitions);
         if let Err(e) = &parts {
@@ -64,6 +135,8 @@ where
             }),
             eager: graph.settings.in_order && store.folds_eagerly(),
             store,
+            incremental: (incremental && graph.settings.incremental_checkpoints)
+                .then(|| Mutex::new(Incremental::default())),
         }
     }
 
@@ -78,6 +151,21 @@ where
         self.versions.get_or_compute(cx.time, part, || {
             let previous = self.before(cx, part, step)?;
             let next = step(cx, &previous)?;
+            if let Some(incremental) = &self.incremental {
+                match &next {
+                    Next::Same => {}
+                    Next::Changes(changes) => lock(incremental)
+                        .changed
+                        .entry(cx.time)
+                        .or_default()
+                        .extend(changes.keys().cloned()),
+                    Next::Replace(_) => {
+                        return Err(ComputeError::new(
+                            "an operator checkpointed incrementally replaced its whole state",
+                        ));
+                    }
+                }
+            }
             self.store.next(&previous, cx.time, next)
         })
     }
@@ -167,6 +255,16 @@ where
     /// Encodes the state as of `completed_through`, and forgets older versions.
     pub(crate) fn snapshot(&self, completed_through: Option<u64>) -> ComputeResult<Vec<u8>> {
         let mut base = lock(&self.base);
+        self.fold_for_snapshot(&mut base, completed_through)?;
+        self.encode_base(&mut base)
+    }
+
+    /// Makes the state as of `completed_through` the base.
+    fn fold_for_snapshot(
+        &self,
+        base: &mut Base<K, S>,
+        completed_through: Option<u64>,
+    ) -> ComputeResult<()> {
         if let Some(through) = completed_through {
             match base.as_of {
                 Some(as_of) if as_of > through && self.eager => {
@@ -176,9 +274,14 @@ where
                     )));
                 }
                 Some(as_of) if as_of >= through => {}
-                _ => self.fold(&mut base, through)?,
+                _ => self.fold(base, through)?,
             }
         }
+        Ok(())
+    }
+
+    /// The whole encoding of the base.
+    fn encode_base(&self, base: &mut Base<K, S>) -> ComputeResult<Vec<u8>> {
         if let Some(encoded) = &base.encoded {
             return Ok(encoded.clone());
         }
@@ -193,8 +296,148 @@ where
         Ok(encoded)
     }
 
+    /// The snapshot for checkpoint `id`, as of `completed_through`: the whole state, or a
+    /// delta over the chain of the newest written checkpoint (see the module docs).
+    pub(crate) fn snapshot_piece(
+        &self,
+        completed_through: Option<u64>,
+        id: CheckpointId,
+    ) -> ComputeResult<Piece> {
+        let Some(incremental) = &self.incremental else {
+            return self.snapshot(completed_through).map(Piece::Full);
+        };
+        let mut base = lock(&self.base);
+        self.fold_for_snapshot(&mut base, completed_through)?;
+        let mut inc = lock(incremental);
+        // The keys of the batches this snapshot covers.
+        let mut epoch = Vec::new();
+        if let Some(as_of) = base.as_of {
+            let later = inc.changed.split_off(&as_of.saturating_add(1));
+            for keys in std::mem::replace(&mut inc.changed, later).into_values() {
+                epoch.extend(keys);
+            }
+        }
+        inc.epochs.insert(id, epoch);
+        let busy = !inc.in_flight.is_empty();
+        inc.in_flight.insert(id);
+        if inc.chain.is_empty() || busy || inc.chain.len() > MAX_DELTAS {
+            drop(inc);
+            return self.encode_base(&mut base).map(Piece::Full);
+        }
+        // Every key changed since the chain's checkpoint, with its state now.
+        let mut keys: StableMap<&K, ()> = StableMap::default();
+        for epoch in inc.epochs.values() {
+            keys.extend(epoch.iter().map(|k| (k, ())));
+        }
+        let parts = base
+            .parts
+            .as_deref()
+            .ok_or_else(|| ComputeError::new("the state backend could not be opened"))?;
+        let mut readers: Vec<_> = parts.iter().map(StatePart::reader).collect();
+        let mut entries: Vec<(&K, Option<S>)> = Vec::with_capacity(keys.len());
+        for k in keys.into_keys() {
+            let part = partition_of(k, self.partitions);
+            let state = match readers.get_mut(part) {
+                Some(reader) => reader.get(k)?,
+                None => None,
+            };
+            entries.push((k, state));
+        }
+        drop(readers);
+        let delta = postcard::to_allocvec(&(base.as_of, entries))
+            .map_err(|e| ComputeError::new(format!("encoding a state delta: {e}")))?;
+        let (base_len, deltas_len) = match inc.chain.split_first() {
+            Some((first, rest)) => (first.len, rest.iter().map(|f| f.len).sum::<u64>()),
+            None => (0, 0),
+        };
+        if deltas_len.saturating_add(delta.len() as u64) > base_len {
+            drop(inc);
+            return self.encode_base(&mut base).map(Piece::Full);
+        }
+        Ok(Piece::Delta {
+            keep: inc.chain.clone(),
+            delta,
+        })
+    }
+
+    /// The write of checkpoint `id` ended: `Some(chain)` if written (the operator's files in
+    /// it, empty if its state was not a chain), `None` if it failed.
+    pub(crate) fn checkpoint_ended(&self, id: CheckpointId, written: Option<&[StateFileRef]>) {
+        let Some(incremental) = &self.incremental else {
+            return;
+        };
+        let mut inc = lock(incremental);
+        if !inc.in_flight.remove(&id) {
+            return;
+        }
+        if let Some(chain) = written
+            && inc.written.is_none_or(|newest| newest < id)
+        {
+            inc.written = Some(id);
+            inc.chain = chain.to_vec();
+            inc.epochs = inc.epochs.split_off(&CheckpointId(id.0.saturating_add(1)));
+        }
+    }
+
+    /// Replaces everything with a chain's state: `base` (the encoding
+    /// [`restore`](Self::restore) reads), then each delta in order; `chain` names its files.
+    pub(crate) fn restore_chain(
+        &self,
+        base_bytes: &[u8],
+        deltas: &[&[u8]],
+        chain: &[StateFileRef],
+    ) -> ComputeResult<()> {
+        self.restore(Some(base_bytes))?;
+        let mut base = lock(&self.base);
+        for bytes in deltas {
+            let (as_of, entries): (Option<u64>, Vec<(K, Option<S>)>) = postcard::from_bytes(bytes)
+                .map_err(|e| ComputeError::new(format!("decoding a state delta: {e}")))?;
+            if entries.is_empty() {
+                base.as_of = base.as_of.max(as_of);
+                continue;
+            }
+            // The disk backend layers by batch time: each delta's must be newer than the last.
+            let time = match (as_of, base.as_of) {
+                (Some(t), Some(last)) if t <= last => last.saturating_add(1),
+                (Some(t), _) => t,
+                (None, last) => last.map_or(0, |l| l.saturating_add(1)),
+            };
+            let mut changes: Vec<StableMap<K, Option<S>>> =
+                (0..self.partitions).map(|_| StableMap::default()).collect();
+            for (k, s) in entries {
+                let part = partition_of(&k, self.partitions);
+                if let Some(map) = changes.get_mut(part) {
+                    map.insert(k, s);
+                }
+            }
+            let parts = base
+                .parts
+                .take()
+                .ok_or_else(|| ComputeError::new("the state backend could not be opened"))?;
+            let mut next = Vec::with_capacity(parts.len());
+            for (part, changes) in parts.iter().zip(changes) {
+                next.push(self.store.next(part, time, Next::Changes(changes))?);
+            }
+            drop(parts);
+            base.parts = Some(self.store.fold(time, next)?);
+            base.as_of = as_of.max(base.as_of);
+            base.encoded = None;
+        }
+        drop(base);
+        if let Some(incremental) = &self.incremental {
+            let mut inc = lock(incremental);
+            *inc = Incremental::default();
+            inc.written = Some(CheckpointId(0));
+            inc.chain = chain.to_vec();
+        }
+        Ok(())
+    }
+
     /// Replaces everything with the decoded state (or an empty one).
     pub(crate) fn restore(&self, bytes: Option<&[u8]>) -> ComputeResult<()> {
+        if let Some(incremental) = &self.incremental {
+            *lock(incremental) = Incremental::default();
+        }
         self.versions.clear();
         let mut base = lock(&self.base);
         let (as_of, parts) = match bytes {
@@ -211,6 +454,9 @@ where
 
     /// Replaces the state before the first batch with `entries` (an initial state).
     pub(crate) fn seed(&self, entries: impl IntoIterator<Item = (K, S)>) -> ComputeResult<()> {
+        if let Some(incremental) = &self.incremental {
+            *lock(incremental) = Incremental::default();
+        }
         self.versions.clear();
         let mut base = lock(&self.base);
         let parts = self.store.seed(self.partitions, entries)?;
