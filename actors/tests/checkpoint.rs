@@ -8,8 +8,9 @@
 //! locally, by overwriting the object through the operator in object modes.
 //!
 //! The format tests at the end check the versioning rule of `docs/architecture.md`: an older
-//! layout, an unknown optional section, an unknown critical section, and the golden fixture
-//! `tests/fixtures/checkpoint-v1.bin`.
+//! layout, an unknown optional section, an unknown critical section, and the golden fixtures
+//! `tests/fixtures/checkpoint-v1.bin` and `tests/fixtures/checkpoint-chain-v1.bin` (operator
+//! state as chains of state files, tag `0x8009`).
 
 // Helpers outside `#[test]` fns are test code too; clippy.toml's `allow-unwrap-in-tests`
 // does not see them.
@@ -26,7 +27,7 @@ use opendal::Operator;
 use tempfile::TempDir;
 use weir_actors::checkpoint::{
     CheckpointConfig, CheckpointData, CheckpointError, CheckpointId, CheckpointStore, FormatError,
-    OperatorState, SourceOffset, StateData, StateFileRef,
+    OperatorState, SourceOffset, StateData, StateFileRef, StateUpload,
 };
 use weir_actors::{Event, EventSink, Storage};
 
@@ -288,6 +289,8 @@ async fn listed_ids(store: &CheckpointStore) -> Vec<CheckpointId> {
 // ------------------------------------------------------------------------------------------
 
 all_modes!(
+    chains_share_files_and_retention_keeps_exactly_what_is_referenced,
+    pinned_checkpoints_survive_retention_with_their_files,
     round_trip_preserves_every_field,
     ids_increase_across_reopen,
     corrupt_newest_checkpoint_falls_back_to_previous,
@@ -1054,4 +1057,227 @@ async fn state_files_of_a_reservation_in_flight_survive_retention(mode: Mode) {
     let ids: Vec<CheckpointId> = store.list().await.unwrap().iter().map(|c| c.id).collect();
     assert_eq!(ids, vec![CheckpointId(3)]);
     assert!(fx.raw_list("state").await.is_empty());
+}
+
+// ------------------------------------------------------------------------------------------
+// Chains of state files (incremental checkpoints)
+// ------------------------------------------------------------------------------------------
+
+/// A checkpoint whose operator `op` holds `chain` (files written earlier), written with one
+/// more file `upload` (a new base if `chain` is empty).
+async fn write_chain(
+    store: &CheckpointStore,
+    time: u64,
+    chain: &[StateFileRef],
+    upload: &[u8],
+) -> (CheckpointId, Vec<StateFileRef>) {
+    let data = CheckpointData {
+        operator_state: vec![
+            OperatorState {
+                operator_id: "op".to_owned(),
+                type_name: "State".to_owned(),
+                data: StateData::Chain(chain.to_vec()),
+            },
+            OperatorState {
+                operator_id: "small".to_owned(),
+                type_name: "Small".to_owned(),
+                data: StateData::Inline(vec![1, 2, 3]),
+            },
+        ],
+        ..small(time)
+    };
+    let upload = StateUpload {
+        operator_id: "op".to_owned(),
+        bytes: upload.to_vec(),
+    };
+    let (id, written) = store
+        .write_reserved_with_uploads(store.reserve().unwrap(), data, vec![upload])
+        .await
+        .unwrap();
+    let chain = match &written.operator_state[0].data {
+        StateData::Chain(files) => files.clone(),
+        other => panic!("{other:?}"),
+    };
+    (id, chain)
+}
+
+/// Every state file name the store's retained checkpoints reference, sorted.
+async fn referenced(store: &CheckpointStore) -> Vec<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for info in store.list().await.unwrap() {
+        let data = store.read(info.id).await.unwrap();
+        names.extend(data.state_files().map(|f| f.name.clone()));
+    }
+    names.into_iter().collect()
+}
+
+async fn chains_share_files_and_retention_keeps_exactly_what_is_referenced(mode: Mode) {
+    let fx = Fixture::new(mode);
+    let store = fx.open_retaining(3).await;
+    let mut chain = Vec::new();
+    let mut bases = 0;
+    for time in 1..=20u64 {
+        // A new base every 6 checkpoints, deltas in between.
+        if time % 6 == 1 {
+            chain.clear();
+            bases += 1;
+        }
+        let bytes = format!("state {time}").into_bytes();
+        let (id, written) = write_chain(&store, time, &chain, &bytes).await;
+        assert_eq!(written.len(), chain.len() + 1);
+        assert_eq!(
+            &written[..chain.len()],
+            chain.as_slice(),
+            "earlier files shared"
+        );
+        // The new file embeds the checkpoint's id.
+        let last = written.last().unwrap();
+        assert!(
+            last.name.starts_with(&format!("{:020}-", id.0)),
+            "{}",
+            last.name
+        );
+        chain = written;
+        // After every write: exactly the files the retained checkpoints reference.
+        assert_eq!(
+            fx.raw_list("state").await,
+            referenced(&store).await,
+            "at {time}"
+        );
+    }
+    assert_eq!(bases, 4);
+    // The newest checkpoint's chain reads back, file by file, CRC-checked.
+    let latest = store.read_latest().await.unwrap().unwrap();
+    let files = store.read_state_files(&latest.data).await.unwrap();
+    assert_eq!(files.len(), chain.len());
+    for (i, file) in chain.iter().enumerate() {
+        let time = 19 + i as u64;
+        assert_eq!(files[&file.name], format!("state {time}").into_bytes());
+    }
+    // A damaged shared file is detected when the chain is read.
+    fx.raw_write(&format!("state/{}", chain[0].name), b"garbage".to_vec())
+        .await;
+    assert!(matches!(
+        store.read_state_files(&latest.data).await,
+        Err(CheckpointError::StateFileCorrupt { .. })
+    ));
+}
+
+/// A write that dies after uploading some state files, before its checkpoint lands (as a
+/// crash would: here an upload for an operator without a chain fails the write after the
+/// first upload), leaves orphans; the next checkpoints delete them, and a file left by a
+/// reopened store's predecessor too.
+#[tokio::test]
+async fn files_of_a_write_that_never_landed_are_collected() {
+    let fx = Fixture::new(Mode::Local);
+    let store = fx.open_retaining(2).await;
+    let (_, chain) = write_chain(&store, 1, &[], b"base").await;
+    let data = CheckpointData {
+        operator_state: vec![OperatorState {
+            operator_id: "op".to_owned(),
+            type_name: "State".to_owned(),
+            data: StateData::Chain(chain.clone()),
+        }],
+        ..small(2)
+    };
+    let uploads = ["op", "no-chain"].map(|op| StateUpload {
+        operator_id: op.to_owned(),
+        bytes: b"delta".to_vec(),
+    });
+    let err = store
+        .write_reserved_with_uploads(store.reserve().unwrap(), data, uploads.to_vec())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CheckpointError::NoChainFor { .. }), "{err}");
+    assert_eq!(
+        fx.raw_list("state").await.len(),
+        2,
+        "the base and an orphan"
+    );
+    // A crash: the store goes away with a file written for its next checkpoint.
+    store
+        .write_state_file("crashed", b"uploaded, never referenced")
+        .await
+        .unwrap();
+    drop(store);
+    let store = fx.open_retaining(2).await;
+    let mut chain = chain;
+    for time in 3..=6 {
+        chain = write_chain(&store, time, &chain, b"delta").await.1;
+    }
+    assert_eq!(fx.raw_list("state").await, referenced(&store).await);
+    assert_eq!(fx.raw_list("state").await.len(), chain.len());
+}
+
+async fn pinned_checkpoints_survive_retention_with_their_files(mode: Mode) {
+    let fx = Fixture::new(mode);
+    let store = fx.open_retaining(2).await;
+    let (pinned, pinned_chain) = write_chain(&store, 1, &[], b"pinned base").await;
+    store.pin(pinned).await;
+    for time in 2..=6 {
+        write_chain(&store, time, &[], b"other base").await;
+    }
+    // Pinned: kept, with its file, beyond the two newest.
+    assert_eq!(listed_ids(&store).await, ids([1, 5, 6]));
+    assert_eq!(
+        store.read_state_file(&pinned_chain[0]).await.unwrap(),
+        b"pinned base"
+    );
+    assert_eq!(fx.raw_list("state").await, referenced(&store).await);
+    store.unpin(pinned).await;
+    write_chain(&store, 7, &[], b"other base").await;
+    assert_eq!(listed_ids(&store).await, ids([6, 7]));
+    assert_eq!(fx.raw_list("state").await, referenced(&store).await);
+}
+
+fn chain_golden_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoint-chain-v1.bin")
+}
+
+/// The value stored in `tests/fixtures/checkpoint-chain-v1.bin`: operator state with a chain
+/// (section `0x8009`). Never change it.
+fn chain_golden_value() -> CheckpointData {
+    let file = |seq: u64, len: u64, crc32c: u32| StateFileRef {
+        name: format!("{:020}-{seq:020}-counts", seq + 1),
+        len,
+        crc32c,
+    };
+    CheckpointData {
+        operator_state: vec![
+            OperatorState {
+                operator_id: "counts".to_owned(),
+                type_name: "(alloc::string::String, (i64, core::option::Option<u64>))".to_owned(),
+                data: StateData::Chain(vec![
+                    file(0, 100_000, 0x0102_0304),
+                    file(1, 1_200, 0xA0B0_C0D0),
+                    file(2, 900, 0xFFFF_0000),
+                ]),
+            },
+            OperatorState {
+                operator_id: "totals".to_owned(),
+                type_name: "(alloc::string::String, i64)".to_owned(),
+                data: StateData::Inline(b"weir-runtime/1\0\x01".to_vec()),
+            },
+        ],
+        ..golden_value()
+    }
+}
+
+/// `tests/fixtures/checkpoint-chain-v1.bin` is the first encoding of a checkpoint with a chain
+/// (`CheckpointData::encode` of `chain_golden_value()`); every later build must read it.
+#[test]
+fn golden_chain_fixture_still_decodes() {
+    let value = chain_golden_value();
+    let bytes = std::fs::read(chain_golden_path()).unwrap();
+    assert_eq!(CheckpointData::decode(&bytes).unwrap(), value);
+    assert_eq!(value.encode().unwrap(), bytes);
+    // Its operator state is under the critical tag 0x8009, not tag 7: a reader that does not
+    // know chains refuses it rather than restoring without the state.
+    let without_chain = golden_value().encode().unwrap();
+    assert!(
+        bytes.windows(3).any(|w| w == [0x89, 0x80, 0x02]),
+        "tag 0x8009 as a varint"
+    );
+    assert!(!without_chain.windows(3).any(|w| w == [0x89, 0x80, 0x02]));
+    assert_eq!(value.state_files().count(), 3);
 }
