@@ -527,7 +527,10 @@ async fn incremental_checkpoints_write_only_what_changed() {
         }
         let base = chains[0][0].len;
         let deltas: Vec<u64> = chains[4][1..].iter().map(|f| f.len).collect();
-        println!("{}: base {base} bytes, deltas {deltas:?} bytes", backend.name());
+        println!(
+            "{}: base {base} bytes, deltas {deltas:?} bytes",
+            backend.name()
+        );
         assert!(
             base > 100_000,
             "{}: the base holds every key: {base} bytes",
