@@ -360,9 +360,14 @@ impl StreamingContext {
         // changed state type) is refused here, with the reason, instead of failing every start
         // of the driver until the root gives up.
         if let Some((_, data, _)) = &restored {
+            // With the state files it references (read and CRC-checked), as the driver does.
+            let files = store
+                .read_state_files(data)
+                .await
+                .map_err(|e| Error::Checkpoint(e.to_string()))?;
             context
                 .pipeline()
-                .restore(Some(data))
+                .restore_with_files(Some(data), &files)
                 .map_err(|e| Error::Incompatible(e.to_string()))?;
         }
         context.restored = restored.map(|(id, data, skipped)| {
