@@ -180,6 +180,51 @@ fn log_source_across_kill_9(
     );
 }
 
+/// Drops 120 small text files into `input`, paced over the lives, and returns how many times
+/// it wrote each word.
+fn spawn_feeder(input: PathBuf, seed: u64) -> std::thread::JoinHandle<BTreeMap<String, u64>> {
+    std::thread::spawn(move || {
+        const WORDS: [&str; 12] = [
+            "weir",
+            "stream",
+            "batch",
+            "actor",
+            "kill",
+            "restart",
+            "log",
+            "offset",
+            "checkpoint",
+            "exactly",
+            "once",
+            "river",
+        ];
+        let mut rng = Rng::new(seed ^ 0xf11e);
+        let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+        for n in 0..120 {
+            let mut text = String::new();
+            for _ in 0..rng.range(1, 20) {
+                for _ in 0..rng.range(1, 8) {
+                    let w = WORDS[rng.range(0, WORDS.len() as u64) as usize];
+                    *expected.entry(w.to_owned()).or_default() += 1;
+                    text.push_str(w);
+                    text.push(' ');
+                }
+                text.push('\n');
+            }
+            // Written under a hidden name, fsynced, then renamed into place whole.
+            let tmp = input.join(format!(".tmp-{n}"));
+            fs::write(&tmp, &text).expect("write an input file");
+            fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .expect("fsync an input file");
+            fs::rename(&tmp, input.join(format!("{n:04}.txt"))).expect("rename");
+            // Pacing of the feeder (files arrive over the lives), not synchronisation.
+            std::thread::sleep(Duration::from_millis(rng.range(5, 30)));
+        }
+        expected
+    })
+}
+
 #[test]
 fn the_file_source_is_exactly_once_across_kill_9() {
     let seed = seed_from_env();
@@ -193,49 +238,7 @@ fn the_file_source_is_exactly_once_across_kill_9() {
     fs::create_dir_all(&input).expect("input dir");
     fs::create_dir_all(&logs).expect("logs dir");
     // The feeder drops files while the lives are killed, counting their words itself.
-    let feeder = {
-        let input = input.clone();
-        std::thread::spawn(move || {
-            const WORDS: [&str; 12] = [
-                "weir",
-                "stream",
-                "batch",
-                "actor",
-                "kill",
-                "restart",
-                "log",
-                "offset",
-                "checkpoint",
-                "exactly",
-                "once",
-                "river",
-            ];
-            let mut rng = Rng::new(seed ^ 0xf11e);
-            let mut expected: BTreeMap<String, u64> = BTreeMap::new();
-            for n in 0..120 {
-                let mut text = String::new();
-                for _ in 0..rng.range(1, 20) {
-                    for _ in 0..rng.range(1, 8) {
-                        let w = WORDS[rng.range(0, WORDS.len() as u64) as usize];
-                        *expected.entry(w.to_owned()).or_default() += 1;
-                        text.push_str(w);
-                        text.push(' ');
-                    }
-                    text.push('\n');
-                }
-                // Written under a hidden name, fsynced, then renamed into place whole.
-                let tmp = input.join(format!(".tmp-{n}"));
-                fs::write(&tmp, &text).expect("write an input file");
-                fs::File::open(&tmp)
-                    .and_then(|f| f.sync_all())
-                    .expect("fsync an input file");
-                fs::rename(&tmp, input.join(format!("{n:04}.txt"))).expect("rename");
-                // Pacing of the feeder (files arrive over the lives), not synchronisation.
-                std::thread::sleep(Duration::from_millis(rng.range(5, 30)));
-            }
-            expected
-        })
-    };
+    let feeder = spawn_feeder(input.clone(), seed);
     let chaos = ProcessChaos {
         program: word_count,
         args: vec![
@@ -308,4 +311,128 @@ fn the_file_source_is_exactly_once_across_kill_9() {
         got, expected,
         "seed {seed}: the summed output differs from the input's count"
     );
+}
+
+/// `word_count --running` (totals in `update_state_by_key` state) killed with `kill -9` while
+/// every checkpoint writes its state as a state file (`WEIR_STATE_INLINE_MAX_BYTES=0`, the
+/// incremental-checkpoint path): the kills land at seeded moments of a run that uploads a state
+/// file before every checkpoint, so some land between an upload and its checkpoint. The last
+/// batch's totals equal an independent count of the input (no state lost or applied twice),
+/// and once the run stopped, the store's `state/` holds exactly the files its retained
+/// checkpoints reference: no orphan of a killed upload is left.
+#[test]
+fn running_totals_in_state_files_are_exactly_once_across_kill_9() {
+    let seed = seed_from_env();
+    let word_count = example_binary("weir-examples", "word_count").expect("build word_count");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (input, output, logs, checkpoint) = (
+        tmp.path().join("input"),
+        tmp.path().join("output"),
+        tmp.path().join("logs"),
+        tmp.path().join("checkpoint"),
+    );
+    fs::create_dir_all(&input).expect("input dir");
+    fs::create_dir_all(&logs).expect("logs dir");
+    let feeder = spawn_feeder(input.clone(), seed);
+    let chaos = ProcessChaos {
+        program: word_count,
+        args: vec![
+            "--input-dir".into(),
+            input.into(),
+            "--checkpoint-dir".into(),
+            checkpoint.clone().into(),
+            "--output-dir".into(),
+            output.clone().into(),
+            "--batch-ms".into(),
+            "100".into(),
+            "--running".into(),
+            "--quiet".into(),
+        ],
+        logs,
+        env: vec![
+            ("WEIR_STATE_INLINE_MAX_BYTES".into(), "0".into()),
+            ("WEIR_CHECKPOINTS_RETAINED".into(), "3".into()),
+        ],
+        ready: "running;".to_owned(),
+        ready_within: Duration::from_secs(60),
+    };
+    let (lives, mut last) = chaos
+        .run(&kill9_schedule(seed))
+        .unwrap_or_else(|e| panic!("seed {seed}: {e}\n{}", chaos.logs()));
+    report("word_count --running", seed, &lives);
+    let expected = feeder.join().expect("the feeder");
+    let total: u64 = expected.values().sum();
+    // The newest batch's running totals, once they cover the input (bounded).
+    let latest = |b: &BTreeMap<u64, Vec<String>>| -> BTreeMap<String, u64> {
+        let mut totals = BTreeMap::new();
+        for line in b.values().next_back().into_iter().flatten() {
+            if let Some((w, n)) = line.split_once('\t')
+                && let Ok(n) = n.parse::<u64>()
+            {
+                totals.insert(w.to_owned(), n);
+            }
+        }
+        totals
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        let got = read_batches(&output)
+            .map(|b| latest(&b))
+            .unwrap_or_default();
+        if got.values().sum::<u64>() >= total {
+            break got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: the totals cover {} of {total} words\n{}",
+            got.values().sum::<u64>(),
+            chaos.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let pid = last.child.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("run kill");
+    assert!(sent.success());
+    let status = last
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("seed {seed}: no exit after SIGINT\n{}", chaos.logs()));
+    assert!(status.success(), "seed {seed}: exited with {status}");
+    assert_eq!(
+        got, expected,
+        "seed {seed}: the running totals differ from the input's count"
+    );
+    // No orphan: the state files present are exactly those the retained checkpoints name.
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let referenced = runtime.block_on(async {
+        let store = weir_actors::checkpoint::CheckpointStore::open(
+            weir_actors::Storage::local(checkpoint.join("checkpoints")),
+            weir_actors::checkpoint::CheckpointConfig::default().with_retain(3),
+        )
+        .await
+        .expect("open the checkpoint store");
+        let mut names = std::collections::BTreeSet::new();
+        for info in store.list().await.expect("list") {
+            let data = store.read(info.id).await.expect("read a checkpoint");
+            names.extend(data.state_files().map(|f| f.name.clone()));
+        }
+        names
+    });
+    let present: std::collections::BTreeSet<String> =
+        fs::read_dir(checkpoint.join("checkpoints/state"))
+            .expect("the state directory")
+            .map(|e| {
+                e.expect("an entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+    assert!(
+        !referenced.is_empty(),
+        "seed {seed}: the totals were in state files"
+    );
+    assert_eq!(present, referenced, "seed {seed}: orphaned state files");
 }
