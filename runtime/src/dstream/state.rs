@@ -389,27 +389,30 @@ where
     ) -> ComputeResult<()> {
         self.restore(Some(base_bytes))?;
         let mut base = lock(&self.base);
+        // The deltas merged, in order (a later one's word on a key wins), then applied to the
+        // base at once: one copy of each partition, one fold.
+        let mut changes: Vec<StableMap<K, Option<S>>> =
+            (0..self.partitions).map(|_| StableMap::default()).collect();
+        let mut as_of = base.as_of;
         for bytes in deltas {
-            let (as_of, entries): (Option<u64>, Vec<(K, Option<S>)>) = postcard::from_bytes(bytes)
-                .map_err(|e| ComputeError::new(format!("decoding a state delta: {e}")))?;
-            if entries.is_empty() {
-                base.as_of = base.as_of.max(as_of);
-                continue;
-            }
-            // The disk backend layers by batch time: each delta's must be newer than the last.
-            let time = match (as_of, base.as_of) {
-                (Some(t), Some(last)) if t <= last => last.saturating_add(1),
-                (Some(t), _) => t,
-                (None, last) => last.map_or(0, |l| l.saturating_add(1)),
-            };
-            let mut changes: Vec<StableMap<K, Option<S>>> =
-                (0..self.partitions).map(|_| StableMap::default()).collect();
+            let (delta_as_of, entries): (Option<u64>, Vec<(K, Option<S>)>) =
+                postcard::from_bytes(bytes)
+                    .map_err(|e| ComputeError::new(format!("decoding a state delta: {e}")))?;
+            as_of = as_of.max(delta_as_of);
             for (k, s) in entries {
                 let part = partition_of(&k, self.partitions);
                 if let Some(map) = changes.get_mut(part) {
                     map.insert(k, s);
                 }
             }
+        }
+        if changes.iter().any(|c| !c.is_empty()) {
+            // The disk backend layers by batch time: the changes' must be newer than the base's.
+            let time = match (as_of, base.as_of) {
+                (Some(t), Some(b)) if t > b => t,
+                (Some(t), None) => t,
+                (_, b) => b.map_or(0, |b| b.saturating_add(1)),
+            };
             let parts = base
                 .parts
                 .take()
@@ -420,9 +423,9 @@ where
             }
             drop(parts);
             base.parts = Some(self.store.fold(time, next)?);
-            base.as_of = as_of.max(base.as_of);
             base.encoded = None;
         }
+        base.as_of = as_of;
         drop(base);
         if let Some(incremental) = &self.incremental {
             let mut inc = lock(incremental);
