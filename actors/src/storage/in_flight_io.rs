@@ -9,7 +9,9 @@
 //! lock, or after a restarted driver reopened the checkpoint store and reserved the same id.
 //!
 //! **The invariant:** every such piece of work holds an [`IoGuard`] from before it is handed to
-//! its thread until it returns, on that thread; the guard names the path the work touches.
+//! its thread until it returns, on that thread; the guard names the path the work touches. A
+//! local WAL writer's thread holds one for its whole life (it serves what is queued even after
+//! the log's handles are gone).
 //! [`settle`] waits until every piece of work that was in flight under a directory when it was
 //! called has returned. The registry is process-wide and keyed by path (made absolute), not by
 //! storage handle, so that a successor that built its own [`Storage`](super::location::Storage)
@@ -188,6 +190,21 @@ mod tests {
         worker.join().unwrap();
         drop(elsewhere);
         assert!(wait_for(other.path(), Duration::ZERO).await.is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_local_wal_writer_counts_for_its_whole_life() {
+        use crate::storage::location::Storage;
+        use crate::wal::{Wal, WalConfig};
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(Storage::local(dir.path()), WalConfig::default())
+            .await
+            .unwrap();
+        wal.append(bytes::Bytes::from_static(b"x")).await.unwrap();
+        // Idle between appends, its thread still counts: it may be handed an append any time.
+        assert!(wait_for(dir.path(), Duration::ZERO).await.is_err());
+        wal.close().await.unwrap();
+        wait_for(dir.path(), Duration::from_secs(30)).await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -6,8 +6,8 @@
 //! * **Local** (`Storage::Local`): `<dir>/<id:020>.wal`. A group commit is one positional
 //!   write at the end of the file followed by `fdatasync`. Creating a segment writes its header,
 //!   fsyncs the file and then the directory, so the new name survives a power cut. The writer
-//!   does these inline on its own thread, each counted as storage work in flight
-//!   (`storage::in_flight_io`) like the blocking-pool work, so a stopping engine waits for it.
+//!   does these inline on its own thread, which counts as storage work in flight
+//!   (`storage::in_flight_io`) for its whole life, so a stopping engine waits for it.
 //! * **Object** (`Storage::Object`): `<prefix><id:020>-<start:020>.walc`, one object per group
 //!   commit, written with `if_not_exists`; `start` is the chunk's byte offset in the logical
 //!   segment, so chunks tile the segment. The first chunk holds only the header. A frame never
@@ -24,7 +24,6 @@ use opendal::Buffer;
 
 use crate::storage::durable;
 use crate::storage::failpoint::WAL as FP;
-use crate::storage::in_flight_io;
 use crate::storage::local;
 use crate::storage::location::{Storage, StorageError, blocking};
 use crate::storage::object::ObjectDir;
@@ -97,9 +96,12 @@ pub(crate) enum Segments {
 }
 
 impl Segments {
-    /// Whether this is a local log, whose writer needs a thread of its own.
-    pub(crate) fn is_local(&self) -> bool {
-        matches!(self, Segments::Local(..))
+    /// The directory of a local log (whose writer needs a thread of its own).
+    pub(crate) fn local_dir(&self) -> Option<&std::path::Path> {
+        match self {
+            Segments::Local(dir, _) => Some(dir),
+            Segments::Object { .. } => None,
+        }
     }
 
     /// Opens the layout for `storage`, creating a local directory durably and locking it
@@ -172,7 +174,6 @@ impl Segments {
         match self {
             Segments::Local(dir, _) => {
                 // Inline: only the writer calls this, on its own thread (see writer.rs).
-                let _busy = in_flight_io::begin(dir);
                 let file = durable::create_new(&dir.join(local_name(id)), header, FP)?;
                 Ok(ActiveFile {
                     file: Some(Arc::new(file)),
@@ -204,7 +205,6 @@ impl Segments {
                 // Inline: only the writer calls this, on its own thread (see writer.rs). A
                 // hand-off to the blocking pool per group cost ~45 µs, a fifth of an fsync.
                 let path = dir.join(local_name(id));
-                let _busy = in_flight_io::begin(dir);
                 durable::write_all_at(file, &path, offset, &data, FP)?;
                 Ok(durable::sync_data(file, &path, FP)?)
             }
@@ -364,7 +364,6 @@ impl Segments {
         match self {
             Segments::Local(dir, _) => {
                 // Inline: only the writer calls this, on its own thread (see writer.rs).
-                let _busy = in_flight_io::begin(dir);
                 Ok(durable::truncate(&dir.join(local_name(id)), start, FP)?)
             }
             Segments::Object { dir, chunks } => {

@@ -3,6 +3,13 @@
 //! finally give up with the cause. A checkpoint write held on its blocking thread keeps a stop
 //! from returning, and a restarted driver from starting, until it landed.
 
+// Helpers outside `#[test]` fns are test code too; clippy.toml's `allow-unwrap-in-tests`
+// does not see them.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
