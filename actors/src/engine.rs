@@ -4,6 +4,16 @@
 //! [`Engine::events`] subscribes to its event feed; [`Engine::stop`] stops it gracefully or
 //! immediately; [`Engine::await_termination`] waits until it ends and says why — in particular
 //! [`EngineError::GaveUp`] when the driver failed more often than the restart intensity allows.
+//!
+//! **The storage directory is handed on only when nothing of this engine writes to it any
+//! more.** The engine holds the [`StorageLock`] from before anything touches the directory
+//! until after the root has ended *and* the local storage work its actors started has returned
+//! ([`in_flight_io::settle`](crate::storage::in_flight_io::settle), at most 30 s): a checkpoint
+//! write on tokio's blocking pool cannot be aborted and runs to its end even after the job
+//! generator that started it stopped. Only then is the lock released and the end announced, so
+//! [`Engine::stop`], [`Engine::await_termination`], [`Engine::wait_timeout`],
+//! [`Engine::ended`] and [`EngineStopper::stop`] all return after the last write landed, and a
+//! second process (or a new engine of this one) that takes the directory next finds it still.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,6 +31,7 @@ use crate::observe::http::http_server::HttpHandle;
 use crate::observe::hub::{EventHub, EventSubscription};
 use crate::observe::metrics::EngineMetrics;
 use crate::pipeline::{Pipeline, ReceiverFactory};
+use crate::storage::in_flight_io;
 use crate::storage::storage_lock::{StorageLock, StorageLockError};
 use crate::tree::driver::DriverArgs;
 use crate::tree::root::{Root, RootArgs, RootMsg};
@@ -80,8 +91,8 @@ impl Engine {
             outcome: Arc::clone(&outcome),
             control: control.clone(),
             http: http.clone(),
-            lock,
         };
+        let storage_dir = config.storage.local_dir().map(std::path::Path::to_path_buf);
         match Actor::spawn(Some(config.names().root()), Root, args).await {
             Ok((root, handle)) => {
                 // The root's end is also announced on a watch channel, so that it can be
@@ -89,6 +100,10 @@ impl Engine {
                 let (ended_tx, ended) = tokio::sync::watch::channel(false);
                 let handle = tokio::spawn(async move {
                     let joined = handle.await.map_err(|e| e.to_string());
+                    // However the root ended (stopped, gave up, killed): the writes its actors
+                    // left on blocking threads land first, then the directory is released,
+                    // then the end is announced.
+                    settle_and_release(storage_dir.as_deref(), lock).await;
                     let _ = ended_tx.send(true);
                     joined
                 });
@@ -102,7 +117,10 @@ impl Engine {
                     http,
                 })
             }
-            Err(err) => Err(take(&outcome).unwrap_or_else(|| EngineError::Start(err.to_string()))),
+            Err(err) => {
+                settle_and_release(storage_dir.as_deref(), lock).await;
+                Err(take(&outcome).unwrap_or_else(|| EngineError::Start(err.to_string())))
+            }
         }
     }
 
@@ -181,25 +199,38 @@ impl Engine {
     pub fn stopper(&self) -> EngineStopper {
         EngineStopper {
             root: self.root.clone(),
+            ended: self.ended.clone(),
         }
     }
+}
+
+/// Waits for the local storage work of an ended engine (none for object storage), then drops
+/// its claim on the directory.
+async fn settle_and_release(dir: Option<&std::path::Path>, lock: Option<StorageLock>) {
+    if let Some(dir) = dir {
+        in_flight_io::settle(dir, "the engine's end").await;
+    }
+    drop(lock);
 }
 
 /// Stops an engine from anywhere; see [`Engine::stopper`].
 #[derive(Clone, Debug)]
 pub struct EngineStopper {
     root: ActorRef<RootMsg>,
+    ended: tokio::sync::watch::Receiver<bool>,
 }
 
 impl EngineStopper {
-    /// Asks the engine to stop (gracefully or not) and returns when it has stopped (at once if
-    /// it had already ended). Whoever owns the [`Engine`] sees the outcome in
-    /// [`Engine::await_termination`].
+    /// Asks the engine to stop (gracefully or not) and returns when it has ended, its storage
+    /// work landed and its directory released (at once if it had already ended). Whoever owns
+    /// the [`Engine`] sees the outcome in [`Engine::await_termination`].
     pub async fn stop(&self, graceful: bool) {
         let _ = self
             .root
             .call(|reply| RootMsg::Stop(Stop { graceful, reply }), None)
             .await;
+        let mut ended = self.ended.clone();
+        let _ = ended.wait_for(|ended| *ended).await;
     }
 }
 

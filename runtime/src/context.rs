@@ -249,7 +249,8 @@ pub struct StreamingContext {
     rate_task: Option<tokio::task::JoinHandle<()>>,
     signal_task: Option<tokio::task::JoinHandle<()>>,
     /// The claim on the storage directory that `get_or_create` took before reading anything
-    /// (the engine shares it once started).
+    /// (the engine shares it once started). It goes with the context, so after `stop` or
+    /// `await_termination` returned — which is after the engine's storage work landed.
     lock: Option<StorageLock>,
 }
 
