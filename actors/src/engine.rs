@@ -12,6 +12,8 @@ use std::time::Duration;
 use ractor::{Actor, ActorRef};
 use tokio::task::JoinHandle;
 
+use crate::batch::take_savepoint::{self, SAVEPOINT_TIMEOUT};
+use crate::checkpoint::savepoint::{SavepointError, SavepointInfo, export_latest};
 use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::ingest::blocks::StreamId;
@@ -21,8 +23,10 @@ use crate::observe::http::http_server::HttpHandle;
 use crate::observe::hub::{EventHub, EventSubscription};
 use crate::observe::metrics::EngineMetrics;
 use crate::pipeline::{Pipeline, ReceiverFactory};
+use crate::storage::location::Storage;
 use crate::storage::storage_lock::{StorageLock, StorageLockError};
 use crate::tree::driver::DriverArgs;
+use crate::tree::names::Names;
 use crate::tree::root::{Root, RootArgs, RootMsg};
 
 /// A running engine.
@@ -35,6 +39,7 @@ pub struct Engine {
     outcome: Arc<Mutex<Option<EngineError>>>,
     control: ControlHandle,
     http: HttpHandle,
+    names: Names,
 }
 
 impl Engine {
@@ -100,6 +105,7 @@ impl Engine {
                     outcome,
                     control,
                     http,
+                    names: config.names(),
                 })
             }
             Err(err) => Err(take(&outcome).unwrap_or_else(|| EngineError::Start(err.to_string()))),
@@ -182,6 +188,43 @@ impl Engine {
         EngineStopper {
             root: self.root.clone(),
         }
+    }
+}
+
+/// Savepoints (Flink's): a checkpoint exported with its state files to a location of the
+/// user's, restorable after a code change (see `checkpoint::Savepoint`).
+impl Engine {
+    /// Takes a savepoint now: a checkpoint is taken, and once it is durable it is exported to
+    /// `target` (a local directory or an object-store prefix that holds no savepoint or
+    /// checkpoint yet). The engine goes on running.
+    ///
+    /// # Errors
+    ///
+    /// [`SavepointError::Refused`] when the pipeline has a stateful operator without an
+    /// explicit id (the message names it) or no batch was generated yet;
+    /// [`SavepointError::TargetNotEmpty`]; [`SavepointError::Engine`] when the checkpoint
+    /// failed or did not become durable within two minutes; a storage error.
+    pub async fn savepoint(&self, target: Storage) -> Result<SavepointInfo, SavepointError> {
+        take_savepoint::take(&self.names, &self.hub, &target, SAVEPOINT_TIMEOUT).await
+    }
+
+    /// Stops with a savepoint: checks that one can be taken (as
+    /// [`savepoint`](Self::savepoint)), stops gracefully (receivers stop, everything received
+    /// is processed, a final checkpoint is written), then exports that final checkpoint to
+    /// `target`: nothing is processed after the savepoint's state. Afterwards
+    /// [`await_termination`](Self::await_termination) says how the engine ended.
+    ///
+    /// # Errors
+    ///
+    /// As [`savepoint`](Self::savepoint); a refusal leaves the engine running.
+    pub async fn stop_with_savepoint(
+        &self,
+        target: Storage,
+    ) -> Result<SavepointInfo, SavepointError> {
+        let store = take_savepoint::check(&self.names).await?;
+        self.stopper().stop(true).await;
+        self.ended().await;
+        export_latest(&store, &target).await
     }
 }
 
