@@ -136,7 +136,7 @@ pub(crate) async fn take(
 pub(crate) async fn take_for_client(
     names: &Names,
     hub: &EventHub,
-    stopper: &DerivedActorRef<Stop>,
+    stopper: Option<&DerivedActorRef<Stop>>,
     location: &str,
     stop: bool,
 ) -> Result<String, String> {
@@ -163,7 +163,7 @@ pub(crate) async fn take_for_client(
             graceful: true,
             reply: reply.into(),
         };
-        if stopper.send_message(request).is_ok() {
+        if stopper.is_some_and(|stopper| stopper.send_message(request).is_ok()) {
             message.push_str("; the engine stops gracefully");
         } else {
             message.push_str("; the engine was already stopping");

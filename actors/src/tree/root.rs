@@ -167,7 +167,7 @@ impl Actor for Root {
                     handle: args.control.clone(),
                     max_connections: args.config.control_max_connections,
                     auth_timeout: crate::observe::control::protocol::AUTH_TIMEOUT,
-                    stopper: myself.get_derived(),
+                    stopper: Some(myself.get_derived()),
                 };
                 Some(children.add(ChildSpec::new(
                     names.control_endpoint(),

@@ -71,8 +71,9 @@ pub(crate) struct ControlEndpointArgs {
     pub(crate) max_connections: usize,
     /// On a non-loopback address: how long a client has to present the token.
     pub(crate) auth_timeout: Duration,
-    /// Stops the engine (the root), for a savepoint with `stop`.
-    pub(crate) stopper: DerivedActorRef<Stop>,
+    /// Stops the engine (the root), for a savepoint with `stop`; `None` (tests): such a
+    /// savepoint is taken and the engine is not stopped.
+    pub(crate) stopper: Option<DerivedActorRef<Stop>>,
 }
 
 /// Messages of the control endpoint.
@@ -179,12 +180,18 @@ impl Actor for ControlEndpoint {
             }
             let args = state.args.clone();
             tokio::spawn(async move {
-                let answer =
-                    match take_for_client(&args.names, &args.hub, &args.stopper, &path, stop).await
-                    {
-                        Ok(message) => Reply::ok(id, message),
-                        Err(message) => Reply::refused(id, message),
-                    };
+                let answer = match take_for_client(
+                    &args.names,
+                    &args.hub,
+                    args.stopper.as_ref(),
+                    &path,
+                    stop,
+                )
+                .await
+                {
+                    Ok(message) => Reply::ok(id, message),
+                    Err(message) => Reply::refused(id, message),
+                };
                 if !reply.is_closed() {
                     let _ = reply.send(answer);
                 }
@@ -484,6 +491,7 @@ mod tests {
             handle: ControlHandle::default(),
             max_connections: 4,
             auth_timeout: Duration::from_secs(1),
+            stopper: None,
         }
     }
 

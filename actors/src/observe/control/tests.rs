@@ -18,27 +18,6 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-/// A stand-in for the root's stop handle: takes stop requests and does nothing.
-struct NoStop;
-
-impl Actor for NoStop {
-    type Msg = crate::messages::Stop;
-    type State = ();
-    type Arguments = ();
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        _args: (),
-    ) -> Result<(), ActorProcessingErr> {
-        Ok(())
-    }
-}
-
-async fn no_stop() -> ractor::DerivedActorRef<crate::messages::Stop> {
-    let (actor, _) = Actor::spawn(None, NoStop, ()).await.expect("spawn");
-    actor.get_derived()
-}
-
 /// An actor that does nothing, and keeps running when a child ends (a stand-in root).
 struct Idle;
 
@@ -88,7 +67,7 @@ async fn endpoint_with(
         handle: handle.clone(),
         max_connections: 8,
         auth_timeout: Duration::from_secs(30),
-        stopper: no_stop().await,
+        stopper: None,
     };
     tweak(&mut args);
     let (actor, _) = Actor::spawn(Some(names.control_endpoint()), ControlEndpoint, args)
@@ -280,7 +259,7 @@ async fn a_restarted_endpoint_listens_on_the_address_it_had() {
         handle: handle.clone(),
         max_connections: 8,
         auth_timeout: Duration::from_secs(30),
-        stopper: no_stop().await,
+        stopper: None,
     };
     let (first, done) = Actor::spawn(None, ControlEndpoint, args.clone())
         .await

@@ -423,7 +423,7 @@ async fn savepoint(State(api): State<Api>, Query(query): Query<SavepointQuery>) 
         );
     };
     let stop = query.stop.unwrap_or(false);
-    match take_for_client(&api.names, &api.hub, &api.stopper, &path, stop).await {
+    match take_for_client(&api.names, &api.hub, Some(&api.stopper), &path, stop).await {
         Ok(message) => answer(StatusCode::OK, true, message),
         Err(message) => answer(StatusCode::CONFLICT, false, message),
     }
