@@ -1152,6 +1152,25 @@ async fn a_local_savepoint_is_self_contained_relocatable_and_outside_retention(m
         Some(&savepoint.manifest().id)
     );
     assert_eq!(latest.data.operator_state, data.operator_state);
+    // A store that holds another file under a copied name keeps it, and refuses the restore.
+    let clash = Fixture::new(mode);
+    let clash_store = clash.open().await;
+    let theirs = format!("state/{}", file.name);
+    clash
+        .raw_write(&theirs, b"someone else's state".to_vec())
+        .await;
+    let refused = savepoint.restore_into(&clash_store).await;
+    assert!(
+        matches!(
+            refused,
+            Err(SavepointError::Checkpoint(
+                CheckpointError::StateFileCorrupt { .. }
+            ))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(clash.raw_read(&theirs).await, b"someone else's state");
+    assert!(clash_store.list().await.unwrap().is_empty());
     drop(savepoint);
 
     // Without the savepoint, the restored job's store reads alone, and its retention does

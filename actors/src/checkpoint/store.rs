@@ -935,12 +935,14 @@ impl CheckpointStore {
     /// Copies the state file `file` refers to from the store `from` into this one, under the
     /// same name (so a copied checkpoint's references hold in both), checked against the
     /// reference on the way and published atomically, like every state file. A file of that
-    /// name already here with the same bytes is fine.
+    /// name already here that matches the reference is kept as it is; one that does not is
+    /// never replaced (a checkpoint of this store may reference it): that is an error.
     ///
     /// # Errors
     ///
-    /// As [`read_state_file`](Self::read_state_file) on `from`, a storage error here, or
-    /// [`CheckpointError::StateFileMismatch`] when this store holds another file of that name.
+    /// As [`read_state_file`](Self::read_state_file) on `from`; a storage error here;
+    /// [`CheckpointError::StateFileMismatch`] or [`CheckpointError::StateFileCorrupt`] when
+    /// this store holds another file of that name.
     ///
     /// # Cancel safety
     ///
@@ -950,6 +952,11 @@ impl CheckpointStore {
         from: &CheckpointStore,
         file: &StateFileRef,
     ) -> Result<(), CheckpointError> {
+        match self.read_state_file(file).await {
+            Ok(_) => return Ok(()),
+            Err(CheckpointError::StateFileNotFound { .. }) => {}
+            Err(err) => return Err(err),
+        }
         let bytes = from.read_state_file(file).await?;
         if let Some(parsed) = StateFileName::parse(&file.name) {
             // Names this store gives later never repeat the copied one's.
@@ -962,7 +969,7 @@ impl CheckpointStore {
             .await
         {
             Ok(()) => Ok(()),
-            // Object mode: the name is taken; it is fine only if it holds these very bytes.
+            // Object mode: the name was taken meanwhile; fine only if it holds these bytes.
             Err(err) if err.is_already_exists() => self.read_state_file(file).await.map(drop),
             Err(err) => Err(err.into()),
         }
