@@ -262,6 +262,10 @@ async fn weir_savepoint_stops_stateful_word_count_and_a_new_job_restores_from_it
     // A few batches of totals before the savepoint.
     let one = until_words(&lines, "a first batch", |n| n > 0);
     let before = until_words(&lines, "several batches", |n| n >= 4 * one);
+    // One batch more: batches run one at a time, so the one that printed `before` has
+    // completed, and the savepoint's checkpoint holds its state (not only lists it as
+    // pending: a pending batch's received records stay in this job's WAL).
+    until_words(&lines, "one batch more", |n| n >= before);
 
     let token = job1.join("control-token");
     let run = |extra: &[&str]| {

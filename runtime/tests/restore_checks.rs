@@ -202,6 +202,12 @@ async fn a_savepoint_of_a_running_job_restores_a_changed_program_from_a_copy_onc
     word_totals(&ctx, &queue, Some("words"), out, None);
     ctx.start().await.unwrap();
     until_equal(&mut rx, &totals(&[("a", 2), ("b", 1)])).await;
+    // A later batch's output: batches run one at a time, so the one with the words has
+    // completed, and a checkpoint taken now holds its state (not only lists it as pending).
+    tokio::time::timeout(Duration::from_secs(30), rx.changed())
+        .await
+        .expect("a later batch")
+        .unwrap();
 
     let info = ctx.savepoint(weir::Storage::local(&taken)).await.unwrap();
     let ids: Vec<&str> = info
