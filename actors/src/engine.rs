@@ -22,6 +22,8 @@ use std::time::Duration;
 use ractor::{Actor, ActorRef};
 use tokio::task::JoinHandle;
 
+use crate::batch::take_savepoint::{self, SAVEPOINT_TIMEOUT};
+use crate::checkpoint::savepoint::{SavepointError, SavepointInfo, export_latest};
 use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::ingest::blocks::StreamId;
@@ -32,8 +34,10 @@ use crate::observe::hub::{EventHub, EventSubscription};
 use crate::observe::metrics::EngineMetrics;
 use crate::pipeline::{Pipeline, ReceiverFactory};
 use crate::storage::in_flight_io;
+use crate::storage::location::Storage;
 use crate::storage::storage_lock::{StorageLock, StorageLockError};
 use crate::tree::driver::DriverArgs;
+use crate::tree::names::Names;
 use crate::tree::root::{Root, RootArgs, RootMsg};
 
 /// A running engine.
@@ -46,6 +50,7 @@ pub struct Engine {
     outcome: Arc<Mutex<Option<EngineError>>>,
     control: ControlHandle,
     http: HttpHandle,
+    names: Names,
 }
 
 impl Engine {
@@ -115,6 +120,7 @@ impl Engine {
                     outcome,
                     control,
                     http,
+                    names: config.names(),
                 })
             }
             Err(err) => {
@@ -211,6 +217,43 @@ async fn settle_and_release(dir: Option<&std::path::Path>, lock: Option<StorageL
         in_flight_io::settle(dir, "the engine's end").await;
     }
     drop(lock);
+}
+
+/// Savepoints (Flink's): a checkpoint exported with its state files to a location of the
+/// user's, restorable after a code change (see `checkpoint::Savepoint`).
+impl Engine {
+    /// Takes a savepoint now: a checkpoint is taken, and once it is durable it is exported to
+    /// `target` (a local directory or an object-store prefix that holds no savepoint or
+    /// checkpoint yet). The engine goes on running.
+    ///
+    /// # Errors
+    ///
+    /// [`SavepointError::Refused`] when the pipeline has a stateful operator without an
+    /// explicit id (the message names it) or no batch was generated yet;
+    /// [`SavepointError::TargetNotEmpty`]; [`SavepointError::Engine`] when the checkpoint
+    /// failed or did not become durable within two minutes; a storage error.
+    pub async fn savepoint(&self, target: Storage) -> Result<SavepointInfo, SavepointError> {
+        take_savepoint::take(&self.names, &self.hub, &target, SAVEPOINT_TIMEOUT).await
+    }
+
+    /// Stops with a savepoint: checks that one can be taken (as
+    /// [`savepoint`](Self::savepoint)), stops gracefully (receivers stop, everything received
+    /// is processed, a final checkpoint is written), then exports that final checkpoint to
+    /// `target`: nothing is processed after the savepoint's state. Afterwards
+    /// [`await_termination`](Self::await_termination) says how the engine ended.
+    ///
+    /// # Errors
+    ///
+    /// As [`savepoint`](Self::savepoint); a refusal leaves the engine running.
+    pub async fn stop_with_savepoint(
+        &self,
+        target: Storage,
+    ) -> Result<SavepointInfo, SavepointError> {
+        let store = take_savepoint::check(&self.names).await?;
+        self.stopper().stop(true).await;
+        self.ended().await;
+        export_latest(&store, &target).await
+    }
 }
 
 /// Stops an engine from anywhere; see [`Engine::stopper`].

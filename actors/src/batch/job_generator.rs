@@ -295,6 +295,9 @@ pub(crate) enum JobGeneratorMsg {
     /// Take a checkpoint now (an operator's request, through the HTTP API): answered with the
     /// checkpoint time once it has started or waits for a free slot, or why not.
     CheckpointNow(RpcReplyPort<Result<u64, String>>),
+    /// Before a savepoint: the checkpoint store, if the pipeline can be savepointed (every
+    /// stateful operator has an explicit id), or why not.
+    SavepointCheck(RpcReplyPort<Result<Arc<CheckpointStore>, String>>),
     /// Internal: a planning attempt ended (sent by the task that awaited it).
     Planned {
         /// The batch.
@@ -545,6 +548,15 @@ impl Actor for JobGenerator {
                         "no batch has been generated yet; there is nothing to checkpoint"
                             .to_owned(),
                     ),
+                };
+                if !reply.is_closed() {
+                    let _ = reply.send(answer);
+                }
+            }
+            JobGeneratorMsg::SavepointCheck(reply) => {
+                let answer = match state.args.pipeline.savepoint_refusal() {
+                    Some(why) => Err(why),
+                    None => Ok(Arc::clone(&state.args.checkpoints)),
                 };
                 if !reply.is_closed() {
                     let _ = reply.send(answer);

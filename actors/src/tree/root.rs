@@ -161,6 +161,7 @@ impl Actor for Root {
                     handle: args.control.clone(),
                     max_connections: args.config.control_max_connections,
                     auth_timeout: crate::observe::control::protocol::AUTH_TIMEOUT,
+                    stopper: Some(myself.get_derived()),
                 };
                 Some(children.add(ChildSpec::new(
                     names.control_endpoint(),
