@@ -4,6 +4,16 @@
 //! [`Engine::events`] subscribes to its event feed; [`Engine::stop`] stops it gracefully or
 //! immediately; [`Engine::await_termination`] waits until it ends and says why — in particular
 //! [`EngineError::GaveUp`] when the driver failed more often than the restart intensity allows.
+//!
+//! **The storage directory is handed on only when nothing of this engine writes to it any
+//! more.** The engine holds the [`StorageLock`] from before anything touches the directory
+//! until after the root has ended *and* the local storage work its actors started has returned
+//! ([`in_flight_io::settle`](crate::storage::in_flight_io::settle), at most 30 s): a checkpoint
+//! write on tokio's blocking pool cannot be aborted and runs to its end even after the job
+//! generator that started it stopped. Only then is the lock released and the end announced, so
+//! [`Engine::stop`], [`Engine::await_termination`], [`Engine::wait_timeout`],
+//! [`Engine::ended`] and [`EngineStopper::stop`] all return after the last write landed, and a
+//! second process (or a new engine of this one) that takes the directory next finds it still.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,6 +22,8 @@ use std::time::Duration;
 use ractor::{Actor, ActorRef};
 use tokio::task::JoinHandle;
 
+use crate::batch::take_savepoint::{self, SAVEPOINT_TIMEOUT};
+use crate::checkpoint::savepoint::{SavepointError, SavepointInfo, export_latest};
 use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::ingest::blocks::StreamId;
@@ -21,8 +33,11 @@ use crate::observe::http::http_server::HttpHandle;
 use crate::observe::hub::{EventHub, EventSubscription};
 use crate::observe::metrics::EngineMetrics;
 use crate::pipeline::{Pipeline, ReceiverFactory};
+use crate::storage::in_flight_io;
+use crate::storage::location::Storage;
 use crate::storage::storage_lock::{StorageLock, StorageLockError};
 use crate::tree::driver::DriverArgs;
+use crate::tree::names::Names;
 use crate::tree::root::{Root, RootArgs, RootMsg};
 
 /// A running engine.
@@ -35,6 +50,7 @@ pub struct Engine {
     outcome: Arc<Mutex<Option<EngineError>>>,
     control: ControlHandle,
     http: HttpHandle,
+    names: Names,
 }
 
 impl Engine {
@@ -80,8 +96,8 @@ impl Engine {
             outcome: Arc::clone(&outcome),
             control: control.clone(),
             http: http.clone(),
-            lock,
         };
+        let storage_dir = config.storage.local_dir().map(std::path::Path::to_path_buf);
         match Actor::spawn(Some(config.names().root()), Root, args).await {
             Ok((root, handle)) => {
                 // The root's end is also announced on a watch channel, so that it can be
@@ -89,6 +105,10 @@ impl Engine {
                 let (ended_tx, ended) = tokio::sync::watch::channel(false);
                 let handle = tokio::spawn(async move {
                     let joined = handle.await.map_err(|e| e.to_string());
+                    // However the root ended (stopped, gave up, killed): the writes its actors
+                    // left on blocking threads land first, then the directory is released,
+                    // then the end is announced.
+                    settle_and_release(storage_dir.as_deref(), lock).await;
                     let _ = ended_tx.send(true);
                     joined
                 });
@@ -100,9 +120,13 @@ impl Engine {
                     outcome,
                     control,
                     http,
+                    names: config.names(),
                 })
             }
-            Err(err) => Err(take(&outcome).unwrap_or_else(|| EngineError::Start(err.to_string()))),
+            Err(err) => {
+                settle_and_release(storage_dir.as_deref(), lock).await;
+                Err(take(&outcome).unwrap_or_else(|| EngineError::Start(err.to_string())))
+            }
         }
     }
 
@@ -181,7 +205,54 @@ impl Engine {
     pub fn stopper(&self) -> EngineStopper {
         EngineStopper {
             root: self.root.clone(),
+            ended: self.ended.clone(),
         }
+    }
+}
+
+/// Waits for the local storage work of an ended engine (none for object storage), then drops
+/// its claim on the directory.
+async fn settle_and_release(dir: Option<&std::path::Path>, lock: Option<StorageLock>) {
+    if let Some(dir) = dir {
+        in_flight_io::settle(dir, "the engine's end").await;
+    }
+    drop(lock);
+}
+
+/// Savepoints (Flink's): a checkpoint exported with its state files to a location of the
+/// user's, restorable after a code change (see `checkpoint::Savepoint`).
+impl Engine {
+    /// Takes a savepoint now: a checkpoint is taken, and once it is durable it is exported to
+    /// `target` (a local directory or an object-store prefix that holds no savepoint or
+    /// checkpoint yet). The engine goes on running.
+    ///
+    /// # Errors
+    ///
+    /// [`SavepointError::Refused`] when the pipeline has a stateful operator without an
+    /// explicit id (the message names it) or no batch was generated yet;
+    /// [`SavepointError::TargetNotEmpty`]; [`SavepointError::Engine`] when the checkpoint
+    /// failed or did not become durable within two minutes; a storage error.
+    pub async fn savepoint(&self, target: Storage) -> Result<SavepointInfo, SavepointError> {
+        take_savepoint::take(&self.names, &self.hub, &target, SAVEPOINT_TIMEOUT).await
+    }
+
+    /// Stops with a savepoint: checks that one can be taken (as
+    /// [`savepoint`](Self::savepoint)), stops gracefully (receivers stop, everything received
+    /// is processed, a final checkpoint is written), then exports that final checkpoint to
+    /// `target`: nothing is processed after the savepoint's state. Afterwards
+    /// [`await_termination`](Self::await_termination) says how the engine ended.
+    ///
+    /// # Errors
+    ///
+    /// As [`savepoint`](Self::savepoint); a refusal leaves the engine running.
+    pub async fn stop_with_savepoint(
+        &self,
+        target: Storage,
+    ) -> Result<SavepointInfo, SavepointError> {
+        let store = take_savepoint::check(&self.names).await?;
+        self.stopper().stop(true).await;
+        self.ended().await;
+        export_latest(&store, &target).await
     }
 }
 
@@ -189,17 +260,20 @@ impl Engine {
 #[derive(Clone, Debug)]
 pub struct EngineStopper {
     root: ActorRef<RootMsg>,
+    ended: tokio::sync::watch::Receiver<bool>,
 }
 
 impl EngineStopper {
-    /// Asks the engine to stop (gracefully or not) and returns when it has stopped (at once if
-    /// it had already ended). Whoever owns the [`Engine`] sees the outcome in
-    /// [`Engine::await_termination`].
+    /// Asks the engine to stop (gracefully or not) and returns when it has ended, its storage
+    /// work landed and its directory released (at once if it had already ended). Whoever owns
+    /// the [`Engine`] sees the outcome in [`Engine::await_termination`].
     pub async fn stop(&self, graceful: bool) {
         let _ = self
             .root
             .call(|reply| RootMsg::Stop(Stop { graceful, reply }), None)
             .await;
+        let mut ended = self.ended.clone();
+        let _ = ended.wait_for(|ended| *ended).await;
     }
 }
 

@@ -463,6 +463,13 @@ pub trait Pipeline: Send + Sync + 'static {
     /// The state does not fit the current graph; the driver fails to start, with this reason.
     fn restore(&self, checkpoint: Option<&CheckpointData>) -> Result<(), UserError>;
 
+    /// Why a savepoint of this pipeline is refused, in one sentence — a stateful operator
+    /// whose id was derived from the graph's layout rather than set explicitly, so that a
+    /// changed program could not find its state — or `None` (the default): it can be taken.
+    fn savepoint_refusal(&self) -> Option<String> {
+        None
+    }
+
     /// Batch `batch_time_ms` completed (all its jobs succeeded). Its "after" checkpoint may not
     /// be durable yet. A direct source may commit offsets here; caches may be trimmed.
     fn batch_completed(&self, batch_time_ms: u64) {

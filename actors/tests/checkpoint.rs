@@ -27,7 +27,8 @@ use opendal::Operator;
 use tempfile::TempDir;
 use weir_actors::checkpoint::{
     CheckpointConfig, CheckpointData, CheckpointError, CheckpointId, CheckpointStore, FormatError,
-    OperatorState, SourceOffset, StateData, StateFileRef, StateUpload,
+    OperatorState, RESTORED_FROM_SETTING, Savepoint, SavepointError, SourceOffset, StateData,
+    StateFileRef, StateUpload, export_savepoint,
 };
 use weir_actors::{Event, EventSink, Storage};
 
@@ -306,6 +307,7 @@ all_modes!(
     leftover_temp_files_are_removed_on_open,
     reserved_ids_order_checkpoints_whatever_order_they_are_written_in,
     state_files_of_a_reservation_in_flight_survive_retention,
+    a_local_savepoint_is_self_contained_relocatable_and_outside_retention,
 );
 
 async fn round_trip_preserves_every_field(mode: Mode) {
@@ -1280,4 +1282,154 @@ fn golden_chain_fixture_still_decodes() {
     );
     assert!(!without_chain.windows(3).any(|w| w == [0x89, 0x80, 0x02]));
     assert_eq!(value.state_files().count(), 3);
+}
+
+// ------------------------------------------------------------------------------------------
+// Savepoints
+// ------------------------------------------------------------------------------------------
+
+/// Copies the directory `from` to `to`, recursively.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A job's store in `mode` exports a savepoint to a local directory; the savepoint is copied
+/// elsewhere and the original deleted; retention in the job's store (retain 1) removes the
+/// checkpoint and state file it was taken from, and the copy still opens (with
+/// `CheckpointStore::open` and `read_latest` too) and restores into a new job's store in
+/// `mode` — on S3 with the `s3` feature — which then reads without the savepoint.
+async fn a_local_savepoint_is_self_contained_relocatable_and_outside_retention(mode: Mode) {
+    let job = Fixture::new(mode);
+    let store = job.open_retaining(1).await;
+    let file = store
+        .write_state_file("big", b"the state of big")
+        .await
+        .unwrap();
+    let mut data = referencing(5_000, &[&file]);
+    data.operator_state.push(OperatorState {
+        operator_id: "small".to_owned(),
+        type_name: "Small".to_owned(),
+        data: StateData::Inline(vec![1, 2, 3]),
+    });
+    let id = store.write(&data).await.unwrap();
+
+    let dirs = TempDir::new().unwrap();
+    let taken = dirs.path().join("taken");
+    let info = export_savepoint(&store, id, &data, &Storage::local(&taken))
+        .await
+        .unwrap();
+    assert_eq!(info.manifest.checkpoint_time_ms, 5_000);
+    assert_eq!(info.manifest.state_files, vec![file.name.clone()]);
+    let ops: Vec<&str> = info
+        .manifest
+        .operators
+        .iter()
+        .map(|o| o.id.as_str())
+        .collect();
+    assert_eq!(ops, ["op", "small"]);
+    // A second savepoint to the same place is refused, and so is a checkpoint directory.
+    let again = export_savepoint(&store, id, &data, &Storage::local(&taken)).await;
+    assert!(
+        matches!(again, Err(SavepointError::TargetNotEmpty { .. })),
+        "{again:?}"
+    );
+    let into_checkpoints = export_savepoint(&store, id, &data, &job.storage).await;
+    assert!(
+        matches!(into_checkpoints, Err(SavepointError::TargetNotEmpty { .. })),
+        "{into_checkpoints:?}"
+    );
+
+    // Retention in the job's store: the savepoint's checkpoint and state file go there.
+    store.write(&small(6_000)).await.unwrap();
+    store.write(&small(7_000)).await.unwrap();
+    assert!(matches!(
+        store.read_state_file(&file).await,
+        Err(CheckpointError::StateFileNotFound { .. })
+    ));
+
+    // Moved: copied elsewhere, the original deleted.
+    let moved = dirs.path().join("moved");
+    copy_dir(&taken, &moved);
+    std::fs::remove_dir_all(&taken).unwrap();
+    // It is a checkpoint store too.
+    let plain = CheckpointStore::open(Storage::local(&moved), CheckpointConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(plain.read_latest().await.unwrap().unwrap().data, data);
+
+    let savepoint = Savepoint::open(Storage::local(&moved)).await.unwrap();
+    assert_eq!(savepoint.data(), &data);
+    let target = Fixture::new(mode);
+    let restored_store = target.open_retaining(1).await;
+    let restored = savepoint.restore_into(&restored_store).await.unwrap();
+    let latest = restored_store.read_latest().await.unwrap().unwrap();
+    assert_eq!(latest.id, restored);
+    assert!(savepoint.restored_in(&latest.data));
+    assert_eq!(
+        latest.data.settings.get(RESTORED_FROM_SETTING),
+        Some(&savepoint.manifest().id)
+    );
+    assert_eq!(latest.data.operator_state, data.operator_state);
+    // A store that holds another file under a copied name keeps it, and refuses the restore.
+    let clash = Fixture::new(mode);
+    let clash_store = clash.open().await;
+    let theirs = format!("state/{}", file.name);
+    clash
+        .raw_write(&theirs, b"someone else's state".to_vec())
+        .await;
+    let refused = savepoint.restore_into(&clash_store).await;
+    assert!(
+        matches!(
+            refused,
+            Err(SavepointError::Checkpoint(
+                CheckpointError::StateFileCorrupt { .. }
+            ))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(clash.raw_read(&theirs).await, b"someone else's state");
+    assert!(clash_store.list().await.unwrap().is_empty());
+    drop(savepoint);
+
+    // Without the savepoint, the restored job's store reads alone, and its retention does
+    // not need it.
+    std::fs::remove_dir_all(&moved).unwrap();
+    assert_eq!(
+        restored_store.read_state_file(&file).await.unwrap(),
+        b"the state of big"
+    );
+    restored_store.write(&latest.data).await.unwrap();
+    let newest = restored_store.read_latest().await.unwrap().unwrap();
+    assert_eq!(
+        restored_store.read_state_file(&file).await.unwrap(),
+        b"the state of big"
+    );
+    assert_eq!(newest.data.operator_state, data.operator_state);
+
+    // A copy interrupted before its manifest is not a savepoint.
+    let partial = dirs.path().join("partial");
+    export_savepoint(
+        &restored_store,
+        newest.id,
+        &newest.data,
+        &Storage::local(&partial),
+    )
+    .await
+    .unwrap();
+    std::fs::remove_file(partial.join("savepoint.json")).unwrap();
+    let err = Savepoint::open(Storage::local(&partial)).await.unwrap_err();
+    assert!(
+        matches!(err, SavepointError::NotASavepoint { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("savepoint.json"), "{err}");
 }

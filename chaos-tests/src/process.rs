@@ -277,6 +277,27 @@ impl ProcessChaos {
     }
 }
 
+/// The features [`example_binary`] builds with: those of the build this test binary belongs
+/// to, as far as they can be told, so that the build reuses its artifacts (a different feature
+/// set of weir-actors or weir-streaming recompiles both, and the example: minutes in CI).
+///
+/// Both of this package's features on is taken for the README's `cargo test --workspace
+/// --all-features` (CI's run), which builds every crate with all its features; otherwise the
+/// features this package builds weir-actors with. A wrong guess costs a build, never a result.
+/// With `s3`, the examples take `s3://` locations too. (The full list names weir-examples' own
+/// `kafka` feature: it is used for that package only.)
+fn example_features(package: &str) -> &'static str {
+    if cfg!(all(feature = "s3", feature = "kafka")) && package == "weir-examples" {
+        "weir-actors/failpoints,weir-actors/fuzzing,weir-actors/s3,\
+         weir-streaming/failpoints,weir-streaming/fuzzing,weir-streaming/s3,weir-streaming/kafka,\
+         kafka"
+    } else if cfg!(feature = "s3") {
+        "weir-actors/failpoints,weir-actors/s3"
+    } else {
+        "weir-actors/failpoints"
+    }
+}
+
 /// Builds binary `bin` of `package` (which must depend on `weir-actors`) with the `cargo`
 /// running the tests (same target directory, same profile as this test binary, weir-actors'
 /// `failpoints` feature on as in this package) and returns its path.
@@ -304,17 +325,7 @@ pub fn example_binary(package: &str, bin: &str) -> Result<PathBuf, ProcessError>
     let mut command = Command::new(cargo);
     command
         .args(["build", "--quiet", "-p", package, "--bin", bin])
-        // The features this package builds weir-actors with (and `--all-features` of the
-        // workspace does): the build shares their artifacts instead of making new ones. With
-        // `s3`, the examples take `s3://` locations too.
-        .args([
-            "--features",
-            if cfg!(feature = "s3") {
-                "weir-actors/failpoints,weir-actors/s3"
-            } else {
-                "weir-actors/failpoints"
-            },
-        ])
+        .args(["--features", example_features(package)])
         .env("CARGO_TARGET_DIR", target_dir);
     if release {
         command.arg("--release");

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use weir::config_file::{ConfigFileError, ConfigOverrides};
 use weir::logging::{LOG_FORMAT_VAR, LogFormat};
-use weir::{Event, StreamingContext};
+use weir::{Event, StreamingConfig, StreamingContext};
 
 /// An error from an example, printed as one sentence before a non-zero exit.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -27,6 +27,15 @@ pub struct CommonArgs {
     /// environment variable, then the file, then the example's default.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Start from this savepoint (a directory or an s3:// URL written by `weir savepoint`),
+    /// also after a change to the program: state is matched by operator id. Restored once:
+    /// a later start with the same flag resumes from the job's own checkpoints.
+    #[arg(long, value_name = "PATH")]
+    pub restore_from: Option<String>,
+    /// With --restore-from: drop the state of operators that no longer exist instead of
+    /// refusing to start (Flink's --allowNonRestoredState).
+    #[arg(long, requires = "restore_from")]
+    pub allow_non_restored_state: bool,
 }
 
 impl CommonArgs {
@@ -39,6 +48,23 @@ impl CommonArgs {
     /// The file or a variable is invalid: one sentence naming the key and the file or variable.
     pub fn overrides(&self) -> Result<ConfigOverrides, ConfigFileError> {
         weir::config_file::load(self.config.as_deref())
+    }
+
+    /// `config` with what `--restore-from` and `--allow-non-restored-state` ask for.
+    ///
+    /// # Errors
+    ///
+    /// The `--restore-from` location is not usable (an `s3://` URL in a build without S3).
+    pub fn restore(&self, mut config: StreamingConfig) -> Result<StreamingConfig, weir::Error> {
+        if let Some(path) = &self.restore_from {
+            let savepoint = weir::Storage::from_location(path)
+                .map_err(|e| weir::Error::Config(format!("--restore-from: {e}")))?;
+            config = config.restore_from_savepoint(savepoint);
+        }
+        if self.allow_non_restored_state {
+            config = config.allow_non_restored_state(true);
+        }
+        Ok(config)
     }
 }
 

@@ -1,6 +1,7 @@
 //! `word_count --control-addr` end to end with the `weir` tool: `weir events --addr --json`
 //! follows the live stream, `weir kill receiver-0` without the token is refused, and with it
-//! the receiver's failure and its restart appear in the stream.
+//! the receiver's failure and its restart appear in the stream. `weir savepoint --stop`
+//! against a running `stateful_word_count`, restored by another with `--restore-from`.
 //!
 //! The `weir` binary (package `weir`) is looked up next to `word_count` in the target
 //! directory; when this package's tests run alone it is built first with the running cargo.
@@ -194,4 +195,128 @@ fn an_address_off_loopback_needs_control_allow_remote() {
     let usage = run(&["--control-allow-remote"]);
     assert_eq!(usage.status.code(), Some(2), "{usage:?}");
     assert!(String::from_utf8_lossy(&usage.stderr).contains("--control-addr"));
+}
+
+/// The "words so far" of a `stateful_word_count` batch line, if `line` is one.
+fn words_so_far(line: &str) -> Option<u64> {
+    let (_, rest) = line.split_once(": ")?;
+    rest.split_once(" words so far")?.0.parse().ok()
+}
+
+/// `stateful_word_count` in `checkpoint` with `extra` flags and `env`, its stdout lines on a
+/// channel.
+fn stateful(
+    checkpoint: &Path,
+    extra: &[&str],
+    env: &[(&str, String)],
+) -> (Reaped, mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stateful_word_count"))
+        .args(["--checkpoint-dir", checkpoint.to_str().unwrap()])
+        .args(["--batch-ms", "200"])
+        .args(extra)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (Reaped(child), rx)
+}
+
+/// Reads lines until one holds "words so far" satisfying `f`; returns that count.
+fn until_words(lines: &mpsc::Receiver<String>, what: &str, f: impl Fn(u64) -> bool) -> u64 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+        if let Some(n) = words_so_far(&line)
+            && f(n)
+        {
+            return n;
+        }
+    }
+}
+
+/// `weir savepoint --stop` against a running `stateful_word_count` process: the savepoint is
+/// written, the process stops by itself, and a new job in another directory started with
+/// `--restore-from` continues from the savepoint's totals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weir_savepoint_stops_stateful_word_count_and_a_new_job_restores_from_it() {
+    let weir = weir_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let (job1, job2) = (dir.path().join("job1"), dir.path().join("job2"));
+    let savepoint = dir.path().join("savepoint");
+    let control = free_addr();
+    let (mut first, lines) = stateful(&job1, &[], &[("WEIR_CONTROL_ADDR", control.to_string())]);
+    // A few batches of totals before the savepoint.
+    let one = until_words(&lines, "a first batch", |n| n > 0);
+    let before = until_words(&lines, "several batches", |n| n >= 4 * one);
+    // One batch more: batches run one at a time, so the one that printed `before` has
+    // completed, and the savepoint's checkpoint holds its state (not only lists it as
+    // pending: a pending batch's received records stay in this job's WAL).
+    until_words(&lines, "one batch more", |n| n >= before);
+
+    let token = job1.join("control-token");
+    let run = |extra: &[&str]| {
+        Command::new(&weir)
+            .args(["savepoint", "--addr", &control.to_string()])
+            .args(["--path", savepoint.to_str().unwrap()])
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    };
+    let refused = run(&[]);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no token"));
+    let done = run(&["--token-file", token.to_str().unwrap(), "--stop"]);
+    let said = String::from_utf8_lossy(&done.stdout);
+    assert!(done.status.success(), "{done:?}");
+    assert!(
+        said.contains("savepoint written to") && said.contains("at batch time"),
+        "{said}"
+    );
+    assert!(said.contains("stops gracefully"), "{said}");
+    assert!(savepoint.join("savepoint.json").is_file());
+    // The process stops by itself: its stdout ends, then it exits.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(_) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("stateful_word_count did not stop"),
+        }
+    }
+    let status = first.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+
+    // Another directory, restored from the savepoint: the totals go on from there.
+    let (_second, lines) = stateful(
+        &job2,
+        &[
+            "--restore-from",
+            savepoint.to_str().unwrap(),
+            "--max-batches",
+            "2",
+        ],
+        &[],
+    );
+    let restored = until_words(&lines, "a batch of the restored job", |n| n > 0);
+    assert!(
+        restored >= before,
+        "the restored job starts from the savepoint's totals ({before} words or more), \
+         not from zero: {restored}"
+    );
 }

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use weir_actors::EventSubscription;
-use weir_actors::checkpoint::{CheckpointConfig, CheckpointId, CheckpointStore};
+use weir_actors::checkpoint::{
+    CheckpointConfig, CheckpointId, CheckpointStore, RESTORED_FROM_SETTING, Savepoint,
+    SavepointInfo,
+};
 use weir_actors::pipeline::{Pipeline, Receiver, ReceiverFactory};
 use weir_actors::{Engine, EngineConfig, StorageLock, StorageLockError};
 
@@ -66,6 +69,9 @@ pub struct StreamingConfig {
     /// [`start`]: StreamingContext::start
     /// [`await_termination`]: StreamingContext::await_termination
     pub stop_gracefully_on_shutdown: bool,
+    /// A savepoint to start from (Flink's `run -s`): see
+    /// [`restore_from_savepoint`](Self::restore_from_savepoint). Default: none.
+    pub restore_from_savepoint: Option<Storage>,
 }
 
 impl StreamingConfig {
@@ -81,6 +87,7 @@ impl StreamingConfig {
             state_inline_max_bytes: crate::dstream::graph::INLINE_MAX,
             rate: RateConfig::default(),
             stop_gracefully_on_shutdown: false,
+            restore_from_savepoint: None,
         }
     }
 
@@ -199,6 +206,30 @@ impl StreamingConfig {
         self
     }
 
+    /// Starts from the savepoint at `savepoint` (Flink's `run -s`), taken by
+    /// [`StreamingContext::savepoint`], `weir savepoint` or `POST /api/v1/savepoints`, possibly
+    /// by an earlier version of the program and moved since. At
+    /// [`get_or_create`](StreamingContext::get_or_create), its state is matched by operator
+    /// id — operators added since start empty; state of an operator that no longer exists is
+    /// refused (unless [`allow_non_restored_state`](Self::allow_non_restored_state)), as is a
+    /// changed state type — then copied into this job's own checkpoint directory as its
+    /// newest checkpoint, so that nothing the job writes later refers to the savepoint. It is
+    /// restored once: a later start that finds the job's checkpoints already descend from it
+    /// (a restart after a crash, with the same option) resumes from them instead.
+    #[must_use]
+    pub fn restore_from_savepoint(mut self, savepoint: Storage) -> Self {
+        self.restore_from_savepoint = Some(savepoint);
+        self
+    }
+
+    /// Flink's `--allowNonRestoredState`: on restore, drop the state of operators that no
+    /// longer exist instead of refusing to start (the same as `allow_unmatched_state`).
+    #[must_use]
+    pub fn allow_non_restored_state(mut self, allow: bool) -> Self {
+        self.allow_unmatched_state = allow;
+        self
+    }
+
     /// Sets the batch interval.
     #[must_use]
     pub fn batch_interval(mut self, interval: Duration) -> Self {
@@ -271,7 +302,8 @@ pub struct StreamingContext {
     rate_task: Option<tokio::task::JoinHandle<()>>,
     signal_task: Option<tokio::task::JoinHandle<()>>,
     /// The claim on the storage directory that `get_or_create` took before reading anything
-    /// (the engine shares it once started).
+    /// (the engine shares it once started). It goes with the context, so after `stop` or
+    /// `await_termination` returned — which is after the engine's storage work landed.
     lock: Option<StorageLock>,
 }
 
@@ -341,6 +373,9 @@ impl StreamingContext {
         let store = CheckpointStore::open(storage.join("checkpoints"), CheckpointConfig::default())
             .await
             .map_err(|e| Error::Checkpoint(e.to_string()))?;
+        if let Some(savepoint) = context.config.restore_from_savepoint.clone() {
+            context.restore_savepoint(savepoint, &store).await?;
+        }
         let restored = match context.config.engine.restore_from {
             Some(id) => Some((
                 id,
@@ -384,6 +419,53 @@ impl StreamingContext {
             }
         });
         Ok(context)
+    }
+
+    /// Restores the savepoint at `savepoint` into the job's store (see
+    /// [`StreamingConfig::restore_from_savepoint`]), unless the job's newest checkpoint
+    /// descends from it already.
+    async fn restore_savepoint(
+        &mut self,
+        savepoint: Storage,
+        store: &CheckpointStore,
+    ) -> Result<(), Error> {
+        if self.config.engine.restore_from.is_some() {
+            return Err(Error::Config(
+                "restore_from (a checkpoint id) and restore_from_savepoint exclude each other"
+                    .into(),
+            ));
+        }
+        let savepoint = Savepoint::open(savepoint).await?;
+        // Every checkpoint of this run names the savepoint, so a later start sees where the
+        // job came from.
+        self.config.engine.extra_settings.insert(
+            RESTORED_FROM_SETTING.to_owned(),
+            savepoint.manifest().id.clone(),
+        );
+        let latest = store
+            .read_latest()
+            .await
+            .map_err(|e| Error::Checkpoint(e.to_string()))?;
+        if latest.is_some_and(|latest| savepoint.restored_in(&latest.data)) {
+            tracing::info!(
+                savepoint = %savepoint.store().storage().describe(),
+                "the job was restored from this savepoint before; resuming from its own checkpoints"
+            );
+            return Ok(());
+        }
+        // Refused before anything is written: the savepoint must fit the graph (with the state
+        // files it references, read from the savepoint and CRC-checked: an incremental
+        // checkpoint's state is a chain of them).
+        let files = savepoint
+            .store()
+            .read_state_files(savepoint.data())
+            .await
+            .map_err(|e| Error::Checkpoint(format!("the savepoint: {e}")))?;
+        self.pipeline()
+            .restore_with_files(Some(savepoint.data()), &files)
+            .map_err(|e| Error::Incompatible(format!("the savepoint: {e}")))?;
+        savepoint.restore_into(store).await?;
+        Ok(())
     }
 
     /// What `get_or_create` found to restore from (`None`: a fresh start).
@@ -857,6 +939,53 @@ impl StreamingContext {
             Some(engine) => Ok(engine.stop(graceful).await?),
             None => Ok(()),
         }
+    }
+
+    /// Takes a savepoint now (Flink's `savepoint`): a checkpoint, once durable, exported with
+    /// every state file it references to `target` — a local directory or an object-store
+    /// prefix holding no savepoint or checkpoint yet — which can then be copied anywhere and
+    /// restored with [`StreamingConfig::restore_from_savepoint`], also by a changed program.
+    /// The context goes on running. See `docs/architecture.md`, "Savepoints".
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Savepoint`]: a stateful operator or source has no explicit
+    /// [`uid`](DStream::uid) (the message names it), no batch has run yet, the target is not
+    /// empty, the checkpoint failed; [`Error::State`] before the context started.
+    pub async fn savepoint(&self, target: Storage) -> Result<SavepointInfo, Error> {
+        let engine = self
+            .engine
+            .as_ref()
+            .ok_or_else(|| Error::State("the streaming context has not started".into()))?;
+        Ok(engine.savepoint(target).await?)
+    }
+
+    /// Stops gracefully with a savepoint (Flink's `stop --savepointPath`): receivers stop,
+    /// everything received is processed and checkpointed, and that final checkpoint is
+    /// exported to `target` (as by [`savepoint`](Self::savepoint)): nothing is processed after
+    /// the savepoint's state.
+    ///
+    /// # Errors
+    ///
+    /// As [`savepoint`](Self::savepoint): a refusal (say, an operator without an id) stops
+    /// nothing, the context runs on; or the engine failed or gave up.
+    pub async fn stop_with_savepoint(&mut self, target: Storage) -> Result<SavepointInfo, Error> {
+        let Some(mut engine) = self.engine.take() else {
+            return Err(Error::State("the streaming context has not started".into()));
+        };
+        let taken = match engine.stop_with_savepoint(target).await {
+            // Refused before anything was stopped: the context runs on.
+            Err(err) if !engine.wait_timeout(Duration::ZERO).await => {
+                self.engine = Some(engine);
+                return Err(err.into());
+            }
+            taken => taken,
+        };
+        self.end_rate_control();
+        let ended = engine.await_termination().await;
+        let info = taken?;
+        ended?;
+        Ok(info)
     }
 
     /// Waits until the engine ends: `Ok` after a stop, an error if it failed or gave up.

@@ -24,6 +24,10 @@ pub enum Error {
     /// A configuration value is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A savepoint could not be taken or restored (a stateful operator without an explicit
+    /// id, the target not empty, the path not a savepoint, ...).
+    #[error(transparent)]
+    Savepoint(#[from] weir_actors::checkpoint::SavepointError),
     /// The context was used in the wrong state (e.g. started twice).
     #[error("{0}")]
     State(String),

@@ -295,6 +295,28 @@ async fn commands_need_the_token_and_do_what_they_say() {
         .await
         .expect("a checkpoint is written");
 
+    // A savepoint on request: only with the token, somewhere absolute; written once answered.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let savepoint = elsewhere.path().join("savepoint");
+    let take = format!("/api/v1/savepoints?path={}", savepoint.display());
+    assert_eq!(request(addr, "POST", &take, &[]).await.status, 401);
+    let nowhere = request(addr, "POST", "/api/v1/savepoints", &with_token).await;
+    assert_eq!(nowhere.status, 400, "{}", nowhere.body);
+    let relative = "/api/v1/savepoints?path=relative/savepoint";
+    let relative = request(addr, "POST", relative, &with_token).await;
+    assert_eq!(relative.status, 409, "{}", relative.body);
+    assert!(
+        relative.body.contains("must be absolute"),
+        "{}",
+        relative.body
+    );
+    let taken = request(addr, "POST", &take, &with_token).await;
+    assert_eq!(taken.status, 200, "{}", taken.body);
+    let said = taken.json()["message"].as_str().unwrap().to_owned();
+    assert!(said.starts_with("savepoint written to"), "{said}");
+    assert!(said.contains(&savepoint.display().to_string()), "{said}");
+    assert!(savepoint.join("savepoint.json").is_file());
+
     // A stop through the API: answered, then the engine ends on its own.
     let ended = ctx.ended().expect("started");
     let stop = request(addr, "POST", "/api/v1/stop?graceful=true", &with_token).await;

@@ -459,58 +459,24 @@ async fn out_of_range_positions_fail_or_reset_as_the_policy_says() {
     produce(&first_broker, topic, 0..40, 2);
     second_broker.create_topic(topic, 2).unwrap();
     produce(&second_broker, topic, 100..106, 2); // offsets 0..3 per partition, below 20
-    let dir = tempfile::tempdir().unwrap();
-    let seen: Seen = Arc::default();
-    let resets: Arc<Mutex<Vec<weir::kafka::KafkaReset>>> = Arc::default();
-    let build = |broker: &TestBroker, prefix: &'static str, policy: OffsetResetPolicy| {
-        let resets = Arc::clone(&resets);
-        let (seen, options) = (
-            Arc::clone(&seen),
-            options(broker, &[topic])
-                .name("range")
-                .on_out_of_range(policy)
-                .on_reset(move |r| resets.lock().unwrap().push(r.clone())),
-        );
-        move |config: StreamingConfig| Ok(job(configured(config, prefix), options, &seen))
-    };
-    let (ctx, mut events) = started(
-        dir.path(),
-        build(&first_broker, "kd-range-1", OffsetResetPolicy::Fail),
+    let swap = across_a_broker_swap(
+        [&first_broker, &second_broker],
+        "kd-range",
+        |broker| options(broker, &[topic]).name("range"),
+        (OffsetResetPolicy::Earliest, || {}),
+        [40, 46],
     )
     .await;
-    output_has(&mut events, &seen, 40).await;
-    ctx.stop(true).await.unwrap();
-
-    let (ctx, mut events) = started(
-        dir.path(),
-        build(&second_broker, "kd-range-2", OffsetResetPolicy::Fail),
-    )
-    .await;
-    let failed = events
-        .next_matching(PATIENCE, |e| matches!(e, Event::PlanningFailed { .. }))
-        .await
-        .expect("planning fails: out of range");
-    let Event::PlanningFailed { source, cause, .. } = failed.event else {
-        unreachable!()
-    };
-    assert_eq!(source, "range");
+    assert_eq!(swap.source, "range");
     assert!(
-        cause.contains("topic kd-range partition 0: offset 20 is out of range")
-            && cause.contains("holds 0..3"),
-        "{cause}"
+        swap.cause
+            .contains("topic kd-range partition 0: offset 20 is out of range")
+            && swap.cause.contains("holds 0..3"),
+        "{}",
+        swap.cause
     );
-    assert_eq!(count(&seen), 40, "nothing read past the error");
-    assert!(resets.lock().unwrap().is_empty(), "fail resets nothing");
-    ctx.stop(false).await.unwrap();
-
-    let (ctx, mut events) = started(
-        dir.path(),
-        build(&second_broker, "kd-range-3", OffsetResetPolicy::Earliest),
-    )
-    .await;
-    output_has(&mut events, &seen, 46).await;
-    ctx.stop(true).await.unwrap();
-    let mut values: Vec<String> = seen
+    let mut values: Vec<String> = swap
+        .seen
         .lock()
         .unwrap()
         .values()
@@ -521,19 +487,13 @@ async fn out_of_range_positions_fail_or_reset_as_the_policy_says() {
     want.extend(expected(100..106));
     want.sort();
     assert_eq!(values, want);
-    let resets = resets.lock().unwrap();
-    let moved: BTreeSet<(String, i32, u64, Option<u64>)> = resets
-        .iter()
-        .map(|r| (r.topic.clone(), r.partition, r.from, r.to))
-        .collect();
     let topic = topic.to_owned();
     assert_eq!(
-        moved,
+        swap.resets,
         BTreeSet::from([(topic.clone(), 0, 20, Some(0)), (topic, 1, 20, Some(0))]),
-        "{resets:?}"
     );
     // Each reset is an engine event too (in the event log, the metrics, the HTTP API).
-    let log = std::fs::read_to_string(dir.path().join("events").join("events.jsonl")).unwrap();
+    let log = std::fs::read_to_string(swap.dir.path().join("events").join("events.jsonl")).unwrap();
     for partition in ["kd-range/0", "kd-range/1"] {
         assert!(
             log.lines().any(|l| l.contains("\"kind\":\"source_reset\"")
@@ -546,6 +506,80 @@ async fn out_of_range_positions_fail_or_reset_as_the_policy_says() {
                 .collect::<Vec<_>>()
                 .join("\n")
         );
+    }
+}
+
+/// What [`across_a_broker_swap`] saw.
+struct Swap {
+    /// The job's checkpoint directory.
+    dir: tempfile::TempDir,
+    /// The output of all three runs.
+    seen: Seen,
+    /// The resets reported (to the `on_reset` callback): (topic, partition, from, to).
+    resets: BTreeSet<(String, i32, u64, Option<u64>)>,
+    /// The source named by the failed planning under `Fail`, and its cause.
+    source: String,
+    cause: String,
+}
+
+/// The course of the policy tests. A job reads from `brokers[0]` until it output
+/// `outputs[0]` values and stops gracefully. Restarted from its checkpoint against
+/// `brokers[1]` (which lacks positions the checkpoint holds) under `OffsetResetPolicy::Fail`,
+/// its planning must fail and nothing more is read (the source and cause are returned); it is
+/// stopped. Restarted again under `reset.0`, `reset.1` runs once it started, and it runs until
+/// it output `outputs[1]` values. Under `Fail` no reset may be reported.
+async fn across_a_broker_swap(
+    brokers: [&TestBroker; 2],
+    prefix: &str,
+    options: impl Fn(&TestBroker) -> KafkaDirectOptions,
+    reset: (OffsetResetPolicy, impl FnOnce()),
+    outputs: [usize; 2],
+) -> Swap {
+    let dir = tempfile::tempdir().unwrap();
+    let seen: Seen = Arc::default();
+    let resets: Arc<Mutex<Vec<weir::kafka::KafkaReset>>> = Arc::default();
+    let build = |broker: &TestBroker, run: u32, policy: OffsetResetPolicy| {
+        let resets = Arc::clone(&resets);
+        let (seen, prefix) = (Arc::clone(&seen), format!("{prefix}-{run}"));
+        let options = options(broker)
+            .on_out_of_range(policy)
+            .on_reset(move |r| resets.lock().unwrap().push(r.clone()));
+        move |config: StreamingConfig| Ok(job(configured(config, &prefix), options, &seen))
+    };
+    let (ctx, mut events) =
+        started(dir.path(), build(brokers[0], 1, OffsetResetPolicy::Fail)).await;
+    output_has(&mut events, &seen, outputs[0]).await;
+    ctx.stop(true).await.unwrap();
+
+    let (ctx, mut events) =
+        started(dir.path(), build(brokers[1], 2, OffsetResetPolicy::Fail)).await;
+    let failed = events
+        .next_matching(PATIENCE, |e| matches!(e, Event::PlanningFailed { .. }))
+        .await
+        .expect("planning fails under the policy Fail");
+    let Event::PlanningFailed { source, cause, .. } = failed.event else {
+        unreachable!()
+    };
+    assert_eq!(count(&seen), outputs[0], "nothing read past the error");
+    assert!(resets.lock().unwrap().is_empty(), "fail resets nothing");
+    ctx.stop(false).await.unwrap();
+
+    let (ctx, mut events) = started(dir.path(), build(brokers[1], 3, reset.0)).await;
+    (reset.1)();
+    output_has(&mut events, &seen, outputs[1]).await;
+    ctx.stop(true).await.unwrap();
+    let resets = resets
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| (r.topic.clone(), r.partition, r.from, r.to))
+        .collect();
+    Swap {
+        dir,
+        seen,
+        resets,
+        source,
+        cause,
     }
 }
 
@@ -798,69 +832,33 @@ async fn a_deleted_topic_fails_or_is_dropped_as_the_policy_says() {
     }
     first_broker.create_topic("kd-del-b", 1).unwrap();
     produce(&first_broker, "kd-del-b", 10..20, 1);
-    let dir = tempfile::tempdir().unwrap();
-    let seen: Seen = Arc::default();
-    let resets: Arc<Mutex<Vec<weir::kafka::KafkaReset>>> = Arc::default();
-    let build = |broker: &TestBroker, prefix: &'static str, policy: OffsetResetPolicy| {
-        let resets = Arc::clone(&resets);
-        let (seen, options) = (
-            Arc::clone(&seen),
+    let swap = across_a_broker_swap(
+        [&first_broker, &second_broker],
+        "kd-del",
+        |broker| {
             KafkaDirectOptions::pattern(broker.bootstrap(), "^kd-del-")
                 .name("del")
                 .request_timeout(Duration::from_millis(1500))
-                .on_out_of_range(policy)
-                .on_reset(move |r| resets.lock().unwrap().push(r.clone())),
-        );
-        move |config: StreamingConfig| Ok(job(configured(config, prefix), options, &seen))
-    };
-    let (ctx, mut events) = started(
-        dir.path(),
-        build(&first_broker, "kd-del-1", OffsetResetPolicy::Fail),
+        },
+        (OffsetResetPolicy::Latest, || {
+            produce(&second_broker, "kd-del-a", 20..25, 1)
+        }),
+        [20, 25],
     )
     .await;
-    output_has(&mut events, &seen, 20).await;
-    ctx.stop(true).await.unwrap();
-
-    let (ctx, mut events) = started(
-        dir.path(),
-        build(&second_broker, "kd-del-2", OffsetResetPolicy::Fail),
-    )
-    .await;
-    let failed = events
-        .next_matching(PATIENCE, |e| matches!(e, Event::PlanningFailed { .. }))
-        .await
-        .expect("planning fails: a partition is gone");
-    let Event::PlanningFailed { cause, .. } = failed.event else {
-        unreachable!()
-    };
     assert!(
-        cause.contains(
+        swap.cause.contains(
             "topic kd-del-b partition 0 (next offset 10) is not in the broker's metadata"
         ),
-        "{cause}"
+        "{}",
+        swap.cause
     );
-    ctx.stop(false).await.unwrap();
-
-    let (ctx, mut events) = started(
-        dir.path(),
-        build(&second_broker, "kd-del-3", OffsetResetPolicy::Latest),
-    )
-    .await;
-    produce(&second_broker, "kd-del-a", 20..25, 1);
-    output_has(&mut events, &seen, 25).await;
-    ctx.stop(true).await.unwrap();
-    let (mut values, ends) = values_once(&seen);
+    let (mut values, ends) = values_once(&swap.seen);
     values.sort();
     assert_eq!(values, expected(0..25));
     assert_eq!(ends.get(&("kd-del-a".to_owned(), 0)), Some(&15));
-    let resets: BTreeSet<(String, i32, u64, Option<u64>)> = resets
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|r| (r.topic.clone(), r.partition, r.from, r.to))
-        .collect();
     assert_eq!(
-        resets,
+        swap.resets,
         BTreeSet::from([("kd-del-b".to_owned(), 0, 10, None)])
     );
 }

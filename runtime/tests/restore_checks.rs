@@ -17,6 +17,14 @@ fn configure(config: StreamingConfig) -> StreamingConfig {
     config
 }
 
+/// [`configure`], with every operator's state in state files however small (what a large state
+/// does; with incremental checkpoints, `map_with_state`'s a chain of them).
+fn configure_files(config: StreamingConfig) -> StreamingConfig {
+    let mut config = configure(config);
+    config.state_inline_max_bytes = 0;
+    config
+}
+
 /// Runs a running count per word until one batch with records completed, then stops.
 async fn run_once(dir: &Path) {
     let queue = QueueStream::new(true, 1);
@@ -107,4 +115,283 @@ async fn a_removed_stateful_operator_is_refused_unless_its_state_may_be_dropped(
         "{:?}",
         ctx.restore_report()
     );
+}
+
+// ------------------------------------------------------------------------------------------
+// Savepoints
+// ------------------------------------------------------------------------------------------
+
+type Totals = std::collections::BTreeMap<String, u64>;
+
+/// A running count per word over `queue` (uid `source`), the totals (uid `totals`) sent on
+/// `out` after every batch with records; with `added`, a second stateful operator (uid
+/// `added`) counting since it was added, sent on `added`.
+fn word_totals(
+    ctx: &StreamingContext,
+    queue: &QueueStream<String>,
+    source: Option<&str>,
+    out: tokio::sync::watch::Sender<Totals>,
+    added: Option<tokio::sync::watch::Sender<Totals>>,
+) {
+    let words = ctx.queue_stream(queue);
+    let words = match source {
+        Some(uid) => words.uid(uid),
+        None => words,
+    };
+    let pairs = words.map(|w: &String| (w.clone(), 1u64));
+    pairs
+        .update_state_by_key(|values: &[u64], total: Option<u64>| {
+            Some(total.unwrap_or(0) + values.iter().sum::<u64>())
+        })
+        .uid("totals")
+        .foreach_batch(move |batch| {
+            if !batch.is_empty() {
+                out.send_replace(batch.iter().cloned().collect());
+            }
+            Ok(())
+        });
+    if let Some(added) = added {
+        pairs
+            .update_state_by_key(|values: &[u64], total: Option<u64>| {
+                Some(total.unwrap_or(0) + values.iter().sum::<u64>())
+            })
+            .uid("added")
+            .foreach_batch(move |batch| {
+                if !batch.is_empty() {
+                    added.send_replace(batch.iter().cloned().collect());
+                }
+                Ok(())
+            });
+    }
+}
+
+fn totals(pairs: &[(&str, u64)]) -> Totals {
+    pairs.iter().map(|(w, n)| ((*w).to_owned(), *n)).collect()
+}
+
+async fn until_equal(rx: &mut tokio::sync::watch::Receiver<Totals>, want: &Totals) {
+    let waited = tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|got| got == want))
+        .await
+        .map(|got| got.map(|_| ()));
+    if waited.is_err() {
+        panic!("never output {want:?}; last {:?}", *rx.borrow());
+    }
+}
+
+fn words(list: &[&str]) -> Vec<String> {
+    list.iter().map(|w| (*w).to_owned()).collect()
+}
+
+/// Copies the directory `from` to `to`, recursively.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_savepoint_of_a_running_job_restores_a_changed_program_from_a_copy_once() {
+    let root = tempfile::tempdir().unwrap();
+    let (job1, job2) = (root.path().join("job1"), root.path().join("job2"));
+    let (taken, moved) = (root.path().join("taken"), root.path().join("moved"));
+
+    // A running job, with state.
+    let queue = QueueStream::new(true, 1);
+    queue.push(words(&["a", "b", "a"]));
+    let (out, mut rx) = tokio::sync::watch::channel(Totals::new());
+    let mut ctx = StreamingContext::new(configure_files(StreamingConfig::local(&job1)));
+    word_totals(&ctx, &queue, Some("words"), out, None);
+    ctx.start().await.unwrap();
+    until_equal(&mut rx, &totals(&[("a", 2), ("b", 1)])).await;
+    // A later batch's output: batches run one at a time, so the one with the words has
+    // completed, and a checkpoint taken now holds its state (not only lists it as pending).
+    tokio::time::timeout(Duration::from_secs(30), rx.changed())
+        .await
+        .expect("a later batch")
+        .unwrap();
+
+    let info = ctx.savepoint(weir::Storage::local(&taken)).await.unwrap();
+    let ids: Vec<&str> = info
+        .manifest
+        .operators
+        .iter()
+        .map(|o| o.id.as_str())
+        .collect();
+    assert!(ids.contains(&"totals") && ids.contains(&"words"), "{ids:?}");
+    assert!(taken.join("savepoint.json").is_file());
+    // A target that holds a savepoint is refused.
+    let again = ctx
+        .savepoint(weir::Storage::local(&taken))
+        .await
+        .unwrap_err();
+    assert!(
+        again.to_string().contains("already holds a savepoint"),
+        "{again}"
+    );
+    // The job goes on after its savepoint; what it does next is not in the savepoint.
+    queue.push(words(&["z"]));
+    until_equal(&mut rx, &totals(&[("a", 2), ("b", 1), ("z", 1)])).await;
+    ctx.stop(true).await.unwrap();
+
+    // The state is in the savepoint's state files, not inline.
+    let state_files = std::fs::read_dir(taken.join("state")).unwrap().count();
+    assert!(state_files > 0, "no state file in the savepoint");
+    // The savepoint moves: copied elsewhere, the original deleted.
+    copy_dir(&taken, &moved);
+    std::fs::remove_dir_all(&taken).unwrap();
+
+    // A changed program: a new source (the old one's position is dropped, as allowed) and an
+    // added stateful operator, which starts empty; the totals continue from the savepoint.
+    let restored = |queue: &QueueStream<String>,
+                    out: tokio::sync::watch::Sender<Totals>,
+                    added: tokio::sync::watch::Sender<Totals>| {
+        let (queue, moved) = (queue.clone(), moved.clone());
+        move |config: StreamingConfig| {
+            let config = configure_files(config)
+                .restore_from_savepoint(weir::Storage::local(&moved))
+                .allow_non_restored_state(true);
+            let ctx = StreamingContext::new(config);
+            word_totals(&ctx, &queue, Some("words-v2"), out, Some(added));
+            Ok(ctx)
+        }
+    };
+    let queue2 = QueueStream::new(true, 1);
+    let (out, mut rx) = tokio::sync::watch::channel(Totals::new());
+    let (added, mut added_rx) = tokio::sync::watch::channel(Totals::new());
+    let mut ctx = StreamingContext::get_or_create(&job2, restored(&queue2, out, added))
+        .await
+        .unwrap();
+    assert_eq!(
+        ctx.restored().map(|r| r.checkpoint_time_ms),
+        Some(info.manifest.checkpoint_time_ms)
+    );
+    let report = ctx.restore_report().join("\n");
+    assert!(report.contains("\"added\""), "{report}");
+    assert!(
+        report.contains("\"words\""),
+        "the dropped state is reported: {report}"
+    );
+    ctx.start().await.unwrap();
+    queue2.push(words(&["a", "c"]));
+    until_equal(&mut rx, &totals(&[("a", 3), ("b", 1), ("c", 1)])).await;
+    until_equal(&mut added_rx, &totals(&[("a", 1), ("c", 1)])).await;
+    ctx.stop(true).await.unwrap();
+
+    // A later start with the same option resumes from the job's own checkpoints: the
+    // savepoint is not restored again (the totals do not go back).
+    let queue3 = QueueStream::new(true, 1);
+    let (out, mut rx) = tokio::sync::watch::channel(Totals::new());
+    let (added, _added_rx) = tokio::sync::watch::channel(Totals::new());
+    let mut ctx = StreamingContext::get_or_create(&job2, restored(&queue3, out, added))
+        .await
+        .unwrap();
+    ctx.start().await.unwrap();
+    // The source's restored position is past one pushed batch: this one is not read.
+    queue3.push(words(&["already-read"]));
+    queue3.push(words(&["b"]));
+    until_equal(&mut rx, &totals(&[("a", 3), ("b", 2), ("c", 1)])).await;
+    ctx.stop(true).await.unwrap();
+
+    // Self-contained both ways: without the savepoint, the job's checkpoints read alone.
+    std::fs::remove_dir_all(&moved).unwrap();
+    let store = weir::checkpoint::CheckpointStore::open(
+        weir::Storage::local(job2.join("checkpoints")),
+        weir::checkpoint::CheckpointConfig::default(),
+    )
+    .await
+    .unwrap();
+    let latest = store.read_latest().await.unwrap().unwrap().data;
+    for file in latest.state_files() {
+        store.read_state_file(file).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn savepoints_refuse_operators_without_an_id_and_restores_refuse_unknown_state() {
+    let root = tempfile::tempdir().unwrap();
+
+    // A stateful operator without an explicit id: refused, naming it; nothing is stopped.
+    let queue = QueueStream::new(true, 1);
+    queue.push(words(&["a"]));
+    let (out, mut rx) = tokio::sync::watch::channel(Totals::new());
+    let mut ctx = StreamingContext::new(configure(StreamingConfig::local(root.path().join("j"))));
+    word_totals(&ctx, &queue, None, out, None);
+    ctx.start().await.unwrap();
+    until_equal(&mut rx, &totals(&[("a", 1)])).await;
+    let target = root.path().join("refused");
+    let err = ctx
+        .savepoint(weir::Storage::local(&target))
+        .await
+        .unwrap_err();
+    let said = err.to_string();
+    assert!(matches!(err, Error::Savepoint(_)), "{err:?}");
+    assert!(said.contains("queue_stream"), "names the operator: {said}");
+    assert!(said.contains(".uid("), "says what to do: {said}");
+    let err = ctx
+        .stop_with_savepoint(weir::Storage::local(&target))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("queue_stream"), "{err}");
+    assert!(!target.join("savepoint.json").exists());
+    // Still running: it takes more input.
+    queue.push(words(&["a"]));
+    until_equal(&mut rx, &totals(&[("a", 2)])).await;
+    ctx.stop(true).await.unwrap();
+
+    // Stop with a savepoint: the final state is in it.
+    let queue = QueueStream::new(true, 1);
+    queue.push(words(&["x", "y"]));
+    let (out, mut rx) = tokio::sync::watch::channel(Totals::new());
+    let mut ctx = StreamingContext::new(configure(StreamingConfig::local(root.path().join("k"))));
+    word_totals(&ctx, &queue, Some("words"), out, None);
+    ctx.start().await.unwrap();
+    until_equal(&mut rx, &totals(&[("x", 1), ("y", 1)])).await;
+    let savepoint = root.path().join("final");
+    let info = ctx
+        .stop_with_savepoint(weir::Storage::local(&savepoint))
+        .await
+        .unwrap();
+    assert!(info.manifest.operators.iter().any(|o| o.id == "totals"));
+
+    // Restored into a program without `totals`: refused, naming it, nothing written.
+    let job = root.path().join("without-totals");
+    let err = StreamingContext::get_or_create(&job, |config| {
+        let ctx = StreamingContext::new(
+            configure(config).restore_from_savepoint(weir::Storage::local(&savepoint)),
+        );
+        ctx.queue_stream(&QueueStream::<String>::new(true, 1))
+            .uid("words")
+            .foreach_batch(|_| Ok(()));
+        Ok(ctx)
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::Incompatible(_)), "{err:?}");
+    assert!(err.to_string().contains("\"totals\""), "{err}");
+    let written = std::fs::read_dir(job.join("checkpoints"))
+        .map(|dir| dir.filter(|e| e.as_ref().unwrap().path().is_file()).count())
+        .unwrap_or(0);
+    assert_eq!(written, 0, "a refused savepoint is not restored");
+
+    // A directory that is not a (complete) savepoint is refused with one sentence.
+    std::fs::remove_file(savepoint.join("savepoint.json")).unwrap();
+    let err = StreamingContext::get_or_create(root.path().join("other"), |config| {
+        let ctx = StreamingContext::new(
+            configure(config).restore_from_savepoint(weir::Storage::local(&savepoint)),
+        );
+        ctx.queue_stream(&QueueStream::<String>::new(true, 1))
+            .uid("words")
+            .foreach_batch(|_| Ok(()));
+        Ok(ctx)
+    })
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("is not a savepoint"), "{err}");
 }

@@ -89,7 +89,9 @@
 //!
 //! **Kill safety.** The write tasks are owned by the generator's state and aborted when the
 //! generator stops or its state is dropped after a kill; the restarted driver restores from the
-//! latest valid checkpoint.
+//! latest valid checkpoint. A local write already on a blocking thread runs to its end; the
+//! restarted driver waits for it before it opens the store, and the engine before it releases
+//! the storage directory (see `storage::in_flight_io`).
 //!
 //! Flink forbids `max-concurrent-checkpoints > 1` with a non-zero minimum pause; so does weir:
 //! [`CheckpointPolicy::validate`] refuses it, and the generator (like the engine) refuses to
@@ -298,6 +300,9 @@ pub(crate) enum JobGeneratorMsg {
     /// Take a checkpoint now (an operator's request, through the HTTP API): answered with the
     /// checkpoint time once it has started or waits for a free slot, or why not.
     CheckpointNow(RpcReplyPort<Result<u64, String>>),
+    /// Before a savepoint: the checkpoint store, if the pipeline can be savepointed (every
+    /// stateful operator has an explicit id), or why not.
+    SavepointCheck(RpcReplyPort<Result<Arc<CheckpointStore>, String>>),
     /// Internal: a planning attempt ended (sent by the task that awaited it).
     Planned {
         /// The batch.
@@ -559,6 +564,15 @@ impl Actor for JobGenerator {
                     let _ = reply.send(answer);
                 }
             }
+            JobGeneratorMsg::SavepointCheck(reply) => {
+                let answer = match state.args.pipeline.savepoint_refusal() {
+                    Some(why) => Err(why),
+                    None => Ok(Arc::clone(&state.args.checkpoints)),
+                };
+                if !reply.is_closed() {
+                    let _ = reply.send(answer);
+                }
+            }
             JobGeneratorMsg::Planned {
                 time_ms,
                 seq,
@@ -638,9 +652,11 @@ impl Actor for JobGenerator {
         if let Some(timer) = state.pause_timer.take() {
             timer.abort();
         }
-        // Abandon the writes in flight (dropping them aborts their tasks): a stopped
-        // generator's snapshot must not land after its successor started. The same for the
-        // planning in flight: its answer has nobody to go to.
+        // Abandon the writes in flight (dropping them aborts their tasks). A local write
+        // already on a blocking thread cannot be aborted and runs to its end: the restarted
+        // driver and the engine's end wait for it (`storage::in_flight_io`) before a successor
+        // starts or the directory is released. The planning in flight is dropped too: its
+        // answer has nobody to go to.
         state.writes.clear();
         state.planning = None;
         Ok(())

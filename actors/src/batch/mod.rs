@@ -15,6 +15,7 @@ pub(crate) mod executor;
 pub(crate) mod job_generator;
 pub(crate) mod job_scheduler;
 pub(crate) mod span;
+pub(crate) mod take_savepoint;
 
 #[cfg(test)]
 mod tests;

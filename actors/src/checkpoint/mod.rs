@@ -5,7 +5,9 @@
 //! survive, source offsets, operator state keyed by stable operator ids, a graph fingerprint:
 //! data only, never code — keeps the newest `retain` checkpoints, and on restore reads the
 //! newest *valid* one, reporting every newer one it had to skip. Large operator state can live
-//! in separate state files that checkpoints reference ([`StateFileRef`]). The bytes are
+//! in separate state files that checkpoints reference ([`StateFileRef`]). A [`Savepoint`] is
+//! one checkpoint exported with its state files to a location of the user's, outside every
+//! store's retention. The bytes are
 //! documented in `docs/architecture.md` ("Checkpoint file", "State files").
 //!
 //! # Invariant
@@ -50,12 +52,18 @@
 
 pub(crate) mod format;
 mod resolve;
+pub(crate) mod savepoint;
 mod store;
 
 pub use format::{
     CHECKPOINT_FORMAT_VERSION, CHECKPOINT_MAGIC, CRITICAL_TAG_BIT, CheckpointData, CheckpointId,
     FormatError, HEADER_LEN, OperatorState, STATE_FILE_FORMAT_VERSION, STATE_FILE_MAGIC,
     SourceOffset, StateData, StateFileRef,
+};
+pub use savepoint::{
+    MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION, RESTORED_FROM_SETTING, Savepoint,
+    SavepointError, SavepointInfo, SavepointManifest, SavepointOperator,
+    export as export_savepoint, export_latest as export_latest_savepoint,
 };
 pub use store::{
     CheckpointConfig, CheckpointError, CheckpointInfo, CheckpointStore, DEFAULT_RETAIN,

@@ -970,6 +970,62 @@ impl CheckpointStore {
         Ok(data)
     }
 
+    /// Reads the checkpoint `id` without reporting it as restored (to copy it: a savepoint).
+    ///
+    /// # Errors
+    ///
+    /// As [`read`](Self::read).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn peek(&self, id: CheckpointId) -> Result<CheckpointData, CheckpointError> {
+        self.load(id).await
+    }
+
+    /// Copies the state file `file` refers to from the store `from` into this one, under the
+    /// same name (so a copied checkpoint's references hold in both), checked against the
+    /// reference on the way and published atomically, like every state file. A file of that
+    /// name already here that matches the reference is kept as it is; one that does not is
+    /// never replaced (a checkpoint of this store may reference it): that is an error.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_state_file`](Self::read_state_file) on `from`; a storage error here;
+    /// [`CheckpointError::StateFileMismatch`] or [`CheckpointError::StateFileCorrupt`] when
+    /// this store holds another file of that name.
+    ///
+    /// # Cancel safety
+    ///
+    /// A dropped call may still publish the file; unreferenced, it is garbage-collected later.
+    pub async fn copy_state_file_from(
+        &self,
+        from: &CheckpointStore,
+        file: &StateFileRef,
+    ) -> Result<(), CheckpointError> {
+        match self.read_state_file(file).await {
+            Ok(_) => return Ok(()),
+            Err(CheckpointError::StateFileNotFound { .. }) => {}
+            Err(err) => return Err(err),
+        }
+        let bytes = from.read_state_file(file).await?;
+        if let Some(parsed) = StateFileName::parse(&file.name) {
+            // Names this store gives later never repeat the copied one's.
+            self.state_seq
+                .fetch_max(parsed.seq.saturating_add(1), Ordering::SeqCst);
+        }
+        match self
+            .backend
+            .publish(Area::State, &file.name, encode_state_file(&bytes))
+            .await
+        {
+            Ok(()) => Ok(()),
+            // Object mode: the name was taken meanwhile; fine only if it holds these bytes.
+            Err(err) if err.is_already_exists() => self.read_state_file(file).await.map(drop),
+            Err(err) => Err(err.into()),
+        }
+    }
+
     fn restored(&self, id: CheckpointId) {
         tracing::info!(store = %self.store, id = id.0, "checkpoint read for restore");
         self.events.emit(Event::CheckpointRestored {

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use opendal::Operator;
 
 use super::durable::FsError;
+use super::in_flight_io;
 
 /// A place to keep durable data: a local directory or an opendal operator with a path prefix.
 #[derive(Clone)]
@@ -189,13 +190,23 @@ impl From<FsError> for StorageError {
     }
 }
 
-/// Runs blocking filesystem work off the async executor.
+/// Runs blocking filesystem work on `path` (a file, or the directory it works in) off the async
+/// executor.
+///
+/// The work counts as in flight ([`in_flight_io`]) until the closure returns, on its thread:
+/// dropping the returned future does not stop a closure that started, and whoever hands the
+/// directory on waits for it ([`in_flight_io::settle`]).
 pub(crate) async fn blocking<T, F>(path: &Path, f: F) -> Result<T, StorageError>
 where
     F: FnOnce() -> Result<T, StorageError> + Send + 'static,
     T: Send + 'static,
 {
-    match tokio::task::spawn_blocking(f).await {
+    let guard = in_flight_io::begin(path);
+    let work = move || {
+        let _guard = guard;
+        f()
+    };
+    match tokio::task::spawn_blocking(work).await {
         Ok(result) => result,
         Err(join) => Err(StorageError::Task {
             path: path.display().to_string(),

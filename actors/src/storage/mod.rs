@@ -23,6 +23,7 @@
 
 pub mod durable;
 pub(crate) mod failpoint;
+pub(crate) mod in_flight_io;
 pub(crate) mod local;
 pub(crate) mod locate;
 pub(crate) mod location;

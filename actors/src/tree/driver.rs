@@ -20,6 +20,11 @@
 //! root's restart intensity and backoff. Failures *inside* a child's own subtree (a receiver, an
 //! executor) are handled there and never reach the driver. A driver that cannot start (an
 //! unreadable checkpoint, a pipeline whose state does not fit) is a failure too.
+//!
+//! Before it reads anything, `pre_start` waits (at most 30 s) for the local storage work still
+//! in flight under the engine's directory (`storage::in_flight_io`): a failed predecessor's
+//! checkpoint write runs on to its end on a blocking thread, and must land before this driver
+//! opens the store, removes temp files and reserves ids.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -39,6 +44,7 @@ use crate::ingest::receiver_tracker::{ReceiverTracker, ReceiverTrackerArgs, Rece
 use crate::messages::{Fail, Stop};
 use crate::observe::hub::EventHub;
 use crate::pipeline::{Pipeline, ReceiverFactory};
+use crate::storage::in_flight_io;
 use crate::tree::children::{ChildSpec, Children};
 use crate::tree::names::peer;
 use crate::tree::restart_policy::{Exit, RestartPolicy, RestartType};
@@ -130,6 +136,13 @@ impl Actor for Driver {
     ) -> Result<Self::State, ActorProcessingErr> {
         let config = &args.config;
         let events = args.hub.sink();
+        // A restarted driver: the writes its dead predecessor left on blocking threads (a
+        // checkpoint write its job generator dropped, cannot be aborted) land first. Opening the
+        // store removes temp files, and the next id reserved would be the one still being
+        // written.
+        if let Some(dir) = config.storage.local_dir() {
+            in_flight_io::settle(dir, "the driver's start").await;
+        }
         let checkpoints = CheckpointStore::open(
             config.storage.join("checkpoints"),
             CheckpointConfig {

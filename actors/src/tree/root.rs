@@ -31,7 +31,6 @@ use crate::observe::event_bus::{EventBus, EventBusArgs};
 use crate::observe::http::http_server::{HttpHandle, HttpServer, HttpServerArgs};
 use crate::observe::http::routes::Api;
 use crate::observe::hub::EventHub;
-use crate::storage::storage_lock::StorageLock;
 use crate::tree::children::{ChildSpec, Children, Decision};
 use crate::tree::driver::{Driver, DriverArgs, DriverMsg};
 use crate::tree::names::peer;
@@ -56,9 +55,6 @@ pub(crate) struct RootArgs {
     pub control: ControlHandle,
     /// Shared with the HTTP server (unused without one).
     pub http: HttpHandle,
-    /// This process's claim on the storage directory (`None` for object storage), held as
-    /// long as the root lives.
-    pub lock: Option<StorageLock>,
 }
 
 /// The root's state.
@@ -67,8 +63,6 @@ pub(crate) struct RootState {
     children: Children,
     outcome: Arc<Mutex<Option<EngineError>>>,
     driver_name: String,
-    /// Released when the root's state goes (stopped, or killed).
-    _lock: Option<StorageLock>,
 }
 
 /// Messages of the root.
@@ -167,6 +161,7 @@ impl Actor for Root {
                     handle: args.control.clone(),
                     max_connections: args.config.control_max_connections,
                     auth_timeout: crate::observe::control::protocol::AUTH_TIMEOUT,
+                    stopper: Some(myself.get_derived()),
                 };
                 Some(children.add(ChildSpec::new(
                     names.control_endpoint(),
@@ -226,7 +221,6 @@ impl Actor for Root {
             children,
             outcome: args.outcome,
             driver_name: names.driver(),
-            _lock: args.lock.clone(),
         };
         // A driver that cannot start (an unreadable checkpoint, say) is a failure like any
         // other: `restart` counts it against the intensity and backs off.

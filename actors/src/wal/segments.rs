@@ -5,7 +5,9 @@
 //!
 //! * **Local** (`Storage::Local`): `<dir>/<id:020>.wal`. A group commit is one positional
 //!   write at the end of the file followed by `fdatasync`. Creating a segment writes its header,
-//!   fsyncs the file and then the directory, so the new name survives a power cut.
+//!   fsyncs the file and then the directory, so the new name survives a power cut. The writer
+//!   does these inline on its own thread, which counts as storage work in flight
+//!   (`storage::in_flight_io`) for its whole life, so a stopping engine waits for it.
 //! * **Object** (`Storage::Object`): `<prefix><id:020>-<start:020>.walc`, one object per group
 //!   commit, written with `if_not_exists`; `start` is the chunk's byte offset in the logical
 //!   segment, so chunks tile the segment. The first chunk holds only the header. A frame never
@@ -94,9 +96,12 @@ pub(crate) enum Segments {
 }
 
 impl Segments {
-    /// Whether this is a local log, whose writer needs a thread of its own.
-    pub(crate) fn is_local(&self) -> bool {
-        matches!(self, Segments::Local(..))
+    /// The directory of a local log (whose writer needs a thread of its own).
+    pub(crate) fn local_dir(&self) -> Option<&std::path::Path> {
+        match self {
+            Segments::Local(dir, _) => Some(dir),
+            Segments::Object { .. } => None,
+        }
     }
 
     /// Opens the layout for `storage`, creating a local directory durably and locking it

@@ -30,6 +30,7 @@ use super::segments::ActiveFile;
 use super::state::{Inner, SegmentInfo};
 use crate::clock::now_ms;
 use crate::observe::event::Event;
+use crate::storage::in_flight_io;
 use crate::storage::location::StorageError;
 
 /// A request to the writer task.
@@ -94,7 +95,7 @@ pub(crate) fn spawn(
     next_id: u64,
     rx: mpsc::Receiver<Command>,
 ) {
-    let local = inner.segments.is_local();
+    let local_dir = inner.segments.local_dir().map(std::path::Path::to_path_buf);
     let writer = Writer {
         inner,
         config,
@@ -104,16 +105,21 @@ pub(crate) fn spawn(
         last_group: 0,
         own_thread: false,
     };
-    if !local {
+    let Some(dir) = local_dir else {
         tokio::spawn(serve(writer, rx));
         return;
-    }
+    };
     // A local log's writer does its pwrite + fdatasync inline, on a thread of its own with a
-    // single-threaded runtime: no hand-off to a blocking pool per group commit.
+    // single-threaded runtime: no hand-off to a blocking pool per group commit. That thread
+    // cannot be stopped from outside, and serves what is queued even after the log's handles
+    // are gone, so its whole life counts as storage work in flight: an engine that ends waits
+    // for it before it releases the directory.
+    let busy = in_flight_io::begin(&dir);
     let (handover, start) = std::sync::mpsc::channel::<(Writer, mpsc::Receiver<Command>)>();
     let thread = std::thread::Builder::new()
         .name("weir-wal-writer".to_owned())
         .spawn(move || {
+            let _busy = busy;
             let Ok((mut writer, rx)) = start.recv() else {
                 return;
             };
@@ -133,7 +139,11 @@ pub(crate) fn spawn(
         }
         Err(err) => {
             tracing::warn!(error = %err, "no thread for the WAL writer; it runs as a task");
-            tokio::spawn(serve(writer, rx));
+            let busy = in_flight_io::begin(&dir);
+            tokio::spawn(async move {
+                let _busy = busy;
+                serve(writer, rx).await;
+            });
         }
     }
 }

@@ -124,7 +124,8 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let storage = Storage::from_location(&args.checkpoint_dir)?;
     let ctx = StreamingContext::get_or_create_in(storage, |config| {
         let ctx = StreamingContext::new(
-            overrides.apply(config.batch_interval(Duration::from_millis(500))),
+            args.common
+                .restore(overrides.apply(config.batch_interval(Duration::from_millis(500))))?,
         );
         let records = ctx
             .direct_stream(

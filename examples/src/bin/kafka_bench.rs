@@ -43,6 +43,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use weir::kafka::KafkaDirectOptions;
@@ -344,33 +345,20 @@ fn floor(
 ) -> Result<Run, BoxError> {
     let cpu0 = Cpu::now(broker);
     let start = Instant::now();
-    let consumer: BaseConsumer = broker
-        .config()
-        .set("group.id", "kafka-bench-floor")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create()?;
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
-    }
-    consumer.assign(&tpl)?;
-    let (mut records, mut bytes, mut open) = (0u64, 0u64, partitions);
-    while open > 0 {
-        if Instant::now() > deadline {
-            return Err(format!("the floor read {records} of {} records", input.records).into());
-        }
-        match consumer.poll(Duration::from_millis(100)) {
-            None => {}
-            Some(Ok(m)) => {
-                records += 1;
-                bytes +=
-                    (m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len)) as u64;
-            }
-            Some(Err(KafkaError::PartitionEOF(_))) => open -= 1,
-            Some(Err(e)) => return Err(format!("the floor's consumer: {e}").into()),
-        }
-    }
+    let (mut records, mut bytes) = (0u64, 0u64);
+    read_whole(
+        broker,
+        topic,
+        partitions,
+        deadline,
+        "kafka-bench-floor",
+        |m| {
+            records += 1;
+            bytes += (m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len)) as u64;
+            Ok(())
+        },
+    )
+    .map_err(|e| format!("the floor read {records} of {} records: {e}", input.records))?;
     let secs = start.elapsed().as_secs_f64();
     let cpu = Cpu::now(broker).since(cpu0);
     if records != input.records {
@@ -595,9 +583,42 @@ fn read_counts(
     partitions: i32,
     deadline: Instant,
 ) -> Result<(u64, u64), BoxError> {
+    let (mut sum, mut n) = (0u64, 0u64);
+    read_whole(
+        broker,
+        topic,
+        partitions,
+        deadline,
+        "kafka-bench-check",
+        |m| {
+            let value = m
+                .payload()
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| format!("{topic}: a value that is not a count"))?;
+            sum += value;
+            n += 1;
+            Ok(())
+        },
+    )
+    .map_err(|e| format!("reading {topic} back: {e}"))?;
+    Ok((sum, n))
+}
+
+/// One bare consumer (group `group` for its id only: nothing is committed), every partition
+/// of `topic` assigned from offset 0, hands each record to `each` until every partition
+/// reports its end, or fails at `deadline`.
+fn read_whole(
+    broker: &Broker,
+    topic: &str,
+    partitions: i32,
+    deadline: Instant,
+    group: &str,
+    mut each: impl FnMut(&BorrowedMessage<'_>) -> Result<(), BoxError>,
+) -> Result<(), BoxError> {
     let consumer: BaseConsumer = broker
         .config()
-        .set("group.id", "kafka-bench-check")
+        .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .create()?;
@@ -606,27 +627,19 @@ fn read_counts(
         tpl.add_partition_offset(topic, p, Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;
-    let (mut sum, mut n, mut open) = (0u64, 0u64, partitions);
+    let mut open = partitions;
     while open > 0 {
         if Instant::now() > deadline {
-            return Err(format!("reading {topic} back did not finish").into());
+            return Err("the deadline passed".into());
         }
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
-            Some(Ok(m)) => {
-                let value = m
-                    .payload()
-                    .and_then(|v| std::str::from_utf8(v).ok())
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .ok_or_else(|| format!("{topic}: a value that is not a count"))?;
-                sum += value;
-                n += 1;
-            }
+            Some(Ok(m)) => each(&m)?,
             Some(Err(KafkaError::PartitionEOF(_))) => open -= 1,
-            Some(Err(e)) => return Err(format!("reading {topic} back: {e}").into()),
+            Some(Err(e)) => return Err(e.into()),
         }
     }
-    Ok((sum, n))
+    Ok(())
 }
 
 // ========================================== report ========================================== //

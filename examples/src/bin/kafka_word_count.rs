@@ -131,8 +131,10 @@ async fn run(args: Args) -> Result<(), BoxError> {
 
     let storage = Storage::from_location(&args.checkpoint_dir)?;
     let ctx = StreamingContext::get_or_create_in(storage, |config: StreamingConfig| {
-        let ctx =
-            StreamingContext::new(overrides.apply(config.batch_interval(DEFAULT_BATCH_INTERVAL)));
+        let ctx = StreamingContext::new(
+            args.common
+                .restore(overrides.apply(config.batch_interval(DEFAULT_BATCH_INTERVAL)))?,
+        );
         let mut input = KafkaDirectOptions::topics(&args.bootstrap, [args.input_topic.as_str()])
             .group_id(&args.group)
             .starting_offsets(KafkaStartingOffsets::Committed(CommittedFallback::Earliest));

@@ -77,9 +77,10 @@ async fn run(args: Args) -> Result<(), BoxError> {
     if let Some(ms) = args.batch_ms {
         overrides.set("batch_interval_ms", &ms.to_string())?;
     }
+    let common = args.common.clone();
     let ctx = StreamingContext::get_or_create(&args.checkpoint_dir, |config| {
         let ctx = StreamingContext::new(
-            overrides.apply(config.batch_interval(Duration::from_millis(1000))),
+            common.restore(overrides.apply(config.batch_interval(Duration::from_millis(1000))))?,
         );
         ctx.socket_text_stream(addr.clone())
             .uid("lines")

@@ -60,6 +60,14 @@ pub enum Command {
         after_help = "Example:\n  weir panic executor-0 --addr 127.0.0.1:7070 --token-file data/control-token"
     )]
     Panic(ActorCommandArgs),
+    /// Take a savepoint of a running engine: a checkpoint exported, once durable, with its
+    /// state files to --path (a directory or an s3:// URL holding no savepoint yet), which
+    /// `--restore-from` restores, also into a changed program. With --stop, the engine then
+    /// stops gracefully.
+    #[command(
+        after_help = "Example:\n  weir savepoint --addr 127.0.0.1:7070 --token-file data/control-token --path /backups/sp-1 --stop"
+    )]
+    Savepoint(SavepointArgs),
     /// Checkpoints in a checkpoint directory (read-only).
     #[command(subcommand)]
     Checkpoints(CheckpointsCommand),
@@ -111,6 +119,25 @@ pub struct ActorCommandArgs {
     /// refuses.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+}
+
+/// `weir savepoint`
+#[derive(Debug, Args)]
+pub struct SavepointArgs {
+    /// The control endpoint, `host:port`.
+    #[arg(long)]
+    pub addr: String,
+    /// The engine's token file (`<checkpoint-dir>/control-token`); without it the endpoint
+    /// refuses.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Where the savepoint goes: a directory (made absolute here) or an `s3://` URL, holding
+    /// no savepoint or checkpoint yet.
+    #[arg(long)]
+    pub path: String,
+    /// Then stop the engine gracefully.
+    #[arg(long)]
+    pub stop: bool,
 }
 
 /// `weir checkpoints ...`

@@ -1,5 +1,5 @@
 //! The `weir` command-line tool (feature `cli`, on by default): `watch`, `events`, `kill`,
-//! `panic`, `checkpoints`, `wal`. The binary (`src/bin/weir.rs`) only calls [`main`].
+//! `panic`, `savepoint`, `checkpoints`, `wal`. The binary (`src/bin/weir.rs`) only calls [`main`].
 //!
 //! Exit codes: 0 success, 1 an error (printed as one sentence), 2 a usage error.
 
@@ -9,6 +9,7 @@ mod client;
 mod events;
 mod format;
 mod kill;
+mod savepoint;
 mod wal;
 mod watch;
 
@@ -68,6 +69,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events(args) => block_on(events::run(args)),
         Command::Kill(args) => block_on(kill::run(args, true)),
         Command::Panic(args) => block_on(kill::run(args, false)),
+        Command::Savepoint(args) => block_on(savepoint::run(args)),
         Command::Watch(args) => watch::run(args),
     }
 }

@@ -718,6 +718,26 @@ enum Restoring {
 }
 
 impl Pipeline for GraphPipeline {
+    fn savepoint_refusal(&self) -> Option<String> {
+        let unnamed: Vec<String> = self
+            .graph
+            .nodes()
+            .iter()
+            .filter(|node| {
+                node.lifecycle().is_some() && !node.meta().uid_set.load(Ordering::SeqCst)
+            })
+            .map(|node| format!("{:?} (a {})", node.meta().uid(), node.meta().kind))
+            .collect();
+        (!unnamed.is_empty()).then(|| {
+            format!(
+                "refused to take a savepoint: every stateful operator and source needs an \
+                 explicit id, so that a changed program finds its state, but these have ids \
+                 derived from the graph's layout: {}; give each one with .uid(..)",
+                unnamed.join(", ")
+            )
+        })
+    }
+
     fn fingerprint(&self) -> u64 {
         let mut hasher = std::hash::DefaultHasher::new();
         for node in self.graph.nodes() {

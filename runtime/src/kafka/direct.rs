@@ -566,20 +566,65 @@ impl KafkaDirect {
         self.options.on_out_of_range == OffsetResetPolicy::Fail
     }
 
-    /// `[earliest, end)` of a partition (the end is the last stable offset under
-    /// `read_committed`).
-    fn watermarks(&self, client: &BaseConsumer, tp: &TopicPartition) -> ComputeResult<Range<u64>> {
-        let (low, high) = client
-            .fetch_watermarks(&tp.0, tp.1, self.options.request_timeout)
-            .map_err(|e| {
-                self.error(format_args!(
-                    "topic {} partition {}: listing offsets: {e}",
-                    tp.0, tp.1
-                ))
-            })?;
-        let low = u64::try_from(low).unwrap_or(0);
-        let high = u64::try_from(high).unwrap_or(0).max(low);
-        Ok(low..high)
+    /// `[earliest, end)` of every partition of `parts` (the end is the last stable offset
+    /// under `read_committed`): two ListOffsets look-ups for all of them (timestamps -2 and -1,
+    /// which librdkafka sends one request per leader for, under the client's isolation level),
+    /// not two round trips per partition as `fetch_watermarks` takes.
+    fn watermarks(
+        &self,
+        client: &BaseConsumer,
+        parts: &BTreeSet<TopicPartition>,
+    ) -> ComputeResult<BTreeMap<TopicPartition, Range<u64>>> {
+        if parts.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let ask = |which: Offset, what: &str| -> ComputeResult<BTreeMap<TopicPartition, u64>> {
+            let mut tpl = TopicPartitionList::with_capacity(parts.len());
+            for (t, p) in parts {
+                tpl.add_partition_offset(t, *p, which)
+                    .map_err(|e| self.error(e))?;
+            }
+            let found = client
+                .offsets_for_times(tpl, self.options.request_timeout)
+                .map_err(|e| self.error(format_args!("listing the {what} offsets: {e}")))?;
+            let mut offsets = BTreeMap::new();
+            for element in found.elements() {
+                let (topic, partition) = (element.topic(), element.partition());
+                match (element.error(), element.offset()) {
+                    (Ok(()), Offset::Offset(o)) if o >= 0 => {
+                        offsets.insert((topic.to_owned(), partition), o.unsigned_abs());
+                    }
+                    (Err(e), _) => {
+                        return Err(self.error(format_args!(
+                            "topic {topic} partition {partition}: listing the {what} offset: {e}"
+                        )));
+                    }
+                    (Ok(()), other) => {
+                        return Err(self.error(format_args!(
+                            "topic {topic} partition {partition}: the broker answered no {what}                              offset ({other:?})"
+                        )));
+                    }
+                }
+            }
+            Ok(offsets)
+        };
+        let low = ask(Offset::Beginning, "earliest")?;
+        let high = ask(Offset::End, "latest")?;
+        let mut marks = BTreeMap::new();
+        for tp in parts {
+            match (low.get(tp), high.get(tp)) {
+                (Some(&low), Some(&high)) => {
+                    marks.insert(tp.clone(), low..high.max(low));
+                }
+                _ => {
+                    return Err(self.error(format_args!(
+                        "topic {} partition {}: missing from the broker's offsets answer",
+                        tp.0, tp.1
+                    )));
+                }
+            }
+        }
+        Ok(marks)
     }
 
     fn report(&self, reset: &KafkaReset) {
@@ -816,17 +861,19 @@ impl Planner for KafkaDirect {
         for (t, p) in &parts {
             tpl.add_partition(t, *p);
         }
+        let marks = self.watermarks(&client, &parts)?;
+        let mark = |tp: &TopicPartition| marks.get(tp).cloned().unwrap_or(0..0);
         let mut positions = BTreeMap::new();
         match &self.options.start {
             KafkaStartingOffsets::Earliest => {
                 for tp in parts {
-                    let start = self.watermarks(&client, &tp)?.start;
+                    let start = mark(&tp).start;
                     positions.insert(tp, start);
                 }
             }
             KafkaStartingOffsets::Latest => {
                 for tp in parts {
-                    let end = self.watermarks(&client, &tp)?.end;
+                    let end = mark(&tp).end;
                     positions.insert(tp, end);
                 }
             }
@@ -834,7 +881,7 @@ impl Planner for KafkaDirect {
                 for tp in parts {
                     let start = match given.get(&tp) {
                         Some(o) => *o,
-                        None => self.watermarks(&client, &tp)?.start,
+                        None => mark(&tp).start,
                     };
                     positions.insert(tp, start);
                 }
@@ -850,8 +897,8 @@ impl Planner for KafkaDirect {
                     let start = match committed.get(&tp) {
                         Some(Offset::Offset(o)) if *o >= 0 => u64::try_from(*o).unwrap_or(0),
                         _ => match fallback {
-                            CommittedFallback::Earliest => self.watermarks(&client, &tp)?.start,
-                            CommittedFallback::Latest => self.watermarks(&client, &tp)?.end,
+                            CommittedFallback::Earliest => mark(&tp).start,
+                            CommittedFallback::Latest => mark(&tp).end,
                             CommittedFallback::Fail => {
                                 return Err(self.error(format_args!(
                                     "topic {} partition {}: the group has no committed offset",
@@ -876,7 +923,7 @@ impl Planner for KafkaDirect {
                 for tp in parts {
                     let start = match found.get(&tp) {
                         Some(Offset::Offset(o)) if *o >= 0 => u64::try_from(*o).unwrap_or(0),
-                        _ => self.watermarks(&client, &tp)?.end,
+                        _ => mark(&tp).end,
                     };
                     positions.insert(tp, start);
                 }
@@ -914,10 +961,11 @@ impl Planner for KafkaDirect {
             }
             self.report(&reset);
         }
+        let mut marks = self.watermarks(&client, &parts)?;
         let mut keys = Vec::with_capacity(parts.len());
         let mut available = Vec::with_capacity(parts.len());
         for tp in parts {
-            let there = self.watermarks(&client, &tp)?;
+            let there = marks.remove(&tp).unwrap_or(0..0);
             let start = match from.0.get(&tp) {
                 // A partition seen for the first time (a new partition or topic): earliest.
                 None => there.start,

@@ -26,6 +26,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::batch::take_savepoint::SAVEPOINT_TIMEOUT;
 use crate::observe::control::protocol::{
     Command, LineError, LineReader, MAX_LINE, PROTOCOL_VERSION, Reply, ServerMessage, encode_line,
 };
@@ -162,15 +163,19 @@ impl Connection {
         let _ = out.shutdown().await;
     }
 
-    /// Has the endpoint actor carry out `command`, waiting at most [`COMMAND_TIMEOUT`].
+    /// Has the endpoint actor carry out `command`, waiting at most [`COMMAND_TIMEOUT`] (a
+    /// savepoint: [`SAVEPOINT_TIMEOUT`] more).
     async fn command(&self, command: Command) -> Reply {
         let id = command.id();
+        // A savepoint waits for a checkpoint to become durable and for its copy.
+        let timeout = if matches!(command, Command::Savepoint { .. }) {
+            SAVEPOINT_TIMEOUT + COMMAND_TIMEOUT
+        } else {
+            COMMAND_TIMEOUT
+        };
         match self
             .endpoint
-            .call(
-                |reply| CommandRequest { command, reply },
-                Some(COMMAND_TIMEOUT),
-            )
+            .call(|reply| CommandRequest { command, reply }, Some(timeout))
             .await
         {
             Ok(ractor::rpc::CallResult::Success(reply)) => reply,

@@ -32,11 +32,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, DerivedActorRef};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 
+use crate::batch::take_savepoint::take_for_client;
 use crate::config::is_loopback;
+use crate::messages::Stop;
 use crate::observe::control::connection::{AbortOnDrop, Admission, CommandRequest, Connection};
 use crate::observe::control::protocol::{
     Command, PROTOCOL_VERSION, Reply, ServerMessage, encode_line,
@@ -69,6 +71,9 @@ pub(crate) struct ControlEndpointArgs {
     pub(crate) max_connections: usize,
     /// On a non-loopback address: how long a client has to present the token.
     pub(crate) auth_timeout: Duration,
+    /// Stops the engine (the root), for a savepoint with `stop`; `None` (tests): such a
+    /// savepoint is taken and the engine is not stopped.
+    pub(crate) stopper: Option<DerivedActorRef<Stop>>,
 }
 
 /// Messages of the control endpoint.
@@ -159,6 +164,40 @@ impl Actor for ControlEndpoint {
     ) -> Result<(), ActorProcessingErr> {
         crate::faults::check(&myself);
         let ControlMsg::Command(CommandRequest { command, reply }) = message;
+        if let Command::Savepoint {
+            id,
+            path,
+            stop,
+            token,
+        } = command
+        {
+            // Checked here; taken in a task, so the endpoint goes on answering meanwhile.
+            if let Err(refusal) = authorise(&state.args, id, "take a savepoint", token) {
+                if !reply.is_closed() {
+                    let _ = reply.send(refusal);
+                }
+                return Ok(());
+            }
+            let args = state.args.clone();
+            tokio::spawn(async move {
+                let answer = match take_for_client(
+                    &args.names,
+                    &args.hub,
+                    args.stopper.as_ref(),
+                    &path,
+                    stop,
+                )
+                .await
+                {
+                    Ok(message) => Reply::ok(id, message),
+                    Err(message) => Reply::refused(id, message),
+                };
+                if !reply.is_closed() {
+                    let _ = reply.send(answer);
+                }
+            });
+            return Ok(());
+        }
         let answer = carry_out(&state.args, command);
         if !reply.is_closed() {
             let _ = reply.send(answer);
@@ -305,37 +344,48 @@ fn carry_out(args: &ControlEndpointArgs, command: Command) -> Reply {
                     .to_owned(),
             );
         }
+        Command::Savepoint { id, .. } => {
+            return Reply::refused(id, "a savepoint is not taken here".to_owned());
+        }
         Command::Kill { id, actor, token } => (id, actor, token, true),
         Command::Panic { id, actor, token } => (id, actor, token, false),
     };
     let verb = if kill { "kill" } else { "panic" };
-    let Some(expected) = &args.token else {
-        return Reply::refused(
-            id,
-            format!(
-                "refused to {verb} {actor}: this engine has no control token (its storage is \
-                 not a local directory), so commands that change anything are refused"
-            ),
-        );
-    };
-    match token {
-        None => {
-            return Reply::refused(
-                id,
-                format!("refused to {verb} {actor}: the command carries no token"),
-            );
-        }
-        Some(given) if !token_matches(expected, &given) => {
-            return Reply::refused(
-                id,
-                format!("refused to {verb} {actor}: the token does not match"),
-            );
-        }
-        Some(_) => {}
+    if let Err(refusal) = authorise(args, id, &format!("{verb} {actor}"), token) {
+        return refusal;
     }
     match kill_or_panic(&args.names, &args.name_prefix, &actor, kill) {
         Ok(message) => Reply::ok(id, message),
         Err(refusal) => Reply::refused(id, refusal.message),
+    }
+}
+
+/// Checks the token a command carries; the refusal says that it refused to `what`.
+fn authorise(
+    args: &ControlEndpointArgs,
+    id: u64,
+    what: &str,
+    token: Option<String>,
+) -> Result<(), Reply> {
+    let Some(expected) = &args.token else {
+        return Err(Reply::refused(
+            id,
+            format!(
+                "refused to {what}: this engine has no control token (its storage is not a \
+                 local directory), so commands that change anything are refused"
+            ),
+        ));
+    };
+    match token {
+        None => Err(Reply::refused(
+            id,
+            format!("refused to {what}: the command carries no token"),
+        )),
+        Some(given) if !token_matches(expected, &given) => Err(Reply::refused(
+            id,
+            format!("refused to {what}: the token does not match"),
+        )),
+        Some(_) => Ok(()),
     }
 }
 
@@ -441,6 +491,7 @@ mod tests {
             handle: ControlHandle::default(),
             max_connections: 4,
             auth_timeout: Duration::from_secs(1),
+            stopper: None,
         }
     }
 

@@ -187,6 +187,23 @@ pub enum Command {
         #[serde(default)]
         token: Option<String>,
     },
+    /// Take a savepoint now (a checkpoint exported, once durable, with its state files to
+    /// `path`), and with `stop`, then stop the engine gracefully. Needs the token. Answered
+    /// once the savepoint is written, with where it is and its batch time.
+    Savepoint {
+        /// Echoed in the reply.
+        #[serde(default)]
+        id: u64,
+        /// Where: an absolute local directory or an `s3://` URL, holding no savepoint or
+        /// checkpoint yet.
+        path: String,
+        /// Whether the engine then stops gracefully.
+        #[serde(default)]
+        stop: bool,
+        /// The content of the token file.
+        #[serde(default)]
+        token: Option<String>,
+    },
     /// Present the token: the first line a client must send when the hello says
     /// `token_required`. A matching token is answered with the full hello, then the snapshot
     /// and the events; anything else with a refusal, and the connection is closed. Later (or
@@ -207,6 +224,7 @@ impl Command {
             Command::Snapshot { id }
             | Command::Kill { id, .. }
             | Command::Panic { id, .. }
+            | Command::Savepoint { id, .. }
             | Command::Auth { id, .. } => *id,
         }
     }

@@ -67,6 +67,7 @@ async fn endpoint_with(
         handle: handle.clone(),
         max_connections: 8,
         auth_timeout: Duration::from_secs(30),
+        stopper: None,
     };
     tweak(&mut args);
     let (actor, _) = Actor::spawn(Some(names.control_endpoint()), ControlEndpoint, args)
@@ -258,6 +259,7 @@ async fn a_restarted_endpoint_listens_on_the_address_it_had() {
         handle: handle.clone(),
         max_connections: 8,
         auth_timeout: Duration::from_secs(30),
+        stopper: None,
     };
     let (first, done) = Actor::spawn(None, ControlEndpoint, args.clone())
         .await

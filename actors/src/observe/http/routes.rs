@@ -1,11 +1,12 @@
 //! The HTTP server's routes: the dashboard, `/metrics`, the JSON API, and the commands.
 //!
 //! Reads (`GET`) are open on a loopback address; every command (`POST`: kill or panic an
-//! actor, take a checkpoint, stop) needs the control token, as does every request when the
+//! actor, take a checkpoint or a savepoint, stop) needs the control token, as does every request when the
 //! server listens on another address. The token travels as `Authorization: Bearer <token>` (or
 //! `?token=` on a `GET`, for a browser's `EventSource`, which sets no headers). Every answer is
 //! built from what the hub keeps — metrics, history, tree model — under short locks; none waits
-//! for an actor but the checkpoint request (bounded by [`COMMAND_TIMEOUT`]). The API is
+//! for an actor but the checkpoint request (bounded by [`COMMAND_TIMEOUT`]) and the savepoint
+//! request (answered once the savepoint is written, or after two minutes). The API is
 //! described in `docs/operations.md`.
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::batch::job_generator::JobGeneratorMsg;
+use crate::batch::take_savepoint::take_for_client;
 use crate::clock::now_ms;
 use crate::messages::Stop;
 use crate::observe::control::control_endpoint::kill_or_panic;
@@ -101,6 +103,7 @@ pub(crate) fn router(api: Api) -> Router {
         .route("/api/v1/actors/{name}/kill", post(kill))
         .route("/api/v1/actors/{name}/panic", post(panic))
         .route("/api/v1/stop", post(stop))
+        .route("/api/v1/savepoints", post(savepoint))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(api.clone(), guard))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -401,4 +404,27 @@ async fn stop(State(api): State<Api>, Query(graceful): Query<Graceful>) -> Respo
         true,
         format!("the engine stops {how}"),
     )
+}
+
+/// `?path=…` (an absolute local directory or an `s3://` URL) and `&stop=true|false` (default
+/// false).
+#[derive(Debug, Deserialize)]
+struct SavepointQuery {
+    path: Option<String>,
+    stop: Option<bool>,
+}
+
+async fn savepoint(State(api): State<Api>, Query(query): Query<SavepointQuery>) -> Response {
+    let Some(path) = query.path else {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            false,
+            "say where the savepoint goes: ?path=<absolute directory or s3:// URL>",
+        );
+    };
+    let stop = query.stop.unwrap_or(false);
+    match take_for_client(&api.names, &api.hub, Some(&api.stopper), &path, stop).await {
+        Ok(message) => answer(StatusCode::OK, true, message),
+        Err(message) => answer(StatusCode::CONFLICT, false, message),
+    }
 }

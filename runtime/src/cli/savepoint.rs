@@ -1,0 +1,59 @@
+//! `weir savepoint`: has a running engine take a savepoint (and, with `--stop`, then stop
+//! gracefully), through the control endpoint's `savepoint` command; prints where the
+//! savepoint is and its batch time. A relative local path is made absolute here, since the
+//! engine runs in another directory.
+
+use anyhow::{Context, bail};
+use weir_actors::control::Command;
+
+use super::args::SavepointArgs;
+use super::client::{Client, read_token};
+
+/// The location as the engine must get it: an `s3://` URL as given, a local path absolute.
+fn location(path: &str) -> anyhow::Result<String> {
+    if path.starts_with("s3://") {
+        return Ok(path.to_owned());
+    }
+    let absolute = std::path::absolute(path)
+        .with_context(|| format!("could not make the savepoint path `{path}` absolute"))?;
+    Ok(absolute.display().to_string())
+}
+
+/// Takes the savepoint; prints the engine's answer.
+///
+/// # Errors
+///
+/// The endpoint is unreachable, the token file unreadable, or the engine refused or failed.
+pub(super) async fn run(args: SavepointArgs) -> anyhow::Result<()> {
+    let token = args.token_file.as_deref().map(read_token).transpose()?;
+    let path = location(&args.path)?;
+    let mut client = Client::connect(&args.addr, token.as_deref()).await?;
+    let stop = args.stop;
+    let id = client
+        .send(|id| Command::Savepoint {
+            id,
+            path,
+            stop,
+            token,
+        })
+        .await?;
+    let reply = client.reply(id).await?;
+    if !reply.ok {
+        bail!("{}", reply.message);
+    }
+    println!("{}", reply.message);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relative_path_is_made_absolute_and_a_url_is_kept() {
+        let made = location("sp/one").unwrap_or_default();
+        assert!(std::path::Path::new(&made).is_absolute(), "{made}");
+        assert!(made.ends_with("sp/one"), "{made}");
+        assert_eq!(location("s3://b/p").unwrap_or_default(), "s3://b/p");
+    }
+}
