@@ -7,7 +7,11 @@
 //! * `hand_combined`: each partition's words counted in a `HashMap<&str, u64>` by hand, then
 //!   `reduce_by_key` (what `word_count --program hand-combined` runs).
 //! * `owned_words`: the textbook program with an owned `String` per word, as Spark's Java
-//!   jobs build it.
+//!   jobs build it;
+//!
+//! and, on the same lines, two single-threaded floors without the engine: `floor` (the bench
+//! harness's compute floor: `split_whitespace` into one `HashMap<&str, u64>`, foldhash) and
+//! `floor_str_keys` (the same with `Str::words` and `Str` keys, as the engine's tables hold).
 //!
 //! Each batch is run by [`ManualClock`] (the pipeline without the actors: plan, run every job
 //! — on the blocking pool, 2 partitions — complete, snapshot), so the time is the engine's
@@ -125,6 +129,40 @@ fn owned_words(lines: &DStream<Str>) -> DStream<(Str, u64)> {
         .map(|(w, n): &(String, u64)| (Str::from(w.as_str()), *n))
 }
 
+/// A single-threaded word count over a batch's lines: the words counted.
+type Floor = fn(&[Str]) -> u64;
+
+/// A count table with the engine's hash (foldhash, fixed seed).
+type Stable<K> = HashMap<K, u64, foldhash::fast::FixedState>;
+
+/// The harness's compute floor (examples/src/bin/bench/floors.rs) on these lines: one thread,
+/// one table of borrowed words. The words counted.
+fn floor(lines: &[Str]) -> u64 {
+    let mut counts: Stable<&str> = HashMap::default();
+    for line in lines {
+        for w in line.split_whitespace() {
+            *counts.entry(w).or_insert(0) += 1;
+        }
+    }
+    counts.values().sum()
+}
+
+/// [`floor`] with `Str` words and keys (what the engine's map side stores).
+fn floor_str_keys(lines: &[Str]) -> u64 {
+    let mut counts: Stable<Str> = HashMap::default();
+    for line in lines {
+        for w in line.words() {
+            match counts.get_mut(&w) {
+                Some(c) => *c += 1,
+                None => {
+                    counts.insert(w, 1);
+                }
+            }
+        }
+    }
+    counts.values().sum()
+}
+
 fn bench(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -171,6 +209,21 @@ fn bench(c: &mut Criterion) {
             let total = counted.load(Ordering::Relaxed);
             assert!(total.is_multiple_of(words), "{name}: {total} of {words}");
             black_box(total);
+        }
+        // The floors, on the same lines: one thread, no engine.
+        let floors: [(&str, Floor); 2] = [("floor", floor), ("floor_str_keys", floor_str_keys)];
+        for (name, floor) in floors {
+            group.bench_function(name, |b| {
+                b.iter_custom(|iters| {
+                    let mut spent = Duration::ZERO;
+                    for _ in 0..iters {
+                        let start = cpu_time();
+                        assert_eq!(black_box(floor(&batch)), words);
+                        spent += cpu_time().saturating_sub(start);
+                    }
+                    spent
+                });
+            });
         }
         group.finish();
     }
