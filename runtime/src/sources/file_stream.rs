@@ -992,7 +992,8 @@ impl Planner for FileStream {
     fn read(&self, plan: &Vec<FileRange>, part: usize) -> ComputeResult<Vec<Str>> {
         let mine = || plan.iter().skip(part).step_by(self.partitions.max(1));
         // Sized once from the lines' average length so far (48 bytes before any line was
-        // read), with 1/16 to spare: a vector doubling its way to a 64 MiB range's million
+        // read; taken as 16 at least, so that a file of short lines never makes the next
+        // file's batch reserve more than twice its bytes), with 1/16 to spare: a vector doubling its way to a 64 MiB range's million
         // lines holds its old and new buffers at once, 1.5 times its size, at the batch's
         // peak of memory.
         let stats = &self.options.stats;
@@ -1000,11 +1001,7 @@ impl Planner for FileStream {
             stats.bytes.load(Ordering::Relaxed),
             stats.lines.load(Ordering::Relaxed),
         );
-        let average = if lines > 0 {
-            (bytes / lines).max(1)
-        } else {
-            48
-        };
+        let average = bytes.checked_div(lines).map_or(48, |a| a.max(16));
         let planned: u64 = mine().map(|r| r.until - r.from).sum();
         let estimate = planned / average + planned / average / 16;
         let mut out = Vec::with_capacity(usize::try_from(estimate).unwrap_or(0).min(1 << 24));
