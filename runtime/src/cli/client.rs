@@ -169,6 +169,29 @@ pub(super) fn read_token(path: &Path) -> anyhow::Result<String> {
     Ok(token.trim().to_owned())
 }
 
+/// One command that changes something: connects to `addr` with the token of `token_file`,
+/// sends the command `make` builds from the request id and the token, and prints the engine's
+/// answer — or fails with it when the engine refused.
+///
+/// # Errors
+///
+/// The token file is unreadable, the endpoint unreachable, or the engine refused or failed.
+pub(super) async fn command(
+    addr: &str,
+    token_file: Option<&Path>,
+    make: impl FnOnce(u64, Option<String>) -> Command,
+) -> anyhow::Result<()> {
+    let token = token_file.map(read_token).transpose()?;
+    let mut client = Client::connect(addr, token.as_deref()).await?;
+    let id = client.send(|id| make(id, token)).await?;
+    let reply = client.reply(id).await?;
+    if !reply.ok {
+        anyhow::bail!("{}", reply.message);
+    }
+    println!("{}", reply.message);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use tokio::net::TcpListener;

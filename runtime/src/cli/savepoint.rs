@@ -3,11 +3,11 @@
 //! savepoint is and its batch time. A relative local path is made absolute here, since the
 //! engine runs in another directory.
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use weir_actors::control::Command;
 
 use super::args::SavepointArgs;
-use super::client::{Client, read_token};
+use super::client::command;
 
 /// The location as the engine must get it: an `s3://` URL as given, a local path absolute.
 fn location(path: &str) -> anyhow::Result<String> {
@@ -25,24 +25,16 @@ fn location(path: &str) -> anyhow::Result<String> {
 ///
 /// The endpoint is unreachable, the token file unreadable, or the engine refused or failed.
 pub(super) async fn run(args: SavepointArgs) -> anyhow::Result<()> {
-    let token = args.token_file.as_deref().map(read_token).transpose()?;
-    let path = location(&args.path)?;
-    let mut client = Client::connect(&args.addr, token.as_deref()).await?;
-    let stop = args.stop;
-    let id = client
-        .send(|id| Command::Savepoint {
+    let (path, stop) = (location(&args.path)?, args.stop);
+    command(&args.addr, args.token_file.as_deref(), |id, token| {
+        Command::Savepoint {
             id,
             path,
             stop,
             token,
-        })
-        .await?;
-    let reply = client.reply(id).await?;
-    if !reply.ok {
-        bail!("{}", reply.message);
-    }
-    println!("{}", reply.message);
-    Ok(())
+        }
+    })
+    .await
 }
 
 #[cfg(test)]
