@@ -139,30 +139,30 @@ fn word_totals(
         None => words,
     };
     let pairs = words.map(|w: &String| (w.clone(), 1u64));
+    running_total(&pairs, "totals", out);
+    if let Some(added) = added {
+        running_total(&pairs, "added", added);
+    }
+}
+
+/// A running count per word of `pairs` (uid `uid`), sent on `out` after every batch with
+/// records.
+fn running_total(
+    pairs: &weir::DStream<(String, u64)>,
+    uid: &str,
+    out: tokio::sync::watch::Sender<Totals>,
+) {
     pairs
         .update_state_by_key(|values: &[u64], total: Option<u64>| {
             Some(total.unwrap_or(0) + values.iter().sum::<u64>())
         })
-        .uid("totals")
+        .uid(uid)
         .foreach_batch(move |batch| {
             if !batch.is_empty() {
                 out.send_replace(batch.iter().cloned().collect());
             }
             Ok(())
         });
-    if let Some(added) = added {
-        pairs
-            .update_state_by_key(|values: &[u64], total: Option<u64>| {
-                Some(total.unwrap_or(0) + values.iter().sum::<u64>())
-            })
-            .uid("added")
-            .foreach_batch(move |batch| {
-                if !batch.is_empty() {
-                    added.send_replace(batch.iter().cloned().collect());
-                }
-                Ok(())
-            });
-    }
 }
 
 fn totals(pairs: &[(&str, u64)]) -> Totals {
