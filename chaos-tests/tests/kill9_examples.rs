@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use weir_chaos_tests::process::{Life, ProcessChaos, example_binary};
+use weir_chaos_tests::process::{Life, ProcessChaos, Running, example_binary};
 use weir_chaos_tests::rng::Rng;
 use weir_chaos_tests::{FaultClass, Schedule, ScheduleConfig, seed_from_env};
 
@@ -61,6 +61,53 @@ fn read_batches(output: &Path) -> Option<BTreeMap<u64, Vec<String>>> {
         batches.insert(time, lines);
     }
     Some(batches)
+}
+
+/// Polls the output under `output` until `count` of its batches covers `total` words (60 s at
+/// most) — once the last life said it is running — then stops it with SIGINT and requires a
+/// clean exit; returns that count.
+fn until_covered_then_stop(
+    output: &Path,
+    total: u64,
+    count: impl Fn(&BTreeMap<u64, Vec<String>>) -> BTreeMap<String, u64>,
+    seed: u64,
+    chaos: &ProcessChaos,
+    mut last: Running,
+) -> BTreeMap<String, u64> {
+    // Running, its SIGINT handler installed (a life killed a moment after its start may not
+    // have got there yet; SIGINT would then end it by the signal).
+    assert!(
+        last.wait_for_line("running;", Duration::from_secs(60))
+            .is_some(),
+        "seed {seed}: the last life did not start\n{}",
+        chaos.logs()
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        let got = read_batches(output).map(|b| count(&b)).unwrap_or_default();
+        if got.values().sum::<u64>() >= total {
+            break got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: the output covers {} of {total} words\n{}",
+            got.values().sum::<u64>(),
+            chaos.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // A graceful stop exits 0.
+    let pid = last.child.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("run kill");
+    assert!(sent.success());
+    let status = last
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("seed {seed}: no exit after SIGINT\n{}", chaos.logs()));
+    assert!(status.success(), "seed {seed}: exited with {status}");
+    got
 }
 
 fn report(what: &str, seed: u64, lives: &[Life]) {
@@ -257,18 +304,12 @@ fn the_file_source_is_exactly_once_across_kill_9() {
         ready: "running;".to_owned(),
         ready_within: Duration::from_secs(60),
     };
-    let (lives, mut last) = chaos
+    let (lives, last) = chaos
         .run(&kill9_schedule(seed))
         .unwrap_or_else(|e| panic!("seed {seed}: {e}\n{}", chaos.logs()));
     report("word_count", seed, &lives);
     let expected = feeder.join().expect("the feeder");
     let total: u64 = expected.values().sum();
-    assert!(
-        last.wait_for_line("running;", Duration::from_secs(60))
-            .is_some(),
-        "seed {seed}: the last life did not start\n{}",
-        chaos.logs()
-    );
     // The last life finishes the input. Its output directory is the only sign of progress an
     // outside observer has, so it is read until it covers the input (bounded).
     let sum = |b: &BTreeMap<u64, Vec<String>>| -> BTreeMap<String, u64> {
@@ -282,31 +323,7 @@ fn the_file_source_is_exactly_once_across_kill_9() {
         }
         counts
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let got = loop {
-        let got = read_batches(&output).map(|b| sum(&b)).unwrap_or_default();
-        if got.values().sum::<u64>() >= total {
-            break got;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "seed {seed}: the output covers {} of {total} words\n{}",
-            got.values().sum::<u64>(),
-            chaos.logs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    // A graceful stop exits 0.
-    let pid = last.child.id().to_string();
-    let sent = Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .expect("run kill");
-    assert!(sent.success());
-    let status = last
-        .wait_exit(Duration::from_secs(30))
-        .unwrap_or_else(|| panic!("seed {seed}: no exit after SIGINT\n{}", chaos.logs()));
-    assert!(status.success(), "seed {seed}: exited with {status}");
+    let got = until_covered_then_stop(&output, total, sum, seed, &chaos, last);
     assert_eq!(
         got, expected,
         "seed {seed}: the summed output differs from the input's count"
@@ -356,7 +373,7 @@ fn running_totals_in_state_files_are_exactly_once_across_kill_9() {
         ready: "running;".to_owned(),
         ready_within: Duration::from_secs(60),
     };
-    let (lives, mut last) = chaos
+    let (lives, last) = chaos
         .run(&kill9_schedule(seed))
         .unwrap_or_else(|e| panic!("seed {seed}: {e}\n{}", chaos.logs()));
     report("word_count --running", seed, &lives);
@@ -374,32 +391,7 @@ fn running_totals_in_state_files_are_exactly_once_across_kill_9() {
         }
         totals
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let got = loop {
-        let got = read_batches(&output)
-            .map(|b| latest(&b))
-            .unwrap_or_default();
-        if got.values().sum::<u64>() >= total {
-            break got;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "seed {seed}: the totals cover {} of {total} words\n{}",
-            got.values().sum::<u64>(),
-            chaos.logs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let pid = last.child.id().to_string();
-    let sent = Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .expect("run kill");
-    assert!(sent.success());
-    let status = last
-        .wait_exit(Duration::from_secs(30))
-        .unwrap_or_else(|| panic!("seed {seed}: no exit after SIGINT\n{}", chaos.logs()));
-    assert!(status.success(), "seed {seed}: exited with {status}");
+    let got = until_covered_then_stop(&output, total, latest, seed, &chaos, last);
     assert_eq!(
         got, expected,
         "seed {seed}: the running totals differ from the input's count"
