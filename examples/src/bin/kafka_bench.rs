@@ -718,9 +718,9 @@ async fn run(args: &Args) -> Result<String, BoxError> {
         tokio::task::block_in_place(|| fill(&broker, &topic, args, Instant::now() + timeout))?;
     let fill_secs = t.elapsed().as_secs_f64();
 
-    let (mut floors, mut weirs) = (Vec::new(), Vec::new());
-    for round in 0..args.rounds {
-        let f = tokio::task::block_in_place(|| {
+    // One floor read, on the blocking pool's terms (the consumer polls synchronously).
+    let floor_now = || {
+        tokio::task::block_in_place(|| {
             floor(
                 &broker,
                 &topic,
@@ -728,7 +728,11 @@ async fn run(args: &Args) -> Result<String, BoxError> {
                 args.partitions,
                 Instant::now() + timeout,
             )
-        })?;
+        })
+    };
+    let (mut floors, mut weirs) = (Vec::new(), Vec::new());
+    for round in 0..args.rounds {
+        let f = floor_now()?;
         eprintln!(
             "kafka_bench: round {round}: floor {:.0} records/s",
             f.rate()
@@ -748,15 +752,7 @@ async fn run(args: &Args) -> Result<String, BoxError> {
     }
     // The floor again: whether the broker itself got slower over the run.
     let after = if args.wc_rounds > 0 {
-        let f = tokio::task::block_in_place(|| {
-            floor(
-                &broker,
-                &topic,
-                input,
-                args.partitions,
-                Instant::now() + timeout,
-            )
-        })?;
+        let f = floor_now()?;
         eprintln!(
             "kafka_bench: floor after the word count {:.0} records/s",
             f.rate()
