@@ -348,8 +348,10 @@ impl Savepoint {
     }
 
     /// Restores the savepoint into the job's store `job`: copies every state file it
-    /// references there, then writes its checkpoint (with [`RESTORED_FROM_SETTING`]) as the
-    /// newest, which the job then starts from. Returns that checkpoint's id.
+    /// references there, under names of the job's store (so its retention collects them like
+    /// its own), then writes its checkpoint (with [`RESTORED_FROM_SETTING`], referring to the
+    /// copies) as the newest, which the job then starts from. Returns that checkpoint's id
+    /// ([`CheckpointStore::import`]).
     ///
     /// # Errors
     ///
@@ -358,10 +360,7 @@ impl Savepoint {
         &self,
         job: &CheckpointStore,
     ) -> Result<CheckpointId, SavepointError> {
-        for file in self.data.state_files() {
-            job.copy_state_file_from(&self.store, file).await?;
-        }
-        let id = job.write(&self.restored_data()).await?;
+        let (id, _) = job.import(&self.store, &self.restored_data()).await?;
         tracing::info!(
             savepoint = %self.store.storage().describe(),
             checkpoint = id.0,

@@ -1026,6 +1026,61 @@ impl CheckpointStore {
         }
     }
 
+    /// Writes `data`, a checkpoint of the store `from`, into this store as its newest
+    /// checkpoint, with copies of every state file it references; returns the id and the
+    /// checkpoint as written (its state file references renamed to the copies).
+    ///
+    /// The copies are named after this store's reserved id, as its own state files are, so
+    /// retention protects them while the write is in flight, collects them if it never lands
+    /// (a crash mid-copy), and deletes them once no retained checkpoint references them —
+    /// whatever ids `from` had given. The bytes are verified against the references as they
+    /// are read.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_state_file`](Self::read_state_file) on `from`, and as
+    /// [`write_reserved`](Self::write_reserved).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`write_reserved`](Self::write_reserved); copies written before the drop are
+    /// unreferenced and collected later.
+    pub async fn import(
+        &self,
+        from: &CheckpointStore,
+        data: &CheckpointData,
+    ) -> Result<(CheckpointId, CheckpointData), CheckpointError> {
+        let reservation = self.reserve()?;
+        let mut copies: BTreeMap<String, StateFileRef> = BTreeMap::new();
+        for file in data.state_files() {
+            if copies.contains_key(&file.name) {
+                continue;
+            }
+            let bytes = from.read_state_file(file).await?;
+            // `read_state_file` refused names that do not parse.
+            let slug = StateFileName::parse(&file.name).map_or(String::new(), |name| name.slug);
+            let copy = self
+                .write_state_file_named(reservation.id, &slug, &bytes)
+                .await?;
+            copies.insert(file.name.clone(), copy);
+        }
+        let mut data = data.clone();
+        let renamed = |file: &mut StateFileRef| {
+            if let Some(copy) = copies.get(&file.name) {
+                *file = copy.clone();
+            }
+        };
+        for op in &mut data.operator_state {
+            match &mut op.data {
+                StateData::Inline(_) => {}
+                StateData::File(file) => renamed(file),
+                StateData::Chain(files) => files.iter_mut().for_each(renamed),
+            }
+        }
+        let id = self.write_reserved(reservation, &data).await?;
+        Ok((id, data))
+    }
+
     fn restored(&self, id: CheckpointId) {
         tracing::info!(store = %self.store, id = id.0, "checkpoint read for restore");
         self.events.emit(Event::CheckpointRestored {
