@@ -63,6 +63,14 @@ pub enum ProcessError {
         /// How long it was given.
         waited: Duration,
     },
+    /// The moment a test waited for to kill a life never came.
+    #[error("life {life}: the moment to kill it never came: {what}")]
+    NoMoment {
+        /// Which life.
+        life: usize,
+        /// What was waited for.
+        what: String,
+    },
     /// Killing or reaping failed, or the process ended by another signal.
     #[error("life {life}: {what}")]
     Kill {
@@ -212,15 +220,35 @@ impl ProcessChaos {
     /// ready), and must not have ended by itself before. Returns the lives and the next,
     /// running one.
     pub fn run(&self, schedule: &Schedule) -> Result<(Vec<Life>, Running), ProcessError> {
-        let start = Instant::now();
-        let mut lives = Vec::new();
-        let mut previous = Duration::ZERO;
-        for step in schedule
+        let gaps: Vec<Duration> = schedule
             .steps
             .iter()
             .filter(|s| matches!(s.fault, Fault::ProcessKill9))
-        {
-            let n = lives.len();
+            .scan(Duration::ZERO, |previous, step| {
+                let gap = step.at.saturating_sub(*previous);
+                *previous = step.at;
+                Some(gap)
+            })
+            .collect();
+        // The life runs for the step's gap (the schedule's timing), then is killed.
+        self.run_killing(gaps.len(), |n, _| {
+            std::thread::sleep(gaps[n]);
+            Ok(())
+        })
+    }
+
+    /// Runs `lives` lives, each killed with `SIGKILL` as soon as `kill_when(n, life)` returns
+    /// `Ok` (it is called once the life printed [`ready`](Self::ready), and waits for the moment
+    /// to kill: an event the test watches for, or a delay); a life must not end by itself
+    /// before. Returns the lives and the next, running one.
+    pub fn run_killing(
+        &self,
+        lives: usize,
+        mut kill_when: impl FnMut(usize, &mut Running) -> Result<(), ProcessError>,
+    ) -> Result<(Vec<Life>, Running), ProcessError> {
+        let start = Instant::now();
+        let mut done = Vec::new();
+        for n in 0..lives {
             let started_at = start.elapsed();
             let mut running = self.spawn(n)?;
             let ready_after = running.wait_for_line(&self.ready, self.ready_within);
@@ -232,9 +260,10 @@ impl ProcessChaos {
                     waited: self.ready_within,
                 });
             }
-            // The life runs for the step's gap (the schedule's timing), then is killed.
-            std::thread::sleep(step.at.saturating_sub(previous));
-            previous = step.at;
+            if let Err(err) = kill_when(n, &mut running) {
+                let _ = running.kill9();
+                return Err(err);
+            }
             if let Ok(Some(status)) = running.child.try_wait() {
                 return Err(ProcessError::ExitedEarly { life: n, status });
             }
@@ -248,14 +277,14 @@ impl ProcessChaos {
                     what: format!("ended with {status}, not by SIGKILL"),
                 });
             }
-            lives.push(Life {
+            done.push(Life {
                 started_at,
                 ready_after,
                 status: Some(status),
             });
         }
-        let last = self.spawn(lives.len())?;
-        Ok((lives, last))
+        let last = self.spawn(done.len())?;
+        Ok((done, last))
     }
 
     /// Everything the lives wrote to stdout and stderr, for a failure message.

@@ -13,17 +13,23 @@
 //! The binaries are built by the test with the cargo that runs it
 //! (`weir_chaos_tests::process::example_binary`). Replay with `WEIR_CHAOS_SEED=<seed>`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use weir_chaos_tests::process::{Life, ProcessChaos, Running, example_binary};
+use weir_actors::checkpoint::{CheckpointData, StateData};
+use weir_chaos_tests::process::{Life, ProcessChaos, ProcessError, Running, example_binary};
 use weir_chaos_tests::rng::Rng;
 use weir_chaos_tests::{FaultClass, Schedule, ScheduleConfig, seed_from_env};
 
 const KILLS: usize = 4;
+/// Kills of the delta-upload test, whose lives are short (each killed at its first new state
+/// file).
+const DELTA_KILLS: usize = 10;
 
 fn kill9_schedule(seed: u64) -> Schedule {
     let mut config = ScheduleConfig::kills(KILLS, Duration::from_millis(500), Vec::new())
@@ -227,31 +233,50 @@ fn log_source_across_kill_9(
     );
 }
 
-/// Drops 120 small text files into `input`, paced over the lives, and returns how many times
-/// it wrote each word.
+/// The feeder's small vocabulary: every batch holds most of it.
+const WORDS: [&str; 12] = [
+    "weir",
+    "stream",
+    "batch",
+    "actor",
+    "kill",
+    "restart",
+    "log",
+    "offset",
+    "checkpoint",
+    "exactly",
+    "once",
+    "river",
+];
+
+/// Drops 120 small text files of `WORDS` into `input`, paced over the lives, and returns how
+/// many times it wrote each word.
 fn spawn_feeder(input: PathBuf, seed: u64) -> std::thread::JoinHandle<BTreeMap<String, u64>> {
+    let words = WORDS.iter().map(|w| (*w).to_owned()).collect();
+    spawn_feeder_of(input, seed, words, 120, Arc::new(AtomicBool::new(true)))
+}
+
+/// Drops small text files of words drawn from `words` into `input`, paced, at least `files`
+/// of them and then more until `enough` is set, and returns how many times it wrote each word.
+fn spawn_feeder_of(
+    input: PathBuf,
+    seed: u64,
+    words: Vec<String>,
+    files: usize,
+    enough: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<BTreeMap<String, u64>> {
     std::thread::spawn(move || {
-        const WORDS: [&str; 12] = [
-            "weir",
-            "stream",
-            "batch",
-            "actor",
-            "kill",
-            "restart",
-            "log",
-            "offset",
-            "checkpoint",
-            "exactly",
-            "once",
-            "river",
-        ];
         let mut rng = Rng::new(seed ^ 0xf11e);
         let mut expected: BTreeMap<String, u64> = BTreeMap::new();
-        for n in 0..120 {
+        // Bounded: 20 times the files asked for at most.
+        for n in 0..files * 20 {
+            if n >= files && enough.load(Ordering::SeqCst) {
+                break;
+            }
             let mut text = String::new();
             for _ in 0..rng.range(1, 20) {
                 for _ in 0..rng.range(1, 8) {
-                    let w = WORDS[rng.range(0, WORDS.len() as u64) as usize];
+                    let w = &words[rng.range(0, words.len() as u64) as usize];
                     *expected.entry(w.to_owned()).or_default() += 1;
                     text.push_str(w);
                     text.push(' ');
@@ -378,6 +403,119 @@ fn running_totals_in_state_files_are_exactly_once_across_kill_9() {
         .unwrap_or_else(|e| panic!("seed {seed}: {e}\n{}", chaos.logs()));
     report("word_count --running", seed, &lives);
     let expected = feeder.join().expect("the feeder");
+    let retained =
+        running_totals_then_state_files(&output, &checkpoint, &expected, seed, &chaos, last);
+    assert!(
+        retained
+            .iter()
+            .any(|data| data.state_files().next().is_some()),
+        "seed {seed}: the totals were in state files"
+    );
+}
+
+/// `word_count --running --running-with map-with-state` over a vocabulary of 3,000 words:
+/// incremental checkpoints write a base state file, then deltas holding only the totals each
+/// batch changed (`WEIR_STATE_INLINE_MAX_BYTES=0`). Each life is killed with `kill -9` at a
+/// seeded moment 0–40 ms after a new state file appeared in the store — between a delta's
+/// upload and its checkpoint, or in the middle of the next — DELTA_KILLS times. The last batch's
+/// totals equal an independent count of the input, the store holds no orphan once stopped, and
+/// the retained checkpoints hold a chain with deltas.
+#[test]
+fn running_totals_in_delta_chains_are_exactly_once_across_kill_9_during_uploads() {
+    let seed = seed_from_env();
+    let word_count = example_binary("weir-examples", "word_count").expect("build word_count");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (input, output, logs, checkpoint) = (
+        tmp.path().join("input"),
+        tmp.path().join("output"),
+        tmp.path().join("logs"),
+        tmp.path().join("checkpoint"),
+    );
+    fs::create_dir_all(&input).expect("input dir");
+    fs::create_dir_all(&logs).expect("logs dir");
+    let vocabulary = (0..3_000).map(|i| format!("w{i:04}")).collect();
+    let enough = Arc::new(AtomicBool::new(false));
+    let feeder = spawn_feeder_of(input.clone(), seed, vocabulary, 120, Arc::clone(&enough));
+    let chaos = ProcessChaos {
+        program: word_count,
+        args: vec![
+            "--input-dir".into(),
+            input.into(),
+            "--checkpoint-dir".into(),
+            checkpoint.clone().into(),
+            "--output-dir".into(),
+            output.clone().into(),
+            "--batch-ms".into(),
+            "100".into(),
+            "--running".into(),
+            "--running-with".into(),
+            "map-with-state".into(),
+            "--quiet".into(),
+        ],
+        logs,
+        env: vec![
+            ("WEIR_STATE_INLINE_MAX_BYTES".into(), "0".into()),
+            ("WEIR_CHECKPOINTS_RETAINED".into(), "3".into()),
+        ],
+        ready: "running;".to_owned(),
+        ready_within: Duration::from_secs(60),
+    };
+    let state = checkpoint.join("checkpoints/state");
+    let names = |dir: &Path| -> BTreeSet<String> {
+        fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut rng = Rng::new(seed ^ 0xde17a);
+    let (lives, last) = chaos
+        .run_killing(DELTA_KILLS, |life, _| {
+            // Files of the lives before may still be there: wait for one not seen yet.
+            let before = names(&state);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while names(&state).is_subset(&before) {
+                if Instant::now() >= deadline {
+                    return Err(ProcessError::NoMoment {
+                        life,
+                        what: "no new state file within 30 s".to_owned(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // The seeded moment after it (the kill's timing, not synchronisation).
+            std::thread::sleep(Duration::from_millis(rng.range(0, 40)));
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("seed {seed}: {e}\n{}", chaos.logs()));
+    enough.store(true, Ordering::SeqCst);
+    report("word_count --running-with map-with-state", seed, &lives);
+    let expected = feeder.join().expect("the feeder");
+    let retained =
+        running_totals_then_state_files(&output, &checkpoint, &expected, seed, &chaos, last);
+    assert!(
+        retained.iter().any(|data| data
+            .operator_state
+            .iter()
+            .any(|op| matches!(&op.data, StateData::Chain(files) if files.len() > 1))),
+        "seed {seed}: the totals were checkpointed as chains with deltas"
+    );
+}
+
+/// Once the last life's newest batch of running totals covers the input, stops it and checks
+/// the totals equal `expected` and that the store's `state/` holds exactly the files its
+/// retained checkpoints reference (no orphan of a killed upload); returns those checkpoints.
+fn running_totals_then_state_files(
+    output: &Path,
+    checkpoint: &Path,
+    expected: &BTreeMap<String, u64>,
+    seed: u64,
+    chaos: &ProcessChaos,
+    last: Running,
+) -> Vec<CheckpointData> {
     let total: u64 = expected.values().sum();
     // The newest batch's running totals, once they cover the input (bounded).
     let latest = |b: &BTreeMap<u64, Vec<String>>| -> BTreeMap<String, u64> {
@@ -391,40 +529,39 @@ fn running_totals_in_state_files_are_exactly_once_across_kill_9() {
         }
         totals
     };
-    let got = until_covered_then_stop(&output, total, latest, seed, &chaos, last);
+    let got = until_covered_then_stop(output, total, latest, seed, chaos, last);
     assert_eq!(
-        got, expected,
+        &got, expected,
         "seed {seed}: the running totals differ from the input's count"
     );
     // No orphan: the state files present are exactly those the retained checkpoints name.
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
-    let referenced = runtime.block_on(async {
+    let retained = runtime.block_on(async {
         let store = weir_actors::checkpoint::CheckpointStore::open(
             weir_actors::Storage::local(checkpoint.join("checkpoints")),
             weir_actors::checkpoint::CheckpointConfig::default().with_retain(3),
         )
         .await
         .expect("open the checkpoint store");
-        let mut names = std::collections::BTreeSet::new();
+        let mut retained = Vec::new();
         for info in store.list().await.expect("list") {
-            let data = store.read(info.id).await.expect("read a checkpoint");
-            names.extend(data.state_files().map(|f| f.name.clone()));
+            retained.push(store.read(info.id).await.expect("read a checkpoint"));
         }
-        names
+        retained
     });
-    let present: std::collections::BTreeSet<String> =
-        fs::read_dir(checkpoint.join("checkpoints/state"))
-            .expect("the state directory")
-            .map(|e| {
-                e.expect("an entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect();
-    assert!(
-        !referenced.is_empty(),
-        "seed {seed}: the totals were in state files"
-    );
+    let referenced: BTreeSet<String> = retained
+        .iter()
+        .flat_map(|data| data.state_files().map(|f| f.name.clone()))
+        .collect();
+    let present: BTreeSet<String> = fs::read_dir(checkpoint.join("checkpoints/state"))
+        .expect("the state directory")
+        .map(|e| {
+            e.expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
     assert_eq!(present, referenced, "seed {seed}: orphaned state files");
+    retained
 }

@@ -17,7 +17,9 @@
 //! Each batch's lines are split into words (`Str::words`, what `str::split_whitespace` finds)
 //! and counted per word by the ordinary DStream program — `flat_map` to words, `(word, 1)`,
 //! `reduce_by_key` — which the engine runs without a copy or a pair per word (with
-//! `--running`: running totals kept in checkpointed state by `update_state_by_key`).
+//! `--running`: running totals kept in checkpointed state by `update_state_by_key`, or with
+//! `--running-with map-with-state` by `map_with_state`, whose checkpoints write only the
+//! totals a batch changed).
 //! `--program` selects variants for comparisons (docs/benchmarks.md). Every
 //! batch with output is written to `OUTPUT/batch-<batch_time_ms>/` atomically — the
 //! directory appears complete or not at all — as `part-*` files of sorted `word<TAB>count`
@@ -41,6 +43,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use weir::dstream::{State, StateSpec};
 use weir::sources::file_stream::FileStreamOptions;
 use weir::sources::socket::SocketTextReceiver;
 use weir::{DStream, Event, Storage, Str, StreamingConfig, StreamingContext};
@@ -82,6 +85,17 @@ struct Args {
     /// Write running totals (kept in checkpointed state) instead of per-batch counts.
     #[arg(long)]
     running: bool,
+    /// The stateful operator that keeps `--running`'s totals: `update-state-by-key` (its
+    /// function sees every word every batch; the state is checkpointed whole) or
+    /// `map-with-state` (only the words of a batch are touched, and with incremental
+    /// checkpoints only their totals are written, as deltas of a chain).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "update-state-by-key",
+        requires = "running"
+    )]
+    running_with: RunningWith,
     /// Serve the control endpoint (`weir watch`) on ADDR.
     #[arg(long, value_name = "ADDR")]
     control_addr: Option<SocketAddr>,
@@ -248,6 +262,15 @@ async fn run(args: Args) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// The operators `--running-with` keeps the running totals with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum RunningWith {
+    /// `update_state_by_key`.
+    UpdateStateByKey,
+    /// `map_with_state`, writing its state snapshots.
+    MapWithState,
+}
+
 /// The ways `--program` counts words.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Program {
@@ -270,9 +293,11 @@ fn count_and_save(lines: &DStream<Str>, args: &Args) {
         (Program::Textbook, false) => save(&textbook(lines), args),
         (Program::HandCombined, false) => save(&hand_combined(lines), args),
         (Program::OwnedWords, false) => save(&owned_words(lines), args),
-        (Program::Textbook, true) => save(&running(&textbook(lines)), args),
-        (Program::HandCombined, true) => save(&running(&hand_combined(lines)), args),
-        (Program::OwnedWords, true) => save(&running(&owned_words(lines)), args),
+        (Program::Textbook, true) => save(&running(&textbook(lines), args.running_with), args),
+        (Program::HandCombined, true) => {
+            save(&running(&hand_combined(lines), args.running_with), args)
+        }
+        (Program::OwnedWords, true) => save(&running(&owned_words(lines), args.running_with), args),
     }
 }
 
@@ -332,18 +357,30 @@ fn owned_words(lines: &DStream<Str>) -> DStream<(String, u64)> {
         .uid("counts")
 }
 
-/// Running totals of a batch's counts, kept in checkpointed state. The state's words are
-/// `String`s of their own: a `Str` kept across batches would keep the bytes it views alive.
-fn running<K>(counts: &DStream<(K, u64)>) -> DStream<(String, u64)>
+/// Running totals of a batch's counts, kept in checkpointed state by `with`. The state's
+/// words are `String`s of their own: a `Str` kept across batches would keep the bytes it views
+/// alive.
+fn running<K>(counts: &DStream<(K, u64)>, with: RunningWith) -> DStream<(String, u64)>
 where
     K: weir::dstream::Key + std::fmt::Display,
 {
-    counts
-        .map(|(word, n): &(K, u64)| (word.to_string(), *n))
-        .update_state_by_key(|new: &[u64], total: Option<u64>| {
-            Some(total.unwrap_or(0) + new.iter().sum::<u64>())
-        })
-        .uid("running-totals")
+    let words = counts.map(|(word, n): &(K, u64)| (word.to_string(), *n));
+    match with {
+        RunningWith::UpdateStateByKey => words
+            .update_state_by_key(|new: &[u64], total: Option<u64>| {
+                Some(total.unwrap_or(0) + new.iter().sum::<u64>())
+            })
+            .uid("running-totals"),
+        RunningWith::MapWithState => words
+            .map_with_state(StateSpec::function(
+                |_: &String, n: Option<&u64>, total: &mut State<u64>| {
+                    let sum = total.get().copied().unwrap_or(0) + n.copied().unwrap_or(0);
+                    total.update(sum);
+                },
+            ))
+            .uid("running-totals")
+            .state_snapshots(),
+    }
 }
 
 /// Prints each non-empty batch's `n` most frequent words (at least once: a re-run prints
