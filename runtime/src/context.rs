@@ -8,8 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use weir_actors::EventSubscription;
 use weir_actors::checkpoint::{
-    CheckpointConfig, CheckpointId, CheckpointStore, RESTORED_FROM_SETTING, Savepoint,
-    SavepointInfo,
+    CheckpointConfig, CheckpointId, CheckpointStore, RESTORED_FROM_LOCATION_SETTING,
+    RESTORED_FROM_SETTING, Savepoint, SavepointInfo,
 };
 use weir_actors::pipeline::{Pipeline, Receiver, ReceiverFactory};
 use weir_actors::{Engine, EngineConfig, StorageLock, StorageLockError};
@@ -215,7 +215,10 @@ impl StreamingConfig {
     /// changed state type — then copied into this job's own checkpoint directory as its
     /// newest checkpoint, so that nothing the job writes later refers to the savepoint. It is
     /// restored once: a later start that finds the job's checkpoints already descend from it
-    /// (a restart after a crash, with the same option) resumes from them instead.
+    /// (a restart after a crash, with the same option) resumes from them instead — also when
+    /// the savepoint has since been moved or deleted (the job's newest checkpoint names the
+    /// place it was restored from). A missing savepoint the job does not descend from is
+    /// refused.
     #[must_use]
     pub fn restore_from_savepoint(mut self, savepoint: Storage) -> Self {
         self.restore_from_savepoint = Some(savepoint);
@@ -435,17 +438,35 @@ impl StreamingContext {
                     .into(),
             ));
         }
-        let savepoint = Savepoint::open(savepoint).await?;
-        // Every checkpoint of this run names the savepoint, so a later start sees where the
-        // job came from.
-        self.config.engine.extra_settings.insert(
-            RESTORED_FROM_SETTING.to_owned(),
-            savepoint.manifest().id.clone(),
-        );
+        let location = savepoint.describe();
         let latest = store
             .read_latest()
             .await
             .map_err(|e| Error::Checkpoint(e.to_string()))?;
+        if !Savepoint::is_present(&savepoint).await? {
+            // Gone (moved or deleted) after the job was restored from it: the job's own
+            // checkpoints carry on, as Flink needs `-s` only for the first submission. Not when
+            // the job's newest checkpoint came from elsewhere: then the path is a mistake.
+            let descends = latest.as_ref().and_then(|latest| {
+                let settings = &latest.data.settings;
+                (settings.get(RESTORED_FROM_LOCATION_SETTING) == Some(&location))
+                    .then(|| settings.get(RESTORED_FROM_SETTING).cloned())
+                    .flatten()
+            });
+            if let Some(id) = descends {
+                tracing::info!(
+                    savepoint = %location,
+                    "the savepoint is gone; the job was restored from it before and resumes \
+                     from its own checkpoints"
+                );
+                self.carry_savepoint_settings(id, location);
+                return Ok(());
+            }
+        }
+        let savepoint = Savepoint::open(savepoint).await?;
+        // Every checkpoint of this run names the savepoint, so a later start sees where the
+        // job came from.
+        self.carry_savepoint_settings(savepoint.manifest().id.clone(), location);
         if latest.is_some_and(|latest| savepoint.restored_in(&latest.data)) {
             tracing::info!(
                 savepoint = %savepoint.store().storage().describe(),
@@ -466,6 +487,14 @@ impl StreamingContext {
             .map_err(|e| Error::Incompatible(format!("the savepoint: {e}")))?;
         savepoint.restore_into(store).await?;
         Ok(())
+    }
+
+    /// Makes every checkpoint of this run name the savepoint `id` at `location` it descends
+    /// from.
+    fn carry_savepoint_settings(&mut self, id: String, location: String) {
+        let settings = &mut self.config.engine.extra_settings;
+        settings.insert(RESTORED_FROM_SETTING.to_owned(), id);
+        settings.insert(RESTORED_FROM_LOCATION_SETTING.to_owned(), location);
     }
 
     /// What `get_or_create` found to restore from (`None`: a fresh start).

@@ -311,6 +311,98 @@ async fn a_savepoint_of_a_running_job_restores_a_changed_program_from_a_copy_onc
     for file in latest.state_files() {
         store.read_state_file(file).await.unwrap();
     }
+
+    // A missing savepoint the job's checkpoints do not descend from is a mistake: refused.
+    let elsewhere = root.path().join("elsewhere");
+    let queue4 = QueueStream::new(true, 1);
+    let (out, _rx) = tokio::sync::watch::channel(Totals::new());
+    let refused = StreamingContext::get_or_create(&job2, move |config| {
+        let config =
+            configure_files(config).restore_from_savepoint(weir::Storage::local(&elsewhere));
+        let ctx = StreamingContext::new(config);
+        word_totals(&ctx, &queue4, Some("words"), out, None);
+        Ok(ctx)
+    })
+    .await;
+    match refused {
+        Ok(_) => panic!("a missing savepoint of another place was accepted"),
+        Err(err) => assert!(err.to_string().contains("not a savepoint"), "{err}"),
+    }
+}
+
+/// A savepoint taken on a local directory (by stop-with-savepoint) restores into a job whose
+/// checkpoints and WAL are on S3 (moto): state and the source's position continue from it, a
+/// later start resumes from the job's own checkpoints on S3, and those read without the
+/// savepoint.
+#[cfg(feature = "s3")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_savepoint_restores_into_a_job_on_s3() {
+    let root = tempfile::tempdir().unwrap();
+    let (job1, taken) = (root.path().join("job1"), root.path().join("taken"));
+    let queue = QueueStream::new(true, 1);
+    queue.push(words(&["a", "b", "a"]));
+    let (out, mut rx) = tokio::sync::watch::channel(Totals::new());
+    let mut ctx = StreamingContext::new(configure_files(StreamingConfig::local(&job1)));
+    word_totals(&ctx, &queue, Some("words"), out, None);
+    ctx.start().await.unwrap();
+    until_equal(&mut rx, &totals(&[("a", 2), ("b", 1)])).await;
+    ctx.stop_with_savepoint(weir::Storage::local(&taken))
+        .await
+        .unwrap();
+
+    let s3 = weir_actors::testing::MotoServer::shared()
+        .and_then(|server| server.fresh())
+        .unwrap_or_else(|e| panic!("moto's S3 server: {e}"));
+    let job2 = s3.join("job2");
+    let restored = |queue: &QueueStream<String>, out: tokio::sync::watch::Sender<Totals>| {
+        let (queue, taken) = (queue.clone(), taken.clone());
+        move |config: StreamingConfig| {
+            let config =
+                configure_files(config).restore_from_savepoint(weir::Storage::local(&taken));
+            let ctx = StreamingContext::new(config);
+            word_totals(&ctx, &queue, Some("words"), out, None);
+            Ok(ctx)
+        }
+    };
+    let queue2 = QueueStream::new(true, 1);
+    let (out, mut rx) = tokio::sync::watch::channel(Totals::new());
+    let mut ctx = StreamingContext::get_or_create_in(job2.clone(), restored(&queue2, out))
+        .await
+        .unwrap();
+    ctx.start().await.unwrap();
+    // The source's position came with the savepoint: the first pushed batch is not read.
+    queue2.push(words(&["already-read"]));
+    queue2.push(words(&["a", "c"]));
+    until_equal(&mut rx, &totals(&[("a", 3), ("b", 1), ("c", 1)])).await;
+    ctx.stop(true).await.unwrap();
+
+    // Restarted, it resumes from its own checkpoints on S3, not from the savepoint again.
+    std::fs::remove_dir_all(&taken).unwrap();
+    let queue3 = QueueStream::new(true, 1);
+    let (out, mut rx) = tokio::sync::watch::channel(Totals::new());
+    let mut ctx = StreamingContext::get_or_create_in(job2.clone(), restored(&queue3, out))
+        .await
+        .unwrap();
+    ctx.start().await.unwrap();
+    queue3.push(words(&["already-read"]));
+    queue3.push(words(&["already-read"]));
+    queue3.push(words(&["b"]));
+    until_equal(&mut rx, &totals(&[("a", 3), ("b", 2), ("c", 1)])).await;
+    ctx.stop(true).await.unwrap();
+    let store = weir::checkpoint::CheckpointStore::open(
+        job2.join("checkpoints"),
+        weir::checkpoint::CheckpointConfig::default(),
+    )
+    .await
+    .unwrap();
+    let latest = store.read_latest().await.unwrap().unwrap().data;
+    assert!(
+        latest.state_files().next().is_some(),
+        "the state is in files"
+    );
+    for file in latest.state_files() {
+        store.read_state_file(file).await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

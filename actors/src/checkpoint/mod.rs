@@ -61,9 +61,9 @@ pub use format::{
     SourceOffset, StateData, StateFileRef,
 };
 pub use savepoint::{
-    MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION, RESTORED_FROM_SETTING, Savepoint,
-    SavepointError, SavepointInfo, SavepointManifest, SavepointOperator,
-    export as export_savepoint, export_latest as export_latest_savepoint,
+    MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION, RESTORED_FROM_LOCATION_SETTING,
+    RESTORED_FROM_SETTING, Savepoint, SavepointError, SavepointInfo, SavepointManifest,
+    SavepointOperator, export as export_savepoint, export_latest as export_latest_savepoint,
 };
 pub use store::{
     CheckpointConfig, CheckpointError, CheckpointInfo, CheckpointStore, DEFAULT_RETAIN,

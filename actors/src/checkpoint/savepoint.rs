@@ -45,6 +45,11 @@ pub const MANIFEST_VERSION: u32 = 1;
 /// checkpoint resumes from there instead of restoring the savepoint again.
 pub const RESTORED_FROM_SETTING: &str = "restored_from_savepoint";
 
+/// The checkpoint setting a restored job carries next to [`RESTORED_FROM_SETTING`]: where the
+/// savepoint was when it was restored ([`Storage::describe`]). A later start whose savepoint is
+/// gone from there resumes from the job's own checkpoints when the newest names that place.
+pub const RESTORED_FROM_LOCATION_SETTING: &str = "restored_from_savepoint_location";
+
 /// One operator's state in a savepoint, as its manifest lists it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavepointOperator {
@@ -275,6 +280,16 @@ pub struct Savepoint {
 }
 
 impl Savepoint {
+    /// Whether `storage` holds a savepoint's manifest (complete or not, readable or not):
+    /// `false` when the savepoint is gone (moved or deleted) or was never completed.
+    ///
+    /// # Errors
+    ///
+    /// A storage error.
+    pub async fn is_present(storage: &Storage) -> Result<bool, SavepointError> {
+        Ok(read_manifest(storage).await?.is_some())
+    }
+
     /// Opens the savepoint at `storage`: its manifest, then its checkpoint.
     ///
     /// # Errors
@@ -338,11 +353,16 @@ impl Savepoint {
         latest.settings.get(RESTORED_FROM_SETTING) == Some(&self.manifest.id)
     }
 
-    /// The savepoint's checkpoint as the job restores it: with [`RESTORED_FROM_SETTING`].
+    /// The savepoint's checkpoint as the job restores it: with [`RESTORED_FROM_SETTING`] and
+    /// [`RESTORED_FROM_LOCATION_SETTING`].
     pub fn restored_data(&self) -> CheckpointData {
         let mut data = self.data.clone();
         let mut settings: BTreeMap<String, String> = data.settings;
         settings.insert(RESTORED_FROM_SETTING.to_owned(), self.manifest.id.clone());
+        settings.insert(
+            RESTORED_FROM_LOCATION_SETTING.to_owned(),
+            self.store.storage().describe(),
+        );
         data.settings = settings;
         data
     }
