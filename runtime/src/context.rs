@@ -531,6 +531,7 @@ impl StreamingContext {
     /// # Panics
     ///
     /// If the context has started.
+    #[track_caller]
     pub fn receiver_stream(&self, factory: impl ReceiverFactory) -> DStream<Bytes> {
         self.receiver_stream_decoded(factory, |record| Ok(record.clone()))
     }
@@ -541,6 +542,7 @@ impl StreamingContext {
     /// # Panics
     ///
     /// If the context has started.
+    #[track_caller]
     pub fn receiver_stream_decoded<T: Data>(
         &self,
         factory: impl ReceiverFactory,
@@ -578,6 +580,7 @@ impl StreamingContext {
     /// # Panics
     ///
     /// If the context has started.
+    #[track_caller]
     pub fn socket_text_stream(&self, addr: impl Into<String>) -> DStream<Str> {
         self.socket_text_stream_with(SocketTextReceiver::new(addr))
     }
@@ -588,6 +591,7 @@ impl StreamingContext {
     /// # Panics
     ///
     /// If the context has started.
+    #[track_caller]
     pub fn socket_text_stream_with(&self, receiver: SocketTextReceiver) -> DStream<Str> {
         self.text_receiver_stream(move || Box::new(receiver.clone()) as Box<dyn Receiver>)
     }
@@ -611,6 +615,7 @@ impl StreamingContext {
     /// # Panics
     ///
     /// If the context has started.
+    #[track_caller]
     pub fn socket_stream<T: Data>(
         &self,
         addr: impl Into<String>,
@@ -689,6 +694,7 @@ impl StreamingContext {
     /// # Panics
     ///
     /// If the context has started.
+    #[track_caller]
     pub fn text_file_stream(&self, dir: impl AsRef<Path>) -> DStream<Str> {
         self.text_file_stream_with(dir, FileStreamOptions::new())
     }
@@ -699,6 +705,7 @@ impl StreamingContext {
     /// # Panics
     ///
     /// If the context has started.
+    #[track_caller]
     pub fn text_file_stream_with(
         &self,
         dir: impl AsRef<Path>,
@@ -745,6 +752,7 @@ impl StreamingContext {
     /// # Panics
     ///
     /// If the context has started.
+    #[track_caller]
     pub fn binary_records_stream(
         &self,
         dir: impl AsRef<Path>,
@@ -777,6 +785,7 @@ impl StreamingContext {
     /// # Panics
     ///
     /// If the context has started.
+    #[track_caller]
     pub fn queue_stream<T: Data>(&self, queue: &QueueStream<T>) -> DStream<T> {
         self.check_not_started();
         let node = self
@@ -793,6 +802,7 @@ impl StreamingContext {
     /// # Panics
     ///
     /// If the context has started.
+    #[track_caller]
     pub fn direct_stream(
         &self,
         source: Arc<dyn OffsetSource>,
@@ -813,6 +823,7 @@ impl StreamingContext {
     /// # Panics
     ///
     /// If the context has started.
+    #[track_caller]
     pub fn direct_stream_with(
         &self,
         source: Arc<dyn OffsetSource>,
@@ -848,6 +859,7 @@ impl StreamingContext {
     ///
     /// If the context has started.
     #[cfg(feature = "kafka")]
+    #[track_caller]
     pub fn kafka_direct_stream(
         &self,
         options: crate::kafka::KafkaDirectOptions,

@@ -425,6 +425,11 @@ async fn savepoints_refuse_operators_without_an_id_and_restores_refuse_unknown_s
     let said = err.to_string();
     assert!(matches!(err, Error::Savepoint(_)), "{err:?}");
     assert!(said.contains("queue_stream"), "names the operator: {said}");
+    // Where this program made it (word_totals' queue_stream call, in this file).
+    assert!(
+        said.contains("made at runtime/tests/restore_checks.rs:"),
+        "says where: {said}"
+    );
     assert!(said.contains(".uid("), "says what to do: {said}");
     let err = ctx
         .stop_with_savepoint(weir::Storage::local(&target))

@@ -193,6 +193,8 @@ pub(crate) struct NodeMeta {
     pub(crate) uid: Mutex<String>,
     /// Whether the user set the uid.
     pub(crate) uid_set: AtomicBool,
+    /// Where the user's program made it (the public builder's caller), for messages.
+    pub(crate) defined_at: &'static std::panic::Location<'static>,
 }
 
 impl NodeMeta {
@@ -497,6 +499,7 @@ impl GraphShared {
     }
 
     /// Adds a node computed by `compute`.
+    #[track_caller]
     pub(crate) fn add_node<T: Send + Sync + 'static>(
         &self,
         kind: &'static str,
@@ -508,6 +511,7 @@ impl GraphShared {
                 kind,
                 uid: Mutex::new(format!("{kind}-{index}")),
                 uid_set: AtomicBool::new(false),
+                defined_at: std::panic::Location::caller(),
             },
             compute: Box::new(compute),
             memo: Memo::default(),
@@ -726,7 +730,15 @@ impl Pipeline for GraphPipeline {
             .filter(|node| {
                 node.lifecycle().is_some() && !node.meta().uid_set.load(Ordering::SeqCst)
             })
-            .map(|node| format!("{:?} (a {})", node.meta().uid(), node.meta().kind))
+            .map(|node| {
+                let meta = node.meta();
+                format!(
+                    "{:?} (a {}, made at {})",
+                    meta.uid(),
+                    meta.kind,
+                    meta.defined_at
+                )
+            })
             .collect();
         (!unnamed.is_empty()).then(|| {
             format!(

@@ -527,6 +527,7 @@ where
     /// assert_eq!(states.sorted(2000), vec![("a".to_owned(), 2), ("b".to_owned(), 1)]);
     /// # Ok(()) }
     /// ```
+    #[track_caller]
     pub fn map_with_state<S, T>(&self, spec: StateSpec<K, V, S, T>) -> MapWithStateDStream<K, S, T>
     where
         S: Data + Serialize + DeserializeOwned,

@@ -183,6 +183,7 @@ impl<T: Data> DStream<T> {
         self.node.partitions()
     }
 
+    #[track_caller]
     pub(crate) fn derive<U: Data>(
         &self,
         kind: &'static str,

@@ -575,6 +575,7 @@ where
     ///
     /// The state is checkpointed with every checkpoint, under this operator's
     /// [`uid`](DStream::uid).
+    #[track_caller]
     pub fn update_state_by_key<S>(
         &self,
         update: impl Fn(&[V], Option<S>) -> Option<S> + Send + Sync + 'static,

@@ -510,6 +510,7 @@ impl<T: Data> DStream<T> {
     /// `countByWindow`; incremental, so a window whose batches are all empty counts 0).
     ///
     /// Invalid durations are reported as for [`window`](Self::window).
+    #[track_caller]
     pub fn count_by_window(&self, len: Duration, slide: Duration) -> DStream<u64> {
         self.map(|_| 1u64)
             .reduce_by_window_inv(|a, b| a + b, |a, b| a - b, len, slide)
@@ -557,6 +558,7 @@ impl<T: Data + Serialize + DeserializeOwned> DStream<T> {
     /// assert_eq!(out.all_sorted(), vec![vec![0], vec![0, 1], vec![1, 2], vec![2, 3]]);
     /// # Ok(()) }
     /// ```
+    #[track_caller]
     pub fn window(&self, len: Duration, slide: Duration) -> DStream<T> {
         let windowing = Windowing::new(&self.graph, "window", len, slide);
         let span = windowing.len;
@@ -577,6 +579,7 @@ impl<T: Data + Serialize + DeserializeOwned> DStream<T> {
     /// `reduceByWindow`). Recomputed from each batch's reduced value at every slide.
     ///
     /// Invalid durations are reported as for [`window`](Self::window).
+    #[track_caller]
     pub fn reduce_by_window(
         &self,
         f: impl Fn(&T, &T) -> T + Send + Sync + 'static,
@@ -595,6 +598,7 @@ impl<T: Data + Serialize + DeserializeOwned> DStream<T> {
     /// inverse of everything, e.g. 0, when its batches are empty).
     ///
     /// Invalid durations are reported as for [`window`](Self::window).
+    #[track_caller]
     pub fn reduce_by_window_inv(
         &self,
         f: impl Fn(&T, &T) -> T + Send + Sync + 'static,
@@ -657,6 +661,7 @@ where
     /// );
     /// # Ok(()) }
     /// ```
+    #[track_caller]
     pub fn reduce_by_key_and_window(
         &self,
         f: impl Fn(&V, &V) -> V + Send + Sync + 'static,
@@ -687,6 +692,7 @@ where
     /// [`uid`](DStream::uid): after a driver restart the windows go on exactly.
     ///
     /// Invalid durations are reported as for [`window`](DStream::window).
+    #[track_caller]
     pub fn reduce_by_key_and_window_inv(
         &self,
         f: impl Fn(&V, &V) -> V + Send + Sync + 'static,
@@ -739,6 +745,7 @@ where
     /// );
     /// # Ok(()) }
     /// ```
+    #[track_caller]
     pub fn reduce_by_key_and_window_inv_filtered(
         &self,
         f: impl Fn(&V, &V) -> V + Send + Sync + 'static,
@@ -763,6 +770,7 @@ where
         clippy::too_many_arguments,
         reason = "internal: one place builds the node"
     )]
+    #[track_caller]
     fn inv_window(
         &self,
         op: &'static str,
@@ -819,6 +827,7 @@ impl<T: Key + Serialize + DeserializeOwned> DStream<T> {
     /// (Spark's `countByValueAndWindow`): incremental, elements whose count fell to 0 dropped.
     ///
     /// Invalid durations are reported as for [`window`](DStream::window).
+    #[track_caller]
     pub fn count_by_value_and_window(&self, len: Duration, slide: Duration) -> DStream<(T, u64)> {
         self.map(|x| (x.clone(), 1u64))
             .reduce_by_key_and_window_inv_filtered(
