@@ -365,46 +365,15 @@ fn the_file_source_is_exactly_once_across_kill_9() {
 #[test]
 fn running_totals_in_state_files_are_exactly_once_across_kill_9() {
     let seed = seed_from_env();
-    let word_count = example_binary("weir-examples", "word_count").expect("build word_count");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (input, output, logs, checkpoint) = (
-        tmp.path().join("input"),
-        tmp.path().join("output"),
-        tmp.path().join("logs"),
-        tmp.path().join("checkpoint"),
-    );
-    fs::create_dir_all(&input).expect("input dir");
-    fs::create_dir_all(&logs).expect("logs dir");
-    let feeder = spawn_feeder(input.clone(), seed);
-    let chaos = ProcessChaos {
-        program: word_count,
-        args: vec![
-            "--input-dir".into(),
-            input.into(),
-            "--checkpoint-dir".into(),
-            checkpoint.clone().into(),
-            "--output-dir".into(),
-            output.clone().into(),
-            "--batch-ms".into(),
-            "100".into(),
-            "--running".into(),
-            "--quiet".into(),
-        ],
-        logs,
-        env: vec![
-            ("WEIR_STATE_INLINE_MAX_BYTES".into(), "0".into()),
-            ("WEIR_CHECKPOINTS_RETAINED".into(), "3".into()),
-        ],
-        ready: "running;".to_owned(),
-        ready_within: Duration::from_secs(60),
-    };
+    let run = RunningTotals::new(&[]);
+    let feeder = spawn_feeder(run.input.clone(), seed);
+    let chaos = &run.chaos;
     let (lives, last) = chaos
         .run(&kill9_schedule(seed))
         .unwrap_or_else(|e| panic!("seed {seed}: {e}\n{}", chaos.logs()));
     report("word_count --running", seed, &lives);
     let expected = feeder.join().expect("the feeder");
-    let retained =
-        running_totals_then_state_files(&output, &checkpoint, &expected, seed, &chaos, last);
+    let retained = run.check(&expected, seed, last);
     assert!(
         retained
             .iter()
@@ -423,44 +392,18 @@ fn running_totals_in_state_files_are_exactly_once_across_kill_9() {
 #[test]
 fn running_totals_in_delta_chains_are_exactly_once_across_kill_9_during_uploads() {
     let seed = seed_from_env();
-    let word_count = example_binary("weir-examples", "word_count").expect("build word_count");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (input, output, logs, checkpoint) = (
-        tmp.path().join("input"),
-        tmp.path().join("output"),
-        tmp.path().join("logs"),
-        tmp.path().join("checkpoint"),
-    );
-    fs::create_dir_all(&input).expect("input dir");
-    fs::create_dir_all(&logs).expect("logs dir");
+    let run = RunningTotals::new(&["--running-with", "map-with-state"]);
     let vocabulary = (0..3_000).map(|i| format!("w{i:04}")).collect();
     let enough = Arc::new(AtomicBool::new(false));
-    let feeder = spawn_feeder_of(input.clone(), seed, vocabulary, 120, Arc::clone(&enough));
-    let chaos = ProcessChaos {
-        program: word_count,
-        args: vec![
-            "--input-dir".into(),
-            input.into(),
-            "--checkpoint-dir".into(),
-            checkpoint.clone().into(),
-            "--output-dir".into(),
-            output.clone().into(),
-            "--batch-ms".into(),
-            "100".into(),
-            "--running".into(),
-            "--running-with".into(),
-            "map-with-state".into(),
-            "--quiet".into(),
-        ],
-        logs,
-        env: vec![
-            ("WEIR_STATE_INLINE_MAX_BYTES".into(), "0".into()),
-            ("WEIR_CHECKPOINTS_RETAINED".into(), "3".into()),
-        ],
-        ready: "running;".to_owned(),
-        ready_within: Duration::from_secs(60),
-    };
-    let state = checkpoint.join("checkpoints/state");
+    let feeder = spawn_feeder_of(
+        run.input.clone(),
+        seed,
+        vocabulary,
+        120,
+        Arc::clone(&enough),
+    );
+    let chaos = &run.chaos;
+    let state = run.checkpoint.join("checkpoints/state");
     let names = |dir: &Path| -> BTreeSet<String> {
         fs::read_dir(dir)
             .map(|entries| {
@@ -494,8 +437,7 @@ fn running_totals_in_delta_chains_are_exactly_once_across_kill_9_during_uploads(
     enough.store(true, Ordering::SeqCst);
     report("word_count --running-with map-with-state", seed, &lives);
     let expected = feeder.join().expect("the feeder");
-    let retained =
-        running_totals_then_state_files(&output, &checkpoint, &expected, seed, &chaos, last);
+    let retained = run.check(&expected, seed, last);
     assert!(
         retained.iter().any(|data| data
             .operator_state
@@ -505,63 +447,121 @@ fn running_totals_in_delta_chains_are_exactly_once_across_kill_9_during_uploads(
     );
 }
 
-/// Once the last life's newest batch of running totals covers the input, stops it and checks
-/// the totals equal `expected` and that the store's `state/` holds exactly the files its
-/// retained checkpoints reference (no orphan of a killed upload); returns those checkpoints.
-fn running_totals_then_state_files(
-    output: &Path,
-    checkpoint: &Path,
-    expected: &BTreeMap<String, u64>,
-    seed: u64,
-    chaos: &ProcessChaos,
-    last: Running,
-) -> Vec<CheckpointData> {
-    let total: u64 = expected.values().sum();
-    // The newest batch's running totals, once they cover the input (bounded).
-    let latest = |b: &BTreeMap<u64, Vec<String>>| -> BTreeMap<String, u64> {
-        let mut totals = BTreeMap::new();
-        for line in b.values().next_back().into_iter().flatten() {
-            if let Some((w, n)) = line.split_once('\t')
-                && let Ok(n) = n.parse::<u64>()
-            {
-                totals.insert(w.to_owned(), n);
+/// `word_count --running` with every checkpoint's state in state files
+/// (`WEIR_STATE_INLINE_MAX_BYTES=0`), 3 checkpoints retained, in a temporary directory.
+struct RunningTotals {
+    /// Holds the directories below.
+    _tmp: tempfile::TempDir,
+    input: PathBuf,
+    output: PathBuf,
+    checkpoint: PathBuf,
+    chaos: ProcessChaos,
+}
+
+impl RunningTotals {
+    /// With `extra` arguments after `--running`.
+    fn new(extra: &[&str]) -> RunningTotals {
+        let word_count = example_binary("weir-examples", "word_count").expect("build word_count");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (input, output, logs, checkpoint) = (
+            tmp.path().join("input"),
+            tmp.path().join("output"),
+            tmp.path().join("logs"),
+            tmp.path().join("checkpoint"),
+        );
+        fs::create_dir_all(&input).expect("input dir");
+        fs::create_dir_all(&logs).expect("logs dir");
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "--input-dir".into(),
+            input.clone().into(),
+            "--checkpoint-dir".into(),
+            checkpoint.clone().into(),
+            "--output-dir".into(),
+            output.clone().into(),
+            "--batch-ms".into(),
+            "100".into(),
+            "--running".into(),
+            "--quiet".into(),
+        ];
+        args.extend(extra.iter().map(Into::into));
+        let chaos = ProcessChaos {
+            program: word_count,
+            args,
+            logs,
+            env: vec![
+                ("WEIR_STATE_INLINE_MAX_BYTES".into(), "0".into()),
+                ("WEIR_CHECKPOINTS_RETAINED".into(), "3".into()),
+            ],
+            ready: "running;".to_owned(),
+            ready_within: Duration::from_secs(60),
+        };
+        RunningTotals {
+            _tmp: tmp,
+            input,
+            output,
+            checkpoint,
+            chaos,
+        }
+    }
+
+    /// Once the last life's newest batch of running totals covers the input, stops it and
+    /// checks the totals equal `expected` and that the store's `state/` holds exactly the
+    /// files its retained checkpoints reference (no orphan of a killed upload); returns those
+    /// checkpoints.
+    fn check(
+        &self,
+        expected: &BTreeMap<String, u64>,
+        seed: u64,
+        last: Running,
+    ) -> Vec<CheckpointData> {
+        let (output, checkpoint, chaos) = (&self.output, &self.checkpoint, &self.chaos);
+        let total: u64 = expected.values().sum();
+        // The newest batch's running totals, once they cover the input (bounded).
+        let latest = |b: &BTreeMap<u64, Vec<String>>| -> BTreeMap<String, u64> {
+            let mut totals = BTreeMap::new();
+            for line in b.values().next_back().into_iter().flatten() {
+                if let Some((w, n)) = line.split_once('\t')
+                    && let Ok(n) = n.parse::<u64>()
+                {
+                    totals.insert(w.to_owned(), n);
+                }
             }
-        }
-        totals
-    };
-    let got = until_covered_then_stop(output, total, latest, seed, chaos, last);
-    assert_eq!(
-        &got, expected,
-        "seed {seed}: the running totals differ from the input's count"
-    );
-    // No orphan: the state files present are exactly those the retained checkpoints name.
-    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
-    let retained = runtime.block_on(async {
-        let store = weir_actors::checkpoint::CheckpointStore::open(
-            weir_actors::Storage::local(checkpoint.join("checkpoints")),
-            weir_actors::checkpoint::CheckpointConfig::default().with_retain(3),
-        )
-        .await
-        .expect("open the checkpoint store");
-        let mut retained = Vec::new();
-        for info in store.list().await.expect("list") {
-            retained.push(store.read(info.id).await.expect("read a checkpoint"));
-        }
+            totals
+        };
+        let got = until_covered_then_stop(output, total, latest, seed, chaos, last);
+        assert_eq!(
+            &got, expected,
+            "seed {seed}: the running totals differ from the input's count"
+        );
+        // No orphan: the state files present are exactly those the retained checkpoints name.
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+        let retained = runtime.block_on(async {
+            let store = weir_actors::checkpoint::CheckpointStore::open(
+                weir_actors::Storage::local(checkpoint.join("checkpoints")),
+                weir_actors::checkpoint::CheckpointConfig::default().with_retain(3),
+            )
+            .await
+            .expect("open the checkpoint store");
+            let mut retained = Vec::new();
+            for info in store.list().await.expect("list") {
+                retained.push(store.read(info.id).await.expect("read a checkpoint"));
+            }
+            retained
+        });
+        let referenced: BTreeSet<String> = retained
+            .iter()
+            .flat_map(|data| data.state_files().map(|f| f.name.clone()))
+            .collect();
+        let present: BTreeSet<String> = fs::read_dir(checkpoint.join("checkpoints/state"))
+            .expect("the state directory")
+            .map(|e| {
+                e.expect("an entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        assert_eq!(present, referenced, "seed {seed}: orphaned state files");
         retained
-    });
-    let referenced: BTreeSet<String> = retained
-        .iter()
-        .flat_map(|data| data.state_files().map(|f| f.name.clone()))
-        .collect();
-    let present: BTreeSet<String> = fs::read_dir(checkpoint.join("checkpoints/state"))
-        .expect("the state directory")
-        .map(|e| {
-            e.expect("an entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    assert_eq!(present, referenced, "seed {seed}: orphaned state files");
-    retained
+    }
 }

@@ -196,6 +196,25 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// A started job in `dir` (state in files) whose source (uid `words`) read `a b a` and whose
+/// totals (uid `totals`) were output; its queue and the totals it outputs.
+async fn running_job_with_state(
+    dir: &Path,
+) -> (
+    StreamingContext,
+    QueueStream<String>,
+    tokio::sync::watch::Receiver<Totals>,
+) {
+    let queue = QueueStream::new(true, 1);
+    queue.push(words(&["a", "b", "a"]));
+    let (out, mut rx) = tokio::sync::watch::channel(Totals::new());
+    let mut ctx = StreamingContext::new(configure_files(StreamingConfig::local(dir)));
+    word_totals(&ctx, &queue, Some("words"), out, None);
+    ctx.start().await.unwrap();
+    until_equal(&mut rx, &totals(&[("a", 2), ("b", 1)])).await;
+    (ctx, queue, rx)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_savepoint_of_a_running_job_restores_a_changed_program_from_a_copy_once() {
     let root = tempfile::tempdir().unwrap();
@@ -203,13 +222,7 @@ async fn a_savepoint_of_a_running_job_restores_a_changed_program_from_a_copy_onc
     let (taken, moved) = (root.path().join("taken"), root.path().join("moved"));
 
     // A running job, with state.
-    let queue = QueueStream::new(true, 1);
-    queue.push(words(&["a", "b", "a"]));
-    let (out, mut rx) = tokio::sync::watch::channel(Totals::new());
-    let mut ctx = StreamingContext::new(configure_files(StreamingConfig::local(&job1)));
-    word_totals(&ctx, &queue, Some("words"), out, None);
-    ctx.start().await.unwrap();
-    until_equal(&mut rx, &totals(&[("a", 2), ("b", 1)])).await;
+    let (ctx, queue, mut rx) = running_job_with_state(&job1).await;
     // A later batch's output: batches run one at a time, so the one with the words has
     // completed, and a checkpoint taken now holds its state (not only lists it as pending).
     tokio::time::timeout(Duration::from_secs(30), rx.changed())
@@ -339,13 +352,7 @@ async fn a_savepoint_of_a_running_job_restores_a_changed_program_from_a_copy_onc
 async fn a_local_savepoint_restores_into_a_job_on_s3() {
     let root = tempfile::tempdir().unwrap();
     let (job1, taken) = (root.path().join("job1"), root.path().join("taken"));
-    let queue = QueueStream::new(true, 1);
-    queue.push(words(&["a", "b", "a"]));
-    let (out, mut rx) = tokio::sync::watch::channel(Totals::new());
-    let mut ctx = StreamingContext::new(configure_files(StreamingConfig::local(&job1)));
-    word_totals(&ctx, &queue, Some("words"), out, None);
-    ctx.start().await.unwrap();
-    until_equal(&mut rx, &totals(&[("a", 2), ("b", 1)])).await;
+    let (mut ctx, _queue, _rx) = running_job_with_state(&job1).await;
     ctx.stop_with_savepoint(weir::Storage::local(&taken))
         .await
         .unwrap();
