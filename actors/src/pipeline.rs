@@ -454,6 +454,16 @@ pub trait Pipeline: Send + Sync + 'static {
         self.restore(checkpoint)
     }
 
+    /// Whether the pipeline holds exactly the state of `checkpoint` already, restored by the
+    /// embedding before the engine started (to check that it fits) and unchanged since: the
+    /// driver then neither reads the checkpoint's state files nor restores. Asked once, at a
+    /// driver's start, and answers `true` at most once (a later driver restarts from the
+    /// checkpoint as usual). By default `false`.
+    fn holds(&self, checkpoint: &CheckpointData) -> bool {
+        let _ = checkpoint;
+        false
+    }
+
     /// Resets the pipeline to the state of `checkpoint` (matching operator state by id), or to
     /// its initial state when there is none. Called at every start of the driver, before any
     /// batch is generated; anything the pipeline held from an earlier run is dropped.

@@ -403,9 +403,10 @@ impl StreamingContext {
                 .read_state_files(data)
                 .await
                 .map_err(|e| Error::Checkpoint(e.to_string()))?;
+            // The graph keeps this state: the driver's first start does not read it again.
             context
                 .pipeline()
-                .restore_with_files(Some(data), &files)
+                .restore_to_check(data, &files)
                 .map_err(|e| Error::Incompatible(e.to_string()))?;
         }
         context.restored = restored.map(|(id, data, skipped)| {

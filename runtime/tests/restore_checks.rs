@@ -412,6 +412,40 @@ async fn a_local_savepoint_restores_into_a_job_on_s3() {
     }
 }
 
+/// `get_or_create` reads a checkpoint's state files once: the graph keeps the state it restored
+/// to check that the checkpoint fits, and the driver's first start does not read them again —
+/// deleted in between, the job still starts with its totals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_files_are_read_once_at_start() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("job");
+    let (ctx, _queue, _rx) = running_job_with_state(&dir).await;
+    ctx.stop(true).await.unwrap();
+
+    let queue = QueueStream::new(true, 1);
+    let (out, mut rx) = tokio::sync::watch::channel(Totals::new());
+    let build_queue = queue.clone();
+    let mut ctx = StreamingContext::get_or_create(&dir, move |config| {
+        let ctx = StreamingContext::new(configure_files(config));
+        word_totals(&ctx, &build_queue, Some("words"), out, None);
+        Ok(ctx)
+    })
+    .await
+    .unwrap();
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir.join("checkpoints/state")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+        removed += 1;
+    }
+    assert!(removed > 0, "the state was in files");
+    ctx.start().await.unwrap();
+    // The source's position came with the checkpoint: the first pushed batch is not read.
+    queue.push(words(&["already-read"]));
+    queue.push(words(&["b"]));
+    until_equal(&mut rx, &totals(&[("a", 2), ("b", 2)])).await;
+    ctx.stop(true).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn savepoints_refuse_operators_without_an_id_and_restores_refuse_unknown_state() {
     let root = tempfile::tempdir().unwrap();

@@ -181,15 +181,21 @@ impl Actor for Driver {
                  operator id"
             );
         }
-        // Only the state files the restored checkpoint references, each verified.
-        let files = match &restored {
-            Some(data) => checkpoints.read_state_files(data).await?,
-            None => Default::default(),
-        };
-        args.pipeline
-            .restore_with_files(restored.as_ref(), &files)
-            .map_err(|e| format!("restoring operator state from the checkpoint: {e}"))?;
-        drop(files);
+        if restored
+            .as_ref()
+            .is_some_and(|data| args.pipeline.holds(data))
+        {
+            tracing::debug!("the pipeline holds the checkpoint's state already (checked at start)");
+        } else {
+            // Only the state files the restored checkpoint references, each verified.
+            let files = match &restored {
+                Some(data) => checkpoints.read_state_files(data).await?,
+                None => Default::default(),
+            };
+            args.pipeline
+                .restore_with_files(restored.as_ref(), &files)
+                .map_err(|e| format!("restoring operator state from the checkpoint: {e}"))?;
+        }
         let interval_ms = (config.batch_interval.as_millis() as u64).max(1);
         let zero_time_ms = restored
             .as_ref()

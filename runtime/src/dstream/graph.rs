@@ -454,6 +454,10 @@ pub(crate) struct GraphShared {
     started: AtomicBool,
     /// What restore reported (operators without state, state dropped), for the context.
     pub(crate) restore_report: Mutex<Vec<String>>,
+    /// The checkpoint `get_or_create` restored the graph to (to check it fits), while nothing
+    /// has changed the state since: the driver's first start takes it instead of reading the
+    /// state files and restoring again.
+    checked_restore: Mutex<Option<CheckpointData>>,
     /// Why operators added to the graph are invalid (reported by `validate`).
     invalid: Mutex<Vec<String>>,
 }
@@ -481,6 +485,7 @@ impl GraphShared {
             next_stream: AtomicU32::new(0),
             started: AtomicBool::new(false),
             restore_report: Mutex::new(Vec::new()),
+            checked_restore: Mutex::new(None),
             invalid: Mutex::new(Vec::new()),
         }
     }
@@ -888,6 +893,12 @@ impl Pipeline for GraphPipeline {
     fn restore(&self, checkpoint: Option<&CheckpointData>) -> Result<(), UserError> {
         self.restore_from(checkpoint, &StateFiles::new())
     }
+
+    fn holds(&self, checkpoint: &CheckpointData) -> bool {
+        lock(&self.graph.checked_restore)
+            .take()
+            .is_some_and(|held| held == *checkpoint)
+    }
     fn batch_inputs(&self, batch_time_ms: u64) -> BTreeMap<String, u64> {
         self.graph
             .nodes()
@@ -917,12 +928,27 @@ impl Pipeline for GraphPipeline {
 }
 
 impl GraphPipeline {
+    /// [`restore_with_files`](Pipeline::restore_with_files) by `get_or_create`, to check that
+    /// `checkpoint` fits the graph: the graph then holds its state, which the driver's first
+    /// start keeps ([`Pipeline::holds`]) instead of reading the state files again.
+    pub(crate) fn restore_to_check(
+        &self,
+        checkpoint: &CheckpointData,
+        files: &StateFiles,
+    ) -> Result<(), UserError> {
+        self.restore_from(Some(checkpoint), files)?;
+        *lock(&self.graph.checked_restore) = Some(checkpoint.clone());
+        Ok(())
+    }
+
     /// Resets every node to its state in `checkpoint` (inline, or in `files`).
     fn restore_from(
         &self,
         checkpoint: Option<&CheckpointData>,
         files: &StateFiles,
     ) -> Result<(), UserError> {
+        // Whatever the graph held from a checked restore is replaced.
+        lock(&self.graph.checked_restore).take();
         lock(&self.graph.inputs).clear();
 
         let mut by_id: BTreeMap<&str, &OperatorState> = checkpoint
