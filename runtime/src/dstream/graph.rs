@@ -821,6 +821,7 @@ impl Pipeline for GraphPipeline {
                     operator_id: node.meta().uid(),
                     type_name: lifecycle.state_type().to_owned(),
                     data: weir_actors::checkpoint::StateData::Inline(data),
+                    schema_version: weir_actors::checkpoint::FIRST_SCHEMA_VERSION,
                 });
             }
         }
@@ -1069,6 +1070,7 @@ impl GraphPipeline {
                 operator_id,
                 type_name: lifecycle.state_type().to_owned(),
                 data,
+                schema_version: weir_actors::checkpoint::FIRST_SCHEMA_VERSION,
             });
         }
         Ok(snapshot)
