@@ -9,8 +9,9 @@
 //!
 //! The format tests at the end check the versioning rule of `docs/architecture.md`: an older
 //! layout, an unknown optional section, an unknown critical section, and the golden fixtures
-//! `tests/fixtures/checkpoint-v1.bin` and `tests/fixtures/checkpoint-chain-v1.bin` (operator
-//! state as chains of state files, tag `0x8009`).
+//! `tests/fixtures/checkpoint-v1.bin`, `tests/fixtures/checkpoint-chain-v1.bin` (operator
+//! state as chains of state files, tag `0x8009`) and `tests/fixtures/checkpoint-schema-v1.bin`
+//! (state schema versions, tag `0x800A`).
 
 // Helpers outside `#[test]` fns are test code too; clippy.toml's `allow-unwrap-in-tests`
 // does not see them.
@@ -251,11 +252,13 @@ fn full(time: u64) -> CheckpointData {
         ],
         operator_state: vec![
             OperatorState {
+                schema_version: 1,
                 operator_id: "count-by-page".to_owned(),
                 type_name: "weir::state::Counts".to_owned(),
                 data: StateData::Inline(vec![0, 1, 2, 255]),
             },
             OperatorState {
+                schema_version: 1,
                 operator_id: "window".to_owned(),
                 type_name: "weir::state::Window".to_owned(),
                 data: StateData::File(StateFileRef {
@@ -641,6 +644,7 @@ async fn state_file_round_trips(mode: Mode) {
 
     let data = CheckpointData {
         operator_state: vec![OperatorState {
+            schema_version: 1,
             operator_id: "window/page#1".to_owned(),
             type_name: "Window".to_owned(),
             data: StateData::File(file.clone()),
@@ -751,6 +755,7 @@ fn referencing(time: u64, files: &[&StateFileRef]) -> CheckpointData {
         operator_state: files
             .iter()
             .map(|file| OperatorState {
+                schema_version: 1,
                 operator_id: "op".to_owned(),
                 type_name: "State".to_owned(),
                 data: StateData::File((*file).clone()),
@@ -986,11 +991,13 @@ fn golden_value() -> CheckpointData {
         ],
         operator_state: vec![
             OperatorState {
+                schema_version: 1,
                 operator_id: "count-by-page".to_owned(),
                 type_name: "weir::state::Counts".to_owned(),
                 data: StateData::Inline(vec![0, 1, 2, 255]),
             },
             OperatorState {
+                schema_version: 1,
                 operator_id: "window".to_owned(),
                 type_name: "weir::state::Window".to_owned(),
                 data: StateData::File(StateFileRef {
@@ -1076,11 +1083,13 @@ async fn write_chain(
     let data = CheckpointData {
         operator_state: vec![
             OperatorState {
+                schema_version: 1,
                 operator_id: "op".to_owned(),
                 type_name: "State".to_owned(),
                 data: StateData::Chain(chain.to_vec()),
             },
             OperatorState {
+                schema_version: 1,
                 operator_id: "small".to_owned(),
                 type_name: "Small".to_owned(),
                 data: StateData::Inline(vec![1, 2, 3]),
@@ -1176,6 +1185,7 @@ async fn files_of_a_write_that_never_landed_are_collected() {
     let (_, chain) = write_chain(&store, 1, &[], b"base").await;
     let data = CheckpointData {
         operator_state: vec![OperatorState {
+            schema_version: 1,
             operator_id: "op".to_owned(),
             type_name: "State".to_owned(),
             data: StateData::Chain(chain.clone()),
@@ -1247,6 +1257,7 @@ fn chain_golden_value() -> CheckpointData {
     CheckpointData {
         operator_state: vec![
             OperatorState {
+                schema_version: 1,
                 operator_id: "counts".to_owned(),
                 type_name: "(alloc::string::String, (i64, core::option::Option<u64>))".to_owned(),
                 data: StateData::Chain(vec![
@@ -1256,6 +1267,7 @@ fn chain_golden_value() -> CheckpointData {
                 ]),
             },
             OperatorState {
+                schema_version: 1,
                 operator_id: "totals".to_owned(),
                 type_name: "(alloc::string::String, i64)".to_owned(),
                 data: StateData::Inline(b"weir-runtime/1\0\x01".to_vec()),
@@ -1282,6 +1294,49 @@ fn golden_chain_fixture_still_decodes() {
     );
     assert!(!without_chain.windows(3).any(|w| w == [0x89, 0x80, 0x02]));
     assert_eq!(value.state_files().count(), 3);
+}
+
+fn schema_golden_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoint-schema-v1.bin")
+}
+
+/// The value stored in `tests/fixtures/checkpoint-schema-v1.bin`: the chain fixture's, with
+/// the chained operator's state at schema version 2 and the inline one's at 7. Never change it.
+fn schema_golden_value() -> CheckpointData {
+    let mut value = chain_golden_value();
+    value.operator_state[0].schema_version = 2;
+    value.operator_state[1].schema_version = 7;
+    value
+}
+
+/// `tests/fixtures/checkpoint-schema-v1.bin` is the first encoding of state schema versions
+/// (section `0x800A`, operator id → version, for versions other than 1); every later build
+/// must read it. The fixtures without versions still encode byte for byte as before (their
+/// tests above) and decode with every state at version 1.
+#[test]
+fn golden_schema_version_fixture_still_decodes() {
+    let value = schema_golden_value();
+    let bytes = std::fs::read(schema_golden_path()).unwrap();
+    assert_eq!(CheckpointData::decode(&bytes).unwrap(), value);
+    assert_eq!(value.encode().unwrap(), bytes);
+    // Tag 0x800A as a varint: critical, so a reader that does not know schema versions
+    // refuses the checkpoint instead of reading version-2 state as version 1's type.
+    let tag = [0x8A, 0x80, 0x02];
+    assert!(bytes.windows(3).any(|w| w == tag));
+    let old = std::fs::read(chain_golden_path()).unwrap();
+    assert!(!old.windows(3).any(|w| w == tag));
+    let decoded = CheckpointData::decode(&old).unwrap();
+    assert!(
+        decoded
+            .operator_state
+            .iter()
+            .all(|op| op.schema_version == 1)
+    );
+    // Only versions other than 1 are written: back at 1, the bytes are the old fixture's.
+    let mut back = value;
+    back.operator_state[0].schema_version = 1;
+    back.operator_state[1].schema_version = 1;
+    assert_eq!(back.encode().unwrap(), old);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1320,6 +1375,7 @@ async fn a_local_savepoint_is_self_contained_relocatable_and_outside_retention(m
         .unwrap();
     let mut data = referencing(5_000, &[&file]);
     data.operator_state.push(OperatorState {
+        schema_version: 1,
         operator_id: "small".to_owned(),
         type_name: "Small".to_owned(),
         data: StateData::Inline(vec![1, 2, 3]),

@@ -226,7 +226,9 @@ impl StreamingConfig {
     }
 
     /// Flink's `--allowNonRestoredState`: on restore, drop the state of operators that no
-    /// longer exist instead of refusing to start (the same as `allow_unmatched_state`).
+    /// longer exist, and state at a [schema version](crate::DStream::state_schema) the
+    /// program cannot migrate, instead of refusing to start (the same as
+    /// `allow_unmatched_state`).
     #[must_use]
     pub fn allow_non_restored_state(mut self, allow: bool) -> Self {
         self.allow_unmatched_state = allow;

@@ -350,6 +350,21 @@ impl ManualClock {
         self.restart()
     }
 
+    /// Like [`restart_with`](Self::restart_with) (new code) and
+    /// [`restart_with_config`](Self::restart_with_config) (a changed configuration) at once.
+    ///
+    /// # Errors
+    ///
+    /// The snapshot does not fit the new graph.
+    pub fn restart_with_code_and_config(
+        &mut self,
+        configure: impl FnOnce(&mut StreamingConfig),
+        build: impl Fn(&StreamingContext) + Send + Sync + 'static,
+    ) -> Result<(), Error> {
+        self.build = Box::new(build);
+        self.restart_with_config(configure)
+    }
+
     /// Like [`restart`](Self::restart), after `configure` changed the configuration (e.g.
     /// `allow_unmatched_state`).
     ///

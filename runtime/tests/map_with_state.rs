@@ -565,3 +565,257 @@ async fn incremental_checkpoints_write_only_what_changed() {
         );
     }
 }
+
+/// Version 2 of the counting state of the schema tests: version 1 was a bare `u64` count.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Count {
+    count: u64,
+    /// The batch that last counted the key (0: migrated, not counted since).
+    last: u64,
+}
+
+/// The migration hook a version-2 program of the schema tests gives.
+#[derive(Clone)]
+enum Migration {
+    None,
+    /// Counts its calls.
+    Counted(std::sync::Arc<std::sync::atomic::AtomicU64>),
+    /// Fails at its call number `.0` with "boom".
+    FailsAt(u64, std::sync::Arc<std::sync::atomic::AtomicU64>),
+}
+
+/// Version 1: a count per key (`map_with_state`, uid `counts`), every batch's sum of counts
+/// collected.
+fn counts_v1(
+    queue: &QueueStream<u64>,
+    out: &Collected<((), u64)>,
+) -> impl Fn(&weir::StreamingContext) + Send + Sync + 'static {
+    let (q, out) = (queue.clone(), out.clone());
+    move |ctx| {
+        let counts = ctx
+            .queue_stream(&q)
+            .map(|k: &u64| (*k, 1u64))
+            .map_with_state(StateSpec::function(
+                |_: &u64, one: Option<&u64>, n: &mut State<u64>| {
+                    let c = n.get().copied().unwrap_or(0) + one.copied().unwrap_or(0);
+                    n.update(c);
+                    c
+                },
+            ))
+            .uid("counts");
+        out.collect(
+            &counts
+                .state_snapshots()
+                .map(|(_, c)| ((), *c))
+                .reduce_by_key(|a, b| a + b),
+        );
+    }
+}
+
+/// Version 2: the state is a [`Count`] (schema version 2), migrated by `migration`; every
+/// batch's sum of counts and number of keys counted since the migration collected.
+fn counts_v2(
+    queue: &QueueStream<u64>,
+    out: &Collected<((), (u64, u64))>,
+    migration: Migration,
+) -> impl Fn(&weir::StreamingContext) + Send + Sync + 'static {
+    use std::sync::atomic::Ordering;
+    let (q, out) = (queue.clone(), out.clone());
+    move |ctx| {
+        let counts = ctx
+            .queue_stream(&q)
+            .map(|k: &u64| (*k, 1u64))
+            .map_with_state(StateSpec::function_with_time(
+                |time, _: &u64, one: Option<&u64>, n: &mut State<Count>| {
+                    let mut c = n.get().cloned().unwrap_or(Count { count: 0, last: 0 });
+                    c.count += one.copied().unwrap_or(0);
+                    c.last = time;
+                    n.update(c.clone());
+                    Some(c.count)
+                },
+            ))
+            .uid("counts")
+            .state_schema(2);
+        let counts = match migration.clone() {
+            Migration::None => counts,
+            Migration::Counted(calls) => counts.migrate_state(move |from, old| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                match from {
+                    1 => Ok(Count {
+                        count: old.decode::<u64>()?,
+                        last: 0,
+                    }),
+                    _ => Err(format!("no migration from version {from}")),
+                }
+            }),
+            Migration::FailsAt(at, calls) => counts.migrate_state(move |_, old| {
+                if calls.fetch_add(1, Ordering::SeqCst) + 1 == at {
+                    return Err("boom".to_owned());
+                }
+                Ok(Count {
+                    count: old.decode::<u64>()?,
+                    last: 0,
+                })
+            }),
+        };
+        out.collect(
+            &counts
+                .state_snapshots()
+                .map(|(_, c)| ((), (c.count, u64::from(c.last > 0))))
+                .reduce_by_key(|a, b| (a.0 + b.0, a.1 + b.1)),
+        );
+    }
+}
+
+/// A state schema change with incremental checkpoints, on both backends: version 1 checkpoints
+/// a chain (a base and three deltas, in state files); a version-2 program without a hook, or
+/// with one that fails, is refused with one sentence; with a hook it migrates base and deltas
+/// (every key's count carried over into the new type), counts on, and checkpoints a new base
+/// at version 2, which a restart reads without migrating again; a version-1 program is then
+/// refused (the checkpoint is newer), unless its state may be dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_schema_change_migrates_a_chain_on_both_backends() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use weir::StreamingConfig;
+    use weir::checkpoint::{CheckpointConfig, CheckpointStore, StateData};
+    use weir::dstream::{DiskStateOptions, StateBackend};
+
+    const KEYS: u64 = 2_000;
+    const CHANGED: u64 = 50;
+    let dir = tempfile::tempdir().unwrap();
+    for backend in [
+        StateBackend::Memory,
+        StateBackend::Disk(DiskStateOptions::new(dir.path())),
+    ] {
+        let name = backend.name();
+        let config = |allow: bool| {
+            let b = backend.clone();
+            move |c: &mut StreamingConfig| {
+                c.state_backend = b;
+                c.state_inline_max_bytes = 0;
+                c.allow_unmatched_state = allow;
+            }
+        };
+        let queue = QueueStream::new(true, 2);
+        queue.push((0..KEYS).collect());
+        for b in 1..=4u64 {
+            queue.push((0..CHANGED).map(|i| (i * 97 + b * 1_013) % KEYS).collect());
+        }
+        let (v1_out, v2_out) = (Collected::default(), Collected::default());
+        let mut clock =
+            ManualClock::with_config(INTERVAL, 2, config(false), counts_v1(&queue, &v1_out))
+                .unwrap();
+        let store = CheckpointStore::open(
+            weir::Storage::local(dir.path().join(name)),
+            CheckpointConfig::default(),
+        )
+        .await
+        .unwrap();
+        clock.checkpoint_to(Arc::new(store));
+        clock.run(4).await.unwrap();
+        assert_eq!(v1_out.batch(4 * INTERVAL), vec![((), KEYS + 3 * CHANGED)]);
+        let counts = |clock: &ManualClock| {
+            let data = clock.last_checkpoint().unwrap();
+            let state = data
+                .operator_state
+                .iter()
+                .find(|s| s.operator_id == "counts");
+            let state = state.unwrap();
+            match &state.data {
+                StateData::Chain(files) => (state.schema_version, files.len()),
+                other => panic!("{name}: not a chain: {other:?}"),
+            }
+        };
+        assert_eq!(
+            counts(&clock),
+            (1, 4),
+            "{name}: version 1, a base and 3 deltas"
+        );
+
+        // Version 2 without a hook: refused, naming the operator, both versions, the way out.
+        let err = clock
+            .restart_with_code_and_config(
+                config(false),
+                counts_v2(&queue, &v2_out, Migration::None),
+            )
+            .unwrap_err()
+            .to_string();
+        for part in [
+            "\"counts\"",
+            "schema version 1",
+            "version 2",
+            ".migrate_state(..)",
+            "allow_non_restored_state",
+        ] {
+            assert!(err.contains(part), "{name}: {part:?} missing from {err}");
+        }
+        // A hook that fails: the operator, the keys migrated before, the hook's message.
+        let calls = Arc::new(AtomicU64::new(0));
+        let err = clock
+            .restart_with_code_and_config(
+                config(false),
+                counts_v2(&queue, &v2_out, Migration::FailsAt(11, calls)),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"counts\"") && err.contains("after 10 keys") && err.contains("boom"),
+            "{name}: {err}"
+        );
+
+        // With the hook: base and deltas migrated; the counts go on from them.
+        let calls = Arc::new(AtomicU64::new(0));
+        let migrated = counts_v2(&queue, &v2_out, Migration::Counted(Arc::clone(&calls)));
+        clock
+            .restart_with_code_and_config(config(false), migrated)
+            .unwrap();
+        let report = clock.context().restore_report().join("\n");
+        assert!(
+            report.contains("migrated from schema version 1 to 2"),
+            "{name}: {report}"
+        );
+        // Every key of the base, and every key of each of the 3 deltas.
+        assert_eq!(calls.load(Ordering::SeqCst), KEYS + 3 * CHANGED, "{name}");
+        clock.run(1).await.unwrap();
+        assert_eq!(
+            v2_out.batch(5 * INTERVAL),
+            vec![((), (KEYS + 4 * CHANGED, CHANGED))],
+            "{name}: counts carried over, and the keys of the new batch counted"
+        );
+        // The next checkpoint is a new base, at version 2 (the old files hold version 1).
+        assert_eq!(counts(&clock), (2, 1), "{name}");
+        let before = calls.load(Ordering::SeqCst);
+        clock
+            .restart_with_code_and_config(
+                config(false),
+                counts_v2(&queue, &v2_out, Migration::Counted(Arc::clone(&calls))),
+            )
+            .unwrap();
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            before,
+            "{name}: no second migration"
+        );
+
+        // Version 1 again: the checkpoint's state is newer; refused, or dropped if allowed.
+        let err = clock
+            .restart_with_code_and_config(config(false), counts_v1(&queue, &v1_out))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"counts\"")
+                && err.contains("schema version 2")
+                && err.contains("newer than this program's version 1"),
+            "{name}: {err}"
+        );
+        clock
+            .restart_with_code_and_config(config(true), counts_v1(&queue, &v1_out))
+            .unwrap();
+        let report = clock.context().restore_report().join("\n");
+        assert!(
+            report.contains("dropped the state of operator \"counts\""),
+            "{name}: {report}"
+        );
+    }
+}

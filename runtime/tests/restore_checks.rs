@@ -533,3 +533,231 @@ async fn savepoints_refuse_operators_without_an_id_and_restores_refuse_unknown_s
     .unwrap_err();
     assert!(err.to_string().contains("is not a savepoint"), "{err}");
 }
+
+// ------------------------------------------------------------------------------------------
+// State schema versions
+// ------------------------------------------------------------------------------------------
+
+/// Version 2 of the running totals' state: version 1 was a bare `u64` total.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Total {
+    total: u64,
+    /// Batches that counted the word since the migration.
+    batches: u64,
+}
+
+type Totals2 = std::collections::BTreeMap<String, (u64, u64)>;
+
+/// The running totals at schema version 2 (uid `totals`), migrated from version 1 if `hook`,
+/// sent on `out` after every batch with records.
+fn word_totals_v2(
+    ctx: &StreamingContext,
+    queue: &QueueStream<String>,
+    out: tokio::sync::watch::Sender<Totals2>,
+    hook: bool,
+) {
+    let totals = ctx
+        .queue_stream(queue)
+        .uid("words")
+        .map(|w: &String| (w.clone(), 1u64))
+        .update_state_by_key(|values: &[u64], state: Option<Total>| {
+            let mut state = state.unwrap_or_default();
+            if !values.is_empty() {
+                state.total += values.iter().sum::<u64>();
+                state.batches += 1;
+            }
+            Some(state)
+        })
+        .uid("totals")
+        .state_schema(2);
+    let totals = if hook {
+        totals.migrate_state(|from, old| match from {
+            1 => Ok(Total {
+                total: old.decode::<u64>()?,
+                batches: 0,
+            }),
+            _ => Err(format!("no migration from version {from}")),
+        })
+    } else {
+        totals
+    };
+    totals.foreach_batch(move |batch| {
+        if !batch.is_empty() {
+            let got = batch
+                .iter()
+                .map(|(w, t)| (w.clone(), (t.total, t.batches)))
+                .collect();
+            out.send_replace(got);
+        }
+        Ok(())
+    });
+}
+
+fn totals2(pairs: &[(&str, u64, u64)]) -> Totals2 {
+    pairs
+        .iter()
+        .map(|(w, t, b)| ((*w).to_owned(), (*t, *b)))
+        .collect()
+}
+
+async fn until_equal2(rx: &mut tokio::sync::watch::Receiver<Totals2>, want: &Totals2) {
+    let waited = tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|got| got == want))
+        .await
+        .map(|got| got.map(|_| ()));
+    if waited.is_err() {
+        panic!("never output {want:?}; last {:?}", *rx.borrow());
+    }
+}
+
+/// The parts of the refusal of state at schema version 1 by a version-2 program without a
+/// migration.
+const NO_MIGRATION: [&str; 5] = [
+    "operator \"totals\" has state of schema version 1",
+    "declares version 2",
+    "no migration",
+    ".migrate_state(..)",
+    "allow_non_restored_state",
+];
+
+/// A version-1 job stops with a savepoint. From its checkpoint and from the savepoint alike,
+/// a version-2 program without a migration is refused with the same sentence (nothing written
+/// for the savepoint) and one with a migration starts with every word's total carried into the
+/// new type; the version-1 program is then refused by the version-2 checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_schema_change_migrates_from_a_checkpoint_and_a_savepoint_alike() {
+    let root = tempfile::tempdir().unwrap();
+    let (job1, job2) = (root.path().join("job1"), root.path().join("job2"));
+    let savepoint = root.path().join("savepoint");
+
+    let queue = QueueStream::new(true, 1);
+    queue.push(words(&["a", "b", "a"]));
+    let (out, mut rx) = tokio::sync::watch::channel(Totals::new());
+    let mut ctx = StreamingContext::new(configure(StreamingConfig::local(&job1)));
+    word_totals(&ctx, &queue, Some("words"), out, None);
+    ctx.start().await.unwrap();
+    until_equal(&mut rx, &totals(&[("a", 2), ("b", 1)])).await;
+    let info = ctx
+        .stop_with_savepoint(weir::Storage::local(&savepoint))
+        .await
+        .unwrap();
+    assert!(info.manifest.operators.iter().any(|o| o.id == "totals"));
+
+    let v2 = |queue: &QueueStream<String>,
+              out: tokio::sync::watch::Sender<Totals2>,
+              hook: bool,
+              from_savepoint: bool| {
+        let (queue, savepoint) = (queue.clone(), savepoint.clone());
+        move |config: StreamingConfig| {
+            let mut config = configure(config);
+            if from_savepoint {
+                config = config.restore_from_savepoint(weir::Storage::local(&savepoint));
+            }
+            let ctx = StreamingContext::new(config);
+            word_totals_v2(&ctx, &queue, out, hook);
+            Ok(ctx)
+        }
+    };
+    // Without a migration: refused, from the checkpoint and from the savepoint alike.
+    let queue = QueueStream::new(true, 1);
+    for (dir, from_savepoint) in [(&job1, false), (&job2, true)] {
+        let (out, _rx) = tokio::sync::watch::channel(Totals2::new());
+        let err = StreamingContext::get_or_create(dir, v2(&queue, out, false, from_savepoint))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Incompatible(_)), "{err:?}");
+        let said = err.to_string();
+        for part in NO_MIGRATION {
+            assert!(said.contains(part), "{part:?} missing from {said}");
+        }
+    }
+    let written = std::fs::read_dir(job2.join("checkpoints"))
+        .map(|dir| dir.filter(|e| e.as_ref().unwrap().path().is_file()).count())
+        .unwrap_or(0);
+    assert_eq!(written, 0, "a refused savepoint is not restored");
+
+    // With a migration: the totals go on in the new type, from the checkpoint...
+    let (out, mut rx) = tokio::sync::watch::channel(Totals2::new());
+    let mut ctx = StreamingContext::get_or_create(&job1, v2(&queue, out, true, false))
+        .await
+        .unwrap();
+    let report = ctx.restore_report().join("\n");
+    assert!(
+        report.contains("migrated from schema version 1 to 2"),
+        "{report}"
+    );
+    ctx.start().await.unwrap();
+    // The source's restored position is past one pushed batch: this one is not read.
+    queue.push(words(&["already-read"]));
+    queue.push(words(&["a", "c"]));
+    until_equal2(&mut rx, &totals2(&[("a", 3, 1), ("b", 1, 0), ("c", 1, 1)])).await;
+    ctx.stop(true).await.unwrap();
+    // ... and from the savepoint, into another job.
+    let queue = QueueStream::new(true, 1);
+    let (out, mut rx) = tokio::sync::watch::channel(Totals2::new());
+    let mut ctx = StreamingContext::get_or_create(&job2, v2(&queue, out, true, true))
+        .await
+        .unwrap();
+    ctx.start().await.unwrap();
+    queue.push(words(&["already-read"]));
+    queue.push(words(&["b"]));
+    until_equal2(&mut rx, &totals2(&[("a", 2, 0), ("b", 2, 1)])).await;
+    ctx.stop(true).await.unwrap();
+
+    // The version-1 program, from the version-2 checkpoint: refused in one sentence.
+    let err = StreamingContext::get_or_create(&job1, |config| {
+        let ctx = StreamingContext::new(configure(config));
+        let (out, _rx) = tokio::sync::watch::channel(Totals::new());
+        word_totals(&ctx, &QueueStream::new(true, 1), Some("words"), out, None);
+        Ok(ctx)
+    })
+    .await
+    .unwrap_err();
+    let said = err.to_string();
+    assert!(
+        said.contains("operator \"totals\" has state of schema version 2")
+            && said.contains("newer than this program's version 1"),
+        "{said}"
+    );
+}
+
+/// State whose type kept its name but not its shape (here: bytes that do not decode as the
+/// totals) is refused with a sentence suggesting a schema version and a migration, not with
+/// the decoder's error alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_that_does_not_decode_suggests_a_schema_version() {
+    use weir::checkpoint::{CheckpointConfig, CheckpointStore, StateData};
+
+    let dir = tempfile::tempdir().unwrap();
+    run_once(dir.path()).await;
+    let store = CheckpointStore::open(
+        weir::Storage::local(dir.path().join("checkpoints")),
+        CheckpointConfig::default(),
+    )
+    .await
+    .unwrap();
+    let mut data = store.read_latest().await.unwrap().unwrap().data;
+    let totals = data
+        .operator_state
+        .iter_mut()
+        .find(|s| s.operator_id == "totals")
+        .unwrap();
+    // The runtime's header, then `Some(` and a varint cut short.
+    totals.data = StateData::Inline(b"weir-runtime/1\0\x01\xff".to_vec());
+    store.write(&data).await.unwrap();
+    let err = StreamingContext::get_or_create(dir.path(), |config| {
+        let ctx = StreamingContext::new(configure(config));
+        let (out, _rx) = tokio::sync::watch::channel(Totals::new());
+        word_totals(&ctx, &QueueStream::new(true, 1), Some("words"), out, None);
+        Ok(ctx)
+    })
+    .await
+    .unwrap_err();
+    let said = err.to_string();
+    assert!(
+        said.contains("operator \"totals\"")
+            && said.contains("does not decode as today's state type")
+            && said.contains(".state_schema(2)")
+            && said.contains(".migrate_state(..)"),
+        "{said}"
+    );
+}

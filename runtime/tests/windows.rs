@@ -815,3 +815,57 @@ mod engine {
         assert!(nonempty >= 5, "too few non-empty windows: {nonempty}");
     }
 }
+
+/// A window's state takes a schema version too (set on the composite operator, it reaches the
+/// inner window), but no migration: state of another version is refused naming the window, or
+/// dropped when allowed; a migration hook given to a window's stream refuses the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_windows_state_schema_change_is_refused_or_dropped() {
+    let queue = QueueStream::new(true, 2);
+    for batch in scrambled(4) {
+        queue.push(batch);
+    }
+    let out: Collected<(String, i64)> = Collected::default();
+    let build = |version: u32| {
+        let (q, o) = (queue.clone(), out.clone());
+        move |ctx: &StreamingContext| {
+            let windowed = ctx
+                .queue_stream(&q)
+                .uid("input")
+                .reduce_by_key_and_window(|a, b| a + b, secs(3), secs(1))
+                .uid("windowed")
+                .state_schema(version);
+            o.collect(&windowed);
+        }
+    };
+    let mut clock = ManualClock::new(INTERVAL, 2, build(1)).unwrap();
+    clock.run(3).await.unwrap();
+    let err = clock.restart_with(build(2)).unwrap_err().to_string();
+    assert!(
+        err.contains("operator \"windowed/window\" has state of schema version 1")
+            && err.contains("declares version 2"),
+        "{err}"
+    );
+    clock
+        .restart_with_code_and_config(|c| c.allow_unmatched_state = true, build(2))
+        .unwrap();
+    let report = clock.context().restore_report().join("\n");
+    assert!(
+        report.contains("dropped the state of operator \"windowed/window\""),
+        "{report}"
+    );
+
+    let mut ctx = StreamingContext::new(
+        StreamingConfig::new(Storage::memory()).batch_interval(Duration::from_millis(INTERVAL)),
+    );
+    ctx.queue_stream(&queue)
+        .reduce_by_key_and_window(|a, b| a + b, secs(3), secs(1))
+        .uid("w")
+        .migrate_state(|_, old| old.decode::<i64>())
+        .foreach_batch(|_| Ok(()));
+    let err = ctx.start().await.unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidGraph(m) if m.contains("migrate_state") && m.contains("\"w\"")),
+        "{err}"
+    );
+}

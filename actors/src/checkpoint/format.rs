@@ -261,6 +261,21 @@ pub(crate) mod tag {
     /// critical tag (a reader that does not know chains must not restore without the state).
     /// Written instead of tag 7 only when some state is a chain; the two never appear together.
     pub(crate) const OPERATOR_STATE_CHAINED: u16 = 0x8009;
+    /// `BTreeMap<String, u32>`: operator id → the schema version of its state
+    /// ([`OperatorState::schema_version`]), for the operators whose version is not
+    /// [`FIRST_SCHEMA_VERSION`](super::FIRST_SCHEMA_VERSION) (absent: every state is at
+    /// version 1, as before versions existed). Critical, and written only when not empty: a
+    /// reader that does not know versions would read state of a later version as the first
+    /// one's type, so it must refuse the checkpoint; one without versions is unchanged.
+    pub(crate) const STATE_SCHEMA_VERSIONS: u16 = 0x800A;
+}
+
+/// The schema version of an operator's state when its program does not say
+/// ([`OperatorState::schema_version`]), and of all state written before versions existed.
+pub const FIRST_SCHEMA_VERSION: u32 = 1;
+
+fn first_schema_version() -> u32 {
+    FIRST_SCHEMA_VERSION
 }
 
 /// Everything a checkpoint holds: data only, never code.
@@ -309,6 +324,13 @@ pub struct OperatorState {
     pub type_name: String,
     /// The state's bytes, inline or in a separate state file.
     pub data: StateData,
+    /// The schema version of the state's type, as the program that wrote it declared it
+    /// ([`FIRST_SCHEMA_VERSION`] if it did not): a restore by a program declaring another
+    /// version migrates the state or refuses it. Not part of section 7's (or `0x8009`'s)
+    /// type — that encoding is unchanged — but stored in its own section, `0x800A`
+    /// (`tag::STATE_SCHEMA_VERSIONS`), for the operators whose version is not the first.
+    #[serde(skip, default = "first_schema_version")]
+    pub schema_version: u32,
 }
 
 /// Where an operator's state bytes live.
@@ -412,7 +434,7 @@ impl CheckpointData {
     /// [`FormatError::Encode`] if a field cannot be encoded, which no value of these types
     /// causes today.
     pub fn encode(&self) -> Result<Vec<u8>, FormatError> {
-        let sections = [
+        let mut sections = vec![
             section(tag::CHECKPOINT_TIME_MS, &self.checkpoint_time_ms)?,
             section(tag::PENDING_BATCHES, &self.pending_batches)?,
             section(tag::BATCH_INTERVAL_MS, &self.batch_interval_ms)?,
@@ -426,6 +448,10 @@ impl CheckpointData {
             },
             section(tag::GRAPH_FINGERPRINT, &self.graph_fingerprint)?,
         ];
+        let versions = self.schema_versions();
+        if !versions.is_empty() {
+            sections.push(section(tag::STATE_SCHEMA_VERSIONS, &versions)?);
+        }
         Ok(frame(CHECKPOINT_FRAME, &encode_sections(&sections)?))
     }
 
@@ -465,6 +491,19 @@ impl CheckpointData {
             (None, Some(bytes)) => field(tag::OPERATOR_STATE_CHAINED, &bytes)?,
             (plain, None) => opt(tag::OPERATOR_STATE, plain)?,
         };
+        let mut operator_state: Vec<OperatorState> = operator_state;
+        if let Some(bytes) = take(tag::STATE_SCHEMA_VERSIONS) {
+            let versions: BTreeMap<String, u32> = field(tag::STATE_SCHEMA_VERSIONS, &bytes)?;
+            for (id, version) in versions {
+                let Some(op) = operator_state.iter_mut().find(|op| op.operator_id == id) else {
+                    return Err(FormatError::BadSection {
+                        tag: tag::STATE_SCHEMA_VERSIONS,
+                        detail: format!("a schema version for operator {id:?}, which has no state"),
+                    });
+                };
+                op.schema_version = version;
+            }
+        }
         let data = CheckpointData {
             checkpoint_time_ms,
             pending_batches: opt(tag::PENDING_BATCHES, take(tag::PENDING_BATCHES))?,
@@ -489,6 +528,16 @@ impl CheckpointData {
             StateData::Chain(files) => files.as_slice(),
             StateData::Inline(_) => &[],
         })
+    }
+
+    /// The schema versions that are not [`FIRST_SCHEMA_VERSION`], by operator id (section
+    /// `0x800A`).
+    fn schema_versions(&self) -> BTreeMap<&str, u32> {
+        self.operator_state
+            .iter()
+            .filter(|op| op.schema_version != FIRST_SCHEMA_VERSION)
+            .map(|op| (op.operator_id.as_str(), op.schema_version))
+            .collect()
     }
 
     /// Whether some operator's state is a [`StateData::Chain`] (stored under tag `0x8009`).
@@ -732,6 +781,20 @@ mod tests {
         let err = CheckpointData::decode(&frame(CHECKPOINT_FRAME, &wrong.unwrap()));
         assert!(
             matches!(err, Err(FormatError::BadSection { tag: 2, .. })),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_schema_version_for_an_operator_without_state_is_rejected() {
+        let versions = BTreeMap::from([("gone".to_owned(), 2u32)]);
+        let bytes = encode_sections(&[
+            section(tag::CHECKPOINT_TIME_MS, &5u64).unwrap(),
+            section(tag::STATE_SCHEMA_VERSIONS, &versions).unwrap(),
+        ]);
+        let err = CheckpointData::decode(&frame(CHECKPOINT_FRAME, &bytes.unwrap())).unwrap_err();
+        assert!(
+            matches!(&err, FormatError::BadSection { tag: 0x800A, detail } if detail.contains("\"gone\"")),
             "{err:?}"
         );
     }

@@ -49,6 +49,10 @@
 //! * A missing optional section takes the field's default; `checkpoint_time_ms` (tag 1) is
 //!   required.
 //! * The header's format version changes only if the framing itself changes.
+//!
+//! The schema version of an operator's *state* (its Rust type's, declared by the program:
+//! [`OperatorState::schema_version`]) is another thing: it travels in section `0x800A`, and
+//! the runtime migrates or refuses state of another version on restore.
 
 pub(crate) mod format;
 mod resolve;
@@ -57,8 +61,8 @@ mod store;
 
 pub use format::{
     CHECKPOINT_FORMAT_VERSION, CHECKPOINT_MAGIC, CRITICAL_TAG_BIT, CheckpointData, CheckpointId,
-    FormatError, HEADER_LEN, OperatorState, STATE_FILE_FORMAT_VERSION, STATE_FILE_MAGIC,
-    SourceOffset, StateData, StateFileRef,
+    FIRST_SCHEMA_VERSION, FormatError, HEADER_LEN, OperatorState, STATE_FILE_FORMAT_VERSION,
+    STATE_FILE_MAGIC, SourceOffset, StateData, StateFileRef,
 };
 pub use savepoint::{
     MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION, RESTORED_FROM_LOCATION_SETTING,

@@ -123,6 +123,7 @@ fn checkpoint(i: u64, state: StateData) -> CheckpointData {
         checkpoint_time_ms: 1_000 * i,
         pending_batches: vec![1_000 * i],
         operator_state: vec![OperatorState {
+            schema_version: 1,
             operator_id: "counts".to_owned(),
             type_name: "u64".to_owned(),
             data: state,

@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 
 use weir_actors::StreamId;
 use weir_actors::checkpoint::{
-    CheckpointData, CheckpointId, OperatorState, StateData, StateFileRef, StateUpload,
+    CheckpointData, CheckpointId, FIRST_SCHEMA_VERSION, OperatorState, StateData, StateFileRef,
+    StateUpload,
 };
 use weir_actors::pipeline::{
     BatchInput, BoxFuture, Job, Pipeline, PlanningError, ReceiverFactory, Snapshot, StateFiles,
@@ -163,6 +164,29 @@ pub(crate) trait Lifecycle: Send + Sync {
         let _ = (type_name, bytes);
         None
     }
+    /// Takes the program's migration hook for the node's state (an
+    /// `Arc<schema::MigrateFn<S>>` for its state type `S`); `false` if the node cannot.
+    fn set_migration(&self, hook: Box<dyn std::any::Any + Send + Sync>) -> bool {
+        let _ = hook;
+        false
+    }
+    /// Whether the node has a migration hook for its state.
+    fn migrates(&self) -> bool {
+        false
+    }
+    /// State of schema version `from` (`bytes`: what [`restore`](Self::restore) reads, or a
+    /// delta of a chain if `delta`) rewritten as today's with the migration hook; `migrated`
+    /// counts the keys migrated so far. Only called if [`migrates`](Self::migrates).
+    fn migrate(
+        &self,
+        from: u32,
+        bytes: &[u8],
+        delta: bool,
+        migrated: &mut u64,
+    ) -> Result<Vec<u8>, String> {
+        let _ = (from, bytes, delta, migrated);
+        Err("the operator has no state migration".to_owned())
+    }
     /// Drops everything and restores `state` (`None`: a fresh start for this node).
     fn restore(&self, graph: &GraphShared, state: Option<&[u8]>) -> ComputeResult<()>;
     /// Batch `time` completed.
@@ -195,11 +219,19 @@ pub(crate) struct NodeMeta {
     pub(crate) uid_set: AtomicBool,
     /// Where the user's program made it (the public builder's caller), for messages.
     pub(crate) defined_at: &'static std::panic::Location<'static>,
+    /// The schema version of its state ([`DStream::state_schema`](super::DStream::state_schema);
+    /// [`FIRST_SCHEMA_VERSION`] unless set).
+    pub(crate) schema_version: AtomicU32,
 }
 
 impl NodeMeta {
     pub(crate) fn uid(&self) -> String {
         lock(&self.uid).clone()
+    }
+
+    /// The schema version of the node's state.
+    pub(crate) fn schema_version(&self) -> u32 {
+        self.schema_version.load(Ordering::SeqCst)
     }
 }
 
@@ -517,6 +549,7 @@ impl GraphShared {
                 uid: Mutex::new(format!("{kind}-{index}")),
                 uid_set: AtomicBool::new(false),
                 defined_at: std::panic::Location::caller(),
+                schema_version: AtomicU32::new(FIRST_SCHEMA_VERSION),
             },
             compute: Box::new(compute),
             memo: Memo::default(),
@@ -838,6 +871,7 @@ impl Pipeline for GraphPipeline {
                     operator_id: node.meta().uid(),
                     type_name: lifecycle.state_type().to_owned(),
                     data: weir_actors::checkpoint::StateData::Inline(data),
+                    schema_version: node.meta().schema_version(),
                 });
             }
         }
@@ -970,6 +1004,48 @@ impl GraphPipeline {
             };
             let uid = node.meta().uid();
             let state = match by_id.remove(uid.as_str()) {
+                Some(state) if state.schema_version != node.meta().schema_version() => {
+                    let (theirs, ours) = (state.schema_version, node.meta().schema_version());
+                    let refusal = if theirs > ours {
+                        Some(format!(
+                            "operator {uid:?} has state of schema version {theirs} in the \
+                             checkpoint, newer than this program's version {ours}; run a \
+                             program that declares version {theirs} or later, or restore with \
+                             allow_non_restored_state to drop this operator's state"
+                        ))
+                    } else if !lifecycle.migrates() {
+                        Some(format!(
+                            "operator {uid:?} has state of schema version {theirs} in the \
+                             checkpoint but this program declares version {ours} and gives it \
+                             no migration; add one with .migrate_state(..), or restore with \
+                             allow_non_restored_state to drop this operator's state"
+                        ))
+                    } else {
+                        None
+                    };
+                    if let Some(refusal) = refusal {
+                        if !self.graph.settings.allow_unmatched_state {
+                            return Err(refusal.into());
+                        }
+                        report.push(format!(
+                            "dropped the state of operator {uid:?} (schema version {theirs}, \
+                             the program's is {ours}); it starts empty"
+                        ));
+                        matched.push((Arc::clone(node), None));
+                        continue;
+                    }
+                    let migrated = migrate_state(lifecycle, theirs, read_state(state, files)?)
+                        .map_err(|(keys, e)| {
+                            format!(
+                                "operator {uid:?}: migrating its state from schema version \
+                                 {theirs} to {ours} failed after {keys} keys: {e}"
+                            )
+                        })?;
+                    report.push(format!(
+                        "operator {uid:?}: state migrated from schema version {theirs} to {ours}"
+                    ));
+                    Some(migrated)
+                }
                 Some(state) => {
                     let read = read_state(state, files)?;
                     let bytes = match read {
@@ -1006,9 +1082,13 @@ impl GraphPipeline {
                     } else {
                         return Err(format!(
                             "operator {uid:?} held state of type {} in the checkpoint, but is \
-                             now {}; give the changed operator a new id to start it empty",
+                             now {}; if the state's type changed, declare a new schema version \
+                             with .state_schema({}) and migrate the old state with \
+                             .migrate_state(..), or give the changed operator a new id to start \
+                             it empty",
                             state.type_name,
-                            lifecycle.state_type()
+                            lifecycle.state_type(),
+                            state.schema_version.saturating_add(1)
                         )
                         .into());
                     }
@@ -1055,7 +1135,22 @@ impl GraphPipeline {
                         lifecycle.restore_chain(&self.graph, &base, &deltas, &files)
                     }
                 };
-                restored.map_err(|e| format!("restoring {:?}: {e}", node.meta().uid()))?;
+                restored.map_err(|e| {
+                    let uid = node.meta().uid();
+                    if e.0.starts_with("decoding") {
+                        // The type kept its name but not its shape.
+                        format!(
+                            "operator {uid:?}: its state in the checkpoint (schema version {}) \
+                             does not decode as today's state type ({e}); if that type changed, \
+                             declare a new schema version with .state_schema({}) and migrate \
+                             the old state with .migrate_state(..)",
+                            node.meta().schema_version(),
+                            node.meta().schema_version().saturating_add(1)
+                        )
+                    } else {
+                        format!("restoring {uid:?}: {e}")
+                    }
+                })?;
             }
         }
         for line in &report {
@@ -1107,10 +1202,38 @@ impl GraphPipeline {
                 operator_id,
                 type_name: lifecycle.state_type().to_owned(),
                 data,
+                schema_version: node.meta().schema_version(),
             });
         }
         Ok(snapshot)
     }
+}
+
+/// `state` of schema version `from` migrated by `lifecycle`'s hook: a chain's base and each of
+/// its deltas, the chain then restored without its files (its next checkpoint writes a new
+/// base: the files hold the old version). On failure, the keys migrated before and why.
+fn migrate_state(
+    lifecycle: &dyn Lifecycle,
+    from: u32,
+    state: Restoring,
+) -> Result<Restoring, (u64, String)> {
+    let mut keys = 0;
+    let mut migrate = |bytes: &[u8], delta: bool| {
+        lifecycle
+            .migrate(from, bytes, delta, &mut keys)
+            .map_err(|e| (keys, e))
+    };
+    Ok(match state {
+        Restoring::Whole(bytes) => Restoring::Whole(migrate(&bytes, false)?),
+        Restoring::Chain { base, deltas, .. } => Restoring::Chain {
+            base: migrate(&base, false)?,
+            deltas: deltas
+                .iter()
+                .map(|d| migrate(d, true))
+                .collect::<Result<_, _>>()?,
+            files: Vec::new(),
+        },
+    })
 }
 
 /// The state of `state`: inline, or read from `files` (a chain: its base and deltas, each

@@ -26,6 +26,7 @@ use serde::de::DeserializeOwned;
 
 use super::graph::{BatchCx, Compute, GraphShared, Lifecycle, Node};
 use super::memo::Memo;
+use super::schema::{Hook, migrate_encoding};
 use super::state::{Piece, Versions};
 use super::state_backend::part::{Next, StatePart};
 use super::{DStream, Data, Key, StableMap};
@@ -201,6 +202,8 @@ struct Core<K, V, S, T> {
     initial: Vec<(K, S)>,
     state: Versions<K, Entry<S>>,
     mapped: Memo<Arc<Vec<T>>>,
+    /// The migration hook of `S` (the time of the last update is kept as it was).
+    migration: Hook<S>,
 }
 
 impl<K, V, S, T> Core<K, V, S, T>
@@ -377,6 +380,34 @@ where
     fn state_type(&self) -> &'static str {
         std::any::type_name::<(K, Entry<S>)>()
     }
+    fn set_migration(&self, hook: Box<dyn std::any::Any + Send + Sync>) -> bool {
+        self.0.migration.set(hook)
+    }
+    fn migrates(&self) -> bool {
+        self.0.migration.get().is_some()
+    }
+    fn migrate(
+        &self,
+        from: u32,
+        bytes: &[u8],
+        delta: bool,
+        migrated: &mut u64,
+    ) -> Result<Vec<u8>, String> {
+        let hook = self
+            .0
+            .migration
+            .get()
+            .ok_or("the operator has no state migration")?;
+        // A stored entry is `(state, last update)`: the hook reads the state, then the time.
+        let entry = |old: &[u8]| -> Result<(Entry<S>, usize), String> {
+            let (state, used) = Hook::value(hook.as_ref(), from, old)?;
+            let (updated, rest): (Option<u64>, _) =
+                postcard::take_from_bytes(old.get(used..).unwrap_or_default())
+                    .map_err(|e| format!("decoding the time of a key's last update: {e}"))?;
+            Ok(((state, updated), old.len() - rest.len()))
+        };
+        migrate_encoding::<K, Entry<S>>(bytes, delta, &entry, migrated)
+    }
     fn restore(&self, _: &GraphShared, bytes: Option<&[u8]>) -> ComputeResult<()> {
         self.0.mapped.clear();
         match bytes {
@@ -488,7 +519,9 @@ where
     ///
     /// The state is versioned per batch, checkpointed with every checkpoint under this
     /// operator's [`uid`](MapWithStateDStream::uid) and restored after a driver restart (the
-    /// initial state applies only to a start without state in the checkpoint).
+    /// initial state applies only to a start without state in the checkpoint). When `S` changes
+    /// shape, raise its [schema version](MapWithStateDStream::state_schema) and give a
+    /// [migration](MapWithStateDStream::migrate_state).
     ///
     /// Differences from Spark: timeouts are checked every batch (Spark checks them only when
     /// it checkpoints the state, every 10 batches by default), so a key times out in the first
@@ -553,6 +586,7 @@ where
             initial: spec.initial,
             state,
             mapped: Memo::default(),
+            migration: Hook::default(),
         });
         let mapped = self.derive("map_with_state", Mapped(Arc::clone(&core)));
         let snapshots = self.derive("state_snapshots", Snapshots(core));

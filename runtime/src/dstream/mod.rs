@@ -26,6 +26,7 @@ mod ops;
 mod output;
 mod pair;
 pub(crate) mod planned;
+mod schema;
 mod state;
 pub(crate) mod state_backend;
 mod window;
@@ -37,6 +38,7 @@ pub use output::{Batch, BatchPartition};
 pub use planned::{
     DirectStreamOptions, OffsetRange, OffsetSource, QueueStream, SIZE_CHUNK, StartingOffsets,
 };
+pub use schema::OldState;
 pub use state_backend::{DiskStateOptions, StateBackend};
 
 use crate::error::ComputeResult;

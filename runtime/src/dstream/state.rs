@@ -27,6 +27,7 @@ use weir_actors::checkpoint::{CheckpointId, StateFileRef};
 
 use super::graph::{BatchCx, Compute, GraphShared, Lifecycle, Node};
 use super::memo::{Memo, lock};
+use super::schema::{Hook, migrate_encoding};
 use super::state_backend::part::{Next, StatePart, Store};
 use super::{DStream, Data, Key, StableMap, partition_of};
 use crate::error::{ComputeError, ComputeResult};
@@ -479,6 +480,7 @@ struct UpdateStateByKey<K, V, S> {
     input: Arc<Node<(K, Vec<V>)>>,
     update: Box<UpdateFn<V, S>>,
     state: Versions<K, S>,
+    migration: Hook<S>,
 }
 
 impl<K, V, S> UpdateStateByKey<K, V, S>
@@ -555,6 +557,30 @@ where
     fn restore(&self, _: &GraphShared, bytes: Option<&[u8]>) -> ComputeResult<()> {
         self.state.restore(bytes)
     }
+    fn set_migration(&self, hook: Box<dyn std::any::Any + Send + Sync>) -> bool {
+        self.migration.set(hook)
+    }
+    fn migrates(&self) -> bool {
+        self.migration.get().is_some()
+    }
+    fn migrate(
+        &self,
+        from: u32,
+        bytes: &[u8],
+        delta: bool,
+        migrated: &mut u64,
+    ) -> Result<Vec<u8>, String> {
+        let hook = self
+            .migration
+            .get()
+            .ok_or("the operator has no state migration")?;
+        migrate_encoding::<K, S>(
+            bytes,
+            delta,
+            &|old| Hook::value(hook.as_ref(), from, old),
+            migrated,
+        )
+    }
     fn maintained(&self) -> bool {
         true
     }
@@ -574,7 +600,8 @@ where
     /// The result is a stream of every key's state after each batch.
     ///
     /// The state is checkpointed with every checkpoint, under this operator's
-    /// [`uid`](DStream::uid).
+    /// [`uid`](DStream::uid), with its [schema version](DStream::state_schema); when `S`
+    /// changes shape, raise the version and give a [migration](DStream::migrate_state).
     #[track_caller]
     pub fn update_state_by_key<S>(
         &self,
@@ -591,6 +618,7 @@ where
                 input: input.node.consumed(),
                 update: Box::new(update),
                 state: Versions::new(&self.graph, partitions),
+                migration: Hook::default(),
             },
         )
     }
