@@ -1375,7 +1375,7 @@ async fn a_local_savepoint_is_self_contained_relocatable_and_outside_retention(m
         .unwrap();
     let mut data = referencing(5_000, &[&file]);
     data.operator_state.push(OperatorState {
-        schema_version: 1,
+        schema_version: 3,
         operator_id: "small".to_owned(),
         type_name: "Small".to_owned(),
         data: StateData::Inline(vec![1, 2, 3]),
@@ -1389,13 +1389,13 @@ async fn a_local_savepoint_is_self_contained_relocatable_and_outside_retention(m
         .unwrap();
     assert_eq!(info.manifest.checkpoint_time_ms, 5_000);
     assert_eq!(info.manifest.state_files, vec![file.name.clone()]);
-    let ops: Vec<&str> = info
+    let ops: Vec<(&str, u32)> = info
         .manifest
         .operators
         .iter()
-        .map(|o| o.id.as_str())
+        .map(|o| (o.id.as_str(), o.schema_version))
         .collect();
-    assert_eq!(ops, ["op", "small"]);
+    assert_eq!(ops, [("op", 1), ("small", 3)]);
     // A second savepoint to the same place is refused, and so is a checkpoint directory.
     let again = export_savepoint(&store, id, &data, &Storage::local(&taken)).await;
     assert!(

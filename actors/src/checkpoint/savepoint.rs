@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use opendal::Buffer;
 use serde::{Deserialize, Serialize};
 
-use super::format::{CheckpointData, CheckpointId};
+use super::format::{CheckpointData, CheckpointId, FIRST_SCHEMA_VERSION};
 use super::store::{CheckpointConfig, CheckpointError, CheckpointStore};
 use crate::clock::now_ms;
 use crate::storage::durable;
@@ -50,6 +50,10 @@ pub const RESTORED_FROM_SETTING: &str = "restored_from_savepoint";
 /// gone from there resumes from the job's own checkpoints when the newest names that place.
 pub const RESTORED_FROM_LOCATION_SETTING: &str = "restored_from_savepoint_location";
 
+fn first_schema_version() -> u32 {
+    FIRST_SCHEMA_VERSION
+}
+
 /// One operator's state in a savepoint, as its manifest lists it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavepointOperator {
@@ -57,6 +61,10 @@ pub struct SavepointOperator {
     pub id: String,
     /// The name of its state's type.
     pub type_name: String,
+    /// The schema version of its state (absent in manifests written before versions existed:
+    /// [`FIRST_SCHEMA_VERSION`]).
+    #[serde(default = "first_schema_version")]
+    pub schema_version: u32,
 }
 
 /// The manifest of a savepoint (`savepoint.json`, documented in `docs/architecture.md`).
@@ -227,6 +235,7 @@ pub async fn export(
             .map(|op| SavepointOperator {
                 id: op.operator_id.clone(),
                 type_name: op.type_name.clone(),
+                schema_version: op.schema_version,
             })
             .collect(),
         state_files,
@@ -387,5 +396,21 @@ impl Savepoint {
             "savepoint restored into the job's checkpoint store"
         );
         Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A manifest entry written before schema versions existed reads as version 1.
+    #[test]
+    fn an_operator_without_a_schema_version_is_at_the_first() -> Result<(), serde_json::Error> {
+        let old: SavepointOperator = serde_json::from_str(r#"{"id":"totals","type_name":"u64"}"#)?;
+        assert_eq!(old.schema_version, FIRST_SCHEMA_VERSION);
+        let new: SavepointOperator =
+            serde_json::from_str(r#"{"id":"totals","type_name":"u64","schema_version":2}"#)?;
+        assert_eq!(new.schema_version, 2);
+        Ok(())
     }
 }
