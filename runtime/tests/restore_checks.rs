@@ -704,20 +704,28 @@ async fn a_state_schema_change_migrates_from_a_checkpoint_and_a_savepoint_alike(
     ctx.stop(true).await.unwrap();
 
     // The version-1 program, from the version-2 checkpoint: refused in one sentence.
-    let err = StreamingContext::get_or_create(&job1, |config| {
-        let ctx = StreamingContext::new(configure(config));
-        let (out, _rx) = tokio::sync::watch::channel(Totals::new());
-        word_totals(&ctx, &QueueStream::new(true, 1), Some("words"), out, None);
-        Ok(ctx)
-    })
-    .await
-    .unwrap_err();
-    let said = err.to_string();
+    let said = refused_start_of_the_first_program(&job1).await;
     assert!(
         said.contains("operator \"totals\" has state of schema version 2")
             && said.contains("newer than this program's version 1"),
         "{said}"
     );
+}
+
+/// Why `get_or_create` refuses to start the first program (`word_totals`, schema version 1)
+/// from the checkpoints in `dir`.
+async fn refused_start_of_the_first_program(dir: &Path) -> String {
+    let refused = StreamingContext::get_or_create(dir, |config| {
+        let ctx = StreamingContext::new(configure(config));
+        let (out, _rx) = tokio::sync::watch::channel(Totals::new());
+        word_totals(&ctx, &QueueStream::new(true, 1), Some("words"), out, None);
+        Ok(ctx)
+    })
+    .await;
+    match refused {
+        Ok(_) => panic!("the first program started from {}", dir.display()),
+        Err(err) => err.to_string(),
+    }
 }
 
 /// State whose type kept its name but not its shape (here: bytes that do not decode as the
@@ -744,15 +752,7 @@ async fn state_that_does_not_decode_suggests_a_schema_version() {
     // The runtime's header, then `Some(` and a varint cut short.
     totals.data = StateData::Inline(b"weir-runtime/1\0\x01\xff".to_vec());
     store.write(&data).await.unwrap();
-    let err = StreamingContext::get_or_create(dir.path(), |config| {
-        let ctx = StreamingContext::new(configure(config));
-        let (out, _rx) = tokio::sync::watch::channel(Totals::new());
-        word_totals(&ctx, &QueueStream::new(true, 1), Some("words"), out, None);
-        Ok(ctx)
-    })
-    .await
-    .unwrap_err();
-    let said = err.to_string();
+    let said = refused_start_of_the_first_program(dir.path()).await;
     assert!(
         said.contains("operator \"totals\"")
             && said.contains("does not decode as today's state type")
