@@ -320,6 +320,34 @@ impl DiskStore {
         Ok(self.base())
     }
 
+    /// Writes `changes` (`Some` a key's new state, `None` the key removed), in order, into the
+    /// B-tree, in transactions of at most [`FOLD_CHUNK`] changes: a restore applies a chain's
+    /// deltas this way, one entry at a time, instead of merging them in memory first.
+    pub(crate) fn write_changes<K, S>(
+        &self,
+        changes: impl Iterator<Item = ComputeResult<(K, Option<S>)>>,
+    ) -> ComputeResult<()>
+    where
+        K: Key + Serialize + DeserializeOwned,
+        S: Data + Serialize + DeserializeOwned,
+    {
+        let mut chunk: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        for change in changes {
+            let (k, s) = change?;
+            let key = prefix(partition_of(&k, self.partitions)).to_vec();
+            let key = postcard::to_extend(&k, key).map_err(encoding)?;
+            let state = match s {
+                Some(s) => Some(postcard::to_allocvec(&s).map_err(encoding)?),
+                None => None,
+            };
+            chunk.push((key, state));
+            if chunk.len() >= FOLD_CHUNK {
+                self.apply(&mut chunk)?;
+            }
+        }
+        self.apply(&mut chunk)
+    }
+
     /// Writes `chunk` in one transaction, and empties it.
     fn apply(&self, chunk: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>) -> ComputeResult<()> {
         if chunk.is_empty() {
