@@ -2,26 +2,29 @@
 //! disk (issue 17, items 1 and 5).
 //!
 //! ```text
-//! cargo run --release -p weir-examples --bin state_bench -- [KEYS] [BATCHES]
+//! cargo run --release -p weir-examples --bin state_bench -- [KEYS] [BATCHES] [CACHE_MIB]
 //! ```
 //!
 //! `map_with_state` (a running count) whose state grows to `KEYS` keys (default 10,000,000)
 //! over `BATCHES` batches (default 20): each batch adds `KEYS / BATCHES` new keys and updates
-//! 1 % of the keys already there (spread over them). Driven by [`ManualClock`], 4 partitions,
-//! with a checkpoint written after every batch into a checkpoint store in a temporary directory
+//! 1 % of the keys already there (spread over them). The disk backend's cache is `CACHE_MIB`
+//! MiB (default 64, the backend's default). Driven by [`ManualClock`], 4 partitions, with a
+//! checkpoint written after every batch into a checkpoint store in a temporary directory
 //! (retain 2) — as the engine writes them. Each of the four configurations (disk and memory
 //! backend, incremental and full checkpoints) runs in a child process of its own (this program
-//! re-run with `--child BACKEND CHECKPOINTS KEYS BATCHES`), so its resident memory is its own.
-//! A batch's input is generated inside the batch (a `flat_map` of its number), never queued.
+//! re-run with `--child BACKEND CHECKPOINTS KEYS BATCHES CACHE_MIB`), so its resident memory
+//! is its own. A batch's input is generated inside the batch (a `flat_map` of its number),
+//! never queued.
 //!
 //! Per batch, a child prints the keys in the state, the bytes the checkpoint wrote (the
 //! checkpoint file plus its new state files), the time of the batch with its checkpoint, the
-//! process's resident memory after it (`VmRSS`) and its peak so far (`VmHWM`), and the heap's
-//! live bytes after the batch and their peak during it (counted by this program's global
-//! allocator); at the end, the time to restore from the last checkpoint (read, verify, rebuild
-//! the state) and the memory after it. The parent prints one table per configuration and a summary. Each run stops
-//! by itself and removes its directory (under the system's temporary directory); nothing
-//! listens on the network.
+//! process's resident memory after it (`VmRSS`) and its peak so far (`VmHWM`), the heap's live
+//! bytes after the batch and their peak during it (counted by this program's global
+//! allocator), and the size of the disk backend's state file; at the end, the time to restore
+//! from the last checkpoint (read, verify, rebuild the state) and the memory after it. The
+//! parent prints its children's lines (stderr), one table per configuration and a summary.
+//! Each run stops by itself and removes its directory (under the system's temporary
+//! directory); nothing listens on the network.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeSet;
