@@ -28,7 +28,7 @@ use weir_actors::checkpoint::{CheckpointId, StateFileRef};
 use super::graph::{BatchCx, Compute, GraphShared, Lifecycle, Node};
 use super::memo::{Memo, lock};
 use super::schema::{Hook, migrate_encoding};
-use super::state_backend::part::{Next, StatePart, Store};
+use super::state_backend::part::{Entries, Next, StatePart, Store};
 use super::{DStream, Data, Key, StableMap, partition_of};
 use crate::error::{ComputeError, ComputeResult};
 
@@ -390,11 +390,26 @@ where
     ) -> ComputeResult<()> {
         self.restore(Some(base_bytes))?;
         let mut base = lock(&self.base);
-        // The deltas merged, in order (a later one's word on a key wins), then applied to the
-        // base at once: one copy of each partition, one fold.
+        let mut as_of = base.as_of;
+        if self.store.changes_in_place() {
+            // The disk backend: each delta's entries written into the base in order (a later
+            // one's word on a key wins), one at a time — memory holds no delta decoded whole.
+            for bytes in deltas {
+                let (delta_as_of, entries) = Entries::<K, Option<S>>::open(bytes)
+                    .map_err(|e| ComputeError::new(format!("decoding a state delta: {e}")))?;
+                as_of = as_of.max(delta_as_of);
+                self.store.write_changes(entries)?;
+            }
+            base.as_of = as_of;
+            base.encoded = None;
+            drop(base);
+            self.restart_chain(chain);
+            return Ok(());
+        }
+        // The memory backend: the deltas merged, in order (a later one's word on a key wins),
+        // then applied to the base at once: one copy of each partition.
         let mut changes: Vec<StableMap<K, Option<S>>> =
             (0..self.partitions).map(|_| StableMap::default()).collect();
-        let mut as_of = base.as_of;
         for bytes in deltas {
             let (delta_as_of, entries): (Option<u64>, Vec<(K, Option<S>)>) =
                 postcard::from_bytes(bytes)
@@ -428,13 +443,18 @@ where
         }
         base.as_of = as_of;
         drop(base);
+        self.restart_chain(chain);
+        Ok(())
+    }
+
+    /// After a restore from `chain`: the next checkpoints' deltas go over it.
+    fn restart_chain(&self, chain: &[StateFileRef]) {
         if let Some(incremental) = &self.incremental {
             let mut inc = lock(incremental);
             *inc = Incremental::default();
             inc.written = Some(CheckpointId(0));
             inc.chain = chain.to_vec();
         }
-        Ok(())
     }
 
     /// Replaces everything with the decoded state (or an empty one).

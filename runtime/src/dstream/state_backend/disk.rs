@@ -6,9 +6,10 @@
 //! key was removed), or the base's. A batch that replaces a whole partition
 //! (`update_state_by_key`, which updates every key every batch) makes a layer that hides
 //! everything below it. When batch `t` completes (one batch in flight) or a checkpoint is taken
-//! as of `t`, the layers of `t`'s versions are written into the B-tree ("folded", in
-//! transactions of at most `FOLD_CHUNK` changes), and `t` becomes the base: memory holds only
-//! the layers of the batches not folded yet, and the B-tree's page cache, whose size is set.
+//! as of `t`, the layers of `t`'s versions are written into the B-tree ("folded", sorted by key
+//! in chunks, in transactions of at most `FOLD_CHUNK` changes), and `t` becomes the base: memory
+//! holds only the layers of the batches not folded yet, and the B-tree's page cache, whose size
+//! is set.
 //!
 //! Keys in the B-tree are the partition (4 bytes, big-endian) then the key's `postcard`
 //! bytes; values are the state's `postcard` bytes — the bytes of the checkpoint encoding, so
@@ -53,6 +54,14 @@ const DURABLE_EVERY: u64 = 16;
 
 /// The most changes one transaction of a fold writes.
 const FOLD_CHUNK: usize = 1024;
+
+/// The most changes sorted at once before they are written (in transactions of
+/// [`FOLD_CHUNK`]): sorted, neighbouring changes share the B-tree's pages — at 2 M keys, a
+/// restore's deltas were written 3 times faster than in the order they come in.
+const SORT_CHUNK: usize = 64 * 1024;
+
+/// The most bytes of changes sorted at once (large states fill fewer than [`SORT_CHUNK`]).
+const SORT_CHUNK_BYTES: usize = 8 << 20;
 
 /// No fold yet (since the last load).
 const NOT_FOLDED: u64 = u64::MAX;
@@ -267,9 +276,10 @@ impl DiskStore {
 
     /// Writes the layers of `parts`, the versions after batch `through`, into the B-tree.
     ///
-    /// In transactions of at most [`FOLD_CHUNK`] changes: a B-tree transaction keeps every
-    /// page it changes in memory until it commits, and changes spread over the keys touch
-    /// most pages, so one transaction for a whole batch would hold most of the tree. Readers
+    /// Sorted by key in chunks of [`SORT_CHUNK`], in transactions of at most [`FOLD_CHUNK`]
+    /// changes: a B-tree transaction keeps every page it changes in memory until it commits,
+    /// and changes spread over the keys touch most pages, so one transaction for a whole batch
+    /// would hold most of the tree. Readers
     /// never see a fold half-done: every version read during the fold reads the folded
     /// layers first (they are trimmed only after the fold, by the versions made after it).
     pub(crate) fn fold<K, S>(
@@ -281,7 +291,7 @@ impl DiskStore {
         K: Key + Serialize + DeserializeOwned,
         S: Data + Serialize + DeserializeOwned,
     {
-        let mut chunk: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        let mut chunk = Chunk::default();
         for part in &parts {
             let StatePart::Disk(p) = part else {
                 return Err(ComputeError::new(
@@ -308,8 +318,7 @@ impl DiskStore {
                         Some(s) => Some(postcard::to_allocvec(s).map_err(encoding)?),
                         None => None,
                     };
-                    chunk.push((key, state));
-                    if chunk.len() >= FOLD_CHUNK {
+                    if chunk.push(key, state) {
                         self.apply(&mut chunk)?;
                     }
                 }
@@ -320,28 +329,60 @@ impl DiskStore {
         Ok(self.base())
     }
 
-    /// Writes `chunk` in one transaction, and empties it.
-    fn apply(&self, chunk: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>) -> ComputeResult<()> {
-        if chunk.is_empty() {
-            return Ok(());
+    /// Writes `changes` (`Some` a key's new state, `None` the key removed), in order, into the
+    /// B-tree, in transactions of at most [`FOLD_CHUNK`] changes: a restore applies a chain's
+    /// deltas this way, one entry at a time, instead of merging them in memory first.
+    pub(crate) fn write_changes<K, S>(
+        &self,
+        changes: impl Iterator<Item = ComputeResult<(K, Option<S>)>>,
+    ) -> ComputeResult<()>
+    where
+        K: Key + Serialize + DeserializeOwned,
+        S: Data + Serialize + DeserializeOwned,
+    {
+        let mut chunk = Chunk::default();
+        for change in changes {
+            let (k, s) = change?;
+            let key = prefix(partition_of(&k, self.partitions)).to_vec();
+            let key = postcard::to_extend(&k, key).map_err(encoding)?;
+            let state = match s {
+                Some(s) => Some(postcard::to_allocvec(&s).map_err(encoding)?),
+                None => None,
+            };
+            if chunk.push(key, state) {
+                self.apply(&mut chunk)?;
+            }
         }
-        let txn = self.write(self.next_durable())?;
-        {
-            let mut table = txn.open_table(TABLE).map_err(store_error)?;
-            for (key, state) in chunk.drain(..) {
-                match state {
-                    Some(state) => {
-                        table
-                            .insert(key.as_slice(), state.as_slice())
-                            .map_err(store_error)?;
-                    }
-                    None => {
-                        table.remove(key.as_slice()).map_err(store_error)?;
+        self.apply(&mut chunk)
+    }
+
+    /// Writes `chunk` in key order (a key's changes in the order they were made: the last
+    /// wins), in transactions of at most [`FOLD_CHUNK`] changes, and empties it.
+    fn apply(&self, chunk: &mut Chunk) -> ComputeResult<()> {
+        // Stable: a key's changes stay in their order.
+        chunk.changes.sort_by(|a, b| a.0.cmp(&b.0));
+        for part in chunk.changes.chunks(FOLD_CHUNK) {
+            let txn = self.write(self.next_durable())?;
+            {
+                let mut table = txn.open_table(TABLE).map_err(store_error)?;
+                for (key, state) in part {
+                    match state {
+                        Some(state) => {
+                            table
+                                .insert(key.as_slice(), state.as_slice())
+                                .map_err(store_error)?;
+                        }
+                        None => {
+                            table.remove(key.as_slice()).map_err(store_error)?;
+                        }
                     }
                 }
             }
+            txn.commit().map_err(store_error)?;
         }
-        txn.commit().map_err(store_error)
+        chunk.changes.clear();
+        chunk.bytes = 0;
+        Ok(())
     }
 
     /// Removes every key of partition `part`, [`FOLD_CHUNK`] keys per transaction.
@@ -389,6 +430,22 @@ impl DiskStore {
             out.extend_from_slice(state.value());
         }
         Ok(out)
+    }
+}
+
+/// Encoded changes waiting to be written: `Some` a key's new state, `None` the key removed.
+#[derive(Default)]
+struct Chunk {
+    changes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    bytes: usize,
+}
+
+impl Chunk {
+    /// Adds a change; whether the chunk is full ([`SORT_CHUNK`], [`SORT_CHUNK_BYTES`]).
+    fn push(&mut self, key: Vec<u8>, state: Option<Vec<u8>>) -> bool {
+        self.bytes += key.len() + state.as_ref().map_or(0, Vec::len);
+        self.changes.push((key, state));
+        self.changes.len() >= SORT_CHUNK || self.bytes >= SORT_CHUNK_BYTES
     }
 }
 

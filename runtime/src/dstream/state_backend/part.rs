@@ -230,6 +230,31 @@ impl Store {
         }
     }
 
+    /// Whether the base is kept out of memory and changed in place (the disk backend): a
+    /// restore then writes a chain's deltas into it with [`write_changes`](Self::write_changes).
+    pub(crate) fn changes_in_place(&self) -> bool {
+        matches!(self, Store::Disk(_))
+    }
+
+    /// Writes the changes of a delta, in order, into the base in place, entry by entry (the
+    /// disk backend; the memory backend refuses: its caller merges the deltas and makes one
+    /// version of them).
+    pub(crate) fn write_changes<K, S>(
+        &self,
+        changes: impl Iterator<Item = ComputeResult<(K, Option<S>)>>,
+    ) -> ComputeResult<()>
+    where
+        K: Key + Serialize + DeserializeOwned,
+        S: Data + Serialize + DeserializeOwned,
+    {
+        match self {
+            Store::Memory => Err(ComputeError::new(
+                "the memory state backend changes no state in place",
+            )),
+            Store::Disk(d) => d.write_changes(changes),
+        }
+    }
+
     /// The base decoded from a checkpoint's `bytes`: as of which batch, and its partitions.
     pub(crate) fn decode<K, S>(
         &self,
