@@ -113,7 +113,9 @@ type Build = Box<dyn Fn(&StreamingContext) + Send + Sync>;
 /// Drives a graph batch by batch; see the [module documentation](self).
 pub struct ManualClock {
     interval_ms: u64,
-    parallelism: usize,
+    /// The configuration changes made so far ([`with_config`](ManualClock::with_config),
+    /// [`restart_with_config`](ManualClock::restart_with_config)), applied at every rebuild.
+    configured: StreamingConfig,
     build: Build,
     context: StreamingContext,
     next_batch: u64,
@@ -145,14 +147,15 @@ impl ManualClock {
         build: impl Fn(&StreamingContext) + Send + Sync + 'static,
     ) -> Result<Self, Error> {
         let build: Build = Box::new(build);
-        let context = Self::build(interval_ms, parallelism, &build);
+        let configured = Self::base_config(interval_ms, parallelism);
+        let context = Self::build_configured(configured.clone(), &build);
         context
             .pipeline()
             .restore(None)
             .map_err(|e| Error::Incompatible(e.to_string()))?;
         Ok(ManualClock {
             interval_ms,
-            parallelism,
+            configured,
             build,
             context,
             next_batch: interval_ms,
@@ -177,20 +180,15 @@ impl ManualClock {
         Ok(clock)
     }
 
-    fn build(interval_ms: u64, parallelism: usize, build: &Build) -> StreamingContext {
-        Self::build_configured(interval_ms, parallelism, build, |_| {})
-    }
-
-    fn build_configured(
-        interval_ms: u64,
-        parallelism: usize,
-        build: &Build,
-        configure: impl FnOnce(&mut StreamingConfig),
-    ) -> StreamingContext {
+    /// The configuration before any change: in memory, the clock's interval and parallelism.
+    fn base_config(interval_ms: u64, parallelism: usize) -> StreamingConfig {
         let mut config = StreamingConfig::new(Storage::memory())
             .batch_interval(Duration::from_millis(interval_ms));
         config.parallelism = parallelism;
-        configure(&mut config);
+        config
+    }
+
+    fn build_configured(config: StreamingConfig, build: &Build) -> StreamingContext {
         let context = StreamingContext::new(config);
         build(&context);
         context
@@ -326,9 +324,10 @@ impl ManualClock {
         }
     }
 
-    /// Rebuilds the graph from the same code and restores it from the last snapshot (taken
-    /// after the last batch, or by [`crash_mid_batch`](Self::crash_mid_batch)), as a driver
-    /// restart would.
+    /// Rebuilds the graph from the same code and configuration (with the changes of
+    /// [`with_config`](Self::with_config) and earlier restarts) and restores it from the last
+    /// snapshot (taken after the last batch, or by [`crash_mid_batch`](Self::crash_mid_batch)),
+    /// as a driver restart would.
     ///
     /// # Errors
     ///
@@ -366,7 +365,7 @@ impl ManualClock {
     }
 
     /// Like [`restart`](Self::restart), after `configure` changed the configuration (e.g.
-    /// `allow_unmatched_state`).
+    /// `allow_unmatched_state`); the change stays for later restarts.
     ///
     /// # Errors
     ///
@@ -375,8 +374,8 @@ impl ManualClock {
         &mut self,
         configure: impl FnOnce(&mut StreamingConfig),
     ) -> Result<(), Error> {
-        self.context =
-            Self::build_configured(self.interval_ms, self.parallelism, &self.build, configure);
+        configure(&mut self.configured);
+        self.context = Self::build_configured(self.configured.clone(), &self.build);
         let files = match (&self.store, &self.last_checkpoint) {
             (Some(store), Some(data)) => tokio::task::block_in_place(|| {
                 tokio::runtime::Handle::current().block_on(store.read_state_files(data))
