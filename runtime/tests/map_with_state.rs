@@ -478,31 +478,12 @@ async fn incremental_checkpoints_write_only_what_changed() {
             queue.push((0..CHANGED).map(|i| (i * 97 + b * 1_013) % KEYS).collect());
         }
         let totals = Collected::default();
-        let (q, t) = (queue.clone(), totals.clone());
         let b = backend.clone();
         let mut clock = ManualClock::with_config(
             INTERVAL,
             2,
             move |c| c.state_backend = b,
-            move |ctx| {
-                let counts = ctx
-                    .queue_stream(&q)
-                    .map(|k: &u64| (*k, 1u64))
-                    .map_with_state(StateSpec::function(
-                        |_: &u64, one: Option<&u64>, n: &mut State<u64>| {
-                            let c = n.get().copied().unwrap_or(0) + one.copied().unwrap_or(0);
-                            n.update(c);
-                            c
-                        },
-                    ))
-                    .uid("counts");
-                t.collect(
-                    &counts
-                        .state_snapshots()
-                        .map(|(_, c)| ((), *c))
-                        .reduce_by_key(|a, b| a + b),
-                );
-            },
+            counts_v1(&queue, &totals),
         )
         .unwrap();
         let store = CheckpointStore::open(
