@@ -169,15 +169,35 @@ fn len_u64(len: usize) -> u64 {
 
 /// Wraps `payload` in a header of `kind`: `{ magic | version | reserved | len | crc | payload }`.
 pub(crate) fn frame(kind: FrameKind, payload: &[u8]) -> Vec<u8> {
+    let header = header(kind, payload);
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-    out.extend_from_slice(&kind.magic);
-    out.extend_from_slice(&kind.version.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
-    out.extend_from_slice(&len_u64(payload.len()).to_le_bytes());
-    debug_assert_eq!(out.len(), CRC_AT);
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&out), payload);
-    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&header);
     out.extend_from_slice(payload);
+    out
+}
+
+/// [`frame`], in `payload`'s own allocation: the payload is moved up in place (growing a large
+/// allocation remaps its pages rather than copying them), so a large state file is never in
+/// memory twice.
+pub(crate) fn frame_owned(kind: FrameKind, mut payload: Vec<u8>) -> Vec<u8> {
+    let header = header(kind, &payload);
+    let len = payload.len();
+    payload.reserve_exact(HEADER_LEN);
+    payload.resize(len + HEADER_LEN, 0);
+    payload.copy_within(..len, HEADER_LEN);
+    payload[..HEADER_LEN].copy_from_slice(&header);
+    payload
+}
+
+/// The header [`frame`] puts before `payload`.
+fn header(kind: FrameKind, payload: &[u8]) -> [u8; HEADER_LEN] {
+    let mut out = [0u8; HEADER_LEN];
+    out[MAGIC_AT..VERSION_AT].copy_from_slice(&kind.magic);
+    out[VERSION_AT..RESERVED_AT].copy_from_slice(&kind.version.to_le_bytes());
+    // The reserved field stays 0.
+    out[PAYLOAD_LEN_AT..CRC_AT].copy_from_slice(&len_u64(payload.len()).to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&out[..CRC_AT]), payload);
+    out[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
     out
 }
 
@@ -553,6 +573,11 @@ pub(crate) fn encode_state_file(bytes: &[u8]) -> Vec<u8> {
     frame(STATE_FILE_FRAME, bytes)
 }
 
+/// [`encode_state_file`], in `bytes`' own allocation ([`frame_owned`]).
+pub(crate) fn encode_state_file_owned(bytes: Vec<u8>) -> Vec<u8> {
+    frame_owned(STATE_FILE_FRAME, bytes)
+}
+
 /// Checks a state file's frame and returns its payload (the state bytes).
 pub(crate) fn decode_state_file(bytes: &[u8]) -> Result<&[u8], FormatError> {
     unframe(STATE_FILE_FRAME, bytes)
@@ -666,6 +691,25 @@ impl StateFileName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Framing in place gives the bytes [`frame`] gives, whatever the payload's size and spare
+    /// capacity.
+    #[test]
+    fn framing_in_place_equals_framing_a_copy() {
+        for len in [0usize, 1, 23, 24, 25, 1_000, 300_000] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let mut spare = Vec::with_capacity(len + 100);
+            spare.extend_from_slice(&payload);
+            let framed = frame(STATE_FILE_FRAME, &payload);
+            assert_eq!(
+                frame_owned(STATE_FILE_FRAME, payload.clone()),
+                framed,
+                "{len}"
+            );
+            assert_eq!(frame_owned(STATE_FILE_FRAME, spare), framed, "{len}");
+            assert_eq!(decode_state_file(&framed).ok(), Some(payload.as_slice()));
+        }
+    }
     use proptest::prelude::*;
 
     fn example() -> CheckpointData {

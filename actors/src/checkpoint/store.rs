@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 
 use super::format::{
     CheckpointData, CheckpointId, FormatError, StateData, StateFileName, StateFileRef,
-    decode_state_file, encode_state_file,
+    decode_state_file, encode_state_file, encode_state_file_owned,
 };
 use super::resolve::{Decision, Observation, resolve};
 use crate::observe::event::Event;
@@ -1060,7 +1060,7 @@ impl CheckpointStore {
             // `read_state_file` refused names that do not parse.
             let slug = StateFileName::parse(&file.name).map_or(String::new(), |name| name.slug);
             let copy = self
-                .write_state_file_named(reservation.id, &slug, &bytes)
+                .write_state_file_named(reservation.id, &slug, bytes)
                 .await?;
             copies.insert(file.name.clone(), copy);
         }
@@ -1140,7 +1140,7 @@ impl CheckpointStore {
                 });
             };
             let file = self
-                .write_state_file_named(reservation.id, &upload.operator_id, &upload.bytes)
+                .write_state_file_named(reservation.id, &upload.operator_id, upload.bytes)
                 .await?;
             chain.push(file);
         }
@@ -1195,28 +1195,25 @@ impl CheckpointStore {
         bytes: &[u8],
     ) -> Result<StateFileRef, CheckpointError> {
         let next = CheckpointId(lock_ids(&self.ids).next.unwrap_or(u64::MAX));
-        self.write_state_file_named(next, operator_id, bytes).await
+        self.write_state_file_named(next, operator_id, bytes.to_vec())
+            .await
     }
 
-    /// Writes a state file whose name embeds `id`.
+    /// Writes a state file whose name embeds `id`, framing `bytes` in their own allocation.
     async fn write_state_file_named(
         &self,
         id: CheckpointId,
         operator_id: &str,
-        bytes: &[u8],
+        bytes: Vec<u8>,
     ) -> Result<StateFileRef, CheckpointError> {
-        let next = id;
         let seq = self.state_seq.fetch_add(1, Ordering::SeqCst);
-        let name = StateFileName::new(next, seq, operator_id).build();
+        let name = StateFileName::new(id, seq, operator_id).build();
+        let (len, crc32c) = (len_u64(bytes.len()), crc32c::crc32c(&bytes));
         self.backend
-            .publish(Area::State, &name, encode_state_file(bytes))
+            .publish(Area::State, &name, encode_state_file_owned(bytes))
             .await?;
-        tracing::debug!(store = %self.store, name = %name, bytes = bytes.len(), "state file written");
-        Ok(StateFileRef {
-            name,
-            len: len_u64(bytes.len()),
-            crc32c: crc32c::crc32c(bytes),
-        })
+        tracing::debug!(store = %self.store, name = %name, bytes = len, "state file written");
+        Ok(StateFileRef { name, len, crc32c })
     }
 
     /// Reads the state file `file` refers to, checking its frame, then its length and CRC32C

@@ -733,12 +733,16 @@ const DELTA_FORMAT: &str = "weir-delta/1";
 pub(crate) const INLINE_MAX: usize = 64 << 10;
 
 /// `header`, a 0 byte, then `bytes`.
-fn with_header(header: &str, bytes: &[u8]) -> Vec<u8> {
-    let mut data = Vec::with_capacity(header.len() + 1 + bytes.len());
-    data.extend_from_slice(header.as_bytes());
-    data.push(0);
-    data.extend_from_slice(bytes);
-    data
+fn with_header(header: &str, mut bytes: Vec<u8>) -> Vec<u8> {
+    // In the state's own allocation (growing a large one remaps its pages rather than copying
+    // them): a large state is not in memory twice.
+    let (len, prefix) = (bytes.len(), header.len() + 1);
+    bytes.reserve_exact(prefix);
+    bytes.resize(len + prefix, 0);
+    bytes.copy_within(..len, prefix);
+    bytes[..header.len()].copy_from_slice(header.as_bytes());
+    bytes[header.len()] = 0;
+    bytes
 }
 
 /// The bytes after `header` and its 0 byte.
@@ -1180,7 +1184,7 @@ impl GraphPipeline {
             let operator_id = node.meta().uid();
             let (data, upload) = match piece {
                 Piece::Full(bytes) => {
-                    let data = with_header(STATE_FORMAT, &bytes);
+                    let data = with_header(STATE_FORMAT, bytes);
                     if data.len() > self.graph.settings.state_inline_max_bytes {
                         (StateData::Chain(Vec::new()), Some(data))
                     } else {
@@ -1189,7 +1193,7 @@ impl GraphPipeline {
                 }
                 Piece::Delta { keep, delta } => (
                     StateData::Chain(keep),
-                    Some(with_header(DELTA_FORMAT, &delta)),
+                    Some(with_header(DELTA_FORMAT, delta)),
                 ),
             };
             if let Some(bytes) = upload {
