@@ -178,10 +178,14 @@ pub(crate) fn frame(kind: FrameKind, payload: &[u8]) -> Vec<u8> {
 
 /// [`frame`], in `payload`'s own allocation: the payload is moved up in place (growing a large
 /// allocation remaps its pages rather than copying them), so a large state file is never in
-/// memory twice.
-pub(crate) fn frame_owned(kind: FrameKind, mut payload: Vec<u8>) -> Vec<u8> {
-    let header = header(kind, &payload);
+/// memory twice. `payload_crc` is the payload's CRC32C, which the caller has computed anyway:
+/// the frame's checksum is combined from it instead of reading the payload again.
+pub(crate) fn frame_owned(kind: FrameKind, mut payload: Vec<u8>, payload_crc: u32) -> Vec<u8> {
     let len = payload.len();
+    let mut header = [0u8; HEADER_LEN];
+    fill_fields(&mut header, kind, len);
+    let crc = crc32c::crc32c_combine(crc32c::crc32c(&header[..CRC_AT]), payload_crc, len);
+    header[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
     payload.reserve_exact(HEADER_LEN);
     payload.resize(len + HEADER_LEN, 0);
     payload.copy_within(..len, HEADER_LEN);
@@ -189,13 +193,17 @@ pub(crate) fn frame_owned(kind: FrameKind, mut payload: Vec<u8>) -> Vec<u8> {
     payload
 }
 
+/// The header's fields before the checksum: magic, version, reserved (0), payload length.
+fn fill_fields(out: &mut [u8; HEADER_LEN], kind: FrameKind, payload_len: usize) {
+    out[MAGIC_AT..VERSION_AT].copy_from_slice(&kind.magic);
+    out[VERSION_AT..RESERVED_AT].copy_from_slice(&kind.version.to_le_bytes());
+    out[PAYLOAD_LEN_AT..CRC_AT].copy_from_slice(&len_u64(payload_len).to_le_bytes());
+}
+
 /// The header [`frame`] puts before `payload`.
 fn header(kind: FrameKind, payload: &[u8]) -> [u8; HEADER_LEN] {
     let mut out = [0u8; HEADER_LEN];
-    out[MAGIC_AT..VERSION_AT].copy_from_slice(&kind.magic);
-    out[VERSION_AT..RESERVED_AT].copy_from_slice(&kind.version.to_le_bytes());
-    // The reserved field stays 0.
-    out[PAYLOAD_LEN_AT..CRC_AT].copy_from_slice(&len_u64(payload.len()).to_le_bytes());
+    fill_fields(&mut out, kind, payload.len());
     let crc = crc32c::crc32c_append(crc32c::crc32c(&out[..CRC_AT]), payload);
     out[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
     out
@@ -573,9 +581,9 @@ pub(crate) fn encode_state_file(bytes: &[u8]) -> Vec<u8> {
     frame(STATE_FILE_FRAME, bytes)
 }
 
-/// [`encode_state_file`], in `bytes`' own allocation ([`frame_owned`]).
-pub(crate) fn encode_state_file_owned(bytes: Vec<u8>) -> Vec<u8> {
-    frame_owned(STATE_FILE_FRAME, bytes)
+/// [`encode_state_file`], in `bytes`' own allocation ([`frame_owned`]; `crc` is theirs).
+pub(crate) fn encode_state_file_owned(bytes: Vec<u8>, crc: u32) -> Vec<u8> {
+    frame_owned(STATE_FILE_FRAME, bytes, crc)
 }
 
 /// Checks a state file's frame and returns its payload (the state bytes).
@@ -701,12 +709,13 @@ mod tests {
             let mut spare = Vec::with_capacity(len + 100);
             spare.extend_from_slice(&payload);
             let framed = frame(STATE_FILE_FRAME, &payload);
+            let crc = crc32c::crc32c(&payload);
             assert_eq!(
-                frame_owned(STATE_FILE_FRAME, payload.clone()),
+                frame_owned(STATE_FILE_FRAME, payload.clone(), crc),
                 framed,
                 "{len}"
             );
-            assert_eq!(frame_owned(STATE_FILE_FRAME, spare), framed, "{len}");
+            assert_eq!(frame_owned(STATE_FILE_FRAME, spare, crc), framed, "{len}");
             assert_eq!(decode_state_file(&framed).ok(), Some(payload.as_slice()));
         }
     }

@@ -1210,7 +1210,7 @@ impl CheckpointStore {
         let name = StateFileName::new(id, seq, operator_id).build();
         let (len, crc32c) = (len_u64(bytes.len()), crc32c::crc32c(&bytes));
         self.backend
-            .publish(Area::State, &name, encode_state_file_owned(bytes))
+            .publish(Area::State, &name, encode_state_file_owned(bytes, crc32c))
             .await?;
         tracing::debug!(store = %self.store, name = %name, bytes = len, "state file written");
         Ok(StateFileRef { name, len, crc32c })
