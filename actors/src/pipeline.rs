@@ -26,7 +26,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::checkpoint::{CheckpointData, CheckpointId, OperatorState, StateUpload};
+use crate::checkpoint::{CheckpointData, CheckpointId, OperatorState, StateBytes, StateUpload};
 use crate::ingest::blocks::{Block, BlockInfo, StreamId};
 use crate::observe::metrics::SourceLag;
 
@@ -343,8 +343,9 @@ pub struct Snapshot {
 }
 
 /// The state files a restored checkpoint references, by name, read and verified
-/// ([`CheckpointStore::read_state_files`](crate::checkpoint::CheckpointStore::read_state_files)).
-pub type StateFiles = BTreeMap<String, Vec<u8>>;
+/// ([`CheckpointStore::read_state_files`](crate::checkpoint::CheckpointStore::read_state_files)):
+/// small ones in memory, large ones as local files read in pieces.
+pub type StateFiles = BTreeMap<String, StateBytes>;
 
 /// What the engine runs every batch.
 pub trait Pipeline: Send + Sync + 'static {
@@ -452,6 +453,13 @@ pub trait Pipeline: Send + Sync + 'static {
     ) -> Result<(), UserError> {
         let _ = files;
         self.restore(checkpoint)
+    }
+
+    /// Where large state files downloaded from object storage for a restore are kept (as
+    /// anonymous temporary files) so that they are read in pieces, not held in memory; `None`:
+    /// in memory. By default `None`.
+    fn spill_dir(&self) -> Option<std::path::PathBuf> {
+        None
     }
 
     /// Whether the pipeline holds exactly the state of `checkpoint` already, restored by the

@@ -28,8 +28,8 @@ use opendal::Operator;
 use tempfile::TempDir;
 use weir_actors::checkpoint::{
     CheckpointConfig, CheckpointData, CheckpointError, CheckpointId, CheckpointStore, FormatError,
-    OperatorState, RESTORED_FROM_SETTING, Savepoint, SavepointError, SourceOffset, StateData,
-    StateFileRef, StateUpload, export_savepoint,
+    OperatorState, RESTORED_FROM_SETTING, Savepoint, SavepointError, SourceOffset, StateBytes,
+    StateData, StateFileRef, StateUpload, StateWriter, export_savepoint,
 };
 use weir_actors::{Event, EventSink, Storage};
 
@@ -294,6 +294,7 @@ async fn listed_ids(store: &CheckpointStore) -> Vec<CheckpointId> {
 
 all_modes!(
     chains_share_files_and_retention_keeps_exactly_what_is_referenced,
+    large_state_files_go_through_local_files_in_pieces,
     pinned_checkpoints_survive_retention_with_their_files,
     round_trip_preserves_every_field,
     ids_increase_across_reopen,
@@ -1099,7 +1100,7 @@ async fn write_chain(
     };
     let upload = StateUpload {
         operator_id: "op".to_owned(),
-        bytes: upload.to_vec(),
+        bytes: upload.to_vec().into(),
     };
     let (id, written) = store
         .write_reserved_with_uploads(store.reserve().unwrap(), data, vec![upload])
@@ -1159,19 +1160,114 @@ async fn chains_share_files_and_retention_keeps_exactly_what_is_referenced(mode:
     assert_eq!(bases, 4);
     // The newest checkpoint's chain reads back, file by file, CRC-checked.
     let latest = store.read_latest().await.unwrap().unwrap();
-    let files = store.read_state_files(&latest.data).await.unwrap();
+    let files = store.read_state_files(&latest.data, None).await.unwrap();
     assert_eq!(files.len(), chain.len());
     for (i, file) in chain.iter().enumerate() {
         let time = 19 + i as u64;
-        assert_eq!(files[&file.name], format!("state {time}").into_bytes());
+        assert_eq!(
+            files[&file.name].to_vec().unwrap(),
+            format!("state {time}").into_bytes()
+        );
     }
     // A damaged shared file is detected when the chain is read.
     fx.raw_write(&format!("state/{}", chain[0].name), b"garbage".to_vec())
         .await;
     assert!(matches!(
-        store.read_state_files(&latest.data).await,
+        store.read_state_files(&latest.data, None).await,
         Err(CheckpointError::StateFileCorrupt { .. })
     ));
+}
+
+/// A state file larger than memory should hold: written from a local file in pieces (a
+/// multipart upload on object stores), read back as a range of a local file (the store's own,
+/// or a temporary download in the spill directory) with its checksum verified first; damage
+/// in its middle is found before anything reads it; savepoint copies stream it too.
+async fn large_state_files_go_through_local_files_in_pieces(mode: Mode) {
+    use std::io::Write as _;
+    let fx = Fixture::new(mode);
+    let store = fx.open_retaining(3).await;
+    let spill = TempDir::new().unwrap();
+    // 19 MiB and a bit: more than two 8 MiB parts of a multipart upload, not a multiple of
+    // any piece size.
+    let payload: Vec<u8> = (0..19 * (1 << 20) + 12_345u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut writer = StateWriter::new(StateBytes::temp_file_in(spill.path()).unwrap());
+    for piece in payload.chunks(100_003) {
+        writer.write_all(piece).unwrap();
+    }
+    let (bytes, crc) = writer.finish().unwrap();
+    assert_eq!(crc, crc32c::crc32c(&payload));
+    assert!(bytes.in_memory().is_none(), "the state is in a file");
+    let data = CheckpointData {
+        operator_state: vec![OperatorState {
+            schema_version: 1,
+            operator_id: "op".to_owned(),
+            type_name: "State".to_owned(),
+            data: StateData::Chain(Vec::new()),
+        }],
+        ..small(1)
+    };
+    let upload = StateUpload {
+        operator_id: "op".to_owned(),
+        bytes,
+    };
+    let (_, written) = store
+        .write_reserved_with_uploads(store.reserve().unwrap(), data, vec![upload])
+        .await
+        .unwrap();
+    let file = written.state_files().next().unwrap().clone();
+    assert_eq!(file.len, payload.len() as u64);
+    assert_eq!(file.crc32c, crc32c::crc32c(&payload));
+    // Framed as a state file written whole would be.
+    let raw = fx.raw_read(&format!("state/{}", file.name)).await;
+    assert_eq!(
+        &raw[weir_actors::checkpoint::HEADER_LEN..],
+        payload.as_slice()
+    );
+    assert_eq!(
+        store.read_state_file(&file).await.unwrap(),
+        payload,
+        "the whole read agrees"
+    );
+
+    let read = store
+        .read_state_file_bytes(&file, Some(spill.path()))
+        .await
+        .unwrap();
+    assert!(
+        read.in_memory().is_none(),
+        "{mode:?}: read as a file, not into memory"
+    );
+    assert_eq!(read.to_vec().unwrap(), payload);
+    let spilled = std::fs::read_dir(spill.path()).unwrap().count();
+    assert_eq!(spilled, 0, "temporary files have no names");
+    drop(read);
+    if mode != Mode::Local {
+        // Without a spill directory, an object store's file is read into memory.
+        let read = store.read_state_file_bytes(&file, None).await.unwrap();
+        assert_eq!(read.in_memory(), Some(payload.as_slice()));
+    }
+
+    // Savepoints copy it in pieces, byte for byte.
+    let other = Fixture::new(Mode::Local);
+    let copy = other.open_retaining(3).await;
+    copy.copy_state_file_from(&store, &file).await.unwrap();
+    assert_eq!(copy.read_state_file(&file).await.unwrap(), payload);
+
+    // One byte flipped in the middle: found by the checksum before the bytes are handed out.
+    let mut damaged = raw;
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x40;
+    fx.raw_write(&format!("state/{}", file.name), damaged).await;
+    let err = store
+        .read_state_file_bytes(&file, Some(spill.path()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CheckpointError::StateFileCorrupt { .. }),
+        "{mode:?}: {err}"
+    );
 }
 
 /// A write that dies after uploading some state files, before its checkpoint lands (as a
@@ -1194,7 +1290,7 @@ async fn files_of_a_write_that_never_landed_are_collected() {
     };
     let uploads = ["op", "no-chain"].map(|op| StateUpload {
         operator_id: op.to_owned(),
-        bytes: b"delta".to_vec(),
+        bytes: b"delta".to_vec().into(),
     });
     let err = store
         .write_reserved_with_uploads(store.reserve().unwrap(), data, uploads.to_vec())

@@ -401,8 +401,9 @@ impl StreamingContext {
         // of the driver until the root gives up.
         if let Some((_, data, _)) = &restored {
             // With the state files it references (read and CRC-checked), as the driver does.
+            let spill = context.pipeline().spill_dir();
             let files = store
-                .read_state_files(data)
+                .read_state_files(data, spill.as_deref())
                 .await
                 .map_err(|e| Error::Checkpoint(e.to_string()))?;
             // The graph keeps this state: the driver's first start does not read it again.
@@ -480,9 +481,10 @@ impl StreamingContext {
         // Refused before anything is written: the savepoint must fit the graph (with the state
         // files it references, read from the savepoint and CRC-checked: an incremental
         // checkpoint's state is a chain of them).
+        let spill = self.pipeline().spill_dir();
         let files = savepoint
             .store()
-            .read_state_files(savepoint.data())
+            .read_state_files(savepoint.data(), spill.as_deref())
             .await
             .map_err(|e| Error::Checkpoint(format!("the savepoint: {e}")))?;
         self.pipeline()

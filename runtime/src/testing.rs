@@ -378,7 +378,9 @@ impl ManualClock {
         self.context = Self::build_configured(self.configured.clone(), &self.build);
         let files = match (&self.store, &self.last_checkpoint) {
             (Some(store), Some(data)) => tokio::task::block_in_place(|| {
-                tokio::runtime::Handle::current().block_on(store.read_state_files(data))
+                let spill = self.context.pipeline().spill_dir();
+                tokio::runtime::Handle::current()
+                    .block_on(store.read_state_files(data, spill.as_deref()))
             })
             .map_err(|e| Error::Incompatible(e.to_string()))?,
             _ => StateFiles::new(),

@@ -182,10 +182,7 @@ pub(crate) fn frame(kind: FrameKind, payload: &[u8]) -> Vec<u8> {
 /// the frame's checksum is combined from it instead of reading the payload again.
 pub(crate) fn frame_owned(kind: FrameKind, mut payload: Vec<u8>, payload_crc: u32) -> Vec<u8> {
     let len = payload.len();
-    let mut header = [0u8; HEADER_LEN];
-    fill_fields(&mut header, kind, len);
-    let crc = crc32c::crc32c_combine(crc32c::crc32c(&header[..CRC_AT]), payload_crc, len);
-    header[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+    let header = header_for(kind, len_u64(len), payload_crc);
     payload.reserve_exact(HEADER_LEN);
     payload.resize(len + HEADER_LEN, 0);
     payload.copy_within(..len, HEADER_LEN);
@@ -193,17 +190,31 @@ pub(crate) fn frame_owned(kind: FrameKind, mut payload: Vec<u8>, payload_crc: u3
     payload
 }
 
+/// The header of a frame of `kind` around a payload of `len` bytes whose CRC32C is
+/// `payload_crc` (the frame's checksum is combined from it: the payload is not read).
+pub(crate) fn header_for(kind: FrameKind, len: u64, payload_crc: u32) -> [u8; HEADER_LEN] {
+    let mut header = [0u8; HEADER_LEN];
+    fill_fields(&mut header, kind, len);
+    let crc = crc32c::crc32c_combine(
+        crc32c::crc32c(&header[..CRC_AT]),
+        payload_crc,
+        usize::try_from(len).unwrap_or(usize::MAX),
+    );
+    header[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
 /// The header's fields before the checksum: magic, version, reserved (0), payload length.
-fn fill_fields(out: &mut [u8; HEADER_LEN], kind: FrameKind, payload_len: usize) {
+fn fill_fields(out: &mut [u8; HEADER_LEN], kind: FrameKind, payload_len: u64) {
     out[MAGIC_AT..VERSION_AT].copy_from_slice(&kind.magic);
     out[VERSION_AT..RESERVED_AT].copy_from_slice(&kind.version.to_le_bytes());
-    out[PAYLOAD_LEN_AT..CRC_AT].copy_from_slice(&len_u64(payload_len).to_le_bytes());
+    out[PAYLOAD_LEN_AT..CRC_AT].copy_from_slice(&payload_len.to_le_bytes());
 }
 
 /// The header [`frame`] puts before `payload`.
 fn header(kind: FrameKind, payload: &[u8]) -> [u8; HEADER_LEN] {
     let mut out = [0u8; HEADER_LEN];
-    fill_fields(&mut out, kind, payload.len());
+    fill_fields(&mut out, kind, len_u64(payload.len()));
     let crc = crc32c::crc32c_append(crc32c::crc32c(&out[..CRC_AT]), payload);
     out[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
     out
@@ -221,41 +232,74 @@ fn array<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
 /// checksum. The version is checked before the checksum so that a file from a newer framing
 /// is reported as such rather than as corrupt.
 pub(crate) fn unframe(kind: FrameKind, bytes: &[u8]) -> Result<&[u8], FormatError> {
-    if bytes.len() < HEADER_LEN {
-        return Err(FormatError::TooShort {
-            len: len_u64(bytes.len()),
-        });
-    }
-    let magic: [u8; 8] = array(bytes, MAGIC_AT);
-    if magic != kind.magic {
-        return Err(FormatError::BadMagic { found: magic });
-    }
-    let version = u16::from_le_bytes(array(bytes, VERSION_AT));
-    if version != kind.version {
-        return Err(FormatError::UnsupportedVersion {
-            version,
-            supported: kind.version,
-        });
-    }
-    let reserved = u16::from_le_bytes(array(bytes, RESERVED_AT));
-    if reserved != 0 {
-        return Err(FormatError::ReservedNotZero { value: reserved });
-    }
-    let declared = u64::from_le_bytes(array(bytes, PAYLOAD_LEN_AT));
-    let payload = &bytes[HEADER_LEN..];
-    let actual = len_u64(payload.len());
-    if actual < declared {
-        return Err(FormatError::Truncated { declared, actual });
-    }
-    if actual > declared {
-        return Err(FormatError::TrailingBytes { declared, actual });
-    }
-    let stored = u32::from_le_bytes(array(bytes, CRC_AT));
-    let computed = crc32c::crc32c_append(crc32c::crc32c(&bytes[..CRC_AT]), payload);
-    if stored != computed {
-        return Err(FormatError::CrcMismatch { stored, computed });
-    }
+    let payload = bytes.get(HEADER_LEN..).unwrap_or_default();
+    let header = FrameHeader::check(kind, bytes, len_u64(payload.len()))?;
+    header.check_crc(crc32c::crc32c(payload))?;
     Ok(payload)
+}
+
+/// A frame's header, checked but for its checksum: the payload is read in pieces
+/// ([`FrameHeader::check`], then [`FrameHeader::check_crc`] with the payload's CRC32C).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FrameHeader {
+    /// The payload's length.
+    pub(crate) len: u64,
+    /// The checksum in the header.
+    stored: u32,
+    /// The CRC32C of the header's bytes before the checksum.
+    fields_crc: u32,
+}
+
+impl FrameHeader {
+    /// Checks the header at the start of `bytes` (at least [`HEADER_LEN`] of them, or
+    /// [`FormatError::TooShort`]) for `kind`, and that `actual` payload bytes follow it.
+    pub(crate) fn check(kind: FrameKind, bytes: &[u8], actual: u64) -> Result<Self, FormatError> {
+        if bytes.len() < HEADER_LEN {
+            return Err(FormatError::TooShort {
+                len: len_u64(bytes.len()),
+            });
+        }
+        let magic: [u8; 8] = array(bytes, MAGIC_AT);
+        if magic != kind.magic {
+            return Err(FormatError::BadMagic { found: magic });
+        }
+        let version = u16::from_le_bytes(array(bytes, VERSION_AT));
+        if version != kind.version {
+            return Err(FormatError::UnsupportedVersion {
+                version,
+                supported: kind.version,
+            });
+        }
+        let reserved = u16::from_le_bytes(array(bytes, RESERVED_AT));
+        if reserved != 0 {
+            return Err(FormatError::ReservedNotZero { value: reserved });
+        }
+        let declared = u64::from_le_bytes(array(bytes, PAYLOAD_LEN_AT));
+        if actual < declared {
+            return Err(FormatError::Truncated { declared, actual });
+        }
+        if actual > declared {
+            return Err(FormatError::TrailingBytes { declared, actual });
+        }
+        Ok(FrameHeader {
+            len: declared,
+            stored: u32::from_le_bytes(array(bytes, CRC_AT)),
+            fields_crc: crc32c::crc32c(&bytes[..CRC_AT]),
+        })
+    }
+
+    /// Checks the header's checksum against the payload's CRC32C.
+    pub(crate) fn check_crc(&self, payload_crc: u32) -> Result<(), FormatError> {
+        let len = usize::try_from(self.len).unwrap_or(usize::MAX);
+        let computed = crc32c::crc32c_combine(self.fields_crc, payload_crc, len);
+        if self.stored != computed {
+            return Err(FormatError::CrcMismatch {
+                stored: self.stored,
+                computed,
+            });
+        }
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -57,6 +57,7 @@
 pub(crate) mod format;
 mod resolve;
 pub(crate) mod savepoint;
+mod state_bytes;
 mod store;
 
 pub use format::{
@@ -69,6 +70,7 @@ pub use savepoint::{
     RESTORED_FROM_SETTING, Savepoint, SavepointError, SavepointInfo, SavepointManifest,
     SavepointOperator, export as export_savepoint, export_latest as export_latest_savepoint,
 };
+pub use state_bytes::{StateBytes, StateReader, StateWriter};
 pub use store::{
     CheckpointConfig, CheckpointError, CheckpointInfo, CheckpointStore, DEFAULT_RETAIN,
     Reservation, Restored, StateUpload,

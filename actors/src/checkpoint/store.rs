@@ -16,20 +16,25 @@ use opendal::{Buffer, Operator};
 use tokio::sync::Mutex;
 
 use super::format::{
-    CheckpointData, CheckpointId, FormatError, StateData, StateFileName, StateFileRef,
-    decode_state_file, encode_state_file, encode_state_file_owned,
+    CheckpointData, CheckpointId, FormatError, FrameHeader, HEADER_LEN, STATE_FILE_FRAME,
+    StateData, StateFileName, StateFileRef, decode_state_file, encode_state_file_owned, header_for,
 };
 use super::resolve::{Decision, Observation, resolve};
+use super::state_bytes::StateBytes;
 use crate::observe::event::Event;
 use crate::observe::hub::EventSink;
 use crate::storage::durable::{self, FsError};
 use crate::storage::failpoint::CHECKPOINT;
 use crate::storage::local;
 use crate::storage::location::{self, Storage, StorageError};
-use crate::storage::object::ObjectDir;
+use crate::storage::object::{ObjectDir, WRITE_CHUNK};
 
 /// The sub-directory (or prefix) that holds state files.
 pub(crate) const STATE_DIR: &str = "state";
+
+/// State files up to this size (payload) are read into memory on restore; larger ones are
+/// read from their local file, or downloaded into a local temporary file, in pieces.
+const IN_MEMORY_MAX: u64 = 4 << 20;
 
 /// How many checkpoints a store keeps unless told otherwise.
 pub const DEFAULT_RETAIN: usize = 10;
@@ -37,12 +42,13 @@ pub const DEFAULT_RETAIN: usize = 10;
 /// A state file to write with a checkpoint
 /// ([`CheckpointStore::write_reserved_with_uploads`]): its reference is appended to the
 /// [`StateData::Chain`] of the operator with the same id.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct StateUpload {
     /// The operator whose chain the file joins.
     pub operator_id: String,
-    /// The file's bytes (its payload).
-    pub bytes: Vec<u8>,
+    /// The file's bytes (its payload): in memory, or in a local file for a large state, which
+    /// is then written in pieces.
+    pub bytes: StateBytes,
 }
 
 impl std::fmt::Debug for StateUpload {
@@ -443,6 +449,74 @@ impl Backend {
                     state
                 };
                 dir.write_once(name, Buffer::from(bytes), CHECKPOINT).await
+            }
+        }
+    }
+
+    /// Publishes `header` then `body` under `name` as [`publish`](Self::publish) does, the
+    /// body read in pieces (a large state file is never in memory whole).
+    async fn publish_pieces(
+        &self,
+        area: Area,
+        name: &str,
+        header: [u8; HEADER_LEN],
+        body: StateBytes,
+    ) -> Result<(), StorageError> {
+        match self {
+            Backend::Local { dir, state } => {
+                let dir = Self::local_dir(dir, state, area);
+                let name = name.to_owned();
+                location::blocking(&dir.clone(), move || {
+                    Ok(durable::write_atomic_with(
+                        &dir.join(name),
+                        CHECKPOINT,
+                        |out| {
+                            out.write_all(&header)?;
+                            body.for_each_piece(|piece| out.write_all(piece))
+                        },
+                    )?)
+                })
+                .await
+            }
+            Backend::Object { dir, state, .. } => {
+                let dir = if area == Area::Checkpoints {
+                    dir
+                } else {
+                    state
+                };
+                let header_len = len_u64(HEADER_LEN);
+                let total = header_len.saturating_add(body.len());
+                let piece = |at: u64| {
+                    let body = body.clone();
+                    let name = name.to_owned();
+                    async move {
+                        if at < header_len {
+                            let from = usize::try_from(at).unwrap_or(HEADER_LEN);
+                            return Ok(Buffer::from(
+                                header.get(from..).unwrap_or_default().to_vec(),
+                            ));
+                        }
+                        let at = at - header_len;
+                        let want = usize::try_from(body.len().saturating_sub(at))
+                            .unwrap_or(WRITE_CHUNK)
+                            .min(WRITE_CHUNK);
+                        let path = name.clone();
+                        tokio::task::spawn_blocking(move || {
+                            let mut buf = vec![0; want];
+                            let n = body.read_at(at, &mut buf).map_err(|e| {
+                                StorageError::from(FsError::io("read", Path::new(&path))(e))
+                            })?;
+                            buf.truncate(n);
+                            Ok(Buffer::from(buf))
+                        })
+                        .await
+                        .map_err(|join| StorageError::Task {
+                            path: name.clone(),
+                            reason: join.to_string(),
+                        })?
+                    }
+                };
+                dir.write_once_pieces(name, total, CHECKPOINT, piece).await
             }
         }
     }
@@ -1003,26 +1077,24 @@ impl CheckpointStore {
         from: &CheckpointStore,
         file: &StateFileRef,
     ) -> Result<(), CheckpointError> {
-        match self.read_state_file(file).await {
+        match self.read_state_file_bytes(file, None).await {
             Ok(_) => return Ok(()),
             Err(CheckpointError::StateFileNotFound { .. }) => {}
             Err(err) => return Err(err),
         }
-        let bytes = from.read_state_file(file).await?;
+        let bytes = from.read_state_file_bytes(file, None).await?;
         if let Some(parsed) = StateFileName::parse(&file.name) {
             // Names this store gives later never repeat the copied one's.
             self.state_seq
                 .fetch_max(parsed.seq.saturating_add(1), Ordering::SeqCst);
         }
-        match self
-            .backend
-            .publish(Area::State, &file.name, encode_state_file(&bytes))
-            .await
-        {
-            Ok(()) => Ok(()),
+        match self.publish_state(&file.name, bytes).await {
+            Ok(_) => Ok(()),
             // Object mode: the name was taken meanwhile; fine only if it holds these bytes.
-            Err(err) if err.is_already_exists() => self.read_state_file(file).await.map(drop),
-            Err(err) => Err(err.into()),
+            Err(CheckpointError::Storage(err)) if err.is_already_exists() => {
+                self.read_state_file_bytes(file, None).await.map(drop)
+            }
+            Err(err) => Err(err),
         }
     }
 
@@ -1056,8 +1128,8 @@ impl CheckpointStore {
             if copies.contains_key(&file.name) {
                 continue;
             }
-            let bytes = from.read_state_file(file).await?;
-            // `read_state_file` refused names that do not parse.
+            let bytes = from.read_state_file_bytes(file, None).await?;
+            // `read_state_file_bytes` refused names that do not parse.
             let slug = StateFileName::parse(&file.name).map_or(String::new(), |name| name.slug);
             let copy = self
                 .write_state_file_named(reservation.id, &slug, bytes)
@@ -1149,24 +1221,25 @@ impl CheckpointStore {
     }
 
     /// Reads every state file `data` references, verified as by
-    /// [`read_state_file`](Self::read_state_file): what a restore of `data` needs, and nothing
-    /// else. By name.
+    /// [`read_state_file_bytes`](Self::read_state_file_bytes) with `spill`: what a restore of
+    /// `data` needs, and nothing else. By name.
     ///
     /// # Errors
     ///
-    /// As [`read_state_file`](Self::read_state_file).
+    /// As [`read_state_file_bytes`](Self::read_state_file_bytes).
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: it only reads.
+    /// Cancel safe: it only reads (a temporary file it made is deleted when dropped).
     pub async fn read_state_files(
         &self,
         data: &CheckpointData,
-    ) -> Result<BTreeMap<String, Vec<u8>>, CheckpointError> {
+        spill: Option<&Path>,
+    ) -> Result<BTreeMap<String, StateBytes>, CheckpointError> {
         let mut files = BTreeMap::new();
         for file in data.state_files() {
             if !files.contains_key(&file.name) {
-                let bytes = self.read_state_file(file).await?;
+                let bytes = self.read_state_file_bytes(file, spill).await?;
                 files.insert(file.name.clone(), bytes);
             }
         }
@@ -1195,25 +1268,210 @@ impl CheckpointStore {
         bytes: &[u8],
     ) -> Result<StateFileRef, CheckpointError> {
         let next = CheckpointId(lock_ids(&self.ids).next.unwrap_or(u64::MAX));
-        self.write_state_file_named(next, operator_id, bytes.to_vec())
+        self.write_state_file_named(next, operator_id, StateBytes::from(bytes.to_vec()))
             .await
     }
 
-    /// Writes a state file whose name embeds `id`, framing `bytes` in their own allocation.
+    /// Writes a state file whose name embeds `id`: framed in the bytes' own allocation if they
+    /// are in memory, else written in pieces from their file.
     async fn write_state_file_named(
         &self,
         id: CheckpointId,
         operator_id: &str,
-        bytes: Vec<u8>,
+        bytes: StateBytes,
     ) -> Result<StateFileRef, CheckpointError> {
         let seq = self.state_seq.fetch_add(1, Ordering::SeqCst);
         let name = StateFileName::new(id, seq, operator_id).build();
-        let (len, crc32c) = (len_u64(bytes.len()), crc32c::crc32c(&bytes));
-        self.backend
-            .publish(Area::State, &name, encode_state_file_owned(bytes, crc32c))
-            .await?;
+        let len = bytes.len();
+        let crc32c = self.publish_state(&name, bytes).await?;
         tracing::debug!(store = %self.store, name = %name, bytes = len, "state file written");
         Ok(StateFileRef { name, len, crc32c })
+    }
+
+    /// Publishes `bytes` as the state file `name`: framed in their own allocation if they are
+    /// in memory, else written in pieces from their file. Returns their CRC32C.
+    async fn publish_state(&self, name: &str, bytes: StateBytes) -> Result<u32, CheckpointError> {
+        match bytes.into_vec() {
+            Ok(bytes) => {
+                let crc32c = crc32c::crc32c(&bytes);
+                self.backend
+                    .publish(Area::State, name, encode_state_file_owned(bytes, crc32c))
+                    .await?;
+                Ok(crc32c)
+            }
+            Err(bytes) => {
+                let path = PathBuf::from(name);
+                let body = bytes.clone();
+                let crc32c = location::blocking(&path.clone(), move || {
+                    body.crc32c()
+                        .map_err(|e| FsError::io("read", &path)(e).into())
+                })
+                .await?;
+                let header = header_for(STATE_FILE_FRAME, bytes.len(), crc32c);
+                self.backend
+                    .publish_pieces(Area::State, name, header, bytes)
+                    .await?;
+                Ok(crc32c)
+            }
+        }
+    }
+
+    /// The state file `file` refers to, verified as by [`read_state_file`](Self::read_state_file),
+    /// without holding a large one in memory: a file larger than a few MiB is read from its
+    /// local file (local storage), or downloaded in pieces into an anonymous temporary file in
+    /// `spill` (object storage; into memory if `spill` is `None`). Its checksum is verified
+    /// before this returns, so a restore never reads a damaged state file.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_state_file`](Self::read_state_file); a storage error if the temporary file
+    /// cannot be written.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads (a temporary file is deleted when dropped).
+    pub async fn read_state_file_bytes(
+        &self,
+        file: &StateFileRef,
+        spill: Option<&Path>,
+    ) -> Result<StateBytes, CheckpointError> {
+        let name = &file.name;
+        if StateFileName::parse(name).is_none() {
+            return Err(CheckpointError::InvalidStateFileName {
+                store: self.store.clone(),
+                name: name.clone(),
+            });
+        }
+        let large = match &self.backend {
+            Backend::Local { state, .. } => {
+                let path = state.join(name);
+                location::blocking(&path.clone(), move || open_large(&path)).await?
+            }
+            Backend::Object { state, op, .. } => match spill {
+                Some(spill) => self.download_large(op, state, name, spill).await?,
+                None => None,
+            },
+        };
+        let Some((framed, header)) = large else {
+            return self.read_state_file(file).await.map(StateBytes::from);
+        };
+        let header = FrameHeader::check(STATE_FILE_FRAME, &header, framed.len())
+            .map_err(|reason| self.corrupt(name, reason))?;
+        let body = framed;
+        let path = PathBuf::from(name);
+        let checked = body.clone();
+        let found_crc32c = location::blocking(&path.clone(), move || {
+            checked
+                .crc32c()
+                .map_err(|e| FsError::io("read", &path)(e).into())
+        })
+        .await?;
+        header
+            .check_crc(found_crc32c)
+            .map_err(|reason| self.corrupt(name, reason))?;
+        self.check_reference(file, body.len(), found_crc32c)?;
+        Ok(body)
+    }
+
+    /// Downloads `name` into a temporary file in `spill` in pieces if it is large: its payload
+    /// and its header; `None` if it is small (read it whole).
+    async fn download_large(
+        &self,
+        op: &Operator,
+        state: &ObjectDir,
+        name: &str,
+        spill: &Path,
+    ) -> Result<Option<(StateBytes, Vec<u8>)>, CheckpointError> {
+        let path = state.path(name);
+        let size = match op.stat(&path).await {
+            Ok(meta) => meta.content_length(),
+            Err(err) if err.kind() == opendal::ErrorKind::NotFound => {
+                return Err(CheckpointError::StateFileNotFound {
+                    store: self.store.clone(),
+                    name: name.to_owned(),
+                });
+            }
+            Err(source) => {
+                return Err(StorageError::Object {
+                    op: "stat",
+                    path,
+                    source: Box::new(source),
+                }
+                .into());
+            }
+        };
+        if size <= len_u64(HEADER_LEN).saturating_add(IN_MEMORY_MAX) {
+            return Ok(None);
+        }
+        let dir = spill.to_path_buf();
+        let temp = location::blocking(&dir.clone(), move || {
+            StateBytes::temp_file_in(&dir)
+                .map_err(|e| FsError::io("create a temporary file in", &dir)(e).into())
+        })
+        .await?;
+        let temp = Arc::new(temp);
+        let mut at = 0;
+        while at < size {
+            let want = (size - at).min(len_u64(WRITE_CHUNK));
+            let piece = state.read_range(name, at, want).await?.to_vec();
+            if piece.is_empty() {
+                return Err(self.corrupt(
+                    name,
+                    FormatError::Truncated {
+                        declared: size,
+                        actual: at,
+                    },
+                ));
+            }
+            let (file, spill) = (Arc::clone(&temp), spill.to_path_buf());
+            let written = len_u64(piece.len());
+            location::blocking(&spill.clone(), move || {
+                use std::os::unix::fs::FileExt;
+                file.write_all_at(&piece, at)
+                    .map_err(|e| FsError::io("write a temporary file in", &spill)(e).into())
+            })
+            .await?;
+            at += written;
+        }
+        let temp = Arc::try_unwrap(temp).map_err(|_| StorageError::Task {
+            path: spill.display().to_string(),
+            reason: "the temporary file is still shared".to_owned(),
+        })?;
+        let bytes = StateBytes::from_file(temp, 0, size);
+        let mut header = vec![0; HEADER_LEN];
+        let n = bytes
+            .read_at(0, &mut header)
+            .map_err(|e| StorageError::from(FsError::io("read a temporary file in", spill)(e)))?;
+        header.truncate(n);
+        Ok(Some((bytes.skip(len_u64(HEADER_LEN)), header)))
+    }
+
+    fn corrupt(&self, name: &str, reason: FormatError) -> CheckpointError {
+        CheckpointError::StateFileCorrupt {
+            store: self.store.clone(),
+            name: name.to_owned(),
+            reason,
+        }
+    }
+
+    /// Checks a state file's payload length and CRC32C against its reference.
+    fn check_reference(
+        &self,
+        file: &StateFileRef,
+        found_len: u64,
+        found_crc32c: u32,
+    ) -> Result<(), CheckpointError> {
+        if found_len != file.len || found_crc32c != file.crc32c {
+            return Err(CheckpointError::StateFileMismatch {
+                store: self.store.clone(),
+                name: file.name.clone(),
+                expected_len: file.len,
+                found_len,
+                expected_crc32c: file.crc32c,
+                found_crc32c,
+            });
+        }
+        Ok(())
     }
 
     /// Reads the state file `file` refers to, checking its frame, then its length and CRC32C
@@ -1242,25 +1500,33 @@ impl CheckpointStore {
                 name: name.clone(),
             });
         };
-        let payload =
-            decode_state_file(&bytes).map_err(|reason| CheckpointError::StateFileCorrupt {
-                store: self.store.clone(),
-                name: name.clone(),
-                reason,
-            })?;
+        let payload = decode_state_file(&bytes).map_err(|reason| self.corrupt(name, reason))?;
         let (found_len, found_crc32c) = (len_u64(payload.len()), crc32c::crc32c(payload));
-        if found_len != file.len || found_crc32c != file.crc32c {
-            return Err(CheckpointError::StateFileMismatch {
-                store: self.store.clone(),
-                name: name.clone(),
-                expected_len: file.len,
-                found_len,
-                expected_crc32c: file.crc32c,
-                found_crc32c,
-            });
-        }
+        self.check_reference(file, found_len, found_crc32c)?;
         let header = bytes.len() - payload.len();
         bytes.drain(..header);
         Ok(bytes)
     }
+}
+
+/// The local state file at `path` opened for reading in pieces if it is large: its payload
+/// (a range of the open file) and its header; `None` if it is small (read it whole) or absent
+/// (the whole read reports that).
+fn open_large(path: &Path) -> Result<Option<(StateBytes, Vec<u8>)>, StorageError> {
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(FsError::io("open", path)(err).into()),
+    };
+    let size = file.metadata().map_err(FsError::io("stat", path))?.len();
+    if size <= len_u64(HEADER_LEN).saturating_add(IN_MEMORY_MAX) {
+        return Ok(None);
+    }
+    let bytes = StateBytes::from_file(file, 0, size);
+    let mut header = vec![0; HEADER_LEN];
+    let n = bytes
+        .read_at(0, &mut header)
+        .map_err(FsError::io("read", path))?;
+    header.truncate(n);
+    Ok(Some((bytes.skip(len_u64(HEADER_LEN)), header)))
 }

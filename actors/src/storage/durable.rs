@@ -474,11 +474,64 @@ fn write_atomic_mode(
     let result = write_all_at(&file, &temp, 0, bytes, fps)
         .and_then(|()| sync_all(&file, &temp, fps))
         .and_then(|()| rename(&temp, path, fps));
+    finish_atomic(dir, &temp, file, result, fps)
+}
+
+/// [`write_atomic`], with the content streamed by `fill` through a buffer of [`STREAM_CHUNK`]
+/// bytes (as [`write_file_with`]) instead of held whole in memory: for large state files.
+///
+/// Failpoints: those of [`write_file_with`], then `rename`, then `dir_fsync`.
+///
+/// # Errors
+///
+/// As [`write_atomic`], or `fill` returned an error (reported as a failed write of the temp
+/// file).
+pub fn write_atomic_with(
+    path: &Path,
+    fps: Failpoints,
+    fill: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
+) -> Result<(), FsError> {
+    let Some(name) = path.file_name() else {
+        return Err(FsError::io("write", path)(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the path has no file name to replace",
+        )));
+    };
+    let dir = parent_dir(path);
+    let (file, temp) = create_temp(dir, name, None)?;
+    let mut out = ChunkedWriter {
+        file: &file,
+        path: &temp,
+        fps,
+        offset: 0,
+        buf: Vec::with_capacity(STREAM_CHUNK),
+        failed: None,
+    };
+    let filled = fill(&mut out).and_then(|()| io::Write::flush(&mut out));
+    let result = match filled {
+        Err(err) => Err(out
+            .failed
+            .take()
+            .unwrap_or_else(|| FsError::io("write", &temp)(err))),
+        Ok(()) => sync_all(&file, &temp, fps).and_then(|()| rename(&temp, path, fps)),
+    };
+    finish_atomic(dir, &temp, file, result, fps)
+}
+
+/// The end of an atomic write whose temp file `temp` in `dir` was written and renamed with
+/// `result`: on success the directory is fsynced, on failure the temp file removed.
+fn finish_atomic(
+    dir: &Path,
+    temp: &Path,
+    file: File,
+    result: Result<(), FsError>,
+    fps: Failpoints,
+) -> Result<(), FsError> {
     drop(file);
     if result.is_err() {
         // Best effort: a leftover temp file is harmless, and removed at the next cleanup.
-        if fs::remove_file(&temp).is_ok() {
-            record!(Removed(&temp));
+        if fs::remove_file(temp).is_ok() {
+            record!(Removed(temp));
         }
         return result;
     }

@@ -14,6 +14,10 @@ use opendal::{Buffer, Operator};
 use super::failpoint::{Failpoints, fired};
 use super::location::StorageError;
 
+/// The part size of [`ObjectDir::write_once_pieces`]' multipart uploads (S3 takes parts of
+/// 5 MiB to 5 GiB but for the last).
+pub(crate) const WRITE_CHUNK: usize = 8 << 20;
+
 /// A "directory" inside an operator: every name is placed under `prefix`.
 #[derive(Clone, Debug)]
 pub(crate) struct ObjectDir {
@@ -127,6 +131,107 @@ impl ObjectDir {
             }
             Err(err) => Err(obj_err("write", &path)(err)),
         }
+    }
+
+    /// [`write_once`](Self::write_once) of an object of `len` bytes read in pieces: `piece(at)`
+    /// gives the bytes from `at` on (at least one, at most what is left), so a large object
+    /// is never in memory whole. Written as a multipart upload of [`WRITE_CHUNK`] parts, made
+    /// visible at once by its completion, which carries the `If-None-Match: *` condition. A
+    /// conflict is resolved as `write_once` does: the object there is compared with the bytes,
+    /// piece by piece.
+    pub(crate) async fn write_once_pieces<F, Fut>(
+        &self,
+        name: &str,
+        len: u64,
+        fps: Failpoints,
+        mut piece: F,
+    ) -> Result<(), StorageError>
+    where
+        F: FnMut(u64) -> Fut,
+        Fut: std::future::Future<Output = Result<Buffer, StorageError>>,
+    {
+        let path = self.path(name);
+        if let Some(failpoint) = fired(fps.close) {
+            return Err(StorageError::Injected {
+                op: "write",
+                path,
+                failpoint,
+            });
+        }
+        let written = async {
+            let mut writer = self
+                .op
+                .writer_with(&path)
+                .if_not_exists(true)
+                .chunk(WRITE_CHUNK)
+                .await?;
+            let mut at = 0;
+            while at < len {
+                let bytes = match piece(at).await {
+                    Ok(bytes) if !bytes.is_empty() => bytes,
+                    Ok(_) => {
+                        return Ok(Err(StorageError::Task {
+                            path: path.clone(),
+                            reason: format!("the bytes to write ended at {at} of {len}"),
+                        }));
+                    }
+                    Err(err) => return Ok(Err(err)),
+                };
+                at += bytes.len() as u64;
+                if let Err(err) = writer.write(bytes).await {
+                    let _ = writer.abort().await;
+                    return Err(err);
+                }
+            }
+            writer.close().await.map(|_| Ok(()))
+        };
+        match written.await {
+            Ok(result) => result,
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    opendal::ErrorKind::ConditionNotMatch | opendal::ErrorKind::AlreadyExists
+                ) =>
+            {
+                // As in `write_once`: the same bytes there mean an earlier attempt landed.
+                if self.holds_pieces(&path, len, piece).await {
+                    tracing::debug!(path = %path,
+                        "a write-once object is already there with the same bytes: an \
+                         earlier attempt of this write landed");
+                    Ok(())
+                } else {
+                    Err(obj_err("write", &path)(err))
+                }
+            }
+            Err(err) => Err(obj_err("write", &path)(err)),
+        }
+    }
+
+    /// Whether the object at `path` is `len` bytes equal to `piece`'s.
+    async fn holds_pieces<F, Fut>(&self, path: &str, len: u64, mut piece: F) -> bool
+    where
+        F: FnMut(u64) -> Fut,
+        Fut: std::future::Future<Output = Result<Buffer, StorageError>>,
+    {
+        match self.op.stat(path).await {
+            Ok(meta) if meta.content_length() == len => {}
+            _ => return false,
+        }
+        let mut at = 0;
+        while at < len {
+            let Ok(ours) = piece(at).await else {
+                return false;
+            };
+            let n = ours.len() as u64;
+            if n == 0 {
+                return false;
+            }
+            match self.op.read_with(path).range(at..at + n).await {
+                Ok(theirs) if theirs.to_bytes() == ours.to_bytes() => at += n,
+                _ => return false,
+            }
+        }
+        true
     }
 
     /// Writes `name`, replacing any object of that name in one atomic put.

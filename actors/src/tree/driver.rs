@@ -189,7 +189,10 @@ impl Actor for Driver {
         } else {
             // Only the state files the restored checkpoint references, each verified.
             let files = match &restored {
-                Some(data) => checkpoints.read_state_files(data).await?,
+                Some(data) => {
+                    let spill = args.pipeline.spill_dir();
+                    checkpoints.read_state_files(data, spill.as_deref()).await?
+                }
                 None => Default::default(),
             };
             args.pipeline

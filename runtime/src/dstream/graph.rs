@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 
 use weir_actors::StreamId;
 use weir_actors::checkpoint::{
-    CheckpointData, CheckpointId, FIRST_SCHEMA_VERSION, OperatorState, StateData, StateFileRef,
-    StateUpload,
+    CheckpointData, CheckpointId, FIRST_SCHEMA_VERSION, OperatorState, StateBytes, StateData,
+    StateFileRef, StateUpload,
 };
 use weir_actors::pipeline::{
     BatchInput, BoxFuture, Job, Pipeline, PlanningError, ReceiverFactory, Snapshot, StateFiles,
@@ -140,13 +140,13 @@ pub(crate) trait Lifecycle: Send + Sync {
     fn restore_chain(
         &self,
         graph: &GraphShared,
-        base: &[u8],
-        deltas: &[&[u8]],
+        base: &StateBytes,
+        deltas: &[StateBytes],
         chain: &[StateFileRef],
     ) -> ComputeResult<()> {
         let _ = chain;
         if deltas.is_empty() {
-            self.restore(graph, Some(base))
+            self.restore_bytes(graph, base)
         } else {
             Err(ComputeError::new(
                 "the checkpoint holds state deltas for an operator that does not write any",
@@ -189,6 +189,14 @@ pub(crate) trait Lifecycle: Send + Sync {
     }
     /// Drops everything and restores `state` (`None`: a fresh start for this node).
     fn restore(&self, graph: &GraphShared, state: Option<&[u8]>) -> ComputeResult<()>;
+    /// [`restore`](Self::restore) of a state in memory or in a local file: by default read
+    /// into memory; nodes whose backend keeps state out of memory read a file in pieces.
+    fn restore_bytes(&self, graph: &GraphShared, state: &StateBytes) -> ComputeResult<()> {
+        let bytes = state
+            .to_vec()
+            .map_err(|e| ComputeError::new(format!("reading state: {e}")))?;
+        self.restore(graph, Some(&bytes))
+    }
     /// Batch `time` completed.
     fn completed(&self, graph: &GraphShared, time: u64) {
         let _ = (graph, time);
@@ -722,7 +730,7 @@ pub(crate) struct GraphPipeline {
 }
 
 /// Header of every operator state the runtime writes.
-const STATE_FORMAT: &str = "weir-runtime/1";
+pub(crate) const STATE_FORMAT: &str = "weir-runtime/1";
 
 /// The header of a delta state file (a base file starts with [`STATE_FORMAT`], as inline
 /// state does).
@@ -731,6 +739,14 @@ const DELTA_FORMAT: &str = "weir-delta/1";
 /// With incremental checkpoints, state larger than this goes into a state file (a chain's
 /// base) by default; smaller state stays inline in the checkpoint.
 pub(crate) const INLINE_MAX: usize = 64 << 10;
+
+/// `header` and its 0 byte, as [`with_header`] puts them before a state.
+pub(crate) fn format_header(header: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(header.len() + 1);
+    out.extend_from_slice(header.as_bytes());
+    out.push(0);
+    out
+}
 
 /// `header`, a 0 byte, then `bytes`.
 fn with_header(header: &str, mut bytes: Vec<u8>) -> Vec<u8> {
@@ -751,19 +767,36 @@ fn strip_header<'a>(header: &str, data: &'a [u8]) -> Option<&'a [u8]> {
         .and_then(|rest| rest.strip_prefix(&[0]))
 }
 
+/// [`strip_header`] of bytes in memory or in a file (not read beyond the header).
+fn strip_header_bytes(header: &str, data: &StateBytes) -> Result<Option<StateBytes>, String> {
+    let expected = format_header(header);
+    let mut found = vec![0; expected.len()];
+    let n = data
+        .read_at(0, &mut found)
+        .map_err(|e| format!("reading a state file: {e}"))?;
+    Ok((n == expected.len() && found == expected).then(|| data.skip(n as u64)))
+}
+
 /// A node's state read from a checkpoint, to restore.
 enum Restoring {
     /// Its whole state.
-    Whole(Vec<u8>),
+    Whole(StateBytes),
     /// A base and deltas (each without its header), and the files they came from.
     Chain {
-        base: Vec<u8>,
-        deltas: Vec<Vec<u8>>,
+        base: StateBytes,
+        deltas: Vec<StateBytes>,
         files: Vec<StateFileRef>,
     },
 }
 
 impl Pipeline for GraphPipeline {
+    fn spill_dir(&self) -> Option<std::path::PathBuf> {
+        match &self.graph.settings.state_backend {
+            crate::dstream::StateBackend::Disk(options) => Some(options.dir.clone()),
+            _ => None,
+        }
+    }
+
     fn savepoint_refusal(&self) -> Option<String> {
         let unnamed: Vec<String> = self
             .graph
@@ -1057,8 +1090,10 @@ impl GraphPipeline {
                             matched.push((Arc::clone(node), Some(read)));
                             continue;
                         }
-                        Restoring::Whole(bytes) => bytes,
-                        Restoring::Chain { base, deltas, .. } if deltas.is_empty() => base,
+                        Restoring::Whole(bytes) => read_whole(&uid, &bytes)?,
+                        Restoring::Chain { base, deltas, .. } if deltas.is_empty() => {
+                            read_whole(&uid, &base)?
+                        }
                         Restoring::Chain { .. } => {
                             return Err(format!(
                                 "operator {uid:?} held state of type {} in the checkpoint, but \
@@ -1082,7 +1117,7 @@ impl GraphPipeline {
                             state.type_name,
                             lifecycle.state_type()
                         ));
-                        Some(Restoring::Whole(upgraded))
+                        Some(Restoring::Whole(upgraded.into()))
                     } else {
                         return Err(format!(
                             "operator {uid:?} held state of type {} in the checkpoint, but is \
@@ -1129,15 +1164,12 @@ impl GraphPipeline {
             if let Some(lifecycle) = node.lifecycle() {
                 let restored = match state {
                     None => lifecycle.restore(&self.graph, None),
-                    Some(Restoring::Whole(bytes)) => lifecycle.restore(&self.graph, Some(&bytes)),
+                    Some(Restoring::Whole(bytes)) => lifecycle.restore_bytes(&self.graph, &bytes),
                     Some(Restoring::Chain {
                         base,
                         deltas,
                         files,
-                    }) => {
-                        let deltas: Vec<&[u8]> = deltas.iter().map(Vec::as_slice).collect();
-                        lifecycle.restore_chain(&self.graph, &base, &deltas, &files)
-                    }
+                    }) => lifecycle.restore_chain(&self.graph, &base, &deltas, &files),
                 };
                 restored.map_err(|e| {
                     let uid = node.meta().uid();
@@ -1182,18 +1214,29 @@ impl GraphPipeline {
                 continue;
             };
             let operator_id = node.meta().uid();
+            let inline_max = self.graph.settings.state_inline_max_bytes;
             let (data, upload) = match piece {
                 Piece::Full(bytes) => {
                     let data = with_header(STATE_FORMAT, bytes);
-                    if data.len() > self.graph.settings.state_inline_max_bytes {
-                        (StateData::Chain(Vec::new()), Some(data))
+                    if data.len() > inline_max {
+                        (StateData::Chain(Vec::new()), Some(StateBytes::from(data)))
                     } else {
+                        (StateData::Inline(data), None)
+                    }
+                }
+                Piece::Framed(bytes) => {
+                    if bytes.len() > inline_max as u64 {
+                        (StateData::Chain(Vec::new()), Some(bytes))
+                    } else {
+                        let data = bytes.to_vec().map_err(|e| {
+                            format!("operator {operator_id:?}: reading its encoded state: {e}")
+                        })?;
                         (StateData::Inline(data), None)
                     }
                 }
                 Piece::Delta { keep, delta } => (
                     StateData::Chain(keep),
-                    Some(with_header(DELTA_FORMAT, delta)),
+                    Some(StateBytes::from(with_header(DELTA_FORMAT, delta))),
                 ),
             };
             if let Some(bytes) = upload {
@@ -1227,17 +1270,30 @@ fn migrate_state(
             .migrate(from, bytes, delta, &mut keys)
             .map_err(|e| (keys, e))
     };
+    // A migration rewrites the state in memory.
+    let read = |bytes: &StateBytes| {
+        bytes
+            .to_vec()
+            .map_err(|e| (0, format!("reading the state to migrate: {e}")))
+    };
     Ok(match state {
-        Restoring::Whole(bytes) => Restoring::Whole(migrate(&bytes, false)?),
+        Restoring::Whole(bytes) => Restoring::Whole(migrate(&read(&bytes)?, false)?.into()),
         Restoring::Chain { base, deltas, .. } => Restoring::Chain {
-            base: migrate(&base, false)?,
+            base: migrate(&read(&base)?, false)?.into(),
             deltas: deltas
                 .iter()
-                .map(|d| migrate(d, true))
+                .map(|d| Ok(migrate(&read(d)?, true)?.into()))
                 .collect::<Result<_, _>>()?,
             files: Vec::new(),
         },
     })
+}
+
+/// All of `bytes` in memory, for operator `uid` (to upgrade them).
+fn read_whole(uid: &str, bytes: &StateBytes) -> Result<Vec<u8>, UserError> {
+    Ok(bytes
+        .to_vec()
+        .map_err(|e| format!("operator {uid:?}: reading its state: {e}"))?)
 }
 
 /// The state of `state`: inline, or read from `files` (a chain: its base and deltas, each
@@ -1253,27 +1309,25 @@ fn read_state(state: &OperatorState, files: &StateFiles) -> Result<Restoring, Us
             )
         })
     };
+    let stripped = |format: &str, bytes: &StateBytes| {
+        strip_header_bytes(format, bytes)
+            .map_err(|e| format!("operator {id:?}: {e}"))?
+            .ok_or_else(|| not_in(format))
+    };
     match &state.data {
         StateData::Inline(data) => match strip_header(STATE_FORMAT, data) {
-            Some(rest) => Ok(Restoring::Whole(rest.to_vec())),
+            Some(rest) => Ok(Restoring::Whole(rest.to_vec().into())),
             None => Err(not_in(STATE_FORMAT).into()),
         },
-        StateData::File(f) => match strip_header(STATE_FORMAT, file(f)?) {
-            Some(rest) => Ok(Restoring::Whole(rest.to_vec())),
-            None => Err(not_in(STATE_FORMAT).into()),
-        },
+        StateData::File(f) => Ok(Restoring::Whole(stripped(STATE_FORMAT, file(f)?)?)),
         StateData::Chain(chain) => {
             let Some((first, rest)) = chain.split_first() else {
                 return Err(format!("operator {id:?}: its chain of state files is empty").into());
             };
-            let base = strip_header(STATE_FORMAT, file(first)?)
-                .ok_or_else(|| not_in(STATE_FORMAT))?
-                .to_vec();
+            let base = stripped(STATE_FORMAT, file(first)?)?;
             let mut deltas = Vec::with_capacity(rest.len());
             for f in rest {
-                let delta =
-                    strip_header(DELTA_FORMAT, file(f)?).ok_or_else(|| not_in(DELTA_FORMAT))?;
-                deltas.push(delta.to_vec());
+                deltas.push(stripped(DELTA_FORMAT, file(f)?)?);
             }
             Ok(Restoring::Chain {
                 base,

@@ -31,7 +31,7 @@ use super::state::{Piece, Versions};
 use super::state_backend::part::{Next, StatePart};
 use super::{DStream, Data, Key, StableMap};
 use crate::error::{ComputeError, ComputeResult};
-use weir_actors::checkpoint::{CheckpointId, StateFileRef};
+use weir_actors::checkpoint::{CheckpointId, StateBytes, StateFileRef};
 
 /// A key's state as the mapping function of [`DStream::map_with_state`] sees it (Spark's
 /// `State`): read it, update it, remove it.
@@ -370,12 +370,16 @@ where
     fn restore_chain(
         &self,
         _: &GraphShared,
-        base: &[u8],
-        deltas: &[&[u8]],
+        base: &StateBytes,
+        deltas: &[StateBytes],
         chain: &[StateFileRef],
     ) -> ComputeResult<()> {
         self.0.mapped.clear();
         self.0.state.restore_chain(base, deltas, chain)
+    }
+    fn restore_bytes(&self, _: &GraphShared, bytes: &StateBytes) -> ComputeResult<()> {
+        self.0.mapped.clear();
+        self.0.state.restore_bytes(Some(bytes))
     }
     fn state_type(&self) -> &'static str {
         std::any::type_name::<(K, Entry<S>)>()

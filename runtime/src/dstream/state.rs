@@ -23,12 +23,12 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use weir_actors::checkpoint::{CheckpointId, StateFileRef};
+use weir_actors::checkpoint::{CheckpointId, StateBytes, StateFileRef};
 
-use super::graph::{BatchCx, Compute, GraphShared, Lifecycle, Node};
+use super::graph::{BatchCx, Compute, GraphShared, Lifecycle, Node, STATE_FORMAT, format_header};
 use super::memo::{Memo, lock};
 use super::schema::{Hook, migrate_encoding};
-use super::state_backend::part::{Entries, Next, StatePart, Store};
+use super::state_backend::part::{Decoded, Entries, Next, StatePart, Store};
 use super::{DStream, Data, Key, StableMap, partition_of};
 use crate::error::{ComputeError, ComputeResult};
 
@@ -54,6 +54,10 @@ pub(crate) const MAX_DELTAS: usize = 16;
 pub(crate) enum Piece {
     /// The whole state, in the encoding [`restore`](Versions::restore) reads.
     Full(Vec<u8>),
+    /// The whole state with its format header in front
+    /// ([`STATE_FORMAT`](super::graph::STATE_FORMAT)), in a local file: how the disk backend
+    /// hands on a state larger than memory.
+    Framed(StateBytes),
     /// The chain of the newest written checkpoint, and one more delta for it.
     Delta {
         /// The files of that chain, base first.
@@ -297,6 +301,21 @@ where
         Ok(encoded)
     }
 
+    /// The whole state of the base as a snapshot: in a local file with the disk backend
+    /// ([`Piece::Framed`]), else encoded in memory.
+    fn base_piece(&self, base: &mut Base<K, S>) -> ComputeResult<Piece> {
+        if base.parts.is_none() {
+            return Err(ComputeError::new("the state backend could not be opened"));
+        }
+        match self
+            .store
+            .encode_to_file(base.as_of, &format_header(STATE_FORMAT))
+        {
+            Some(file) => file.map(Piece::Framed),
+            None => self.encode_base(base).map(Piece::Full),
+        }
+    }
+
     /// The snapshot for checkpoint `id`, as of `completed_through`: the whole state, or a
     /// delta over the chain of the newest written checkpoint (see the module docs).
     pub(crate) fn snapshot_piece(
@@ -304,11 +323,11 @@ where
         completed_through: Option<u64>,
         id: CheckpointId,
     ) -> ComputeResult<Piece> {
-        let Some(incremental) = &self.incremental else {
-            return self.snapshot(completed_through).map(Piece::Full);
-        };
         let mut base = lock(&self.base);
         self.fold_for_snapshot(&mut base, completed_through)?;
+        let Some(incremental) = &self.incremental else {
+            return self.base_piece(&mut base);
+        };
         let mut inc = lock(incremental);
         // The keys of the batches this snapshot covers.
         let mut epoch = Vec::new();
@@ -323,7 +342,7 @@ where
         inc.in_flight.insert(id);
         if inc.chain.is_empty() || busy || inc.chain.len() > MAX_DELTAS {
             drop(inc);
-            return self.encode_base(&mut base).map(Piece::Full);
+            return self.base_piece(&mut base);
         }
         // Every key changed since the chain's checkpoint, with its state now.
         let mut keys: StableMap<&K, ()> = StableMap::default();
@@ -353,7 +372,7 @@ where
         };
         if deltas_len.saturating_add(delta.len() as u64) > base_len {
             drop(inc);
-            return self.encode_base(&mut base).map(Piece::Full);
+            return self.base_piece(&mut base);
         }
         Ok(Piece::Delta {
             keep: inc.chain.clone(),
@@ -382,20 +401,27 @@ where
 
     /// Replaces everything with a chain's state: `base` (the encoding
     /// [`restore`](Self::restore) reads), then each delta in order; `chain` names its files.
+    /// The disk backend reads the base in pieces and one delta at a time.
     pub(crate) fn restore_chain(
         &self,
-        base_bytes: &[u8],
-        deltas: &[&[u8]],
+        base_bytes: &StateBytes,
+        deltas: &[StateBytes],
         chain: &[StateFileRef],
     ) -> ComputeResult<()> {
-        self.restore(Some(base_bytes))?;
+        self.restore_bytes(Some(base_bytes))?;
+        let read = |delta: &StateBytes| {
+            delta
+                .to_vec()
+                .map_err(|e| ComputeError::new(format!("reading a state delta: {e}")))
+        };
         let mut base = lock(&self.base);
         let mut as_of = base.as_of;
         if self.store.changes_in_place() {
             // The disk backend: each delta's entries written into the base in order (a later
             // one's word on a key wins), one at a time — memory holds no delta decoded whole.
-            for bytes in deltas {
-                let (delta_as_of, entries) = Entries::<K, Option<S>>::open(bytes)
+            for delta in deltas {
+                let bytes = read(delta)?;
+                let (delta_as_of, entries) = Entries::<K, Option<S>>::open(&bytes)
                     .map_err(|e| ComputeError::new(format!("decoding a state delta: {e}")))?;
                 as_of = as_of.max(delta_as_of);
                 self.store.write_changes(entries)?;
@@ -410,9 +436,10 @@ where
         // then applied to the base at once: one copy of each partition.
         let mut changes: Vec<StableMap<K, Option<S>>> =
             (0..self.partitions).map(|_| StableMap::default()).collect();
-        for bytes in deltas {
+        for delta in deltas {
+            let bytes = read(delta)?;
             let (delta_as_of, entries): (Option<u64>, Vec<(K, Option<S>)>) =
-                postcard::from_bytes(bytes)
+                postcard::from_bytes(&bytes)
                     .map_err(|e| ComputeError::new(format!("decoding a state delta: {e}")))?;
             as_of = as_of.max(delta_as_of);
             for (k, s) in entries {
@@ -459,15 +486,32 @@ where
 
     /// Replaces everything with the decoded state (or an empty one).
     pub(crate) fn restore(&self, bytes: Option<&[u8]>) -> ComputeResult<()> {
+        self.restore_with(|store, partitions| match bytes {
+            Some(bytes) => store.decode(partitions, bytes),
+            None => Ok((None, store.empty(partitions)?)),
+        })
+    }
+
+    /// [`restore`](Self::restore) of bytes in memory or in a file (read in pieces by the disk
+    /// backend).
+    pub(crate) fn restore_bytes(&self, bytes: Option<&StateBytes>) -> ComputeResult<()> {
+        self.restore_with(|store, partitions| match bytes {
+            Some(bytes) => store.decode_bytes(partitions, bytes),
+            None => Ok((None, store.empty(partitions)?)),
+        })
+    }
+
+    /// Replaces everything with what `decode` makes.
+    fn restore_with(
+        &self,
+        decode: impl FnOnce(&Store, usize) -> ComputeResult<Decoded<K, S>>,
+    ) -> ComputeResult<()> {
         if let Some(incremental) = &self.incremental {
             *lock(incremental) = Incremental::default();
         }
         self.versions.clear();
         let mut base = lock(&self.base);
-        let (as_of, parts) = match bytes {
-            Some(bytes) => self.store.decode(self.partitions, bytes)?,
-            None => (None, self.store.empty(self.partitions)?),
-        };
+        let (as_of, parts) = decode(&self.store, self.partitions)?;
         *base = Base {
             as_of,
             parts: Some(parts),
@@ -574,8 +618,19 @@ where
     fn state_type(&self) -> &'static str {
         std::any::type_name::<(K, S)>()
     }
+    fn snapshot_piece(
+        &self,
+        _: &GraphShared,
+        through: Option<u64>,
+        id: CheckpointId,
+    ) -> ComputeResult<Option<Piece>> {
+        self.state.snapshot_piece(through, id).map(Some)
+    }
     fn restore(&self, _: &GraphShared, bytes: Option<&[u8]>) -> ComputeResult<()> {
         self.state.restore(bytes)
+    }
+    fn restore_bytes(&self, _: &GraphShared, bytes: &StateBytes) -> ComputeResult<()> {
+        self.state.restore_bytes(Some(bytes))
     }
     fn set_migration(&self, hook: Box<dyn std::any::Any + Send + Sync>) -> bool {
         self.migration.set(hook)

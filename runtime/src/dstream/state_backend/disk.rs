@@ -36,9 +36,10 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableM
 use redb::{TableDefinition, WriteTransaction};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use weir_actors::checkpoint::{StateBytes, StateWriter};
 
 use super::config::DiskStateOptions;
-use super::part::{Decoded, Entries, Next, StatePart, decoding, encoding};
+use super::part::{Decoded, Next, ReadEntries, StatePart, decoding, encoding};
 use crate::dstream::memo::lock;
 use crate::dstream::{Data, Key, StableMap, partition_of};
 use crate::error::{ComputeError, ComputeResult};
@@ -215,14 +216,29 @@ impl DiskStore {
         K: Key + Serialize + DeserializeOwned,
         S: Data + Serialize + DeserializeOwned,
     {
-        let (as_of, mut entries) = Entries::<K, S>::open(bytes)?;
+        self.load_from(bytes)
+    }
+
+    /// Replaces everything with the checkpoint encoding read from `input` in pieces, entry by
+    /// entry (a state larger than memory is never in memory).
+    pub(crate) fn load_from<K, S>(
+        self: &Arc<Self>,
+        input: impl std::io::Read,
+    ) -> ComputeResult<Decoded<K, S>>
+    where
+        K: Key + Serialize + DeserializeOwned,
+        S: Data + Serialize + DeserializeOwned,
+    {
+        let (as_of, mut entries) = ReadEntries::<_, K, S>::open(input)?;
         let txn = self.write(false)?;
         txn.delete_table(TABLE).map_err(store_error)?;
         {
             let mut table = txn.open_table(TABLE).map_err(store_error)?;
+            let mut key = Vec::new();
             while let Some(entry) = entries.next_raw() {
                 let (k, _, key_bytes, state) = entry?;
-                let mut key = prefix(partition_of(&k, self.partitions)).to_vec();
+                key.clear();
+                key.extend_from_slice(&prefix(partition_of(&k, self.partitions)));
                 key.extend_from_slice(key_bytes);
                 table.insert(key.as_slice(), state).map_err(store_error)?;
             }
@@ -419,17 +435,57 @@ impl DiskStore {
 
     /// The checkpoint encoding of the B-tree, as of `as_of`.
     pub(crate) fn encode(&self, as_of: Option<u64>) -> ComputeResult<Vec<u8>> {
+        let mut out = Vec::new();
+        self.encode_into(as_of, &mut out)?;
+        Ok(out)
+    }
+
+    /// `header`, then the checkpoint encoding of the B-tree as of `as_of`, written into an
+    /// anonymous temporary file in the backend's directory as it is read from a snapshot of
+    /// the B-tree: a state larger than memory is never in memory.
+    pub(crate) fn encode_to_file(
+        &self,
+        as_of: Option<u64>,
+        header: &[u8],
+    ) -> ComputeResult<StateBytes> {
+        let dir = &self.options.dir;
+        let file = StateBytes::temp_file_in(dir).map_err(|e| {
+            store_error(format!(
+                "creating a temporary file in {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let mut out = StateWriter::new(file);
+        let written = std::io::Write::write_all(&mut out, header)
+            .map_err(|e| store_error(format!("writing a temporary file: {e}")))
+            .and_then(|()| self.encode_into(as_of, &mut out));
+        written?;
+        let (bytes, _) = out
+            .finish()
+            .map_err(|e| store_error(format!("writing a temporary file: {e}")))?;
+        Ok(bytes)
+    }
+
+    /// Writes the checkpoint encoding of the B-tree, as of `as_of`, into `out`.
+    fn encode_into(&self, as_of: Option<u64>, out: &mut impl std::io::Write) -> ComputeResult<()> {
         let db = self.db()?;
         let txn = db.begin_read().map_err(store_error)?;
         let table = txn.open_table(TABLE).map_err(store_error)?;
         let len = table.len().map_err(store_error)?;
-        let mut out = postcard::to_allocvec(&(as_of, len)).map_err(encoding)?;
+        let write = |out: &mut dyn std::io::Write, bytes: &[u8]| {
+            out.write_all(bytes)
+                .map_err(|e| store_error(format!("writing the state's encoding: {e}")))
+        };
+        write(
+            out,
+            &postcard::to_allocvec(&(as_of, len)).map_err(encoding)?,
+        )?;
         for entry in table.iter().map_err(store_error)? {
             let (key, state) = entry.map_err(store_error)?;
-            out.extend_from_slice(key.value().get(4..).unwrap_or_default());
-            out.extend_from_slice(state.value());
+            write(out, key.value().get(4..).unwrap_or_default())?;
+            write(out, state.value())?;
         }
-        Ok(out)
+        Ok(())
     }
 }
 

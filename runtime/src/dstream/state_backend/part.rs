@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use weir_actors::checkpoint::StateBytes;
 
 use super::config::StateBackend;
 use super::disk::{DiskPart, DiskStore, DiskTable};
@@ -230,6 +231,43 @@ impl Store {
         }
     }
 
+    /// `header`, then the checkpoint encoding of the base as of `as_of`, in a local temporary
+    /// file — the disk backend's way to encode a state larger than memory; `None` for the
+    /// memory backend ([`encode`](Self::encode) it).
+    pub(crate) fn encode_to_file(
+        &self,
+        as_of: Option<u64>,
+        header: &[u8],
+    ) -> Option<ComputeResult<StateBytes>> {
+        match self {
+            Store::Memory => None,
+            Store::Disk(d) => Some(d.encode_to_file(as_of, header)),
+        }
+    }
+
+    /// [`decode`](Self::decode) of `bytes` in memory or in a file: the disk backend reads a
+    /// file in pieces.
+    pub(crate) fn decode_bytes<K, S>(
+        &self,
+        partitions: usize,
+        bytes: &StateBytes,
+    ) -> ComputeResult<Decoded<K, S>>
+    where
+        K: Key + Serialize + DeserializeOwned,
+        S: Data + Serialize + DeserializeOwned,
+    {
+        match (self, bytes.in_memory()) {
+            (_, Some(bytes)) => self.decode(partitions, bytes),
+            (Store::Disk(d), None) => d.load_from(bytes.reader()),
+            (Store::Memory, None) => {
+                let bytes = bytes
+                    .to_vec()
+                    .map_err(|e| ComputeError::new(format!("reading state: {e}")))?;
+                memory::decode(partitions, &bytes)
+            }
+        }
+    }
+
     /// Whether the base is kept out of memory and changed in place (the disk backend): a
     /// restore then writes a chain's deltas into it with [`write_changes`](Self::write_changes).
     pub(crate) fn changes_in_place(&self) -> bool {
@@ -326,6 +364,116 @@ impl<K: DeserializeOwned, S: DeserializeOwned> Iterator for Entries<'_, K, S> {
     type Item = ComputeResult<(K, S)>;
     fn next(&mut self) -> Option<Self::Item> {
         self.next_raw().map(|r| r.map(|(k, s, _, _)| (k, s)))
+    }
+}
+
+/// How many more bytes [`ReadEntries`] reads when its buffer runs out.
+const READ_PIECE: usize = 1 << 20;
+
+/// The entries of an encoded state read from `input` in pieces: as [`Entries`], with a buffer
+/// of about [`READ_PIECE`] bytes (more only for an entry larger than that), so a state larger
+/// than memory is decoded without being in memory.
+pub(crate) struct ReadEntries<R, K, S> {
+    input: R,
+    buf: Vec<u8>,
+    /// Where the next entry starts in `buf`.
+    pos: usize,
+    /// Whether `input` has nothing more.
+    ended: bool,
+    left: u64,
+    _types: std::marker::PhantomData<fn() -> (K, S)>,
+}
+
+impl<R: std::io::Read, K: DeserializeOwned, S: DeserializeOwned> ReadEntries<R, K, S> {
+    /// The batch the state is as of, and its entries.
+    pub(crate) fn open(input: R) -> ComputeResult<(Option<u64>, Self)> {
+        let mut entries = ReadEntries {
+            input,
+            buf: Vec::new(),
+            pos: 0,
+            ended: false,
+            left: 0,
+            _types: std::marker::PhantomData,
+        };
+        let (as_of, used) = entries.decode(|b| {
+            let (as_of, rest): (Option<u64>, _) = postcard::take_from_bytes(b)?;
+            Ok((as_of, b.len() - rest.len()))
+        })?;
+        entries.pos += used;
+        // A sequence's length is a varint, as a `u64` is.
+        let (left, used) = entries.decode(|b| {
+            let (left, rest): (u64, _) = postcard::take_from_bytes(b)?;
+            Ok((left, b.len() - rest.len()))
+        })?;
+        entries.pos += used;
+        entries.left = left;
+        Ok((as_of, entries))
+    }
+
+    /// Decodes a value at the next entry's start with `decode` (the value and the bytes it
+    /// used), reading more input while the buffer ends before the value does.
+    fn decode<T>(
+        &mut self,
+        decode: impl Fn(&[u8]) -> Result<T, postcard::Error>,
+    ) -> ComputeResult<T> {
+        loop {
+            match decode(self.buf.get(self.pos..).unwrap_or_default()) {
+                Err(postcard::Error::DeserializeUnexpectedEnd) if !self.ended => self.refill()?,
+                Err(e) => return Err(decoding(e)),
+                Ok(decoded) => return Ok(decoded),
+            }
+        }
+    }
+
+    /// Drops the bytes before the next entry and reads more.
+    fn refill(&mut self) -> ComputeResult<()> {
+        self.buf.drain(..self.pos);
+        self.pos = 0;
+        let old = self.buf.len();
+        self.buf.resize(old + READ_PIECE, 0);
+        let n = loop {
+            match self.input.read(self.buf.get_mut(old..).unwrap_or_default()) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.buf.truncate(old);
+                    return Err(ComputeError::new(format!("reading state: {e}")));
+                }
+            }
+        };
+        self.buf.truncate(old + n);
+        self.ended = n == 0;
+        Ok(())
+    }
+
+    /// The next entry's key and state, with the bytes of its key and of its state.
+    pub(crate) fn next_raw(&mut self) -> Option<ComputeResult<RawEntry<'_, K, S>>> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let decoded = self.decode(|b| {
+            let (k, after_key): (K, _) = postcard::take_from_bytes(b)?;
+            let (s, rest): (S, _) = postcard::take_from_bytes(after_key)?;
+            let used = (b.len() - after_key.len(), after_key.len() - rest.len());
+            Ok(((k, s), used))
+        });
+        match decoded {
+            Ok(((k, s), (key_len, state_len))) => {
+                let start = self.pos;
+                self.pos += key_len + state_len;
+                let key = self.buf.get(start..start + key_len).unwrap_or_default();
+                let state = self
+                    .buf
+                    .get(start + key_len..start + key_len + state_len)
+                    .unwrap_or_default();
+                Some(Ok((k, s, key, state)))
+            }
+            Err(e) => {
+                self.left = 0;
+                Some(Err(e))
+            }
+        }
     }
 }
 
