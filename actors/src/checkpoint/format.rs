@@ -620,7 +620,9 @@ impl CheckpointData {
     }
 }
 
-/// Frames `bytes` as a state file.
+/// Frames `bytes` as a state file (the store frames in place or in pieces: for tests and the
+/// fuzz targets' round trips).
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn encode_state_file(bytes: &[u8]) -> Vec<u8> {
     frame(STATE_FILE_FRAME, bytes)
 }

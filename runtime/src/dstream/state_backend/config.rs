@@ -40,6 +40,11 @@ pub struct DiskStateOptions {
     pub dir: PathBuf,
     /// The page cache of each operator's state file, in bytes. Default: 64 MiB.
     pub cache_bytes: usize,
+    /// Whether each fold of a batch into the state file first hands the memory freed since
+    /// the last one back to the system (glibc's `malloc_trim`; nothing elsewhere). glibc keeps
+    /// what a thread freed in that thread's arena, so a process whose batches come and go
+    /// otherwise grows far beyond its live heap (docs/operations.md, "Memory"). Default: true.
+    pub release_memory: bool,
 }
 
 impl Default for DiskStateOptions {
@@ -47,6 +52,7 @@ impl Default for DiskStateOptions {
         DiskStateOptions {
             dir: std::env::temp_dir(),
             cache_bytes: 64 << 20,
+            release_memory: true,
         }
     }
 }
@@ -64,6 +70,13 @@ impl DiskStateOptions {
     #[must_use]
     pub fn cache_bytes(mut self, bytes: usize) -> Self {
         self.cache_bytes = bytes;
+        self
+    }
+
+    /// Sets [`release_memory`](Self::release_memory).
+    #[must_use]
+    pub fn release_memory(mut self, release: bool) -> Self {
+        self.release_memory = release;
         self
     }
 }

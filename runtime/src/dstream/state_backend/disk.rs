@@ -74,6 +74,17 @@ fn store_error(e: impl std::fmt::Display) -> ComputeError {
     ComputeError::new(format!("the disk state store: {e}"))
 }
 
+/// Hands the memory the process freed back to the system: glibc keeps freed chunks in the
+/// arena of the thread that allocated them, and gives back only the top of each heap by
+/// itself; `malloc_trim(0)` releases every whole free page of every arena. A no-op elsewhere.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` takes no pointer; it walks glibc's own arenas under their locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// One operator's state file.
 pub(crate) struct DiskStore {
     options: DiskStateOptions,
@@ -307,6 +318,9 @@ impl DiskStore {
         K: Key + Serialize + DeserializeOwned,
         S: Data + Serialize + DeserializeOwned,
     {
+        if self.options.release_memory {
+            release_freed_memory();
+        }
         let mut chunk = Chunk::default();
         for part in &parts {
             let StatePart::Disk(p) = part else {
