@@ -123,6 +123,8 @@ pub struct ManualClock {
     /// Where snapshots are written as checkpoints, if anywhere (see
     /// [`ManualClock::checkpoint_to`]).
     store: Option<Arc<CheckpointStore>>,
+    /// The time spent taking and writing checkpoints so far.
+    checkpointing: std::time::Duration,
 }
 
 impl std::fmt::Debug for ManualClock {
@@ -161,6 +163,7 @@ impl ManualClock {
             next_batch: interval_ms,
             last_checkpoint: None,
             store: None,
+            checkpointing: std::time::Duration::ZERO,
         })
     }
 
@@ -278,8 +281,27 @@ impl ManualClock {
         self.last_checkpoint.as_ref()
     }
 
+    /// The wall time spent so far taking checkpoints (the operators' snapshots) and writing
+    /// them, state files included, out of the time [`run`](Self::run) took.
+    pub fn checkpoint_time(&self) -> std::time::Duration {
+        self.checkpointing
+    }
+
     /// Takes the snapshot as of `completed` for a checkpoint at `time` listing `pending`.
     fn checkpoint(
+        &mut self,
+        time: u64,
+        pending: Vec<u64>,
+        completed: Option<u64>,
+    ) -> Result<(), UserError> {
+        let started = std::time::Instant::now();
+        let taken = self.take_checkpoint(time, pending, completed);
+        self.checkpointing += started.elapsed();
+        taken
+    }
+
+    /// [`checkpoint`](Self::checkpoint), untimed.
+    fn take_checkpoint(
         &mut self,
         time: u64,
         pending: Vec<u64>,

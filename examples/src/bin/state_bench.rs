@@ -17,7 +17,8 @@
 //! never queued.
 //!
 //! Per batch, a child prints the keys in the state, the bytes the checkpoint wrote (the
-//! checkpoint file plus its new state files), the time of the batch with its checkpoint, the
+//! checkpoint file plus its new state files), the time of the batch with its checkpoint and
+//! of the checkpoint alone (the operators' snapshots and the write), the
 //! process's resident memory after it (`VmRSS`) and its peak so far (`VmHWM`), the heap's live
 //! bytes after the batch and their peak during it (counted by this program's global
 //! allocator), and the size of the disk backend's state file; at the end, the time to restore
@@ -223,13 +224,17 @@ async fn child_in(
         queue.push(vec![b]);
         reset_peak();
         let started = Instant::now();
+        let checkpointing = clock.checkpoint_time();
         clock.run(1).await?;
         let elapsed = started.elapsed();
+        let checkpoint = clock.checkpoint_time().saturating_sub(checkpointing);
         let bytes = new_bytes(&checkpoints, &mut seen)?;
         println!(
-            "batch {b} keys {} bytes {bytes} ms {} rss {} hwm {} heap {} heap_peak {} file {}",
+            "batch {b} keys {} bytes {bytes} ms {} checkpoint_ms {} rss {} hwm {} heap {} \
+             heap_peak {} file {}",
             (b + 1) * per_batch,
             elapsed.as_millis(),
+            checkpoint.as_millis(),
             status_kib("VmRSS:"),
             status_kib("VmHWM:"),
             LIVE.load(Ordering::Relaxed),
@@ -321,19 +326,20 @@ async fn main() -> Result<(), BoxError> {
         eprintln!("{backend} {checkpoints}:\n{stdout}");
         println!("{backend} backend, {checkpoints} checkpoints:\n");
         println!(
-            "| batch | keys | checkpoint MiB | batch + checkpoint ms | RSS MiB | peak RSS MiB | heap MiB | heap peak in batch MiB | state file MiB |"
+            "| batch | keys | checkpoint MiB | batch + checkpoint ms | of which checkpoint ms | RSS MiB | peak RSS MiB | heap MiB | heap peak in batch MiB | state file MiB |"
         );
-        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let mut restore = String::new();
         let mut last = String::new();
         for line in stdout.lines() {
             if line.starts_with("batch ") {
                 println!(
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     field(line, "batch"),
                     field(line, "keys"),
                     mib(field(line, "bytes")),
                     field(line, "ms"),
+                    field(line, "checkpoint_ms"),
                     kib_mib(field(line, "rss")),
                     kib_mib(field(line, "hwm")),
                     field(line, "heap") >> 20,

@@ -67,12 +67,18 @@ pub(crate) enum Piece {
     },
 }
 
+/// A key a batch changed, with its state after the batch (`None`: removed).
+type Change<K, S> = (K, Option<S>);
+
 /// What incremental checkpoints of one operator remember (see the module docs).
-struct Incremental<K> {
-    /// Keys changed by each batch not yet snapshotted.
-    changed: BTreeMap<u64, Vec<K>>,
-    /// Keys each snapshot since the newest written checkpoint covered (beyond the previous).
-    epochs: BTreeMap<CheckpointId, Vec<K>>,
+struct Incremental<K, S> {
+    /// The changes of each batch not yet snapshotted, in the order they were made.
+    changed: BTreeMap<u64, Vec<Change<K, S>>>,
+    /// The changes each snapshot since the newest written checkpoint covered (beyond the
+    /// previous). A delta is made of them, not read back from the state: on the disk backend
+    /// that was a B-tree lookup per changed key, most of them cache misses once the state
+    /// outgrows the cache.
+    epochs: BTreeMap<CheckpointId, Vec<Change<K, S>>>,
     /// Snapshots whose write has not ended.
     in_flight: BTreeSet<CheckpointId>,
     /// The newest checkpoint heard written (`CheckpointId(0)`: the restored one).
@@ -81,7 +87,7 @@ struct Incremental<K> {
     chain: Vec<StateFileRef>,
 }
 
-impl<K> Default for Incremental<K> {
+impl<K, S> Default for Incremental<K, S> {
     fn default() -> Self {
         Incremental {
             changed: BTreeMap::new(),
@@ -103,7 +109,7 @@ pub(crate) struct Versions<K, S> {
     /// Whether to fold each batch as it completes (see [`completed`](Self::completed)).
     eager: bool,
     /// Incremental checkpoints, if the operator and the context use them.
-    incremental: Option<Mutex<Incremental<K>>>,
+    incremental: Option<Mutex<Incremental<K, S>>>,
 }
 
 impl<K, S> Versions<K, S>
@@ -163,7 +169,7 @@ where
                         .changed
                         .entry(cx.time)
                         .or_default()
-                        .extend(changes.keys().cloned()),
+                        .extend(changes.iter().map(|(k, s)| (k.clone(), s.clone()))),
                     Next::Replace(_) => {
                         return Err(ComputeError::new(
                             "an operator checkpointed incrementally replaced its whole state",
@@ -329,12 +335,12 @@ where
             return self.base_piece(&mut base);
         };
         let mut inc = lock(incremental);
-        // The keys of the batches this snapshot covers.
+        // The changes of the batches this snapshot covers.
         let mut epoch = Vec::new();
         if let Some(as_of) = base.as_of {
             let later = inc.changed.split_off(&as_of.saturating_add(1));
-            for keys in std::mem::replace(&mut inc.changed, later).into_values() {
-                epoch.extend(keys);
+            for changes in std::mem::replace(&mut inc.changed, later).into_values() {
+                epoch.extend(changes);
             }
         }
         inc.epochs.insert(id, epoch);
@@ -344,26 +350,13 @@ where
             drop(inc);
             return self.base_piece(&mut base);
         }
-        // Every key changed since the chain's checkpoint, with its state now.
-        let mut keys: StableMap<&K, ()> = StableMap::default();
+        // Every key changed since the chain's checkpoint, with its state now: the last change
+        // of each (epochs and the batches in them are in order).
+        let mut last: StableMap<&K, Option<&S>> = StableMap::default();
         for epoch in inc.epochs.values() {
-            keys.extend(epoch.iter().map(|k| (k, ())));
+            last.extend(epoch.iter().map(|(k, s)| (k, s.as_ref())));
         }
-        let parts = base
-            .parts
-            .as_deref()
-            .ok_or_else(|| ComputeError::new("the state backend could not be opened"))?;
-        let mut readers: Vec<_> = parts.iter().map(StatePart::reader).collect();
-        let mut entries: Vec<(&K, Option<S>)> = Vec::with_capacity(keys.len());
-        for k in keys.into_keys() {
-            let part = partition_of(k, self.partitions);
-            let state = match readers.get_mut(part) {
-                Some(reader) => reader.get(k)?,
-                None => None,
-            };
-            entries.push((k, state));
-        }
-        drop(readers);
+        let entries: Vec<(&K, Option<&S>)> = last.into_iter().collect();
         let delta = postcard::to_allocvec(&(base.as_of, entries))
             .map_err(|e| ComputeError::new(format!("encoding a state delta: {e}")))?;
         let (base_len, deltas_len) = match inc.chain.split_first() {
@@ -408,6 +401,14 @@ where
         deltas: &[StateBytes],
         chain: &[StateFileRef],
     ) -> ComputeResult<()> {
+        if !deltas.is_empty()
+            && let Some(decoded) = self.store.load_chain(base_bytes, deltas)?
+        {
+            // The disk backend merged base and deltas in one pass.
+            self.restore_with(|_, _| Ok(decoded))?;
+            self.restart_chain(chain);
+            return Ok(());
+        }
         self.restore_bytes(Some(base_bytes))?;
         let read = |delta: &StateBytes| {
             delta

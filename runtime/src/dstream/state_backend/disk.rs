@@ -39,7 +39,7 @@ use serde::de::DeserializeOwned;
 use weir_actors::checkpoint::{StateBytes, StateWriter};
 
 use super::config::DiskStateOptions;
-use super::part::{Decoded, Next, ReadEntries, StatePart, decoding, encoding};
+use super::part::{Decoded, Entries, Next, ReadEntries, StatePart, decoding, encoding};
 use crate::dstream::memo::lock;
 use crate::dstream::{Data, Key, StableMap, partition_of};
 use crate::error::{ComputeError, ComputeResult};
@@ -257,6 +257,119 @@ impl DiskStore {
         txn.commit().map_err(store_error)?;
         self.folded.store(NOT_FOLDED, Ordering::Release);
         Ok((as_of, self.base()))
+    }
+
+    /// Replaces everything with a chain — the base encoding `base`, then `deltas` in order (a
+    /// later one's word on a key wins) — in one pass: each delta is sorted by key into a
+    /// temporary run file (one delta in memory at a time), then the base and the runs are
+    /// merged into the B-tree in key order, so its pages are written once, in order. (Loading
+    /// the base and then writing each delta into it rewrote pages all over the B-tree for
+    /// every delta: at 10 M keys, 67 s against 10 s for a base alone.) `None`, and nothing
+    /// changed, if the base is not in key order — written with another partition count —
+    /// when the caller loads the base and writes the deltas into it instead.
+    pub(crate) fn load_chain<K, S>(
+        self: &Arc<Self>,
+        base: &StateBytes,
+        deltas: &[StateBytes],
+    ) -> ComputeResult<Option<Decoded<K, S>>>
+    where
+        K: Key + Serialize + DeserializeOwned,
+        S: Data + Serialize + DeserializeOwned,
+    {
+        let mut runs = Vec::with_capacity(deltas.len());
+        let mut deltas_as_of = None;
+        for delta in deltas {
+            let bytes = delta
+                .to_vec()
+                .map_err(|e| store_error(format!("reading a state delta: {e}")))?;
+            let (as_of, mut entries) = Entries::<K, Option<S>>::open(&bytes)
+                .map_err(|e| ComputeError::new(format!("decoding a state delta: {e}")))?;
+            deltas_as_of = deltas_as_of.max(as_of);
+            let mut changes: Vec<(Vec<u8>, Option<&[u8]>)> = Vec::new();
+            while let Some(entry) = entries.next_raw() {
+                let (k, s, key_bytes, state) = entry?;
+                let mut key = prefix(partition_of(&k, self.partitions)).to_vec();
+                key.extend_from_slice(key_bytes);
+                // `Some(state)` is encoded as a 1 byte, then the state.
+                changes.push((key, s.is_some().then(|| state.get(1..).unwrap_or_default())));
+            }
+            // Stable: a delta holds a key once, but keep the order regardless.
+            changes.sort_by(|a, b| a.0.cmp(&b.0));
+            runs.push(Run::write(&self.options.dir, &changes)?);
+        }
+        let (base_as_of, mut entries) = ReadEntries::<_, K, S>::open(base.reader())?;
+        let txn = self.write(false)?;
+        txn.delete_table(TABLE).map_err(store_error)?;
+        {
+            let mut table = txn.open_table(TABLE).map_err(store_error)?;
+            let mut heads = runs
+                .iter_mut()
+                .map(Run::next)
+                .collect::<ComputeResult<Vec<_>>>()?;
+            let mut base_key = Vec::new();
+            let mut base_head = self.next_base(&mut entries, &mut base_key)?;
+            loop {
+                let smallest = heads
+                    .iter()
+                    .flatten()
+                    .map(|(key, _)| key)
+                    .chain(base_head.as_ref().map(|_| &base_key))
+                    .min()
+                    .cloned();
+                let Some(key) = smallest else {
+                    break;
+                };
+                // The newest delta with the key decides; else the base.
+                let mut change = None;
+                for (head, run) in heads.iter_mut().zip(runs.iter_mut()) {
+                    if head.as_ref().is_some_and(|(k, _)| *k == key) {
+                        change = head.take().map(|(_, state)| state);
+                        *head = run.next()?;
+                    }
+                }
+                let state = if base_head.is_some() && base_key == key {
+                    let from_base = base_head.take();
+                    base_head = self.next_base(&mut entries, &mut base_key)?;
+                    if base_head.is_some() && base_key <= key {
+                        // Not in key order: nothing is committed.
+                        return Ok(None);
+                    }
+                    change.unwrap_or(from_base)
+                } else {
+                    change.flatten()
+                };
+                if let Some(state) = state {
+                    table
+                        .insert(key.as_slice(), state.as_slice())
+                        .map_err(store_error)?;
+                }
+            }
+        }
+        txn.commit().map_err(store_error)?;
+        self.folded.store(NOT_FOLDED, Ordering::Release);
+        Ok(Some((base_as_of.max(deltas_as_of), self.base())))
+    }
+
+    /// The next entry of a base: its state, its B-tree key (the partition's prefix, then the
+    /// key's bytes) put into `key`; `None` at the end.
+    fn next_base<R, K, S>(
+        &self,
+        entries: &mut ReadEntries<R, K, S>,
+        key: &mut Vec<u8>,
+    ) -> ComputeResult<Option<Vec<u8>>>
+    where
+        R: std::io::Read,
+        K: Key + DeserializeOwned,
+        S: DeserializeOwned,
+    {
+        let Some(entry) = entries.next_raw() else {
+            return Ok(None);
+        };
+        let (k, _, key_bytes, state) = entry?;
+        key.clear();
+        key.extend_from_slice(&prefix(partition_of(&k, self.partitions)));
+        key.extend_from_slice(key_bytes);
+        Ok(Some(state.to_vec()))
     }
 
     /// `previous` changed by `next` in batch `time`.
@@ -500,6 +613,74 @@ impl DiskStore {
             write(out, state.value())?;
         }
         Ok(())
+    }
+}
+
+/// A delta's changes sorted by key in an anonymous temporary file, read back in order
+/// ([`DiskStore::load_chain`]). A record: the key's length (`u32`, little-endian) and bytes,
+/// then 0 (removed) or 1 and the state's length and bytes.
+struct Run {
+    file: std::io::BufReader<std::fs::File>,
+}
+
+/// A change read from a [`Run`]: the B-tree key, and the new state (`None`: removed).
+type Change = (Vec<u8>, Option<Vec<u8>>);
+
+impl Run {
+    /// Writes `changes` (sorted) into a temporary file in `dir`.
+    fn write(dir: &std::path::Path, changes: &[(Vec<u8>, Option<&[u8]>)]) -> ComputeResult<Run> {
+        use std::io::{Seek, Write};
+        let failed =
+            |e: std::io::Error| store_error(format!("a temporary file in {}: {e}", dir.display()));
+        let file = StateBytes::temp_file_in(dir).map_err(failed)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let len = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+        for (key, state) in changes {
+            out.write_all(&len(key.len())).map_err(failed)?;
+            out.write_all(key).map_err(failed)?;
+            match state {
+                Some(state) => {
+                    out.write_all(&[1]).map_err(failed)?;
+                    out.write_all(&len(state.len())).map_err(failed)?;
+                    out.write_all(state).map_err(failed)?;
+                }
+                None => out.write_all(&[0]).map_err(failed)?,
+            }
+        }
+        let mut file = out.into_inner().map_err(|e| failed(e.into_error()))?;
+        file.rewind().map_err(failed)?;
+        Ok(Run {
+            file: std::io::BufReader::with_capacity(1 << 20, file),
+        })
+    }
+
+    /// The next change; `None` at the end.
+    fn next(&mut self) -> ComputeResult<Option<Change>> {
+        use std::io::{BufRead, Read};
+        let failed = |e: std::io::Error| store_error(format!("reading a temporary file: {e}"));
+        if self.file.fill_buf().map_err(failed)?.is_empty() {
+            return Ok(None);
+        }
+        let mut bytes = |n: usize| -> ComputeResult<Vec<u8>> {
+            let mut out = vec![0; n];
+            self.file.read_exact(&mut out).map_err(failed)?;
+            Ok(out)
+        };
+        let len = |b: Vec<u8>| {
+            let mut word = [0u8; 4];
+            word.copy_from_slice(b.get(..4).unwrap_or(&[0; 4]));
+            u32::from_le_bytes(word) as usize
+        };
+        let key_len = len(bytes(4)?);
+        let key = bytes(key_len)?;
+        let state = match bytes(1)?.first() {
+            Some(1) => {
+                let state_len = len(bytes(4)?);
+                Some(bytes(state_len)?)
+            }
+            _ => None,
+        };
+        Ok(Some((key, state)))
     }
 }
 

@@ -245,6 +245,25 @@ impl Store {
         }
     }
 
+    /// A chain's state — the base `base`, then `deltas` in order — merged in one pass by the
+    /// disk backend ([`DiskStore::load_chain`]); `None` if the backend does not (the memory
+    /// backend) or cannot (a base in another partition order): restore the base, then apply
+    /// the deltas.
+    pub(crate) fn load_chain<K, S>(
+        &self,
+        base: &StateBytes,
+        deltas: &[StateBytes],
+    ) -> ComputeResult<Option<Decoded<K, S>>>
+    where
+        K: Key + Serialize + DeserializeOwned,
+        S: Data + Serialize + DeserializeOwned,
+    {
+        match self {
+            Store::Memory => Ok(None),
+            Store::Disk(d) => d.load_chain(base, deltas),
+        }
+    }
+
     /// [`decode`](Self::decode) of `bytes` in memory or in a file: the disk backend reads a
     /// file in pieces.
     pub(crate) fn decode_bytes<K, S>(
