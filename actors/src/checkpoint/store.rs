@@ -323,6 +323,13 @@ impl Backend {
         }
     }
 
+    fn object_dir<'a>(dir: &'a ObjectDir, state: &'a ObjectDir, area: Area) -> &'a ObjectDir {
+        match area {
+            Area::Checkpoints => dir,
+            Area::State => state,
+        }
+    }
+
     fn local_dir(dir: &Path, state: &Path, area: Area) -> PathBuf {
         match area {
             Area::Checkpoints => dir.to_path_buf(),
@@ -415,11 +422,7 @@ impl Backend {
                 location::blocking(&path.clone(), move || local::read_file(&path)).await
             }
             Backend::Object { dir, state, .. } => {
-                let dir = if area == Area::Checkpoints {
-                    dir
-                } else {
-                    state
-                };
+                let dir = Self::object_dir(dir, state, area);
                 dir.read(name).await.map(|buf| buf.to_vec())
             }
         };
@@ -443,11 +446,7 @@ impl Backend {
                 .await
             }
             Backend::Object { dir, state, .. } => {
-                let dir = if area == Area::Checkpoints {
-                    dir
-                } else {
-                    state
-                };
+                let dir = Self::object_dir(dir, state, area);
                 dir.write_once(name, Buffer::from(bytes), CHECKPOINT).await
             }
         }
@@ -479,11 +478,7 @@ impl Backend {
                 .await
             }
             Backend::Object { dir, state, .. } => {
-                let dir = if area == Area::Checkpoints {
-                    dir
-                } else {
-                    state
-                };
+                let dir = Self::object_dir(dir, state, area);
                 let header_len = len_u64(HEADER_LEN);
                 let total = header_len.saturating_add(body.len());
                 let piece = |at: u64| {
@@ -535,11 +530,7 @@ impl Backend {
                 .await
             }
             Backend::Object { dir, state, .. } => {
-                let dir = if area == Area::Checkpoints {
-                    dir
-                } else {
-                    state
-                };
+                let dir = Self::object_dir(dir, state, area);
                 for name in &names {
                     dir.delete(name).await?;
                 }

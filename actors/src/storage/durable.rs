@@ -304,8 +304,20 @@ pub fn write_file_with(
 ) -> Result<(), FsError> {
     let file = File::create(path).map_err(FsError::io("create", path))?;
     record!(Created(path));
+    write_chunked(&file, path, fps, fill)?;
+    sync_all(&file, path, fps)
+}
+
+/// Writes what `fill` produces into `file` (at `path`) from its start, through a
+/// [`ChunkedWriter`]; the first failure as an [`FsError`].
+fn write_chunked(
+    file: &File,
+    path: &Path,
+    fps: Failpoints,
+    fill: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
+) -> Result<(), FsError> {
     let mut out = ChunkedWriter {
-        file: &file,
+        file,
         path,
         fps,
         offset: 0,
@@ -313,13 +325,21 @@ pub fn write_file_with(
         failed: None,
     };
     let filled = fill(&mut out).and_then(|()| io::Write::flush(&mut out));
-    if let Err(err) = filled {
-        return Err(out
-            .failed
+    filled.map_err(|err| {
+        out.failed
             .take()
-            .unwrap_or_else(|| FsError::io("write", path)(err)));
-    }
-    sync_all(&file, path, fps)
+            .unwrap_or_else(|| FsError::io("write", path)(err))
+    })
+}
+
+/// The name `path` replaces, for an atomic write.
+fn file_name_of(path: &Path) -> Result<&OsStr, FsError> {
+    path.file_name().ok_or_else(|| {
+        FsError::io("write", path)(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the path has no file name to replace",
+        ))
+    })
 }
 
 /// The buffer of [`write_file_with`]: 64 KiB.
@@ -463,12 +483,7 @@ fn write_atomic_mode(
     fps: Failpoints,
     mode: Option<u32>,
 ) -> Result<(), FsError> {
-    let Some(name) = path.file_name() else {
-        return Err(FsError::io("write", path)(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the path has no file name to replace",
-        )));
-    };
+    let name = file_name_of(path)?;
     let dir = parent_dir(path);
     let (file, temp) = create_temp(dir, name, mode)?;
     let result = write_all_at(&file, &temp, 0, bytes, fps)
@@ -491,30 +506,12 @@ pub fn write_atomic_with(
     fps: Failpoints,
     fill: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
 ) -> Result<(), FsError> {
-    let Some(name) = path.file_name() else {
-        return Err(FsError::io("write", path)(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the path has no file name to replace",
-        )));
-    };
+    let name = file_name_of(path)?;
     let dir = parent_dir(path);
     let (file, temp) = create_temp(dir, name, None)?;
-    let mut out = ChunkedWriter {
-        file: &file,
-        path: &temp,
-        fps,
-        offset: 0,
-        buf: Vec::with_capacity(STREAM_CHUNK),
-        failed: None,
-    };
-    let filled = fill(&mut out).and_then(|()| io::Write::flush(&mut out));
-    let result = match filled {
-        Err(err) => Err(out
-            .failed
-            .take()
-            .unwrap_or_else(|| FsError::io("write", &temp)(err))),
-        Ok(()) => sync_all(&file, &temp, fps).and_then(|()| rename(&temp, path, fps)),
-    };
+    let result = write_chunked(&file, &temp, fps, fill)
+        .and_then(|()| sync_all(&file, &temp, fps))
+        .and_then(|()| rename(&temp, path, fps));
     finish_atomic(dir, &temp, file, result, fps)
 }
 

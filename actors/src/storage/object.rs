@@ -34,6 +34,18 @@ fn obj_err(op: &'static str, path: &str) -> impl FnOnce(opendal::Error) -> Stora
     }
 }
 
+/// The `close` failpoint of an object write of `path`, if it fires.
+fn injected_close(fps: Failpoints, path: &str) -> Result<(), StorageError> {
+    match fired(fps.close) {
+        Some(failpoint) => Err(StorageError::Injected {
+            op: "write",
+            path: path.to_owned(),
+            failpoint,
+        }),
+        None => Ok(()),
+    }
+}
+
 impl ObjectDir {
     pub(crate) fn new(op: Operator, prefix: String) -> Self {
         ObjectDir { op, prefix }
@@ -95,13 +107,7 @@ impl ObjectDir {
         fps: Failpoints,
     ) -> Result<(), StorageError> {
         let path = self.path(name);
-        if let Some(failpoint) = fired(fps.close) {
-            return Err(StorageError::Injected {
-                op: "write",
-                path,
-                failpoint,
-            });
-        }
+        injected_close(fps, &path)?;
         match self
             .op
             .write_with(&path, bytes.clone())
@@ -151,13 +157,7 @@ impl ObjectDir {
         Fut: std::future::Future<Output = Result<Buffer, StorageError>>,
     {
         let path = self.path(name);
-        if let Some(failpoint) = fired(fps.close) {
-            return Err(StorageError::Injected {
-                op: "write",
-                path,
-                failpoint,
-            });
-        }
+        injected_close(fps, &path)?;
         let written = async {
             let mut writer = self
                 .op
