@@ -7,6 +7,10 @@
 //!   retry layer sends the request again; moto refuses it (`If-None-Match: *`, the name is
 //!   taken — by the first attempt). weir must count that write as done, once: the log reads
 //!   back every record exactly once.
+//! * The same for a large state file written as a multipart upload: the answer to its
+//!   completion is lost and the retried completion is refused (moto: the name is taken; S3
+//!   may also answer that the upload is gone); the object there with exactly the bytes
+//!   written counts as the write.
 //! * A real conflict: a write-once name taken by different bytes is refused, never
 //!   overwritten and never taken for ours.
 //! * Settings: a server that does not answer fails an operation within the configured timeout
@@ -183,6 +187,64 @@ async fn a_write_whose_answer_was_lost_is_retried_and_counted_once() {
         .unwrap();
     assert_eq!(read_all(&wal).await, written);
     wal.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_state_file_whose_completion_answer_is_lost_is_written_once() {
+    use std::io::Write as _;
+    use weir_actors::checkpoint::{
+        CheckpointConfig, CheckpointData, CheckpointStore, OperatorState, StateBytes, StateData,
+        StateUpload, StateWriter,
+    };
+    let server = moto();
+    let options = server.fresh_bucket().unwrap();
+    // Lose the answer to the first completion of a multipart upload (a POST with its id).
+    let proxy = LossyProxy::start(
+        upstream(server),
+        1,
+        Arc::new(|method: &str, path: &str| method == "POST" && path.contains("uploadId=")),
+    );
+    let through_proxy = Storage::s3(&options.clone().endpoint(proxy.endpoint())).unwrap();
+    let store = CheckpointStore::open(through_proxy, CheckpointConfig::default())
+        .await
+        .unwrap();
+    let payload: Vec<u8> = (0..17 * (1u32 << 20) + 99)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let spill = tempfile::tempdir().unwrap();
+    let mut writer = StateWriter::new(StateBytes::temp_file_in(spill.path()).unwrap());
+    writer.write_all(&payload).unwrap();
+    let (bytes, _) = writer.finish().unwrap();
+    let data = CheckpointData {
+        operator_state: vec![OperatorState {
+            schema_version: 1,
+            operator_id: "op".to_owned(),
+            type_name: "State".to_owned(),
+            data: StateData::Chain(Vec::new()),
+        }],
+        ..CheckpointData::default()
+    };
+    let upload = StateUpload {
+        operator_id: "op".to_owned(),
+        bytes,
+    };
+    let (_, written) = store
+        .write_reserved_with_uploads(store.reserve().unwrap(), data, vec![upload])
+        .await
+        .unwrap();
+    assert_eq!(
+        proxy.lost(),
+        1,
+        "the proxy lost no answer: the test proved nothing"
+    );
+    // Read back directly from moto: the file, exactly.
+    let direct = CheckpointStore::open(Storage::s3(&options).unwrap(), CheckpointConfig::default())
+        .await
+        .unwrap();
+    let file = written.state_files().next().unwrap();
+    assert_eq!(direct.read_state_file(file).await.unwrap(), payload);
+    let latest = direct.read_latest().await.unwrap().unwrap();
+    assert_eq!(latest.data.state_files().next(), Some(file));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

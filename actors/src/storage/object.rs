@@ -143,8 +143,8 @@ impl ObjectDir {
     /// gives the bytes from `at` on (at least one, at most what is left), so a large object
     /// is never in memory whole. Written as a multipart upload of [`WRITE_CHUNK`] parts, made
     /// visible at once by its completion, which carries the `If-None-Match: *` condition. A
-    /// conflict is resolved as `write_once` does: the object there is compared with the bytes,
-    /// piece by piece.
+    /// failed write is resolved as `write_once` resolves a conflict: if the object there holds
+    /// exactly these bytes (compared piece by piece), an earlier attempt landed.
     pub(crate) async fn write_once_pieces<F, Fut>(
         &self,
         name: &str,
@@ -187,15 +187,13 @@ impl ObjectDir {
         };
         match written.await {
             Ok(result) => result,
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    opendal::ErrorKind::ConditionNotMatch | opendal::ErrorKind::AlreadyExists
-                ) =>
-            {
-                // As in `write_once`: the same bytes there mean an earlier attempt landed.
+            // As in `write_once`, the same bytes there mean an earlier attempt landed: a
+            // retried completion after a lost answer is refused (`If-None-Match`), or finds its
+            // upload gone (S3 answers `NoSuchUpload` once an upload is complete). Anything
+            // else, or other bytes there, is the error it is.
+            Err(err) => {
                 if self.holds_pieces(&path, len, piece).await {
-                    tracing::debug!(path = %path,
+                    tracing::debug!(path = %path, error = %err,
                         "a write-once object is already there with the same bytes: an \
                          earlier attempt of this write landed");
                     Ok(())
@@ -203,7 +201,6 @@ impl ObjectDir {
                     Err(obj_err("write", &path)(err))
                 }
             }
-            Err(err) => Err(obj_err("write", &path)(err)),
         }
     }
 
