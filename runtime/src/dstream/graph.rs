@@ -71,17 +71,16 @@ pub(crate) trait Compute<T>: Send + Sync + 'static {
     fn lifecycle(&self) -> Option<&dyn Lifecycle> {
         None
     }
-    /// Whether [`visit`](Self::visit) computes the partition element by element, without
+    /// Whether [`visit`](Self::visit) computes the partition a chunk at a time, without
     /// materialising it (maps, flat_maps, filters).
     fn can_stream(&self) -> bool {
         false
     }
-    /// Calls `f` with each element of partition `part` of batch `cx.time`, computed on the fly
-    /// (only called when [`can_stream`](Self::can_stream) is true; the default materialises).
-    fn visit(&self, cx: BatchCx<'_>, part: usize, f: &mut dyn FnMut(&T)) -> ComputeResult<()> {
-        for item in &self.compute(cx, part)? {
-            f(item);
-        }
+    /// Calls `f` with the elements of partition `part` of batch `cx.time`, in order, a chunk
+    /// at a time, computed on the fly (only called when [`can_stream`](Self::can_stream) is
+    /// true; the default materialises the partition and hands it over as one chunk).
+    fn visit(&self, cx: BatchCx<'_>, part: usize, f: &mut dyn FnMut(&[T])) -> ComputeResult<()> {
+        f(&self.compute(cx, part)?);
         Ok(())
     }
     /// Whether this node reads a batch's input (a source): its records per batch are counted
@@ -280,22 +279,23 @@ impl<T: Send + Sync + 'static> Node<T> {
             && self.visitors.load(Ordering::SeqCst) == 1
     }
 
-    /// Calls `f` with each element of partition `part` of batch `cx.time`, in order: from the
-    /// memoised partition, or computed on the fly if the node [streams](Self::streams).
+    /// Calls `f` with the elements of partition `part` of batch `cx.time`, in order, a chunk
+    /// (a slice) at a time: the memoised partition as one chunk, or chunks computed on the fly
+    /// if the node [streams](Self::streams). A chain of streaming operators thus makes one
+    /// dynamic call per chunk, not per element, and what one step writes is read by the next
+    /// a chunk later (not the instant after it was written).
     pub(crate) fn visit(
         &self,
         cx: BatchCx<'_>,
         part: usize,
-        f: &mut dyn FnMut(&T),
+        f: &mut dyn FnMut(&[T]),
     ) -> ComputeResult<()> {
         if self.streams() {
             return self.compute.visit(cx, part, f).map_err(|e| {
                 ComputeError(format!("{} ({}): {}", self.meta.uid(), self.meta.kind, e.0))
             });
         }
-        for item in self.partition(cx, part)?.iter() {
-            f(item);
-        }
+        f(&self.partition(cx, part)?);
         Ok(())
     }
 
