@@ -114,13 +114,13 @@ impl Inline {
         Inline { bytes }
     }
 
-    /// The `i`th 8-byte word (`i < 3`), in native order.
+    /// The `i`th 8-byte word (`i < 3`), little-endian (any fixed order does: it is only compared).
     #[inline]
     fn word(&self, i: usize) -> u64 {
         self.bytes
             .get(8 * i..)
             .and_then(<[u8]>::first_chunk::<8>)
-            .map_or(0, |chunk| u64::from_ne_bytes(*chunk))
+            .map_or(0, |chunk| u64::from_le_bytes(*chunk))
     }
 
     #[inline]
