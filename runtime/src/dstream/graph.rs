@@ -4,7 +4,7 @@
 //! batch through a memo ([`super::memo`]), so the output jobs of a batch — one per output and
 //! partition, run in parallel on the executor workers — share the work; except a map, flat_map
 //! or filter whose one reader only visits its elements (another such operator, or a shuffle's
-//! map side): it streams its elements into that reader as they are computed, so a chain of
+//! map side): it streams its elements into that reader a chunk at a time as they are computed, so a chain of
 //! them runs as one loop and nothing between them is materialised (`Node::visit`). The graph is built
 //! by user code before the context starts, and built again from the current code at every
 //! start; only data (operator state, source positions and plans) crosses a restart, matched by
@@ -268,7 +268,7 @@ impl<T: Send + Sync + 'static> Node<T> {
         self.consumed()
     }
 
-    /// Whether this node is computed element by element into its one reader, which only
+    /// Whether this node is computed a chunk at a time into its one reader, which only
     /// visits it: a chain of maps, flat_maps and filters feeding a shuffle or another such
     /// operator is then one loop, and no partition of it is materialised or memoised (Spark
     /// pipelines narrow transformations within a stage the same way). A node read by more
