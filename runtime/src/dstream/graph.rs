@@ -4,11 +4,11 @@
 //! batch through a memo ([`super::memo`]), so the output jobs of a batch — one per output and
 //! partition, run in parallel on the executor workers — share the work; except a map, flat_map
 //! or filter whose one reader only visits its elements (another such operator, or a shuffle's
-//! map side): it streams its elements into that reader a chunk at a time as they are computed, so a chain of
-//! them runs as one loop and nothing between them is materialised (`Node::visit`). The graph is built
-//! by user code before the context starts, and built again from the current code at every
-//! start; only data (operator state, source positions and plans) crosses a restart, matched by
-//! each node's stable id.
+//! map side): it streams its elements into that reader a chunk at a time as they are
+//! computed, so a chain of them runs as one loop and nothing between them is materialised
+//! beyond a chunk (`Node::visit`). The graph is built by user code before the context
+//! starts, and built again from the current code at every start; only data (operator state,
+//! source positions and plans) crosses a restart, matched by each node's stable id.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
