@@ -42,11 +42,40 @@ enum Repr {
     Shared(ByteString),
 }
 
-/// Text of at most [`INLINE_MAX`] bytes, in place.
+/// Text of at most [`INLINE_MAX`] bytes, in place: the text in `bytes[..len]`, zeros after
+/// it, and its length in the last byte. Built and compared as three aligned 8-byte words (so
+/// two are equal exactly when their words are, and a word just cut from a line is read back
+/// with the same 8-byte accesses it was written with, not reassembled from narrower stores).
 #[derive(Clone, Copy)]
+#[repr(C, align(8))]
 struct Inline {
-    len: u8,
-    bytes: [u8; INLINE_MAX],
+    bytes: [u8; INLINE_MAX + 1],
+}
+
+/// `KEEP[16 - n..][..16]` is a mask of `n` (at most 16) bytes `0xff` then zeros.
+static KEEP: [u8; 32] = {
+    let mut keep = [0; 32];
+    let mut i = 0;
+    while i < 16 {
+        keep[i] = 0xff;
+        i += 1;
+    }
+    keep
+};
+
+/// The low `n` bytes (`n <= 8`) of a `u64` set.
+#[inline]
+fn low_bytes(n: usize) -> u64 {
+    u64::MAX.checked_shr(64 - 8 * n as u32).unwrap_or(0)
+}
+
+/// The little-endian `u64` at `bytes[at..at + 8]`.
+#[inline]
+fn le_u64(bytes: &[u8], at: usize) -> u64 {
+    bytes
+        .get(at..)
+        .and_then(<[u8]>::first_chunk::<8>)
+        .map_or(0, |chunk| u64::from_le_bytes(*chunk))
 }
 
 impl Inline {
@@ -58,22 +87,62 @@ impl Inline {
         while !text.is_char_boundary(len) {
             len -= 1;
         }
-        let mut bytes = [0; INLINE_MAX];
+        let mut bytes = [0; INLINE_MAX + 1];
         bytes[..len].copy_from_slice(&text.as_bytes()[..len]);
-        Inline {
-            len: len as u8,
-            bytes,
+        bytes[INLINE_MAX] = len as u8;
+        Inline { bytes }
+    }
+
+    /// Bytes `start..start + len` of `window` (`len <= INLINE_MAX`, and `window` holds at
+    /// least `start + INLINE_MAX` bytes), read as one 16-byte and one 8-byte piece, masked.
+    /// Written with the same two stores (a vector and a word), so that copying the `Inline`
+    /// (16 + 8 bytes) reads each back whole.
+    #[inline]
+    fn from_window(window: &[u8], start: usize, len: usize) -> Inline {
+        let mut bytes = [0; INLINE_MAX + 1];
+        if let Some(head) = window.get(start..).and_then(<[u8]>::first_chunk::<16>) {
+            let keep = &KEEP[16 - len.min(16)..][..16];
+            for ((byte, from), keep) in bytes.iter_mut().zip(head).zip(keep) {
+                *byte = from & keep;
+            }
         }
+        // Bytes 16..23 of the text, from the 8 at 15 (so that no read passes byte 23), and
+        // the length.
+        let tail = (le_u64(window, start + 15) >> 8) & low_bytes(len.saturating_sub(16).min(7))
+            | (len as u64) << 56;
+        bytes[16..].copy_from_slice(&tail.to_le_bytes());
+        Inline { bytes }
+    }
+
+    /// The `i`th 8-byte word (`i < 3`), little-endian (any fixed order does: it is only compared).
+    #[inline]
+    fn word(&self, i: usize) -> u64 {
+        self.bytes
+            .get(8 * i..)
+            .and_then(<[u8]>::first_chunk::<8>)
+            .map_or(0, |chunk| u64::from_le_bytes(*chunk))
     }
 
     #[inline]
     fn as_str(&self) -> &str {
-        let bytes = &self.bytes[..usize::from(self.len).min(INLINE_MAX)];
+        let len = usize::from(self.bytes[INLINE_MAX]).min(INLINE_MAX);
+        let bytes = &self.bytes[..len];
         // SAFETY: `bytes[..len]` is valid UTF-8: `Inline::new` copies a prefix of a `&str`
-        // that ends at a character boundary, `Str::cut` the bytes between two character
-        // boundaries of a `&str` (and what follows them, past `len`), and `Str::new` makes the
-        // empty text; nothing else builds or changes an `Inline`.
+        // that ends at a character boundary, `Inline::from_window` (called by `Str::cut`) the
+        // bytes between two character boundaries of a `&str`, and `Str::new` makes the empty
+        // text; nothing else builds or changes an `Inline`.
         unsafe { std::str::from_utf8_unchecked(bytes) }
+    }
+}
+
+impl PartialEq for Inline {
+    /// Zeros past the text, its length in the last byte: equal text, equal words.
+    #[inline]
+    fn eq(&self, other: &Inline) -> bool {
+        (self.word(0) ^ other.word(0))
+            | (self.word(1) ^ other.word(1))
+            | (self.word(2) ^ other.word(2))
+            == 0
     }
 }
 
@@ -88,8 +157,7 @@ impl Str {
     /// The empty text.
     pub const fn new() -> Self {
         Str(Repr::Inline(Inline {
-            len: 0,
-            bytes: [0; INLINE_MAX],
+            bytes: [0; INLINE_MAX + 1],
         }))
     }
 
@@ -152,16 +220,13 @@ impl Str {
         let text = self.as_str();
         if end - start <= INLINE_MAX {
             let len = end - start;
-            let mut bytes = [0; INLINE_MAX];
-            match text.as_bytes().get(start..start + INLINE_MAX) {
-                // A fixed-size copy (a couple of vector moves, not a call to memcpy): what
-                // follows the word is copied too, and ignored.
-                Some(window) => bytes.copy_from_slice(window),
-                None => bytes[..len].copy_from_slice(&text.as_bytes()[start..end]),
-            }
-            return Str(Repr::Inline(Inline {
-                len: len as u8,
-                bytes,
+            let bytes = text.as_bytes();
+            // A fixed-size read of the word and what follows it, masked (a few loads and
+            // stores, no call to memcpy), unless the word is too near the end.
+            return Str(Repr::Inline(if start + INLINE_MAX <= bytes.len() {
+                Inline::from_window(bytes, start, len)
+            } else {
+                Inline::new(&text[start..end])
             }));
         }
         match &self.0 {
@@ -222,33 +287,85 @@ impl Iterator for Words {
     #[inline]
     fn next(&mut self) -> Option<Str> {
         let text = self.text.as_str();
-        let start = skip(text, self.at, true)?;
-        let end = skip(text, start, false).unwrap_or(text.len());
+        let start = word_start(text, self.at)?;
+        let end = word_end(text, start);
         self.at = end;
         Some(self.text.cut(start, end))
     }
 }
 
-/// From byte `at` (a character boundary) of `text`, the first character that is whitespace
-/// (`whitespace` false) or is not (`whitespace` true), as `char::is_whitespace` says: its byte
-/// index, or `None` at the end. ASCII is decided byte by byte; other characters are decoded.
+/// `char::is_whitespace` for an ASCII byte: `\t \n \x0B \x0C \r` and space.
 #[inline]
-fn skip(text: &str, mut at: usize, whitespace: bool) -> Option<usize> {
+fn is_ascii_space(byte: u8) -> bool {
+    matches!(byte, b'\t'..=b'\r' | b' ')
+}
+
+/// From byte `at` (a character boundary) of `text`, the byte index of the first character
+/// that is not whitespace (as `char::is_whitespace` says), or `None` at the end.
+#[inline]
+fn word_start(text: &str, mut at: usize) -> Option<usize> {
     let bytes = text.as_bytes();
     while let Some(&byte) = bytes.get(at) {
-        let (is_space, len) = if byte.is_ascii() {
-            // char::is_whitespace for ASCII: \t \n \x0B \x0C \r and space.
-            (matches!(byte, b'\t'..=b'\r' | b' '), 1)
+        if byte.is_ascii() {
+            if !is_ascii_space(byte) {
+                return Some(at);
+            }
+            at += 1;
         } else {
             let c = text.get(at..).and_then(|rest| rest.chars().next())?;
-            (c.is_whitespace(), c.len_utf8())
-        };
-        if is_space != whitespace {
-            return Some(at);
+            if !c.is_whitespace() {
+                return Some(at);
+            }
+            at += c.len_utf8();
         }
-        at += len;
     }
     None
+}
+
+/// The byte 1 in each of a `u64`'s eight lanes.
+const LANES: u64 = u64::from_le_bytes([1; 8]);
+
+/// From byte `at` (a character boundary, not whitespace) of `text`, the byte index of the
+/// first whitespace character (as `char::is_whitespace` says), or the text's length.
+///
+/// Eight bytes at a time while they are ASCII letters, digits or punctuation (above the
+/// space): the first byte of a word of eight that is at most a space or not ASCII is found
+/// with a few integer operations; only that byte is then decided exactly.
+#[inline]
+fn word_end(text: &str, mut at: usize) -> usize {
+    let bytes = text.as_bytes();
+    loop {
+        while let Some(chunk) = bytes.get(at..).and_then(<[u8]>::first_chunk::<8>) {
+            let x = u64::from_le_bytes(*chunk);
+            // The high bit of each byte that is below 0x21 (exact for the lowest such byte:
+            // a borrow only carries upwards, from a byte that is below), or not ASCII.
+            let stop = (x.wrapping_sub(LANES * 0x21) & !x | x) & (LANES * 0x80);
+            if stop == 0 {
+                at += 8;
+            } else {
+                at += (stop.trailing_zeros() / 8) as usize;
+                break;
+            }
+        }
+        // Byte by byte: the byte the fast path stopped at, or the last few.
+        let Some(&byte) = bytes.get(at) else {
+            return bytes.len();
+        };
+        if byte.is_ascii() {
+            if is_ascii_space(byte) {
+                return at;
+            }
+            at += 1;
+        } else {
+            let Some(c) = text.get(at..).and_then(|rest| rest.chars().next()) else {
+                return bytes.len();
+            };
+            if c.is_whitespace() {
+                return at;
+            }
+            at += c.len_utf8();
+        }
+    }
 }
 
 impl std::iter::FusedIterator for Words {}
@@ -291,7 +408,13 @@ impl Hash for Str {
 impl PartialEq for Str {
     #[inline]
     fn eq(&self, other: &Str) -> bool {
-        self.as_str() == other.as_str()
+        match (&self.0, &other.0) {
+            // Zeros past the text (see `Inline`): equal text, equal fields.
+            (Repr::Inline(a), Repr::Inline(b)) => a == b,
+            // Longer text is never inline, so an inline and a shared text differ; compared as
+            // text all the same.
+            _ => self.as_str() == other.as_str(),
+        }
     }
 }
 
@@ -433,6 +556,28 @@ mod tests {
     }
 
     #[test]
+    fn inline_words_compare_by_their_text_not_what_followed_them() {
+        let line = Str::from("ab cd ab ce abc ab\tab");
+        let words: Vec<Str> = line.words().collect();
+        assert_eq!(words[0], words[2]);
+        assert_eq!(words[0], words[5]);
+        assert_eq!(words[0], words[6]);
+        assert_ne!(words[0], words[4]);
+        assert_ne!(words[1], words[3]);
+        let mut counts: HashMap<Str, u64> = HashMap::new();
+        for word in line.words() {
+            *counts.entry(word).or_default() += 1;
+        }
+        assert_eq!(counts.get("ab"), Some(&4));
+        assert_eq!(counts.len(), 4);
+        // Non-ASCII words and whitespace, and words ending at the line's end.
+        let line = Str::from("grüße\u{3000}grüße\u{a0}grüßen x grüße");
+        let words: Vec<Str> = line.words().collect();
+        assert_eq!(words, ["grüße", "grüße", "grüßen", "x", "grüße"]);
+        assert_eq!(words[0], words[4]);
+    }
+
+    #[test]
     #[should_panic(expected = "not within the text")]
     fn slice_ref_refuses_a_foreign_part() {
         let _ = Str::from("one two").slice_ref("one");
@@ -497,6 +642,10 @@ mod tests {
             let line = Str::from(text.as_str());
             let ours: Vec<Str> = line.words().collect();
             let std: Vec<&str> = text.split_whitespace().collect();
+            // Each word equal to a copy of it (inline text cut from a line compares whole).
+            for (word, copy) in ours.iter().zip(&std) {
+                prop_assert_eq!(word, &Str::from(*copy));
+            }
             prop_assert_eq!(ours, std);
         }
     }

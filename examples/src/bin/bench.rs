@@ -11,7 +11,8 @@
 //!
 //! * the feeder's own ceiling (TCP to a reader that discards; files into a directory);
 //! * the floors: a single-threaded `split_whitespace` + `HashMap` word count over the
-//!   feeder's bytes, and raw `write` + `sync_data` bandwidth at the WAL's group sizes;
+//!   feeder's bytes (read once from memory, not counted again in the cache), and raw
+//!   `write` + `sync_data` bandwidth at the WAL's group sizes;
 //! * the sustainable rate of each system on the socket source (weir and Spark Java with and
 //!   without the receiver WAL; PySpark without): doubling then bisection over input rates,
 //!   each step a fresh bounded run, passing when the feeder delivered the rate, enough
@@ -280,8 +281,11 @@ fn run(args: &Args) -> Result<(), BoxError> {
     if has("floors") {
         let compute = floors::compute(&pool, if plan.quick { 1.0 } else { 2.0 });
         println!(
-            "bench: compute floor {:.0} words/s ({:.1} MB/s)",
-            compute.words_per_s, compute.mb_per_s
+            "bench: compute floor {:.0} words/s ({:.1} MB/s) over {} MiB of text from memory; {:.0} words/s over the pool in the cache",
+            compute.words_per_s,
+            compute.mb_per_s,
+            compute.buffer_bytes >> 20,
+            compute.cached_words_per_s
         );
         let wal = floors::wal(&scratch, &[64 << 10, 1 << 20, 4 << 20], secs)?;
         for w in &wal {
@@ -322,9 +326,10 @@ fn run(args: &Args) -> Result<(), BoxError> {
             let ceiling = feeder::ceiling(&pool, secs, &scratch)?;
             let compute = floors::compute(&pool, if plan.quick { 1.0 } else { 2.0 });
             println!(
-                "bench: workload {w}: {:.2} bytes/word, compute floor {:.0} words/s, feeder ceiling {:.0} words/s",
+                "bench: workload {w}: {:.2} bytes/word, compute floor {:.0} words/s (text from memory; {:.0} over the pool in the cache), feeder ceiling {:.0} words/s",
                 pool.bytes_per_word(),
                 compute.words_per_s,
+                compute.cached_words_per_s,
                 ceiling.socket_words_per_s
             );
             let max_rate = plan.max_rate.unwrap_or(ceiling.socket_words_per_s * 0.9);
@@ -1276,11 +1281,15 @@ impl Report {
         let _ = writeln!(
             s,
             "### Workloads: sustainable rate (socket source, {} ms batches), words/s\n\n\
-             The compute floor is one thread counting the same text with `split_whitespace` and a \
-             `HashMap` hashed by foldhash (weir's hash). Ratios: weir over Spark (Java), same \
-             receiver WAL setting; weir over the floor.\n\n\
-             | workload | bytes/word | floor | weir WAL off | weir WAL on | Spark Java off | Spark Java on | weir/Spark off | weir/Spark on | weir off/floor | weir on/floor |\n\
-             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+             The compute floor is one thread counting the feeder's text with `split_whitespace` \
+             and a `HashMap` hashed by foldhash (weir's hash), read once from a buffer four times \
+             the last-level cache (as weir reads its received blocks: from memory), per second \
+             of the thread's CPU time (one core's worth, however busy the machine); `cached` is \
+             the same count over the feeder's pool again and again, in the cache (the floor \
+             before 2026-12-07). Ratios: weir over Spark (Java), same receiver WAL setting; weir \
+             over the floor (from memory).\n\n\
+             | workload | bytes/word | floor | floor cached | weir WAL off | weir WAL on | Spark Java off | Spark Java on | weir/Spark off | weir/Spark on | weir off/floor | weir on/floor |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             plan.batch_ms
         );
         for row in &self.workloads {
@@ -1299,10 +1308,11 @@ impl Report {
             let floor = Some(row.compute.words_per_s);
             let _ = writeln!(
                 s,
-                "| `{}` | {:.2} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| `{}` | {:.2} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 row.workload,
                 row.bytes_per_word,
                 row.compute.words_per_s,
+                row.compute.cached_words_per_s,
                 show(rate(Kind::Weir, false)),
                 show(rate(Kind::Weir, true)),
                 show(rate(Kind::SparkJava, false)),
@@ -1494,8 +1504,11 @@ impl Report {
         if let Some(c) = &self.compute {
             let _ = writeln!(
                 s,
-                "Compute floor (1 thread, `split_whitespace` + `HashMap`): {:.0} words/s ({:.1} MB/s).\n",
-                c.words_per_s, c.mb_per_s
+                "Compute floor (1 thread, `split_whitespace` + `HashMap`, foldhash; per CPU-second of the thread): {:.0} words/s ({:.1} MB/s) over {} MiB of the feeder's text read once from memory; {:.0} words/s over its pool again and again, in the cache.\n",
+                c.words_per_s,
+                c.mb_per_s,
+                c.buffer_bytes >> 20,
+                c.cached_words_per_s
             );
         }
         if !self.wal.is_empty() {

@@ -4,11 +4,11 @@
 //! batch through a memo ([`super::memo`]), so the output jobs of a batch — one per output and
 //! partition, run in parallel on the executor workers — share the work; except a map, flat_map
 //! or filter whose one reader only visits its elements (another such operator, or a shuffle's
-//! map side): it streams its elements into that reader as they are computed, so a chain of
-//! them runs as one loop and nothing between them is materialised (`Node::visit`). The graph is built
-//! by user code before the context starts, and built again from the current code at every
-//! start; only data (operator state, source positions and plans) crosses a restart, matched by
-//! each node's stable id.
+//! map side): it streams its elements into that reader a chunk at a time as they are
+//! computed, so a chain of them runs as one loop and nothing between them is materialised
+//! beyond a chunk (`Node::visit`). The graph is built by user code before the context
+//! starts, and built again from the current code at every start; only data (operator state,
+//! source positions and plans) crosses a restart, matched by each node's stable id.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
@@ -71,17 +71,16 @@ pub(crate) trait Compute<T>: Send + Sync + 'static {
     fn lifecycle(&self) -> Option<&dyn Lifecycle> {
         None
     }
-    /// Whether [`visit`](Self::visit) computes the partition element by element, without
+    /// Whether [`visit`](Self::visit) computes the partition a chunk at a time, without
     /// materialising it (maps, flat_maps, filters).
     fn can_stream(&self) -> bool {
         false
     }
-    /// Calls `f` with each element of partition `part` of batch `cx.time`, computed on the fly
-    /// (only called when [`can_stream`](Self::can_stream) is true; the default materialises).
-    fn visit(&self, cx: BatchCx<'_>, part: usize, f: &mut dyn FnMut(&T)) -> ComputeResult<()> {
-        for item in &self.compute(cx, part)? {
-            f(item);
-        }
+    /// Calls `f` with the elements of partition `part` of batch `cx.time`, in order, a chunk
+    /// at a time, computed on the fly (only called when [`can_stream`](Self::can_stream) is
+    /// true; the default materialises the partition and hands it over as one chunk).
+    fn visit(&self, cx: BatchCx<'_>, part: usize, f: &mut dyn FnMut(&[T])) -> ComputeResult<()> {
+        f(&self.compute(cx, part)?);
         Ok(())
     }
     /// Whether this node reads a batch's input (a source): its records per batch are counted
@@ -277,7 +276,7 @@ impl<T: Send + Sync + 'static> Node<T> {
         self.consumed()
     }
 
-    /// Whether this node is computed element by element into its one reader, which only
+    /// Whether this node is computed a chunk at a time into its one reader, which only
     /// visits it: a chain of maps, flat_maps and filters feeding a shuffle or another such
     /// operator is then one loop, and no partition of it is materialised or memoised (Spark
     /// pipelines narrow transformations within a stage the same way). A node read by more
@@ -288,22 +287,23 @@ impl<T: Send + Sync + 'static> Node<T> {
             && self.visitors.load(Ordering::SeqCst) == 1
     }
 
-    /// Calls `f` with each element of partition `part` of batch `cx.time`, in order: from the
-    /// memoised partition, or computed on the fly if the node [streams](Self::streams).
+    /// Calls `f` with the elements of partition `part` of batch `cx.time`, in order, a chunk
+    /// (a slice) at a time: the memoised partition as one chunk, or chunks computed on the fly
+    /// if the node [streams](Self::streams). A chain of streaming operators thus makes one
+    /// dynamic call per chunk, not per element, and what one step writes is read by the next
+    /// a chunk later (not the instant after it was written).
     pub(crate) fn visit(
         &self,
         cx: BatchCx<'_>,
         part: usize,
-        f: &mut dyn FnMut(&T),
+        f: &mut dyn FnMut(&[T]),
     ) -> ComputeResult<()> {
         if self.streams() {
             return self.compute.visit(cx, part, f).map_err(|e| {
                 ComputeError(format!("{} ({}): {}", self.meta.uid(), self.meta.kind, e.0))
             });
         }
-        for item in self.partition(cx, part)?.iter() {
-            f(item);
-        }
+        f(&self.partition(cx, part)?);
         Ok(())
     }
 

@@ -27,21 +27,17 @@ impl<T: Data, U: Data> Compute<U> for Narrow<T, U> {
     }
 }
 
-/// What one element becomes under a map, flat_map or filter: given by value (to materialise
-/// a partition) or by reference (to stream it into the next operator).
+/// What the elements of a chunk become under a map, flat_map or filter: appended to `out`.
+/// One dynamic call per chunk; the user's function is called directly (and inlined) within it.
 trait ElementOp<T, U>: Send + Sync {
-    fn each(&self, item: &T, out: &mut dyn FnMut(U));
-    fn each_ref(&self, item: &T, out: &mut dyn FnMut(&U));
+    fn each_chunk(&self, items: &[T], out: &mut Vec<U>);
 }
 
 struct MapOp<F>(F);
 
 impl<T, U, F: Fn(&T) -> U + Send + Sync> ElementOp<T, U> for MapOp<F> {
-    fn each(&self, item: &T, out: &mut dyn FnMut(U)) {
-        out((self.0)(item));
-    }
-    fn each_ref(&self, item: &T, out: &mut dyn FnMut(&U)) {
-        out(&(self.0)(item));
+    fn each_chunk(&self, items: &[T], out: &mut Vec<U>) {
+        out.extend(items.iter().map(&self.0));
     }
 }
 
@@ -52,12 +48,9 @@ where
     F: Fn(&T) -> I + Send + Sync,
     I: IntoIterator<Item = U>,
 {
-    fn each(&self, item: &T, out: &mut dyn FnMut(U)) {
-        (self.0)(item).into_iter().for_each(out);
-    }
-    fn each_ref(&self, item: &T, out: &mut dyn FnMut(&U)) {
-        for u in (self.0)(item) {
-            out(&u);
+    fn each_chunk(&self, items: &[T], out: &mut Vec<U>) {
+        for item in items {
+            out.extend((self.0)(item));
         }
     }
 }
@@ -65,21 +58,19 @@ where
 struct FilterOp<F>(F);
 
 impl<T: Clone, F: Fn(&T) -> bool + Send + Sync> ElementOp<T, T> for FilterOp<F> {
-    fn each(&self, item: &T, out: &mut dyn FnMut(T)) {
-        if (self.0)(item) {
-            out(item.clone());
-        }
-    }
-    fn each_ref(&self, item: &T, out: &mut dyn FnMut(&T)) {
-        if (self.0)(item) {
-            out(item);
-        }
+    fn each_chunk(&self, items: &[T], out: &mut Vec<T>) {
+        out.extend(items.iter().filter(|item| (self.0)(item)).cloned());
     }
 }
 
-/// A map, flat_map or filter: computed element by element from its parent's elements
-/// (visited, so a chain of them is one loop), and streamed into its reader when it has just
-/// one that only visits it (see `Node::visit`).
+/// Input elements per chunk of a streaming map, flat_map or filter: enough that a dynamic
+/// call per chunk costs nothing per element and that an element is read a while after it was
+/// written; few enough that a chunk stays in the first-level cache.
+const CHUNK: usize = 128;
+
+/// A map, flat_map or filter: computed a chunk at a time from its parent's elements
+/// (visited, so a chain of them is one loop over chunks), and streamed into its reader when it
+/// has just one that only visits it (see `Node::visit`).
 struct Elementwise<T, U> {
     parent: Arc<Node<T>>,
     op: Box<dyn ElementOp<T, U>>,
@@ -91,17 +82,24 @@ impl<T: Data, U: Data> Compute<U> for Elementwise<T, U> {
     }
     fn compute(&self, cx: BatchCx<'_>, part: usize) -> ComputeResult<Vec<U>> {
         let mut out = Vec::new();
-        self.parent.visit(cx, part, &mut |item| {
-            self.op.each(item, &mut |u| out.push(u))
-        })?;
+        self.parent
+            .visit(cx, part, &mut |items| self.op.each_chunk(items, &mut out))?;
         Ok(out)
     }
     fn can_stream(&self) -> bool {
         true
     }
-    fn visit(&self, cx: BatchCx<'_>, part: usize, f: &mut dyn FnMut(&U)) -> ComputeResult<()> {
-        self.parent
-            .visit(cx, part, &mut |item| self.op.each_ref(item, &mut *f))
+    fn visit(&self, cx: BatchCx<'_>, part: usize, f: &mut dyn FnMut(&[U])) -> ComputeResult<()> {
+        let mut chunk = Vec::new();
+        self.parent.visit(cx, part, &mut |items| {
+            for items in items.chunks(CHUNK) {
+                self.op.each_chunk(items, &mut chunk);
+                if !chunk.is_empty() {
+                    f(&chunk);
+                    chunk.clear();
+                }
+            }
+        })
     }
     fn active(&self, time: u64) -> bool {
         self.parent.active(time)

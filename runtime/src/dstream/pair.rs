@@ -9,33 +9,44 @@ use super::{DStream, Data, Key, StableMap, partition_of, pull_all};
 use crate::error::ComputeResult;
 
 type Buckets<K, C> = Arc<Vec<Vec<(K, C)>>>;
-type MergeValue<C, V> = dyn Fn(&mut C, &V) + Send + Sync;
-type MergeCombiners<C> = dyn Fn(&mut C, C) + Send + Sync;
 
 /// Spark's `combineByKey`: each parent partition is combined by key and cut into one bucket
 /// per output partition (memoised, so each is computed once however many reducers read it);
-/// output partition `p` merges bucket `p` of every parent partition.
-pub(crate) struct Combine<K, V, C> {
+/// output partition `p` merges bucket `p` of every parent partition. The three functions are
+/// type parameters, not boxed: called per record, they are inlined into the combine's loop.
+pub(crate) struct Combine<K, V, C, Create, MergeValue, MergeCombiners> {
     parent: Arc<Node<(K, V)>>,
     partitions: usize,
-    create: Box<dyn Fn(&V) -> C + Send + Sync>,
-    merge_value: Box<MergeValue<C, V>>,
-    merge_combiners: Box<MergeCombiners<C>>,
+    create: Create,
+    merge_value: MergeValue,
+    merge_combiners: MergeCombiners,
     map_side: Memo<Buckets<K, C>>,
 }
 
-impl<K: Key, V: Data, C: Data> Combine<K, V, C> {
+impl<K, V, C, Create, MergeValue, MergeCombiners>
+    Combine<K, V, C, Create, MergeValue, MergeCombiners>
+where
+    K: Key,
+    V: Data,
+    C: Data,
+    Create: Fn(&V) -> C + Send + Sync + 'static,
+    MergeValue: Fn(&mut C, &V) + Send + Sync + 'static,
+    MergeCombiners: Fn(&mut C, C) + Send + Sync + 'static,
+{
     fn buckets(&self, cx: BatchCx<'_>, q: usize) -> ComputeResult<Buckets<K, C>> {
         self.map_side.get_or_compute(cx.time, q, || {
             // Visited: a chain of maps before the shuffle runs inside this loop.
             let mut combined: StableMap<K, C> = StableMap::default();
-            self.parent
-                .visit(cx, q, &mut |(k, v)| match combined.get_mut(k) {
-                    Some(c) => (self.merge_value)(c, v),
-                    None => {
-                        combined.insert(k.clone(), (self.create)(v));
+            self.parent.visit(cx, q, &mut |chunk| {
+                for (k, v) in chunk {
+                    match combined.get_mut(k) {
+                        Some(c) => (self.merge_value)(c, v),
+                        None => {
+                            combined.insert(k.clone(), (self.create)(v));
+                        }
                     }
-                })?;
+                }
+            })?;
             let mut buckets: Vec<Vec<(K, C)>> = (0..self.partitions).map(|_| Vec::new()).collect();
             for (k, c) in combined {
                 buckets[partition_of(&k, self.partitions)].push((k, c));
@@ -45,7 +56,16 @@ impl<K: Key, V: Data, C: Data> Combine<K, V, C> {
     }
 }
 
-impl<K: Key, V: Data, C: Data> Compute<(K, C)> for Combine<K, V, C> {
+impl<K, V, C, Create, MergeValue, MergeCombiners> Compute<(K, C)>
+    for Combine<K, V, C, Create, MergeValue, MergeCombiners>
+where
+    K: Key,
+    V: Data,
+    C: Data,
+    Create: Fn(&V) -> C + Send + Sync + 'static,
+    MergeValue: Fn(&mut C, &V) + Send + Sync + 'static,
+    MergeCombiners: Fn(&mut C, C) + Send + Sync + 'static,
+{
     fn partitions(&self) -> usize {
         self.partitions
     }
@@ -150,9 +170,9 @@ impl<K: Key, V: Data> DStream<(K, V)> {
             Combine {
                 parent: self.node.visited(),
                 partitions: partitions.max(1),
-                create: Box::new(create),
-                merge_value: Box::new(merge_value),
-                merge_combiners: Box::new(merge_combiners),
+                create,
+                merge_value,
+                merge_combiners,
                 map_side: Memo::default(),
             },
         )
