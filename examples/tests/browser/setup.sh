@@ -23,16 +23,26 @@ as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi
 }
 
+# apt-get as root, one apt-get at a time among weir's install scripts (they may run at once:
+# CI starts them side by side, and parallel tests call them), under a lock they share; and
+# waiting, not failing, while anything else holds dpkg's lock (DPkg::Lock::Timeout).
+apt_get() {
+    (
+        flock 8
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 "$@"
+    ) 8>"${TMPDIR:-/tmp}/weir-apt.lock"
+}
+
 if [ ! -x /usr/bin/chromium ]; then
     echo "setup: installing Debian's chromium" >&2
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >&2
+    apt_get update -q >&2
+    apt_get install -y -q --no-install-recommends chromium >&2
 fi
 
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     echo "setup: installing Node.js and npm" >&2
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nodejs npm >&2
+    apt_get update -q >&2
+    apt_get install -y -q --no-install-recommends nodejs npm >&2
 fi
 
 if ! cmp -s "$here/package-lock.json" "$tools/.installed-lock.json" \

@@ -21,16 +21,24 @@ as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi
 }
 
+# apt-get as root, one apt-get at a time among weir's install scripts (they may run at once:
+# CI starts them side by side, and parallel tests call them), under a lock they share; and
+# waiting, not failing, while anything else holds dpkg's lock (DPkg::Lock::Timeout).
+apt_get() {
+    (
+        flock 8
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 "$@"
+    ) 8>"${TMPDIR:-/tmp}/weir-apt.lock"
+}
+
 if [ ! -x "$venv/bin/moto_server" ]; then
     rm -rf "$venv"
     if ! python3 -m venv "$venv" >/dev/null 2>&1; then
         # Debian splits venv (and ensurepip) out of python3.
         rm -rf "$venv"
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-            python3-venv >/dev/null 2>&1 || {
-            as_root env DEBIAN_FRONTEND=noninteractive apt-get update >/dev/null
-            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y \
-                --no-install-recommends python3-venv >/dev/null
+        apt_get install -y --no-install-recommends python3-venv >/dev/null 2>&1 || {
+            apt_get update >/dev/null
+            apt_get install -y --no-install-recommends python3-venv >/dev/null
         }
         python3 -m venv "$venv"
     fi

@@ -15,12 +15,20 @@ as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi
 }
 
+# apt-get as root, one apt-get at a time among weir's install scripts (they may run at once:
+# CI starts them side by side, and parallel tests call them), under a lock they share; and
+# waiting, not failing, while anything else holds dpkg's lock (DPkg::Lock::Timeout).
+apt_get() {
+    (
+        flock 8
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 "$@"
+    ) 8>"${TMPDIR:-/tmp}/weir-apt.lock"
+}
+
 if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
-    if ! as_root env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y --no-install-recommends prometheus >/dev/null 2>&1; then
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get update >/dev/null
-        as_root env DEBIAN_FRONTEND=noninteractive \
-            apt-get install -y --no-install-recommends prometheus >/dev/null
+    if ! apt_get install -y --no-install-recommends prometheus >/dev/null 2>&1; then
+        apt_get update >/dev/null
+        apt_get install -y --no-install-recommends prometheus >/dev/null
     fi
     # The package starts a system service; the tests run their own server on a port of
     # their own, so stop it where a service manager runs it (in a container nothing does).
