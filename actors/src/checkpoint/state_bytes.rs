@@ -183,7 +183,7 @@ impl StateBytes {
         }
     }
 
-    /// Calls `f` with the bytes in order, in pieces of at most [`PIECE`] bytes (one piece if
+    /// Calls `f` with the bytes in order, in pieces of at most 1 MiB (one piece if
     /// they are in memory).
     ///
     /// # Errors
