@@ -718,12 +718,13 @@ fn the_disk_backend_runs_under_a_memory_limit_the_memory_backend_exceeds() {
     );
 }
 
-/// New keys per batch of the large-base run, and each key's state in bytes: 16 MiB of state
-/// a batch.
-const BIG_KEYS: u64 = 4_096;
+/// New keys per batch of the large-base run, and each key's state in bytes: 8 MiB of state a
+/// batch (what a batch holds — its changes, their copy for the next delta, the delta's
+/// encoding — stays well under the limit).
+const BIG_KEYS: u64 = 2_048;
 const BIG_VALUE: usize = 4_096;
 /// Batches that add keys: the state grows to 160 MiB.
-const BIG_BATCHES: u64 = 10;
+const BIG_BATCHES: u64 = 20;
 /// The large-base run's `RLIMIT_DATA`: less than the state's encoding. A checkpoint that
 /// encoded the state into memory to write a new base, or a restore that read its base file
 /// into memory, could not run under it.
