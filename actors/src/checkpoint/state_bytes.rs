@@ -23,18 +23,21 @@ pub struct StateBytes(Repr);
 
 #[derive(Clone)]
 enum Repr {
-    Memory(Arc<Vec<u8>>),
+    /// `bytes[start..]`.
+    Memory { bytes: Arc<Vec<u8>>, start: usize },
     File {
         file: Arc<File>,
         offset: u64,
         len: u64,
+        /// The range's CRC32C, if whoever wrote or read it computed it on the way.
+        crc: Option<u32>,
     },
 }
 
 impl std::fmt::Debug for StateBytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.0 {
-            Repr::Memory(bytes) => f.debug_tuple("Memory").field(&bytes.len()).finish(),
+            Repr::Memory { .. } => f.debug_tuple("Memory").field(&self.len()).finish(),
             Repr::File { offset, len, .. } => f
                 .debug_struct("File")
                 .field("offset", offset)
@@ -46,7 +49,10 @@ impl std::fmt::Debug for StateBytes {
 
 impl From<Vec<u8>> for StateBytes {
     fn from(bytes: Vec<u8>) -> Self {
-        StateBytes(Repr::Memory(Arc::new(bytes)))
+        StateBytes(Repr::Memory {
+            bytes: Arc::new(bytes),
+            start: 0,
+        })
     }
 }
 
@@ -54,10 +60,21 @@ impl StateBytes {
     /// The `len` bytes of `file` from `offset` on. Nothing may change them while the value
     /// (or a clone) lives.
     pub fn from_file(file: File, offset: u64, len: u64) -> Self {
+        Self::from_shared_file(Arc::new(file), offset, len, None)
+    }
+
+    /// [`from_file`](Self::from_file) of a shared file whose range's CRC32C may be known.
+    pub(crate) fn from_shared_file(
+        file: Arc<File>,
+        offset: u64,
+        len: u64,
+        crc: Option<u32>,
+    ) -> Self {
         StateBytes(Repr::File {
-            file: Arc::new(file),
+            file,
             offset,
             len,
+            crc,
         })
     }
 
@@ -74,7 +91,9 @@ impl StateBytes {
     /// How many bytes.
     pub fn len(&self) -> u64 {
         match &self.0 {
-            Repr::Memory(bytes) => u64::try_from(bytes.len()).unwrap_or(u64::MAX),
+            Repr::Memory { bytes, start } => {
+                u64::try_from(bytes.len().saturating_sub(*start)).unwrap_or(u64::MAX)
+            }
             Repr::File { len, .. } => *len,
         }
     }
@@ -87,7 +106,7 @@ impl StateBytes {
     /// The bytes, if they are in memory.
     pub fn in_memory(&self) -> Option<&[u8]> {
         match &self.0 {
-            Repr::Memory(bytes) => Some(bytes),
+            Repr::Memory { bytes, start } => Some(bytes.get(*start..).unwrap_or_default()),
             Repr::File { .. } => None,
         }
     }
@@ -96,24 +115,34 @@ impl StateBytes {
     /// if they are in a file.
     pub fn into_vec(self) -> Result<Vec<u8>, StateBytes> {
         match self.0 {
-            Repr::Memory(bytes) => {
+            Repr::Memory { bytes, start: 0 } => {
                 Ok(Arc::try_unwrap(bytes).unwrap_or_else(|shared| shared.to_vec()))
             }
+            Repr::Memory { bytes, start } => Ok(bytes.get(start..).unwrap_or_default().to_vec()),
             file @ Repr::File { .. } => Err(StateBytes(file)),
         }
     }
 
-    /// The bytes after the first `n` (all of them dropped if fewer): the same memory or file.
+    /// The bytes after the first `n` (all of them dropped if fewer): the same memory or file,
+    /// not a copy.
     pub fn skip(&self, n: u64) -> StateBytes {
+        if n == 0 {
+            return self.clone();
+        }
         match &self.0 {
-            Repr::Memory(bytes) => {
-                let at = usize::try_from(n).unwrap_or(usize::MAX).min(bytes.len());
-                StateBytes::from(bytes.get(at..).unwrap_or_default().to_vec())
-            }
-            Repr::File { file, offset, len } => StateBytes(Repr::File {
+            Repr::Memory { bytes, start } => StateBytes(Repr::Memory {
+                bytes: Arc::clone(bytes),
+                start: start
+                    .saturating_add(usize::try_from(n).unwrap_or(usize::MAX))
+                    .min(bytes.len()),
+            }),
+            Repr::File {
+                file, offset, len, ..
+            } => StateBytes(Repr::File {
                 file: Arc::clone(file),
                 offset: offset.saturating_add(n.min(*len)),
                 len: len.saturating_sub(n),
+                crc: None,
             }),
         }
     }
@@ -135,7 +164,8 @@ impl StateBytes {
             return Ok(0);
         };
         match &self.0 {
-            Repr::Memory(bytes) => {
+            Repr::Memory { .. } => {
+                let bytes = self.in_memory().unwrap_or_default();
                 let start = usize::try_from(at).unwrap_or(usize::MAX);
                 let from = bytes.get(start..start + want).unwrap_or_default();
                 buf[..from.len()].copy_from_slice(from);
@@ -148,6 +178,18 @@ impl StateBytes {
         }
     }
 
+    /// All the bytes: borrowed if they are in memory, else read from the file.
+    ///
+    /// # Errors
+    ///
+    /// Reading the file failed.
+    pub fn bytes(&self) -> io::Result<std::borrow::Cow<'_, [u8]>> {
+        match self.in_memory() {
+            Some(bytes) => Ok(std::borrow::Cow::Borrowed(bytes)),
+            None => self.to_vec().map(std::borrow::Cow::Owned),
+        }
+    }
+
     /// All the bytes in one `Vec` (a copy).
     ///
     /// # Errors
@@ -155,7 +197,7 @@ impl StateBytes {
     /// Reading the file failed.
     pub fn to_vec(&self) -> io::Result<Vec<u8>> {
         match &self.0 {
-            Repr::Memory(bytes) => Ok(bytes.to_vec()),
+            Repr::Memory { .. } => Ok(self.in_memory().unwrap_or_default().to_vec()),
             Repr::File { .. } => {
                 let mut out = Vec::with_capacity(usize::try_from(self.len()).unwrap_or(0));
                 self.reader().read_to_end(&mut out)?;
@@ -164,14 +206,16 @@ impl StateBytes {
         }
     }
 
-    /// The bytes' CRC32C, read in pieces.
+    /// The bytes' CRC32C: the one computed as the file was written or downloaded
+    /// ([`StateWriter`]), else read in pieces.
     ///
     /// # Errors
     ///
     /// Reading the file failed.
     pub fn crc32c(&self) -> io::Result<u32> {
         match &self.0 {
-            Repr::Memory(bytes) => Ok(crc32c::crc32c(bytes)),
+            Repr::Memory { .. } => Ok(crc32c::crc32c(self.in_memory().unwrap_or_default())),
+            Repr::File { crc: Some(crc), .. } => Ok(*crc),
             Repr::File { .. } => {
                 let mut crc = 0;
                 self.for_each_piece(|piece| {
@@ -190,7 +234,7 @@ impl StateBytes {
     ///
     /// Reading the file failed, or `f` did.
     pub fn for_each_piece(&self, mut f: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
-        if let Repr::Memory(bytes) = &self.0 {
+        if let Some(bytes) = self.in_memory() {
             return f(bytes);
         }
         let mut buf = vec![0; PIECE.min(usize::try_from(self.len()).unwrap_or(PIECE))];
@@ -262,7 +306,10 @@ impl StateWriter {
             .file
             .into_inner()
             .map_err(io::IntoInnerError::into_error)?;
-        Ok((StateBytes::from_file(file, 0, len), crc))
+        Ok((
+            StateBytes::from_shared_file(Arc::new(file), 0, len, Some(crc)),
+            crc,
+        ))
     }
 }
 
@@ -328,5 +375,17 @@ mod tests {
             assert_eq!(&tail[..3], &bytes[bytes.len() - 3..]);
         }
         assert_eq!(body.skip(body.len() + 5).len(), 0);
+
+        // In memory, skipping shares the bytes; twice is the sum; the CRC is the tail's.
+        let mut framed = b"head".to_vec();
+        framed.extend_from_slice(&bytes);
+        let framed = StateBytes::from(framed);
+        let tail = framed.skip(2).skip(2);
+        assert_eq!(tail.in_memory(), Some(bytes.as_slice()));
+        assert_eq!(tail.crc32c().expect("crc"), crc32c::crc32c(&bytes));
+        assert_eq!(tail.clone().into_vec().expect("in memory"), bytes);
+        // A file's CRC computed on the way is the one of its bytes; a part of it reads anew.
+        assert_eq!(file.crc32c().expect("crc"), crc);
+        assert_eq!(body.crc32c().expect("crc"), crc32c::crc32c(&bytes));
     }
 }

@@ -1343,12 +1343,12 @@ impl CheckpointStore {
                 None => None,
             },
         };
-        let Some((framed, header)) = large else {
+        let Some((body, header)) = large else {
             return self.read_state_file(file).await.map(StateBytes::from);
         };
-        let header = FrameHeader::check(STATE_FILE_FRAME, &header, framed.len())
+        let header = FrameHeader::check(STATE_FILE_FRAME, &header, body.len())
             .map_err(|reason| self.corrupt(name, reason))?;
-        let body = framed;
+        // A download's CRC was computed on the way (no second read); a local file is read once.
         let path = PathBuf::from(name);
         let checked = body.clone();
         let found_crc32c = location::blocking(&path.clone(), move || {
@@ -1401,6 +1401,8 @@ impl CheckpointStore {
         })
         .await?;
         let temp = Arc::new(temp);
+        // The header as it comes, and the payload's CRC32C as it is written.
+        let (mut header, mut crc) = (Vec::with_capacity(HEADER_LEN), 0);
         let mut at = 0;
         while at < size {
             let want = (size - at).min(len_u64(WRITE_CHUNK));
@@ -1414,6 +1416,9 @@ impl CheckpointStore {
                     },
                 ));
             }
+            let in_header = (HEADER_LEN - header.len()).min(piece.len());
+            header.extend_from_slice(&piece[..in_header]);
+            crc = crc32c::crc32c_append(crc, &piece[in_header..]);
             let (file, spill) = (Arc::clone(&temp), spill.to_path_buf());
             let written = len_u64(piece.len());
             location::blocking(&spill.clone(), move || {
@@ -1424,17 +1429,9 @@ impl CheckpointStore {
             .await?;
             at += written;
         }
-        let temp = Arc::try_unwrap(temp).map_err(|_| StorageError::Task {
-            path: spill.display().to_string(),
-            reason: "the temporary file is still shared".to_owned(),
-        })?;
-        let bytes = StateBytes::from_file(temp, 0, size);
-        let mut header = vec![0; HEADER_LEN];
-        let n = bytes
-            .read_at(0, &mut header)
-            .map_err(|e| StorageError::from(FsError::io("read a temporary file in", spill)(e)))?;
-        header.truncate(n);
-        Ok(Some((bytes.skip(len_u64(HEADER_LEN)), header)))
+        let header_len = len_u64(header.len());
+        let payload = StateBytes::from_shared_file(temp, header_len, size - header_len, Some(crc));
+        Ok(Some((payload, header)))
     }
 
     fn corrupt(&self, name: &str, reason: FormatError) -> CheckpointError {
@@ -1513,11 +1510,13 @@ fn open_large(path: &Path) -> Result<Option<(StateBytes, Vec<u8>)>, StorageError
     if size <= len_u64(HEADER_LEN).saturating_add(IN_MEMORY_MAX) {
         return Ok(None);
     }
-    let bytes = StateBytes::from_file(file, 0, size);
+    // Larger than the header: read it whole.
     let mut header = vec![0; HEADER_LEN];
-    let n = bytes
-        .read_at(0, &mut header)
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut header, 0)
         .map_err(FsError::io("read", path))?;
-    header.truncate(n);
-    Ok(Some((bytes.skip(len_u64(HEADER_LEN)), header)))
+    let header_len = len_u64(HEADER_LEN);
+    Ok(Some((
+        StateBytes::from_file(file, header_len, size - header_len),
+        header,
+    )))
 }

@@ -192,7 +192,7 @@ pub(crate) trait Lifecycle: Send + Sync {
     /// into memory; nodes whose backend keeps state out of memory read a file in pieces.
     fn restore_bytes(&self, graph: &GraphShared, state: &StateBytes) -> ComputeResult<()> {
         let bytes = state
-            .to_vec()
+            .bytes()
             .map_err(|e| ComputeError::new(format!("reading state: {e}")))?;
         self.restore(graph, Some(&bytes))
     }
@@ -1271,11 +1271,11 @@ fn migrate_state(
             .map_err(|e| (keys, e))
     };
     // A migration rewrites the state in memory.
-    let read = |bytes: &StateBytes| {
+    fn read(bytes: &StateBytes) -> Result<std::borrow::Cow<'_, [u8]>, (u64, String)> {
         bytes
-            .to_vec()
+            .bytes()
             .map_err(|e| (0, format!("reading the state to migrate: {e}")))
-    };
+    }
     Ok(match state {
         Restoring::Whole(bytes) => Restoring::Whole(migrate(&read(&bytes)?, false)?.into()),
         Restoring::Chain { base, deltas, .. } => Restoring::Chain {

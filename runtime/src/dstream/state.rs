@@ -410,18 +410,13 @@ where
             return Ok(());
         }
         self.restore_bytes(Some(base_bytes))?;
-        let read = |delta: &StateBytes| {
-            delta
-                .to_vec()
-                .map_err(|e| ComputeError::new(format!("reading a state delta: {e}")))
-        };
         let mut base = lock(&self.base);
         let mut as_of = base.as_of;
         if self.store.changes_in_place() {
             // The disk backend: each delta's entries written into the base in order (a later
             // one's word on a key wins), one at a time — memory holds no delta decoded whole.
             for delta in deltas {
-                let bytes = read(delta)?;
+                let bytes = read_delta(delta)?;
                 let (delta_as_of, entries) = Entries::<K, Option<S>>::open(&bytes)
                     .map_err(|e| ComputeError::new(format!("decoding a state delta: {e}")))?;
                 as_of = as_of.max(delta_as_of);
@@ -438,7 +433,7 @@ where
         let mut changes: Vec<StableMap<K, Option<S>>> =
             (0..self.partitions).map(|_| StableMap::default()).collect();
         for delta in deltas {
-            let bytes = read(delta)?;
+            let bytes = read_delta(delta)?;
             let (delta_as_of, entries): (Option<u64>, Vec<(K, Option<S>)>) =
                 postcard::from_bytes(&bytes)
                     .map_err(|e| ComputeError::new(format!("decoding a state delta: {e}")))?;
@@ -536,6 +531,13 @@ where
         };
         Ok(())
     }
+}
+
+/// A delta's bytes: borrowed if in memory, else read from its file.
+fn read_delta(delta: &StateBytes) -> ComputeResult<std::borrow::Cow<'_, [u8]>> {
+    delta
+        .bytes()
+        .map_err(|e| ComputeError::new(format!("reading a state delta: {e}")))
 }
 
 type UpdateFn<V, S> = dyn Fn(&[V], Option<S>) -> Option<S> + Send + Sync;

@@ -280,7 +280,7 @@ impl DiskStore {
         let mut deltas_as_of = None;
         for delta in deltas {
             let bytes = delta
-                .to_vec()
+                .bytes()
                 .map_err(|e| store_error(format!("reading a state delta: {e}")))?;
             let (as_of, mut entries) = Entries::<K, Option<S>>::open(&bytes)
                 .map_err(|e| ComputeError::new(format!("decoding a state delta: {e}")))?;
@@ -306,19 +306,22 @@ impl DiskStore {
                 .iter_mut()
                 .map(Run::next)
                 .collect::<ComputeResult<Vec<_>>>()?;
-            let mut base_key = Vec::new();
-            let mut base_head = self.next_base(&mut entries, &mut base_key)?;
+            // The base's next entry (while `in_base`), and the key being merged: buffers
+            // reused from entry to entry.
+            let (mut base_key, mut base_state, mut key) = (Vec::new(), Vec::new(), Vec::new());
+            let mut in_base = self.next_base(&mut entries, &mut base_key, &mut base_state)?;
             loop {
                 let smallest = heads
                     .iter()
                     .flatten()
                     .map(|(key, _)| key)
-                    .chain(base_head.as_ref().map(|_| &base_key))
-                    .min()
-                    .cloned();
-                let Some(key) = smallest else {
+                    .chain(in_base.then_some(&base_key))
+                    .min();
+                let Some(smallest) = smallest else {
                     break;
                 };
+                key.clear();
+                key.extend_from_slice(smallest);
                 // The newest delta with the key decides; else the base.
                 let mut change = None;
                 for (head, run) in heads.iter_mut().zip(runs.iter_mut()) {
@@ -327,21 +330,20 @@ impl DiskStore {
                         *head = run.next()?;
                     }
                 }
-                let state = if base_head.is_some() && base_key == key {
-                    let from_base = base_head.take();
-                    base_head = self.next_base(&mut entries, &mut base_key)?;
-                    if base_head.is_some() && base_key <= key {
+                let from_base = in_base && base_key == key;
+                let state = match &change {
+                    Some(change) => change.as_deref(),
+                    None => from_base.then_some(base_state.as_slice()),
+                };
+                if let Some(state) = state {
+                    table.insert(key.as_slice(), state).map_err(store_error)?;
+                }
+                if from_base {
+                    in_base = self.next_base(&mut entries, &mut base_key, &mut base_state)?;
+                    if in_base && base_key <= key {
                         // Not in key order: nothing is committed.
                         return Ok(None);
                     }
-                    change.unwrap_or(from_base)
-                } else {
-                    change.flatten()
-                };
-                if let Some(state) = state {
-                    table
-                        .insert(key.as_slice(), state.as_slice())
-                        .map_err(store_error)?;
                 }
             }
         }
@@ -350,26 +352,29 @@ impl DiskStore {
         Ok(Some((base_as_of.max(deltas_as_of), self.base())))
     }
 
-    /// The next entry of a base: its state, its B-tree key (the partition's prefix, then the
-    /// key's bytes) put into `key`; `None` at the end.
+    /// Reads the next entry of a base into `key` (its B-tree key: the partition's prefix, then
+    /// the key's bytes) and `state`; `false` at the end.
     fn next_base<R, K, S>(
         &self,
         entries: &mut ReadEntries<R, K, S>,
         key: &mut Vec<u8>,
-    ) -> ComputeResult<Option<Vec<u8>>>
+        state: &mut Vec<u8>,
+    ) -> ComputeResult<bool>
     where
         R: std::io::Read,
         K: Key + DeserializeOwned,
         S: DeserializeOwned,
     {
         let Some(entry) = entries.next_raw() else {
-            return Ok(None);
+            return Ok(false);
         };
-        let (k, _, key_bytes, state) = entry?;
+        let (k, _, key_bytes, state_bytes) = entry?;
         key.clear();
         key.extend_from_slice(&prefix(partition_of(&k, self.partitions)));
         key.extend_from_slice(key_bytes);
-        Ok(Some(state.to_vec()))
+        state.clear();
+        state.extend_from_slice(state_bytes);
+        Ok(true)
     }
 
     /// `previous` changed by `next` in batch `time`.
