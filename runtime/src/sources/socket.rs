@@ -689,6 +689,13 @@ pub(crate) struct LineFramer {
     offset: u64,
     /// Dropping the rest of an overlong line.
     discarding: bool,
+    /// `buf[..valid]` is known to be UTF-8, and ends after a `\n` (or is empty): the lines
+    /// in it were validated together, in one pass over many lines.
+    valid: usize,
+    /// The lines ending before `buf[checked]` were part of a validation of many lines that
+    /// found an error: those after `valid` are validated one by one (for the error's line and
+    /// offset), and not again together.
+    checked: usize,
     max: usize,
     policy: LongLines,
 }
@@ -701,6 +708,8 @@ impl LineFramer {
             line: 1,
             offset: 0,
             discarding: false,
+            valid: 0,
+            checked: 0,
             max,
             policy,
         }
@@ -715,10 +724,8 @@ impl LineFramer {
 
     pub(crate) fn next_line(&mut self) -> Option<Framed> {
         loop {
-            let newline = self.buf[self.scanned..]
-                .iter()
-                .position(|&b| b == b'\n')
-                .map(|i| self.scanned + i);
+            let newline =
+                memchr::memchr(b'\n', &self.buf[self.scanned..]).map(|i| self.scanned + i);
             if self.discarding {
                 match newline {
                     Some(at) => {
@@ -742,14 +749,19 @@ impl LineFramer {
                     let head = self.buf.split_to(seen).freeze();
                     self.offset += seen as u64;
                     self.scanned = 0;
+                    self.valid = 0;
+                    self.checked = 0;
                     self.discarding = true;
                     return Some(self.too_long(head, line, offset, seen));
                 }
                 return None;
             };
             let (line, offset) = (self.line, self.offset);
+            let valid = self.validate_through(at);
             let mut bytes = self.buf.split_to(at + 1);
             self.scanned = 0;
+            self.valid -= self.valid.min(at + 1);
+            self.checked -= self.checked.min(at + 1);
             self.offset += (at + 1) as u64;
             self.line += 1;
             bytes.truncate(at);
@@ -760,6 +772,9 @@ impl LineFramer {
             if bytes.len() > self.max {
                 let seen = bytes.len();
                 return Some(self.too_long(bytes, line, offset, seen));
+            }
+            if valid {
+                return Some(Framed::Line(bytes));
             }
             return Some(validate(bytes, line, offset));
         }
@@ -775,6 +790,7 @@ impl LineFramer {
         let (line, offset) = (self.line, self.offset);
         let mut bytes = self.buf.split_to(len);
         self.consume(0);
+        (self.valid, self.checked) = (0, 0);
         self.line += 1;
         self.offset += len as u64;
         if bytes.last() == Some(&b'\r') {
@@ -787,10 +803,36 @@ impl LineFramer {
         Some(validate(bytes, line, offset))
     }
 
+    /// Whether the line whose `\n` is at `buf[at]` is known to be UTF-8. When it is not yet
+    /// known, every whole line buffered from it on is validated in one pass (the cost of a
+    /// validation is mostly per call, and lines are short); if that finds an error, the lines
+    /// before it are known valid and the others are left to be validated one by one.
+    fn validate_through(&mut self, at: usize) -> bool {
+        if at < self.valid {
+            return true;
+        }
+        if at < self.checked {
+            return false;
+        }
+        let end = memchr::memrchr(b'\n', &self.buf[at..]).map_or(at, |i| at + i) + 1;
+        match std::str::from_utf8(&self.buf[..end]) {
+            Ok(_) => self.valid = end,
+            Err(e) => {
+                let bad = e.valid_up_to();
+                // The lines before the one the error is in.
+                self.valid = memchr::memrchr(b'\n', &self.buf[..bad]).map_or(0, |i| i + 1);
+                self.checked = end;
+            }
+        }
+        at < self.valid
+    }
+
     fn consume(&mut self, n: usize) {
         self.buf.advance(n);
         self.offset += n as u64;
         self.scanned = 0;
+        self.valid -= self.valid.min(n);
+        self.checked -= self.checked.min(n);
     }
 
     fn too_long(&self, bytes: Bytes, line: u64, offset: u64, seen: usize) -> Framed {
@@ -835,6 +877,8 @@ fn validate(bytes: Bytes, line: u64, offset: u64) -> Framed {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use proptest::prelude::*;
 
     use super::*;
     use crate::sources::problems::capture::Warnings;
@@ -886,6 +930,65 @@ mod tests {
             out[1]
         );
         assert_eq!(out[2], line("fine"));
+    }
+
+    proptest! {
+        /// However the stream is cut into reads, and wherever bad UTF-8 is, the framer finds
+        /// the lines one at a time would: lines validated together in one pass are the same
+        /// lines, and a bad line is reported with its own number and offset.
+        #[test]
+        fn lines_validated_together_are_the_lines_validated_alone(
+            lines in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::prop_oneof![
+                        4 => proptest::char::range('a', 'z').prop_map(|c| c.to_string().into_bytes()),
+                        1 => proptest::strategy::Just(" ".as_bytes().to_vec()),
+                        1 => proptest::strategy::Just("é".as_bytes().to_vec()),
+                        1 => proptest::strategy::Just(b"\xff".to_vec()),
+                        1 => proptest::strategy::Just(b"\r".to_vec()),
+                    ],
+                    0..12,
+                ),
+                0..40,
+            ),
+            cuts in proptest::collection::vec(0usize..400, 0..8),
+        ) {
+            let lines: Vec<Vec<u8>> = lines.into_iter().map(|l| l.concat()).collect();
+            let mut stream = Vec::new();
+            for l in &lines {
+                stream.extend_from_slice(l);
+                stream.push(b'\n');
+            }
+            // The reference: each line alone.
+            let mut expected = Vec::new();
+            let mut offset = 0u64;
+            for (i, l) in lines.iter().enumerate() {
+                let text = l.strip_suffix(b"\r").unwrap_or(l);
+                expected.push(match std::str::from_utf8(text) {
+                    Ok(_) => format!("line {text:?}"),
+                    Err(_) => format!("bad {} {offset}", i + 1),
+                });
+                offset += l.len() as u64 + 1;
+            }
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(stream.len())).collect();
+            cuts.sort_unstable();
+            let mut pieces = Vec::new();
+            let mut from = 0;
+            for c in cuts.into_iter().chain([stream.len()]) {
+                pieces.push(&stream[from..c]);
+                from = c;
+            }
+            let mut f = LineFramer::new(10_000, LongLines::Skip);
+            let got: Vec<String> = frame_all(&mut f, &pieces)
+                .into_iter()
+                .map(|framed| match framed {
+                    Framed::Line(b) => format!("line {:?}", &b[..]),
+                    Framed::BadUtf8 { line, offset, .. } => format!("bad {line} {offset}"),
+                    Framed::TooLong { .. } => "too long".to_owned(),
+                })
+                .collect();
+            prop_assert_eq!(got, expected);
+        }
     }
 
     #[test]
