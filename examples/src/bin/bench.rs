@@ -86,9 +86,12 @@ struct Args {
     /// The fixed moderate rate (words/s) of the latency and kill phases.
     #[arg(long, default_value_t = 100_000.0)]
     moderate_rate: f64,
-    /// The first rate (words/s) of the sustainable-rate search.
-    #[arg(long, default_value_t = 50_000.0)]
-    start_rate: f64,
+    /// The first rate (words/s) of the sustainable-rate search (default 50 000). In the
+    /// `workloads` phase, by default, weir's search starts at half the workload's compute
+    /// floor (so its doubling tries the floor itself, the target) and Spark's at a tenth of
+    /// weir's sustained rate with the same WAL setting (the ×10 target).
+    #[arg(long)]
+    start_rate: Option<f64>,
     /// The highest rate tried (default: 90% of the feeder's socket ceiling).
     #[arg(long)]
     max_rate: Option<f64>,
@@ -141,6 +144,8 @@ struct Plan {
     latency_batch_ms: u64,
     moderate_rate: f64,
     start_rate: f64,
+    /// Whether `--start-rate` was given (the `workloads` phase then starts every search there).
+    start_rate_given: bool,
     max_rate: Option<f64>,
     step_secs: f64,
     warmup_secs: f64,
@@ -229,7 +234,8 @@ fn plan(args: &Args) -> Result<Plan, BoxError> {
         batch_ms: args.batch_ms.max(1),
         latency_batch_ms: args.latency_batch_ms.max(1),
         moderate_rate: args.moderate_rate,
-        start_rate: args.start_rate,
+        start_rate: args.start_rate.unwrap_or(50_000.0),
+        start_rate_given: args.start_rate.is_some(),
         max_rate: args.max_rate,
         step_secs: args
             .step_secs
@@ -333,12 +339,23 @@ fn run(args: &Args) -> Result<(), BoxError> {
                 ceiling.socket_words_per_s
             );
             let max_rate = plan.max_rate.unwrap_or(ceiling.socket_words_per_s * 0.9);
-            let mut rates = Vec::new();
+            let mut rates: Vec<RateResult> = Vec::new();
             for &kind in &plan.systems {
                 if kind == Kind::PySpark {
                     continue; // far below the others; its row would say nothing new
                 }
                 for wal in [false, true] {
+                    let weir = rates
+                        .iter()
+                        .find(|r| r.kind == Kind::Weir && r.wal == wal)
+                        .and_then(|r| r.sustained.as_ref())
+                        .map(|s| s.rate);
+                    let start = workload_start(
+                        kind,
+                        plan.start_rate_given.then_some(plan.start_rate),
+                        compute.words_per_s,
+                        weir,
+                    );
                     rates.push(search(
                         &launch,
                         &plan,
@@ -346,7 +363,7 @@ fn run(args: &Args) -> Result<(), BoxError> {
                         &scratch,
                         kind,
                         wal,
-                        (plan.start_rate.min(max_rate), max_rate, 1.1),
+                        (start.min(max_rate), max_rate, 1.1),
                     ));
                 }
             }
@@ -1112,6 +1129,21 @@ fn search(
     result
 }
 
+/// Where the `workloads` phase starts `kind`'s search: `given` if the rate was given; for
+/// weir, half the compute `floor` (the doubling then tries the floor, the target); for Spark,
+/// a tenth of `weir`'s sustained rate with the same WAL setting (the ×10 target), or a
+/// twentieth of the floor if weir's is not known.
+fn workload_start(kind: Kind, given: Option<f64>, floor: f64, weir: Option<f64>) -> f64 {
+    let start = match (given, kind) {
+        (Some(rate), _) => rate,
+        (None, Kind::Weir) => floor / 2.0,
+        (None, _) => weir.map_or(floor / 20.0, |w| w / 10.0),
+    };
+    // Round to three significant digits: the rates name the runs' directories.
+    let scale = 10f64.powf(start.max(1.0).log10().floor() - 2.0);
+    ((start / scale).round() * scale).max(1.0)
+}
+
 /// The outcome of a kill -9 test.
 #[derive(Debug)]
 struct Kill {
@@ -1322,6 +1354,41 @@ impl Report {
                 over(rate(Kind::Weir, false), floor),
                 over(rate(Kind::Weir, true), floor),
             );
+        }
+        let _ = writeln!(
+            s,
+            "\nweir at its highest sustained rate: processing p95 (the target: below the batch \
+             interval), CPU seconds per million words (the whole process), and the cores its \
+             thread groups used — workers (receiving, framing, validation, blocks, the WAL's \
+             encoding), jobs (the blocking pool: map side, shuffle, output), the WAL writer — and \
+             its busiest thread (near 1.0: a serial stage). A workload the floor's thread counts \
+             at F words per CPU-second asks weir for 1/F CPU seconds per word or less on each \
+             of its cores.\n\n\
+             | workload | WAL | sustained | p95 ms | CPU s per M words | floor's CPU s per M words | cores: workers / jobs / WAL | busiest thread |\n\
+             |---|---|---:|---:|---:|---:|---|---:|"
+        );
+        for row in &self.workloads {
+            for r in row.rates.iter().filter(|r| r.kind == Kind::Weir) {
+                let Some(st) = &r.sustained else {
+                    continue;
+                };
+                let stages = st.stages.unwrap_or_default();
+                let _ = writeln!(
+                    s,
+                    "| `{}` | {} | {:.0} | {} | {} | {:.4} | {:.2} / {:.2} / {:.2} | {:.2} |",
+                    row.workload,
+                    if r.wal { "on" } else { "off" },
+                    st.rate,
+                    st.processing.p95,
+                    st.cpu_s_per_mword
+                        .map_or_else(|| "–".to_owned(), |c| format!("{c:.4}")),
+                    1e6 / row.compute.words_per_s.max(1.0),
+                    stages.workers,
+                    stages.blocking,
+                    stages.wal,
+                    stages.busiest,
+                );
+            }
         }
         let _ = writeln!(s, "\nEvery step:\n\n```text");
         for row in &self.workloads {
@@ -1697,6 +1764,28 @@ mod tests {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), Some(2.5));
         assert_eq!(median(Vec::new()), None);
+    }
+
+    #[test]
+    fn workload_searches_start_at_the_targets_unless_told() {
+        // weir: half the floor, so that its doubling tries the floor.
+        assert_eq!(
+            workload_start(Kind::Weir, None, 42_345_678.0, None),
+            21_200_000.0
+        );
+        // Spark: a tenth of weir's sustained rate with the same WAL setting.
+        let spark = workload_start(Kind::SparkJava, None, 42e6, Some(16e6));
+        assert_eq!(spark, 1_600_000.0);
+        assert_eq!(
+            workload_start(Kind::SparkJava, None, 42e6, None),
+            2_100_000.0
+        );
+        // A given rate is every system's start.
+        assert_eq!(
+            workload_start(Kind::SparkJava, Some(5e4), 42e6, Some(16e6)),
+            5e4
+        );
+        assert_eq!(workload_start(Kind::Weir, None, 0.0, None), 1.0);
     }
 
     #[test]
