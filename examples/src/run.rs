@@ -75,6 +75,9 @@ pub fn main_with<F>(name: &str, log_format: LogFormat, program: F) -> ExitCode
 where
     F: Future<Output = Result<(), BoxError>>,
 {
+    // Before any other thread starts: two malloc arenas keep the process's memory near what
+    // the engine holds (weir::memory; `MALLOC_ARENA_MAX` in the environment wins).
+    weir::memory::limit_malloc_arenas(2);
     let _ = weir::logging::init(log_format);
     // Thread names by role, so that per-thread CPU (the bench's per-stage report, `top -H`)
     // shows where the time goes: tokio starts its workers first, when the runtime is built,

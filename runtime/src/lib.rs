@@ -65,6 +65,7 @@ pub mod fuzz;
 pub mod kafka;
 #[cfg(feature = "logging")]
 pub mod logging;
+pub mod memory;
 pub mod sinks;
 pub mod sources;
 pub mod testing;
