@@ -70,6 +70,8 @@ pub(crate) struct Launch {
     pub(crate) word_count: PathBuf,
     /// Extra arguments for it (`--weir-arg`).
     pub(crate) weir_args: Vec<String>,
+    /// Extra environment variables for it (the `overload` phase's `WEIR_…` settings).
+    pub(crate) weir_env: Vec<(String, String)>,
     /// The Spark side, if set up.
     pub(crate) spark: Option<SparkSetup>,
 }
@@ -202,6 +204,7 @@ impl Launch {
                     c.arg("--no-receiver-wal");
                 }
                 c.args(&self.weir_args);
+                c.envs(self.weir_env.iter().map(|(k, v)| (k, v)));
                 c
             }
             Kind::SparkJava => {
