@@ -575,7 +575,8 @@ fn overload_phase(
                 let why = run.failures();
                 println!(
                     "bench: overload WAL {}: offered {:.0}, delivered {:.0} words/s, stalled {} ms, \
-                     peak RSS {} (bound {}), median {}, {} words delivered, output caught up after \
+                     peak RSS {} (bound {}), median {}, by quarter {:?} MiB, {} words delivered, \
+                     output caught up after \
                      {:.0} s, lost {}, duplicated {}: {}",
                     if wal { "on" } else { "off" },
                     run.offered,
@@ -584,6 +585,7 @@ fn overload_phase(
                     mib(run.peak_kb),
                     mib(run.bound.bytes() / 1024),
                     run.median_kb.map_or_else(|| "n/a".to_owned(), mib),
+                    run.quarters_kb.map(|kb| kb >> 10),
                     run.sent,
                     run.drain_secs,
                     run.lost,

@@ -222,6 +222,8 @@ pub(crate) struct Run {
     pub(crate) peak_kb: u64,
     /// Median sampled RSS (every 100 ms) during the feed, KiB.
     pub(crate) median_kb: Option<u64>,
+    /// The highest sampled RSS in each quarter of the feed, KiB: whether memory levels off.
+    pub(crate) quarters_kb: [u64; 4],
     /// The bound.
     pub(crate) bound: Bound,
     /// Seconds from the end of the feed until the output held every word (or it gave up).
@@ -333,9 +335,9 @@ impl Results {
         let _ = writeln!(
             s,
             "| receiver WAL | offered words/s | delivered words/s | feeder stalled | max RSS | \
-             median RSS | bound | words delivered | output caught up | lost | duplicated | \
+             median RSS | max RSS by quarter of the feed | bound | words delivered | output caught up | lost | duplicated | \
              result |\n\
-             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+             |---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|"
         );
         for r in &self.runs {
             let _ = match r {
@@ -343,7 +345,7 @@ impl Results {
                     let why = run.failures();
                     writeln!(
                         s,
-                        "| {} | {:.0} | {:.0} | {:.1} of {:.0} s | {} | {} | {} | {} | {} | {} | {} | {} |",
+                        "| {} | {:.0} | {:.0} | {:.1} of {:.0} s | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                         if run.wal { "on" } else { "off" },
                         run.offered,
                         run.delivered,
@@ -351,6 +353,9 @@ impl Results {
                         run.secs,
                         mib(run.peak_kb),
                         run.median_kb.map_or_else(|| "n/a".to_owned(), mib),
+                        run.quarters_kb
+                            .map(|kb| format!("{}", kb >> 10))
+                            .join(" / "),
                         mib(run.bound.bytes() / 1024),
                         run.sent,
                         if run.counted >= run.sent {
@@ -367,7 +372,7 @@ impl Results {
                         }
                     )
                 }
-                Err(e) => writeln!(s, "| failed: {e} | | | | | | | | | | | FAIL |"),
+                Err(e) => writeln!(s, "| failed: {e} | | | | | | | | | | | | FAIL |"),
             };
         }
         let _ = writeln!(s, "\nBounds:\n");
@@ -439,6 +444,7 @@ pub(crate) fn run(
     feeder.stop()?;
     let median_kb = running.rss_median_kb(t0);
     let feed_secs = (t1 - t0).as_secs_f64();
+    let quarters_kb = quarters(&running.rss_samples(t0), t0, t1 - t0);
     // The stalls from the first delivery on (the start-up before it is not the feeder's).
     let curve = tally.curve();
     let first = curve.first().map_or(w0, |(t, _)| (*t).max(w0));
@@ -488,12 +494,26 @@ pub(crate) fn run(
         stalled_ms: stalled,
         peak_kb,
         median_kb,
+        quarters_kb,
         bound: Bound::new(wal, line_bytes(pool)),
         drain_secs,
         counted,
         lost,
         duplicated,
     })
+}
+
+/// The highest of the (time, KiB) `samples` in each quarter of the `span` from `t0`.
+pub(crate) fn quarters(samples: &[(Instant, u64)], t0: Instant, span: Duration) -> [u64; 4] {
+    let mut q = [0; 4];
+    for (t, kb) in samples {
+        let at = t.saturating_duration_since(t0).as_secs_f64() / span.as_secs_f64().max(1e-9);
+        if (0.0..1.0).contains(&at) {
+            let i = ((at * 4.0) as usize).min(3);
+            q[i] = q[i].max(*kb);
+        }
+    }
+    q
 }
 
 /// The calibration run: `rate` words/s for `secs` with the phase's settings and the WAL on.
@@ -584,6 +604,25 @@ mod tests {
         );
     }
 
+    #[test]
+    fn quarters_keep_the_highest_sample_of_each() {
+        let t0 = Instant::now();
+        let at = |ms: u64, kb: u64| (t0 + Duration::from_millis(ms), kb);
+        let samples = [
+            at(0, 5),
+            at(100, 7),
+            at(250, 3),
+            at(600, 9),
+            at(999, 4),
+            at(1000, 99),
+        ];
+        assert_eq!(
+            quarters(&samples, t0, Duration::from_secs(1)),
+            [7, 3, 9, 4],
+            "the sample at the end of the span is outside it"
+        );
+    }
+
     fn run(peak_mib: u64, delivered: f64, stalled_ms: u64, lost: u64) -> Run {
         Run {
             wal: true,
@@ -594,6 +633,7 @@ mod tests {
             stalled_ms,
             peak_kb: peak_mib << 10,
             median_kb: None,
+            quarters_kb: [0; 4],
             bound: Bound::new(true, 64.0),
             drain_secs: 1.0,
             counted: 100,

@@ -381,6 +381,17 @@ impl Running {
             .collect()
     }
 
+    /// The RSS samples (every 100 ms, KiB of the process tree) taken after `since`.
+    pub(crate) fn rss_samples(&self, since: Instant) -> Vec<(Instant, u64)> {
+        self.rss
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(t, _)| *t >= since)
+            .copied()
+            .collect()
+    }
+
     /// Median sampled RSS (KiB) of the samples taken after `since`.
     pub(crate) fn rss_median_kb(&self, since: Instant) -> Option<u64> {
         let mut v: Vec<u64> = self
