@@ -35,6 +35,8 @@
 mod feeder;
 #[path = "bench/floors.rs"]
 mod floors;
+#[path = "bench/overload.rs"]
+mod overload;
 #[path = "bench/system.rs"]
 mod system;
 #[path = "bench/workload.rs"]
@@ -50,7 +52,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 
 use crate::feeder::{Feeder, Pool, Tally, wall_ms};
-use crate::system::{BatchStat, Kind, Launch, RunDirs, Source, SparkSetup, read_output};
+use crate::system::{BatchStat, Kind, Launch, RunDirs, Running, Source, SparkSetup, read_output};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -61,9 +63,12 @@ struct Args {
     /// Run every phase against every system (installs Spark on first use).
     #[arg(long)]
     all: bool,
-    /// Run only these phases (feeder, floors, rate, latency, kill, http, workloads);
-    /// repeatable. `workloads` runs the compute floor and the sustainable-rate search of
-    /// every system on each `--workload` (default: a spread of them) and reports one table.
+    /// Run only these phases (feeder, floors, rate, latency, kill, http, workloads,
+    /// overload); repeatable. `workloads` runs the compute floor and the sustainable-rate
+    /// search of every system on each `--workload` (default: a spread of them) and reports one
+    /// table. `overload` feeds weir at `--overload-rate` (or twice its sustained rate) for
+    /// `--overload-secs`, WAL off and on, and fails unless memory stayed bounded, the sender
+    /// was pushed back and nothing was lost.
     #[arg(long = "phase", value_name = "PHASE")]
     phases: Vec<String>,
     /// The text fed (see bench/workload.rs): `classic`, or e.g.
@@ -117,6 +122,13 @@ struct Args {
     /// (words/s).
     #[arg(long)]
     http_fixed_rate: Option<f64>,
+    /// The `overload` phase's offered rate (words/s); default: twice the sustained rate the
+    /// `rate` phase found for weir with the same receiver WAL setting in this invocation.
+    #[arg(long)]
+    overload_rate: Option<f64>,
+    /// The `overload` phase: seconds fed at the offered rate (default 60, 15 with --quick).
+    #[arg(long)]
+    overload_secs: Option<f64>,
     /// Where Spark is installed and runs happen (default: target/bench).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
@@ -153,6 +165,8 @@ struct Plan {
     kill_secs: f64,
     http_rounds: usize,
     http_fixed_rate: Option<f64>,
+    overload_rate: Option<f64>,
+    overload_secs: f64,
     cache: PathBuf,
     report: PathBuf,
     quick: bool,
@@ -184,12 +198,13 @@ fn plan(args: &Args) -> Result<Plan, BoxError> {
         "kill",
         "http",
         "workloads",
+        "overload",
     ];
     let phases: Vec<String> = if args.all {
         PHASES.iter().map(|p| (*p).to_owned()).collect()
     } else if args.phases.is_empty() {
         return Err(
-            "choose what to run: --all, or --phase PHASE (feeder, floors, rate, latency, kill, http, workloads)"
+            "choose what to run: --all, or --phase PHASE (feeder, floors, rate, latency, kill, http, workloads, overload)"
                 .into(),
         );
     } else {
@@ -250,6 +265,10 @@ fn plan(args: &Args) -> Result<Plan, BoxError> {
             .unwrap_or(if args.quick { 1 } else { 3 })
             .max(1),
         http_fixed_rate: args.http_fixed_rate,
+        overload_rate: args.overload_rate,
+        overload_secs: args
+            .overload_secs
+            .unwrap_or(if args.quick { 15.0 } else { 60.0 }),
         weir_args: args.weir_args.clone(),
         cache,
         report,
@@ -513,6 +532,9 @@ fn run(args: &Args) -> Result<(), BoxError> {
             }
         }
     }
+    if has("overload") && plan.systems.contains(&Kind::Weir) {
+        overload_phase(&launch, &plan, &pool, &scratch, &mut report);
+    }
     let text = report.markdown(&plan, &machine, &pool);
     println!("\n{text}");
     if let Some(parent) = plan.report.parent() {
@@ -520,7 +542,85 @@ fn run(args: &Args) -> Result<(), BoxError> {
     }
     std::fs::write(&plan.report, &text)?;
     println!("bench: report written to {}", plan.report.display());
+    if has("overload") && !report.overload.passed() {
+        return Err("the overload phase failed (see its table)".into());
+    }
     Ok(())
+}
+
+/// The `overload` phase: the calibration of `C`, then weir at the offered rate with the
+/// receiver WAL off and on (see bench/overload.rs).
+fn overload_phase(
+    launch: &Launch,
+    plan: &Plan,
+    pool: &Arc<Pool>,
+    scratch: &Path,
+    report: &mut Report,
+) {
+    let calibration = overload::calibrate(
+        launch,
+        plan,
+        pool,
+        &scratch.join("overload-calibration"),
+        plan.moderate_rate,
+        if plan.quick { 5.0 } else { 10.0 },
+    );
+    match &calibration {
+        Ok(c) => println!(
+            "bench: overload calibration at {:.0} words/s: peak RSS {} (C = {} MiB)",
+            c.rate,
+            mib(c.peak_kb),
+            overload::PROGRAM_BYTES >> 20
+        ),
+        Err(e) => println!("bench: overload calibration failed: {e}"),
+    }
+    report.overload.calibration = Some(calibration.map_err(|e| e.to_string()));
+    for wal in [false, true] {
+        let sustained = report.sustained(Kind::Weir, wal).map(|s| s.rate);
+        let r = overload::offered_rate(plan.overload_rate, sustained, wal)
+            .map_err(BoxError::from)
+            .and_then(|rate| {
+                let secs = plan.overload_secs;
+                // The backlog drains at the batches' pace: give it up to ten times the feed
+                // (the drain also ends once the output stops growing).
+                let patience = Duration::from_secs_f64((10.0 * secs).max(60.0));
+                let root = scratch.join(format!("overload-{}", if wal { "wal" } else { "nowal" }));
+                overload::run(launch, plan, pool, &root, wal, (rate, secs, patience))
+            });
+        match &r {
+            Ok(run) => {
+                let why = run.failures();
+                println!(
+                    "bench: overload WAL {}: offered {:.0}, delivered {:.0} words/s, stalled {} ms, \
+                     peak RSS {} (bound {}), median {}, by quarter {:?} MiB, {} words delivered, \
+                     output caught up after \
+                     {:.0} s, lost {}, duplicated {}: {}",
+                    if wal { "on" } else { "off" },
+                    run.offered,
+                    run.delivered,
+                    run.stalled_ms,
+                    mib(run.peak_kb),
+                    mib(run.bound.bytes() / 1024),
+                    run.median_kb.map_or_else(|| "n/a".to_owned(), mib),
+                    run.quarters_kb.map(|kb| kb >> 10),
+                    run.sent,
+                    run.drain_secs,
+                    run.lost,
+                    run.duplicated,
+                    if why.is_empty() {
+                        "pass".to_owned()
+                    } else {
+                        format!("FAIL ({})", why.join("; "))
+                    }
+                );
+            }
+            Err(e) => println!(
+                "bench: overload WAL {}: failed: {e}",
+                if wal { "on" } else { "off" }
+            ),
+        }
+        report.overload.runs.push(r.map_err(|e| e.to_string()));
+    }
 }
 
 fn slug(kind: Kind) -> &'static str {
@@ -583,6 +683,7 @@ fn setup(plan: &Plan) -> Result<Launch, BoxError> {
     Ok(Launch {
         word_count,
         weir_args: plan.weir_args.clone(),
+        weir_env: Vec::new(),
         spark,
     })
 }
@@ -1211,44 +1312,15 @@ fn kill_test(
     feeder.stop()?;
     let sent_counts = tally.counts(pool);
     let sent: u64 = sent_counts.values().sum();
-    // Drain: until the output holds every word, or stops growing for 3 batches (bounded).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut last_total = u64::MAX;
-    let mut still = 0;
-    while Instant::now() < deadline {
-        let n = second.batches().len();
-        second.wait_batches(n + 1, Duration::from_millis(plan.batch_ms * 2 + 1000));
-        let total: u64 = read_output(&dirs.output)
-            .values()
-            .flat_map(|c| c.values())
-            .sum();
-        if total >= sent {
-            break;
-        }
-        still = if total == last_total { still + 1 } else { 0 };
-        if still >= 3 {
-            break;
-        }
-        last_total = total;
-    }
+    drain(
+        &mut second,
+        &dirs.output,
+        sent,
+        plan.batch_ms,
+        Duration::from_secs(30),
+    );
     peak_rss_kb = peak_rss_kb.max(second.stop(Duration::from_secs(15))?);
-    let mut out: HashMap<String, u64> = HashMap::new();
-    for counts in read_output(&dirs.output).values() {
-        for (w, c) in counts {
-            *out.entry(w.clone()).or_insert(0) += c;
-        }
-    }
-    let (mut lost, mut duplicated) = (0, 0);
-    for (w, s) in &sent_counts {
-        let o = out.get(w).copied().unwrap_or(0);
-        lost += s.saturating_sub(o);
-        duplicated += o.saturating_sub(*s);
-    }
-    for (w, o) in &out {
-        if !sent_counts.contains_key(w) {
-            duplicated += o;
-        }
-    }
+    let (lost, duplicated) = lost_and_duplicated(&sent_counts, &summed_output(&dirs.output));
     Ok(Kill {
         rate: words_per_s,
         startup_ms,
@@ -1258,6 +1330,63 @@ fn kill_test(
         duplicated,
         peak_rss_kb,
     })
+}
+
+/// Waits until the output under `output` holds `sent` words, or stops growing over three
+/// waits of two batch intervals in a row, or `patience` has passed; the words it holds.
+fn drain(
+    running: &mut Running,
+    output: &Path,
+    sent: u64,
+    batch_ms: u64,
+    patience: Duration,
+) -> u64 {
+    let deadline = Instant::now() + patience;
+    let mut last_total = u64::MAX;
+    let mut still = 0;
+    let mut total = 0;
+    while Instant::now() < deadline {
+        let n = running.batches().len();
+        running.wait_batches(n + 1, Duration::from_millis(batch_ms * 2 + 1000));
+        total = read_output(output).values().flat_map(|c| c.values()).sum();
+        if total >= sent {
+            break;
+        }
+        still = if total == last_total { still + 1 } else { 0 };
+        if still >= 3 {
+            break;
+        }
+        last_total = total;
+    }
+    total
+}
+
+/// Every word's count summed over the batches under `output`.
+fn summed_output(output: &Path) -> HashMap<String, u64> {
+    let mut out: HashMap<String, u64> = HashMap::new();
+    for counts in read_output(output).values() {
+        for (w, c) in counts {
+            *out.entry(w.clone()).or_insert(0) += c;
+        }
+    }
+    out
+}
+
+/// Words lost and duplicated, word by word: what the feeder delivered (`sent`) against the
+/// summed output (`out`). A word in the output that was never sent counts as duplicated.
+fn lost_and_duplicated(sent: &HashMap<String, u64>, out: &HashMap<String, u64>) -> (u64, u64) {
+    let (mut lost, mut duplicated) = (0, 0);
+    for (w, s) in sent {
+        let o = out.get(w).copied().unwrap_or(0);
+        lost += s.saturating_sub(o);
+        duplicated += o.saturating_sub(*s);
+    }
+    for (w, o) in out {
+        if !sent.contains_key(w) {
+            duplicated += o;
+        }
+    }
+    (lost, duplicated)
 }
 
 /// One workload of the `workloads` phase: its floor and every system's sustainable rate.
@@ -1283,6 +1412,8 @@ struct Report {
     http: Vec<(&'static str, RateResult)>,
     /// The `http` phase's fixed-rate steps, off and on alternating.
     http_fixed: Vec<(&'static str, Step)>,
+    /// The `overload` phase.
+    overload: overload::Results,
 }
 
 /// The median of `v` (the mean of the middle two for an even count); none if empty.
@@ -1751,6 +1882,7 @@ impl Report {
             self.write_http(&mut s);
         }
         self.write_workloads(&mut s, plan);
+        self.overload.markdown(&mut s, plan.batch_ms);
         s
     }
 }

@@ -29,6 +29,8 @@ const CHUNK_LINES: usize = 64;
 const POOL_CHUNKS: usize = 512;
 /// A directory feeder closes a file this often (or past [`MAX_FILE_BYTES`]).
 const FILE_EVERY: Duration = Duration::from_millis(50);
+/// How long a stopping socket feeder tries to finish the line it is in.
+const STOP_LINE_PATIENCE: Duration = Duration::from_secs(10);
 /// The largest file a directory feeder writes.
 const MAX_FILE_BYTES: usize = 4 << 20;
 
@@ -362,12 +364,25 @@ fn socket_loop(
             let chunk = &pool.chunks[next];
             pacer.wait(tally.words());
             let mut written = 0;
+            // When a stop came while the client did not read: how long the feeder still tries
+            // to finish the line it is in.
+            let mut give_up: Option<Instant> = None;
             while written < chunk.bytes.len() {
                 match stream.write(&chunk.bytes[written..]) {
                     Ok(0) => break,
                     Ok(n) => written += n,
                     Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                        if stop.load(Ordering::SeqCst) {
+                        // Stopping ends at a line's end: a partial last line would reach the
+                        // client, which stores it at the end of input and counts its words
+                        // (and word fragments), while the tally counts whole lines only. A
+                        // client that never reads again is given up on after a while.
+                        let at_line_end = written == 0 || chunk.bytes[written - 1] == b'\n';
+                        if stop.load(Ordering::SeqCst)
+                            && (at_line_end
+                                || Instant::now()
+                                    >= *give_up
+                                        .get_or_insert_with(|| Instant::now() + STOP_LINE_PATIENCE))
+                        {
                             break;
                         }
                     }

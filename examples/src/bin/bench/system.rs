@@ -70,6 +70,8 @@ pub(crate) struct Launch {
     pub(crate) word_count: PathBuf,
     /// Extra arguments for it (`--weir-arg`).
     pub(crate) weir_args: Vec<String>,
+    /// Extra environment variables for it (the `overload` phase's `WEIR_…` settings).
+    pub(crate) weir_env: Vec<(String, String)>,
     /// The Spark side, if set up.
     pub(crate) spark: Option<SparkSetup>,
 }
@@ -202,6 +204,7 @@ impl Launch {
                     c.arg("--no-receiver-wal");
                 }
                 c.args(&self.weir_args);
+                c.envs(self.weir_env.iter().map(|(k, v)| (k, v)));
                 c
             }
             Kind::SparkJava => {
@@ -375,6 +378,17 @@ impl Running {
                 let stime: u64 = after.next()?.parse().ok()?;
                 Some((tid, name, (utime + stime) as f64 / clock_ticks_per_sec()))
             })
+            .collect()
+    }
+
+    /// The RSS samples (every 100 ms, KiB of the process tree) taken after `since`.
+    pub(crate) fn rss_samples(&self, since: Instant) -> Vec<(Instant, u64)> {
+        self.rss
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(t, _)| *t >= since)
+            .copied()
             .collect()
     }
 
