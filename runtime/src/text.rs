@@ -87,9 +87,51 @@ impl Inline {
         while !text.is_char_boundary(len) {
             len -= 1;
         }
+        Inline::from_short(&text.as_bytes()[..len])
+    }
+
+    /// `text` (at most [`INLINE_MAX`] bytes: a longer one is cut there), read with loads that
+    /// stay within it — at most three 8-byte ones, overlapping for lengths between — and
+    /// assembled in registers, then written as [`from_window`](Self::from_window) writes
+    /// (a 16-byte and an 8-byte store). A copy byte by byte (`memcpy` of a few bytes) into the
+    /// array, read back a moment later by wider loads, stalled each such load until the narrow
+    /// stores retired: on classic text, most words of a line are within its last
+    /// [`INLINE_MAX`] bytes, where `from_window` cannot read.
+    #[inline]
+    fn from_short(text: &[u8]) -> Inline {
+        let text = &text[..text.len().min(INLINE_MAX)];
+        let len = text.len();
+        let word = |at: usize| le_u64(text, at);
+        // `u32` at `at` (within `text`), widened.
+        let half = |at: usize| {
+            text.get(at..)
+                .and_then(<[u8]>::first_chunk::<4>)
+                .map_or(0, |c| u64::from(u32::from_le_bytes(*c)))
+        };
+        let byte = |at: usize| text.get(at).map_or(0, |&b| u64::from(b));
+        // Bytes `from..len` of `text`, at the bottom of a word: read as the 8 ending at `len`
+        // (`len >= 8`), shifted down.
+        let rest = |from: usize| {
+            word(len - 8)
+                .checked_shr(8 * (from + 8 - len) as u32)
+                .unwrap_or(0)
+        };
+        let (w0, w1, w2) = match len {
+            0 => (0, 0, 0),
+            1..=3 => (
+                byte(0) | byte(len / 2) << (8 * (len / 2)) | byte(len - 1) << (8 * (len - 1)),
+                0,
+                0,
+            ),
+            4..=7 => (half(0) | half(len - 4) << (8 * (len - 4)), 0, 0),
+            8..=15 => (word(0), rest(8), 0),
+            _ => (word(0), word(8), rest(16)),
+        };
+        let head = (u128::from(w1) << 64 | u128::from(w0)).to_le_bytes();
+        let tail = w2 | (len as u64) << 56;
         let mut bytes = [0; INLINE_MAX + 1];
-        bytes[..len].copy_from_slice(&text.as_bytes()[..len]);
-        bytes[INLINE_MAX] = len as u8;
+        bytes[..16].copy_from_slice(&head);
+        bytes[16..].copy_from_slice(&tail.to_le_bytes());
         Inline { bytes }
     }
 
@@ -236,7 +278,9 @@ impl Str {
             return Str(Repr::Inline(if start + INLINE_MAX <= bytes.len() {
                 Inline::from_window(bytes, start, len)
             } else {
-                Inline::new(&text[start..end])
+                // Sliced as text: a cut that is not at character boundaries panics here.
+                let word: &str = &text[start..end];
+                Inline::from_short(word.as_bytes())
             }));
         }
         match &self.0 {
@@ -661,6 +705,26 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// Any text of at most `INLINE_MAX` bytes is held exactly, zeros after it, its length
+        /// last, whichever way it is built: alone, or cut from a longer line anywhere.
+        #[test]
+        fn short_text_is_held_exactly(text in "\\PC{0,23}", before in "[a-z ]{0,30}", after in "[a-z ]{0,30}") {
+            let mut n = text.len().min(INLINE_MAX);
+            while !text.is_char_boundary(n) {
+                n -= 1;
+            }
+            let text = text[..n].to_owned();
+            let alone = Inline::new(&text);
+            prop_assert_eq!(alone.as_str(), text.as_str());
+            prop_assert!(alone.bytes[text.len()..INLINE_MAX].iter().all(|&b| b == 0));
+            prop_assert_eq!(usize::from(alone.bytes[INLINE_MAX]), text.len());
+            let line = Str::from(format!("{before}{text}{after}").as_str());
+            let cut = line.cut(before.len(), before.len() + text.len());
+            prop_assert!(!cut.is_shared());
+            prop_assert_eq!(cut.as_str(), text.as_str());
+            prop_assert!(cut == Str(Repr::Inline(alone)));
+        }
 
         /// `words` finds exactly what `split_whitespace` finds, on any text.
         #[test]
