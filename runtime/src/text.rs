@@ -87,10 +87,11 @@ impl Inline {
         while !text.is_char_boundary(len) {
             len -= 1;
         }
-        Inline::from_short(&text.as_bytes()[..len])
+        Inline::from_short(&text[..len])
     }
 
-    /// `text` (at most [`INLINE_MAX`] bytes: a longer one is cut there), read with loads that
+    /// `text` (at most [`INLINE_MAX`] bytes: a longer one goes to [`new`](Self::new), which
+    /// cuts it at a character boundary — never inside a character), read with loads that
     /// stay within it — at most three 8-byte ones, overlapping for lengths between — and
     /// assembled in registers, then written as [`from_window`](Self::from_window) writes
     /// (a 16-byte and an 8-byte store). A copy byte by byte (`memcpy` of a few bytes) into the
@@ -98,8 +99,11 @@ impl Inline {
     /// stores retired: on classic text, most words of a line are within its last
     /// [`INLINE_MAX`] bytes, where `from_window` cannot read.
     #[inline]
-    fn from_short(text: &[u8]) -> Inline {
-        let text = &text[..text.len().min(INLINE_MAX)];
+    fn from_short(text: &str) -> Inline {
+        if text.len() > INLINE_MAX {
+            return Inline::new(text);
+        }
+        let text = text.as_bytes();
         let len = text.len();
         let word = |at: usize| le_u64(text, at);
         // `u32` at `at` (within `text`), widened.
@@ -279,8 +283,7 @@ impl Str {
                 Inline::from_window(bytes, start, len)
             } else {
                 // Sliced as text: a cut that is not at character boundaries panics here.
-                let word: &str = &text[start..end];
-                Inline::from_short(word.as_bytes())
+                Inline::from_short(&text[start..end])
             }));
         }
         match &self.0 {
